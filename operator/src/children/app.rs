@@ -1,0 +1,552 @@
+//! The HTTP service: Deployment, Service, ConfigMap, ServiceAccount, PodDisruptionBudget, Ingress.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use serde_json::{Value, json};
+
+use super::{
+    CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pgbouncer,
+    pod_security, postgres, redis, resources, restricted_container_security, typed,
+};
+use crate::crd::AuthMode;
+use crate::error::Result;
+
+pub const HTTP_PORT: i32 = 8080;
+/// uid of the distroless `nonroot` user the app image runs as.
+pub const APP_UID: i64 = 65532;
+pub const DATABASE_NAME: &str = "shortener";
+pub const DATABASE_USER: &str = "shortener";
+
+/// Three of these fit the 1 vCPU / 1 GiB budget next to the data stores.
+pub const BUDGET: ResourceBudget = ResourceBudget {
+    cpu_request: "50m",
+    memory_request: "64Mi",
+    cpu_limit: "500m",
+    memory_limit: "128Mi",
+};
+
+pub fn service_account(instance: &Instance<'_>) -> ServiceAccount {
+    ServiceAccount {
+        metadata: instance.meta(instance.child_name(Component::App), Component::App),
+        // None of the stack's pods talk to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    }
+}
+
+pub fn config_map_name(instance: &Instance<'_>) -> String {
+    format!("{}-config", instance.name)
+}
+
+/// Non-secret settings of the service, consumed as environment variables.
+pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
+    let spec = instance.spec();
+    let config = &spec.app.config;
+    let mut data = BTreeMap::from([
+        ("LISTEN_ADDR".to_string(), format!("0.0.0.0:{HTTP_PORT}")),
+        (
+            "AUTH_MODE".to_string(),
+            config.auth_mode.as_str().to_string(),
+        ),
+        ("RUST_LOG".to_string(), spec.app.log_level.clone()),
+        (
+            "CACHE_TTL_SECONDS".to_string(),
+            config.cache_ttl_seconds.to_string(),
+        ),
+        (
+            "NEGATIVE_CACHE_TTL_SECONDS".to_string(),
+            config.negative_cache_ttl_seconds.to_string(),
+        ),
+        (
+            "RATE_LIMIT_PER_MINUTE".to_string(),
+            config.rate_limit.requests_per_minute.to_string(),
+        ),
+        (
+            "RATE_LIMIT_BURST".to_string(),
+            config.rate_limit.burst.to_string(),
+        ),
+        ("LOG_FORMAT".to_string(), "json".to_string()),
+    ]);
+    // Only a public host makes a meaningful base for returned short links; without one the
+    // app falls back to the request's Host header.
+    if spec.ingress.enabled && spec.ingress.host.is_some() {
+        data.insert("PUBLIC_BASE_URL".to_string(), instance.public_url());
+    }
+    if spec.redis.external.is_none() {
+        data.insert(
+            "REDIS_URL".to_string(),
+            format!(
+                "redis://{}:{}",
+                instance.child_name(Component::Redis),
+                redis::PORT
+            ),
+        );
+    }
+    ConfigMap {
+        metadata: instance.meta(config_map_name(instance), Component::App),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": secret, "key": key } } })
+}
+
+/// Environment that cannot live in the ConfigMap because it carries credentials.
+fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
+    let spec = instance.spec();
+    let mut env = Vec::new();
+    match &spec.database.external {
+        Some(external) => {
+            env.push(secret_env(
+                "DATABASE_URL",
+                &external.secret_name,
+                &external.key,
+            ));
+            env.push(secret_env(
+                "MIGRATION_DATABASE_URL",
+                &external.secret_name,
+                &external.key,
+            ));
+        }
+        None => {
+            // The password is referenced, never copied: $(DB_PASSWORD) is expanded by the
+            // kubelet, so the URL with the secret never appears in the Deployment.
+            env.push(secret_env(
+                "DB_PASSWORD",
+                &instance.database_secret_name(),
+                "password",
+            ));
+            env.push(json!({
+                "name": "DATABASE_URL",
+                "value": format!(
+                    "postgres://{DATABASE_USER}:$(DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
+                    instance.child_name(Component::PgBouncer),
+                    pgbouncer::PORT
+                ),
+            }));
+            // Migrations take advisory locks and run DDL, which a transaction-mode pooler
+            // cannot carry, so they go straight to PostgreSQL.
+            env.push(json!({
+                "name": "MIGRATION_DATABASE_URL",
+                "value": format!(
+                    "postgres://{DATABASE_USER}:$(DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
+                    instance.child_name(Component::Postgres),
+                    postgres::PORT
+                ),
+            }));
+        }
+    }
+    if let Some(external) = &spec.redis.external {
+        env.push(secret_env(
+            "REDIS_URL",
+            &external.secret_name,
+            &external.key,
+        ));
+    }
+    if spec.app.config.auth_mode == AuthMode::ApiKey {
+        env.push(secret_env(
+            "ADMIN_API_KEY",
+            &instance.admin_secret_name(),
+            "api-key",
+        ));
+    }
+    env
+}
+
+pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
+    let spec = instance.spec();
+    let name = instance.child_name(Component::App);
+    let selector = instance.selector_labels(Component::App);
+    let digest = config_digest(&config.data.clone().unwrap_or_default());
+    let probe = |period: i32, failures: i32| {
+        json!({
+            "httpGet": { "path": "/health", "port": "http" },
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": failures,
+        })
+    };
+    let value = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": instance.meta(name.clone(), Component::App),
+        "spec": {
+            "replicas": spec.app.replicas,
+            "revisionHistoryLimit": 5,
+            "selector": { "matchLabels": selector },
+            // Never drop below the desired count during a rollout: the new pod must be
+            // ready before an old one goes.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 },
+            },
+            "template": {
+                "metadata": {
+                    "labels": instance.labels(Component::App),
+                    "annotations": { CONFIG_HASH_ANNOTATION: digest },
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    "automountServiceAccountToken": false,
+                    "securityContext": pod_security(APP_UID, None),
+                    "terminationGracePeriodSeconds": 30,
+                    // ScheduleAnyway: spread when the cluster has room, still schedule on a
+                    // single node.
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": { "matchLabels": selector },
+                        },
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "topology.kubernetes.io/zone",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": { "matchLabels": selector },
+                        },
+                    ],
+                    "containers": [{
+                        "name": "shortener",
+                        "image": spec.app.image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["serve"],
+                        "ports": [{ "name": "http", "containerPort": HTTP_PORT, "protocol": "TCP" }],
+                        "envFrom": [{ "configMapRef": { "name": config_map_name(instance) } }],
+                        "env": credential_env(instance),
+                        "resources": resources(spec.app.resources.as_ref(), BUDGET),
+                        "securityContext": restricted_container_security(true),
+                        "readinessProbe": probe(5, 3),
+                        // /health turns 503 when the database is down; a generous threshold
+                        // keeps a short database outage from restarting every pod at once.
+                        "livenessProbe": probe(20, 6),
+                        "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
+                    }],
+                    "volumes": [{ "name": "tmp", "emptyDir": { "sizeLimit": "64Mi" } }],
+                },
+            },
+        },
+    });
+    typed("app Deployment", value)
+}
+
+pub fn service(instance: &Instance<'_>) -> Result<Service> {
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": instance.meta(instance.child_name(Component::App), Component::App),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": instance.selector_labels(Component::App),
+            "ports": [{ "name": "http", "port": 80, "targetPort": "http", "protocol": "TCP" }],
+        },
+    });
+    typed("app Service", value)
+}
+
+pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBudget> {
+    let value = json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": instance.meta(instance.child_name(Component::App), Component::App),
+        "spec": {
+            // One pod at a time may be evicted: drains proceed, the service stays up.
+            "maxUnavailable": 1,
+            "selector": { "matchLabels": instance.selector_labels(Component::App) },
+        },
+    });
+    typed("app PodDisruptionBudget", value)
+}
+
+pub fn ingress(instance: &Instance<'_>) -> Result<Ingress> {
+    let spec = &instance.spec().ingress;
+    let mut metadata = instance.meta(instance.child_name(Component::App), Component::App);
+    if !spec.annotations.is_empty() {
+        metadata.annotations = Some(spec.annotations.clone());
+    }
+    let mut rule = json!({
+        "http": {
+            "paths": [{
+                "path": "/",
+                "pathType": "Prefix",
+                "backend": {
+                    "service": {
+                        "name": instance.child_name(Component::App),
+                        "port": { "name": "http" },
+                    },
+                },
+            }],
+        },
+    });
+    if let Some(host) = &spec.host {
+        rule["host"] = json!(host);
+    }
+    let mut ingress_spec = json!({
+        "ingressClassName": spec.class_name,
+        "rules": [rule],
+    });
+    if let Some(secret) = &spec.tls_secret_name {
+        let mut tls = json!({ "secretName": secret });
+        if let Some(host) = &spec.host {
+            tls["hosts"] = json!([host]);
+        }
+        ingress_spec["tls"] = json!([tls]);
+    }
+    let value = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata,
+        "spec": ingress_spec,
+    });
+    typed("app Ingress", value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::{assert_hardened, assert_owned, shortener};
+    use crate::crd::{ExternalSecretRef, ShortenerSpec};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    fn env_names(d: &Deployment) -> Vec<String> {
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn deployment_defaults_to_three_replicas_with_a_safe_rollout() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let d = deployment(&i, &config_map(&i)).unwrap();
+        assert_owned(&d.metadata, "app");
+        let spec = d.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let rolling = spec
+            .strategy
+            .as_ref()
+            .unwrap()
+            .rolling_update
+            .as_ref()
+            .unwrap();
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+        let pod = spec.template.spec.as_ref().unwrap();
+        let spread = pod.topology_spread_constraints.as_ref().unwrap();
+        assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
+        assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
+        let c = &pod.containers[0];
+        assert_eq!(c.args, Some(vec!["serve".to_string()]));
+        let readiness = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(readiness.path.as_deref(), Some("/health"));
+        let liveness = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(liveness.path.as_deref(), Some("/health"));
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
+        assert_hardened(&serde_json::to_value(pod).unwrap());
+    }
+
+    #[test]
+    fn deployment_wires_database_through_pgbouncer_and_migrations_direct() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let d = deployment(&i, &config_map(&i)).unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            value("DATABASE_URL"),
+            "postgres://shortener:$(DB_PASSWORD)@links-pgbouncer:6432/shortener"
+        );
+        assert_eq!(
+            value("MIGRATION_DATABASE_URL"),
+            "postgres://shortener:$(DB_PASSWORD)@links-postgres:5432/shortener"
+        );
+        // DB_PASSWORD must precede its users, or the kubelet leaves $(DB_PASSWORD) unexpanded.
+        let names = env_names(&deployment(&i, &config_map(&i)).unwrap());
+        let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(pos("DB_PASSWORD") < pos("DATABASE_URL"));
+        assert!(names.contains(&"ADMIN_API_KEY".to_string()));
+    }
+
+    #[test]
+    fn open_mode_with_external_stores_reads_urls_from_secrets() {
+        let mut spec = ShortenerSpec::default();
+        spec.app.config.auth_mode = AuthMode::Open;
+        spec.database.external = Some(ExternalSecretRef {
+            secret_name: "pg".into(),
+            key: "dsn".into(),
+        });
+        spec.redis.external = Some(ExternalSecretRef {
+            secret_name: "cache".into(),
+            key: "url".into(),
+        });
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let cm = config_map(&i);
+        let d = deployment(&i, &cm).unwrap();
+        assert_eq!(
+            env_names(&d),
+            vec!["DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL"]
+        );
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let source = env[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((source.name.as_str(), source.key.as_str()), ("pg", "dsn"));
+        assert!(!cm.data.unwrap().contains_key("REDIS_URL"));
+    }
+
+    #[test]
+    fn config_map_carries_app_settings_and_change_rolls_pods() {
+        let mut spec = ShortenerSpec::default();
+        let s = shortener(spec.clone());
+        let i = Instance::new(&s).unwrap();
+        let cm = config_map(&i);
+        let data = cm.data.clone().unwrap();
+        assert_eq!(data["AUTH_MODE"], "api-key");
+        assert_eq!(data["CACHE_TTL_SECONDS"], "300");
+        assert_eq!(data["REDIS_URL"], "redis://links-redis:6379");
+        assert_eq!(data["LISTEN_ADDR"], "0.0.0.0:8080");
+        let before = deployment(&i, &cm).unwrap();
+
+        spec.app.config.cache_ttl_seconds = 60;
+        let s2 = shortener(spec);
+        let i2 = Instance::new(&s2).unwrap();
+        let after = deployment(&i2, &config_map(&i2)).unwrap();
+        let hash = |d: &Deployment| {
+            d.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_ne!(hash(&before), hash(&after));
+    }
+
+    #[test]
+    fn custom_resources_replace_the_default_budget() {
+        let mut spec = ShortenerSpec::default();
+        spec.app.resources = Some(
+            serde_json::from_value(json!({
+                "requests": {"cpu": "200m", "memory": "256Mi"},
+                "limits": {"cpu": "1", "memory": "512Mi"},
+            }))
+            .unwrap(),
+        );
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let d = deployment(&i, &config_map(&i)).unwrap();
+        let res = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap();
+        assert_eq!(res.requests.unwrap()["cpu"].0, "200m");
+    }
+
+    #[test]
+    fn service_and_pdb_select_app_pods() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let svc = service(&i).unwrap();
+        assert_owned(&svc.metadata, "app");
+        let svc_spec = svc.spec.unwrap();
+        assert_eq!(
+            svc_spec.selector.unwrap(),
+            i.selector_labels(Component::App)
+        );
+        assert_eq!(
+            svc_spec.ports.unwrap()[0].target_port,
+            Some(IntOrString::String("http".into()))
+        );
+        let pdb = pod_disruption_budget(&i).unwrap();
+        let pdb_spec = pdb.spec.unwrap();
+        assert_eq!(pdb_spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            pdb_spec.selector.unwrap().match_labels.unwrap(),
+            i.selector_labels(Component::App)
+        );
+    }
+
+    #[test]
+    fn ingress_uses_nginx_class_host_and_tls() {
+        let mut spec = ShortenerSpec::default();
+        let s = shortener(spec.clone());
+        let i = Instance::new(&s).unwrap();
+        let ing = ingress(&i).unwrap().spec.unwrap();
+        assert_eq!(ing.ingress_class_name.as_deref(), Some("nginx"));
+        assert!(ing.tls.is_none());
+        assert!(ing.rules.as_ref().unwrap()[0].host.is_none());
+
+        spec.ingress.host = Some("sho.rt".into());
+        spec.ingress.tls_secret_name = Some("sho-rt-tls".into());
+        spec.ingress.annotations.insert(
+            "cert-manager.io/cluster-issuer".into(),
+            "letsencrypt".into(),
+        );
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let full = ingress(&i).unwrap();
+        assert_eq!(
+            full.metadata.annotations.unwrap()["cert-manager.io/cluster-issuer"],
+            "letsencrypt"
+        );
+        let ing = full.spec.unwrap();
+        assert_eq!(ing.rules.unwrap()[0].host.as_deref(), Some("sho.rt"));
+        let tls = &ing.tls.unwrap()[0];
+        assert_eq!(tls.secret_name.as_deref(), Some("sho-rt-tls"));
+        assert_eq!(tls.hosts, Some(vec!["sho.rt".to_string()]));
+    }
+
+    #[test]
+    fn service_account_does_not_mount_a_token() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let sa = service_account(&i);
+        assert_owned(&sa.metadata, "app");
+        assert_eq!(sa.automount_service_account_token, Some(false));
+    }
+}

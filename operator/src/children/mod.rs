@@ -1,0 +1,609 @@
+//! Pure builders for every object the operator manages.
+//!
+//! Nothing here talks to the API server: given a `Shortener` they return the objects the
+//! reconciler applies, so the same code backs `render`, the reconciler and the tests.
+
+pub mod app;
+pub mod monitoring;
+pub mod pgbouncer;
+pub mod postgres;
+pub mod redis;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{ApiResource, DynamicObject};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::crd::Shortener;
+use crate::error::{Error, Result};
+
+/// Field manager for every server-side apply; one owner for all children keeps conflicts visible.
+pub const FIELD_MANAGER: &str = "shortener-operator";
+pub const APP_NAME: &str = "shortener";
+pub const MANAGED_BY: &str = "shortener-operator";
+/// Annotation carrying a digest of the configuration a pod template depends on, so config
+/// changes roll the pods even though ConfigMap contents are not part of the template.
+pub const CONFIG_HASH_ANNOTATION: &str = "shortener.dev/config-hash";
+
+/// Placeholder uid used by `render`, where the Shortener was never stored by an API server.
+pub const RENDER_UID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The parts of the stack, used in names and in the `app.kubernetes.io/component` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    App,
+    Postgres,
+    PgBouncer,
+    Redis,
+    Monitoring,
+}
+
+impl Component {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::App => "app",
+            Self::Postgres => "postgres",
+            Self::PgBouncer => "pgbouncer",
+            Self::Redis => "redis",
+            Self::Monitoring => "monitoring",
+        }
+    }
+}
+
+/// A validated view of one Shortener: everything builders need besides the spec.
+#[derive(Clone, Debug)]
+pub struct Instance<'a> {
+    pub shortener: &'a Shortener,
+    pub name: String,
+    pub namespace: String,
+    pub owner: OwnerReference,
+}
+
+impl<'a> Instance<'a> {
+    pub fn new(shortener: &'a Shortener) -> Result<Self> {
+        let name = shortener
+            .metadata
+            .name
+            .clone()
+            .ok_or(Error::MissingObjectKey("metadata.name"))?;
+        let namespace = shortener
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+        let owner = shortener
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+        Ok(Self {
+            shortener,
+            name,
+            namespace,
+            owner,
+        })
+    }
+
+    pub fn spec(&self) -> &crate::crd::ShortenerSpec {
+        &self.shortener.spec
+    }
+
+    /// Name of a child of the given component: the app keeps the bare instance name.
+    pub fn child_name(&self, component: Component) -> String {
+        match component {
+            Component::App | Component::Monitoring => self.name.clone(),
+            other => format!("{}-{}", self.name, other.as_str()),
+        }
+    }
+
+    pub fn selector_labels(&self, component: Component) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),
+            ("app.kubernetes.io/instance".to_string(), self.name.clone()),
+            (
+                "app.kubernetes.io/component".to_string(),
+                component.as_str().to_string(),
+            ),
+        ])
+    }
+
+    pub fn labels(&self, component: Component) -> BTreeMap<String, String> {
+        let mut labels = self.selector_labels(component);
+        labels.insert(
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGED_BY.to_string(),
+        );
+        labels.insert(
+            "app.kubernetes.io/part-of".to_string(),
+            APP_NAME.to_string(),
+        );
+        labels
+    }
+
+    /// Metadata of a child: namespaced, labelled and owned (so deleting the Shortener
+    /// garbage-collects the stack and `.owns()` watches route child events back to it).
+    pub fn meta(&self, name: impl Into<String>, component: Component) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels(component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    pub fn database_secret_name(&self) -> String {
+        format!("{}-db", self.name)
+    }
+
+    pub fn admin_secret_name(&self) -> String {
+        format!("{}-admin", self.name)
+    }
+
+    /// Selector string of the app pods, as published for the scale subresource.
+    pub fn app_selector(&self) -> String {
+        self.selector_labels(Component::App)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Where users reach the service: the ingress host when there is one, else the in-cluster URL.
+    pub fn public_url(&self) -> String {
+        let ingress = &self.spec().ingress;
+        match (&ingress.host, ingress.enabled) {
+            (Some(host), true) => {
+                let scheme = if ingress.tls_secret_name.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{host}")
+            }
+            _ => format!(
+                "http://{}.{}.svc.cluster.local",
+                self.child_name(Component::App),
+                self.namespace
+            ),
+        }
+    }
+}
+
+/// One object to server-side apply, in a form the dynamic API can send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Child {
+    pub resource: ApiResource,
+    pub object: DynamicObject,
+}
+
+impl Child {
+    pub fn from_typed<K>(object: &K) -> Result<Self>
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        let value = serde_json::to_value(object).map_err(|e| Error::Build("child", e))?;
+        let object = serde_json::from_value(value).map_err(|e| Error::Build("child", e))?;
+        Ok(Self { resource, object })
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.resource.kind
+    }
+
+    pub fn name(&self) -> String {
+        self.object.name_any()
+    }
+
+    /// The object as JSON, with apiVersion and kind, exactly as sent in the apply patch.
+    pub fn to_value(&self) -> Result<Value> {
+        serde_json::to_value(&self.object).map_err(|e| Error::Build("child", e))
+    }
+}
+
+/// Everything the reconciler writes for one Shortener.
+#[derive(Clone, Debug)]
+pub struct DesiredState {
+    /// Created once if absent, never updated: they hold generated credentials.
+    pub secrets: Vec<Secret>,
+    /// Server-side applied on every reconcile, in this order.
+    pub children: Vec<Child>,
+}
+
+/// What the reconciler learned from the cluster before building.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Whether the Prometheus Operator's CRDs are served.
+    pub monitoring_crds: bool,
+    /// Storage size in the existing PostgreSQL StatefulSet's claim template (immutable there).
+    pub postgres_template_size: Option<String>,
+}
+
+/// Generated credentials, or placeholders when rendering without a cluster.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub database_password: String,
+    pub admin_api_key: String,
+}
+
+impl Credentials {
+    pub fn generate() -> Self {
+        Self {
+            database_password: secrets::random_token(32),
+            admin_api_key: secrets::random_token(40),
+        }
+    }
+
+    /// Stable values for `render` and snapshots; the real operator never writes these.
+    pub fn placeholder() -> Self {
+        Self {
+            database_password: "generated-by-operator".into(),
+            admin_api_key: "generated-by-operator".into(),
+        }
+    }
+}
+
+/// Every object for one Shortener, in apply order (config before the workloads that read it).
+pub fn desired_state(
+    instance: &Instance<'_>,
+    observed: &Observed,
+    credentials: &Credentials,
+) -> Result<DesiredState> {
+    let spec = instance.spec();
+    let mut secrets = Vec::new();
+    let mut children = Vec::new();
+
+    if spec.database.embedded().is_some() {
+        secrets.push(secrets::database_secret(
+            instance,
+            &credentials.database_password,
+        ));
+    }
+    if spec.app.config.auth_mode == crate::crd::AuthMode::ApiKey {
+        secrets.push(secrets::admin_secret(instance, &credentials.admin_api_key));
+    }
+
+    children.push(Child::from_typed(&app::service_account(instance))?);
+    let app_config = app::config_map(instance);
+    children.push(Child::from_typed(&app_config)?);
+
+    if let Some(postgres) = spec.database.embedded() {
+        children.push(Child::from_typed(&postgres::headless_service(instance)?)?);
+        children.push(Child::from_typed(&postgres::stateful_set(
+            instance,
+            &postgres,
+            observed.postgres_template_size.as_deref(),
+        )?)?);
+        let pgbouncer_config = pgbouncer::config_map(instance);
+        children.push(Child::from_typed(&pgbouncer_config)?);
+        children.push(Child::from_typed(&pgbouncer::service(instance)?)?);
+        children.push(Child::from_typed(&pgbouncer::deployment(
+            instance,
+            &pgbouncer_config,
+        )?)?);
+    }
+    if spec.redis.external.is_none() {
+        children.push(Child::from_typed(&redis::service(instance)?)?);
+        children.push(Child::from_typed(&redis::deployment(instance)?)?);
+    }
+
+    children.push(Child::from_typed(&app::service(instance)?)?);
+    children.push(Child::from_typed(&app::deployment(instance, &app_config)?)?);
+    children.push(Child::from_typed(&app::pod_disruption_budget(instance)?)?);
+    if spec.ingress.enabled {
+        children.push(Child::from_typed(&app::ingress(instance)?)?);
+    }
+
+    let monitoring = &spec.monitoring;
+    if monitoring.grafana_dashboard {
+        children.push(Child::from_typed(&monitoring::dashboard_config_map(
+            instance,
+        )?)?);
+    }
+    if observed.monitoring_crds {
+        if monitoring.service_monitor {
+            children.push(monitoring::service_monitor(instance)?);
+        }
+        if monitoring.prometheus_rule {
+            children.push(monitoring::prometheus_rule(instance)?);
+        }
+    }
+
+    Ok(DesiredState { secrets, children })
+}
+
+/// Container security settings shared by every container of the stack.
+pub fn restricted_container_security(read_only_root: bool) -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": true,
+        "capabilities": { "drop": ["ALL"] },
+        "seccompProfile": { "type": "RuntimeDefault" },
+    })
+}
+
+/// Pod security settings: the uid must match the user baked into the image so files it
+/// owns (data directories, sockets) stay writable.
+pub fn pod_security(uid: i64, fs_group: Option<i64>) -> Value {
+    let mut ctx = json!({
+        "runAsNonRoot": true,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "seccompProfile": { "type": "RuntimeDefault" },
+    });
+    if let Some(group) = fs_group {
+        ctx["fsGroup"] = json!(group);
+        ctx["fsGroupChangePolicy"] = json!("OnRootMismatch");
+    }
+    ctx
+}
+
+/// Resource requirements: the user's override, or the component's budgeted default.
+pub fn resources(
+    custom: Option<&k8s_openapi::api::core::v1::ResourceRequirements>,
+    default: ResourceBudget,
+) -> Value {
+    match custom {
+        Some(custom) => serde_json::to_value(custom).unwrap_or_else(|_| default.to_value()),
+        None => default.to_value(),
+    }
+}
+
+/// Default requests and limits of one container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceBudget {
+    pub cpu_request: &'static str,
+    pub memory_request: &'static str,
+    pub cpu_limit: &'static str,
+    pub memory_limit: &'static str,
+}
+
+impl ResourceBudget {
+    fn to_value(self) -> Value {
+        json!({
+            "requests": { "cpu": self.cpu_request, "memory": self.memory_request },
+            "limits": { "cpu": self.cpu_limit, "memory": self.memory_limit },
+        })
+    }
+}
+
+/// Deserialize a builder's JSON into the typed object, so a malformed builder surfaces as an
+/// error (and fails the unit tests) instead of an object the API server would reject.
+pub(crate) fn typed<K: serde::de::DeserializeOwned>(what: &'static str, value: Value) -> Result<K> {
+    serde_json::from_value(value).map_err(|e| Error::Build(what, e))
+}
+
+/// Hex SHA-256 of configuration contents, for the pod template annotation.
+pub fn config_digest(data: &BTreeMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (key, value) in data {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::crd::{Shortener, ShortenerSpec};
+
+    pub fn shortener(spec: ShortenerSpec) -> Shortener {
+        let mut s = Shortener::new("links", spec);
+        s.metadata.namespace = Some("web".into());
+        s.metadata.uid = Some("3f1c9a52-5d8e-4c4b-9a51-0d0e8f1a7b21".into());
+        s.metadata.generation = Some(1);
+        s
+    }
+
+    /// Every container in a pod spec, as JSON, for the security and resource checks.
+    pub fn containers(pod_spec: &Value) -> Vec<Value> {
+        let mut all = Vec::new();
+        for key in ["initContainers", "containers"] {
+            if let Some(list) = pod_spec.get(key).and_then(Value::as_array) {
+                all.extend(list.iter().cloned());
+            }
+        }
+        all
+    }
+
+    /// Assert the hardening every container of the stack must have.
+    pub fn assert_hardened(pod_spec: &Value) {
+        assert_eq!(pod_spec["securityContext"]["runAsNonRoot"], json!(true));
+        assert_eq!(pod_spec["automountServiceAccountToken"], json!(false));
+        let containers = containers(pod_spec);
+        assert!(!containers.is_empty());
+        for c in containers {
+            let name = c["name"].as_str().unwrap_or_default().to_string();
+            let sc = &c["securityContext"];
+            assert_eq!(sc["allowPrivilegeEscalation"], json!(false), "{name}");
+            assert_eq!(sc["runAsNonRoot"], json!(true), "{name}");
+            assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+            for kind in ["requests", "limits"] {
+                for res in ["cpu", "memory"] {
+                    assert!(c["resources"][kind][res].is_string(), "{name} {kind}.{res}");
+                }
+            }
+            assert!(c["readinessProbe"].is_object(), "{name} readiness");
+            assert!(c["livenessProbe"].is_object(), "{name} liveness");
+        }
+    }
+
+    pub fn assert_owned(meta: &ObjectMeta, component: &str) {
+        let owners = meta.owner_references.as_ref().expect("owner references");
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "Shortener");
+        assert_eq!(owners[0].name, "links");
+        assert_eq!(owners[0].controller, Some(true));
+        let labels = meta.labels.as_ref().expect("labels");
+        assert_eq!(labels["app.kubernetes.io/name"], "shortener");
+        assert_eq!(labels["app.kubernetes.io/instance"], "links");
+        assert_eq!(labels["app.kubernetes.io/component"], component);
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "shortener-operator");
+        assert_eq!(meta.namespace.as_deref(), Some("web"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::shortener;
+    use super::*;
+    use crate::crd::{ExternalSecretRef, ShortenerSpec};
+
+    fn kinds(state: &DesiredState) -> Vec<String> {
+        state
+            .children
+            .iter()
+            .map(|c| format!("{}/{}", c.kind(), c.name()))
+            .collect()
+    }
+
+    #[test]
+    fn default_spec_builds_the_whole_stack_in_dependency_order() {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let state = desired_state(
+            &instance,
+            &Observed {
+                monitoring_crds: true,
+                ..Observed::default()
+            },
+            &Credentials::placeholder(),
+        )
+        .unwrap();
+        assert_eq!(
+            kinds(&state),
+            vec![
+                "ServiceAccount/links",
+                "ConfigMap/links-config",
+                "Service/links-postgres",
+                "StatefulSet/links-postgres",
+                "ConfigMap/links-pgbouncer",
+                "Service/links-pgbouncer",
+                "Deployment/links-pgbouncer",
+                "Service/links-redis",
+                "Deployment/links-redis",
+                "Service/links",
+                "Deployment/links",
+                "PodDisruptionBudget/links",
+                "Ingress/links",
+                "ConfigMap/links-dashboard",
+                "ServiceMonitor/links",
+                "PrometheusRule/links",
+            ]
+        );
+        let secret_names: Vec<_> = state
+            .secrets
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(secret_names, vec!["links-db", "links-admin"]);
+    }
+
+    #[test]
+    fn without_monitoring_crds_only_the_dashboard_is_built() {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let state =
+            desired_state(&instance, &Observed::default(), &Credentials::placeholder()).unwrap();
+        let kinds = kinds(&state);
+        assert!(kinds.contains(&"ConfigMap/links-dashboard".to_string()));
+        assert!(!kinds.iter().any(|k| k.starts_with("ServiceMonitor")));
+        assert!(!kinds.iter().any(|k| k.starts_with("PrometheusRule")));
+    }
+
+    #[test]
+    fn external_database_and_redis_skip_their_workloads_and_secret() {
+        let mut spec = ShortenerSpec::default();
+        spec.database.external = Some(ExternalSecretRef {
+            secret_name: "pg".into(),
+            key: "url".into(),
+        });
+        spec.redis.external = Some(ExternalSecretRef {
+            secret_name: "cache".into(),
+            key: "url".into(),
+        });
+        spec.app.config.auth_mode = crate::crd::AuthMode::Open;
+        let s = shortener(spec);
+        let instance = Instance::new(&s).unwrap();
+        let state =
+            desired_state(&instance, &Observed::default(), &Credentials::placeholder()).unwrap();
+        assert!(state.secrets.is_empty());
+        for k in kinds(&state) {
+            assert!(
+                !k.contains("postgres") && !k.contains("pgbouncer") && !k.contains("redis"),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_child_is_owned_and_labelled() {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let state = desired_state(
+            &instance,
+            &Observed {
+                monitoring_crds: true,
+                ..Observed::default()
+            },
+            &Credentials::placeholder(),
+        )
+        .unwrap();
+        for child in &state.children {
+            let meta = &child.object.metadata;
+            let component = meta.labels.as_ref().unwrap()["app.kubernetes.io/component"].clone();
+            testing::assert_owned(meta, &component);
+        }
+        for secret in &state.secrets {
+            testing::assert_owned(&secret.metadata, "app");
+        }
+    }
+
+    #[test]
+    fn instance_requires_a_stored_object() {
+        let mut s = shortener(ShortenerSpec::default());
+        s.metadata.uid = None;
+        assert!(matches!(
+            Instance::new(&s),
+            Err(Error::MissingObjectKey("metadata.uid"))
+        ));
+    }
+
+    #[test]
+    fn public_url_prefers_the_ingress_host() {
+        let mut spec = ShortenerSpec::default();
+        let s = shortener(spec.clone());
+        assert_eq!(
+            Instance::new(&s).unwrap().public_url(),
+            "http://links.web.svc.cluster.local"
+        );
+        spec.ingress.host = Some("sho.rt".into());
+        let s = shortener(spec.clone());
+        assert_eq!(Instance::new(&s).unwrap().public_url(), "http://sho.rt");
+        spec.ingress.tls_secret_name = Some("sho-rt-tls".into());
+        let s = shortener(spec);
+        assert_eq!(Instance::new(&s).unwrap().public_url(), "https://sho.rt");
+    }
+
+    #[test]
+    fn config_digest_changes_with_content() {
+        let a = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        let b = BTreeMap::from([("A".to_string(), "2".to_string())]);
+        assert_ne!(config_digest(&a), config_digest(&b));
+        assert_eq!(config_digest(&a), config_digest(&a.clone()));
+        assert_eq!(config_digest(&a).len(), 64);
+    }
+}

@@ -1,0 +1,231 @@
+//! Embedded PostgreSQL: a one-replica StatefulSet with a persistent volume and a headless Service.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use serde_json::json;
+
+use super::app::{DATABASE_NAME, DATABASE_USER};
+use super::{
+    Component, Instance, ResourceBudget, pod_security, resources, restricted_container_security,
+    typed,
+};
+use crate::crd::PostgresSpec;
+use crate::error::Result;
+
+pub const PORT: i32 = 5432;
+/// uid/gid of the `postgres` user in the official Debian-based image.
+pub const POSTGRES_UID: i64 = 999;
+pub const DATA_VOLUME: &str = "data";
+
+pub const BUDGET: ResourceBudget = ResourceBudget {
+    cpu_request: "100m",
+    memory_request: "256Mi",
+    cpu_limit: "1",
+    memory_limit: "512Mi",
+};
+
+/// Name of the PVC the StatefulSet creates for its only replica.
+pub fn claim_name(instance: &Instance<'_>) -> String {
+    format!(
+        "{DATA_VOLUME}-{}-0",
+        instance.child_name(Component::Postgres)
+    )
+}
+
+pub fn headless_service(instance: &Instance<'_>) -> Result<Service> {
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": instance.meta(instance.child_name(Component::Postgres), Component::Postgres),
+        "spec": {
+            // Headless: the StatefulSet's stable DNS name, and no kube-proxy hop.
+            "clusterIP": "None",
+            "selector": instance.selector_labels(Component::Postgres),
+            "ports": [{ "name": "postgres", "port": PORT, "targetPort": "postgres", "protocol": "TCP" }],
+        },
+    });
+    typed("postgres Service", value)
+}
+
+/// The StatefulSet. `storage_size` is what goes into the volumeClaimTemplate: the API server
+/// forbids changing it after creation, so the reconciler passes the size the existing object
+/// was created with and grows the PVC itself.
+pub fn stateful_set(
+    instance: &Instance<'_>,
+    postgres: &PostgresSpec,
+    storage_size: Option<&str>,
+) -> Result<StatefulSet> {
+    let name = instance.child_name(Component::Postgres);
+    let probe = |period: i32, failures: i32| {
+        json!({
+            "exec": { "command": ["pg_isready", "-h", "127.0.0.1", "-U", DATABASE_USER, "-d", DATABASE_NAME] },
+            "periodSeconds": period,
+            "timeoutSeconds": 5,
+            "failureThreshold": failures,
+        })
+    };
+    let mut claim_spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": { "requests": { "storage": storage_size.unwrap_or(&postgres.storage.size.0) } },
+    });
+    if let Some(class) = &postgres.storage.storage_class_name {
+        claim_spec["storageClassName"] = json!(class);
+    }
+    let value = json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": instance.meta(name.clone(), Component::Postgres),
+        "spec": {
+            "serviceName": name,
+            "replicas": 1,
+            "selector": { "matchLabels": instance.selector_labels(Component::Postgres) },
+            "persistentVolumeClaimRetentionPolicy": {
+                // Keep the data when the Shortener is deleted or scaled: links outlive the stack.
+                "whenDeleted": "Retain",
+                "whenScaled": "Retain",
+            },
+            "template": {
+                "metadata": { "labels": instance.labels(Component::Postgres) },
+                "spec": {
+                    "serviceAccountName": instance.child_name(Component::App),
+                    "automountServiceAccountToken": false,
+                    "securityContext": pod_security(POSTGRES_UID, Some(POSTGRES_UID)),
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [{
+                        "name": "postgres",
+                        "image": postgres.image(),
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": [{ "name": "postgres", "containerPort": PORT, "protocol": "TCP" }],
+                        "env": [
+                            { "name": "POSTGRES_USER", "value": DATABASE_USER },
+                            { "name": "POSTGRES_DB", "value": DATABASE_NAME },
+                            {
+                                "name": "POSTGRES_PASSWORD",
+                                "valueFrom": { "secretKeyRef": { "name": instance.database_secret_name(), "key": "password" } },
+                            },
+                            // A subdirectory, because the volume root may hold lost+found,
+                            // which initdb refuses.
+                            { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
+                        ],
+                        "resources": resources(postgres.resources.as_ref(), BUDGET),
+                        "securityContext": restricted_container_security(true),
+                        "readinessProbe": probe(10, 3),
+                        "livenessProbe": probe(20, 6),
+                        "volumeMounts": [
+                            { "name": DATA_VOLUME, "mountPath": "/var/lib/postgresql/data" },
+                            // Writable paths the server needs despite the read-only root.
+                            { "name": "run", "mountPath": "/var/run/postgresql" },
+                            { "name": "tmp", "mountPath": "/tmp" },
+                        ],
+                    }],
+                    "volumes": [
+                        { "name": "run", "emptyDir": { "sizeLimit": "16Mi" } },
+                        { "name": "tmp", "emptyDir": { "sizeLimit": "256Mi" } },
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [{
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {
+                    "name": DATA_VOLUME,
+                    "labels": instance.labels(Component::Postgres),
+                },
+                "spec": claim_spec,
+            }],
+        },
+    });
+    typed("postgres StatefulSet", value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::{assert_hardened, assert_owned, shortener};
+    use crate::crd::ShortenerSpec;
+
+    #[test]
+    fn stateful_set_persists_data_with_a_claim_template() {
+        let mut spec = ShortenerSpec::default();
+        let mut pg = PostgresSpec::default();
+        pg.storage.storage_class_name = Some("fast".into());
+        spec.database.postgres = Some(pg.clone());
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let sts = stateful_set(&i, &pg, None).unwrap();
+        assert_owned(&sts.metadata, "postgres");
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.service_name.as_deref(), Some("links-postgres"));
+        assert_eq!(spec.replicas, Some(1));
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+        let claim_spec = claim.spec.as_ref().unwrap();
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            claim_spec
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
+            "1Gi"
+        );
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.security_context.as_ref().unwrap().fs_group, Some(999));
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("postgres:17"));
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(mounts.contains(&"/var/run/postgresql"));
+        assert_hardened(&serde_json::to_value(&pod).unwrap());
+        assert_eq!(claim_name(&i), "data-links-postgres-0");
+    }
+
+    #[test]
+    fn existing_claim_size_is_kept_in_the_template() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let mut pg = PostgresSpec::default();
+        pg.storage.size.0 = "5Gi".into();
+        let sts = stateful_set(&i, &pg, Some("1Gi")).unwrap();
+        let claim = &sts.spec.unwrap().volume_claim_templates.unwrap()[0];
+        let size = &claim
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"];
+        assert_eq!(size.0, "1Gi");
+    }
+
+    #[test]
+    fn image_override_wins_over_version() {
+        let pg = PostgresSpec {
+            image: Some("registry.local/postgres:17.5".into()),
+            ..PostgresSpec::default()
+        };
+        assert_eq!(pg.image(), "registry.local/postgres:17.5");
+    }
+
+    #[test]
+    fn headless_service_has_no_cluster_ip() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let svc = headless_service(&i).unwrap();
+        assert_owned(&svc.metadata, "postgres");
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.ports.unwrap()[0].port, 5432);
+    }
+}

@@ -1,0 +1,125 @@
+//! Redis as a pure cache: a Deployment without persistence, so losing it costs only warm-up.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use serde_json::json;
+
+use super::{
+    Component, Instance, ResourceBudget, pod_security, resources, restricted_container_security,
+    typed,
+};
+use crate::error::Result;
+
+pub const PORT: i32 = 6379;
+/// uid of the `redis` user in the official Alpine image.
+pub const REDIS_UID: i64 = 999;
+
+/// The limit sits above the default 48mb `maxmemory` to leave room for Redis' own overhead.
+pub const BUDGET: ResourceBudget = ResourceBudget {
+    cpu_request: "25m",
+    memory_request: "64Mi",
+    cpu_limit: "250m",
+    memory_limit: "96Mi",
+};
+
+pub fn service(instance: &Instance<'_>) -> Result<Service> {
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": instance.meta(instance.child_name(Component::Redis), Component::Redis),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": instance.selector_labels(Component::Redis),
+            "ports": [{ "name": "redis", "port": PORT, "targetPort": "redis", "protocol": "TCP" }],
+        },
+    });
+    typed("redis Service", value)
+}
+
+pub fn deployment(instance: &Instance<'_>) -> Result<Deployment> {
+    let spec = &instance.spec().redis;
+    let probe = |period: i32| {
+        json!({
+            "exec": { "command": ["redis-cli", "ping"] },
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        })
+    };
+    let value = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": instance.meta(instance.child_name(Component::Redis), Component::Redis),
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 5,
+            "selector": { "matchLabels": instance.selector_labels(Component::Redis) },
+            // A cache has no state worth a surge pod's memory: replace in place.
+            "strategy": { "type": "Recreate" },
+            "template": {
+                "metadata": { "labels": instance.labels(Component::Redis) },
+                "spec": {
+                    "serviceAccountName": instance.child_name(Component::App),
+                    "automountServiceAccountToken": false,
+                    "securityContext": pod_security(REDIS_UID, Some(REDIS_UID)),
+                    "containers": [{
+                        "name": "redis",
+                        "image": spec.image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": [
+                            "redis-server",
+                            "--port", PORT.to_string(),
+                            "--maxmemory", spec.max_memory,
+                            // Evict any key under pressure: every entry can be rebuilt from PostgreSQL.
+                            "--maxmemory-policy", "allkeys-lru",
+                            "--save", "",
+                            "--appendonly", "no",
+                        ],
+                        "ports": [{ "name": "redis", "containerPort": PORT, "protocol": "TCP" }],
+                        "resources": resources(spec.resources.as_ref(), BUDGET),
+                        "securityContext": restricted_container_security(true),
+                        "readinessProbe": probe(5),
+                        "livenessProbe": probe(20),
+                        "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+                    }],
+                    "volumes": [{ "name": "data", "emptyDir": { "sizeLimit": "64Mi" } }],
+                },
+            },
+        },
+    });
+    typed("redis Deployment", value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::{assert_hardened, assert_owned, shortener};
+    use crate::crd::ShortenerSpec;
+
+    #[test]
+    fn deployment_runs_an_evicting_cache_without_persistence() {
+        let mut spec = ShortenerSpec::default();
+        spec.redis.max_memory = "100mb".into();
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let d = deployment(&i).unwrap();
+        assert_owned(&d.metadata, "redis");
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let cmd = pod.containers[0].command.clone().unwrap().join(" ");
+        assert!(cmd.contains("--maxmemory 100mb"), "{cmd}");
+        assert!(cmd.contains("--maxmemory-policy allkeys-lru"));
+        assert!(cmd.contains("--appendonly no"));
+        assert_hardened(&serde_json::to_value(&pod).unwrap());
+    }
+
+    #[test]
+    fn service_exposes_the_redis_port() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let svc = service(&i).unwrap();
+        assert_owned(&svc.metadata, "redis");
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.ports.unwrap()[0].port, 6379);
+        assert_eq!(spec.selector.unwrap(), i.selector_labels(Component::Redis));
+    }
+}

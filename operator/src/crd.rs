@@ -1,0 +1,483 @@
+//! The `Shortener` custom resource: one object describes the whole stack.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const API_GROUP: &str = "shortener.dev";
+pub const API_VERSION: &str = "shortener.dev/v1alpha1";
+
+/// Desired state of a URL-shortener installation.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "shortener.dev",
+    version = "v1alpha1",
+    kind = "Shortener",
+    plural = "shorteners",
+    shortname = "shrt",
+    category = "shortener",
+    namespaced,
+    status = "ShortenerStatus",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    scale(
+        spec_replicas_path = ".spec.app.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ShortenerSpec {
+    /// Stop reconciling: children are left exactly as they are until this is false again.
+    #[serde(default)]
+    pub paused: bool,
+    /// The HTTP service.
+    #[serde(default)]
+    pub app: AppSpec,
+    /// How the service is exposed outside the cluster.
+    #[serde(default)]
+    pub ingress: IngressSpec,
+    /// Where links are stored.
+    #[serde(default)]
+    pub database: DatabaseSpec,
+    /// Connection pooler in front of the embedded PostgreSQL.
+    #[serde(default)]
+    pub pgbouncer: PgBouncerSpec,
+    /// Cache in front of the database.
+    #[serde(default)]
+    pub redis: RedisSpec,
+    /// Prometheus and Grafana integration.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSpec {
+    /// Container image of the `shortener` binary.
+    #[serde(default = "default_app_image")]
+    pub image: String,
+    /// Number of app pods; also driven by `kubectl scale shortener/NAME`.
+    #[serde(default = "default_app_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Per-pod requests and limits; defaults fit three pods into a 1 vCPU / 1 GiB budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// RUST_LOG filter for the service.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Behaviour of the service.
+    #[serde(default)]
+    pub config: AppConfig,
+}
+
+impl Default for AppSpec {
+    fn default() -> Self {
+        Self {
+            image: default_app_image(),
+            replicas: default_app_replicas(),
+            resources: None,
+            log_level: default_log_level(),
+            config: AppConfig::default(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppConfig {
+    /// `api-key` requires the generated admin key for writes; `open` lets anyone shorten.
+    #[serde(default)]
+    pub auth_mode: AuthMode,
+    /// How long a resolved link stays in Redis.
+    #[serde(default = "default_cache_ttl")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub cache_ttl_seconds: u32,
+    /// How long a lookup miss stays in Redis, so unknown codes do not hammer PostgreSQL.
+    #[serde(default = "default_negative_cache_ttl")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub negative_cache_ttl_seconds: u32,
+    /// Per-client request limit.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            auth_mode: AuthMode::default(),
+            cache_ttl_seconds: default_cache_ttl(),
+            negative_cache_ttl_seconds: default_negative_cache_ttl(),
+            rate_limit: RateLimit::default(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    #[default]
+    ApiKey,
+    Open,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api-key",
+            Self::Open => "open",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Sustained requests per minute per client IP; 0 disables limiting.
+    #[serde(default = "default_rate_per_minute")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub requests_per_minute: u32,
+    /// Extra requests allowed in a burst above the sustained rate.
+    #[serde(default = "default_rate_burst")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: default_rate_per_minute(),
+            burst: default_rate_burst(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Create an Ingress at all; without one the service is reachable only in-cluster.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// IngressClass that serves the Ingress.
+    #[serde(default = "default_ingress_class")]
+    pub class_name: String,
+    /// Public host name; without it the Ingress matches any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Secret of type kubernetes.io/tls holding the certificate for `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// Extra annotations for the ingress controller (e.g. cert-manager issuer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for IngressSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            class_name: default_ingress_class(),
+            host: None,
+            tls_secret_name: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// Either the embedded PostgreSQL (`postgres`) or an existing one (`external`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.external) || !has(self.postgres)").message("set either database.postgres or database.external, not both"))]
+#[x_kube(validation = Rule::new("has(self.external) == has(oldSelf.external)").message("switching between the embedded and an external database is not supported: migrate the data and create a new Shortener"))]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Embedded PostgreSQL settings (used when `external` is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSpec>,
+    /// Use an existing database instead of running PostgreSQL and PgBouncer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSecretRef>,
+}
+
+impl DatabaseSpec {
+    /// Settings of the embedded database, or `None` when an external one is used.
+    pub fn embedded(&self) -> Option<PostgresSpec> {
+        match self.external {
+            Some(_) => None,
+            None => Some(self.postgres.clone().unwrap_or_default()),
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// Major version of the official postgres image.
+    #[serde(default = "default_postgres_version")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("postgres.version is immutable: a major upgrade needs pg_upgrade or a dump and restore"))]
+    pub version: String,
+    /// Full image reference; overrides `version` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Persistent volume for the data directory.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for PostgresSpec {
+    fn default() -> Self {
+        Self {
+            version: default_postgres_version(),
+            image: None,
+            storage: StorageSpec::default(),
+            resources: None,
+        }
+    }
+}
+
+impl PostgresSpec {
+    pub fn image(&self) -> String {
+        self.image
+            .clone()
+            .unwrap_or_else(|| format!("postgres:{}", self.version))
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("storage.size may grow but not shrink"))]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("storage.storageClassName is immutable"))]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size of the data volume.
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+    /// StorageClass of the data volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+/// A key of a Secret in the Shortener's namespace holding a connection URL.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+    /// Key holding the URL (postgres://... or redis://...).
+    #[serde(default = "default_url_key")]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PgBouncerSpec {
+    #[serde(default = "default_pgbouncer_image")]
+    pub image: String,
+    /// `transaction` suits the service's short queries; `session` is needed only for session features.
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// Server connections per database/user pair.
+    #[serde(default = "default_pool_size")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub default_pool_size: u32,
+    /// Client connections accepted in total.
+    #[serde(default = "default_max_client_conn")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_client_connections: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for PgBouncerSpec {
+    fn default() -> Self {
+        Self {
+            image: default_pgbouncer_image(),
+            pool_mode: PoolMode::default(),
+            default_pool_size: default_pool_size(),
+            max_client_connections: default_max_client_conn(),
+            resources: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    Session,
+    #[default]
+    Transaction,
+    Statement,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Transaction => "transaction",
+            Self::Statement => "statement",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    #[serde(default = "default_redis_image")]
+    pub image: String,
+    /// Redis `maxmemory`; keep it below the memory limit so eviction happens before the OOM killer.
+    #[serde(default = "default_redis_maxmemory")]
+    #[schemars(regex(pattern = r"^[0-9]+(b|kb|mb|gb)$"))]
+    pub max_memory: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Use an existing Redis instead of running one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSecretRef>,
+}
+
+impl Default for RedisSpec {
+    fn default() -> Self {
+        Self {
+            image: default_redis_image(),
+            max_memory: default_redis_maxmemory(),
+            resources: None,
+            external: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// ServiceMonitor for the app pods (needs the Prometheus Operator CRDs).
+    #[serde(default = "default_true")]
+    pub service_monitor: bool,
+    /// PrometheusRule with the alerts (needs the Prometheus Operator CRDs).
+    #[serde(default = "default_true")]
+    pub prometheus_rule: bool,
+    /// ConfigMap labelled `grafana_dashboard: "1"` for the Grafana sidecar.
+    #[serde(default = "default_true")]
+    pub grafana_dashboard: bool,
+    /// Extra labels for ServiceMonitor and PrometheusRule, e.g. `release: kube-prometheus-stack`
+    /// so the Prometheus instance's selectors pick them up.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self {
+            service_monitor: true,
+            prometheus_rule: true,
+            grafana_dashboard: true,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Observed state, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShortenerStatus {
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded, Paused and MonitoringAvailable.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// App pods that pass their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// App pods that exist (for the scale subresource).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Label selector of the app pods (for the scale subresource and HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Where users reach the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_app_image() -> String {
+    "shortener:0.1.0".into()
+}
+fn default_app_replicas() -> i32 {
+    3
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_cache_ttl() -> u32 {
+    300
+}
+fn default_negative_cache_ttl() -> u32 {
+    30
+}
+fn default_rate_per_minute() -> u32 {
+    600
+}
+fn default_rate_burst() -> u32 {
+    100
+}
+fn default_ingress_class() -> String {
+    "nginx".into()
+}
+fn default_postgres_version() -> String {
+    "17".into()
+}
+fn default_storage_size() -> Quantity {
+    Quantity("1Gi".into())
+}
+fn default_url_key() -> String {
+    "url".into()
+}
+fn default_pgbouncer_image() -> String {
+    "edoburu/pgbouncer:v1.24.1-p1".into()
+}
+fn default_pool_size() -> u32 {
+    20
+}
+fn default_max_client_conn() -> u32 {
+    200
+}
+fn default_redis_image() -> String {
+    "redis:7.4-alpine".into()
+}
+fn default_redis_maxmemory() -> String {
+    "48mb".into()
+}
