@@ -1,0 +1,39 @@
+-- Users are soft-deleted (deleted_at) so that URLs and events never point at
+-- a missing row. Emails are unique, case-insensitively, among live users only:
+-- a deleted user's address can sign up again.
+CREATE TABLE users (
+    id          BIGSERIAL PRIMARY KEY,
+    username    TEXT      NOT NULL,
+    email       TEXT      NOT NULL,
+    created_at  TIMESTAMP NOT NULL,
+    deleted_at  TIMESTAMP
+);
+CREATE UNIQUE INDEX users_email_live_key ON users (lower(email)) WHERE deleted_at IS NULL;
+
+CREATE TABLE urls (
+    id            BIGSERIAL PRIMARY KEY,
+    user_id       BIGINT    REFERENCES users (id),
+    short_code    TEXT      NOT NULL,
+    original_url  TEXT      NOT NULL,
+    title         TEXT,
+    is_active     BOOLEAN   NOT NULL DEFAULT TRUE,
+    created_at    TIMESTAMP NOT NULL,
+    updated_at    TIMESTAMP NOT NULL,
+    CONSTRAINT urls_short_code_key UNIQUE (short_code)
+);
+-- GET /urls?user_id=…&is_active=… pages in id order.
+CREATE INDEX urls_user_id_idx ON urls (user_id, id);
+CREATE INDEX urls_is_active_idx ON urls (is_active, id);
+
+CREATE TABLE events (
+    id          BIGSERIAL PRIMARY KEY,
+    url_id      BIGINT    NOT NULL REFERENCES urls (id),
+    user_id     BIGINT    REFERENCES users (id),
+    event_type  TEXT      NOT NULL,
+    timestamp   TIMESTAMP NOT NULL,
+    details     JSONB     NOT NULL DEFAULT '{}'::jsonb
+);
+-- GET /events filters (and /urls/{id}/stats) page in id order.
+CREATE INDEX events_url_id_idx ON events (url_id, event_type, id);
+CREATE INDEX events_user_id_idx ON events (user_id, id);
+CREATE INDEX events_event_type_idx ON events (event_type, id);

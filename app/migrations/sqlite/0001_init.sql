@@ -1,0 +1,36 @@
+-- Same shape as the PostgreSQL schema (see migrations/postgres). Timestamps
+-- are TEXT 'YYYY-MM-DD HH:MM:SS', booleans 0/1, details JSON text.
+CREATE TABLE users (
+    id          INTEGER PRIMARY KEY,
+    username    TEXT    NOT NULL,
+    email       TEXT    NOT NULL,
+    created_at  TEXT    NOT NULL,
+    deleted_at  TEXT
+);
+CREATE UNIQUE INDEX users_email_live_key ON users (lower(email)) WHERE deleted_at IS NULL;
+
+CREATE TABLE urls (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER REFERENCES users (id),
+    short_code    TEXT    NOT NULL,
+    original_url  TEXT    NOT NULL,
+    title         TEXT,
+    is_active     BOOLEAN NOT NULL DEFAULT 1,
+    created_at    TEXT    NOT NULL,
+    updated_at    TEXT    NOT NULL,
+    CONSTRAINT urls_short_code_key UNIQUE (short_code)
+);
+CREATE INDEX urls_user_id_idx ON urls (user_id, id);
+CREATE INDEX urls_is_active_idx ON urls (is_active, id);
+
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    url_id      INTEGER NOT NULL REFERENCES urls (id),
+    user_id     INTEGER REFERENCES users (id),
+    event_type  TEXT    NOT NULL,
+    timestamp   TEXT    NOT NULL,
+    details     TEXT    NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_url_id_idx ON events (url_id, event_type, id);
+CREATE INDEX events_user_id_idx ON events (user_id, id);
+CREATE INDEX events_event_type_idx ON events (event_type, id);

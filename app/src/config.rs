@@ -1,0 +1,137 @@
+//! Configuration, from the environment (12-factor) or the equivalent flags.
+//! Every value is validated before anything starts; a bad one stops the
+//! process with a message naming the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Management endpoints need `Authorization: Bearer <key>`.
+    ApiKey,
+    /// No authentication (demos, compatibility suites).
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Redis for the shared cache (`redis://…`); optional.
+    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<String>,
+
+    /// `api-key` (default) or `open`.
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value = "api-key")]
+    pub auth_mode: AuthMode,
+
+    /// The admin API key (at least 16 characters). Kept only as a hash.
+    #[arg(long, env = "ADMIN_API_KEY", value_parser = parse_api_key, hide_env_values = true)]
+    pub admin_api_key: Option<String>,
+
+    /// Base of the `short_url` returned by `POST /shorten`, e.g.
+    /// `https://sho.rt`. Defaults to the request's Host.
+    #[arg(long, env = "PUBLIC_BASE_URL", value_parser = parse_base_url)]
+    pub public_base_url: Option<String>,
+
+    /// Longest a request may take before it is answered with 503.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub request_timeout_secs: u64,
+
+    /// Seconds to finish in-flight requests after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub shutdown_grace_secs: u64,
+
+    /// `json` (default) or `text`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://…`. Unset: an embedded SQLite file in
+    /// DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", value_parser = parse_database_url)]
+    pub database_url: Option<String>,
+
+    /// Where the embedded database lives when DATABASE_URL is unset.
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Connections per replica to PostgreSQL (or PgBouncer).
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub pool_size: u32,
+}
+
+impl DatabaseConfig {
+    /// The URL to connect to, creating the data directory for the embedded
+    /// default.
+    pub fn resolve(&self) -> std::io::Result<String> {
+        match &self.database_url {
+            Some(url) => Ok(url.clone()),
+            None => {
+                std::fs::create_dir_all(&self.data_dir)?;
+                Ok(format!(
+                    "sqlite://{}",
+                    self.data_dir.join("shortener.db").display()
+                ))
+            }
+        }
+    }
+}
+
+fn parse_database_url(raw: &str) -> Result<String, String> {
+    let ok = ["postgres://", "postgresql://", "sqlite:"]
+        .iter()
+        .any(|p| raw.starts_with(p));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("must start with postgres://, postgresql:// or sqlite:".into())
+    }
+}
+
+fn parse_redis_url(raw: &str) -> Result<String, String> {
+    if raw.starts_with("redis://") || raw.starts_with("rediss://") {
+        Ok(raw.to_owned())
+    } else {
+        Err("must start with redis:// or rediss://".into())
+    }
+}
+
+fn parse_api_key(raw: &str) -> Result<String, String> {
+    if raw.len() < 16 || raw.chars().any(char::is_whitespace) {
+        Err("must be at least 16 characters with no whitespace".into())
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
+fn parse_base_url(raw: &str) -> Result<String, String> {
+    match url::Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(raw.trim_end_matches('/').to_owned())
+        }
+        _ => Err("must be an absolute http(s) URL such as https://sho.rt".into()),
+    }
+}

@@ -1,0 +1,158 @@
+use std::fmt;
+
+use rand::Rng;
+
+/// The key of a redirect: `GET /{short_code}`.
+///
+/// Generated codes are random (not derived from the row id, so they cannot be
+/// enumerated), [`ShortCode::GENERATED_LEN`] characters of `[A-Za-z0-9]`.
+/// Uniqueness across replicas is the database's job (a unique index); the
+/// caller retries with a fresh code on the rare collision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShortCode(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShortCodeError {
+    #[error("must be {min} to {max} characters long", min = ShortCode::MIN_LEN, max = ShortCode::MAX_LEN)]
+    Length,
+    #[error("may contain only letters, digits, '_' and '-'")]
+    Alphabet,
+    #[error("'{0}' is reserved")]
+    Reserved(String),
+}
+
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Paths the service serves itself or may serve later; a custom code equal to
+/// one of them (case-insensitively) would shadow or be shadowed by a route.
+const RESERVED: &[&str] = &[
+    "admin",
+    "api",
+    "docs",
+    "events",
+    "favicon.ico",
+    "health",
+    "healthz",
+    "livez",
+    "login",
+    "logout",
+    "metrics",
+    "openapi",
+    "openapi.json",
+    "readyz",
+    "robots.txt",
+    "shorten",
+    "static",
+    "status",
+    "swagger",
+    "urls",
+    "users",
+    "v1",
+    "v2",
+];
+
+impl ShortCode {
+    pub const MIN_LEN: usize = 3;
+    pub const MAX_LEN: usize = 32;
+    /// 62^7 ≈ 3.5e12 codes: a collision needs millions of links before it is
+    /// even likely once, and is then retried.
+    pub const GENERATED_LEN: usize = 7;
+
+    /// Validates a user-chosen code.
+    pub fn parse(raw: &str) -> Result<Self, ShortCodeError> {
+        let len = raw.chars().count();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
+            return Err(ShortCodeError::Length);
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ShortCodeError::Alphabet);
+        }
+        if Self::is_reserved(raw) {
+            return Err(ShortCodeError::Reserved(raw.to_owned()));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Whether `raw` names one of the service's own routes.
+    pub fn is_reserved(raw: &str) -> bool {
+        RESERVED.iter().any(|r| r.eq_ignore_ascii_case(raw))
+    }
+
+    /// A fresh random code from the thread-local CSPRNG.
+    pub fn generate() -> Self {
+        let mut rng = rand::rng();
+        Self::generate_with(&mut rng)
+    }
+
+    /// A random code from the given generator (seed data uses a seeded one).
+    pub fn generate_with<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        Self::generate_len_with(rng, Self::GENERATED_LEN)
+    }
+
+    pub fn generate_len_with<R: Rng + ?Sized>(rng: &mut R, len: usize) -> Self {
+        let code = (0..len)
+            .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+            .collect();
+        Self(code)
+    }
+
+    /// Accepts a code already stored (the platform's seed files) without
+    /// re-validating it against today's rules.
+    pub fn from_trusted(raw: String) -> Self {
+        Self(raw)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ShortCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_codes_have_the_promised_shape() {
+        for _ in 0..1000 {
+            let code = ShortCode::generate();
+            assert_eq!(code.as_str().len(), ShortCode::GENERATED_LEN);
+            assert!(code.as_str().bytes().all(|b| b.is_ascii_alphanumeric()));
+        }
+    }
+
+    #[test]
+    fn generated_codes_do_not_repeat() {
+        let codes: std::collections::HashSet<_> =
+            (0..10_000).map(|_| ShortCode::generate()).collect();
+        assert_eq!(codes.len(), 10_000);
+    }
+
+    #[test]
+    fn custom_codes_are_validated() {
+        assert!(ShortCode::parse("my-link_2").is_ok());
+        assert_eq!(ShortCode::parse("ab"), Err(ShortCodeError::Length));
+        assert_eq!(
+            ShortCode::parse(&"a".repeat(33)),
+            Err(ShortCodeError::Length)
+        );
+        assert_eq!(ShortCode::parse("no spaces"), Err(ShortCodeError::Alphabet));
+        assert_eq!(ShortCode::parse("ünï"), Err(ShortCodeError::Alphabet));
+        assert!(matches!(
+            ShortCode::parse("Health"),
+            Err(ShortCodeError::Reserved(_))
+        ));
+        assert!(matches!(
+            ShortCode::parse("shorten"),
+            Err(ShortCodeError::Reserved(_))
+        ));
+    }
+}

@@ -1,0 +1,66 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::{AppState, JsonBody, QueryParams, listing};
+use crate::domain::parse_event_type;
+use crate::store::{Event, EventFilter, NewEvent};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/events", get(list).post(create))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateEvent {
+    url_id: i64,
+    user_id: i64,
+    event_type: String,
+    /// Must be a JSON object when present.
+    #[schema(value_type = Option<Object>)]
+    details: Option<Map<String, Value>>,
+}
+
+#[utoipa::path(get, path = "/events", tag = "events",
+    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query),
+           ("url_id" = Option<i64>, Query), ("user_id" = Option<i64>, Query),
+           ("event_type" = Option<String>, Query)),
+    responses((status = 200, body = [Event], headers(("X-Total-Count" = i64))),
+              (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: QueryParams,
+) -> ApiResult<axum::response::Response> {
+    let filter = EventFilter {
+        url_id: query.int("url_id")?,
+        user_id: query.int("user_id")?,
+        event_type: query.text("event_type"),
+    };
+    Ok(listing(
+        state.store.list_events(filter, query.page()?).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/events", tag = "events", request_body = CreateEvent,
+    responses((status = 201, body = Event), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody, description = "url_id or user_id names nothing")))]
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateEvent>,
+) -> ApiResult<(StatusCode, Json<Event>)> {
+    let event = NewEvent {
+        url_id: body.url_id,
+        user_id: body.user_id,
+        event_type: parse_event_type(&body.event_type)
+            .map_err(|p| ApiError::invalid_field("event_type", p))?,
+        details: body.details.unwrap_or_default(),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_event(event).await?),
+    ))
+}

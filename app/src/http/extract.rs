@@ -1,0 +1,199 @@
+//! Extractors that turn raw requests into typed input or a JSON 400.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::store::Page;
+
+/// A JSON object body deserialized into `T`.
+///
+/// Refuses (400) a missing or non-JSON Content-Type, bodies that are not
+/// JSON, JSON that is not an object, and fields of the wrong type, naming the
+/// field: `{"error": "user_id: invalid type: string \"x\", expected i64",
+/// "details": {"user_id": [...]}}`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !has_json_content_type(req.headers()) {
+            return Err(ApiError::bad_request(
+                "expected a JSON object body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("request body is too large".into())
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request(format!(
+                "request body must be a JSON object, not {}",
+                json_kind(&value)
+            )));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(JsonBody)
+            .map_err(|err| field_error(&err))
+    }
+}
+
+fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Names the field a serde error is about. serde reports a missing field at
+/// the parent's path, with the name in the message.
+fn field_error(err: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let message = err.inner().to_string();
+    let path = err.path().to_string();
+    let field = if path == "." || path.is_empty() {
+        message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.starts_with("missing field"))
+            .unwrap_or("body")
+            .to_owned()
+    } else {
+        path
+    };
+    let problem = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    ApiError::invalid_field(&field, problem)
+}
+
+/// Query-string parameters, parsed one by one with a 400 naming the bad one.
+pub struct QueryParams(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        Ok(Self(
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        ))
+    }
+}
+
+impl QueryParams {
+    pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.0
+            .get(name)
+            .map(|raw| {
+                raw.trim().parse::<i64>().map_err(|_| {
+                    ApiError::invalid_field(name, format!("'{raw}' is not an integer"))
+                })
+            })
+            .transpose()
+    }
+
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        self.0
+            .get(name)
+            .map(|raw| match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(ApiError::invalid_field(
+                    name,
+                    format!("'{raw}' is not true or false"),
+                )),
+            })
+            .transpose()
+    }
+
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// `page` (default 1) and `per_page` (default 25, capped at 100).
+    pub fn page(&self) -> Result<Page, ApiError> {
+        /// Deeper pages would be an unbounded scan; nobody pages this far.
+        const MAX_PAGE: i64 = 100_000;
+        let page = self.int("page")?.unwrap_or(1);
+        if !(1..=MAX_PAGE).contains(&page) {
+            return Err(ApiError::invalid_field(
+                "page",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let per_page = self
+            .int("per_page")?
+            .unwrap_or(i64::from(Page::DEFAULT_PER_PAGE));
+        if per_page < 1 {
+            return Err(ApiError::invalid_field("per_page", "must be at least 1"));
+        }
+        let per_page = per_page.min(i64::from(Page::MAX_PER_PAGE));
+        Ok(Page {
+            page: u32::try_from(page).unwrap_or(1),
+            per_page: u32::try_from(per_page).unwrap_or(Page::DEFAULT_PER_PAGE),
+        })
+    }
+}
+
+/// A numeric `{id}` path segment. Anything else names no row: 404, like a
+/// missing one.
+pub struct PathId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound("not found".into()))?;
+        raw.parse()
+            .map(PathId)
+            .map_err(|_| ApiError::NotFound(format!("no resource with id '{raw}'")))
+    }
+}
+
+/// `Option<Option<T>>` for PATCH-like bodies: absent → `None`,
+/// `null` → `Some(None)`, a value → `Some(Some(v))`.
+pub fn nullable<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(de).map(Some)
+}

@@ -1,0 +1,48 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::AppState;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the database is unreachable.
+    status: &'static str,
+    /// `ok` or `unavailable`.
+    database: &'static str,
+    /// The shared cache: `not_configured` until a cache is configured.
+    cache: &'static str,
+    version: &'static str,
+}
+
+/// Liveness and readiness in one: 503 when the database is unreachable, so a
+/// load balancer stops sending traffic this replica cannot serve.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let database_ok =
+        match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "health: database ping failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("health: database ping timed out");
+                false
+            }
+        };
+    let health = Health {
+        status: if database_ok { "ok" } else { "degraded" },
+        database: if database_ok { "ok" } else { "unavailable" },
+        cache: "not_configured",
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let status = if database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health))
+}

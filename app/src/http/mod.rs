@@ -1,0 +1,190 @@
+//! The HTTP API: one module per resource, one error type, one router.
+
+mod auth;
+pub mod error;
+mod events;
+mod extract;
+mod health;
+mod openapi;
+mod redirect;
+mod urls;
+mod users;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::Auth;
+use error::ApiError;
+
+use crate::events::ClickRecorder;
+use crate::metrics::Metrics;
+use crate::store::DynStore;
+
+/// Largest JSON body accepted; CSV uploads have their own, larger limit.
+const MAX_JSON_BODY: usize = 64 * 1024;
+const MAX_UPLOAD_BODY: usize = 16 * 1024 * 1024;
+
+/// Everything a handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub clicks: Arc<dyn ClickRecorder>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub public_base_url: Option<String>,
+}
+
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let management = Router::new()
+        .merge(users::routes())
+        .merge(urls::routes())
+        .merge(events::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .merge(management)
+        .route("/health", get(health::health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::document))
+        .route("/{short_code}", get(redirect::follow))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn(errors_as_json))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("not found".into())
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(error::ErrorBody {
+            error: "method not allowed".into(),
+            details: Default::default(),
+        }),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.metrics.render().map_err(|e| {
+        tracing::error!(error = %e, "could not render metrics");
+        ApiError::Internal
+    })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// RED metrics per route template and status.
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let m = &state.metrics;
+    m.http_duration
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .with_label_values(&[&method, &route, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// The last line of defence for the "every error is JSON" promise: an error
+/// response produced outside our handlers (a framework rejection, a timeout)
+/// gets a JSON body.
+async fn errors_as_json(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let mut replaced = (
+        status,
+        axum::Json(error::ErrorBody {
+            error: message,
+            details: Default::default(),
+        }),
+    )
+        .into_response();
+    for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::ALLOW] {
+        if let Some(value) = response.headers().get(&name) {
+            replaced.headers_mut().insert(name, value.clone());
+        }
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE
+        && !replaced.headers().contains_key(header::RETRY_AFTER)
+    {
+        replaced
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    replaced
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+pub(crate) use extract::{JsonBody, PathId, QueryParams, nullable};
+
+/// A listing as the API returns it: the page as a JSON array and the total
+/// in `X-Total-Count`.
+pub(crate) fn listing<T: serde::Serialize>(listing: crate::store::Listing<T>) -> Response {
+    let mut response = axum::Json(listing.items).into_response();
+    response
+        .headers_mut()
+        .insert("x-total-count", header::HeaderValue::from(listing.total));
+    response
+}
+
+pub(crate) const UPLOAD_LIMIT: usize = MAX_UPLOAD_BODY;

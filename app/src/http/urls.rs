@@ -1,0 +1,218 @@
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::{AppState, JsonBody, PathId, QueryParams, listing, nullable};
+use crate::domain::{ShortCode, TargetUrl, parse_title};
+use crate::store::{Event, EventFilter, NewUrl, Url, UrlFilter, UrlPatch, UrlStats};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/urls", get(list).post(create))
+        .route("/urls/{id}", get(show).put(update).delete(remove))
+        .route("/urls/{id}/stats", get(stats))
+        .route("/urls/{id}/events", get(events))
+        .route("/shorten", post(shorten))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateUrl {
+    /// Absolute http(s) URL. `url` is accepted as an alias.
+    #[serde(alias = "url")]
+    original_url: String,
+    title: Option<String>,
+    user_id: Option<i64>,
+    /// A custom code (3–32 of `[A-Za-z0-9_-]`); random when absent.
+    short_code: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UpdateUrl {
+    original_url: Option<String>,
+    /// `null` clears the title.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    title: Option<Option<String>>,
+    is_active: Option<bool>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ShortenRequest {
+    url: String,
+    short_code: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ShortenedUrl {
+    #[serde(flatten)]
+    url: Url,
+    /// The link to hand out.
+    short_url: String,
+}
+
+fn target(field: &str, raw: &str) -> ApiResult<TargetUrl> {
+    TargetUrl::parse(raw).map_err(|problem| ApiError::invalid_field(field, problem))
+}
+
+fn custom_code(raw: &str) -> ApiResult<ShortCode> {
+    ShortCode::parse(raw)
+        .map_err(|problem| ApiError::invalid_field("short_code", problem.to_string()))
+}
+
+async fn create_with(state: &AppState, url: NewUrl, code: Option<String>) -> ApiResult<Url> {
+    let created = match code {
+        Some(raw) => state.store.insert_url(url, &custom_code(&raw)?).await?,
+        None => state.store.create_url_with_generated_code(url).await?,
+    };
+    state.metrics.urls_created.inc();
+    Ok(created)
+}
+
+#[utoipa::path(get, path = "/urls", tag = "urls",
+    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query),
+           ("user_id" = Option<i64>, Query), ("is_active" = Option<bool>, Query)),
+    responses((status = 200, body = [Url], headers(("X-Total-Count" = i64))),
+              (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: QueryParams,
+) -> ApiResult<axum::response::Response> {
+    let filter = UrlFilter {
+        user_id: query.int("user_id")?,
+        is_active: query.boolean("is_active")?,
+    };
+    Ok(listing(state.store.list_urls(filter, query.page()?).await?))
+}
+
+/// Shortens a URL; writes a `created` event.
+#[utoipa::path(post, path = "/urls", tag = "urls", request_body = CreateUrl,
+    responses((status = 201, body = Url), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody, description = "user_id names no user"),
+              (status = 409, body = ErrorBody, description = "short_code taken")))]
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateUrl>,
+) -> ApiResult<(StatusCode, Json<Url>)> {
+    let url = NewUrl {
+        user_id: body.user_id,
+        original_url: target("original_url", &body.original_url)?,
+        title: body
+            .title
+            .map(|t| parse_title(&t).map_err(|p| ApiError::invalid_field("title", p)))
+            .transpose()?
+            .flatten(),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(create_with(&state, url, body.short_code).await?),
+    ))
+}
+
+/// The quick path: `{"url": …}` in, the URL object plus `short_url` out.
+#[utoipa::path(post, path = "/shorten", tag = "urls", request_body = ShortenRequest,
+    responses((status = 201, body = ShortenedUrl), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn shorten(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ShortenRequest>,
+) -> ApiResult<(StatusCode, Json<ShortenedUrl>)> {
+    let url = NewUrl {
+        user_id: None,
+        original_url: target("url", &body.url)?,
+        title: None,
+    };
+    let created = create_with(&state, url, body.short_code).await?;
+    let base = match &state.public_base_url {
+        Some(base) => base.clone(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    };
+    let short_url = format!("{base}/{}", created.short_code);
+    Ok((
+        StatusCode::CREATED,
+        Json(ShortenedUrl {
+            url: created,
+            short_url,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/urls/{id}", tag = "urls",
+    responses((status = 200, body = Url), (status = 404, body = ErrorBody)))]
+pub async fn show(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Url>> {
+    Ok(Json(state.store.get_url(id).await?))
+}
+
+/// Changes any of `original_url`, `title`, `is_active`; one `updated` event
+/// per changed field.
+#[utoipa::path(put, path = "/urls/{id}", tag = "urls", request_body = UpdateUrl,
+    responses((status = 200, body = Url), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody<UpdateUrl>,
+) -> ApiResult<Json<Url>> {
+    let patch = UrlPatch {
+        original_url: body
+            .original_url
+            .map(|u| target("original_url", &u))
+            .transpose()?,
+        title: body
+            .title
+            .map(|t| {
+                t.map(|t| parse_title(&t).map_err(|p| ApiError::invalid_field("title", p)))
+                    .transpose()
+                    .map(Option::flatten)
+            })
+            .transpose()?,
+        is_active: body.is_active,
+    };
+    if patch.is_empty() {
+        return Err(ApiError::bad_request(
+            "nothing to update: give at least one of original_url, title, is_active",
+        ));
+    }
+    Ok(Json(state.store.update_url(id, patch).await?))
+}
+
+/// Soft delete: the URL stops redirecting; repeating it changes nothing.
+#[utoipa::path(delete, path = "/urls/{id}", tag = "urls",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
+    state.store.deactivate_url(id, "user_requested").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/urls/{id}/stats", tag = "urls",
+    responses((status = 200, body = UrlStats), (status = 404, body = ErrorBody)))]
+pub async fn stats(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<UrlStats>> {
+    Ok(Json(state.store.url_stats(id).await?))
+}
+
+#[utoipa::path(get, path = "/urls/{id}/events", tag = "urls",
+    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
+    responses((status = 200, body = [Event], headers(("X-Total-Count" = i64))),
+              (status = 404, body = ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    query: QueryParams,
+) -> ApiResult<axum::response::Response> {
+    let page = query.page()?;
+    state.store.get_url(id).await?;
+    let filter = EventFilter {
+        url_id: Some(id),
+        ..EventFilter::default()
+    };
+    Ok(listing(state.store.list_events(filter, page).await?))
+}

@@ -1,0 +1,150 @@
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::{AppState, JsonBody, PathId, QueryParams, listing};
+use crate::domain::{Email, parse_username};
+use crate::seed::csv::{LineError, read_users};
+use crate::store::{NewUser, User, UserPatch};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/users", get(list).post(create))
+        .route(
+            "/users/bulk",
+            post(bulk).layer(axum::extract::DefaultBodyLimit::max(super::UPLOAD_LIMIT)),
+        )
+        .route("/users/{id}", get(show).put(update).delete(remove))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateUser {
+    username: String,
+    email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UpdateUser {
+    username: Option<String>,
+    email: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BulkReport {
+    /// Users created (same as `imported`, for compatibility).
+    count: u64,
+    imported: u64,
+    /// Lines skipped because the email (or id) already existed.
+    duplicates: u64,
+    /// Lines that could not be read, with the reason.
+    errors: Vec<LineError>,
+}
+
+fn field<T>(name: &str, parsed: Result<T, String>) -> ApiResult<T> {
+    parsed.map_err(|problem| ApiError::invalid_field(name, problem))
+}
+
+/// List live users, oldest first.
+#[utoipa::path(get, path = "/users", tag = "users",
+    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
+    responses((status = 200, body = [User], headers(("X-Total-Count" = i64))),
+              (status = 400, body = ErrorBody)))]
+pub async fn list(State(state): State<AppState>, query: QueryParams) -> ApiResult<Response> {
+    Ok(listing(state.store.list_users(query.page()?).await?))
+}
+
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
+    responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
+pub async fn show(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<User>> {
+    Ok(Json(state.store.get_user(id).await?))
+}
+
+#[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = User), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let user = NewUser {
+        username: field("username", parse_username(&body.username))?,
+        email: field("email", Email::parse(&body.email))?,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_user(user).await?),
+    ))
+}
+
+#[utoipa::path(put, path = "/users/{id}", tag = "users", request_body = UpdateUser,
+    responses((status = 200, body = User), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody<UpdateUser>,
+) -> ApiResult<Json<User>> {
+    let patch = UserPatch {
+        username: body
+            .username
+            .map(|u| field("username", parse_username(&u)))
+            .transpose()?,
+        email: body
+            .email
+            .map(|e| field("email", Email::parse(&e)))
+            .transpose()?,
+    };
+    Ok(Json(state.store.update_user(id, patch).await?))
+}
+
+/// Soft-deletes the user: they disappear from the API, their email is free
+/// again, and each of their active URLs is deactivated with a `deleted`
+/// event (`reason: owner_deleted`). Nothing is erased.
+#[utoipa::path(delete, path = "/users/{id}", tag = "users",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
+    let deletion = state.store.delete_user(id).await?;
+    tracing::info!(
+        user_id = id,
+        deactivated_urls = deletion.deactivated_urls,
+        "user deleted"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Imports a users CSV (`id,username,email,created_at`; `id` and
+/// `created_at` optional) sent as multipart field `file`.
+#[utoipa::path(post, path = "/users/bulk", tag = "users",
+    request_body(content_type = "multipart/form-data", description = "field `file`: a users CSV"),
+    responses((status = 201, body = BulkReport), (status = 400, body = ErrorBody)))]
+pub async fn bulk(State(state): State<AppState>, mut form: Multipart) -> ApiResult<Response> {
+    let mut file = None;
+    while let Some(part) = form
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("malformed multipart body: {e}")))?
+    {
+        if part.name() == Some("file") {
+            let bytes = part
+                .bytes()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("could not read field 'file': {e}")))?;
+            file = Some(bytes);
+            break;
+        }
+    }
+    let file = file.ok_or_else(|| ApiError::invalid_field("file", "a CSV file is required"))?;
+    let parsed = read_users(file.as_ref()).map_err(|e| ApiError::invalid_field("file", e))?;
+    let outcome = state.store.import_users(parsed.rows).await?;
+    let report = BulkReport {
+        count: outcome.imported,
+        imported: outcome.imported,
+        duplicates: outcome.skipped_lines.len() as u64,
+        errors: parsed.errors,
+    };
+    Ok((StatusCode::CREATED, Json(report)).into_response())
+}

@@ -1,0 +1,71 @@
+//! Prometheus metrics. Names are prefixed `shortener_`; labels use route
+//! templates (`/urls/{id}`), never raw paths, so cardinality stays bounded.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub redirects: IntCounterVec,
+    pub urls_created: IntCounter,
+    pub clicks_dropped: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("shortener_http_requests_total", "HTTP requests answered"),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "shortener_http_request_duration_seconds",
+                "Time from request to response head",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["method", "route"],
+        )?;
+        let redirects = IntCounterVec::new(
+            Opts::new("shortener_redirects_total", "Redirect lookups by outcome"),
+            &["outcome"],
+        )?;
+        let urls_created = IntCounter::new("shortener_urls_created_total", "Short URLs created")?;
+        let clicks_dropped = IntCounter::new(
+            "shortener_clicks_dropped_total",
+            "Redirects answered whose click could not be recorded",
+        )?;
+        let build_info = IntGauge::with_opts(
+            Opts::new("shortener_build_info", "Build information")
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        build_info.set(1);
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(redirects.clone()))?;
+        registry.register(Box::new(urls_created.clone()))?;
+        registry.register(Box::new(clicks_dropped.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            redirects,
+            urls_created,
+            clicks_dropped,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

@@ -1,0 +1,334 @@
+//! The platform's CSV formats. Timestamps are `YYYY-MM-DD HH:MM:SS`,
+//! booleans `True`/`False`, event details compact JSON.
+
+use std::io::{Read, Write};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::{Email, parse_username, timestamp};
+use crate::store::{Event, ImportedUser, Url};
+
+/// A line of an uploaded file that could not be imported, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LineError {
+    pub line: u64,
+    pub error: String,
+}
+
+/// Users read from a CSV: good rows and bad lines, side by side.
+#[derive(Debug, Default)]
+pub struct ParsedUsers {
+    pub rows: Vec<ImportedUser>,
+    pub errors: Vec<LineError>,
+}
+
+/// Column positions, looked up by name so column order does not matter.
+struct Columns(csv::StringRecord);
+
+impl Columns {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+    }
+
+    fn require(&self, name: &str) -> Result<usize, String> {
+        self.position(name).ok_or_else(|| {
+            format!(
+                "missing column '{name}' (header is: {})",
+                self.0.iter().collect::<Vec<_>>().join(",")
+            )
+        })
+    }
+}
+
+fn reader<R: Read>(input: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input)
+}
+
+fn cell(record: &csv::StringRecord, at: usize) -> &str {
+    record.get(at).unwrap_or("")
+}
+
+fn optional(record: &csv::StringRecord, at: Option<usize>) -> Option<&str> {
+    at.map(|i| cell(record, i)).filter(|s| !s.is_empty())
+}
+
+fn parse_id(raw: &str, column: &str) -> Result<i64, String> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("{column}: '{raw}' is not a positive integer"))
+}
+
+fn line_of(record: &csv::StringRecord) -> u64 {
+    record.position().map_or(0, |p| p.line())
+}
+
+/// Reads a users CSV (`id,username,email,created_at`; `id` and `created_at`
+/// may be absent). Bad lines are reported, not fatal; a missing header is.
+pub fn read_users<R: Read>(input: R) -> Result<ParsedUsers, String> {
+    let mut rdr = reader(input);
+    let columns = Columns(
+        rdr.headers()
+            .map_err(|e| format!("cannot read CSV header: {e}"))?
+            .clone(),
+    );
+    let (username, email) = (columns.require("username")?, columns.require("email")?);
+    let (id, created_at) = (columns.position("id"), columns.position("created_at"));
+    let mut parsed = ParsedUsers::default();
+    for record in rdr.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                parsed.errors.push(LineError {
+                    line,
+                    error: format!("unreadable line: {e}"),
+                });
+                continue;
+            }
+        };
+        let line = line_of(&record);
+        let row = (|| {
+            Ok::<_, String>(ImportedUser {
+                line,
+                id: optional(&record, id)
+                    .map(|raw| parse_id(raw, "id"))
+                    .transpose()?,
+                username: parse_username(cell(&record, username))
+                    .map_err(|e| format!("username: {e}"))?,
+                email: Email::parse(cell(&record, email)).map_err(|e| format!("email: {e}"))?,
+                created_at: optional(&record, created_at)
+                    .map(timestamp::parse)
+                    .transpose()
+                    .map_err(|e| format!("created_at: {e}"))?,
+            })
+        })();
+        match row {
+            Ok(row) => parsed.rows.push(row),
+            Err(error) => parsed.errors.push(LineError { line, error }),
+        }
+    }
+    Ok(parsed)
+}
+
+fn strict<T>(record: &csv::StringRecord, result: Result<T, String>) -> Result<T, String> {
+    result.map_err(|e| format!("line {}: {e}", line_of(record)))
+}
+
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("is_active: '{raw}' is not True or False")),
+    }
+}
+
+/// Reads a urls CSV (all columns required; `user_id` and `title` may be
+/// empty). Fails on the first bad line.
+pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
+    let mut rdr = reader(input);
+    let columns = Columns(rdr.headers().map_err(|e| e.to_string())?.clone());
+    let names = [
+        "id",
+        "user_id",
+        "short_code",
+        "original_url",
+        "title",
+        "is_active",
+        "created_at",
+        "updated_at",
+    ];
+    let at: Vec<usize> = names
+        .iter()
+        .map(|n| columns.require(n))
+        .collect::<Result<_, _>>()?;
+    let mut urls = Vec::new();
+    for record in rdr.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        let get = |i: usize| cell(&record, at[i]);
+        let url = strict(
+            &record,
+            (|| {
+                Ok(Url {
+                    id: parse_id(get(0), "id")?,
+                    user_id: Some(get(1))
+                        .filter(|s| !s.is_empty())
+                        .map(|s| parse_id(s, "user_id"))
+                        .transpose()?,
+                    short_code: Some(get(2).to_owned())
+                        .filter(|s| !s.is_empty())
+                        .ok_or("short_code is empty")?,
+                    original_url: get(3).to_owned(),
+                    title: Some(get(4).to_owned()).filter(|s| !s.is_empty()),
+                    is_active: parse_bool(get(5))?,
+                    created_at: timestamp::parse(get(6))?,
+                    updated_at: timestamp::parse(get(7))?,
+                })
+            })(),
+        )?;
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
+/// Reads an events CSV. `details` must be a JSON object. Fails on the first
+/// bad line.
+pub fn read_events<R: Read>(input: R) -> Result<Vec<Event>, String> {
+    let mut rdr = reader(input);
+    let columns = Columns(rdr.headers().map_err(|e| e.to_string())?.clone());
+    let names = [
+        "id",
+        "url_id",
+        "user_id",
+        "event_type",
+        "timestamp",
+        "details",
+    ];
+    let at: Vec<usize> = names
+        .iter()
+        .map(|n| columns.require(n))
+        .collect::<Result<_, _>>()?;
+    let mut events = Vec::new();
+    for record in rdr.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        let get = |i: usize| cell(&record, at[i]);
+        let event = strict(
+            &record,
+            (|| {
+                let details: Value = match get(5) {
+                    "" => Value::Object(Default::default()),
+                    raw => serde_json::from_str(raw).map_err(|e| format!("details: {e}"))?,
+                };
+                if !details.is_object() {
+                    return Err("details: not a JSON object".to_owned());
+                }
+                Ok(Event {
+                    id: parse_id(get(0), "id")?,
+                    url_id: parse_id(get(1), "url_id")?,
+                    user_id: Some(get(2))
+                        .filter(|s| !s.is_empty())
+                        .map(|s| parse_id(s, "user_id"))
+                        .transpose()?,
+                    event_type: Some(get(3).to_owned())
+                        .filter(|s| !s.is_empty())
+                        .ok_or("event_type is empty")?,
+                    timestamp: timestamp::parse(get(4))?,
+                    details: sqlx::types::Json(details),
+                })
+            })(),
+        )?;
+        events.push(event);
+    }
+    Ok(events)
+}
+
+fn csv_time(t: &crate::domain::Timestamp) -> String {
+    t.format(timestamp::CSV_FORMAT).to_string()
+}
+
+/// Writes users in the platform's format.
+pub fn write_users<W: Write>(out: W, users: &[crate::store::User]) -> csv::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(["id", "username", "email", "created_at"])?;
+    for u in users {
+        w.write_record([
+            u.id.to_string(),
+            u.username.clone(),
+            u.email.clone(),
+            csv_time(&u.created_at),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+pub fn write_urls<W: Write>(out: W, urls: &[Url]) -> csv::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record([
+        "id",
+        "user_id",
+        "short_code",
+        "original_url",
+        "title",
+        "is_active",
+        "created_at",
+        "updated_at",
+    ])?;
+    for u in urls {
+        w.write_record([
+            u.id.to_string(),
+            u.user_id.map(|id| id.to_string()).unwrap_or_default(),
+            u.short_code.clone(),
+            u.original_url.clone(),
+            u.title.clone().unwrap_or_default(),
+            if u.is_active { "True" } else { "False" }.to_owned(),
+            csv_time(&u.created_at),
+            csv_time(&u.updated_at),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+pub fn write_events<W: Write>(out: W, events: &[Event]) -> csv::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record([
+        "id",
+        "url_id",
+        "user_id",
+        "event_type",
+        "timestamp",
+        "details",
+    ])?;
+    for e in events {
+        w.write_record([
+            e.id.to_string(),
+            e.url_id.to_string(),
+            e.user_id.map(|id| id.to_string()).unwrap_or_default(),
+            e.event_type.clone(),
+            csv_time(&e.timestamp),
+            e.details.0.to_string(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_csv_reports_bad_lines_and_keeps_good_ones() {
+        let csv = "username,email\nada,ada@example.com\n,nobody@example.com\nbob,not-an-email\ncy,cy@example.com\n";
+        let parsed = read_users(csv.as_bytes()).unwrap();
+        assert_eq!(parsed.rows.len(), 2);
+        assert_eq!(parsed.rows[1].line, 5);
+        assert_eq!(
+            parsed.errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert!(parsed.errors[1].error.starts_with("email:"));
+    }
+
+    #[test]
+    fn users_csv_without_email_column_is_refused() {
+        assert!(
+            read_users("id,username\n1,ada\n".as_bytes())
+                .unwrap_err()
+                .contains("email")
+        );
+    }
+
+    #[test]
+    fn events_details_must_be_objects() {
+        let csv = "id,url_id,user_id,event_type,timestamp,details\n1,1,1,created,2025-01-01 00:00:00,\"[1]\"\n";
+        assert!(read_events(csv.as_bytes()).unwrap_err().contains("line 2"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Storage: one trait, two implementations (PostgreSQL for production, an
+//! embedded SQLite file for laptops and demos). Both pass the same contract
+//! test suite (`tests/store_contract.rs`).
+//!
+//! Rules every implementation keeps:
+//! - every list is paginated and served by an index;
+//! - a write and the events it causes commit together or not at all;
+//! - users are soft-deleted, so events and URLs never point at nothing.
+
+mod model;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use model::*;
+
+use crate::domain::ShortCode;
+
+/// How many fresh codes to try before giving up on a generated short code.
+/// With 62^7 codes, needing more than one is already vanishingly rare.
+const SHORT_CODE_ATTEMPTS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(Entity),
+    #[error("{0}")]
+    Conflict(Conflict),
+    /// The database cannot be reached (or timed out): callers answer 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    User,
+    Url,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entity::User => "user",
+            Entity::Url => "url",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    EmailTaken,
+    ShortCodeTaken,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conflict::EmailTaken => "a user with this email already exists",
+            Conflict::ShortCodeTaken => "this short code is already taken",
+        })
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(err),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                // Constraint names are the same in both backends' migrations.
+                let msg = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
+                if msg.contains("short_code") {
+                    StoreError::Conflict(Conflict::ShortCodeTaken)
+                } else if msg.contains("email") {
+                    StoreError::Conflict(Conflict::EmailTaken)
+                } else {
+                    StoreError::Database(err)
+                }
+            }
+            _ => StoreError::Database(err),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a handler needs from storage; see the module docs for the rules.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip, for `/health`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn get_user(&self, id: i64) -> StoreResult<User>;
+    async fn list_users(&self, page: Page) -> StoreResult<Listing<User>>;
+    async fn update_user(&self, id: i64, patch: UserPatch) -> StoreResult<User>;
+    /// Soft-deletes the user, deactivates every active URL they own and
+    /// records a `deleted` event (`reason: owner_deleted`) for each.
+    async fn delete_user(&self, id: i64) -> StoreResult<UserDeletion>;
+    /// Inserts users (explicit ids allowed); rows whose id or email already
+    /// exists are skipped and reported, never overwritten.
+    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportOutcome>;
+
+    /// Inserts a URL with exactly this short code, plus its `created` event.
+    async fn insert_url(&self, url: NewUrl, code: &ShortCode) -> StoreResult<Url>;
+    async fn get_url(&self, id: i64) -> StoreResult<Url>;
+    async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>>;
+    /// Applies the patch and records one `updated` event per changed field.
+    async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url>;
+    /// Deactivates the URL with a `deleted` event; a second call changes
+    /// nothing and records nothing.
+    async fn deactivate_url(&self, id: i64, reason: &str) -> StoreResult<Url>;
+    async fn url_stats(&self, id: i64) -> StoreResult<UrlStats>;
+    /// The redirect lookup: one indexed read by short code.
+    async fn resolve(&self, code: &str) -> StoreResult<Option<RedirectTarget>>;
+
+    async fn create_event(&self, event: NewEvent) -> StoreResult<Event>;
+    async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>>;
+    /// Appends many `redirect` events in one statement.
+    async fn record_clicks(&self, clicks: &[Click]) -> StoreResult<()>;
+
+    /// Loads the platform's seed files (explicit ids), skipping rows already
+    /// present, then moves id sequences past the largest id.
+    async fn load_seed(&self, seed: SeedData) -> StoreResult<SeedOutcome>;
+
+    /// Creates a URL with a fresh random short code, retrying on the rare
+    /// collision (the unique index makes this safe across replicas).
+    async fn create_url_with_generated_code(&self, url: NewUrl) -> StoreResult<Url> {
+        let mut last = None;
+        for _ in 0..SHORT_CODE_ATTEMPTS {
+            let code = ShortCode::generate();
+            match self.insert_url(url.clone(), &code).await {
+                Err(StoreError::Conflict(Conflict::ShortCodeTaken)) => {
+                    last = Some(StoreError::Conflict(Conflict::ShortCodeTaken));
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or(StoreError::Conflict(Conflict::ShortCodeTaken)))
+    }
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store named by `database_url` (`postgres://…` or `sqlite://…`)
+/// and applies its migrations.
+pub async fn connect(database_url: &str, pool_size: u32) -> StoreResult<DynStore> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            postgres::PgStore::connect(database_url, pool_size).await?,
+        ))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
+    }
+}

@@ -1,0 +1,251 @@
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::domain::{Email, TargetUrl, Timestamp, timestamp};
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = String, example = "2026-04-03T12:00:00")]
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub email: Email,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub username: Option<String>,
+    pub email: Option<Email>,
+}
+
+/// What deleting a user did to the rest of the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserDeletion {
+    pub deactivated_urls: u64,
+}
+
+/// One row of a users CSV (`id` and `created_at` may be absent).
+#[derive(Debug, Clone)]
+pub struct ImportedUser {
+    /// 1-based line number in the file, for error reports.
+    pub line: u64,
+    pub id: Option<i64>,
+    pub username: String,
+    pub email: Email,
+    pub created_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub imported: u64,
+    /// Lines skipped because the email (or explicit id) already existed.
+    pub skipped_lines: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Url {
+    pub id: i64,
+    pub user_id: Option<i64>,
+    pub short_code: String,
+    pub original_url: String,
+    pub title: Option<String>,
+    pub is_active: bool,
+    #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = String, example = "2026-04-03T12:00:00")]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = String, example = "2026-04-03T12:00:00")]
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUrl {
+    pub user_id: Option<i64>,
+    pub original_url: TargetUrl,
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UrlPatch {
+    pub original_url: Option<TargetUrl>,
+    /// `Some(None)` clears the title.
+    pub title: Option<Option<String>>,
+    pub is_active: Option<bool>,
+}
+
+impl UrlPatch {
+    pub fn is_empty(&self) -> bool {
+        self.original_url.is_none() && self.title.is_none() && self.is_active.is_none()
+    }
+
+    /// The `updated` events this patch causes on `current`: one per field
+    /// whose value actually changes, as `{"field", "new_value"}`.
+    pub fn changes(&self, current: &Url) -> Vec<Value> {
+        let mut changes = Vec::new();
+        let mut change = |field: &str, new_value: Value| {
+            let mut details = Map::new();
+            details.insert("field".into(), field.into());
+            details.insert("new_value".into(), new_value);
+            changes.push(Value::Object(details));
+        };
+        if let Some(url) = &self.original_url
+            && url.as_str() != current.original_url
+        {
+            change("original_url", url.as_str().into());
+        }
+        if let Some(title) = &self.title
+            && *title != current.title
+        {
+            change("title", title.clone().map_or(Value::Null, Value::from));
+        }
+        if let Some(active) = self.is_active
+            && active != current.is_active
+        {
+            change("is_active", active.into());
+        }
+        changes
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UrlFilter {
+    pub user_id: Option<i64>,
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct UrlStats {
+    pub url: Url,
+    pub redirect_count: i64,
+    #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(value_type = Option<String>, example = "2026-04-03T12:00:00")]
+    pub last_redirect_at: Option<Timestamp>,
+    /// Count of every event type recorded for this URL.
+    #[schema(value_type = Object)]
+    pub events_by_type: std::collections::BTreeMap<String, i64>,
+}
+
+/// What the redirect path needs, and nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RedirectTarget {
+    pub url_id: i64,
+    pub user_id: Option<i64>,
+    pub original_url: String,
+    pub is_active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Event {
+    pub id: i64,
+    pub url_id: i64,
+    pub user_id: Option<i64>,
+    pub event_type: String,
+    #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = String, example = "2026-04-03T12:00:00")]
+    pub timestamp: Timestamp,
+    #[schema(value_type = Object)]
+    pub details: sqlx::types::Json<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub url_id: i64,
+    pub user_id: i64,
+    pub event_type: String,
+    pub details: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub url_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub event_type: Option<String>,
+}
+
+/// One answered redirect, to be written as a `redirect` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Click {
+    pub url_id: i64,
+    pub user_id: Option<i64>,
+    pub short_code: String,
+    pub at: Timestamp,
+}
+
+/// A page request, already validated (page ≥ 1, 1 ≤ per_page ≤ 100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Page {
+    pub const DEFAULT_PER_PAGE: u32 = 25;
+    pub const MAX_PER_PAGE: u32 = 100;
+
+    pub fn limit(self) -> i64 {
+        i64::from(self.per_page)
+    }
+
+    pub fn offset(self) -> i64 {
+        i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self {
+            page: 1,
+            per_page: Self::DEFAULT_PER_PAGE,
+        }
+    }
+}
+
+/// One page of rows and the number of rows matching the filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+/// Rows of the platform's seed files, as parsed by [`crate::seed`].
+#[derive(Debug, Clone, Default)]
+pub struct SeedData {
+    pub users: Vec<ImportedUser>,
+    pub urls: Vec<Url>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeedOutcome {
+    pub users: u64,
+    pub urls: u64,
+    pub events: u64,
+}
+
+impl UrlStats {
+    pub fn new(url: Url, counts: Vec<(String, i64)>, last_redirect_at: Option<Timestamp>) -> Self {
+        let events_by_type: std::collections::BTreeMap<_, _> = counts.into_iter().collect();
+        let redirect_count = events_by_type.get("redirect").copied().unwrap_or(0);
+        Self {
+            url,
+            redirect_count,
+            last_redirect_at,
+            events_by_type,
+        }
+    }
+}
+
+/// `updated_at` after a write: now, but always at least one second after the
+/// previous value, so that every write shows a new `updated_at` at the API's
+/// one-second resolution (clients use it to notice changes).
+pub fn next_updated_at(current: &Url) -> Timestamp {
+    crate::domain::now().max(current.updated_at + chrono::Duration::seconds(1))
+}

@@ -1,0 +1,53 @@
+//! The production backend: PostgreSQL, directly or through PgBouncer.
+
+use std::time::Duration;
+
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::StoreResult;
+use super::sql::{Dialect, SqlStore};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub type PgStore = SqlStore<Postgres>;
+
+impl Dialect for Postgres {
+    const LOCK_URL: &'static str = "SELECT id, user_id, short_code, original_url, title, \
+         is_active, created_at, updated_at FROM urls WHERE id = $1 FOR UPDATE";
+    const IMPORT_USER: &'static str = "INSERT INTO users (id, username, email, created_at) \
+         VALUES (COALESCE($1, nextval(pg_get_serial_sequence('users', 'id'))), $2, $3, $4) \
+         ON CONFLICT DO NOTHING RETURNING id";
+
+    fn sync_sequence(table: &str) -> Option<String> {
+        Some(format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
+             COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+        ))
+    }
+
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl PgStore {
+    /// Connects and applies pending migrations. sqlx's migrator holds a
+    /// PostgreSQL advisory lock while it runs, so replicas starting together
+    /// apply each migration exactly once.
+    pub async fn connect(database_url: &str, pool_size: u32) -> StoreResult<Self> {
+        let options: PgConnectOptions = database_url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            // A request waits at most this long for a connection, then fails
+            // fast with 503 instead of piling up behind a sick database.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+        })
+    }
+}

@@ -1,0 +1,58 @@
+//! The embedded backend: one SQLite file, for laptops, demos and tests.
+//! Not for several replicas: SQLite has one writer per file.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::StoreResult;
+use super::sql::{Dialect, SqlStore};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub type SqliteStore = SqlStore<Sqlite>;
+
+impl Dialect for Sqlite {
+    // No row locks needed: every write transaction runs on the single
+    // writer connection, one at a time.
+    const LOCK_URL: &'static str = "SELECT id, user_id, short_code, original_url, title, \
+         is_active, created_at, updated_at FROM urls WHERE id = $1";
+    // A NULL id takes the next rowid (max + 1), so no sequence to keep.
+    const IMPORT_USER: &'static str = "INSERT INTO users (id, username, email, created_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id";
+
+    fn sync_sequence(_table: &str) -> Option<String> {
+        None
+    }
+
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and applies migrations.
+    pub async fn connect(database_url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(database_url)?
+            .create_if_missing(true)
+            // WAL lets readers proceed while the writer commits.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { pool, writer })
+    }
+}
