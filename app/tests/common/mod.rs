@@ -1,0 +1,232 @@
+//! Test harness: a real server on a real socket, backed by a real database
+//! (a fresh SQLite file, or a fresh PostgreSQL database per test).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+use shortener::config::AuthMode;
+use shortener::http::{self, Auth};
+use shortener::store::{self, DynStore};
+use sqlx::{Connection, Executor, PgConnection};
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// Where `scripts/services.sh` says PostgreSQL is.
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that exists for one test and is removed after it.
+pub struct TestDatabase {
+    pub url: String,
+    name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                Self { url, name: None, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let name = format!(
+                    "shortener_test_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed),
+                    rand_suffix()
+                );
+                let admin = admin_database_url();
+                let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {admin} is needed (run scripts/test.sh): {e}")
+                });
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .unwrap();
+                let url = with_database(&admin, &name);
+                Self { url, name: Some(name), _dir: None }
+            }
+        }
+    }
+
+    pub async fn store(&self) -> DynStore {
+        store::connect(&self.url, 10).await.unwrap()
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(std::time::SystemTime::now()) % 1_000_000) as u32
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let mut parsed = url::Url::parse(url).unwrap();
+    parsed.set_path(&format!("/{db}"));
+    parsed.to_string()
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        let admin = admin_database_url();
+        // Drop runs outside any runtime we may block: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                    let _ = conn
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub store: DynStore,
+    pub db: Arc<TestDatabase>,
+    key: Option<String>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    /// An open (no auth) server on a fresh database.
+    pub async fn new(backend: Backend) -> Self {
+        Self::with_auth(backend, AuthMode::Open).await
+    }
+
+    pub async fn with_auth(backend: Backend, mode: AuthMode) -> Self {
+        let db = Arc::new(TestDatabase::new(backend).await);
+        Self::on(db, mode).await
+    }
+
+    /// A server on an existing database (several servers may share one).
+    pub async fn on(db: Arc<TestDatabase>, mode: AuthMode) -> Self {
+        let store = db.store().await;
+        let auth = Auth::new(mode, Some(ADMIN_KEY));
+        let state = shortener::app_state(store.clone(), auth, None).unwrap();
+        let app = http::router(state, Duration::from_secs(10));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let client = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let key = (mode == AuthMode::ApiKey).then(|| ADMIN_KEY.to_owned());
+        Self { base, client, store, db, key, server }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.client.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.request(Method::POST, path).json(&body).send().await.unwrap()
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Response {
+        self.request(Method::PUT, path).json(&body).send().await.unwrap()
+    }
+
+    /// POST with a raw body and content type.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Response {
+        self.request(Method::POST, path)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn create_user(&self, username: &str, email: &str) -> Value {
+        let res = self.post("/users", serde_json::json!({"username": username, "email": email})).await;
+        expect_json(res, StatusCode::CREATED).await
+    }
+
+    pub async fn create_url(&self, body: Value) -> Value {
+        expect_json(self.post("/urls", body).await, StatusCode::CREATED).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn expect_json(res: Response, status: StatusCode) -> Value {
+    let got = res.status();
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = res.text().await.unwrap();
+    assert_eq!(got, status, "body: {text}");
+    assert!(ctype.starts_with("application/json"), "content-type {ctype:?}, body {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts an error status with a JSON `{"error": "..."}` body; returns the
+/// message.
+pub async fn expect_error(res: Response, status: StatusCode) -> String {
+    let body = expect_json(res, status).await;
+    body["error"].as_str().unwrap_or_else(|| panic!("no error message: {body}")).to_owned()
+}
+
+/// Runs each listed test against both backends:
+/// `both_backends!(creates_users, …)` makes `sqlite::creates_users` and
+/// `postgres::creates_users`, each calling `creates_users(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Postgres).await }
+            )*
+        }
+    };
+}
