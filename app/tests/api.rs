@@ -59,7 +59,8 @@ async fn users_crud(backend: Backend) {
     assert_eq!(fetched, user);
 
     let updated = expect_json(
-        app.put(&format!("/users/{id}"), json!({"username": "ada2"})).await,
+        app.put(&format!("/users/{id}"), json!({"username": "ada2"}))
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -68,10 +69,21 @@ async fn users_crud(backend: Backend) {
 
     let res = app.delete(&format!("/users/{id}")).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    expect_error(app.get(&format!("/users/{id}")).await, StatusCode::NOT_FOUND).await;
-    expect_error(app.delete(&format!("/users/{id}")).await, StatusCode::NOT_FOUND).await;
-    expect_error(app.put("/users/999", json!({"username": "x"})).await, StatusCode::NOT_FOUND)
-        .await;
+    expect_error(
+        app.get(&format!("/users/{id}")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect_error(
+        app.delete(&format!("/users/{id}")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect_error(
+        app.put("/users/999", json!({"username": "x"})).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     expect_error(app.get("/users/abc").await, StatusCode::NOT_FOUND).await;
 }
 
@@ -85,7 +97,11 @@ async fn user_validation(backend: Backend) {
         json!({"username": "ada", "email": ["a@b.co"]}),
         json!({"username": "", "email": "ada@example.com"}),
     ] {
-        expect_error(app.post("/users", body.clone()).await, StatusCode::BAD_REQUEST).await;
+        expect_error(
+            app.post("/users", body.clone()).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
     }
     let user = app.create_user("ada", "ada@example.com").await;
     let id = user["id"].as_i64().unwrap();
@@ -102,11 +118,19 @@ async fn user_validation(backend: Backend) {
 async fn duplicate_email_is_conflict_case_insensitively(backend: Backend) {
     let app = TestApp::new(backend).await;
     app.create_user("ada", "ada@example.com").await;
-    let res = app.post("/users", json!({"username": "ada", "email": "ADA@example.com"})).await;
+    let res = app
+        .post(
+            "/users",
+            json!({"username": "ada", "email": "ADA@example.com"}),
+        )
+        .await;
     expect_error(res, StatusCode::CONFLICT).await;
     let bob = app.create_user("bob", "bob@example.com").await;
     let res = app
-        .put(&format!("/users/{}", bob["id"]), json!({"email": "ada@example.com"}))
+        .put(
+            &format!("/users/{}", bob["id"]),
+            json!({"email": "ada@example.com"}),
+        )
         .await;
     expect_error(res, StatusCode::CONFLICT).await;
 }
@@ -122,17 +146,27 @@ async fn deleting_a_user_deactivates_their_urls_and_frees_the_email(backend: Bac
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
     let uid = user["id"].as_i64().unwrap();
-    let url = app.create_url(json!({"original_url": "https://example.com/a", "user_id": uid})).await;
+    let url = app
+        .create_url(json!({"original_url": "https://example.com/a", "user_id": uid}))
+        .await;
     let code = url["short_code"].as_str().unwrap();
-    assert_eq!(app.delete(&format!("/users/{uid}")).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&format!("/users/{uid}")).await.status(),
+        StatusCode::NO_CONTENT
+    );
 
     // The URL still exists (nothing dangles), is inactive, and says why.
-    let after = expect_json(app.get(&format!("/urls/{}", url["id"])).await, StatusCode::OK).await;
+    let after = expect_json(
+        app.get(&format!("/urls/{}", url["id"])).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(after["is_active"], false);
     assert_eq!(after["user_id"], uid);
     expect_error(app.get(&format!("/{code}")).await, StatusCode::NOT_FOUND).await;
     let events = expect_json(
-        app.get(&format!("/events?url_id={}&event_type=deleted", url["id"])).await,
+        app.get(&format!("/events?url_id={}&event_type=deleted", url["id"]))
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -143,7 +177,10 @@ async fn deleting_a_user_deactivates_their_urls_and_frees_the_email(backend: Bac
     app.create_user("ada", "ada@example.com").await;
     // Events can no longer be attributed to the deleted user.
     let res = app
-        .post("/events", json!({"url_id": url["id"], "user_id": uid, "event_type": "click"}))
+        .post(
+            "/events",
+            json!({"url_id": url["id"], "user_id": uid, "event_type": "click"}),
+        )
         .await;
     expect_error(res, StatusCode::NOT_FOUND).await;
 }
@@ -152,9 +189,20 @@ async fn urls_crud_and_events(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
     let url = app
-        .create_url(json!({"original_url": "https://example.com/x", "title": "X", "user_id": user["id"]}))
+        .create_url(
+            json!({"original_url": "https://example.com/x", "title": "X", "user_id": user["id"]}),
+        )
         .await;
-    for key in ["id", "user_id", "short_code", "original_url", "title", "is_active", "created_at", "updated_at"] {
+    for key in [
+        "id",
+        "user_id",
+        "short_code",
+        "original_url",
+        "title",
+        "is_active",
+        "created_at",
+        "updated_at",
+    ] {
         assert!(url.get(key).is_some(), "URL object lacks {key}: {url}");
     }
     assert_eq!(url["user_id"], user["id"]);
@@ -164,11 +212,17 @@ async fn urls_crud_and_events(backend: Backend) {
     let events = expect_json(app.get(&format!("/urls/{id}/events")).await, StatusCode::OK).await;
     assert_eq!(events[0]["event_type"], "created");
     assert_eq!(events[0]["details"]["short_code"], url["short_code"]);
-    assert!(events[0]["details"].is_object(), "details is an object, not a string");
+    assert!(
+        events[0]["details"].is_object(),
+        "details is an object, not a string"
+    );
 
     let updated = expect_json(
-        app.put(&format!("/urls/{id}"), json!({"title": "Y", "original_url": "https://example.org/"}))
-            .await,
+        app.put(
+            &format!("/urls/{id}"),
+            json!({"title": "Y", "original_url": "https://example.org/"}),
+        )
+        .await,
         StatusCode::OK,
     )
     .await;
@@ -177,7 +231,8 @@ async fn urls_crud_and_events(backend: Backend) {
     assert!(updated["updated_at"].as_str().unwrap() > url["updated_at"].as_str().unwrap());
 
     let updates = expect_json(
-        app.get(&format!("/events?url_id={id}&event_type=updated")).await,
+        app.get(&format!("/events?url_id={id}&event_type=updated"))
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -185,68 +240,109 @@ async fn urls_crud_and_events(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["details"]["field"].as_str().unwrap().to_owned(), e["details"]["new_value"].clone()))
+        .map(|e| {
+            (
+                e["details"]["field"].as_str().unwrap().to_owned(),
+                e["details"]["new_value"].clone(),
+            )
+        })
         .collect();
     fields.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         fields,
-        vec![("original_url".into(), json!("https://example.org/")), ("title".into(), json!("Y"))]
+        vec![
+            ("original_url".into(), json!("https://example.org/")),
+            ("title".into(), json!("Y"))
+        ]
     );
 
     // Setting a field to its current value changes nothing and records nothing.
     app.put(&format!("/urls/{id}"), json!({"title": "Y"})).await;
     let again = expect_json(
-        app.get(&format!("/events?url_id={id}&event_type=updated")).await,
+        app.get(&format!("/events?url_id={id}&event_type=updated"))
+            .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(again.as_array().unwrap().len(), 2);
 
     // Clearing the title.
-    let cleared =
-        expect_json(app.put(&format!("/urls/{id}"), json!({"title": null})).await, StatusCode::OK)
-            .await;
+    let cleared = expect_json(
+        app.put(&format!("/urls/{id}"), json!({"title": null}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(cleared["title"], Value::Null);
-    expect_error(app.put(&format!("/urls/{id}"), json!({})).await, StatusCode::BAD_REQUEST).await;
-    expect_error(app.put("/urls/424242", json!({"title": "z"})).await, StatusCode::NOT_FOUND).await;
+    expect_error(
+        app.put(&format!("/urls/{id}"), json!({})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    expect_error(
+        app.put("/urls/424242", json!({"title": "z"})).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }
 
 async fn same_url_twice_gives_two_codes(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let a = app.create_url(json!({"original_url": "https://example.com/same"})).await;
-    let b = app.create_url(json!({"original_url": "https://example.com/same"})).await;
+    let a = app
+        .create_url(json!({"original_url": "https://example.com/same"}))
+        .await;
+    let b = app
+        .create_url(json!({"original_url": "https://example.com/same"}))
+        .await;
     assert_ne!(a["id"], b["id"]);
     assert_ne!(a["short_code"], b["short_code"]);
     let code = a["short_code"].as_str().unwrap();
-    assert!(code.len() >= 6 && code.chars().all(|c| c.is_ascii_alphanumeric()), "{code}");
+    assert!(
+        code.len() >= 6 && code.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{code}"
+    );
 }
 
 async fn redirect_records_an_event_visible_at_once(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
-    let url = app.create_url(json!({"url": "https://example.com/go", "user_id": user["id"]})).await;
+    let url = app
+        .create_url(json!({"url": "https://example.com/go", "user_id": user["id"]}))
+        .await;
     let code = url["short_code"].as_str().unwrap();
     for n in 1..=3 {
         let res = app.get(&format!("/{code}")).await;
         assert_eq!(res.status(), StatusCode::FOUND);
         assert_eq!(res.headers()["location"], "https://example.com/go");
         let events = expect_json(
-            app.get(&format!("/events?url_id={}&event_type=redirect", url["id"])).await,
+            app.get(&format!("/events?url_id={}&event_type=redirect", url["id"]))
+                .await,
             StatusCode::OK,
         )
         .await;
-        assert_eq!(events.as_array().unwrap().len(), n, "redirect {n} recorded at once");
+        assert_eq!(
+            events.as_array().unwrap().len(),
+            n,
+            "redirect {n} recorded at once"
+        );
         assert_eq!(events[0]["user_id"], user["id"]);
     }
 }
 
 async fn inactive_and_unknown_codes_do_not_redirect_or_record(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app.create_url(json!({"original_url": "https://example.com/off"})).await;
-    let id = url["id"].as_i64().unwrap();
-    app.put(&format!("/urls/{id}"), json!({"is_active": false})).await;
-    expect_error(app.get(&format!("/{}", url["short_code"].as_str().unwrap())).await, StatusCode::NOT_FOUND)
+    let url = app
+        .create_url(json!({"original_url": "https://example.com/off"}))
         .await;
+    let id = url["id"].as_i64().unwrap();
+    app.put(&format!("/urls/{id}"), json!({"is_active": false}))
+        .await;
+    expect_error(
+        app.get(&format!("/{}", url["short_code"].as_str().unwrap()))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     expect_error(app.get("/NoSuchCode").await, StatusCode::NOT_FOUND).await;
     let redirects = expect_json(app.get("/events?event_type=redirect").await, StatusCode::OK).await;
     assert_eq!(redirects, json!([]));
@@ -254,56 +350,118 @@ async fn inactive_and_unknown_codes_do_not_redirect_or_record(backend: Backend) 
 
 async fn update_reaches_the_redirect_at_once(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app.create_url(json!({"original_url": "https://example.com/old"})).await;
+    let url = app
+        .create_url(json!({"original_url": "https://example.com/old"}))
+        .await;
     let path = format!("/{}", url["short_code"].as_str().unwrap());
-    assert_eq!(app.get(&path).await.headers()["location"], "https://example.com/old");
-    app.put(&format!("/urls/{}", url["id"]), json!({"original_url": "https://example.com/new"})).await;
-    assert_eq!(app.get(&path).await.headers()["location"], "https://example.com/new");
-    app.put(&format!("/urls/{}", url["id"]), json!({"is_active": false})).await;
+    assert_eq!(
+        app.get(&path).await.headers()["location"],
+        "https://example.com/old"
+    );
+    app.put(
+        &format!("/urls/{}", url["id"]),
+        json!({"original_url": "https://example.com/new"}),
+    )
+    .await;
+    assert_eq!(
+        app.get(&path).await.headers()["location"],
+        "https://example.com/new"
+    );
+    app.put(&format!("/urls/{}", url["id"]), json!({"is_active": false}))
+        .await;
     assert_eq!(app.get(&path).await.status(), StatusCode::NOT_FOUND);
-    app.put(&format!("/urls/{}", url["id"]), json!({"is_active": true})).await;
+    app.put(&format!("/urls/{}", url["id"]), json!({"is_active": true}))
+        .await;
     assert_eq!(app.get(&path).await.status(), StatusCode::FOUND);
 }
 
 async fn deleting_a_url_is_soft_and_idempotent(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app.create_url(json!({"original_url": "https://example.com/del"})).await;
+    let url = app
+        .create_url(json!({"original_url": "https://example.com/del"}))
+        .await;
     let id = url["id"].as_i64().unwrap();
     for _ in 0..2 {
-        assert_eq!(app.delete(&format!("/urls/{id}")).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            app.delete(&format!("/urls/{id}")).await.status(),
+            StatusCode::NO_CONTENT
+        );
     }
     let after = expect_json(app.get(&format!("/urls/{id}")).await, StatusCode::OK).await;
     assert_eq!(after["is_active"], false);
     let deleted = expect_json(
-        app.get(&format!("/events?url_id={id}&event_type=deleted")).await,
+        app.get(&format!("/events?url_id={id}&event_type=deleted"))
+            .await,
         StatusCode::OK,
     )
     .await;
-    assert_eq!(deleted.as_array().unwrap().len(), 1, "a repeated delete records nothing");
+    assert_eq!(
+        deleted.as_array().unwrap().len(),
+        1,
+        "a repeated delete records nothing"
+    );
     assert_eq!(deleted[0]["details"], json!({"reason": "user_requested"}));
     expect_error(app.delete("/urls/99999").await, StatusCode::NOT_FOUND).await;
 }
 
 async fn url_validation_rules(backend: Backend) {
     let app = TestApp::new(backend).await;
-    for bad in ["hello", "example.com", "ftp://example.com/f", "javascript:alert(1)", "http://", ""] {
-        let msg = expect_error(app.post("/urls", json!({"original_url": bad})).await, StatusCode::BAD_REQUEST)
-            .await;
+    for bad in [
+        "hello",
+        "example.com",
+        "ftp://example.com/f",
+        "javascript:alert(1)",
+        "http://",
+        "",
+    ] {
+        let msg = expect_error(
+            app.post("/urls", json!({"original_url": bad})).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
         assert!(msg.contains("original_url"), "{bad}: {msg}");
     }
-    expect_error(app.post("/urls", json!({"title": "no url"})).await, StatusCode::BAD_REQUEST).await;
+    expect_error(
+        app.post("/urls", json!({"title": "no url"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     let listed = app.get("/urls").await;
-    assert_eq!(listed.headers()["x-total-count"], "0", "refused input changed nothing");
+    assert_eq!(
+        listed.headers()["x-total-count"],
+        "0",
+        "refused input changed nothing"
+    );
 }
 
 async fn custom_short_codes(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app.create_url(json!({"original_url": "https://example.com", "short_code": "my-link_1"})).await;
+    let url = app
+        .create_url(json!({"original_url": "https://example.com", "short_code": "my-link_1"}))
+        .await;
     assert_eq!(url["short_code"], "my-link_1");
-    let res = app.post("/urls", json!({"original_url": "https://example.com", "short_code": "my-link_1"})).await;
+    let res = app
+        .post(
+            "/urls",
+            json!({"original_url": "https://example.com", "short_code": "my-link_1"}),
+        )
+        .await;
     expect_error(res, StatusCode::CONFLICT).await;
-    for bad in ["ab", "has space", "x".repeat(33).as_str(), "health", "users", "Shorten", "metrics"] {
-        let res = app.post("/urls", json!({"original_url": "https://example.com", "short_code": bad})).await;
+    for bad in [
+        "ab",
+        "has space",
+        "x".repeat(33).as_str(),
+        "health",
+        "users",
+        "Shorten",
+        "metrics",
+    ] {
+        let res = app
+            .post(
+                "/urls",
+                json!({"original_url": "https://example.com", "short_code": bad}),
+            )
+            .await;
         expect_error(res, StatusCode::BAD_REQUEST).await;
     }
     assert_eq!(app.get("/my-link_1").await.status(), StatusCode::FOUND);
@@ -312,16 +470,42 @@ async fn custom_short_codes(backend: Backend) {
 async fn bodies_that_are_not_objects_are_400(backend: Backend) {
     let app = TestApp::new(backend).await;
     for path in ["/users", "/urls", "/events", "/shorten"] {
-        for body in ["\"hello\"", "[1,2]", "not json", "", "42", "null", "{\"unterminated\": "] {
-            expect_error(app.post_raw(path, "application/json", body).await, StatusCode::BAD_REQUEST).await;
+        for body in [
+            "\"hello\"",
+            "[1,2]",
+            "not json",
+            "",
+            "42",
+            "null",
+            "{\"unterminated\": ",
+        ] {
+            expect_error(
+                app.post_raw(path, "application/json", body).await,
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
         }
-        let res = app.post_raw(path, "text/plain", "{\"username\":\"a\",\"email\":\"a@b.co\"}").await;
+        let res = app
+            .post_raw(
+                path,
+                "text/plain",
+                "{\"username\":\"a\",\"email\":\"a@b.co\"}",
+            )
+            .await;
         expect_error(res, StatusCode::BAD_REQUEST).await;
-        let res = app.request(reqwest::Method::POST, path).body("{}").send().await.unwrap();
+        let res = app
+            .request(reqwest::Method::POST, path)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         expect_error(res, StatusCode::BAD_REQUEST).await;
     }
-    let url = app.create_url(json!({"original_url": "https://example.com"})).await;
-    let res = app.request(reqwest::Method::PUT, &format!("/urls/{}", url["id"]))
+    let url = app
+        .create_url(json!({"original_url": "https://example.com"}))
+        .await;
+    let res = app
+        .request(reqwest::Method::PUT, &format!("/urls/{}", url["id"]))
         .header("content-type", "application/json")
         .body("[]")
         .send()
@@ -334,12 +518,30 @@ async fn wrong_types_name_the_field(backend: Backend) {
     let app = TestApp::new(backend).await;
     let cases = [
         ("/urls", json!({"original_url": 12})),
-        ("/urls", json!({"original_url": "https://e.com", "user_id": "1"})),
-        ("/urls", json!({"original_url": "https://e.com", "title": 5})),
-        ("/urls", json!({"original_url": "https://e.com", "short_code": true})),
-        ("/events", json!({"url_id": "1", "user_id": 1, "event_type": "x"})),
-        ("/events", json!({"url_id": 1, "user_id": 1, "event_type": "x", "details": "str"})),
-        ("/events", json!({"url_id": 1, "user_id": 1, "event_type": "x", "details": [1]})),
+        (
+            "/urls",
+            json!({"original_url": "https://e.com", "user_id": "1"}),
+        ),
+        (
+            "/urls",
+            json!({"original_url": "https://e.com", "title": 5}),
+        ),
+        (
+            "/urls",
+            json!({"original_url": "https://e.com", "short_code": true}),
+        ),
+        (
+            "/events",
+            json!({"url_id": "1", "user_id": 1, "event_type": "x"}),
+        ),
+        (
+            "/events",
+            json!({"url_id": 1, "user_id": 1, "event_type": "x", "details": "str"}),
+        ),
+        (
+            "/events",
+            json!({"url_id": 1, "user_id": 1, "event_type": "x", "details": [1]}),
+        ),
     ];
     for (path, body) in cases {
         let field = body
@@ -356,31 +558,64 @@ async fn wrong_types_name_the_field(backend: Backend) {
             .unwrap();
         let res = app.post(path, body.clone()).await;
         let payload = expect_json(res, StatusCode::BAD_REQUEST).await;
-        assert!(payload["error"].as_str().unwrap().contains(&field), "{body}: {payload}");
+        assert!(
+            payload["error"].as_str().unwrap().contains(&field),
+            "{body}: {payload}"
+        );
         assert!(payload["details"][&field].is_array(), "{body}: {payload}");
     }
-    let url = app.create_url(json!({"original_url": "https://e.com"})).await;
-    let res = app.put(&format!("/urls/{}", url["id"]), json!({"is_active": "yes"})).await;
-    assert!(expect_error(res, StatusCode::BAD_REQUEST).await.contains("is_active"));
+    let url = app
+        .create_url(json!({"original_url": "https://e.com"}))
+        .await;
+    let res = app
+        .put(&format!("/urls/{}", url["id"]), json!({"is_active": "yes"}))
+        .await;
+    assert!(
+        expect_error(res, StatusCode::BAD_REQUEST)
+            .await
+            .contains("is_active")
+    );
 }
 
 async fn unknown_references_are_404(backend: Backend) {
     let app = TestApp::new(backend).await;
-    expect_error(app.post("/urls", json!({"original_url": "https://e.com", "user_id": 4242})).await, StatusCode::NOT_FOUND)
-        .await;
+    expect_error(
+        app.post(
+            "/urls",
+            json!({"original_url": "https://e.com", "user_id": 4242}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let user = app.create_user("ada", "ada@example.com").await;
-    let url = app.create_url(json!({"original_url": "https://e.com"})).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com"}))
+        .await;
     expect_error(
-        app.post("/events", json!({"url_id": 4242, "user_id": user["id"], "event_type": "click"})).await,
+        app.post(
+            "/events",
+            json!({"url_id": 4242, "user_id": user["id"], "event_type": "click"}),
+        )
+        .await,
         StatusCode::NOT_FOUND,
     )
     .await;
     expect_error(
-        app.post("/events", json!({"url_id": url["id"], "user_id": 4242, "event_type": "click"})).await,
+        app.post(
+            "/events",
+            json!({"url_id": url["id"], "user_id": 4242, "event_type": "click"}),
+        )
+        .await,
         StatusCode::NOT_FOUND,
     )
     .await;
-    for path in ["/urls/4242", "/urls/4242/stats", "/urls/4242/events", "/users/4242"] {
+    for path in [
+        "/urls/4242",
+        "/urls/4242/stats",
+        "/urls/4242/events",
+        "/users/4242",
+    ] {
         expect_error(app.get(path).await, StatusCode::NOT_FOUND).await;
     }
 }
@@ -388,7 +623,9 @@ async fn unknown_references_are_404(backend: Backend) {
 async fn events_api(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
-    let url = app.create_url(json!({"original_url": "https://e.com", "user_id": user["id"]})).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com", "user_id": user["id"]}))
+        .await;
     let event = expect_json(
         app.post(
             "/events",
@@ -398,12 +635,23 @@ async fn events_api(backend: Backend) {
         StatusCode::CREATED,
     )
     .await;
-    for key in ["id", "url_id", "user_id", "event_type", "timestamp", "details"] {
+    for key in [
+        "id",
+        "url_id",
+        "user_id",
+        "event_type",
+        "timestamp",
+        "details",
+    ] {
         assert!(event.get(key).is_some(), "event lacks {key}");
     }
     assert_eq!(event["details"], json!({"via": "poster"}));
     let no_details = expect_json(
-        app.post("/events", json!({"url_id": url["id"], "user_id": user["id"], "event_type": "ping"})).await,
+        app.post(
+            "/events",
+            json!({"url_id": url["id"], "user_id": user["id"], "event_type": "ping"}),
+        )
+        .await,
         StatusCode::CREATED,
     )
     .await;
@@ -417,7 +665,11 @@ async fn events_api(backend: Backend) {
         expect_error(app.post("/events", missing).await, StatusCode::BAD_REQUEST).await;
     }
     let filtered = expect_json(
-        app.get(&format!("/events?user_id={}&event_type=qr_scan", user["id"])).await,
+        app.get(&format!(
+            "/events?user_id={}&event_type=qr_scan",
+            user["id"]
+        ))
+        .await,
         StatusCode::OK,
     )
     .await;
@@ -429,30 +681,62 @@ async fn pagination_and_filters(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
     for n in 0..30 {
-        let owner = if n % 3 == 0 { user["id"].clone() } else { Value::Null };
-        app.create_url(json!({"original_url": format!("https://e.com/{n}"), "user_id": owner})).await;
+        let owner = if n % 3 == 0 {
+            user["id"].clone()
+        } else {
+            Value::Null
+        };
+        app.create_url(json!({"original_url": format!("https://e.com/{n}"), "user_id": owner}))
+            .await;
     }
     let res = app.get("/urls").await;
     assert_eq!(res.headers()["x-total-count"], "30");
     let first = expect_json(res, StatusCode::OK).await;
-    assert_eq!(first.as_array().unwrap().len(), 25, "default per_page is 25");
+    assert_eq!(
+        first.as_array().unwrap().len(),
+        25,
+        "default per_page is 25"
+    );
     let page2 = expect_json(app.get("/urls?page=2&per_page=25").await, StatusCode::OK).await;
     assert_eq!(page2.as_array().unwrap().len(), 5);
     assert!(page2[0]["id"].as_i64() > first[24]["id"].as_i64());
     let capped = expect_json(app.get("/urls?per_page=1000").await, StatusCode::OK).await;
-    assert_eq!(capped.as_array().unwrap().len(), 30, "per_page is capped at 100, not refused");
+    assert_eq!(
+        capped.as_array().unwrap().len(),
+        30,
+        "per_page is capped at 100, not refused"
+    );
     let beyond = expect_json(app.get("/urls?page=9").await, StatusCode::OK).await;
     assert_eq!(beyond, json!([]));
-    for bad in ["page=0", "page=-1", "page=x", "per_page=0", "per_page=abc", "user_id=abc", "is_active=maybe"] {
-        expect_error(app.get(&format!("/urls?{bad}")).await, StatusCode::BAD_REQUEST).await;
+    for bad in [
+        "page=0",
+        "page=-1",
+        "page=x",
+        "per_page=0",
+        "per_page=abc",
+        "user_id=abc",
+        "is_active=maybe",
+    ] {
+        expect_error(
+            app.get(&format!("/urls?{bad}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
     }
     let res = app.get(&format!("/urls?user_id={}", user["id"])).await;
     assert_eq!(res.headers()["x-total-count"], "10");
     let mine = expect_json(res, StatusCode::OK).await;
-    assert!(mine.as_array().unwrap().iter().all(|u| u["user_id"] == user["id"]));
+    assert!(
+        mine.as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["user_id"] == user["id"])
+    );
     let some_id = mine[0]["id"].as_i64().unwrap();
     app.delete(&format!("/urls/{some_id}")).await;
-    let res = app.get(&format!("/urls?user_id={}&is_active=false", user["id"])).await;
+    let res = app
+        .get(&format!("/urls?user_id={}&is_active=false", user["id"]))
+        .await;
     assert_eq!(res.headers()["x-total-count"], "1");
     let res = app.get("/urls?is_active=true").await;
     assert_eq!(res.headers()["x-total-count"], "29");
@@ -468,9 +752,16 @@ async fn bulk_user_import(backend: Backend) {
                11,bob,not-an-email,2025-01-02 03:04:05\n\
                12,cy,TAKEN@example.com,2025-01-02 03:04:05\n\
                13,ada,ada2@example.com,\n";
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::text(csv).file_name("users.csv"));
-    let res = app.request(reqwest::Method::POST, "/users/bulk").multipart(form).send().await.unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::text(csv).file_name("users.csv"),
+    );
+    let res = app
+        .request(reqwest::Method::POST, "/users/bulk")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     let report = expect_json(res, StatusCode::CREATED).await;
     assert_eq!(report["count"], 2);
     assert_eq!(report["imported"], 2);
@@ -483,39 +774,84 @@ async fn bulk_user_import(backend: Backend) {
     assert!(next["id"].as_i64().unwrap() > 13);
 
     // Without ids, and with columns in another order.
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::text("email,username\nz@example.com,zed\n").file_name("u.csv"));
-    let res = app.request(reqwest::Method::POST, "/users/bulk").multipart(form).send().await.unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::text("email,username\nz@example.com,zed\n").file_name("u.csv"),
+    );
+    let res = app
+        .request(reqwest::Method::POST, "/users/bulk")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(expect_json(res, StatusCode::CREATED).await["imported"], 1);
 
     let empty = reqwest::multipart::Form::new().text("other", "x");
-    let res = app.request(reqwest::Method::POST, "/users/bulk").multipart(empty).send().await.unwrap();
-    assert!(expect_error(res, StatusCode::BAD_REQUEST).await.contains("file"));
+    let res = app
+        .request(reqwest::Method::POST, "/users/bulk")
+        .multipart(empty)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        expect_error(res, StatusCode::BAD_REQUEST)
+            .await
+            .contains("file")
+    );
     let res = app.post("/users/bulk", json!({"file": "x"})).await;
     expect_error(res, StatusCode::BAD_REQUEST).await;
 }
 
 async fn shorten_quick_path(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let res = app.post("/shorten", json!({"url": "https://example.com/quick"})).await;
+    let res = app
+        .post("/shorten", json!({"url": "https://example.com/quick"}))
+        .await;
     let body = expect_json(res, StatusCode::CREATED).await;
     let code = body["short_code"].as_str().unwrap();
-    assert!(body["short_url"].as_str().unwrap().ends_with(&format!("/{code}")));
+    assert!(
+        body["short_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{code}"))
+    );
     assert_eq!(body["original_url"], "https://example.com/quick");
-    expect_error(app.post("/shorten", json!({"url": "nope"})).await, StatusCode::BAD_REQUEST).await;
-    expect_error(app.post("/shorten", json!({})).await, StatusCode::BAD_REQUEST).await;
-    let res = app.post("/shorten", json!({"url": "https://e.com", "short_code": "quick1"})).await;
-    assert_eq!(expect_json(res, StatusCode::CREATED).await["short_code"], "quick1");
+    expect_error(
+        app.post("/shorten", json!({"url": "nope"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    expect_error(
+        app.post("/shorten", json!({})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let res = app
+        .post(
+            "/shorten",
+            json!({"url": "https://e.com", "short_code": "quick1"}),
+        )
+        .await;
+    assert_eq!(
+        expect_json(res, StatusCode::CREATED).await["short_code"],
+        "quick1"
+    );
 }
 
 async fn stats(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app.create_url(json!({"original_url": "https://e.com/s"})).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/s"}))
+        .await;
     let code = url["short_code"].as_str().unwrap();
     for _ in 0..4 {
         app.get(&format!("/{code}")).await;
     }
-    let stats = expect_json(app.get(&format!("/urls/{}/stats", url["id"])).await, StatusCode::OK).await;
+    let stats = expect_json(
+        app.get(&format!("/urls/{}/stats", url["id"])).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(stats["url"]["id"], url["id"]);
     assert_eq!(stats["redirect_count"], 4);
     assert_eq!(stats["events_by_type"]["created"], 1);
@@ -525,16 +861,34 @@ async fn stats(backend: Backend) {
 async fn errors_are_always_json(backend: Backend) {
     let app = TestApp::new(backend).await;
     expect_error(app.get("/no/such/route").await, StatusCode::NOT_FOUND).await;
-    expect_error(app.request(reqwest::Method::PATCH, "/users").send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED)
-        .await;
-    let huge = format!("{{\"username\":\"{}\",\"email\":\"a@b.co\"}}", "x".repeat(200_000));
-    expect_error(app.post_raw("/users", "application/json", &huge).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+    expect_error(
+        app.request(reqwest::Method::PATCH, "/users")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    let huge = format!(
+        "{{\"username\":\"{}\",\"email\":\"a@b.co\"}}",
+        "x".repeat(200_000)
+    );
+    expect_error(
+        app.post_raw("/users", "application/json", &huge).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
 }
 
 async fn api_key_mode_guards_management_endpoints(backend: Backend) {
     let app = TestApp::with_auth(backend, AuthMode::ApiKey).await;
-    let url = app.create_url(json!({"original_url": "https://e.com/k"})).await;
-    let anonymous = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/k"}))
+        .await;
+    let anonymous = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     for (method, path) in [
         (reqwest::Method::GET, "/users"),
         (reqwest::Method::GET, "/urls"),
@@ -542,8 +896,15 @@ async fn api_key_mode_guards_management_endpoints(backend: Backend) {
         (reqwest::Method::POST, "/shorten"),
         (reqwest::Method::DELETE, "/urls/1"),
     ] {
-        let res = anonymous.request(method.clone(), format!("{}{path}", app.base)).send().await.unwrap();
-        assert!(res.headers().contains_key("www-authenticate"), "{method} {path}");
+        let res = anonymous
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.headers().contains_key("www-authenticate"),
+            "{method} {path}"
+        );
         expect_error(res, StatusCode::UNAUTHORIZED).await;
         let res = anonymous
             .request(method.clone(), format!("{}{path}", app.base))
@@ -554,11 +915,30 @@ async fn api_key_mode_guards_management_endpoints(backend: Backend) {
         expect_error(res, StatusCode::UNAUTHORIZED).await;
     }
     // The redirect and health stay public.
-    let res = anonymous.get(format!("{}/{}", app.base, url["short_code"].as_str().unwrap())).send().await.unwrap();
+    let res = anonymous
+        .get(format!(
+            "{}/{}",
+            app.base,
+            url["short_code"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::FOUND);
-    assert_eq!(anonymous.get(format!("{}/health", app.base)).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        anonymous
+            .get(format!("{}/health", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     // The refused delete changed nothing.
-    assert_eq!(expect_json(app.get("/urls/1").await, StatusCode::OK).await["is_active"], true);
+    assert_eq!(
+        expect_json(app.get("/urls/1").await, StatusCode::OK).await["is_active"],
+        true
+    );
 }
 
 async fn openapi_document_lists_every_route(backend: Backend) {
@@ -566,22 +946,42 @@ async fn openapi_document_lists_every_route(backend: Backend) {
     let doc = expect_json(app.get("/openapi.json").await, StatusCode::OK).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
-        "/health", "/users", "/users/{id}", "/users/bulk", "/urls", "/urls/{id}", "/urls/{id}/stats",
-        "/urls/{id}/events", "/events", "/shorten", "/{short_code}",
+        "/health",
+        "/users",
+        "/users/{id}",
+        "/users/bulk",
+        "/urls",
+        "/urls/{id}",
+        "/urls/{id}/stats",
+        "/urls/{id}/events",
+        "/events",
+        "/shorten",
+        "/{short_code}",
     ] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from OpenAPI");
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
     }
 }
 
 async fn metrics_are_exported(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app.create_url(json!({"original_url": "https://e.com/m"})).await;
-    app.get(&format!("/{}", url["short_code"].as_str().unwrap())).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/m"}))
+        .await;
+    app.get(&format!("/{}", url["short_code"].as_str().unwrap()))
+        .await;
     app.get(&format!("/urls/{}", url["id"])).await;
     let res = app.get("/metrics").await;
     assert_eq!(res.status(), StatusCode::OK);
     let text = res.text().await.unwrap();
-    assert!(text.contains("shortener_http_requests_total{method=\"GET\",route=\"/urls/{id}\",status=\"200\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "shortener_http_requests_total{method=\"GET\",route=\"/urls/{id}\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
     assert!(text.contains("shortener_redirects_total{outcome=\"found\"} 1"));
     assert!(text.contains("shortener_urls_created_total 1"));
 }

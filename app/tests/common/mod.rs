@@ -42,7 +42,11 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
-                Self { url, name: None, _dir: Some(dir) }
+                Self {
+                    url,
+                    name: None,
+                    _dir: Some(dir),
+                }
             }
             Backend::Postgres => {
                 let name = format!(
@@ -59,7 +63,11 @@ impl TestDatabase {
                     .await
                     .unwrap();
                 let url = with_database(&admin, &name);
-                Self { url, name: Some(name), _dir: None }
+                Self {
+                    url,
+                    name: Some(name),
+                    _dir: None,
+                }
             }
         }
     }
@@ -86,7 +94,10 @@ impl Drop for TestDatabase {
         let admin = admin_database_url();
         // Drop runs outside any runtime we may block: use a thread of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(mut conn) = PgConnection::connect(&admin).await {
                     let _ = conn
@@ -138,7 +149,14 @@ impl TestApp {
             .build()
             .unwrap();
         let key = (mode == AuthMode::ApiKey).then(|| ADMIN_KEY.to_owned());
-        Self { base, client, store, db, key, server }
+        Self {
+            base,
+            client,
+            store,
+            db,
+            key,
+            server,
+        }
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -158,11 +176,19 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
-        self.request(Method::POST, path).json(&body).send().await.unwrap()
+        self.request(Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn put(&self, path: &str, body: Value) -> Response {
-        self.request(Method::PUT, path).json(&body).send().await.unwrap()
+        self.request(Method::PUT, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// POST with a raw body and content type.
@@ -176,7 +202,12 @@ impl TestApp {
     }
 
     pub async fn create_user(&self, username: &str, email: &str) -> Value {
-        let res = self.post("/users", serde_json::json!({"username": username, "email": email})).await;
+        let res = self
+            .post(
+                "/users",
+                serde_json::json!({"username": username, "email": email}),
+            )
+            .await;
         expect_json(res, StatusCode::CREATED).await
     }
 
@@ -201,7 +232,10 @@ pub async fn expect_json(res: Response, status: StatusCode) -> Value {
         .unwrap_or_default();
     let text = res.text().await.unwrap();
     assert_eq!(got, status, "body: {text}");
-    assert!(ctype.starts_with("application/json"), "content-type {ctype:?}, body {text}");
+    assert!(
+        ctype.starts_with("application/json"),
+        "content-type {ctype:?}, body {text}"
+    );
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
@@ -209,7 +243,10 @@ pub async fn expect_json(res: Response, status: StatusCode) -> Value {
 /// message.
 pub async fn expect_error(res: Response, status: StatusCode) -> String {
     let body = expect_json(res, status).await;
-    body["error"].as_str().unwrap_or_else(|| panic!("no error message: {body}")).to_owned()
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {body}"))
+        .to_owned()
 }
 
 /// Runs each listed test against both backends:
