@@ -185,15 +185,7 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
     let observed = observe(&ctx.client, &instance).await?;
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
 
-    for created in ensure_secrets(&ctx.client, &instance, &desired).await? {
-        ctx.publish(
-            shortener,
-            EventType::Normal,
-            "SecretCreated",
-            format!("generated credentials in Secret {created}"),
-        )
-        .await;
-    }
+    let created_secrets = ensure_secrets(&ctx.client, &instance, &desired).await?;
 
     let mut applied = Vec::with_capacity(desired.children.len());
     for child in &desired.children {
@@ -219,6 +211,19 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
     let status = ready_status(&instance, &old_status, &observed, &readiness, &now);
     update_status(&api, &instance.name, &old_status, &status).await?;
 
+    if !created_secrets.is_empty() {
+        // One event for all: the recorder folds same-reason events into a series anyway.
+        ctx.publish(
+            shortener,
+            EventType::Normal,
+            "SecretCreated",
+            format!(
+                "generated credentials in Secret(s) {}",
+                created_secrets.join(", ")
+            ),
+        )
+        .await;
+    }
     if condition_is(&old_status, CONDITION_PAUSED, "True") {
         ctx.publish(
             shortener,
@@ -680,4 +685,369 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::shortener;
+    use crate::crd::ShortenerSpec;
+    use crate::fixtures::{Recorded, Scenario, Workloads, finish};
+
+    async fn pass(s: &Shortener, scenario: Scenario) -> (Result<Action>, Recorded, Arc<Context>) {
+        let (ctx, server) = Context::test();
+        let script = server.run(scenario);
+        let result = reconcile(Arc::new(s.clone()), ctx.clone()).await;
+        (result, finish(script).await, ctx)
+    }
+
+    /// A Shortener whose status is what a pass over a ready stack wrote.
+    async fn reconciled_and_ready() -> Shortener {
+        let mut s = shortener(ShortenerSpec::default());
+        let (result, recorded, _) =
+            pass(&s, Scenario::ExistingStack(s.clone(), Workloads::Ready)).await;
+        result.unwrap();
+        s.status = recorded.status;
+        s
+    }
+
+    #[tokio::test]
+    async fn first_creation_generates_secrets_applies_everything_and_reports_progress() {
+        let s = shortener(ShortenerSpec::default());
+        let (result, recorded, _) = pass(&s, Scenario::FirstCreation(s.clone())).await;
+        assert_eq!(result.unwrap(), Action::requeue(PROGRESS_REQUEUE));
+
+        assert_eq!(recorded.created_secrets.len(), 2);
+        let db = &recorded.created_secrets[0]["stringData"];
+        let password = db["password"].as_str().unwrap();
+        assert_eq!(password.len(), 32);
+        assert_ne!(password, "generated-by-operator");
+        assert_eq!(
+            db["userlist.txt"],
+            format!("\"shortener\" \"{password}\"\n")
+        );
+        assert_eq!(
+            recorded.created_secrets[1]["stringData"]["api-key"]
+                .as_str()
+                .unwrap()
+                .len(),
+            40
+        );
+
+        assert_eq!(recorded.applied.len(), 16);
+        assert_eq!(
+            recorded.condition("Ready"),
+            ("False".into(), "ComponentsNotReady".into())
+        );
+        assert_eq!(
+            recorded.condition("Progressing"),
+            ("True".into(), "RollingOut".into())
+        );
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("False".into(), "ReconcileSucceeded".into())
+        );
+        assert_eq!(
+            recorded.condition("MonitoringAvailable"),
+            ("True".into(), "CRDsInstalled".into())
+        );
+        let status = recorded.status.as_ref().unwrap();
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.ready_replicas, 0);
+        assert_eq!(
+            status.url.as_deref(),
+            Some("http://links.web.svc.cluster.local")
+        );
+        assert_eq!(
+            status.selector.as_deref(),
+            Some(
+                "app.kubernetes.io/component=app,app.kubernetes.io/instance=links,app.kubernetes.io/name=shortener"
+            )
+        );
+        assert_eq!(recorded.event_reasons(), vec!["SecretCreated", "Applied"]);
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert!(ready.message.contains("app 0/3 ready"), "{}", ready.message);
+    }
+
+    #[tokio::test]
+    async fn second_pass_over_a_ready_stack_writes_nothing() {
+        let mut s = shortener(ShortenerSpec::default());
+        let (result, first, _) =
+            pass(&s, Scenario::ExistingStack(s.clone(), Workloads::Ready)).await;
+        assert_eq!(result.unwrap(), Action::requeue(STEADY_REQUEUE));
+        assert_eq!(
+            first.condition("Ready"),
+            ("True".into(), "AllComponentsReady".into())
+        );
+        assert_eq!(first.event_reasons(), vec!["Applied", "Ready"]);
+        assert_eq!(first.status.as_ref().unwrap().ready_replicas, 3);
+
+        s.status = first.status.clone();
+        let (result, second, _) = pass(&s, Scenario::NoOp(s.clone())).await;
+        assert_eq!(result.unwrap(), Action::requeue(STEADY_REQUEUE));
+        assert!(
+            second.status.is_none(),
+            "unchanged status must not be written"
+        );
+        assert!(second.events.is_empty(), "{:?}", second.events);
+        assert_eq!(first.applied, second.applied, "applies are idempotent");
+    }
+
+    #[tokio::test]
+    async fn drift_is_repaired_by_reapplying_the_desired_state() {
+        let s = reconciled_and_ready().await;
+        let (result, recorded, _) = pass(
+            &s,
+            Scenario::ExistingStack(s.clone(), Workloads::AppScaledDown),
+        )
+        .await;
+        assert_eq!(result.unwrap(), Action::requeue(PROGRESS_REQUEUE));
+        // The hand-made scale-down is overwritten by the forced apply.
+        assert_eq!(
+            recorded.applied("Deployment", "links")["spec"]["replicas"],
+            3
+        );
+        assert_eq!(
+            recorded.condition("Ready"),
+            ("False".into(), "ComponentsNotReady".into())
+        );
+        assert_eq!(
+            recorded.condition("Progressing"),
+            ("True".into(), "RollingOut".into())
+        );
+        assert_eq!(
+            recorded.events,
+            vec![("NotReady".to_string(), "Warning".to_string())]
+        );
+        assert_eq!(recorded.status.as_ref().unwrap().ready_replicas, 1);
+    }
+
+    #[tokio::test]
+    async fn spec_change_is_rolled_out() {
+        let mut s = reconciled_and_ready().await;
+        let (_, before, _) = pass(&s, Scenario::NoOp(s.clone())).await;
+        s.spec.app.replicas = 5;
+        s.spec.app.config.cache_ttl_seconds = 60;
+        s.metadata.generation = Some(2);
+        let (result, after, _) =
+            pass(&s, Scenario::ExistingStack(s.clone(), Workloads::Ready)).await;
+        result.unwrap();
+        let deployment = after.applied("Deployment", "links");
+        assert_eq!(deployment["spec"]["replicas"], 5);
+        assert_eq!(
+            after.applied("ConfigMap", "links-config")["data"]["CACHE_TTL_SECONDS"],
+            "60"
+        );
+        let hash = |v: &serde_json::Value| {
+            v["spec"]["template"]["metadata"]["annotations"][children::CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_ne!(
+            hash(deployment),
+            hash(before.applied("Deployment", "links"))
+        );
+        assert_eq!(after.status.as_ref().unwrap().observed_generation, Some(2));
+        assert_eq!(after.event_reasons(), vec!["Applied"]);
+    }
+
+    #[tokio::test]
+    async fn pause_leaves_children_alone() {
+        let mut s = reconciled_and_ready().await;
+        s.spec.paused = true;
+        s.metadata.generation = Some(2);
+        let (result, recorded, _) = pass(&s, Scenario::Paused(s.clone())).await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert!(recorded.applied.is_empty());
+        assert_eq!(
+            recorded.condition("Paused"),
+            ("True".into(), "PausedBySpec".into())
+        );
+        assert_eq!(
+            recorded.condition("Progressing"),
+            ("False".into(), "Paused".into())
+        );
+        // Readiness is not re-evaluated while paused.
+        assert_eq!(
+            recorded.condition("Ready"),
+            ("True".into(), "AllComponentsReady".into())
+        );
+        assert_eq!(recorded.event_reasons(), vec!["Paused"]);
+
+        s.spec.paused = false;
+        s.status = recorded.status;
+        s.metadata.generation = Some(3);
+        let (result, resumed, _) =
+            pass(&s, Scenario::ExistingStack(s.clone(), Workloads::Ready)).await;
+        result.unwrap();
+        assert_eq!(
+            resumed.condition("Paused"),
+            ("False".into(), "Reconciling".into())
+        );
+        assert_eq!(resumed.event_reasons(), vec!["Resumed", "Applied"]);
+    }
+
+    #[tokio::test]
+    async fn missing_monitoring_crds_are_reported_not_fatal() {
+        let s = shortener(ShortenerSpec::default());
+        let (result, recorded, _) = pass(&s, Scenario::MonitoringCrdsMissing(s.clone())).await;
+        result.unwrap();
+        let kinds: Vec<_> = recorded
+            .applied
+            .iter()
+            .map(|v| v["kind"].as_str().unwrap())
+            .collect();
+        assert!(!kinds.contains(&"ServiceMonitor") && !kinds.contains(&"PrometheusRule"));
+        assert!(recorded.applied("ConfigMap", "links-dashboard").is_object());
+        assert_eq!(
+            recorded.condition("MonitoringAvailable"),
+            ("False".into(), "CRDNotInstalled".into())
+        );
+        assert_eq!(
+            recorded.condition("Ready"),
+            ("True".into(), "AllComponentsReady".into())
+        );
+        assert!(
+            recorded
+                .events
+                .contains(&("MonitoringUnavailable".to_string(), "Warning".to_string()))
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_failure_marks_degraded_and_backs_off() {
+        let s = reconciled_and_ready().await;
+        let (result, recorded, ctx) =
+            pass(&s, Scenario::ApplyRejected(s.clone(), "StatefulSet")).await;
+        let error = result.unwrap_err();
+        assert!(
+            matches!(&error, Error::Apply { kind, name, .. } if kind == "StatefulSet" && name == "links-postgres"),
+            "{error}"
+        );
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "ApplyFailed".into())
+        );
+        let degraded = recorded
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert!(
+            degraded.message.contains("links-postgres"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(
+            recorded.events,
+            vec![("ApplyFailed".to_string(), "Warning".to_string())]
+        );
+        // Nothing after the failed object is applied.
+        assert!(
+            recorded
+                .applied
+                .iter()
+                .all(|v| v["kind"] != "Deployment" || v["metadata"]["name"] != "links")
+        );
+
+        let s = Arc::new(s);
+        let delays: Vec<_> = (0..4)
+            .map(|_| error_policy(s.clone(), &error, ctx.clone()))
+            .collect();
+        assert_eq!(
+            delays,
+            vec![
+                Action::requeue(Duration::from_secs(5)),
+                Action::requeue(Duration::from_secs(10)),
+                Action::requeue(Duration::from_secs(20)),
+                Action::requeue(Duration::from_secs(40)),
+            ]
+        );
+        let metrics = ctx.metrics.encode().unwrap();
+        assert!(metrics.contains(r#"shortener_operator_reconcile_failures_total{error="apply",name="links",namespace="web"} 4"#), "{metrics}");
+        ctx.reset_backoff("web/links");
+        assert_eq!(
+            error_policy(s, &error, ctx),
+            Action::requeue(Duration::from_secs(5))
+        );
+    }
+
+    #[tokio::test]
+    async fn backoff_is_capped() {
+        let (ctx, _server) = Context::test();
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            last = ctx.next_backoff("web/links");
+        }
+        assert_eq!(last, BACKOFF_MAX);
+    }
+
+    #[tokio::test]
+    async fn existing_secrets_are_never_overwritten() {
+        let s = shortener(ShortenerSpec::default());
+        // The script answers the Secret reads with existing objects and fails the test on any
+        // write to them.
+        let (result, recorded, _) =
+            pass(&s, Scenario::ExistingStack(s.clone(), Workloads::Starting)).await;
+        result.unwrap();
+        assert!(recorded.created_secrets.is_empty());
+        assert!(!recorded.event_reasons().contains(&"SecretCreated"));
+        assert!(recorded.applied.iter().all(|v| v["kind"] != "Secret"));
+    }
+
+    #[tokio::test]
+    async fn storage_growth_resizes_the_claim_not_the_template() {
+        let mut spec = ShortenerSpec::default();
+        let mut pg = crate::crd::PostgresSpec::default();
+        pg.storage.size.0 = "5Gi".into();
+        spec.database.postgres = Some(pg);
+        let s = shortener(spec);
+        let (result, recorded, _) = pass(&s, Scenario::StorageGrown(s.clone(), "1Gi")).await;
+        result.unwrap();
+        let sts = recorded.applied("StatefulSet", "links-postgres");
+        assert_eq!(
+            sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+            "1Gi"
+        );
+        assert_eq!(
+            recorded.pvc_patch.unwrap()["spec"]["resources"]["requests"]["storage"],
+            "5Gi"
+        );
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_unchanged() {
+        let t1 = Time(Timestamp::from_second(1_000).unwrap());
+        let t2 = Time(Timestamp::from_second(2_000).unwrap());
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            condition("Ready", false, "A", "a"),
+            Some(1),
+            &t1,
+        );
+        set_condition(
+            &mut conditions,
+            condition("Ready", false, "B", "b"),
+            Some(2),
+            &t2,
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].last_transition_time, t1);
+        assert_eq!(conditions[0].reason, "B");
+        assert_eq!(conditions[0].observed_generation, Some(2));
+        set_condition(
+            &mut conditions,
+            condition("Ready", true, "C", "c"),
+            Some(2),
+            &t2,
+        );
+        assert_eq!(conditions[0].last_transition_time, t2);
+    }
 }

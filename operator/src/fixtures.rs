@@ -1,1 +1,490 @@
+//! A scripted stand-in for the API server, for reconcile tests without a cluster.
+//!
+//! Each `Scenario` is a fixed sequence of requests the reconciler must make. Every step
+//! asserts the exact request (method, path, field manager, body) and answers as the real API
+//! server would; what the reconciler wrote (status, events, apply bodies) is recorded for the
+//! test to inspect. A request beyond the script fails the test.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tower_test::mock::{Handle, SendResponse};
+
+use crate::children::{self, Credentials, Instance, Observed, postgres};
+use crate::controller::Context;
+use crate::crd::{Shortener, ShortenerStatus};
+use crate::metrics::Metrics;
+
+type ApiServerHandle = Handle<Request<Body>, Response<Body>>;
+
+pub struct ApiServerVerifier {
+    handle: ApiServerHandle,
+    recorded: Recorded,
+}
+
+/// What the reconciler sent, for assertions beyond the per-request checks.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub status: Option<ShortenerStatus>,
+    pub events: Vec<(String, String)>,
+    pub applied: Vec<Value>,
+    pub created_secrets: Vec<Value>,
+    pub pvc_patch: Option<Value>,
+}
+
+impl Recorded {
+    pub fn applied(&self, kind: &str, name: &str) -> &Value {
+        self.applied
+            .iter()
+            .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind}/{name} was not applied"))
+    }
+
+    pub fn condition(&self, type_: &str) -> (String, String) {
+        let status = self.status.as_ref().expect("a status write");
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition in {status:?}"));
+        (c.status.clone(), c.reason.clone())
+    }
+
+    pub fn event_reasons(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .map(|(reason, _)| reason.as_str())
+            .collect()
+    }
+}
+
+/// How the workloads look in the fake cluster when the reconciler applies them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Workloads {
+    /// Just created: no pods ready.
+    Starting,
+    /// Every pod ready and up to date.
+    Ready,
+    /// Someone scaled the app Deployment to one replica by hand.
+    AppScaledDown,
+}
+
+pub enum Scenario {
+    /// Nothing exists: secrets are generated, every child is applied, pods are starting.
+    FirstCreation(Shortener),
+    /// The stack exists; the pods report ready.
+    ExistingStack(Shortener, Workloads),
+    /// The Shortener already carries the status this pass computes: applies only, no writes.
+    NoOp(Shortener),
+    /// The monitoring.coreos.com group is not served.
+    MonitoringCrdsMissing(Shortener),
+    /// spec.paused: only the status is touched.
+    Paused(Shortener),
+    /// The API server rejects the apply of the given kind.
+    ApplyRejected(Shortener, &'static str),
+    /// The claim template holds a smaller size than the spec asks for.
+    StorageGrown(Shortener, &'static str),
+}
+
+struct Plan {
+    shortener: Shortener,
+    monitoring_crds: bool,
+    statefulset_size: Option<String>,
+    secrets_exist: bool,
+    workloads: Workloads,
+    reject_kind: Option<&'static str>,
+}
+
+impl Scenario {
+    fn plan(self) -> Plan {
+        let base = |shortener: Shortener| Plan {
+            shortener,
+            monitoring_crds: true,
+            statefulset_size: Some("1Gi".into()),
+            secrets_exist: true,
+            workloads: Workloads::Ready,
+            reject_kind: None,
+        };
+        match self {
+            Self::FirstCreation(s) => Plan {
+                statefulset_size: None,
+                secrets_exist: false,
+                workloads: Workloads::Starting,
+                ..base(s)
+            },
+            Self::ExistingStack(s, workloads) => Plan {
+                workloads,
+                ..base(s)
+            },
+            Self::NoOp(s) | Self::Paused(s) => base(s),
+            Self::MonitoringCrdsMissing(s) => Plan {
+                monitoring_crds: false,
+                ..base(s)
+            },
+            Self::ApplyRejected(s, kind) => Plan {
+                reject_kind: Some(kind),
+                ..base(s)
+            },
+            Self::StorageGrown(s, template_size) => Plan {
+                statefulset_size: Some(template_size.into()),
+                ..base(s)
+            },
+        }
+    }
+}
+
+/// Await the verifier, failing the test if the script did not complete in time.
+pub async fn finish(handle: tokio::task::JoinHandle<Recorded>) -> Recorded {
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("the reconciler did not make every scripted request in time")
+        .expect("scenario assertions passed")
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(value).unwrap()))
+        .unwrap()
+}
+
+fn status_error(code: u16, reason: &str, message: &str) -> Response<Body> {
+    json_response(
+        StatusCode::from_u16(code).unwrap(),
+        &json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": reason, "code": code,
+        }),
+    )
+}
+
+async fn body_json(request: Request<Body>) -> Value {
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    serde_json::from_slice(&bytes).expect("request body is JSON")
+}
+
+fn query_has(request: &Request<Body>, pair: &str) -> bool {
+    request
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|p| p == pair)
+}
+
+fn resource_path(resource: &kube::api::ApiResource, namespace: &str, name: &str) -> String {
+    let prefix = if resource.group.is_empty() {
+        format!("/api/{}", resource.version)
+    } else {
+        format!("/apis/{}/{}", resource.group, resource.version)
+    };
+    format!("{prefix}/namespaces/{namespace}/{}/{name}", resource.plural)
+}
+
+impl ApiServerVerifier {
+    pub fn run(self, scenario: Scenario) -> tokio::task::JoinHandle<Recorded> {
+        tokio::spawn(async move {
+            let plan = scenario.plan();
+            let mut this = self;
+            if plan.shortener.spec.paused {
+                this = this.handle_status_patch(&plan.shortener).await;
+            } else {
+                this = this.handle_reconcile(&plan).await;
+            }
+            this.handle_events_until_quiet(&plan.shortener).await
+        })
+    }
+
+    async fn next(&mut self) -> (Request<Body>, SendResponse<Response<Body>>) {
+        self.handle
+            .next_request()
+            .await
+            .expect("the reconciler stopped before the scripted request")
+    }
+
+    async fn handle_reconcile(mut self, plan: &Plan) -> Self {
+        let shortener = &plan.shortener;
+        let instance = Instance::new(shortener).unwrap();
+        let ns = instance.namespace.clone();
+
+        // 1. Discovery of the monitoring group.
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), "/apis/monitoring.coreos.com/v1");
+        if plan.monitoring_crds {
+            send.send_response(json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": "APIResourceList", "apiVersion": "v1",
+                    "groupVersion": "monitoring.coreos.com/v1",
+                    "resources": [
+                        {"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true, "kind": "ServiceMonitor", "verbs": ["get", "patch"]},
+                        {"name": "prometheusrules", "singularName": "prometheusrule", "namespaced": true, "kind": "PrometheusRule", "verbs": ["get", "patch"]},
+                    ],
+                }),
+            ));
+        } else {
+            send.send_response(status_error(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
+
+        // 2. The existing StatefulSet, for its immutable claim template.
+        let embedded = shortener.spec.database.embedded();
+        if let Some(pg) = &embedded {
+            let (request, send) = self.next().await;
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(
+                request.uri().path(),
+                format!("/apis/apps/v1/namespaces/{ns}/statefulsets/links-postgres")
+            );
+            match &plan.statefulset_size {
+                Some(size) => {
+                    let sts = postgres::stateful_set(&instance, pg, Some(size)).unwrap();
+                    send.send_response(json_response(
+                        StatusCode::OK,
+                        &serde_json::to_value(sts).unwrap(),
+                    ));
+                }
+                None => send.send_response(status_error(
+                    404,
+                    "NotFound",
+                    "statefulsets.apps \"links-postgres\" not found",
+                )),
+            }
+        }
+
+        // 3. Generated Secrets: read, and created only when absent.
+        let observed = Observed {
+            monitoring_crds: plan.monitoring_crds,
+            postgres_template_size: plan.statefulset_size.clone(),
+        };
+        let desired =
+            children::desired_state(&instance, &observed, &Credentials::placeholder()).unwrap();
+        for secret in &desired.secrets {
+            let name = secret.name_any();
+            let (request, send) = self.next().await;
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(
+                request.uri().path(),
+                format!("/api/v1/namespaces/{ns}/secrets/{name}")
+            );
+            if plan.secrets_exist {
+                let mut existing = serde_json::to_value(secret).unwrap();
+                existing["stringData"] = Value::Null;
+                existing["data"] = json!({ "password": "ZXhpc3Rpbmc=" });
+                send.send_response(json_response(StatusCode::OK, &existing));
+                continue;
+            }
+            send.send_response(status_error(404, "NotFound", "secrets not found"));
+            let (request, send) = self.next().await;
+            assert_eq!(request.method(), Method::POST);
+            assert_eq!(
+                request.uri().path(),
+                format!("/api/v1/namespaces/{ns}/secrets")
+            );
+            assert!(query_has(&request, "fieldManager=shortener-operator"));
+            let body = body_json(request).await;
+            assert_eq!(body["metadata"]["name"], name.as_str());
+            assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "Shortener");
+            send.send_response(json_response(StatusCode::CREATED, &body));
+            self.recorded.created_secrets.push(body);
+        }
+
+        // 4. Server-side apply of every child, in order.
+        for child in &desired.children {
+            let (request, send) = self.next().await;
+            assert_eq!(
+                request.method(),
+                Method::PATCH,
+                "{} {}",
+                child.kind(),
+                child.name()
+            );
+            assert_eq!(
+                request.uri().path(),
+                resource_path(&child.resource, &ns, &child.name())
+            );
+            assert!(
+                query_has(&request, "fieldManager=shortener-operator"),
+                "{}",
+                request.uri()
+            );
+            assert!(query_has(&request, "force=true"), "{}", request.uri());
+            assert_eq!(
+                request.headers().get("content-type").unwrap(),
+                "application/apply-patch+yaml"
+            );
+            let body = body_json(request).await;
+            assert_eq!(
+                body,
+                child.to_value().unwrap(),
+                "{} {}",
+                child.kind(),
+                child.name()
+            );
+            self.recorded.applied.push(body.clone());
+            if plan.reject_kind == Some(child.kind()) {
+                send.send_response(status_error(
+                    422,
+                    "Invalid",
+                    &format!("{} \"{}\" is invalid: spec.template.spec.containers[0].image: Required value", child.kind(), child.name()),
+                ));
+                return self;
+            }
+            send.send_response(json_response(
+                StatusCode::OK,
+                &as_stored(body, plan.workloads),
+            ));
+        }
+
+        // 5. A grown storage size goes straight to the PVC.
+        if let (Some(pg), Some(size)) = (&embedded, &plan.statefulset_size)
+            && &pg.storage.size.0 != size
+        {
+            let (request, send) = self.next().await;
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(
+                request.uri().path(),
+                format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/data-links-postgres-0")
+            );
+            assert_eq!(
+                request.headers().get("content-type").unwrap(),
+                "application/merge-patch+json"
+            );
+            let body = body_json(request).await;
+            send.send_response(json_response(StatusCode::OK, &body));
+            self.recorded.pvc_patch = Some(body);
+        }
+        self
+    }
+
+    /// The status write and the events come last; both are optional in a steady state, so
+    /// everything after the applies is accepted in any order until the reconciler is quiet.
+    async fn handle_events_until_quiet(mut self, shortener: &Shortener) -> Recorded {
+        let ns = shortener.namespace().unwrap();
+        loop {
+            let next =
+                tokio::time::timeout(Duration::from_millis(300), self.handle.next_request()).await;
+            let Ok(Some((request, send))) = next else {
+                return self.recorded;
+            };
+            let path = request.uri().path().to_string();
+            if request.method() == Method::POST
+                && path == format!("/apis/events.k8s.io/v1/namespaces/{ns}/events")
+            {
+                let body = body_json(request).await;
+                assert_eq!(body["regarding"]["kind"], "Shortener");
+                assert_eq!(body["reportingController"], "shortener-operator");
+                self.recorded.events.push((
+                    body["reason"].as_str().unwrap().to_string(),
+                    body["type"].as_str().unwrap().to_string(),
+                ));
+                send.send_response(json_response(StatusCode::CREATED, &body));
+            } else if request.method() == Method::PATCH && path.ends_with("/status") {
+                self = self.answer_status_patch(shortener, request, send).await;
+            } else {
+                panic!("unexpected request {} {}", request.method(), request.uri());
+            }
+        }
+    }
+
+    async fn handle_status_patch(mut self, shortener: &Shortener) -> Self {
+        let (request, send) = self.next().await;
+        self = self.answer_status_patch(shortener, request, send).await;
+        self
+    }
+
+    async fn answer_status_patch(
+        mut self,
+        shortener: &Shortener,
+        request: Request<Body>,
+        send: SendResponse<Response<Body>>,
+    ) -> Self {
+        assert_eq!(request.method(), Method::PATCH);
+        assert_eq!(
+            request.uri().path(),
+            format!(
+                "/apis/shortener.dev/v1alpha1/namespaces/{}/shorteners/{}/status",
+                shortener.namespace().unwrap(),
+                shortener.name_any()
+            )
+        );
+        assert!(query_has(&request, "fieldManager=shortener-operator"));
+        assert!(query_has(&request, "force=true"));
+        let body = body_json(request).await;
+        assert_eq!(body["apiVersion"], "shortener.dev/v1alpha1");
+        assert_eq!(body["kind"], "Shortener");
+        assert!(
+            body.get("spec").is_none(),
+            "a status patch must not touch the spec"
+        );
+        let status: ShortenerStatus = serde_json::from_value(body["status"].clone()).unwrap();
+        assert!(
+            self.recorded.status.is_none(),
+            "status written twice in one pass"
+        );
+        let mut stored = shortener.clone();
+        stored.status = Some(status.clone());
+        send.send_response(json_response(
+            StatusCode::OK,
+            &serde_json::to_value(stored).unwrap(),
+        ));
+        self.recorded.status = Some(status);
+        self
+    }
+}
+
+/// The object as the API server returns it after an apply: stored metadata plus a status
+/// that reflects the scenario's pods.
+fn as_stored(mut body: Value, workloads: Workloads) -> Value {
+    body["metadata"]["uid"] = json!("0b6f2a8e-2f0d-4a4e-9d51-6f1f1c1e0001");
+    body["metadata"]["resourceVersion"] = json!("42");
+    body["metadata"]["generation"] = json!(1);
+    let kind = body["kind"].as_str().unwrap_or_default().to_string();
+    if kind == "Deployment" || kind == "StatefulSet" {
+        let desired = body["spec"]["replicas"].as_i64().unwrap_or(1);
+        let is_app = body["metadata"]["labels"]["app.kubernetes.io/component"] == "app";
+        let (current, ready) = match workloads {
+            Workloads::Starting => (desired, 0),
+            Workloads::Ready => (desired, desired),
+            Workloads::AppScaledDown if is_app => (1, 1),
+            Workloads::AppScaledDown => (desired, desired),
+        };
+        body["status"] = json!({
+            "observedGeneration": 1,
+            "replicas": current,
+            "updatedReplicas": current,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        });
+    }
+    body
+}
+
+impl Context {
+    /// A context whose client talks to the scripted API server.
+    pub fn test() -> (Arc<Self>, ApiServerVerifier) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let ctx = Self::new(
+            client,
+            Arc::new(Metrics::new().unwrap()),
+            Some("test".into()),
+        );
+        (
+            Arc::new(ctx),
+            ApiServerVerifier {
+                handle,
+                recorded: Recorded::default(),
+            },
+        )
+    }
+}
