@@ -1,0 +1,264 @@
+//! Checks of the committed artefacts: the generated CRD copies, the example resources
+//! (schema and CEL rules) and snapshots of what `render` produces for each example.
+
+use std::path::{Path, PathBuf};
+
+use kube::CustomResourceExt;
+use kube::core::cel::Validator;
+use serde_json::{Value, json};
+use shortener_operator::crd::Shortener;
+use shortener_operator::render;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("operator/ lives in the repository")
+        .to_path_buf()
+}
+
+fn read(relative: &str) -> String {
+    let path = repo_root().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const EXAMPLES: [&str; 3] = ["minimal", "full", "external-database"];
+
+fn example(name: &str) -> String {
+    read(&format!("manifests/examples/{name}.yaml"))
+}
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(Shortener::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+#[test]
+fn committed_crds_match_the_generated_one() {
+    let generated = serde_yaml::to_string(&Shortener::crd()).unwrap();
+    for copy in [
+        "manifests/crd.yaml",
+        "charts/shortener-operator/crds/shortener.dev_shorteners.yaml",
+    ] {
+        assert!(
+            read(copy) == generated,
+            "{copy} is stale: regenerate it with `cargo run -p shortener-operator -- crd > {copy}`"
+        );
+    }
+}
+
+/// Structural validation as the API server does it, limited to what the CRD uses: types,
+/// enums, bounds, required fields and, above all, unknown fields (which the API server would
+/// silently drop, hiding typos in the examples).
+fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    if value.is_null() && schema["nullable"] == json!(true) {
+        return;
+    }
+    if schema["x-kubernetes-int-or-string"] == json!(true) {
+        if !(value.is_string() || value.is_i64() || value.is_u64()) {
+            errors.push(format!("{path}: expected int or string"));
+        }
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{path}: {value} is not one of {allowed:?}"));
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let Some(object) = value.as_object() else {
+                errors.push(format!("{path}: expected object"));
+                return;
+            };
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let key = required.as_str().unwrap_or_default();
+                if !object.contains_key(key) {
+                    errors.push(format!("{path}.{key}: required"));
+                }
+            }
+            let properties = schema["properties"].as_object();
+            for (key, child) in object {
+                let child_path = format!("{path}.{key}");
+                match properties.and_then(|p| p.get(key)) {
+                    Some(child_schema) => check(child_schema, child, &child_path, errors),
+                    None if schema["additionalProperties"].is_object() => {
+                        check(&schema["additionalProperties"], child, &child_path, errors)
+                    }
+                    None if schema["x-kubernetes-preserve-unknown-fields"] == json!(true) => {}
+                    None => errors.push(format!("{child_path}: unknown field")),
+                }
+            }
+        }
+        Some("array") => match value.as_array() {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    check(&schema["items"], item, &format!("{path}[{i}]"), errors);
+                }
+            }
+            None => errors.push(format!("{path}: expected array")),
+        },
+        Some("string") => {
+            if !value.is_string() {
+                errors.push(format!("{path}: expected string"));
+            }
+        }
+        Some("boolean") => {
+            if !value.is_boolean() {
+                errors.push(format!("{path}: expected boolean"));
+            }
+        }
+        Some("integer") => match value.as_f64() {
+            Some(n) if value.is_i64() || value.is_u64() => {
+                if schema["minimum"].as_f64().is_some_and(|min| n < min)
+                    || schema["maximum"].as_f64().is_some_and(|max| n > max)
+                {
+                    errors.push(format!("{path}: {n} out of range"));
+                }
+            }
+            _ => errors.push(format!("{path}: expected integer")),
+        },
+        _ => {}
+    }
+}
+
+fn structural_errors(object: &Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut body = object.clone();
+    // metadata is validated by the API server itself, not by the CRD schema.
+    if let Some(map) = body.as_object_mut() {
+        map.remove("metadata");
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    check(&schema(), &body, "", &mut errors);
+    errors
+}
+
+fn example_json(name: &str) -> Value {
+    serde_yaml::from_str(&example(name)).unwrap()
+}
+
+#[test]
+fn examples_match_the_crd_schema_and_cel_rules() {
+    for name in EXAMPLES {
+        let object = example_json(name);
+        assert_eq!(object["apiVersion"], "shortener.dev/v1alpha1", "{name}");
+        assert_eq!(object["kind"], "Shortener", "{name}");
+        let errors = structural_errors(&object);
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        Validator::new()
+            .validate(&schema(), &object, None)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        // Updating to itself passes the transition rules.
+        Validator::new()
+            .validate(&schema(), &object, Some(&object))
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+}
+
+#[test]
+fn the_schema_check_catches_typos() {
+    let mut object = example_json("minimal");
+    object["spec"] = json!({ "app": { "replica": 2 }, "pgbouncer": { "poolMode": "sometimes" } });
+    let errors = structural_errors(&object);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains(".spec.app.replica: unknown field")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("poolMode")), "{errors:?}");
+    object["spec"] = json!({ "app": { "replicas": 1000 } });
+    assert!(!structural_errors(&object).is_empty());
+}
+
+fn with_storage(size: &str, class: Option<&str>) -> Value {
+    let mut object = example_json("minimal");
+    let mut storage = json!({ "size": size });
+    if let Some(class) = class {
+        storage["storageClassName"] = json!(class);
+    }
+    object["spec"]["database"] = json!({ "postgres": { "storage": storage } });
+    object
+}
+
+fn rejection(new: &Value, old: Option<&Value>) -> String {
+    match Validator::new().validate(&schema(), new, old) {
+        Ok(()) => String::new(),
+        Err(errors) => errors
+            .as_slice()
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+#[test]
+fn cel_rules_guard_storage_and_database_changes() {
+    let old = with_storage("2Gi", Some("standard"));
+    assert_eq!(
+        rejection(&with_storage("5Gi", Some("standard")), Some(&old)),
+        ""
+    );
+    assert!(
+        rejection(&with_storage("1Gi", Some("standard")), Some(&old))
+            .contains("may grow but not shrink")
+    );
+    assert!(
+        rejection(&with_storage("2048Mi", Some("standard")), Some(&old)).is_empty(),
+        "equal quantities in other units are not a shrink"
+    );
+    assert!(
+        rejection(&with_storage("2Gi", Some("fast")), Some(&old))
+            .contains("storageClassName is immutable")
+    );
+    assert!(
+        rejection(&with_storage("2Gi", None), Some(&old)).contains("storageClassName is immutable")
+    );
+
+    let mut both = example_json("minimal");
+    both["spec"]["database"] = json!({
+        "postgres": {},
+        "external": { "secretName": "pg" },
+    });
+    assert!(rejection(&both, None).contains("not both"));
+
+    let external = example_json("external-database");
+    let mut embedded = external.clone();
+    embedded["spec"]["database"] = json!({ "postgres": {} });
+    assert!(rejection(&embedded, Some(&external)).contains("not supported"));
+
+    let mut upgraded = with_storage("2Gi", Some("standard"));
+    upgraded["spec"]["database"]["postgres"]["version"] = json!("18");
+    assert!(rejection(&upgraded, Some(&old)).contains("version is immutable"));
+}
+
+#[test]
+fn render_output_matches_snapshots() {
+    for name in EXAMPLES {
+        let shortener = render::load(&example(name)).unwrap();
+        let output = render::render(&shortener).unwrap();
+        insta::assert_snapshot!(format!("render-{name}"), output);
+    }
+}
+
+#[test]
+fn rendered_documents_are_complete_objects() {
+    for name in EXAMPLES {
+        let shortener = render::load(&example(name)).unwrap();
+        let output = render::render(&shortener).unwrap();
+        for document in output.split("---\n").filter(|d| !d.trim().is_empty()) {
+            let object: Value = serde_yaml::from_str(document).unwrap();
+            for key in ["apiVersion", "kind"] {
+                assert!(object[key].is_string(), "{name}: {document}");
+            }
+            assert!(object["metadata"]["name"].is_string());
+            assert!(object["metadata"]["namespace"].is_string());
+            assert_eq!(
+                object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+                "shortener-operator"
+            );
+        }
+    }
+}
