@@ -28,7 +28,7 @@ fn example(name: &str) -> String {
 }
 
 fn schema() -> Value {
-    let crd = serde_json::to_value(Shortener::crd()).unwrap();
+    let crd = serde_json::to_value(Shortener::crd()).expect("CRD serializes");
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
@@ -97,16 +97,8 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
             }
             None => errors.push(format!("{path}: expected array")),
         },
-        Some("string") => {
-            if !value.is_string() {
-                errors.push(format!("{path}: expected string"));
-            }
-        }
-        Some("boolean") => {
-            if !value.is_boolean() {
-                errors.push(format!("{path}: expected boolean"));
-            }
-        }
+        Some("string") if !value.is_string() => errors.push(format!("{path}: expected string")),
+        Some("boolean") if !value.is_boolean() => errors.push(format!("{path}: expected boolean")),
         Some("integer") => match value.as_f64() {
             Some(n) if value.is_i64() || value.is_u64() => {
                 if schema["minimum"].as_f64().is_some_and(|min| n < min)
@@ -135,7 +127,7 @@ fn structural_errors(object: &Value) -> Vec<String> {
 }
 
 fn example_json(name: &str) -> Value {
-    serde_yaml::from_str(&example(name)).unwrap()
+    serde_yaml::from_str(&example(name)).expect("example is YAML")
 }
 
 #[test]
