@@ -734,7 +734,7 @@ mod tests {
             40
         );
 
-        assert_eq!(recorded.applied.len(), 16);
+        assert_eq!(recorded.applied.len(), 17);
         assert_eq!(
             recorded.condition("Ready"),
             ("False".into(), "ComponentsNotReady".into())

@@ -287,8 +287,13 @@ pub fn desired_state(
         )?)?);
     }
     if spec.redis.external.is_none() {
+        let redis_config = redis::config_map(instance);
+        children.push(Child::from_typed(&redis_config)?);
         children.push(Child::from_typed(&redis::service(instance)?)?);
-        children.push(Child::from_typed(&redis::deployment(instance)?)?);
+        children.push(Child::from_typed(&redis::deployment(
+            instance,
+            &redis_config,
+        )?)?);
     }
 
     children.push(Child::from_typed(&app::service(instance)?)?);
@@ -493,6 +498,7 @@ mod tests {
                 "ConfigMap/links-pgbouncer",
                 "Service/links-pgbouncer",
                 "Deployment/links-pgbouncer",
+                "ConfigMap/links-redis",
                 "Service/links-redis",
                 "Deployment/links-redis",
                 "Service/links",

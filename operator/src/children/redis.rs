@@ -1,12 +1,14 @@
 //! Redis as a pure cache: a Deployment without persistence, so losing it costs only warm-up.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use serde_json::json;
 
 use super::{
-    Component, Instance, ResourceBudget, pod_security, resources, restricted_container_security,
-    typed,
+    CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pod_security,
+    resources, restricted_container_security, typed,
 };
 use crate::error::Result;
 
@@ -22,6 +24,30 @@ pub const BUDGET: ResourceBudget = ResourceBudget {
     memory_limit: "96Mi",
 };
 
+pub fn config_map_name(instance: &Instance<'_>) -> String {
+    instance.child_name(Component::Redis)
+}
+
+/// `redis.conf`: a pure cache, evicting any key under memory pressure (every entry can be
+/// rebuilt from PostgreSQL) and never writing to disk.
+pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
+    let spec = &instance.spec().redis;
+    let conf = format!(
+        "port {PORT}\n\
+         maxmemory {}\n\
+         maxmemory-policy allkeys-lru\n\
+         save \"\"\n\
+         appendonly no\n\
+         protected-mode no\n",
+        spec.max_memory
+    );
+    ConfigMap {
+        metadata: instance.meta(config_map_name(instance), Component::Redis),
+        data: Some(BTreeMap::from([("redis.conf".to_string(), conf)])),
+        ..ConfigMap::default()
+    }
+}
+
 pub fn service(instance: &Instance<'_>) -> Result<Service> {
     let value = json!({
         "apiVersion": "v1",
@@ -36,8 +62,9 @@ pub fn service(instance: &Instance<'_>) -> Result<Service> {
     typed("redis Service", value)
 }
 
-pub fn deployment(instance: &Instance<'_>) -> Result<Deployment> {
+pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
     let spec = &instance.spec().redis;
+    let digest = config_digest(&config.data.clone().unwrap_or_default());
     let probe = |period: i32| {
         json!({
             "exec": { "command": ["redis-cli", "ping"] },
@@ -57,7 +84,10 @@ pub fn deployment(instance: &Instance<'_>) -> Result<Deployment> {
             // A cache has no state worth a surge pod's memory: replace in place.
             "strategy": { "type": "Recreate" },
             "template": {
-                "metadata": { "labels": instance.labels(Component::Redis) },
+                "metadata": {
+                    "labels": instance.labels(Component::Redis),
+                    "annotations": { CONFIG_HASH_ANNOTATION: digest },
+                },
                 "spec": {
                     "serviceAccountName": instance.child_name(Component::App),
                     "automountServiceAccountToken": false,
@@ -66,23 +96,21 @@ pub fn deployment(instance: &Instance<'_>) -> Result<Deployment> {
                         "name": "redis",
                         "image": spec.image,
                         "imagePullPolicy": "IfNotPresent",
-                        "command": [
-                            "redis-server",
-                            "--port", PORT.to_string(),
-                            "--maxmemory", spec.max_memory,
-                            // Evict any key under pressure: every entry can be rebuilt from PostgreSQL.
-                            "--maxmemory-policy", "allkeys-lru",
-                            "--save", "",
-                            "--appendonly", "no",
-                        ],
+                        "command": ["redis-server", "/etc/redis/redis.conf"],
                         "ports": [{ "name": "redis", "containerPort": PORT, "protocol": "TCP" }],
                         "resources": resources(spec.resources.as_ref(), BUDGET),
                         "securityContext": restricted_container_security(true),
                         "readinessProbe": probe(5),
                         "livenessProbe": probe(20),
-                        "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+                        "volumeMounts": [
+                            { "name": "config", "mountPath": "/etc/redis", "readOnly": true },
+                            { "name": "data", "mountPath": "/data" },
+                        ],
                     }],
-                    "volumes": [{ "name": "data", "emptyDir": { "sizeLimit": "64Mi" } }],
+                    "volumes": [
+                        { "name": "config", "configMap": { "name": config_map_name(instance) } },
+                        { "name": "data", "emptyDir": { "sizeLimit": "64Mi" } },
+                    ],
                 },
             },
         },
@@ -102,13 +130,20 @@ mod tests {
         spec.redis.max_memory = "100mb".into();
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
-        let d = deployment(&i).unwrap();
+        let cm = config_map(&i);
+        assert_owned(&cm.metadata, "redis");
+        let conf = cm.data.clone().unwrap()["redis.conf"].clone();
+        assert!(conf.contains("maxmemory 100mb\n"), "{conf}");
+        assert!(conf.contains("maxmemory-policy allkeys-lru\n"));
+        assert!(conf.contains("appendonly no\n"));
+        assert!(conf.contains("save \"\"\n"));
+        let d = deployment(&i, &cm).unwrap();
         assert_owned(&d.metadata, "redis");
         let pod = d.spec.unwrap().template.spec.unwrap();
-        let cmd = pod.containers[0].command.clone().unwrap().join(" ");
-        assert!(cmd.contains("--maxmemory 100mb"), "{cmd}");
-        assert!(cmd.contains("--maxmemory-policy allkeys-lru"));
-        assert!(cmd.contains("--appendonly no"));
+        assert_eq!(
+            pod.containers[0].command.clone().unwrap(),
+            vec!["redis-server", "/etc/redis/redis.conf"]
+        );
         assert_hardened(&serde_json::to_value(&pod).unwrap());
     }
 
