@@ -604,6 +604,34 @@ mod tests {
         assert_eq!(Instance::new(&s).unwrap().public_url(), "https://sho.rt");
     }
 
+    /// The documented budget: default requests of the whole stack fit 1 vCPU / 1 GiB.
+    #[test]
+    fn default_requests_fit_one_cpu_and_one_gib() {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let state =
+            desired_state(&instance, &Observed::default(), &Credentials::placeholder()).unwrap();
+        let (mut millicpu, mut mebibytes) = (0, 0);
+        for child in &state.children {
+            let v = child.to_value().unwrap();
+            if !matches!(child.kind(), "Deployment" | "StatefulSet") {
+                continue;
+            }
+            let replicas = v["spec"]["replicas"].as_i64().unwrap();
+            for c in v["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+            {
+                let cpu = c["resources"]["requests"]["cpu"].as_str().unwrap();
+                let mem = c["resources"]["requests"]["memory"].as_str().unwrap();
+                millicpu += replicas * cpu.trim_end_matches('m').parse::<i64>().unwrap();
+                mebibytes += replicas * mem.trim_end_matches("Mi").parse::<i64>().unwrap();
+            }
+        }
+        assert_eq!((millicpu, mebibytes), (300, 544), "update docs/operator.md");
+        assert!(millicpu <= 1000 && mebibytes <= 1024);
+    }
+
     #[test]
     fn config_digest_changes_with_content() {
         let a = BTreeMap::from([("A".to_string(), "1".to_string())]);
