@@ -29,6 +29,15 @@ impl TargetUrl {
                 parsed.scheme()
             ));
         }
+        // The URL parser forgives `https:///host` and `http:host` as
+        // browsers do; a link we hand out should not depend on that guess.
+        let after_scheme = &raw[parsed.scheme().len() + 1..];
+        let authority = after_scheme.strip_prefix("//").unwrap_or("");
+        if authority.is_empty() || authority.starts_with(['/', '\\']) {
+            return Err(format!(
+                "'{raw}' is not an absolute http(s) URL with a host"
+            ));
+        }
         match parsed.host_str() {
             Some(host) if !host.is_empty() => {}
             _ => return Err(format!("'{raw}' has no host")),
@@ -82,6 +91,8 @@ mod tests {
             "mailto:a@b.com",
             "data:text/html,hi",
             "http://exa mple.com",
+            "http:example.com",
+            "https:\\\\example.com",
         ] {
             assert!(TargetUrl::parse(bad).is_err(), "{bad:?} should be refused");
         }
