@@ -1,0 +1,278 @@
+//! The storage contract: the same tests against the PostgreSQL and the
+//! SQLite implementation of `Store`, through the trait only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use common::{Backend, TestDatabase};
+use serde_json::json;
+use shortener::domain::{Email, ShortCode, TargetUrl};
+use shortener::seed;
+use shortener::store::{
+    Click, Conflict, Entity, EventFilter, NewEvent, NewUrl, NewUser, Page, StoreError, UrlFilter,
+    UrlPatch,
+};
+
+both_backends!(
+    generated_codes_stay_unique_under_concurrency,
+    taken_custom_code_is_a_conflict_and_writes_nothing,
+    update_writes_one_event_per_changed_field_atomically,
+    clicks_are_batched_in_one_statement,
+    project_seed_loads_idempotently,
+    platform_reference_seed_loads,
+    ids_after_seed_do_not_collide,
+    deleted_users_keep_their_rows_for_events,
+);
+
+fn url(to: &str) -> NewUrl {
+    NewUrl {
+        user_id: None,
+        original_url: TargetUrl::parse(to).unwrap(),
+        title: None,
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn generated_codes_stay_unique_under_concurrency(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_url_with_generated_code(url(&format!("https://e.com/{n}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut codes = HashSet::new();
+    for task in tasks {
+        let created = task.await.unwrap().unwrap();
+        assert!(codes.insert(created.short_code));
+    }
+    assert_eq!(codes.len(), 200);
+    let listing = store
+        .list_urls(UrlFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(listing.total, 200);
+}
+
+async fn taken_custom_code_is_a_conflict_and_writes_nothing(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    let code = ShortCode::parse("taken").unwrap();
+    store
+        .insert_url(url("https://e.com/1"), &code)
+        .await
+        .unwrap();
+    let err = store
+        .insert_url(url("https://e.com/2"), &code)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::ShortCodeTaken)),
+        "{err:?}"
+    );
+    let events = store
+        .list_events(EventFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        events.total, 1,
+        "the refused insert left no `created` event behind"
+    );
+    let missing_owner = NewUrl {
+        user_id: Some(77),
+        ..url("https://e.com/3")
+    };
+    let err = store
+        .insert_url(missing_owner, &ShortCode::generate())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(Entity::User)), "{err:?}");
+}
+
+async fn update_writes_one_event_per_changed_field_atomically(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    let created = store
+        .create_url_with_generated_code(url("https://e.com/a"))
+        .await
+        .unwrap();
+    let patch = UrlPatch {
+        original_url: Some(TargetUrl::parse("https://e.com/b").unwrap()),
+        title: Some(Some("t".into())),
+        is_active: Some(true), // unchanged: no event
+    };
+    let updated = store.update_url(created.id, patch).await.unwrap();
+    assert!(updated.updated_at > created.updated_at);
+    let filter = EventFilter {
+        url_id: Some(created.id),
+        event_type: Some("updated".into()),
+        ..Default::default()
+    };
+    let events = store.list_events(filter, Page::default()).await.unwrap();
+    let details: HashSet<_> = events
+        .items
+        .iter()
+        .map(|e| e.details.0.to_string())
+        .collect();
+    assert_eq!(
+        details,
+        HashSet::from([
+            json!({"field": "original_url", "new_value": "https://e.com/b"}).to_string(),
+            json!({"field": "title", "new_value": "t"}).to_string(),
+        ])
+    );
+    let err = store
+        .update_url(9999, UrlPatch::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(Entity::Url)));
+}
+
+async fn clicks_are_batched_in_one_statement(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    let created = store
+        .create_url_with_generated_code(url("https://e.com/c"))
+        .await
+        .unwrap();
+    let clicks: Vec<_> = (0..2500)
+        .map(|_| Click {
+            url_id: created.id,
+            user_id: None,
+            short_code: created.short_code.clone(),
+            at: shortener::domain::now(),
+        })
+        .collect();
+    store.record_clicks(&clicks).await.unwrap();
+    let stats = store.url_stats(created.id).await.unwrap();
+    assert_eq!(stats.redirect_count, 2500);
+}
+
+async fn load_dir(backend: Backend, dir: PathBuf) -> (TestDatabase, shortener::store::SeedOutcome) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    let first = seed::load_dir(store.as_ref(), &dir).await.unwrap();
+    let again = seed::load_dir(store.as_ref(), &dir).await.unwrap();
+    assert_eq!(
+        (again.users, again.urls, again.events),
+        (0, 0, 0),
+        "a second load adds nothing"
+    );
+    (db, first)
+}
+
+async fn project_seed_loads_idempotently(backend: Backend) {
+    let (db, outcome) = load_dir(backend, repo_root().join("seed_data")).await;
+    assert_eq!(
+        (outcome.users, outcome.urls, outcome.events),
+        (400, 2000, 3422)
+    );
+    let store = db.store().await;
+    let users = store.list_users(Page::default()).await.unwrap();
+    assert_eq!(users.total, 400);
+    let inactive = store
+        .list_urls(
+            UrlFilter {
+                is_active: Some(false),
+                ..Default::default()
+            },
+            Page::default(),
+        )
+        .await
+        .unwrap();
+    assert!(inactive.total > 0);
+}
+
+/// The platform's own files, when the shared folder is beside the checkout
+/// (it is in CI). They are not the project's to commit.
+async fn platform_reference_seed_loads(backend: Backend) {
+    let dir = repo_root().join("../shared/reference-seed");
+    if !dir.join("users.csv").exists() {
+        eprintln!("skipped: {} is not present", dir.display());
+        return;
+    }
+    let (db, outcome) = load_dir(backend, dir).await;
+    assert_eq!(
+        (outcome.users, outcome.urls, outcome.events),
+        (400, 2000, 3422)
+    );
+    let store = db.store().await;
+    let target = store.resolve("ENE3UF").await.unwrap().unwrap();
+    assert_eq!(target.original_url, "https://relay.cloud/harbor/garden/1");
+    assert!(!target.is_active);
+}
+
+async fn ids_after_seed_do_not_collide(backend: Backend) {
+    let (db, _) = load_dir(backend, repo_root().join("seed_data")).await;
+    let store = db.store().await;
+    let user = store
+        .create_user(NewUser {
+            username: "new".into(),
+            email: Email::parse("new@example.org").unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(user.id, 401);
+    let created = store
+        .create_url_with_generated_code(url("https://e.com/after-seed"))
+        .await
+        .unwrap();
+    assert_eq!(created.id, 2001);
+    let event = store
+        .create_event(NewEvent {
+            url_id: created.id,
+            user_id: user.id,
+            event_type: "click".into(),
+            details: Default::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(event.id, 3424, "created event is 3423, this one next");
+}
+
+async fn deleted_users_keep_their_rows_for_events(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    let user = store
+        .create_user(NewUser {
+            username: "ada".into(),
+            email: Email::parse("ada@e.com").unwrap(),
+        })
+        .await
+        .unwrap();
+    let owned = NewUrl {
+        user_id: Some(user.id),
+        ..url("https://e.com/owned")
+    };
+    let a = store
+        .create_url_with_generated_code(owned.clone())
+        .await
+        .unwrap();
+    let b = store.create_url_with_generated_code(owned).await.unwrap();
+    store.deactivate_url(b.id, "user_requested").await.unwrap();
+    let deletion = store.delete_user(user.id).await.unwrap();
+    assert_eq!(deletion.deactivated_urls, 1, "only the still-active URL");
+    assert!(!store.get_url(a.id).await.unwrap().is_active);
+    let filter = EventFilter {
+        user_id: Some(user.id),
+        ..Default::default()
+    };
+    let events = store.list_events(filter, Page::default()).await.unwrap();
+    // 2 created + 1 user_requested + 1 owner_deleted: all still attributed.
+    assert_eq!(events.total, 4);
+    assert!(matches!(
+        store.get_user(user.id).await,
+        Err(StoreError::NotFound(Entity::User))
+    ));
+}
