@@ -40,7 +40,7 @@ pub struct ServeConfig {
     pub auth_mode: AuthMode,
 
     /// The admin API key (at least 16 characters). Kept only as a hash.
-    #[arg(long, env = "ADMIN_API_KEY", value_parser = parse_api_key, hide_env_values = true)]
+    #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
 
     /// Base of the `short_url` returned by `POST /shorten`, e.g.
@@ -62,6 +62,15 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Checks that need more than one value, or must not echo the value
+    /// (clap prints a rejected value; a rejected secret must not be printed).
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(key) = &self.admin_api_key {
+            check_api_key(key).map_err(|e| format!("ADMIN_API_KEY {e}"))?;
+        }
+        Ok(())
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
@@ -79,7 +88,7 @@ pub struct DatabaseConfig {
     pub data_dir: PathBuf,
 
     /// Connections per replica to PostgreSQL (or PgBouncer).
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=500))]
+    #[arg(long = "database-pool-size", value_name = "DATABASE_POOL_SIZE", env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub pool_size: u32,
 }
 
@@ -119,11 +128,11 @@ fn parse_redis_url(raw: &str) -> Result<String, String> {
     }
 }
 
-fn parse_api_key(raw: &str) -> Result<String, String> {
-    if raw.len() < 16 || raw.chars().any(char::is_whitespace) {
+fn check_api_key(key: &str) -> Result<(), String> {
+    if key.len() < 16 || key.chars().any(char::is_whitespace) {
         Err("must be at least 16 characters with no whitespace".into())
     } else {
-        Ok(raw.to_owned())
+        Ok(())
     }
 }
 

@@ -51,6 +51,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => {
+            if let Err(problem) = config.validate() {
+                eprintln!("error: {problem}");
+                std::process::exit(2);
+            }
             telemetry::init(config.log_format);
             serve(*config).await
         }

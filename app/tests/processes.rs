@@ -1,0 +1,288 @@
+//! The real binary, as operators run it: several processes on one
+//! PostgreSQL, configuration errors, seed loading, graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_KEY, Backend, TestDatabase};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shortener");
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    fn start(database_url: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("AUTH_MODE", "api-key")
+            .env("ADMIN_API_KEY", ADMIN_KEY)
+            .env("SHUTDOWN_GRACE_SECS", "5")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_healthy(&mut self, client: &Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(res) = client.get(format!("{}/health", self.base)).send().await
+                && res.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "server exited during start-up"
+            );
+            assert!(Instant::now() < deadline, "server not healthy in time");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn call(
+    client: &Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = client.request(method, url).bearer_auth(ADMIN_KEY);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_agree() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    // Both start at once on an empty database: migrations run exactly once.
+    let (mut a, mut b) = (Server::start(&db.url), Server::start(&db.url));
+    let http = client();
+    a.wait_healthy(&http).await;
+    b.wait_healthy(&http).await;
+
+    let (status, url) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/urls", a.base),
+        Some(json!({"original_url": "https://example.com/shared"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let code = url["short_code"].as_str().unwrap();
+
+    let res = http.get(format!("{}/{code}", b.base)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let (_, events) = call(
+        &http,
+        reqwest::Method::GET,
+        format!("{}/events?url_id={}&event_type=redirect", a.base, url["id"]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        events.as_array().unwrap().len(),
+        1,
+        "A sees the click B recorded"
+    );
+
+    // A change made through B is what A redirects to, at once.
+    let (status, _) = call(
+        &http,
+        reqwest::Method::PUT,
+        format!("{}/urls/{}", b.base, url["id"]),
+        Some(json!({"original_url": "https://example.com/moved"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let res = http.get(format!("{}/{code}", a.base)).send().await.unwrap();
+    assert_eq!(res.headers()["location"], "https://example.com/moved");
+    call(
+        &http,
+        reqwest::Method::DELETE,
+        format!("{}/urls/{}", a.base, url["id"]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        http.get(format!("{}/{code}", b.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Concurrent creates through both: every code distinct, every row there.
+    let creates: Vec<_> = (0..60)
+        .map(|n| {
+            let base = if n % 2 == 0 {
+                a.base.clone()
+            } else {
+                b.base.clone()
+            };
+            let http = http.clone();
+            tokio::spawn(async move {
+                call(
+                    &http,
+                    reqwest::Method::POST,
+                    format!("{base}/urls"),
+                    Some(json!({"original_url": format!("https://example.com/{n}")})),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut codes = std::collections::HashSet::new();
+    for task in creates {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::CREATED);
+        codes.insert(body["short_code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(codes.len(), 60);
+    let res = http
+        .get(format!("{}/urls", b.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-total-count"], "61");
+
+    assert!(a.terminate().success(), "SIGTERM is a clean exit");
+    assert!(b.terminate().success());
+}
+
+#[test]
+fn bad_configuration_stops_the_start_naming_the_variable() {
+    for (var, value) in [
+        ("AUTH_MODE", "sometimes"),
+        ("DATABASE_URL", "mysql://localhost/db"),
+        ("LISTEN_ADDR", "not-an-address"),
+        ("ADMIN_API_KEY", "tiny-secret"),
+        ("DATABASE_POOL_SIZE", "0"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(var), "{var}: {stderr}");
+        if var == "ADMIN_API_KEY" {
+            assert!(!stderr.contains(value), "a rejected key is never printed: {stderr}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_load_command_is_idempotent() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../seed_data");
+    for expected in [
+        "loaded 400 users, 2000 urls, 3422 events",
+        "loaded 0 users, 0 urls, 0 events",
+    ] {
+        let out = Command::new(BIN)
+            .args(["seed", "load", seed])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(expected), "{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_needs_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("AUTH_MODE", "open")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = client();
+    server.wait_healthy(&http).await;
+    let res = http
+        .post(format!("{}/shorten", server.base))
+        .json(&json!({"url": "https://example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(dir.path().join("data/shortener.db").exists());
+    assert!(server.terminate().success());
+}
