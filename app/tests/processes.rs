@@ -228,7 +228,10 @@ fn bad_configuration_stops_the_start_naming_the_variable() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(var), "{var}: {stderr}");
         if var == "ADMIN_API_KEY" {
-            assert!(!stderr.contains(value), "a rejected key is never printed: {stderr}");
+            assert!(
+                !stderr.contains(value),
+                "a rejected key is never printed: {stderr}"
+            );
         }
     }
 }
