@@ -33,7 +33,8 @@ CREATE TABLE events (
     timestamp   TIMESTAMP NOT NULL,
     details     JSONB     NOT NULL DEFAULT '{}'::jsonb
 );
--- GET /events filters (and /urls/{id}/stats) page in id order.
-CREATE INDEX events_url_id_idx ON events (url_id, event_type, id);
+-- GET /events filters page in id order; /urls/{id}/stats counts by type.
+CREATE INDEX events_url_id_idx ON events (url_id, id);
+CREATE INDEX events_url_id_type_idx ON events (url_id, event_type, id);
 CREATE INDEX events_user_id_idx ON events (user_id, id);
 CREATE INDEX events_event_type_idx ON events (event_type, id);

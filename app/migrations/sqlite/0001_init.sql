@@ -31,6 +31,7 @@ CREATE TABLE events (
     timestamp   TEXT    NOT NULL,
     details     TEXT    NOT NULL DEFAULT '{}'
 );
-CREATE INDEX events_url_id_idx ON events (url_id, event_type, id);
+CREATE INDEX events_url_id_idx ON events (url_id, id);
+CREATE INDEX events_url_id_type_idx ON events (url_id, event_type, id);
 CREATE INDEX events_user_id_idx ON events (user_id, id);
 CREATE INDEX events_event_type_idx ON events (event_type, id);

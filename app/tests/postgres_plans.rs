@@ -1,0 +1,50 @@
+//! Every lookup and filter the API runs is served by an index. With
+//! sequential scans priced out (`enable_seqscan = off`), PostgreSQL still
+//! picks one when no index fits, so a "Seq Scan" in a plan is a missing index.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Backend, TestDatabase};
+use sqlx::{Connection, Executor, PgConnection};
+
+#[tokio::test]
+async fn every_api_query_is_served_by_an_index() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    db.store().await; // applies the migrations
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    conn.execute("SET enable_seqscan = off").await.unwrap();
+    let queries = [
+        // The redirect.
+        "SELECT id, user_id, original_url, is_active FROM urls WHERE short_code = 'abc'",
+        // Lists and their filters, as the store builds them.
+        "SELECT * FROM users WHERE deleted_at IS NULL ORDER BY id LIMIT 25 OFFSET 0",
+        "SELECT * FROM urls WHERE TRUE ORDER BY id LIMIT 25 OFFSET 0",
+        "SELECT * FROM urls WHERE TRUE AND user_id = 1 ORDER BY id LIMIT 25 OFFSET 0",
+        "SELECT * FROM urls WHERE TRUE AND is_active = false ORDER BY id LIMIT 25 OFFSET 0",
+        "SELECT * FROM events WHERE TRUE AND url_id = 1 ORDER BY id LIMIT 25 OFFSET 0",
+        "SELECT * FROM events WHERE TRUE AND user_id = 1 ORDER BY id LIMIT 25 OFFSET 0",
+        "SELECT * FROM events WHERE TRUE AND event_type = 'redirect' ORDER BY id LIMIT 25 OFFSET 0",
+        "SELECT * FROM events WHERE TRUE AND url_id = 1 AND event_type = 'redirect' ORDER BY id LIMIT 25",
+        "SELECT COUNT(*) FROM events WHERE TRUE AND url_id = 1",
+        "SELECT COUNT(*) FROM urls WHERE TRUE AND user_id = 1",
+        // Stats.
+        "SELECT event_type, COUNT(*) FROM events WHERE url_id = 1 GROUP BY event_type",
+        "SELECT MAX(timestamp) FROM events WHERE url_id = 1 AND event_type = 'redirect'",
+        // Uniqueness checks.
+        "SELECT id FROM users WHERE lower(email) = 'a@b.co' AND deleted_at IS NULL",
+        "SELECT id FROM users WHERE id = 1 AND deleted_at IS NULL",
+    ];
+    for query in queries {
+        let plan: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {query}")))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let plan: Vec<_> = plan.into_iter().map(|(line,)| line).collect();
+        assert!(
+            !plan.iter().any(|line| line.contains("Seq Scan")),
+            "{query}\n{}",
+            plan.join("\n")
+        );
+    }
+}
