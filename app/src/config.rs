@@ -83,6 +83,12 @@ pub struct DatabaseConfig {
     #[arg(long, env = "DATABASE_URL", value_parser = parse_database_url)]
     pub database_url: Option<String>,
 
+    /// A direct PostgreSQL URL for migrations, when DATABASE_URL goes through
+    /// PgBouncer in transaction mode (migrations hold a session advisory
+    /// lock, which transaction pooling cannot keep).
+    #[arg(long, env = "MIGRATION_DATABASE_URL", value_parser = parse_postgres_url)]
+    pub migration_database_url: Option<String>,
+
     /// Where the embedded database lives when DATABASE_URL is unset.
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -117,6 +123,14 @@ fn parse_database_url(raw: &str) -> Result<String, String> {
         Ok(raw.to_owned())
     } else {
         Err("must start with postgres://, postgresql:// or sqlite:".into())
+    }
+}
+
+fn parse_postgres_url(raw: &str) -> Result<String, String> {
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Ok(raw.to_owned())
+    } else {
+        Err("must start with postgres:// or postgresql://".into())
     }
 }
 

@@ -89,7 +89,8 @@ async fn connect(config: &DatabaseConfig) -> anyhow::Result<DynStore> {
     let url = config.resolve().context("creating the data directory")?;
     let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
     loop {
-        match store::connect(&url, config.pool_size).await {
+        let migration_url = config.migration_database_url.as_deref();
+        match store::connect(&url, config.pool_size, migration_url).await {
             Ok(store) => return Ok(store),
             Err(StoreError::Unavailable(err)) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %err, "database not reachable yet; retrying");

@@ -29,9 +29,14 @@ fn free_port() -> u16 {
 
 impl Server {
     fn start(database_url: &str) -> Self {
+        Self::start_with(database_url, &[])
+    }
+
+    fn start_with(database_url: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new(BIN)
             .arg("serve")
+            .envs(env.iter().copied())
             .env("DATABASE_URL", database_url)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("AUTH_MODE", "api-key")
@@ -114,7 +119,9 @@ async fn call(
 async fn two_processes_on_one_postgres_agree() {
     let db = TestDatabase::new(Backend::Postgres).await;
     // Both start at once on an empty database: migrations run exactly once.
-    let (mut a, mut b) = (Server::start(&db.url), Server::start(&db.url));
+    // (B migrates over a separate direct URL, as it would behind PgBouncer.)
+    let mut a = Server::start(&db.url);
+    let mut b = Server::start_with(&db.url, &[("MIGRATION_DATABASE_URL", db.url.as_str())]);
     let http = client();
     a.wait_healthy(&http).await;
     b.wait_healthy(&http).await;

@@ -153,12 +153,15 @@ pub trait Store: Send + Sync + 'static {
 pub type DynStore = Arc<dyn Store>;
 
 /// Opens the store named by `database_url` (`postgres://…` or `sqlite://…`)
-/// and applies its migrations.
-pub async fn connect(database_url: &str, pool_size: u32) -> StoreResult<DynStore> {
+/// and applies its migrations (over `migration_url` when given).
+pub async fn connect(
+    database_url: &str,
+    pool_size: u32,
+    migration_url: Option<&str>,
+) -> StoreResult<DynStore> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(
-            postgres::PgStore::connect(database_url, pool_size).await?,
-        ))
+        let store = postgres::PgStore::connect(database_url, pool_size, migration_url).await?;
+        Ok(Arc::new(store))
     } else {
         Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
     }

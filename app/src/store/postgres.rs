@@ -34,8 +34,23 @@ impl Dialect for Postgres {
 impl PgStore {
     /// Connects and applies pending migrations. sqlx's migrator holds a
     /// PostgreSQL advisory lock while it runs, so replicas starting together
-    /// apply each migration exactly once.
-    pub async fn connect(database_url: &str, pool_size: u32) -> StoreResult<Self> {
+    /// apply each migration exactly once. That lock lives in a session, so
+    /// behind PgBouncer in transaction mode pass `migration_url`, a direct
+    /// connection to PostgreSQL, for the migrations.
+    pub async fn connect(
+        database_url: &str,
+        pool_size: u32,
+        migration_url: Option<&str>,
+    ) -> StoreResult<Self> {
+        if let Some(url) = migration_url {
+            let direct = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(url.parse::<PgConnectOptions>()?)
+                .await?;
+            MIGRATOR.run(&direct).await?;
+            direct.close().await;
+        }
         let options: PgConnectOptions = database_url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
@@ -44,7 +59,9 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        if migration_url.is_none() {
+            MIGRATOR.run(&pool).await?;
+        }
         Ok(Self {
             writer: pool.clone(),
             pool,

@@ -73,7 +73,7 @@ impl TestDatabase {
     }
 
     pub async fn store(&self) -> DynStore {
-        store::connect(&self.url, 10).await.unwrap()
+        store::connect(&self.url, 10, None).await.unwrap()
     }
 }
 
