@@ -262,7 +262,9 @@ async fn deleted_users_keep_their_rows_for_events(backend: Backend) {
     let b = store.create_url_with_generated_code(owned).await.unwrap();
     store.deactivate_url(b.id, "user_requested").await.unwrap();
     let deletion = store.delete_user(user.id).await.unwrap();
-    assert_eq!(deletion.deactivated_urls, 1, "only the still-active URL");
+    assert_eq!(deletion.deactivated.len(), 1, "only the still-active URL");
+    assert_eq!(deletion.deactivated[0].id, a.id);
+    assert!(deletion.deactivated[0].version > a.version);
     assert!(!store.get_url(a.id).await.unwrap().is_active);
     let filter = EventFilter {
         user_id: Some(user.id),

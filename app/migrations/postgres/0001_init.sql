@@ -19,6 +19,8 @@ CREATE TABLE urls (
     is_active     BOOLEAN   NOT NULL DEFAULT TRUE,
     created_at    TIMESTAMP NOT NULL,
     updated_at    TIMESTAMP NOT NULL,
+    -- Bumped by every write; caches keep the highest version they have seen.
+    version       BIGINT    NOT NULL DEFAULT 1,
     CONSTRAINT urls_short_code_key UNIQUE (short_code)
 );
 -- GET /urls?user_id=…&is_active=… pages in id order.

@@ -18,6 +18,8 @@ CREATE TABLE urls (
     is_active     BOOLEAN NOT NULL DEFAULT 1,
     created_at    TEXT    NOT NULL,
     updated_at    TEXT    NOT NULL,
+    -- Bumped by every write; caches keep the highest version they have seen.
+    version       INTEGER   NOT NULL DEFAULT 1,
     CONSTRAINT urls_short_code_key UNIQUE (short_code)
 );
 CREATE INDEX urls_user_id_idx ON urls (user_id, id);

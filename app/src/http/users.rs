@@ -110,7 +110,7 @@ pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiRes
     let deletion = state.store.delete_user(id).await?;
     tracing::info!(
         user_id = id,
-        deactivated_urls = deletion.deactivated_urls,
+        deactivated_urls = deletion.deactivated.len(),
         "user deleted"
     );
     Ok(StatusCode::NO_CONTENT)

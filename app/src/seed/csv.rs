@@ -169,6 +169,7 @@ pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
                     is_active: parse_bool(get(5))?,
                     created_at: timestamp::parse(get(6))?,
                     updated_at: timestamp::parse(get(7))?,
+                    version: 1,
                 })
             })(),
         )?;

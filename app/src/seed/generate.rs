@@ -123,6 +123,7 @@ pub fn generate() -> Generated {
             is_active: !rng.random_ratio(18, 100),
             created_at,
             updated_at: time_between(&mut rng, created_at, end + Duration::days(30)),
+            version: 1,
         };
         events.push(Event {
             id,

@@ -124,6 +124,10 @@ pub trait Store: Send + Sync + 'static {
     /// The redirect lookup: one indexed read by short code.
     async fn resolve(&self, code: &str) -> StoreResult<Option<RedirectTarget>>;
 
+    /// Up to `limit` of the most recently created active URLs, newest first
+    /// (cache warm-up).
+    async fn recent_active_targets(&self, limit: i64) -> StoreResult<Vec<RedirectTarget>>;
+
     async fn create_event(&self, event: NewEvent) -> StoreResult<Event>;
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>>;
     /// Appends many `redirect` events in one statement.

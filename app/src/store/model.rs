@@ -27,9 +27,10 @@ pub struct UserPatch {
 }
 
 /// What deleting a user did to the rest of the data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UserDeletion {
-    pub deactivated_urls: u64,
+    /// The user's URLs that were active and are now deactivated.
+    pub deactivated: Vec<Url>,
 }
 
 /// One row of a users CSV (`id` and `created_at` may be absent).
@@ -64,6 +65,23 @@ pub struct Url {
     #[serde(serialize_with = "timestamp::serialize")]
     #[schema(value_type = String, example = "2026-04-03T12:00:00")]
     pub updated_at: Timestamp,
+    /// Bumped by every write: caches never replace a newer entry with an
+    /// older one. Internal, not part of the API.
+    #[serde(skip)]
+    pub version: i64,
+}
+
+impl Url {
+    pub fn target(&self) -> RedirectTarget {
+        RedirectTarget {
+            short_code: self.short_code.clone(),
+            url_id: self.id,
+            user_id: self.user_id,
+            original_url: self.original_url.clone(),
+            is_active: self.is_active,
+            version: self.version,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -136,10 +154,12 @@ pub struct UrlStats {
 /// What the redirect path needs, and nothing more.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RedirectTarget {
+    pub short_code: String,
     pub url_id: i64,
     pub user_id: Option<i64>,
     pub original_url: String,
     pub is_active: bool,
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]

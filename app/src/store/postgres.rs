@@ -14,7 +14,7 @@ pub type PgStore = SqlStore<Postgres>;
 
 impl Dialect for Postgres {
     const LOCK_URL: &'static str = "SELECT id, user_id, short_code, original_url, title, \
-         is_active, created_at, updated_at FROM urls WHERE id = $1 FOR UPDATE";
+         is_active, created_at, updated_at, version FROM urls WHERE id = $1 FOR UPDATE";
     const IMPORT_USER: &'static str = "INSERT INTO users (id, username, email, created_at) \
          VALUES (COALESCE($1, nextval(pg_get_serial_sequence('users', 'id'))), $2, $3, $4) \
          ON CONFLICT DO NOTHING RETURNING id";

@@ -15,7 +15,7 @@ use super::*;
 use crate::domain::{ShortCode, Timestamp, now};
 
 pub const URL_COLUMNS: &str =
-    "id, user_id, short_code, original_url, title, is_active, created_at, updated_at";
+    "id, user_id, short_code, original_url, title, is_active, created_at, updated_at, version";
 pub const EVENT_COLUMNS: &str = "id, url_id, user_id, event_type, timestamp, details";
 
 pub const PING: &str = "SELECT 1";
@@ -36,19 +36,27 @@ pub const SOFT_DELETE_USER: &str =
 /// runs before [`DEACTIVATE_USER_URLS`] in the same transaction.
 pub const OWNER_DELETED_EVENTS: &str = "INSERT INTO events (url_id, user_id, event_type, timestamp, details) \
      SELECT id, user_id, 'deleted', $2, $3 FROM urls WHERE user_id = $1 AND is_active";
-pub const DEACTIVATE_USER_URLS: &str =
-    "UPDATE urls SET is_active = FALSE, updated_at = $2 WHERE user_id = $1 AND is_active";
+pub const DEACTIVATE_USER_URLS: &str = "UPDATE urls SET is_active = FALSE, updated_at = $2, \
+     version = version + 1 WHERE user_id = $1 AND is_active \
+     RETURNING id, user_id, short_code, original_url, title, is_active, created_at, updated_at, \
+     version";
 pub const INSERT_URL: &str = "INSERT INTO urls \
      (user_id, short_code, original_url, title, is_active, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, TRUE, $5, $5) \
-     RETURNING id, user_id, short_code, original_url, title, is_active, created_at, updated_at";
+     RETURNING id, user_id, short_code, original_url, title, is_active, created_at, updated_at, \
+     version";
 pub const GET_URL: &str = "SELECT id, user_id, short_code, original_url, title, is_active, \
-     created_at, updated_at FROM urls WHERE id = $1";
+     created_at, updated_at, version FROM urls WHERE id = $1";
 pub const UPDATE_URL: &str = "UPDATE urls SET original_url = $2, title = $3, is_active = $4, \
-     updated_at = $5 WHERE id = $1 \
-     RETURNING id, user_id, short_code, original_url, title, is_active, created_at, updated_at";
-pub const RESOLVE: &str =
-    "SELECT id AS url_id, user_id, original_url, is_active FROM urls WHERE short_code = $1";
+     updated_at = $5, version = version + 1 WHERE id = $1 \
+     RETURNING id, user_id, short_code, original_url, title, is_active, created_at, updated_at, \
+     version";
+pub const RESOLVE: &str = "SELECT short_code, id AS url_id, user_id, original_url, is_active, \
+     version FROM urls WHERE short_code = $1";
+/// The most recently created active URLs, for cache warm-up (served by the
+/// `(is_active, id)` index, read backwards).
+pub const RECENT_ACTIVE_TARGETS: &str = "SELECT short_code, id AS url_id, user_id, original_url, \
+     is_active, version FROM urls WHERE is_active ORDER BY id DESC LIMIT $1";
 pub const USER_IS_LIVE: &str = "SELECT id FROM users WHERE id = $1 AND deleted_at IS NULL";
 pub const URL_EXISTS: &str = "SELECT id FROM urls WHERE id = $1";
 
@@ -270,17 +278,13 @@ where
             .bind(Json(json!({"reason": "owner_deleted"})))
             .execute(&mut *tx)
             .await?;
-        let deactivated = DB::rows_affected(
-            &sqlx::query(DEACTIVATE_USER_URLS)
-                .bind(id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?,
-        );
+        let deactivated = sqlx::query_as(DEACTIVATE_USER_URLS)
+            .bind(id)
+            .bind(at)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(UserDeletion {
-            deactivated_urls: deactivated,
-        })
+        Ok(UserDeletion { deactivated })
     }
 
     async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportOutcome> {
@@ -415,6 +419,13 @@ where
         Ok(sqlx::query_as(RESOLVE)
             .bind(code)
             .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn recent_active_targets(&self, limit: i64) -> StoreResult<Vec<RedirectTarget>> {
+        Ok(sqlx::query_as(RECENT_ACTIVE_TARGETS)
+            .bind(limit)
+            .fetch_all(&self.pool)
             .await?)
     }
 

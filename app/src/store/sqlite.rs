@@ -18,7 +18,7 @@ impl Dialect for Sqlite {
     // No row locks needed: every write transaction runs on the single
     // writer connection, one at a time.
     const LOCK_URL: &'static str = "SELECT id, user_id, short_code, original_url, title, \
-         is_active, created_at, updated_at FROM urls WHERE id = $1";
+         is_active, created_at, updated_at, version FROM urls WHERE id = $1";
     // A NULL id takes the next rowid (max + 1), so no sequence to keep.
     const IMPORT_USER: &'static str = "INSERT INTO users (id, username, email, created_at) \
          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id";
