@@ -1,0 +1,115 @@
+# Shared settings and helpers for the local production-like stack.
+# Sourced by up.sh, down.sh, status.sh and the wrk/k6 wrappers; not run alone.
+#
+# Every port and path can be overridden from the environment. Only 127.0.0.1
+# is ever used.
+
+STACK_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+STACK_DIR=${STACK_DIR:-/tmp/shortener-stack}
+STACK_CACHE=${STACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shortener-stack}
+
+PG_PORT=${PG_PORT:-56432}
+PGB_PORT=${PGB_PORT:-56433}
+# 56379 is where scripts/services.sh starts the test suite's Redis; stay off it.
+REDIS_PORT=${REDIS_PORT:-56380}
+NGINX_PORT=${NGINX_PORT:-18080}
+APP_PORTS=${APP_PORTS:-"18081 18082 18083"}
+
+# Sizing: see "Sizing" in loadtests/README.md. The values mirror what the
+# operator deploys on a 1 vCPU / 1 GiB node.
+APP_POOL_SIZE=${APP_POOL_SIZE:-10}          # DATABASE_POOL_SIZE per replica
+PGB_POOL_SIZE=${PGB_POOL_SIZE:-20}          # PgBouncer default_pool_size
+PGB_MAX_CLIENTS=${PGB_MAX_CLIENTS:-200}     # PgBouncer max_client_conn
+PG_SHARED_BUFFERS=${PG_SHARED_BUFFERS:-128MB}
+PG_MAX_CONNECTIONS=${PG_MAX_CONNECTIONS:-100}
+REDIS_MAXMEMORY=${REDIS_MAXMEMORY:-48mb}
+NGINX_WORKERS=${NGINX_WORKERS:-auto}
+NGINX_WORKER_CONNECTIONS=${NGINX_WORKER_CONNECTIONS:-4096}
+
+# The release binary: SHORTENER_BIN, else the cargo target dir's.
+TARGET_DIR=${CARGO_TARGET_DIR:-$STACK_REPO/target}
+SHORTENER_BIN=${SHORTENER_BIN:-$TARGET_DIR/release/shortener}
+
+DB_NAME=shortener
+PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB_NAME"
+PGB_URL="postgres://postgres@127.0.0.1:$PGB_PORT/$DB_NAME"
+REDIS_URL_STACK="redis://127.0.0.1:$REDIS_PORT"
+NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+KEY_FILE="$STACK_DIR/admin-api-key"
+PGBOUNCER_BIN="$STACK_CACHE/pgbouncer/bin/pgbouncer"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "run as root (PostgreSQL and PgBouncer are started as user postgres with runuser)"
+}
+
+# apt-get install, only for the packages that are missing.
+apt_ensure() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+}
+
+pg_bin_dir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  [ -n "$d" ] || return 1
+  echo "$d"
+}
+
+# The pid in FILE if that process is alive and its command line contains NAME.
+live_pid() {
+  local file=$1 name=$2 pid
+  [ -f "$file" ] || return 1
+  pid=$(head -n1 "$file" 2>/dev/null | tr -dc '0-9')
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$name" || return 1
+  echo "$pid"
+}
+
+# Whatever is listening on 127.0.0.1:PORT (or on all addresses), for messages.
+port_owner() {
+  ss -Hltnp "sport = :$1" 2>/dev/null | head -n1
+}
+
+port_free() { [ -z "$(port_owner "$1")" ]; }
+
+# Sends SIG to PID, waits up to SECS for it to exit, then SIGKILLs it.
+# Returns 1 if it had to be killed.
+stop_pid() {
+  local pid=$1 sig=$2 secs=$3 what=$4 i
+  kill "-$sig" "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 $((secs * 10))); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "$what (pid $pid) still running after ${secs}s; sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  return 1
+}
+
+# "VmRSS 12345 kB, VmHWM 23456 kB" for PID.
+mem_of() {
+  awk '/^VmRSS:/{r=$2} /^VmHWM:/{h=$2} END{printf "VmRSS %d MiB (%d kB), VmHWM %d MiB (%d kB)", r/1024, r, h/1024, h}' "/proc/$1/status" 2>/dev/null
+}
+
+http_status() {
+  curl -s -o /dev/null -m "${2:-3}" -w '%{http_code}' "$1" 2>/dev/null || true
+}
+
+# Waits until URL answers 200, up to SECS seconds.
+wait_http_ok() {
+  local url=$1 secs=$2 i
+  for i in $(seq 1 $((secs * 5))); do
+    [ "$(http_status "$url" 2)" = 200 ] && return 0
+    sleep 0.2
+  done
+  return 1
+}

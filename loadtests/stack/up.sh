@@ -1,0 +1,388 @@
+#!/usr/bin/env bash
+# Starts the production-like stack on 127.0.0.1, without Docker:
+#
+#   nginx :18080 (least_conn, keepalive, retries)
+#     -> 3 x `shortener serve` :18081-18083
+#          -> PgBouncer :56433 (transaction pooling) -> PostgreSQL :56432
+#          -> Redis :56380 (cache only: no persistence, allkeys-lru)
+#
+# Idempotent: what is already running is left running (nginx and PgBouncer
+# reload their generated configs). Stop with down.sh; inspect with status.sh.
+#
+# Usage: loadtests/stack/up.sh [--build] [--restart-apps]
+#   --build          rebuild the release binary even if it exists
+#   --restart-apps   restart the three app replicas (to pick up a new binary)
+# State (data, logs, configs, pids, the admin key): $STACK_DIR (/tmp/shortener-stack).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+build=0 restart_apps=0
+for arg in "$@"; do
+  case $arg in
+    --build) build=1 ;;
+    --restart-apps) restart_apps=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) die "unknown argument: $arg (try --help)" ;;
+  esac
+done
+
+need_root
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ---------------------------------------------------------------- packages
+ensure_packages() {
+  local pkgs=(redis-server nginx curl iproute2 procps)
+  pg_bin_dir >/dev/null || pkgs+=(postgresql postgresql-client)
+  command -v psql >/dev/null || pkgs+=(postgresql-client)
+  apt_ensure "${pkgs[@]}"
+  # Debian starts the packaged services on install; this stack runs its own.
+}
+
+# PgBouncer 1.21+ keeps named prepared statements across transaction pooling
+# (max_prepared_statements); sqlx prepares every query, so 1.18 from bookworm
+# would break. Build the current Debian source once and cache the binary.
+ensure_pgbouncer() {
+  if [ -x "$PGBOUNCER_BIN" ] && "$PGBOUNCER_BIN" --version 2>/dev/null | head -n1 |
+      awk '{split($2, v, "."); exit !(v[1] > 1 || (v[1] == 1 && v[2] >= 21))}'; then
+    return 0
+  fi
+  log "building PgBouncer from Debian source into $STACK_CACHE/pgbouncer (once)"
+  apt_ensure libevent-dev libssl-dev libc-ares-dev pkg-config build-essential dpkg-dev
+  local have
+  have=$(apt-cache showsrc pgbouncer 2>/dev/null | awk '/^Version:/{print $2}' | sort -V | tail -n1)
+  if [ -z "$have" ] || dpkg --compare-versions "$have" lt 1.21; then
+    log "adding a deb-src entry for Debian trixie (source packages only)"
+    cat >/etc/apt/sources.list.d/shortener-trixie-src.sources <<'EOF'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    apt-get update -qq >&2
+  fi
+  local work
+  work=$(mktemp -d /tmp/pgbouncer-build.XXXXXX)
+  (
+    cd "$work"
+    apt-get -o APT::Sandbox::User=root source -qq pgbouncer >build.log 2>&1 ||
+      { cat build.log >&2; exit 1; }
+    cd pgbouncer-*/
+    { ./configure --prefix="$STACK_CACHE/pgbouncer" && make -j"$(nproc)" && make install; } \
+      >>../build.log 2>&1 || { tail -n 40 ../build.log >&2; exit 1; }
+  ) || die "PgBouncer build failed (log in $work/build.log)"
+  rm -rf "$work"
+  "$PGBOUNCER_BIN" --version | head -n1 >&2
+}
+
+ensure_binary() {
+  if [ "$build" = 1 ] || [ ! -x "$SHORTENER_BIN" ]; then
+    log "building the release binary (CARGO_TARGET_DIR=$TARGET_DIR)"
+    command -v cargo >/dev/null || die "cargo not found; install Rust or set SHORTENER_BIN"
+    (cd "$STACK_REPO" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p shortener) >&2
+  fi
+  [ -x "$SHORTENER_BIN" ] || die "no binary at $SHORTENER_BIN"
+}
+
+# ---------------------------------------------------------------- state dir
+prepare_dirs() {
+  mkdir -p "$STACK_DIR"/{log,run,bin,nginx,redis,pgbouncer}
+  chmod 755 "$STACK_DIR"
+  # PostgreSQL and PgBouncer run as postgres and write their logs and pids here.
+  chown postgres: "$STACK_DIR/run" "$STACK_DIR/pgbouncer"
+  for f in postgres.log pgbouncer.log; do
+    touch "$STACK_DIR/log/$f"; chown postgres: "$STACK_DIR/log/$f"
+  done
+  # /root is not readable by postgres: run a copy of the cached binary.
+  install -m 755 "$PGBOUNCER_BIN" "$STACK_DIR/bin/pgbouncer"
+  if [ ! -s "$KEY_FILE" ]; then
+    (umask 077; head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 40 >"$KEY_FILE")
+    log "generated an admin API key in $KEY_FILE"
+  fi
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+pg_as() { runuser -u postgres -- "$@"; }
+
+start_postgres() {
+  local bin data=$STACK_DIR/pg
+  bin=$(pg_bin_dir) || die "no PostgreSQL binaries under /usr/lib/postgresql"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "creating a private PostgreSQL cluster in $data"
+    mkdir -p "$data"; chown postgres: "$data"; chmod 700 "$data"
+    pg_as "$bin/initdb" -D "$data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >"$STACK_DIR/log/initdb.log" 2>&1 ||
+      { cat "$STACK_DIR/log/initdb.log" >&2; die "initdb failed"; }
+    echo "include_if_exists = 'stack.conf'" >>"$data/postgresql.conf"
+    rm -f "$STACK_DIR/seeded"
+  fi
+  # Sized like the operator's PostgreSQL (512 MiB limit on a 1 GiB node):
+  # the stock 128MB shared_buffers and 100 connections, which leaves room for
+  # PgBouncer's pool (max_db_connections = default_pool_size + 5) and admin.
+  cat >"$data/stack.conf" <<EOF
+# Written by loadtests/stack/up.sh on every start.
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$data'
+max_connections = $PG_MAX_CONNECTIONS
+shared_buffers = $PG_SHARED_BUFFERS
+effective_cache_size = 512MB
+log_min_duration_statement = 250ms
+log_line_prefix = '%m [%p] %q%u@%d '
+EOF
+  chown postgres: "$data/stack.conf"
+  if pg_as "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "PostgreSQL already running (:$PG_PORT); reloading its config"
+    pg_as "$bin/pg_ctl" -D "$data" reload >/dev/null
+  else
+    port_free "$PG_PORT" || die "port $PG_PORT is taken: $(port_owner "$PG_PORT")"
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    pg_as "$bin/pg_ctl" -D "$data" -l "$STACK_DIR/log/postgres.log" -w -t 60 start >/dev/null ||
+      { tail -n 20 "$STACK_DIR/log/postgres.log" >&2; die "PostgreSQL did not start"; }
+  fi
+  if ! psql "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -tAc \
+      "select 1 from pg_database where datname = '$DB_NAME'" | grep -q 1; then
+    psql "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -qc "create database $DB_NAME" >/dev/null
+  fi
+}
+
+seed_once() {
+  [ -f "$STACK_DIR/seeded" ] && return 0
+  log "migrating and loading seed_data/ (once)"
+  env -i PATH="$PATH" DATABASE_URL="$PG_URL" RUST_LOG=warn \
+    "$SHORTENER_BIN" seed load "$STACK_REPO/seed_data" >&2 || die "seed load failed"
+  date -u +%FT%TZ >"$STACK_DIR/seeded"
+}
+
+# ---------------------------------------------------------------- PgBouncer
+start_pgbouncer() {
+  local dir=$STACK_DIR/pgbouncer pidf=$STACK_DIR/run/pgbouncer.pid pid
+  echo '"postgres" ""' >"$dir/userlist.txt"
+  # The operator's pgbouncer.ini, with trust auth on loopback instead of SCRAM.
+  cat >"$dir/pgbouncer.ini" <<EOF
+; Written by loadtests/stack/up.sh on every start.
+[databases]
+$DB_NAME = host=127.0.0.1 port=$PG_PORT dbname=$DB_NAME
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $PGB_POOL_SIZE
+max_client_conn = $PGB_MAX_CLIENTS
+max_db_connections = $((PGB_POOL_SIZE + 5))
+; sqlx prepares statements; PgBouncer tracks them so transaction pooling stays correct.
+max_prepared_statements = 200
+server_reset_query = DISCARD ALL
+ignore_startup_parameters = extra_float_digits,options
+admin_users = postgres
+stats_users = postgres
+log_connections = 0
+log_disconnections = 0
+logfile = $STACK_DIR/log/pgbouncer.log
+pidfile = $pidf
+EOF
+  chown -R postgres: "$dir"
+  if pid=$(live_pid "$pidf" pgbouncer); then
+    log "PgBouncer already running (pid $pid); reloading its config"
+    kill -HUP "$pid"
+    return 0
+  fi
+  rm -f "$pidf"
+  port_free "$PGB_PORT" || die "port $PGB_PORT is taken: $(port_owner "$PGB_PORT")"
+  log "starting PgBouncer on 127.0.0.1:$PGB_PORT (transaction pooling)"
+  runuser -u postgres -- "$STACK_DIR/bin/pgbouncer" -d "$dir/pgbouncer.ini" ||
+    { tail -n 20 "$STACK_DIR/log/pgbouncer.log" >&2; die "PgBouncer did not start"; }
+}
+
+# ---------------------------------------------------------------- Redis
+start_redis() {
+  local pidf=$STACK_DIR/run/redis.pid pid
+  if pid=$(live_pid "$pidf" redis-server); then
+    log "Redis already running (pid $pid)"
+    return 0
+  fi
+  port_free "$REDIS_PORT" || die "port $REDIS_PORT is taken: $(port_owner "$REDIS_PORT")"
+  log "starting Redis on 127.0.0.1:$REDIS_PORT (maxmemory $REDIS_MAXMEMORY, allkeys-lru, no persistence)"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --maxmemory "$REDIS_MAXMEMORY" --maxmemory-policy allkeys-lru \
+    --dir "$STACK_DIR/redis" --daemonize yes --pidfile "$pidf" \
+    --logfile "$STACK_DIR/log/redis.log" >/dev/null
+}
+
+# ---------------------------------------------------------------- app replicas
+# Variables handed to the replicas when set here (the cache settings being
+# added to the service; unknown variables are ignored by it).
+PASSTHROUGH=(CACHE_TTL_SECONDS NEGATIVE_CACHE_TTL_SECONDS)
+
+start_app() {
+  local port=$1 pidf=$STACK_DIR/run/app-$port.pid logf=$STACK_DIR/log/app-$port.log pid
+  if pid=$(live_pid "$pidf" "shortener serve"); then
+    if [ "$restart_apps" = 1 ]; then
+      log "restarting app :$port (pid $pid)"
+      stop_pid "$pid" TERM 30 "app :$port" || true
+    else
+      log "app :$port already running (pid $pid)"
+      return 0
+    fi
+  fi
+  port_free "$port" || die "port $port is taken: $(port_owner "$port")"
+  local envs=(
+    PATH="$PATH"
+    LISTEN_ADDR="127.0.0.1:$port"
+    DATABASE_URL="$PGB_URL"
+    MIGRATION_DATABASE_URL="$PG_URL"
+    DATABASE_POOL_SIZE="$APP_POOL_SIZE"
+    REDIS_URL="$REDIS_URL_STACK"
+    AUTH_MODE=api-key
+    ADMIN_API_KEY="$(cat "$KEY_FILE")"
+    PUBLIC_BASE_URL="$NGINX_URL"
+    LOG_FORMAT=json
+    RUST_LOG="${APP_RUST_LOG:-info}"
+    SHUTDOWN_GRACE_SECS="${APP_SHUTDOWN_GRACE_SECS:-10}"
+    REQUEST_TIMEOUT_SECS="${APP_REQUEST_TIMEOUT_SECS:-10}"
+    DATA_DIR="$STACK_DIR/app-data"
+  )
+  local v
+  for v in "${PASSTHROUGH[@]}"; do
+    [ -n "${!v:-}" ] && envs+=("$v=${!v}")
+  done
+  log "starting app replica on 127.0.0.1:$port"
+  # setsid: the replica outlives this script and its terminal.
+  setsid env -i "${envs[@]}" "$SHORTENER_BIN" serve </dev/null >>"$logf" 2>&1 &
+  echo $! >"$pidf"
+}
+
+# ---------------------------------------------------------------- nginx
+write_nginx_conf() {
+  local servers="" p
+  for p in $APP_PORTS; do
+    # Passive health: 3 failures within 5 s take a replica out for 5 s.
+    servers+="        server 127.0.0.1:$p max_fails=3 fail_timeout=5s;"$'\n'
+  done
+  mkdir -p "$STACK_DIR/nginx/tmp"
+  cat >"$STACK_DIR/nginx/nginx.conf" <<EOF
+# Written by loadtests/stack/up.sh on every start. Stands in for ingress-nginx.
+user www-data;
+worker_processes $NGINX_WORKERS;
+worker_rlimit_nofile 65536;
+pid $STACK_DIR/run/nginx.pid;
+error_log $STACK_DIR/log/nginx-error.log warn;
+
+events {
+    # 2 workers x 4096: each proxied request holds a client and an upstream
+    # connection, so this carries well over 500 concurrent clients.
+    worker_connections $NGINX_WORKER_CONNECTIONS;
+    multi_accept on;
+}
+
+http {
+    access_log off;
+    server_tokens off;
+    keepalive_timeout 65s;
+    keepalive_requests 100000;
+    client_body_temp_path $STACK_DIR/nginx/tmp/client_body;
+    proxy_temp_path $STACK_DIR/nginx/tmp/proxy;
+    fastcgi_temp_path $STACK_DIR/nginx/tmp/fastcgi;
+    uwsgi_temp_path $STACK_DIR/nginx/tmp/uwsgi;
+    scgi_temp_path $STACK_DIR/nginx/tmp/scgi;
+
+    upstream shortener {
+        least_conn;
+$servers
+        # Idle keepalive connections kept per worker to the replicas.
+        keepalive 128;
+        keepalive_requests 100000;
+        keepalive_timeout 60s;
+    }
+
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        client_max_body_size 16m;
+
+        location / {
+            proxy_pass http://shortener;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 15s;
+            proxy_send_timeout 15s;
+            # Another replica gets the request when one is down or answers
+            # 502/503 (draining, database unreachable). POSTs are not retried
+            # (no non_idempotent): a create is never done twice.
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_next_upstream_tries 3;
+            proxy_next_upstream_timeout 5s;
+        }
+    }
+}
+EOF
+}
+
+nginx_cmd() {
+  nginx -c "$STACK_DIR/nginx/nginx.conf" -p "$STACK_DIR/nginx" -e "$STACK_DIR/log/nginx-error.log" "$@"
+}
+
+start_nginx() {
+  local pid
+  write_nginx_conf
+  nginx_cmd -t -q || die "nginx rejected $STACK_DIR/nginx/nginx.conf"
+  if pid=$(live_pid "$STACK_DIR/run/nginx.pid" nginx); then
+    log "nginx already running (pid $pid); reloading its config"
+    nginx_cmd -s reload
+    return 0
+  fi
+  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken: $(port_owner "$NGINX_PORT")"
+  log "starting nginx on 127.0.0.1:$NGINX_PORT"
+  nginx_cmd
+}
+
+# ---------------------------------------------------------------- health
+wait_healthy() {
+  local i p
+  for i in $(seq 1 50); do
+    pg_as "$(pg_bin_dir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.2
+  done || true
+  psql "$PGB_URL" -tAc 'select 1' 2>/dev/null | grep -q 1 || die "PgBouncer does not answer on :$PGB_PORT"
+  redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG || die "Redis does not answer on :$REDIS_PORT"
+  for p in $APP_PORTS; do
+    if ! wait_http_ok "http://127.0.0.1:$p/health" 90; then
+      tail -n 20 "$STACK_DIR/log/app-$p.log" >&2 || true
+      die "app :$p is not healthy (log: $STACK_DIR/log/app-$p.log)"
+    fi
+  done
+  wait_http_ok "$NGINX_URL/health" 20 || die "nginx :$NGINX_PORT does not pass /health through"
+}
+
+ensure_packages
+ensure_pgbouncer
+ensure_binary
+prepare_dirs
+start_postgres
+seed_once
+start_pgbouncer
+start_redis
+for p in $APP_PORTS; do start_app "$p"; done
+start_nginx
+wait_healthy
+
+cat <<EOF
+
+Stack is up (state in $STACK_DIR):
+  entry point  $NGINX_URL            (nginx, least_conn over ${APP_PORTS// /, })
+  replicas     $(for p in $APP_PORTS; do printf 'http://127.0.0.1:%s ' "$p"; done)
+  PostgreSQL   $PG_URL
+  PgBouncer    $PGB_URL   (transaction pooling)
+  Redis        $REDIS_URL_STACK
+  admin key    $KEY_FILE   (Authorization: Bearer \$(cat $KEY_FILE))
+  logs         $STACK_DIR/log/
+  binary       $SHORTENER_BIN ($(date -r "$SHORTENER_BIN" '+%F %T'))
+
+Try:  curl -s $NGINX_URL/health
+Stop: loadtests/stack/down.sh
+EOF

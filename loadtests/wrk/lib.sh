@@ -1,0 +1,57 @@
+# Helpers shared by the wrk scripts; sourced, not run.
+WRK_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$WRK_HERE/../stack/lib.sh"
+
+DURATION=${DURATION:-15s}
+WARMUP=${WARMUP:-3s}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+RESULTS_DIR=${RESULTS_DIR:-$STACK_DIR/results}
+
+ensure_wrk() {
+  command -v wrk >/dev/null || apt_ensure wrk
+  command -v taskset >/dev/null || apt_ensure util-linux
+  command -v curl >/dev/null || apt_ensure curl
+}
+
+load_note() {
+  printf 'load average before the run: %s (%s cores)\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)"
+}
+
+# Prints the essentials of a wrk report (file $1) as "key: value" lines.
+wrk_summary() {
+  awk '
+    /requests in/            { total = $1; took = $4; sub(/,$/, "", took) }
+    /Requests\/sec:/         { rps = $2 }
+    /Non-2xx or 3xx/         { non = $NF }
+    /Socket errors:/         { sock = $0; sub(/^ *Socket errors: */, "", sock) }
+    /Latency Distribution/   { dist = 1; next }
+    dist && /%/              { p[$1] = $2; next }
+    dist                     { dist = 0 }
+    END {
+      printf "requests/s:          %s\n", rps
+      printf "requests:            %s in %s\n", total, took
+      printf "latency p50/p75/p90/p99: %s / %s / %s / %s\n", p["50%"], p["75%"], p["90%"], p["99%"]
+      printf "non-2xx/3xx:         %s\n", (non == "" ? 0 : non)
+      printf "socket errors:       %s\n", (sock == "" ? "none" : sock)
+    }' "$1"
+}
+
+# One tab-separated line per run, for comparing runs later.
+record_result() { # name report-file extra
+  mkdir -p "$RESULTS_DIR"
+  local rps non p50 p99
+  rps=$(awk '/Requests\/sec:/{print $2}' "$2")
+  non=$(awk '/Non-2xx or 3xx/{print $NF}' "$2")
+  p50=$(awk '/Latency Distribution/{d=1;next} d&&$1=="50%"{print $2}' "$2")
+  p99=$(awk '/Latency Distribution/{d=1;next} d&&$1=="99%"{print $2}' "$2")
+  printf '%s\t%s\trps=%s\tp50=%s\tp99=%s\tnon2xx3xx=%s\t%s\n' \
+    "$(date -u +%FT%TZ)" "$1" "$rps" "$p50" "$p99" "${non:-0}" "$3" >>"$RESULTS_DIR/wrk.tsv"
+}
+
+# A metric's value from a /metrics page, summed over its label sets.
+metric_sum() { # url metric [label-filter]
+  curl -s -m 5 "$1/metrics" | awk -v m="$2" -v f="${3:-}" '
+    $1 ~ "^" m "({|$)" && index($1, f) { s += $2; seen = 1 }
+    END { if (seen) print s; else print "n/a" }'
+}
