@@ -35,6 +35,9 @@ both_backends!(
     api_key_mode_guards_management_endpoints,
     openapi_document_lists_every_route,
     metrics_are_exported,
+    head_requests_redirect_without_recording,
+    clients_cannot_forge_redirect_events,
+    empty_user_update_is_refused,
 );
 
 async fn health_reports_database_and_cache(backend: Backend) {
@@ -799,7 +802,11 @@ async fn bulk_user_import(backend: Backend) {
             .contains("file")
     );
     let res = app.post("/users/bulk", json!({"file": "x"})).await;
-    expect_error(res, StatusCode::BAD_REQUEST).await;
+    assert!(
+        expect_error(res, StatusCode::BAD_REQUEST)
+            .await
+            .contains("multipart")
+    );
 }
 
 async fn shorten_quick_path(backend: Backend) {
@@ -984,4 +991,55 @@ async fn metrics_are_exported(backend: Backend) {
     );
     assert!(text.contains("shortener_redirects_total{outcome=\"found\"} 1"));
     assert!(text.contains("shortener_urls_created_total 1"));
+}
+
+async fn head_requests_redirect_without_recording(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/h"}))
+        .await;
+    let res = app
+        .request(
+            reqwest::Method::HEAD,
+            &format!("/{}", url["short_code"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let stats = expect_json(
+        app.get(&format!("/urls/{}/stats", url["id"])).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(stats["redirect_count"], 0);
+}
+
+async fn clients_cannot_forge_redirect_events(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let user = app.create_user("ada", "ada@example.com").await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/f", "user_id": user["id"]}))
+        .await;
+    let res = app
+        .post(
+            "/events",
+            json!({"url_id": url["id"], "user_id": user["id"], "event_type": "redirect"}),
+        )
+        .await;
+    assert!(
+        expect_error(res, StatusCode::BAD_REQUEST)
+            .await
+            .contains("event_type")
+    );
+}
+
+async fn empty_user_update_is_refused(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let user = app.create_user("ada", "ada@example.com").await;
+    expect_error(
+        app.put(&format!("/users/{}", user["id"]), json!({})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
 }

@@ -261,7 +261,18 @@ async fn deleted_users_keep_their_rows_for_events(backend: Backend) {
         .unwrap();
     let b = store.create_url_with_generated_code(owned).await.unwrap();
     store.deactivate_url(b.id, "user_requested").await.unwrap();
+    // Quick successive writes push updated_at ahead of the clock; deleting
+    // the owner must still move it forward, never back.
+    let mut latest = a.clone();
+    for title in ["1", "2", "3"] {
+        let patch = UrlPatch {
+            title: Some(Some(title.into())),
+            ..Default::default()
+        };
+        latest = store.update_url(a.id, patch).await.unwrap();
+    }
     let deletion = store.delete_user(user.id).await.unwrap();
+    assert!(deletion.deactivated[0].updated_at > latest.updated_at);
     assert_eq!(deletion.deactivated.len(), 1, "only the still-active URL");
     assert_eq!(deletion.deactivated[0].id, a.id);
     assert!(deletion.deactivated[0].version > a.version);
@@ -271,8 +282,9 @@ async fn deleted_users_keep_their_rows_for_events(backend: Backend) {
         ..Default::default()
     };
     let events = store.list_events(filter, Page::default()).await.unwrap();
-    // 2 created + 1 user_requested + 1 owner_deleted: all still attributed.
-    assert_eq!(events.total, 4);
+    // 2 created + 3 updated + 1 user_requested + 1 owner_deleted: all still
+    // attributed to the deleted user.
+    assert_eq!(events.total, 7);
     assert!(matches!(
         store.get_user(user.id).await,
         Err(StoreError::NotFound(Entity::User))

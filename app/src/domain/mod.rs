@@ -59,8 +59,15 @@ pub fn parse_event_type(raw: &str) -> Result<String, String> {
     {
         return Err("may contain only a-z, 0-9, '_', '-' and '.'".into());
     }
+    if RECORDED_BY_THE_SERVICE.contains(&ty) {
+        return Err(format!("'{ty}' events are recorded by the service itself"));
+    }
     Ok(ty.to_owned())
 }
+
+/// Event types only the service writes: a client posting them would forge
+/// click counts.
+const RECORDED_BY_THE_SERVICE: &[&str] = &["redirect"];
 
 #[cfg(test)]
 mod tests {
@@ -87,5 +94,6 @@ mod tests {
         assert!(parse_event_type("qr_scan").is_ok());
         assert!(parse_event_type("").is_err());
         assert!(parse_event_type("Drop Table").is_err());
+        assert!(parse_event_type("redirect").is_err());
     }
 }

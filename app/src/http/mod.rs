@@ -64,11 +64,14 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/{short_code}", get(redirect::follow))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inner to outer: everything a layer produces passes through the
+        // layers listed after it, so a timeout or a panic still becomes a
+        // JSON error, and still counts in the metrics.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
-        .layer(middleware::from_fn(errors_as_json))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
+        .layer(middleware::from_fn(errors_as_json))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(
             TraceLayer::new_for_http()
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros))

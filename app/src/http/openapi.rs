@@ -1,6 +1,7 @@
 use axum::Json;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{events, health, redirect, urls, users};
 
@@ -17,11 +18,14 @@ use super::{events, health, redirect, urls, users};
         redirect::follow,
     ),
     modifiers(&BearerAuth),
-    security(("bearer" = [])),
 )]
 pub struct ApiDoc;
 
+/// The management API (and only it) needs the bearer key: marks those
+/// operations and adds their 401, in one place rather than on every handler.
 struct BearerAuth;
+
+const MANAGEMENT_PREFIXES: &[&str] = &["/users", "/urls", "/events", "/shorten"];
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -30,6 +34,36 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        let unauthorized = ResponseBuilder::new()
+            .description("Missing or invalid API key (AUTH_MODE=api-key)")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !MANAGEMENT_PREFIXES.iter().any(|p| path.starts_with(p)) {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                operation
+                    .responses
+                    .responses
+                    .insert("401".into(), RefOr::T(unauthorized.clone()));
+            }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -8,12 +8,14 @@ use crate::domain::now;
 use crate::store::Click;
 
 /// Follows a short code: 302 to the original URL, recording a `redirect`
-/// event. Unknown and inactive codes are 404 and record nothing.
+/// event. Unknown and inactive codes are 404 and record nothing. `HEAD`
+/// answers the same but records nothing: link checkers are not visitors.
 #[utoipa::path(get, path = "/{short_code}", tag = "redirect",
     responses((status = 302, description = "Location: the original URL"),
               (status = 404, body = ErrorBody)))]
 pub async fn follow(
     State(state): State<AppState>,
+    method: Method,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
     let target = state.store.resolve(&code).await?;
@@ -40,7 +42,9 @@ pub async fn follow(
         short_code: code,
         at: now(),
     };
-    if let Err(err) = state.clicks.record(click).await {
+    if method == Method::HEAD {
+        // Not a visit.
+    } else if let Err(err) = state.clicks.record(click).await {
         // The visitor still gets their redirect; the lost click is counted
         // and logged so that it is never lost silently.
         state.metrics.clicks_dropped.inc();

@@ -1,3 +1,4 @@
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -98,6 +99,11 @@ pub async fn update(
             .map(|e| field("email", Email::parse(&e)))
             .transpose()?,
     };
+    if patch.username.is_none() && patch.email.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to update: give at least one of username, email",
+        ));
+    }
     Ok(Json(state.store.update_user(id, patch).await?))
 }
 
@@ -121,18 +127,27 @@ pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiRes
 #[utoipa::path(post, path = "/users/bulk", tag = "users",
     request_body(content_type = "multipart/form-data", description = "field `file`: a users CSV"),
     responses((status = 201, body = BulkReport), (status = 400, body = ErrorBody)))]
-pub async fn bulk(State(state): State<AppState>, mut form: Multipart) -> ApiResult<Response> {
+pub async fn bulk(
+    State(state): State<AppState>,
+    form: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
+    let mut form = form.map_err(|_| {
+        ApiError::bad_request("expected a multipart/form-data body with a CSV in field 'file'")
+    })?;
+    let upload_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "the upload is larger than {} MiB",
+                super::UPLOAD_LIMIT / (1024 * 1024)
+            ))
+        } else {
+            ApiError::bad_request(format!("malformed multipart body: {e}"))
+        }
+    };
     let mut file = None;
-    while let Some(part) = form
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_request(format!("malformed multipart body: {e}")))?
-    {
+    while let Some(part) = form.next_field().await.map_err(upload_error)? {
         if part.name() == Some("file") {
-            let bytes = part
-                .bytes()
-                .await
-                .map_err(|e| ApiError::bad_request(format!("could not read field 'file': {e}")))?;
+            let bytes = part.bytes().await.map_err(upload_error)?;
             file = Some(bytes);
             break;
         }

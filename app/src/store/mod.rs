@@ -76,6 +76,13 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => StoreError::Unavailable(err),
+            // SQLite's "database is locked" after the busy timeout: the
+            // writer is held elsewhere; a retry later may succeed.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("5" | "6" | "517" | "261")) =>
+            {
+                StoreError::Unavailable(err)
+            }
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 // Constraint names are the same in both backends' migrations.
                 let msg = format!("{} {}", db.constraint().unwrap_or_default(), db.message());

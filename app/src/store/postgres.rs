@@ -19,6 +19,12 @@ impl Dialect for Postgres {
          VALUES (COALESCE($1, nextval(pg_get_serial_sequence('users', 'id'))), $2, $3, $4) \
          ON CONFLICT DO NOTHING RETURNING id";
 
+    const DEACTIVATE_USER_URLS: &'static str = "UPDATE urls SET is_active = FALSE, \
+         updated_at = GREATEST($2, updated_at + INTERVAL '1 second'), version = version + 1 \
+         WHERE user_id = $1 AND is_active \
+         RETURNING id, user_id, short_code, original_url, title, is_active, created_at, \
+         updated_at, version";
+
     fn sync_sequence(table: &str) -> Option<String> {
         Some(format!(
             "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \

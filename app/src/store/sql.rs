@@ -33,13 +33,10 @@ pub const UPDATE_USER: &str = "UPDATE users SET username = COALESCE($2, username
 pub const SOFT_DELETE_USER: &str =
     "UPDATE users SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
 /// Records a `deleted` event for every active URL of a user being deleted;
-/// runs before [`DEACTIVATE_USER_URLS`] in the same transaction.
+/// runs before [`Dialect::DEACTIVATE_USER_URLS`] in the same transaction.
 pub const OWNER_DELETED_EVENTS: &str = "INSERT INTO events (url_id, user_id, event_type, timestamp, details) \
      SELECT id, user_id, 'deleted', $2, $3 FROM urls WHERE user_id = $1 AND is_active";
-pub const DEACTIVATE_USER_URLS: &str = "UPDATE urls SET is_active = FALSE, updated_at = $2, \
-     version = version + 1 WHERE user_id = $1 AND is_active \
-     RETURNING id, user_id, short_code, original_url, title, is_active, created_at, updated_at, \
-     version";
+
 pub const INSERT_URL: &str = "INSERT INTO urls \
      (user_id, short_code, original_url, title, is_active, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, TRUE, $5, $5) \
@@ -132,6 +129,10 @@ pub trait Dialect: Database {
     /// Imports one user row; a NULL id takes the next id; a row whose id or
     /// live email exists is skipped (`RETURNING id` yields nothing).
     const IMPORT_USER: &'static str;
+    /// Deactivates every active URL of user `$1` at time `$2`, returning
+    /// them; `updated_at` moves forward by at least a second, as for any
+    /// other write (see `next_updated_at`).
+    const DEACTIVATE_USER_URLS: &'static str;
     /// The statement that moves `table`'s id generator past its largest id
     /// after rows were inserted with explicit ids, if the backend needs one.
     fn sync_sequence(table: &str) -> Option<String>;
@@ -278,7 +279,7 @@ where
             .bind(Json(json!({"reason": "owner_deleted"})))
             .execute(&mut *tx)
             .await?;
-        let deactivated = sqlx::query_as(DEACTIVATE_USER_URLS)
+        let deactivated = sqlx::query_as(DB::DEACTIVATE_USER_URLS)
             .bind(id)
             .bind(at)
             .fetch_all(&mut *tx)

@@ -23,6 +23,13 @@ impl Dialect for Sqlite {
     const IMPORT_USER: &'static str = "INSERT INTO users (id, username, email, created_at) \
          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id";
 
+    // Timestamps are 'YYYY-MM-DD HH:MM:SS' text, which orders as time does.
+    const DEACTIVATE_USER_URLS: &'static str = "UPDATE urls SET is_active = FALSE, \
+         updated_at = max($2, datetime(updated_at, '+1 second')), version = version + 1 \
+         WHERE user_id = $1 AND is_active \
+         RETURNING id, user_id, short_code, original_url, title, is_active, created_at, \
+         updated_at, version";
+
     fn sync_sequence(_table: &str) -> Option<String> {
         None
     }
