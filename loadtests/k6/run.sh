@@ -28,7 +28,7 @@ out="$STACK_DIR/results/k6-$tier-$(date -u +%Y%m%dT%H%M%SZ).json"
 
 log "k6 $tier against $base (duration ${DURATION:-60s} after a ${RAMP:-10s} ramp, think ${THINK_MS:-500} ms)"
 # More open files than the default for 500 VUs' connections.
-ulimit -n 65536 2>/dev/null || true
+raise_nofile
 status=0
 ADMIN_API_KEY=$key BASE_URL=$base k6 run --no-color --quiet \
   --summary-export "$out" "$here/$tier.js" "$@" || status=$?

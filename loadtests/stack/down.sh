@@ -24,23 +24,25 @@ need_root
 run=$STACK_DIR/run
 forced=0
 
-stop() { # pidfile name signal seconds
-  local pid
+stop() { # pidfile match signal seconds label
+  local pid t0
   if pid=$(live_pid "$1" "$2"); then
-    log "stopping $2 (pid $pid)"
-    stop_pid "$pid" "$3" "$4" "$2" || forced=1
+    t0=$(date +%s.%N)
+    stop_pid "$pid" "$3" "$4" "$5" || forced=1
+    log "stopped $5 (pid $pid, SIG$3) in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')s"
   fi
   rm -f "$1"
 }
 
-stop "$run/nginx.pid" nginx QUIT 15
+stop "$run/nginx.pid" nginx QUIT 15 nginx
 for f in "$run"/app-*.pid; do
   [ -e "$f" ] || continue
   # SHUTDOWN_GRACE_SECS is 10 in the stack; leave room for the click flush.
-  stop "$f" "shortener serve" TERM 20
+  port=${f##*/app-}; port=${port%.pid}
+  stop "$f" serve TERM 20 "app :$port"
 done
-stop "$run/redis.pid" redis-server TERM 10
-stop "$run/pgbouncer.pid" pgbouncer INT 15
+stop "$run/redis.pid" redis-server TERM 10 Redis
+stop "$run/pgbouncer.pid" pgbouncer INT 15 PgBouncer
 
 if [ -f "$STACK_DIR/pg/postmaster.pid" ] && bin=$(pg_bin_dir) &&
     runuser -u postgres -- "$bin/pg_ctl" -D "$STACK_DIR/pg" status >/dev/null 2>&1; then

@@ -69,7 +69,7 @@ live_pid() {
   local file=$1 name=$2 pid
   [ -f "$file" ] || return 1
   pid=$(head -n1 "$file" 2>/dev/null | tr -dc '0-9')
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  [ -n "$pid" ] && alive "$pid" || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$name" || return 1
   echo "$pid"
 }
@@ -81,13 +81,21 @@ port_owner() {
 
 port_free() { [ -z "$(port_owner "$1")" ]; }
 
+# True while PID exists and has not exited (an exited process whose parent
+# has not reaped it yet is a zombie: gone for our purposes).
+alive() {
+  local state
+  state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
 # Sends SIG to PID, waits up to SECS for it to exit, then SIGKILLs it.
 # Returns 1 if it had to be killed.
 stop_pid() {
   local pid=$1 sig=$2 secs=$3 what=$4 i
   kill "-$sig" "$pid" 2>/dev/null || return 0
   for i in $(seq 1 $((secs * 10))); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    alive "$pid" || return 0
     sleep 0.1
   done
   log "$what (pid $pid) still running after ${secs}s; sending SIGKILL"
@@ -112,4 +120,9 @@ wait_http_ok() {
     sleep 0.2
   done
   return 1
+}
+
+# Many connections need many descriptors: up to 65536, or the hard limit.
+raise_nofile() {
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 }

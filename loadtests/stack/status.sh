@@ -47,7 +47,7 @@ show postgres "$pg_pid_file" postgres pg_detail
 show pgbouncer "$run/pgbouncer.pid" pgbouncer pgb_detail
 show redis "$run/redis.pid" redis-server redis_detail
 for p in $APP_PORTS; do
-  show "app:$p" "$run/app-$p.pid" "shortener serve" health_of "http://127.0.0.1:$p"
+  show "app:$p" "$run/app-$p.pid" serve health_of "http://127.0.0.1:$p"
 done
 show nginx "$run/nginx.pid" nginx health_of "$NGINX_URL"
 [ -s "$KEY_FILE" ] && echo "admin key: $KEY_FILE"

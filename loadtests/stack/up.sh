@@ -27,7 +27,7 @@ for arg in "$@"; do
 done
 
 need_root
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_nofile
 
 # ---------------------------------------------------------------- packages
 ensure_packages() {
@@ -193,7 +193,9 @@ EOF
   rm -f "$pidf"
   port_free "$PGB_PORT" || die "port $PGB_PORT is taken: $(port_owner "$PGB_PORT")"
   log "starting PgBouncer on 127.0.0.1:$PGB_PORT (transaction pooling)"
-  runuser -u postgres -- "$STACK_DIR/bin/pgbouncer" -d "$dir/pgbouncer.ini" ||
+  # runuser resets the open-files limit (PAM); PgBouncer needs two per client.
+  runuser -u postgres -- sh -c 'ulimit -Sn 8192 2>/dev/null; exec "$0" "$@"' \
+    "$STACK_DIR/bin/pgbouncer" -d "$dir/pgbouncer.ini" ||
     { tail -n 20 "$STACK_DIR/log/pgbouncer.log" >&2; die "PgBouncer did not start"; }
 }
 
@@ -218,8 +220,9 @@ start_redis() {
 PASSTHROUGH=(CACHE_TTL_SECONDS NEGATIVE_CACHE_TTL_SECONDS)
 
 start_app() {
-  local port=$1 pidf=$STACK_DIR/run/app-$port.pid logf=$STACK_DIR/log/app-$port.log pid
-  if pid=$(live_pid "$pidf" "shortener serve"); then
+  local port=$1 pid
+  local pidf=$STACK_DIR/run/app-$port.pid logf=$STACK_DIR/log/app-$port.log
+  if pid=$(live_pid "$pidf" serve); then
     if [ "$restart_apps" = 1 ]; then
       log "restarting app :$port (pid $pid)"
       stop_pid "$pid" TERM 30 "app :$port" || true
@@ -267,7 +270,7 @@ write_nginx_conf() {
 # Written by loadtests/stack/up.sh on every start. Stands in for ingress-nginx.
 user www-data;
 worker_processes $NGINX_WORKERS;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $(ulimit -n);
 pid $STACK_DIR/run/nginx.pid;
 error_log $STACK_DIR/log/nginx-error.log warn;
 

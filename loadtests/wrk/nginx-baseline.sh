@@ -14,7 +14,7 @@ set -euo pipefail
 
 command -v nginx >/dev/null || apt_ensure nginx
 ensure_wrk
-ulimit -n 65536 2>/dev/null || true
+raise_nofile
 port=${BASELINE_PORT:-18089}
 conns=${CONNECTIONS:-100}
 threads=${THREADS:-1}
@@ -34,7 +34,7 @@ mkdir -p "$work/tmp"
 cat >"$work/nginx.conf" <<EOF
 user www-data;
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $(ulimit -n);
 pid $work/nginx.pid;
 error_log $work/error.log warn;
 daemon off;

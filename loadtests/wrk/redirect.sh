@@ -35,7 +35,7 @@ esac
 CODES=${CODES:-100}
 SINGLE_PORT=${SINGLE_PORT:-18088}
 ensure_wrk
-ulimit -n 65536 2>/dev/null || true
+raise_nofile
 work=$(mktemp -d /tmp/shortener-wrk.XXXXXX)
 app_pid=""
 
@@ -156,7 +156,7 @@ stack() {
     i=$((i + 1))
     echo "replica :$p"
     counters "http://127.0.0.1:$p" | sed 's/^/  /'
-    if pid=$(live_pid "$STACK_DIR/run/app-$p.pid" "shortener serve"); then
+    if pid=$(live_pid "$STACK_DIR/run/app-$p.pid" serve); then
       printf '  memory:              %s\n' "$(mem_of "$pid")"
     fi
     local from errors
