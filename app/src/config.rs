@@ -35,6 +35,12 @@ pub struct ServeConfig {
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
+    #[command(flatten)]
+    pub cache: CacheSettings,
+
+    #[command(flatten)]
+    pub clicks: ClickSettings,
+
     /// `api-key` (default) or `open`.
     #[arg(long, env = "AUTH_MODE", value_enum, default_value = "api-key")]
     pub auth_mode: AuthMode,
@@ -74,6 +80,55 @@ impl ServeConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CacheSettings {
+    /// Entries kept in each replica's in-process cache.
+    #[arg(long, env = "CACHE_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub cache_capacity: u64,
+
+    /// Seconds an in-process entry may be served without news of a change
+    /// (changes normally arrive at once over Redis; this bounds a missed one).
+    #[arg(long, env = "LOCAL_CACHE_TTL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub local_cache_ttl_seconds: u64,
+
+    /// Seconds an entry lives in Redis.
+    #[arg(long, env = "CACHE_TTL_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub cache_ttl_seconds: u64,
+
+    /// Seconds "no such short code" is remembered in process.
+    #[arg(long, env = "NEGATIVE_CACHE_TTL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub negative_cache_ttl_seconds: u64,
+
+    /// Most recent active URLs loaded into the caches at start.
+    #[arg(long, env = "CACHE_WARM_ENTRIES", default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    pub cache_warm_entries: i64,
+
+    /// Prefix of every Redis key and channel: installations sharing one
+    /// Redis must use different prefixes.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "shortener", value_parser = parse_key_prefix)]
+    pub redis_key_prefix: String,
+
+    /// Milliseconds a Redis call may take before the database is asked
+    /// instead.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClickSettings {
+    /// Most clicks written in one INSERT.
+    #[arg(long, env = "CLICK_BATCH_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub click_batch_max: u64,
+
+    /// Clicks that may queue for the writer before redirects wait.
+    #[arg(long, env = "CLICK_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub click_queue_capacity: u64,
+
+    /// Clicks kept in memory while the database is unavailable.
+    #[arg(long, env = "CLICK_SPILL_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub click_spill_capacity: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -131,6 +186,19 @@ fn parse_postgres_url(raw: &str) -> Result<String, String> {
         Ok(raw.to_owned())
     } else {
         Err("must start with postgres:// or postgresql://".into())
+    }
+}
+
+fn parse_key_prefix(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("must be 1 to 64 of letters, digits, '-', '_', '.', ':'".into())
     }
 }
 

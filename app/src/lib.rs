@@ -4,6 +4,7 @@
 //! [`events`] (click recording), [`store`] (the storage trait and its SQL
 //! backends), [`domain`] (values valid by construction).
 
+pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod events;
@@ -14,24 +15,95 @@ pub mod store;
 pub mod telemetry;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::events::DirectRecorder;
+use crate::cache::{CacheConfig, RedirectCache, SharedCache};
+use crate::events::{BatchConfig, BatchRecorder};
 use crate::http::{AppState, Auth};
 use crate::metrics::Metrics;
 use crate::store::DynStore;
 
-/// The application state for a store and an access policy, with the default
-/// click recorder and fresh metrics.
-pub fn app_state(
-    store: DynStore,
-    auth: Auth,
-    public_base_url: Option<String>,
-) -> anyhow::Result<AppState> {
-    Ok(AppState {
-        clicks: Arc::new(DirectRecorder::new(store.clone())),
+/// Everything that shapes a running service, beyond its store.
+pub struct AppOptions {
+    pub auth: Auth,
+    pub public_base_url: Option<String>,
+    pub cache: CacheConfig,
+    pub redis_url: Option<String>,
+    pub redis_key_prefix: String,
+    pub redis_timeout: Duration,
+    pub clicks: BatchConfig,
+}
+
+impl AppOptions {
+    /// Defaults for everything but access control.
+    pub fn new(auth: Auth) -> Self {
+        Self {
+            auth,
+            public_base_url: None,
+            cache: CacheConfig {
+                capacity: 100_000,
+                local_ttl: Duration::from_secs(30),
+                negative_ttl: Duration::from_secs(5),
+                shared_ttl: Duration::from_secs(300),
+            },
+            redis_url: None,
+            redis_key_prefix: "shortener".into(),
+            redis_timeout: Duration::from_millis(50),
+            clicks: BatchConfig::default(),
+        }
+    }
+}
+
+/// A service ready to be routed, and its background tasks.
+pub struct App {
+    pub state: AppState,
+    /// Ends once every handle to the click recorder is dropped, after
+    /// writing what was queued: await it on shutdown.
+    pub click_writer: tokio::task::JoinHandle<()>,
+}
+
+pub fn build(store: DynStore, options: AppOptions) -> anyhow::Result<App> {
+    let metrics = Arc::new(Metrics::new()?);
+    let shared = options
+        .redis_url
+        .as_deref()
+        .map(|url| {
+            SharedCache::new(
+                url,
+                &options.redis_key_prefix,
+                options.cache.shared_ttl,
+                options.redis_timeout,
+                metrics.clone(),
+            )
+        })
+        .transpose()?;
+    let cache = RedirectCache::new(&options.cache, shared, metrics.clone());
+    cache.spawn_invalidation_listener();
+    let (clicks, click_writer) =
+        BatchRecorder::start(store.clone(), options.clicks, metrics.clone());
+    let state = AppState {
         store,
-        auth: Arc::new(auth),
-        metrics: Arc::new(Metrics::new()?),
-        public_base_url,
+        cache,
+        clicks: Arc::new(clicks),
+        auth: Arc::new(options.auth),
+        metrics,
+        public_base_url: options.public_base_url,
+    };
+    Ok(App {
+        state,
+        click_writer,
     })
+}
+
+impl App {
+    /// Loads up to `entries` of the most recent active URLs into the caches.
+    pub async fn warm(&self, entries: i64) -> store::StoreResult<usize> {
+        if entries == 0 {
+            return Ok(0);
+        }
+        let targets = self.state.store.recent_active_targets(entries).await?;
+        let count = targets.len();
+        self.state.cache.warm(targets).await;
+        Ok(count)
+    }
 }

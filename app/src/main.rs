@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use shortener::cache::CacheConfig;
 use shortener::config::{AuthMode, DatabaseConfig, LogFormat, ServeConfig};
+use shortener::events::BatchConfig;
 use shortener::http::{self, Auth};
 use shortener::store::{self, DynStore, StoreError};
 use shortener::{seed, telemetry};
@@ -107,13 +109,19 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             "AUTH_MODE=api-key without ADMIN_API_KEY: every management request will be refused"
         );
     }
-    if config.redis_url.is_some() {
-        tracing::info!("REDIS_URL is set; this version does not use a shared cache yet");
-    }
     let store = connect(&config.database).await?;
     let auth = Auth::new(config.auth_mode, config.admin_api_key.as_deref());
-    let state = shortener::app_state(store, auth, config.public_base_url.clone())?;
-    let app = http::router(state, config.request_timeout());
+    let app = shortener::build(store, options(&config, auth))?;
+    match tokio::time::timeout(WARM_PATIENCE, app.warm(config.cache.cache_warm_entries)).await {
+        Ok(Ok(count)) => tracing::info!(entries = count, "cache warmed"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "cache warm-up failed; starting cold"),
+        Err(_) => tracing::warn!("cache warm-up took too long; starting cold"),
+    }
+    let shortener::App {
+        state,
+        click_writer,
+    } = app;
+    let router = http::router(state, config.request_timeout());
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -126,17 +134,56 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stopping_tx.send(());
     };
-    let server = tokio::spawn(http::serve(listener, app, shutdown));
-    // After the signal, in-flight requests get `grace` to finish.
+    let server = tokio::spawn(http::serve(listener, router, shutdown));
+    // After the signal, in-flight requests and queued clicks get `grace`
+    // to finish.
+    let deadline = async {
+        let _ = stopping_rx.await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::pin!(deadline);
     tokio::select! {
         result = server => result.context("server task failed")?.context("server error")?,
-        () = async {
-            let _ = stopping_rx.await;
-            tokio::time::sleep(grace).await;
-        } => tracing::warn!("grace period over; exiting with requests still in flight"),
+        () = &mut deadline => {
+            tracing::warn!("grace period over; exiting with requests still in flight");
+            return Ok(());
+        }
+    }
+    // The router (and with it the last handle to the click recorder) is
+    // gone: the writer flushes what is queued and ends.
+    tokio::select! {
+        _ = click_writer => tracing::info!("clicks flushed"),
+        () = &mut deadline => tracing::warn!("grace period over before clicks were flushed"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long start-up may spend warming the caches.
+const WARM_PATIENCE: Duration = Duration::from_secs(10);
+
+fn options(config: &ServeConfig, auth: Auth) -> shortener::AppOptions {
+    let cache = &config.cache;
+    let clicks = &config.clicks;
+    let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    shortener::AppOptions {
+        auth,
+        public_base_url: config.public_base_url.clone(),
+        cache: CacheConfig {
+            capacity: cache.cache_capacity,
+            local_ttl: Duration::from_secs(cache.local_cache_ttl_seconds),
+            negative_ttl: Duration::from_secs(cache.negative_cache_ttl_seconds),
+            shared_ttl: Duration::from_secs(cache.cache_ttl_seconds),
+        },
+        redis_url: config.redis_url.clone(),
+        redis_key_prefix: cache.redis_key_prefix.clone(),
+        redis_timeout: Duration::from_millis(cache.redis_timeout_ms),
+        clicks: BatchConfig {
+            max_batch: as_usize(clicks.click_batch_max),
+            queue_capacity: as_usize(clicks.click_queue_capacity),
+            spill_capacity: as_usize(clicks.click_spill_capacity),
+        },
+    }
 }
 
 async fn wait_for_signal() {

@@ -2,8 +2,8 @@
 //! templates (`/urls/{id}`), never raw paths, so cardinality stays bounded.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -13,6 +13,13 @@ pub struct Metrics {
     pub redirects: IntCounterVec,
     pub urls_created: IntCounter,
     pub clicks_dropped: IntCounter,
+    pub click_queue: IntGauge,
+    pub clicks_spilled: IntGauge,
+    pub click_batch_size: Histogram,
+    pub click_flush_seconds: Histogram,
+    pub cache_lookups: IntCounterVec,
+    pub cache_entries: IntGauge,
+    pub redis_up: IntGauge,
 }
 
 impl Metrics {
@@ -41,6 +48,43 @@ impl Metrics {
             "shortener_clicks_dropped_total",
             "Redirects answered whose click could not be recorded",
         )?;
+        let click_queue = IntGauge::new(
+            "shortener_click_queue_depth",
+            "Clicks waiting for the writer",
+        )?;
+        let clicks_spilled = IntGauge::new(
+            "shortener_clicks_spilled",
+            "Clicks held in memory while the database is unavailable",
+        )?;
+        let click_batch_size = Histogram::with_opts(
+            HistogramOpts::new("shortener_click_batch_size", "Clicks per INSERT").buckets(vec![
+                1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+            ]),
+        )?;
+        let click_flush_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "shortener_click_flush_seconds",
+                "Time to write one batch of clicks",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )?;
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "shortener_cache_lookups_total",
+                "Redirect cache lookups by tier and result",
+            ),
+            &["tier", "result"],
+        )?;
+        let cache_entries = IntGauge::new(
+            "shortener_cache_local_entries",
+            "Entries in the in-process cache",
+        )?;
+        let redis_up = IntGauge::new(
+            "shortener_redis_up",
+            "1 when the last Redis call succeeded, 0 after a failure",
+        )?;
         let build_info = IntGauge::with_opts(
             Opts::new("shortener_build_info", "Build information")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -52,6 +96,12 @@ impl Metrics {
         registry.register(Box::new(urls_created.clone()))?;
         registry.register(Box::new(clicks_dropped.clone()))?;
         registry.register(Box::new(build_info))?;
+        for gauge in [&click_queue, &clicks_spilled, &cache_entries, &redis_up] {
+            registry.register(Box::new(gauge.clone()))?;
+        }
+        registry.register(Box::new(click_batch_size.clone()))?;
+        registry.register(Box::new(click_flush_seconds.clone()))?;
+        registry.register(Box::new(cache_lookups.clone()))?;
         Ok(Self {
             registry,
             http_requests,
@@ -59,6 +109,13 @@ impl Metrics {
             redirects,
             urls_created,
             clicks_dropped,
+            click_queue,
+            clicks_spilled,
+            click_batch_size,
+            click_flush_seconds,
+            cache_lookups,
+            cache_entries,
+            redis_up,
         })
     }
 

@@ -11,7 +11,8 @@ pub struct Health {
     status: &'static str,
     /// `ok` or `unavailable`.
     database: &'static str,
-    /// The shared cache: `not_configured` until a cache is configured.
+    /// The shared cache (Redis): `ok`, `unavailable` (served from the
+    /// database meanwhile) or `not_configured`.
     cache: &'static str,
     version: &'static str,
 }
@@ -33,10 +34,16 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
                 false
             }
         };
+    let cache = match state.cache.shared() {
+        None => "not_configured",
+        Some(shared) if shared.ping().await => "ok",
+        // Redirects still work (from the database), so this is no 503.
+        Some(_) => "unavailable",
+    };
     let health = Health {
         status: if database_ok { "ok" } else { "degraded" },
         database: if database_ok { "ok" } else { "unavailable" },
-        cache: "not_configured",
+        cache,
         version: env!("CARGO_PKG_VERSION"),
     };
     let status = if database_ok {

@@ -40,6 +40,7 @@ const MAX_UPLOAD_BODY: usize = 16 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub store: DynStore,
+    pub cache: Arc<crate::cache::RedirectCache>,
     pub clicks: Arc<dyn ClickRecorder>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
@@ -105,6 +106,8 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let entries = i64::try_from(state.cache.local_entries()).unwrap_or(i64::MAX);
+    state.metrics.cache_entries.set(entries);
     let text = state.metrics.render().map_err(|e| {
         tracing::error!(error = %e, "could not render metrics");
         ApiError::Internal

@@ -1,5 +1,5 @@
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -18,16 +18,18 @@ pub async fn follow(
     method: Method,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
-    let target = state.store.resolve(&code).await?;
+    let (target, source) = state.cache.resolve(&code, state.store.as_ref()).await?;
+    let x_cache = HeaderValue::from_static(if source.is_hit() { "HIT" } else { "MISS" });
     let Some(target) = target.filter(|t| t.is_active) else {
         state
             .metrics
             .redirects
             .with_label_values(&["not_found"])
             .inc();
-        return Err(ApiError::NotFound(
-            "no active link with this short code".into(),
-        ));
+        let mut response =
+            ApiError::NotFound("no active link with this short code".into()).into_response();
+        response.headers_mut().insert(X_CACHE, x_cache);
+        return Ok(response);
     };
     let location = HeaderValue::from_str(&target.original_url).map_err(|_| {
         tracing::error!(
@@ -36,19 +38,20 @@ pub async fn follow(
         );
         ApiError::Internal
     })?;
-    let click = Click {
-        url_id: target.url_id,
-        user_id: target.user_id,
-        short_code: code,
-        at: now(),
-    };
-    if method == Method::HEAD {
-        // Not a visit.
-    } else if let Err(err) = state.clicks.record(click).await {
-        // The visitor still gets their redirect; the lost click is counted
-        // and logged so that it is never lost silently.
-        state.metrics.clicks_dropped.inc();
-        tracing::error!(error = %err, url_id = target.url_id, "click not recorded");
+    // HEAD is not a visit (link checkers, unfurlers): answer, record nothing.
+    if method != Method::HEAD {
+        let click = Click {
+            url_id: target.url_id,
+            user_id: target.user_id,
+            short_code: code,
+            at: now(),
+        };
+        if let Err(err) = state.clicks.record(click).await {
+            // The visitor still gets their redirect; the lost click is
+            // counted and logged, never lost silently.
+            state.metrics.clicks_dropped.inc();
+            tracing::error!(error = %err, url_id = target.url_id, "click not recorded");
+        }
     }
     state.metrics.redirects.with_label_values(&["found"]).inc();
     Ok((
@@ -56,7 +59,12 @@ pub async fn follow(
         [
             (header::LOCATION, location),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (X_CACHE, x_cache),
         ],
     )
         .into_response())
 }
+
+/// `HIT` when the lookup was answered by a cache, `MISS` when it went to the
+/// database.
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");

@@ -68,6 +68,8 @@ async fn create_with(state: &AppState, url: NewUrl, code: Option<String>) -> Api
         Some(raw) => state.store.insert_url(url, &custom_code(&raw)?).await?,
         None => state.store.create_url_with_generated_code(url).await?,
     };
+    // A replica may remember this code as missing (a negative entry).
+    state.cache.changed(&[created.target()]).await;
     state.metrics.urls_created.inc();
     Ok(created)
 }
@@ -182,14 +184,17 @@ pub async fn update(
             "nothing to update: give at least one of original_url, title, is_active",
         ));
     }
-    Ok(Json(state.store.update_url(id, patch).await?))
+    let updated = state.store.update_url(id, patch).await?;
+    state.cache.changed(&[updated.target()]).await;
+    Ok(Json(updated))
 }
 
 /// Soft delete: the URL stops redirecting; repeating it changes nothing.
 #[utoipa::path(delete, path = "/urls/{id}", tag = "urls",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
-    state.store.deactivate_url(id, "user_requested").await?;
+    let url = state.store.deactivate_url(id, "user_requested").await?;
+    state.cache.changed(&[url.target()]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

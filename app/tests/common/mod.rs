@@ -130,15 +130,17 @@ impl TestApp {
 
     pub async fn with_auth(backend: Backend, mode: AuthMode) -> Self {
         let db = Arc::new(TestDatabase::new(backend).await);
-        Self::on(db, mode).await
+        Self::on(db, mode, None).await
     }
 
-    /// A server on an existing database (several servers may share one).
-    pub async fn on(db: Arc<TestDatabase>, mode: AuthMode) -> Self {
+    /// A server on an existing database (several servers may share one),
+    /// with Redis as the shared cache when `redis` is given.
+    pub async fn on(db: Arc<TestDatabase>, mode: AuthMode, redis: Option<&str>) -> Self {
         let store = db.store().await;
-        let auth = Auth::new(mode, Some(ADMIN_KEY));
-        let state = shortener::app_state(store.clone(), auth, None).unwrap();
-        let app = http::router(state, Duration::from_secs(10));
+        let mut options = shortener::AppOptions::new(Auth::new(mode, Some(ADMIN_KEY)));
+        options.redis_url = redis.map(str::to_owned);
+        let built = shortener::build(store.clone(), options).unwrap();
+        let app = http::router(built.state, Duration::from_secs(10));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {

@@ -1,0 +1,268 @@
+//! The Redis tier: shared by all replicas, reached with short timeouts, and
+//! skipped for a moment after a failure so that a sick Redis costs the
+//! redirect path at most one timeout per second, not one per request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Client};
+
+use crate::metrics::Metrics;
+use crate::store::RedirectTarget;
+
+/// Channel (under the key prefix) on which replicas announce changed short
+/// codes, space-separated (codes never contain spaces).
+const INVALIDATION_CHANNEL: &str = "invalidate";
+/// After a failure, Redis is left alone this long.
+const BACKOFF: Duration = Duration::from_secs(1);
+const WARM_CHUNK: usize = 500;
+
+/// Stores `ARGV[2]` under `KEYS[1]` unless the value there has a higher
+/// version (values start with `<version>|`). Both a write's new value and a
+/// fill from a possibly older database read go through it, so a slow fill
+/// can never overwrite a newer write.
+const PUT_IF_NEWER: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local version = tonumber(string.match(current, '^(%d+)|'))
+  if version and version > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+";
+
+pub struct SharedCache {
+    client: Client,
+    /// Keeps several installations apart on one Redis.
+    prefix: String,
+    connection: ConnectionManager,
+    ttl_secs: u64,
+    timeout: Duration,
+    put_if_newer: redis::Script,
+    epoch: Instant,
+    /// Milliseconds since `epoch` before which Redis is not tried.
+    skip_until_ms: AtomicU64,
+    reported_down: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+fn encode(t: &RedirectTarget) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        t.version,
+        t.url_id,
+        t.user_id.map(|id| id.to_string()).unwrap_or_default(),
+        u8::from(t.is_active),
+        t.original_url
+    )
+}
+
+fn decode(code: &str, raw: &str) -> Option<RedirectTarget> {
+    let mut parts = raw.splitn(5, '|');
+    let version = parts.next()?.parse().ok()?;
+    let url_id = parts.next()?.parse().ok()?;
+    let user_id = match parts.next()? {
+        "" => None,
+        id => Some(id.parse().ok()?),
+    };
+    let is_active = parts.next()? == "1";
+    let original_url = parts.next()?.to_owned();
+    Some(RedirectTarget {
+        short_code: code.to_owned(),
+        url_id,
+        user_id,
+        original_url,
+        is_active,
+        version,
+    })
+}
+
+impl SharedCache {
+    /// Prepares a connection to `url`; nothing is dialled until first use,
+    /// so the service starts (and serves from the database) while Redis is
+    /// down.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        ttl: Duration,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> redis::RedisResult<Self> {
+        let client = Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            client,
+            prefix: prefix.to_owned(),
+            connection,
+            ttl_secs: ttl.as_secs().max(1),
+            timeout,
+            put_if_newer: redis::Script::new(PUT_IF_NEWER),
+            epoch: Instant::now(),
+            skip_until_ms: AtomicU64::new(0),
+            reported_down: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn key(&self, code: &str) -> String {
+        format!("{}:code:{code}", self.prefix)
+    }
+
+    pub fn channel(&self) -> String {
+        format!("{}:{INVALIDATION_CHANNEL}", self.prefix)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn available(&self) -> bool {
+        self.now_ms() >= self.skip_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, what: &str, err: &dyn std::fmt::Display) {
+        let backoff_ms = u64::try_from(BACKOFF.as_millis()).unwrap_or(1000);
+        self.skip_until_ms
+            .store(self.now_ms() + backoff_ms, Ordering::Relaxed);
+        self.metrics.redis_up.set(0);
+        if !self.reported_down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %err, operation = what, "Redis unavailable; serving from the database");
+        }
+    }
+
+    fn succeeded(&self) {
+        self.metrics.redis_up.set(1);
+        if self.reported_down.swap(false, Ordering::Relaxed) {
+            tracing::info!("Redis is back");
+        }
+    }
+
+    /// Runs one Redis call under the timeout, recording failures.
+    async fn call<T, F>(&self, what: &str, call: F) -> Result<T, ()>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.available() {
+            return Err(());
+        }
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => {
+                self.succeeded();
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                self.failed(what, &err);
+                Err(())
+            }
+            Err(_) => {
+                self.failed(what, &"timed out");
+                Err(())
+            }
+        }
+    }
+
+    pub async fn get(&self, code: &str) -> Result<Option<RedirectTarget>, ()> {
+        let mut conn = self.connection.clone();
+        let raw: Option<String> = self.call("get", conn.get(self.key(code))).await?;
+        Ok(raw.and_then(|raw| decode(code, &raw)))
+    }
+
+    pub async fn put_if_newer(&self, target: &RedirectTarget) {
+        let mut conn = self.connection.clone();
+        let mut invocation = self.put_if_newer.prepare_invoke();
+        invocation
+            .key(self.key(&target.short_code))
+            .arg(target.version)
+            .arg(encode(target))
+            .arg(self.ttl_secs);
+        let _: Result<i64, ()> = self.call("put", invocation.invoke_async(&mut conn)).await;
+    }
+
+    pub async fn publish(&self, codes: &[&str]) {
+        let mut conn = self.connection.clone();
+        let message = codes.join(" ");
+        let _: Result<i64, ()> = self
+            .call("publish", conn.publish(self.channel(), message))
+            .await;
+    }
+
+    /// Adds entries without replacing any (`SET NX`), pipelined.
+    pub async fn warm(&self, targets: &[RedirectTarget]) {
+        for chunk in targets.chunks(WARM_CHUNK) {
+            let mut pipe = redis::pipe();
+            for target in chunk {
+                pipe.cmd("SET")
+                    .arg(self.key(&target.short_code))
+                    .arg(encode(target))
+                    .arg("EX")
+                    .arg(self.ttl_secs)
+                    .arg("NX")
+                    .ignore();
+            }
+            let mut conn = self.connection.clone();
+            if self
+                .call("warm", pipe.query_async::<()>(&mut conn))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// For `/health`: does Redis answer right now?
+    pub async fn ping(&self) -> bool {
+        let mut conn = self.connection.clone();
+        let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
+        match tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), ping).await {
+            Ok(Ok(_)) => {
+                self.succeeded();
+                true
+            }
+            Ok(Err(err)) => {
+                self.failed("ping", &err);
+                false
+            }
+            Err(_) => {
+                self.failed("ping", &"timed out");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_including_separators_in_urls() {
+        let target = RedirectTarget {
+            short_code: "abc".into(),
+            url_id: 7,
+            user_id: None,
+            original_url: "https://e.com/a|b?c=1|2".into(),
+            is_active: true,
+            version: 3,
+        };
+        assert_eq!(decode("abc", &encode(&target)), Some(target.clone()));
+        let owned = RedirectTarget {
+            user_id: Some(9),
+            is_active: false,
+            ..target
+        };
+        assert_eq!(decode("abc", &encode(&owned)), Some(owned));
+        assert_eq!(decode("abc", "garbage"), None);
+    }
+}
