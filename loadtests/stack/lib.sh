@@ -6,7 +6,7 @@
 
 STACK_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STACK_DIR=${STACK_DIR:-/tmp/shortener-stack}
-STACK_CACHE=${STACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shortener-stack}
+STACK_CACHE=${STACK_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/shortener-stack}
 
 PG_PORT=${PG_PORT:-56432}
 PGB_PORT=${PGB_PORT:-56433}

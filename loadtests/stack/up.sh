@@ -11,7 +11,7 @@
 #
 # Usage: loadtests/stack/up.sh [--build] [--restart-apps]
 #   --build          rebuild the release binary even if it exists
-#   --restart-apps   restart the three app replicas (to pick up a new binary)
+#   --restart-apps   restart the app replicas one by one (to pick up a new binary)
 # State (data, logs, configs, pids, the admin key): $STACK_DIR (/tmp/shortener-stack).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -49,7 +49,7 @@ ensure_pgbouncer() {
   log "building PgBouncer from Debian source into $STACK_CACHE/pgbouncer (once)"
   apt_ensure libevent-dev libssl-dev libc-ares-dev pkg-config build-essential dpkg-dev
   local have
-  have=$(apt-cache showsrc pgbouncer 2>/dev/null | awk '/^Version:/{print $2}' | sort -V | tail -n1)
+  have=$( (apt-cache showsrc pgbouncer 2>/dev/null || true) | awk '/^Version:/{print $2}' | sort -V | tail -n1)
   if [ -z "$have" ] || dpkg --compare-versions "$have" lt 1.21; then
     log "adding a deb-src entry for Debian trixie (source packages only)"
     cat >/etc/apt/sources.list.d/shortener-trixie-src.sources <<'EOF'
@@ -370,7 +370,14 @@ start_postgres
 seed_once
 start_pgbouncer
 start_redis
-for p in $APP_PORTS; do start_app "$p"; done
+for p in $APP_PORTS; do
+  start_app "$p"
+  # A restart is rolling: the next replica goes only when this one serves.
+  if [ "$restart_apps" = 1 ] && ! wait_http_ok "http://127.0.0.1:$p/health" 90; then
+    tail -n 20 "$STACK_DIR/log/app-$p.log" >&2 || true
+    die "app :$p is not healthy after its restart"
+  fi
+done
 start_nginx
 wait_healthy
 
