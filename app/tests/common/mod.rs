@@ -2,6 +2,8 @@
 //! (a fresh SQLite file, or a fresh PostgreSQL database per test).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -19,6 +21,21 @@ pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Where `scripts/services.sh` says Redis is.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis key prefix of its own, so tests sharing one Redis never see
+/// each other's keys or messages.
+pub fn unique_prefix() -> String {
+    format!(
+        "test{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +91,28 @@ impl TestDatabase {
 
     pub async fn store(&self) -> DynStore {
         store::connect(&self.url, 10, None).await.unwrap()
+    }
+
+    /// The same database reached through `addr` (a fault-injection proxy).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let mut parsed = url::Url::parse(&self.url).unwrap();
+        parsed.set_port(Some(addr.port())).unwrap();
+        parsed.set_host(Some(&addr.ip().to_string())).unwrap();
+        parsed.to_string()
+    }
+
+    /// The address of the PostgreSQL server.
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        let parsed = url::Url::parse(&self.url).unwrap();
+        let host = parsed.host_str().unwrap();
+        let host = if host == "localhost" {
+            "127.0.0.1"
+        } else {
+            host
+        };
+        format!("{host}:{}", parsed.port().unwrap_or(5432))
+            .parse()
+            .unwrap()
     }
 }
 
@@ -136,9 +175,19 @@ impl TestApp {
     /// A server on an existing database (several servers may share one),
     /// with Redis as the shared cache when `redis` is given.
     pub async fn on(db: Arc<TestDatabase>, mode: AuthMode, redis: Option<&str>) -> Self {
-        let store = db.store().await;
         let mut options = shortener::AppOptions::new(Auth::new(mode, Some(ADMIN_KEY)));
         options.redis_url = redis.map(str::to_owned);
+        let store = db.store().await;
+        Self::serve(db, store, options).await
+    }
+
+    /// A server with the given options on `store` (which belongs to `db`).
+    pub async fn serve(
+        db: Arc<TestDatabase>,
+        store: DynStore,
+        options: shortener::AppOptions,
+    ) -> Self {
+        let mode = options.auth.mode();
         let built = shortener::build(store.clone(), options).unwrap();
         let app = http::router(built.state, Duration::from_secs(10));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,304 @@
+//! The redirect cache and the click writer, against real Redis and real
+//! databases: hits and misses, coherence across replicas, and what happens
+//! when Redis or the database goes away.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::{
+    ADMIN_KEY, Backend, TestApp, TestDatabase, expect_error, expect_json, redis_url, unique_prefix,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+use shortener::AppOptions;
+use shortener::cache::SharedCache;
+use shortener::config::AuthMode;
+use shortener::http::Auth;
+use shortener::store::RedirectTarget;
+
+both_backends!(redirects_are_served_from_cache_after_the_first);
+
+fn options(redis: Option<&str>, prefix: &str) -> AppOptions {
+    let mut options = AppOptions::new(Auth::new(AuthMode::Open, Some(ADMIN_KEY)));
+    options.redis_url = redis.map(str::to_owned);
+    options.redis_key_prefix = prefix.to_owned();
+    // Long TTLs: anything these tests see change must have been pushed, not
+    // expired.
+    options.cache.local_ttl = Duration::from_secs(600);
+    options.cache.negative_ttl = Duration::from_secs(600);
+    options
+}
+
+/// Two replicas on one PostgreSQL database and one Redis.
+async fn two_replicas() -> (TestApp, TestApp) {
+    let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
+    let (redis, prefix) = (redis_url(), unique_prefix());
+    let a = TestApp::serve(db.clone(), db.store().await, options(Some(&redis), &prefix)).await;
+    let b = TestApp::serve(db.clone(), db.store().await, options(Some(&redis), &prefix)).await;
+    // Let both subscribe to the invalidation feed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (a, b)
+}
+
+async fn location(app: &TestApp, code: &str) -> (StatusCode, Option<String>, String) {
+    let res = app.get(&format!("/{code}")).await;
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    (
+        res.status(),
+        header("location"),
+        header("x-cache").unwrap_or_default(),
+    )
+}
+
+/// Polls until `check` holds, returning how long it took; fails after 2 s.
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{what}: not within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+async fn redirects_are_served_from_cache_after_the_first(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/c"}))
+        .await;
+    let code = url["short_code"].as_str().unwrap();
+    assert_eq!(location(&app, code).await.2, "MISS");
+    assert_eq!(location(&app, code).await.2, "HIT");
+    assert_eq!(
+        location(&app, "NoSuchCode").await,
+        (StatusCode::NOT_FOUND, None, "MISS".into())
+    );
+    assert_eq!(
+        location(&app, "NoSuchCode").await,
+        (StatusCode::NOT_FOUND, None, "HIT".into())
+    );
+    // Cached or not, every redirect is recorded.
+    let stats = expect_json(
+        app.get(&format!("/urls/{}/stats", url["id"])).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(stats["redirect_count"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_every_replica_through_redis() {
+    let (a, b) = two_replicas().await;
+    let url = a
+        .create_url(json!({"original_url": "https://e.com/v1"}))
+        .await;
+    let code = url["short_code"].as_str().unwrap().to_owned();
+    for app in [&a, &b, &a, &b] {
+        location(app, &code).await;
+    }
+    assert_eq!(location(&b, &code).await.2, "HIT", "B has it in process");
+
+    a.put(
+        &format!("/urls/{}", url["id"]),
+        json!({"original_url": "https://e.com/v2"}),
+    )
+    .await;
+    let took = eventually("B follows A's update", || async {
+        location(&b, &code).await.1.as_deref() == Some("https://e.com/v2")
+    })
+    .await;
+    eprintln!("update visible on the other replica after {took:?}");
+
+    b.delete(&format!("/urls/{}", url["id"])).await;
+    eventually("A stops redirecting after B's delete", || async {
+        location(&a, &code).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+
+    // Deleting a user deactivates their URLs everywhere.
+    let user = a.create_user("ada", "ada@example.com").await;
+    let owned = a
+        .create_url(json!({"original_url": "https://e.com/o", "user_id": user["id"]}))
+        .await;
+    let owned_code = owned["short_code"].as_str().unwrap().to_owned();
+    for app in [&a, &b, &b] {
+        assert_eq!(location(app, &owned_code).await.0, StatusCode::FOUND);
+    }
+    a.delete(&format!("/users/{}", user["id"])).await;
+    eventually("B stops redirecting a deleted user's URL", || async {
+        location(&b, &owned_code).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_created_elsewhere_is_not_remembered_as_missing() {
+    let (a, b) = two_replicas().await;
+    assert_eq!(location(&b, "fresh-code").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        location(&b, "fresh-code").await.2,
+        "HIT",
+        "B remembers it as missing"
+    );
+    a.create_url(json!({"original_url": "https://e.com/new", "short_code": "fresh-code"}))
+        .await;
+    eventually("B redirects the new code", || async {
+        location(&b, "fresh-code").await.0 == StatusCode::FOUND
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_finds_in_redis_what_another_created() {
+    let (a, b) = two_replicas().await;
+    // Creating a URL writes it to Redis: the first lookup anywhere hits.
+    let url = a
+        .create_url(json!({"original_url": "https://e.com/shared"}))
+        .await;
+    let code = url["short_code"].as_str().unwrap();
+    let (status, target, cache) = location(&b, code).await;
+    assert_eq!(
+        (status, target.as_deref(), cache.as_str()),
+        (StatusCode::FOUND, Some("https://e.com/shared"), "HIT")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_means_the_database_answers() {
+    let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
+    // Nothing listens on this port.
+    let closed = format!("redis://127.0.0.1:{}", common_free_port());
+    let app = TestApp::serve(db.clone(), db.store().await, options(Some(&closed), "down")).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/r"}))
+        .await;
+    let code = url["short_code"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(location(&app, code).await.0, StatusCode::FOUND);
+    }
+    let health = expect_json(app.get("/health").await, StatusCode::OK).await;
+    assert_eq!(health["cache"], "unavailable");
+    assert_eq!(health["database"], "ok");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("shortener_redis_up 0"), "{metrics}");
+}
+
+fn common_free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn an_older_value_never_replaces_a_newer_one_in_redis() {
+    let metrics = Arc::new(shortener::metrics::Metrics::new().unwrap());
+    let shared = SharedCache::new(
+        &redis_url(),
+        &unique_prefix(),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        metrics,
+    )
+    .unwrap();
+    let target = |version: i64, to: &str| RedirectTarget {
+        short_code: "abc".into(),
+        url_id: 1,
+        user_id: None,
+        original_url: to.into(),
+        is_active: true,
+        version,
+    };
+    shared.put_if_newer(&target(2, "https://e.com/new")).await;
+    shared.put_if_newer(&target(1, "https://e.com/old")).await;
+    assert_eq!(
+        shared.get("abc").await.unwrap(),
+        Some(target(2, "https://e.com/new"))
+    );
+    shared.put_if_newer(&target(3, "https://e.com/newer")).await;
+    assert_eq!(
+        shared.get("abc").await.unwrap().unwrap().original_url,
+        "https://e.com/newer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
+    let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
+    db.store().await; // migrate directly
+    let proxy = Proxy::start(db.server_addr()).await;
+    let store = shortener::store::connect(&db.url_via(proxy.addr), 4, None)
+        .await
+        .unwrap();
+    let app = TestApp::serve(db.clone(), store, options(None, "outage")).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/outage"}))
+        .await;
+    let code = url["short_code"].as_str().unwrap();
+    assert_eq!(location(&app, code).await.0, StatusCode::FOUND);
+
+    proxy.cut();
+    // Cached redirects keep working; their clicks wait in memory.
+    for _ in 0..3 {
+        assert_eq!(location(&app, code).await.0, StatusCode::FOUND);
+    }
+    // Writes fail fast with 503 and Retry-After.
+    let res = app
+        .post("/urls", json!({"original_url": "https://e.com/x"}))
+        .await;
+    assert_eq!(
+        res.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("5")
+    );
+    expect_error(res, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(
+        app.get("/health").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("shortener_clicks_spilled 3"), "{metrics}");
+
+    proxy.restore();
+    eventually_long(
+        "spilled clicks are written once the database is back",
+        || async {
+            let res = app.get(&format!("/urls/{}/stats", url["id"])).await;
+            res.status() == StatusCode::OK
+                && res.json::<serde_json::Value>().await.unwrap()["redirect_count"] == 4
+        },
+    )
+    .await;
+}
+
+/// Like `eventually`, with room for the writer's one-second retry.
+async fn eventually_long<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: not within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
