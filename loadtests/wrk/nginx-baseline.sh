@@ -65,11 +65,21 @@ echo "nginx: 1 worker on core $SERVER_CPU; wrk: core $CLIENT_CPU, $threads threa
 if [ "$WARMUP" != 0 ]; then
   taskset -c "$CLIENT_CPU" wrk -t"$threads" -c"$conns" -d"$WARMUP" "http://127.0.0.1:$port/abc123" >/dev/null
 fi
-taskset -c "$CLIENT_CPU" wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 5s --latency \
-  "http://127.0.0.1:$port/abc123" | tee "$work/wrk.out"
+cpu_snapshot >"$work/cpu.before"
+t0=$(date +%s.%N)
+TIMEFORMAT='%U %S'
+{ time taskset -c "$CLIENT_CPU" wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 5s --latency \
+    "http://127.0.0.1:$port/abc123" >"$work/wrk.out" 2>&1; } 2>"$work/wrk.time" || true
+t1=$(date +%s.%N)
+cat "$work/wrk.out"
+cpu_snapshot >"$work/cpu.after"
+# wrk has exited by now: its CPU time comes from the shell's `time`.
+awk '{ printf "wrk %.2f\n", $1 + $2 }' "$work/wrk.time" >>"$work/cpu.after"
 echo
 echo "== nginx return 302, one worker on core $SERVER_CPU =="
 wrk_summary "$work/wrk.out"
 worker=$(pgrep -P "$nginx_pid" | head -n1 || true)
 [ -n "$worker" ] && printf 'nginx worker memory: %s\n' "$(mem_of "$worker")"
+echo "CPU during the measured run:"
+cpu_report "$work/cpu.before" "$work/cpu.after" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
 record_result "nginx-baseline" "$work/wrk.out" "c=$conns t=$threads"

@@ -38,6 +38,8 @@ ensure_wrk
 raise_nofile
 work=$(mktemp -d /tmp/shortener-wrk.XXXXXX)
 app_pid=""
+service_pids=""
+wall=0
 
 cleanup() {
   if [ -n "$app_pid" ] && kill -0 "$app_pid" 2>/dev/null; then
@@ -76,8 +78,23 @@ run_wrk() { # cpu-or-empty threads connections url
   if [ "$WARMUP" != 0 ]; then
     "${pin[@]}" wrk -t"$2" -c"$3" -d"$WARMUP" -s "$WRK_HERE/redirect.lua" "$4" -- "$work/codes" >/dev/null
   fi
-  "${pin[@]}" wrk -t"$2" -c"$3" -d"$DURATION" --timeout 5s --latency \
-    -s "$WRK_HERE/redirect.lua" "$4" -- "$work/codes" | tee "$work/wrk.out"
+  cpu_snapshot $service_pids >"$work/cpu.before"
+  local t0 t1
+  t0=$(date +%s.%N)
+  local TIMEFORMAT='%U %S'
+  { time "${pin[@]}" wrk -t"$2" -c"$3" -d"$DURATION" --timeout 5s --latency \
+      -s "$WRK_HERE/redirect.lua" "$4" -- "$work/codes" >"$work/wrk.out" 2>&1; } 2>"$work/wrk.time" || true
+  t1=$(date +%s.%N)
+  cat "$work/wrk.out"
+  cpu_snapshot $service_pids >"$work/cpu.after"
+  # wrk has exited by now: its CPU time comes from the shell's `time`.
+  awk '{ printf "wrk %.2f\n", $1 + $2 }' "$work/wrk.time" >>"$work/cpu.after"
+  wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+}
+
+cpu_used() {
+  echo "CPU during the measured run:"
+  cpu_report "$work/cpu.before" "$work/cpu.after" "$wall"
 }
 
 counters() { # base-url
@@ -119,6 +136,7 @@ single() {
   echo "single replica: core $SERVER_CPU, backend $backend, port $SINGLE_PORT, log $logf"
   taskset -c "$SERVER_CPU" env -i "${envs[@]}" "$SHORTENER_BIN" serve </dev/null >>"$logf" 2>&1 &
   app_pid=$!
+  service_pids=$app_pid
   wait_http_ok "http://127.0.0.1:$SINGLE_PORT/health" 60 ||
     { tail -n 20 "$logf" >&2; die "the single replica did not become healthy"; }
   make_codes "http://127.0.0.1:$SINGLE_PORT" "$key"
@@ -131,6 +149,7 @@ single() {
   wrk_summary "$work/wrk.out"
   counters "http://127.0.0.1:$SINGLE_PORT"
   printf 'replica memory:      %s\n' "$(mem_of "$app_pid")"
+  cpu_used
   record_result "redirect-single-$backend" "$work/wrk.out" "c=$conns t=$threads codes=$CODES"
   local errors
   errors=$(grep -c '"level":"ERROR"' "$logf" || true)
@@ -145,6 +164,9 @@ stack() {
   key=$(cat "$KEY_FILE")
   make_codes "$NGINX_URL" "$key"
   before=$(for p in $APP_PORTS; do wc -l <"$STACK_DIR/log/app-$p.log"; done)
+  for p in $APP_PORTS; do
+    service_pids+=" $(live_pid "$STACK_DIR/run/app-$p.pid" serve || true)"
+  done
   load_note
   echo "wrk: unpinned, $threads thread(s), $conns connections, $DURATION after a $WARMUP warm-up, $CODES code(s)"
   run_wrk "" "$threads" "$conns" "$NGINX_URL"
@@ -170,6 +192,7 @@ stack() {
       printf 'nginx worker %s:  %s\n' "$pid" "$(mem_of "$pid")"
     fi
   done
+  cpu_used
   record_result "redirect-stack" "$work/wrk.out" "c=$conns t=$threads codes=$CODES"
 }
 
