@@ -29,8 +29,9 @@ async fn every_api_query_is_served_by_an_index() {
         "SELECT COUNT(*) FROM events WHERE TRUE AND url_id = 1",
         "SELECT COUNT(*) FROM urls WHERE TRUE AND user_id = 1",
         // Stats.
-        "SELECT event_type, COUNT(*) FROM events WHERE url_id = 1 GROUP BY event_type",
-        "SELECT MAX(timestamp) FROM events WHERE url_id = 1 AND event_type = 'redirect'",
+        "SELECT event_type, COUNT(*) FROM events WHERE url_id = 1 \
+         AND (event_type < 'redirect' OR event_type > 'redirect') GROUP BY event_type",
+        "SELECT redirect_count, last_redirect_at FROM urls WHERE id = 1",
         // Uniqueness checks.
         "SELECT id FROM users WHERE lower(email) = 'a@b.co' AND deleted_at IS NULL",
         "SELECT id FROM users WHERE id = 1 AND deleted_at IS NULL",

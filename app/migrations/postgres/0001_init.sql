@@ -19,6 +19,10 @@ CREATE TABLE urls (
     is_active     BOOLEAN   NOT NULL DEFAULT TRUE,
     created_at    TIMESTAMP NOT NULL,
     updated_at    TIMESTAMP NOT NULL,
+    -- Kept by the click writer in the same transaction as the events, so
+    -- stats never count a URL's events.
+    redirect_count   BIGINT  NOT NULL DEFAULT 0,
+    last_redirect_at TIMESTAMP,
     -- Bumped by every write; caches keep the highest version they have seen.
     version       BIGINT    NOT NULL DEFAULT 1,
     CONSTRAINT urls_short_code_key UNIQUE (short_code)

@@ -18,6 +18,10 @@ CREATE TABLE urls (
     is_active     BOOLEAN NOT NULL DEFAULT 1,
     created_at    TEXT    NOT NULL,
     updated_at    TEXT    NOT NULL,
+    -- Kept by the click writer in the same transaction as the events, so
+    -- stats never count a URL's events.
+    redirect_count   INTEGER NOT NULL DEFAULT 0,
+    last_redirect_at TEXT     ,
     -- Bumped by every write; caches keep the highest version they have seen.
     version       INTEGER   NOT NULL DEFAULT 1,
     CONSTRAINT urls_short_code_key UNIQUE (short_code)

@@ -251,9 +251,16 @@ pub struct SeedOutcome {
 }
 
 impl UrlStats {
-    pub fn new(url: Url, counts: Vec<(String, i64)>, last_redirect_at: Option<Timestamp>) -> Self {
-        let events_by_type: std::collections::BTreeMap<_, _> = counts.into_iter().collect();
-        let redirect_count = events_by_type.get("redirect").copied().unwrap_or(0);
+    pub fn new(
+        url: Url,
+        counts: Vec<(String, i64)>,
+        redirect_count: i64,
+        last_redirect_at: Option<Timestamp>,
+    ) -> Self {
+        let mut events_by_type: std::collections::BTreeMap<_, _> = counts.into_iter().collect();
+        if redirect_count > 0 {
+            events_by_type.insert("redirect".to_owned(), redirect_count);
+        }
         Self {
             url,
             redirect_count,

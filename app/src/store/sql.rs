@@ -60,10 +60,19 @@ pub const URL_EXISTS: &str = "SELECT id FROM urls WHERE id = $1";
 pub const INSERT_EVENT: &str = "INSERT INTO events (url_id, user_id, event_type, timestamp, details) \
      VALUES ($1, $2, $3, $4, $5) \
      RETURNING id, url_id, user_id, event_type, timestamp, details";
-pub const EVENT_COUNTS_FOR_URL: &str =
-    "SELECT event_type, COUNT(*) FROM events WHERE url_id = $1 GROUP BY event_type";
-pub const LAST_REDIRECT_FOR_URL: &str =
-    "SELECT MAX(timestamp) FROM events WHERE url_id = $1 AND event_type = 'redirect'";
+/// Counts of every event type but `redirect` (which can number millions
+/// and is counted on the URL row instead); two index ranges either side.
+pub const EVENT_COUNTS_FOR_URL: &str = "SELECT event_type, COUNT(*) FROM events \
+     WHERE url_id = $1 AND (event_type < 'redirect' OR event_type > 'redirect') \
+     GROUP BY event_type";
+pub const REDIRECT_COUNTERS: &str =
+    "SELECT redirect_count, last_redirect_at FROM urls WHERE id = $1";
+/// Recomputes the redirect counters from the events, after a seed load.
+pub const RECOUNT_REDIRECTS: &str = "UPDATE urls SET \
+     redirect_count = (SELECT COUNT(*) FROM events e \
+         WHERE e.url_id = urls.id AND e.event_type = 'redirect'), \
+     last_redirect_at = (SELECT MAX(e.timestamp) FROM events e \
+         WHERE e.url_id = urls.id AND e.event_type = 'redirect')";
 
 pub const SEED_USER: &str = "INSERT INTO users (id, username, email, created_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
@@ -409,11 +418,11 @@ where
         let counts = sqlx::query_as::<_, (String, i64)>(EVENT_COUNTS_FOR_URL)
             .bind(id)
             .fetch_all(&self.pool);
-        let last = sqlx::query_scalar(LAST_REDIRECT_FOR_URL)
+        let redirects = sqlx::query_as::<_, (i64, Option<Timestamp>)>(REDIRECT_COUNTERS)
             .bind(id)
             .fetch_one(&self.pool);
-        let (counts, last_redirect_at) = tokio::try_join!(counts, last)?;
-        Ok(UrlStats::new(url, counts, last_redirect_at))
+        let (counts, (redirect_count, last_redirect_at)) = tokio::try_join!(counts, redirects)?;
+        Ok(UrlStats::new(url, counts, redirect_count, last_redirect_at))
     }
 
     async fn resolve(&self, code: &str) -> StoreResult<Option<RedirectTarget>> {
@@ -465,6 +474,17 @@ where
     }
 
     async fn record_clicks(&self, clicks: &[Click]) -> StoreResult<()> {
+        if clicks.is_empty() {
+            return Ok(());
+        }
+        // Per URL: how many clicks, and the latest.
+        let mut per_url: std::collections::BTreeMap<i64, (i64, Timestamp)> = Default::default();
+        for click in clicks {
+            let entry = per_url.entry(click.url_id).or_insert((0, click.at));
+            entry.0 += 1;
+            entry.1 = entry.1.max(click.at);
+        }
+        let mut tx = self.writer.begin().await?;
         for chunk in clicks.chunks(CLICKS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<DB>::new(
                 "INSERT INTO events (url_id, user_id, event_type, timestamp, details) ",
@@ -476,8 +496,23 @@ where
                     .push_bind(click.at)
                     .push_bind(Json(json!({"short_code": click.short_code})));
             });
-            insert.build().execute(&self.writer).await?;
+            insert.build().execute(&mut *tx).await?;
         }
+        let per_url: Vec<_> = per_url.into_iter().collect();
+        for chunk in per_url.chunks(CLICKS_PER_STATEMENT) {
+            let mut counters = QueryBuilder::<DB>::new(
+                "UPDATE urls SET redirect_count = redirect_count + c.column2, \
+                 last_redirect_at = CASE WHEN urls.last_redirect_at IS NULL \
+                 OR urls.last_redirect_at < c.column3 THEN c.column3 \
+                 ELSE urls.last_redirect_at END FROM (",
+            );
+            counters.push_values(chunk, |mut row, (url_id, (count, at))| {
+                row.push_bind(*url_id).push_bind(*count).push_bind(*at);
+            });
+            counters.push(") AS c WHERE urls.id = c.column1");
+            counters.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -523,6 +558,7 @@ where
                     .await?,
             );
         }
+        sqlx::query(RECOUNT_REDIRECTS).execute(&mut *tx).await?;
         for table in ["users", "urls", "events"] {
             Self::sync_sequence(&mut tx, table).await?;
         }
