@@ -743,6 +743,25 @@ async fn pagination_and_filters(backend: Backend) {
     assert_eq!(res.headers()["x-total-count"], "1");
     let res = app.get("/urls?is_active=true").await;
     assert_eq!(res.headers()["x-total-count"], "29");
+    // Keyset paging: the rows after an id, any depth.
+    let after = first[24]["id"].as_i64().unwrap();
+    let next = expect_json(
+        app.get(&format!("/urls?after_id={after}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(next, page2);
+    for bad in [
+        "after_id=x",
+        "after_id=3&page=2",
+        "page=100000&per_page=100",
+    ] {
+        expect_error(
+            app.get(&format!("/urls?{bad}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
     let users = app.get("/users?per_page=1").await;
     assert_eq!(users.headers()["x-total-count"], "1");
 }

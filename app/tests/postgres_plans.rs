@@ -49,3 +49,53 @@ async fn every_api_query_is_served_by_an_index() {
         );
     }
 }
+
+/// Past the count cap, totals come from the planner instead of reading
+/// every matching row; smaller filtered totals stay exact.
+#[tokio::test]
+async fn large_totals_are_estimated_small_ones_exact() {
+    use shortener::store::{EventFilter, Page, UrlFilter};
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    conn.execute(
+        "INSERT INTO urls (short_code, original_url, created_at, updated_at) \
+         VALUES ('bulk', 'https://e.com', now(), now()), ('few', 'https://e.com', now(), now());
+         INSERT INTO events (url_id, event_type, timestamp) \
+         SELECT 1, 'redirect', now() FROM generate_series(1, 120000);
+         INSERT INTO events (url_id, event_type, timestamp) \
+         SELECT 2, 'redirect', now() FROM generate_series(1, 7);
+         ANALYZE events;",
+    )
+    .await
+    .unwrap();
+    let all = store
+        .list_events(EventFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert!(all.estimated);
+    assert!(all.total > 100_000, "{}", all.total);
+    assert_eq!(all.items.len(), 25);
+    let few = EventFilter {
+        url_id: Some(2),
+        ..Default::default()
+    };
+    let few = store.list_events(few, Page::default()).await.unwrap();
+    assert_eq!((few.total, few.estimated), (7, false));
+    let urls = store
+        .list_urls(UrlFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert_eq!((urls.total, urls.estimated), (2, false));
+    // Keyset paging reaches the end of a large listing in one seek.
+    let tail = Page {
+        after_id: Some(119_990),
+        ..Page::default()
+    };
+    let tail = store
+        .list_events(EventFilter::default(), tail)
+        .await
+        .unwrap();
+    assert_eq!(tail.items.first().map(|e| e.id), Some(119_991));
+    assert_eq!(tail.items.len(), 17);
+}

@@ -146,16 +146,12 @@ impl QueryParams {
             .filter(|s| !s.is_empty())
     }
 
-    /// `page` (default 1) and `per_page` (default 25, capped at 100).
+    /// `page` (default 1) and `per_page` (default 25, capped at 100), or
+    /// `after_id` (a keyset cursor: the rows after that id).
     pub fn page(&self) -> Result<Page, ApiError> {
-        /// Deeper pages would be an unbounded scan; nobody pages this far.
-        const MAX_PAGE: i64 = 100_000;
         let page = self.int("page")?.unwrap_or(1);
-        if !(1..=MAX_PAGE).contains(&page) {
-            return Err(ApiError::invalid_field(
-                "page",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ));
+        if page < 1 {
+            return Err(ApiError::invalid_field("page", "must be at least 1"));
         }
         let per_page = self
             .int("per_page")?
@@ -164,9 +160,27 @@ impl QueryParams {
             return Err(ApiError::invalid_field("per_page", "must be at least 1"));
         }
         let per_page = per_page.min(i64::from(Page::MAX_PER_PAGE));
+        let after_id = self.int("after_id")?;
+        if after_id.is_some() && page != 1 {
+            return Err(ApiError::bad_request(
+                "give either page or after_id, not both",
+            ));
+        }
+        // An offset is read and thrown away row by row: past this depth,
+        // page with after_id (one index seek at any depth).
+        if (page - 1).saturating_mul(per_page) > Page::MAX_OFFSET {
+            return Err(ApiError::invalid_field(
+                "page",
+                format!(
+                    "too deep: at most {} rows can be skipped; continue with after_id=<last id>",
+                    Page::MAX_OFFSET
+                ),
+            ));
+        }
         Ok(Page {
             page: u32::try_from(page).unwrap_or(1),
             per_page: u32::try_from(per_page).unwrap_or(Page::DEFAULT_PER_PAGE),
+            after_id,
         })
     }
 }

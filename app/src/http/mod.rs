@@ -190,9 +190,14 @@ pub(crate) use extract::{JsonBody, PathId, QueryParams, nullable};
 /// in `X-Total-Count`.
 pub(crate) fn listing<T: serde::Serialize>(listing: crate::store::Listing<T>) -> Response {
     let mut response = axum::Json(listing.items).into_response();
-    response
-        .headers_mut()
-        .insert("x-total-count", header::HeaderValue::from(listing.total));
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", header::HeaderValue::from(listing.total));
+    if listing.estimated {
+        headers.insert(
+            "x-total-count-estimated",
+            header::HeaderValue::from_static("true"),
+        );
+    }
     response
 }
 

@@ -204,11 +204,15 @@ pub struct Click {
 pub struct Page {
     pub page: u32,
     pub per_page: u32,
+    /// Keyset cursor: rows with a larger id (then `page` is 1).
+    pub after_id: Option<i64>,
 }
 
 impl Page {
     pub const DEFAULT_PER_PAGE: u32 = 25;
     pub const MAX_PER_PAGE: u32 = 100;
+    /// Deepest offset a page may start at.
+    pub const MAX_OFFSET: i64 = 100_000;
 
     pub fn limit(self) -> i64 {
         i64::from(self.per_page)
@@ -224,6 +228,7 @@ impl Default for Page {
         Self {
             page: 1,
             per_page: Self::DEFAULT_PER_PAGE,
+            after_id: None,
         }
     }
 }
@@ -233,6 +238,8 @@ impl Default for Page {
 pub struct Listing<T> {
     pub items: Vec<T>,
     pub total: i64,
+    /// `total` is the planner's estimate (too many rows to count cheaply).
+    pub estimated: bool,
 }
 
 /// Rows of the platform's seed files, as parsed by [`crate::seed`].

@@ -25,6 +25,8 @@ impl Dialect for Postgres {
          RETURNING id, user_id, short_code, original_url, title, is_active, created_at, \
          updated_at, version";
 
+    const COUNT_CAP: Option<i64> = Some(100_000);
+
     fn sync_sequence(table: &str) -> Option<String> {
         Some(format!(
             "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \

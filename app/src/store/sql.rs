@@ -14,6 +14,7 @@ use sqlx::{
 use super::*;
 use crate::domain::{ShortCode, Timestamp, now};
 
+pub const USER_COLUMNS: &str = "id, username, email, created_at";
 pub const URL_COLUMNS: &str =
     "id, user_id, short_code, original_url, title, is_active, created_at, updated_at, version";
 pub const EVENT_COLUMNS: &str = "id, url_id, user_id, event_type, timestamp, details";
@@ -24,9 +25,6 @@ pub const INSERT_USER: &str = "INSERT INTO users (username, email, created_at) V
      RETURNING id, username, email, created_at";
 pub const GET_LIVE_USER: &str =
     "SELECT id, username, email, created_at FROM users WHERE id = $1 AND deleted_at IS NULL";
-pub const LIST_LIVE_USERS: &str = "SELECT id, username, email, created_at FROM users \
-     WHERE deleted_at IS NULL ORDER BY id LIMIT $1 OFFSET $2";
-pub const COUNT_LIVE_USERS: &str = "SELECT COUNT(*) FROM users WHERE deleted_at IS NULL";
 pub const UPDATE_USER: &str = "UPDATE users SET username = COALESCE($2, username), \
      email = COALESCE($3, email) WHERE id = $1 AND deleted_at IS NULL \
      RETURNING id, username, email, created_at";
@@ -119,15 +117,29 @@ where
     }
 }
 
-/// Appends `ORDER BY id LIMIT … OFFSET …`.
+/// Appends the page: after a cursor (`id > after_id`, any depth at the
+/// cost of one index seek) or at an offset (bounded by the HTTP layer).
+/// Must follow a `WHERE`.
 pub fn push_page<DB: Database>(qb: &mut QueryBuilder<DB>, page: super::Page)
 where
     i64: for<'t> Encode<'t, DB> + Type<DB>,
 {
-    qb.push(" ORDER BY id LIMIT ")
-        .push_bind(page.limit())
-        .push(" OFFSET ")
-        .push_bind(page.offset());
+    if let Some(after) = page.after_id {
+        qb.push(" AND id > ").push_bind(after);
+    }
+    qb.push(" ORDER BY id LIMIT ").push_bind(page.limit());
+    if page.after_id.is_none() {
+        qb.push(" OFFSET ").push_bind(page.offset());
+    }
+}
+
+/// Reads the planner's row estimate from `EXPLAIN (FORMAT JSON)` output.
+fn planned_rows(plan: &Value) -> Option<i64> {
+    plan.get(0)?
+        .get("Plan")?
+        .get("Plan Rows")?
+        .as_f64()
+        .map(|rows| rows as i64)
 }
 
 /// What differs between the SQL backends.
@@ -146,6 +158,10 @@ pub trait Dialect: Database {
     /// after rows were inserted with explicit ids, if the backend needs one.
     fn sync_sequence(table: &str) -> Option<String>;
     fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// Lists count matching rows exactly up to this many; beyond it, the
+    /// total is the planner's estimate (an exact count would read every
+    /// matching row). `None`: always exact.
+    const COUNT_CAP: Option<i64>;
 }
 
 /// A [`Store`] on any SQL backend with a [`Dialect`]. Reads use `pool`;
@@ -173,6 +189,47 @@ where
     Option<String>: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     Option<Timestamp>: for<'r> Decode<'r, DB> + Type<DB>,
 {
+    /// One page of `SELECT columns <from>` in id order, and how many rows
+    /// `<from>` matches. `from` pushes ` FROM … WHERE …`.
+    async fn page_of<T>(
+        &self,
+        columns: &str,
+        page: Page,
+        from: impl Fn(&mut QueryBuilder<DB>),
+    ) -> StoreResult<Listing<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, DB::Row> + Send + Unpin,
+    {
+        let mut select = QueryBuilder::<DB>::new(format!("SELECT {columns}"));
+        from(&mut select);
+        push_page(&mut select, page);
+        let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM (SELECT 1");
+        from(&mut count);
+        if let Some(cap) = DB::COUNT_CAP {
+            count.push(" LIMIT ").push_bind(cap + 1);
+        }
+        count.push(") AS matching");
+        let items = select.build_query_as::<T>().fetch_all(&self.pool);
+        let counted = count.build_query_scalar::<i64>().fetch_one(&self.pool);
+        let (items, counted) = tokio::try_join!(items, counted)?;
+        if DB::COUNT_CAP.is_none_or(|cap| counted <= cap) {
+            return Ok(Listing {
+                items,
+                total: counted,
+                estimated: false,
+            });
+        }
+        let mut explain = QueryBuilder::<DB>::new("EXPLAIN (FORMAT JSON) SELECT 1");
+        from(&mut explain);
+        let (plan,): (Json<Value>,) = explain.build_query_as().fetch_one(&self.pool).await?;
+        let estimate = planned_rows(&plan.0).unwrap_or(counted).max(counted);
+        Ok(Listing {
+            items,
+            total: estimate,
+            estimated: true,
+        })
+    }
+
     async fn lock_url(tx: &mut Transaction<'static, DB>, id: i64) -> StoreResult<Url> {
         sqlx::query_as::<DB, Url>(DB::LOCK_URL)
             .bind(id)
@@ -250,13 +307,10 @@ where
     }
 
     async fn list_users(&self, page: Page) -> StoreResult<Listing<User>> {
-        let items = sqlx::query_as(LIST_LIVE_USERS)
-            .bind(page.limit())
-            .bind(page.offset())
-            .fetch_all(&self.pool);
-        let total = sqlx::query_scalar(COUNT_LIVE_USERS).fetch_one(&self.pool);
-        let (items, total) = tokio::try_join!(items, total)?;
-        Ok(Listing { items, total })
+        self.page_of(USER_COLUMNS, page, |qb| {
+            qb.push(" FROM users WHERE deleted_at IS NULL");
+        })
+        .await
     }
 
     async fn update_user(&self, id: i64, patch: UserPatch) -> StoreResult<User> {
@@ -360,15 +414,11 @@ where
     }
 
     async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>> {
-        let mut select = QueryBuilder::<DB>::new(format!("SELECT {URL_COLUMNS} FROM urls"));
-        push_url_filter(&mut select, &filter);
-        push_page(&mut select, page);
-        let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM urls");
-        push_url_filter(&mut count, &filter);
-        let items = select.build_query_as().fetch_all(&self.pool);
-        let total = count.build_query_scalar().fetch_one(&self.pool);
-        let (items, total) = tokio::try_join!(items, total)?;
-        Ok(Listing { items, total })
+        self.page_of(URL_COLUMNS, page, |qb| {
+            qb.push(" FROM urls");
+            push_url_filter(qb, &filter);
+        })
+        .await
     }
 
     async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url> {
@@ -462,15 +512,11 @@ where
     }
 
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>> {
-        let mut select = QueryBuilder::<DB>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        push_event_filter(&mut select, &filter);
-        push_page(&mut select, page);
-        let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM events");
-        push_event_filter(&mut count, &filter);
-        let items = select.build_query_as().fetch_all(&self.pool);
-        let total = count.build_query_scalar().fetch_one(&self.pool);
-        let (items, total) = tokio::try_join!(items, total)?;
-        Ok(Listing { items, total })
+        self.page_of(EVENT_COLUMNS, page, |qb| {
+            qb.push(" FROM events");
+            push_event_filter(qb, &filter);
+        })
+        .await
     }
 
     async fn record_clicks(&self, clicks: &[Click]) -> StoreResult<()> {

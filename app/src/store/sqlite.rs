@@ -30,6 +30,8 @@ impl Dialect for Sqlite {
          RETURNING id, user_id, short_code, original_url, title, is_active, created_at, \
          updated_at, version";
 
+    const COUNT_CAP: Option<i64> = None;
+
     fn sync_sequence(_table: &str) -> Option<String> {
         None
     }
