@@ -16,6 +16,17 @@ pub enum AuthMode {
     Open,
 }
 
+/// Which requests get an access-log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLog {
+    /// Every request.
+    All,
+    /// 4xx, 5xx and requests slower than a second (the ingress logs the
+    /// rest; a line per redirect would cost more than the redirect).
+    Errors,
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Json,
@@ -61,6 +72,10 @@ pub struct ServeConfig {
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub shutdown_grace_secs: u64,
+
+    /// Access log: `all`, `errors` (default: 4xx, 5xx, slow) or `off`.
+    #[arg(long, env = "ACCESS_LOG", value_enum, default_value = "errors")]
+    pub access_log: AccessLog,
 
     /// `json` (default) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]

@@ -121,7 +121,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         state,
         click_writer,
     } = app;
-    let router = http::router(state, config.request_timeout());
+    let http_options = http::HttpOptions {
+        request_timeout: config.request_timeout(),
+        access_log: config.access_log,
+    };
+    let router = http::router(state, http_options);
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;

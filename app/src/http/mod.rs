@@ -19,13 +19,14 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 
 pub use auth::Auth;
+
+pub use crate::config::AccessLog;
 use error::ApiError;
 
 use crate::events::ClickRecorder;
@@ -47,7 +48,25 @@ pub struct AppState {
     pub public_base_url: Option<String>,
 }
 
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+/// How the HTTP layer behaves, beyond the handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    /// A request taking longer is answered 503.
+    pub request_timeout: Duration,
+    pub access_log: AccessLog,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            access_log: AccessLog::Errors,
+        }
+    }
+}
+
+pub fn router(state: AppState, options: HttpOptions) -> Router {
+    let request_timeout = options.request_timeout;
     let request_id = HeaderName::from_static("x-request-id");
     let management = Router::new()
         .merge(users::routes())
@@ -69,25 +88,60 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         // layers listed after it, so a timeout or a panic still becomes a
         // JSON error, and still counts in the metrics.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
-        .layer(CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response()
+        }))
         .layer(middleware::from_fn(errors_as_json))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .layer(
             TraceLayer::new_for_http()
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros))
-                .make_span_with(|req: &Request| {
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-            }),
+                .make_span_with(request_span)
+                .on_response(access_log(options.access_log)),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Every log line inside a request carries its id, method and path.
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+}
+
+/// Requests slower than this are logged even when only errors are.
+const SLOW_REQUEST: Duration = Duration::from_secs(1);
+
+/// The access log line at the end of a request, per [`AccessLog`].
+fn access_log(mode: AccessLog) -> impl Fn(&Response, Duration, &tracing::Span) + Clone {
+    move |response: &Response, latency: Duration, _: &tracing::Span| {
+        let status = response.status();
+        let notable =
+            status.is_server_error() || status.is_client_error() || latency >= SLOW_REQUEST;
+        let wanted = match mode {
+            AccessLog::All => true,
+            AccessLog::Errors => notable,
+            AccessLog::Off => false,
+        };
+        if wanted {
+            tracing::info!(
+                status = status.as_u16(),
+                latency_us = latency.as_micros() as u64,
+                "request served"
+            );
+        }
+    }
 }
 
 async fn not_found() -> ApiError {

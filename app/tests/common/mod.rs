@@ -6,7 +6,6 @@ pub mod proxy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
@@ -189,7 +188,11 @@ impl TestApp {
     ) -> Self {
         let mode = options.auth.mode();
         let built = shortener::build(store.clone(), options).unwrap();
-        let app = http::router(built.state, Duration::from_secs(10));
+        let options = http::HttpOptions {
+            access_log: http::AccessLog::All,
+            ..Default::default()
+        };
+        let app = http::router(built.state, options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
