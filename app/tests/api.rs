@@ -46,6 +46,9 @@ async fn health_reports_database_and_cache(backend: Backend) {
     assert_eq!(body["status"], "ok");
     assert_eq!(body["database"], "ok");
     assert!(body["cache"].is_string());
+    for probe in ["/livez", "/readyz"] {
+        assert_eq!(app.get(probe).await.status(), StatusCode::OK);
+    }
 }
 
 async fn users_crud(backend: Backend) {

@@ -272,6 +272,9 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
         app.get("/health").await.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // Probes stay green: the replica still serves cached redirects.
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/livez").await.status(), StatusCode::OK);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("shortener_clicks_spilled 3"), "{metrics}");
 

@@ -53,3 +53,24 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     };
     (status, Json(health))
 }
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Probe {
+    status: &'static str,
+}
+
+/// Liveness: the process answers HTTP. Independent of the database and
+/// Redis on purpose: restarting replicas cannot fix either, and would throw
+/// away the caches that keep redirects working meanwhile.
+#[utoipa::path(get, path = "/livez", tag = "operations", responses((status = 200, body = Probe)))]
+pub async fn live() -> Json<Probe> {
+    Json(Probe { status: "alive" })
+}
+
+/// Readiness: started (connected, migrated, caches warmed) and serving.
+/// Also independent of the database: a replica with a warm cache still
+/// serves redirects during a database outage, so it stays in the Service.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Probe)))]
+pub async fn ready() -> Json<Probe> {
+    Json(Probe { status: "ready" })
+}

@@ -79,6 +79,8 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
     Router::new()
         .merge(management)
         .route("/health", get(health::health))
+        .route("/livez", get(health::live))
+        .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::document))
         .route("/{short_code}", get(redirect::follow))

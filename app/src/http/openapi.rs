@@ -10,7 +10,7 @@ use super::{events, health, redirect, urls, users};
     info(title = "shortener", description = "A URL shortener for platform teams. \
         Management endpoints need `Authorization: Bearer <key>` unless AUTH_MODE=open."),
     paths(
-        health::health,
+        health::health, health::live, health::ready,
         users::list, users::show, users::create, users::update, users::remove, users::bulk,
         urls::list, urls::create, urls::shorten, urls::show, urls::update, urls::remove,
         urls::stats, urls::events,

@@ -164,9 +164,12 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
     let name = instance.child_name(Component::App);
     let selector = instance.selector_labels(Component::App);
     let digest = config_digest(&config.data.clone().unwrap_or_default());
-    let probe = |period: i32, failures: i32| {
+    // The probes do not depend on the database or Redis (/health does): a
+    // replica with a warm cache keeps serving redirects through a database
+    // outage, and restarting it would fix nothing.
+    let probe = |path: &str, period: i32, failures: i32| {
         json!({
-            "httpGet": { "path": "/health", "port": "http" },
+            "httpGet": { "path": path, "port": "http" },
             "periodSeconds": period,
             "timeoutSeconds": 2,
             "failureThreshold": failures,
@@ -222,10 +225,8 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                         "env": credential_env(instance),
                         "resources": resources(spec.app.resources.as_ref(), BUDGET),
                         "securityContext": restricted_container_security(true),
-                        "readinessProbe": probe(5, 3),
-                        // /health turns 503 when the database is down; a generous threshold
-                        // keeps a short database outage from restarting every pod at once.
-                        "livenessProbe": probe(20, 6),
+                        "readinessProbe": probe("/readyz", 5, 3),
+                        "livenessProbe": probe("/livez", 10, 3),
                         "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
                     }],
                     "volumes": [{ "name": "tmp", "emptyDir": { "sizeLimit": "64Mi" } }],
@@ -354,7 +355,7 @@ mod tests {
             .http_get
             .as_ref()
             .unwrap();
-        assert_eq!(readiness.path.as_deref(), Some("/health"));
+        assert_eq!(readiness.path.as_deref(), Some("/readyz"));
         let liveness = c
             .liveness_probe
             .as_ref()
@@ -362,7 +363,7 @@ mod tests {
             .http_get
             .as_ref()
             .unwrap();
-        assert_eq!(liveness.path.as_deref(), Some("/health"));
+        assert_eq!(liveness.path.as_deref(), Some("/livez"));
         assert_eq!(
             c.security_context
                 .as_ref()
