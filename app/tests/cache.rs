@@ -59,17 +59,22 @@ async fn location(app: &TestApp, code: &str) -> (StatusCode, Option<String>, Str
 }
 
 /// Polls until `check` holds, returning how long it took; fails after 2 s.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+async fn eventually<F, Fut>(what: &str, check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_within(Duration::from_secs(2), what, check).await
+}
+
+async fn eventually_within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let started = Instant::now();
     while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{what}: not within 2 s"
-        );
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     started.elapsed()
@@ -279,7 +284,9 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
     assert!(metrics.contains("shortener_clicks_spilled 3"), "{metrics}");
 
     proxy.restore();
-    eventually_long(
+    // Room for the click writer's one-second retry.
+    eventually_within(
+        Duration::from_secs(10),
         "spilled clicks are written once the database is back",
         || async {
             let res = app.get(&format!("/urls/{}/stats", url["id"])).await;
@@ -288,20 +295,4 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
         },
     )
     .await;
-}
-
-/// Like `eventually`, with room for the writer's one-second retry.
-async fn eventually_long<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{what}: not within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

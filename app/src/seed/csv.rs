@@ -117,10 +117,6 @@ pub fn read_users<R: Read>(input: R) -> Result<ParsedUsers, String> {
     Ok(parsed)
 }
 
-fn strict<T>(record: &csv::StringRecord, result: Result<T, String>) -> Result<T, String> {
-    result.map_err(|e| format!("line {}: {e}", line_of(record)))
-}
-
 fn parse_bool(raw: &str) -> Result<bool, String> {
     match raw.to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),
@@ -129,11 +125,44 @@ fn parse_bool(raw: &str) -> Result<bool, String> {
     }
 }
 
-/// Reads a urls CSV (all columns required; `user_id` and `title` may be
-/// empty). Fails on the first bad line.
-pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
+/// Reads every line of a CSV whose columns are all required, in the order
+/// of `names`; `row` gets the line's cells in that order. Fails on the first bad
+/// line, naming it: seed files are trusted, a bad one is a bug to fix.
+fn read_strict<R: Read, T>(
+    input: R,
+    names: &[&str],
+    row: impl Fn(&[&str]) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     let mut rdr = reader(input);
     let columns = Columns(rdr.headers().map_err(|e| e.to_string())?.clone());
+    let at: Vec<usize> = names
+        .iter()
+        .map(|n| columns.require(n))
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::new();
+    for record in rdr.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        let cells: Vec<&str> = at.iter().map(|&i| cell(&record, i)).collect();
+        rows.push(row(&cells).map_err(|e| format!("line {}: {e}", line_of(&record)))?);
+    }
+    Ok(rows)
+}
+
+fn optional_id(raw: &str, column: &str) -> Result<Option<i64>, String> {
+    Some(raw)
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_id(s, column))
+        .transpose()
+}
+
+fn required(raw: &str, column: &str) -> Result<String, String> {
+    Some(raw.to_owned())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("{column} is empty"))
+}
+
+/// Reads a urls CSV (`user_id` and `title` may be empty).
+pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
     let names = [
         "id",
         "user_id",
@@ -144,45 +173,23 @@ pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
         "created_at",
         "updated_at",
     ];
-    let at: Vec<usize> = names
-        .iter()
-        .map(|n| columns.require(n))
-        .collect::<Result<_, _>>()?;
-    let mut urls = Vec::new();
-    for record in rdr.records() {
-        let record = record.map_err(|e| e.to_string())?;
-        let get = |i: usize| cell(&record, at[i]);
-        let url = strict(
-            &record,
-            (|| {
-                Ok(Url {
-                    id: parse_id(get(0), "id")?,
-                    user_id: Some(get(1))
-                        .filter(|s| !s.is_empty())
-                        .map(|s| parse_id(s, "user_id"))
-                        .transpose()?,
-                    short_code: Some(get(2).to_owned())
-                        .filter(|s| !s.is_empty())
-                        .ok_or("short_code is empty")?,
-                    original_url: get(3).to_owned(),
-                    title: Some(get(4).to_owned()).filter(|s| !s.is_empty()),
-                    is_active: parse_bool(get(5))?,
-                    created_at: timestamp::parse(get(6))?,
-                    updated_at: timestamp::parse(get(7))?,
-                    version: 1,
-                })
-            })(),
-        )?;
-        urls.push(url);
-    }
-    Ok(urls)
+    read_strict(input, &names, |cell| {
+        Ok(Url {
+            id: parse_id(cell[0], "id")?,
+            user_id: optional_id(cell[1], "user_id")?,
+            short_code: required(cell[2], "short_code")?,
+            original_url: required(cell[3], "original_url")?,
+            title: Some(cell[4].to_owned()).filter(|s| !s.is_empty()),
+            is_active: parse_bool(cell[5])?,
+            created_at: timestamp::parse(cell[6])?,
+            updated_at: timestamp::parse(cell[7])?,
+            version: 1,
+        })
+    })
 }
 
-/// Reads an events CSV. `details` must be a JSON object. Fails on the first
-/// bad line.
+/// Reads an events CSV; `details` must be a JSON object (empty means `{}`).
 pub fn read_events<R: Read>(input: R) -> Result<Vec<Event>, String> {
-    let mut rdr = reader(input);
-    let columns = Columns(rdr.headers().map_err(|e| e.to_string())?.clone());
     let names = [
         "id",
         "url_id",
@@ -191,42 +198,23 @@ pub fn read_events<R: Read>(input: R) -> Result<Vec<Event>, String> {
         "timestamp",
         "details",
     ];
-    let at: Vec<usize> = names
-        .iter()
-        .map(|n| columns.require(n))
-        .collect::<Result<_, _>>()?;
-    let mut events = Vec::new();
-    for record in rdr.records() {
-        let record = record.map_err(|e| e.to_string())?;
-        let get = |i: usize| cell(&record, at[i]);
-        let event = strict(
-            &record,
-            (|| {
-                let details: Value = match get(5) {
-                    "" => Value::Object(Default::default()),
-                    raw => serde_json::from_str(raw).map_err(|e| format!("details: {e}"))?,
-                };
-                if !details.is_object() {
-                    return Err("details: not a JSON object".to_owned());
-                }
-                Ok(Event {
-                    id: parse_id(get(0), "id")?,
-                    url_id: parse_id(get(1), "url_id")?,
-                    user_id: Some(get(2))
-                        .filter(|s| !s.is_empty())
-                        .map(|s| parse_id(s, "user_id"))
-                        .transpose()?,
-                    event_type: Some(get(3).to_owned())
-                        .filter(|s| !s.is_empty())
-                        .ok_or("event_type is empty")?,
-                    timestamp: timestamp::parse(get(4))?,
-                    details: sqlx::types::Json(details),
-                })
-            })(),
-        )?;
-        events.push(event);
-    }
-    Ok(events)
+    read_strict(input, &names, |cell| {
+        let details: Value = match cell[5] {
+            "" => Value::Object(Default::default()),
+            raw => serde_json::from_str(raw).map_err(|e| format!("details: {e}"))?,
+        };
+        if !details.is_object() {
+            return Err("details: not a JSON object".to_owned());
+        }
+        Ok(Event {
+            id: parse_id(cell[0], "id")?,
+            url_id: parse_id(cell[1], "url_id")?,
+            user_id: optional_id(cell[2], "user_id")?,
+            event_type: required(cell[3], "event_type")?,
+            timestamp: timestamp::parse(cell[4])?,
+            details: sqlx::types::Json(details),
+        })
+    })
 }
 
 fn csv_time(t: &crate::domain::Timestamp) -> String {
