@@ -29,9 +29,22 @@ out="$STACK_DIR/results/k6-$tier-$(date -u +%Y%m%dT%H%M%SZ).json"
 log "k6 $tier against $base (duration ${DURATION:-60s} after a ${RAMP:-10s} ramp, think ${THINK_MS:-500} ms)"
 # More open files than the default for 500 VUs' connections.
 raise_nofile
+load_note
+pids=""
+for p in $APP_PORTS; do pids+=" $(live_pid "$STACK_DIR/run/app-$p.pid" serve || true)"; done
+cpu_snapshot $pids >"$out.cpu0"
+t0=$(date +%s.%N)
 status=0
-ADMIN_API_KEY=$key BASE_URL=$base k6 run --no-color --quiet \
-  --summary-export "$out" "$here/$tier.js" "$@" || status=$?
+TIMEFORMAT='%U %S'
+{ time ADMIN_API_KEY=$key BASE_URL=$base k6 run --no-color --quiet \
+    --summary-export "$out" "$here/$tier.js" "$@" 2>&3 || status=$?; } 3>&2 2>"$out.time"
+t1=$(date +%s.%N)
+cpu_snapshot $pids >"$out.cpu1"
+# k6 has exited: its CPU time comes from the shell's `time`.
+awk '{ printf "k6 %.2f\n", $1 + $2 }' "$out.time" >>"$out.cpu1"
+echo "CPU during the run (setup included):"
+cpu_report "$out.cpu0" "$out.cpu1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
+rm -f "$out.cpu0" "$out.cpu1" "$out.time"
 log "summary JSON: $out"
 [ "$status" = 0 ] || log "k6 exited $status (99 = a threshold was crossed)"
 exit "$status"

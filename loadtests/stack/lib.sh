@@ -126,3 +126,63 @@ wait_http_ok() {
 raise_nofile() {
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 }
+
+# ---------------------------------------------------------------- measuring
+# Shared by the wrk scripts and k6/run.sh.
+
+load_note() {
+  printf 'load average before the run: %s (%s cores)\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)"
+  # Pressure stall information: the share of time some task waited for the
+  # CPU or for I/O (fsync stalls show up here, and in commit latency).
+  local r
+  for r in cpu io; do
+    [ -r "/proc/pressure/$r" ] &&
+      printf '%s pressure: %s\n' "$r" "$(awk '/^some/ {print $2, $3, $4}' "/proc/pressure/$r")"
+  done
+  return 0
+}
+
+# CPU seconds used so far by each kind of process (user + system), as
+# "name seconds" lines, and the machine's busy time from /proc/stat ("_busy").
+# Counted: the service processes whose pids are given, the stack's PostgreSQL
+# (its postmaster and children), and every pgbouncer, nginx, redis-server, wrk
+# and k6. Anything else (another PostgreSQL, a compile) falls under "(other)".
+cpu_snapshot() { # service-pid...
+  local tck pg=0
+  tck=$(getconf CLK_TCK)
+  [ -f "$STACK_DIR/pg/postmaster.pid" ] && pg=$(head -n1 "$STACK_DIR/pg/postmaster.pid")
+  awk -v tck="$tck" '/^cpu / { printf "_busy %.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / tck; exit }' /proc/stat
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v tck="$tck" -v pg="$pg" -v apps=" $* " '
+    {
+      # The command name is in parentheses and may contain spaces.
+      open = index($0, "("); close_ = index($0, ")")
+      pid = substr($0, 1, open - 2)
+      comm = substr($0, open + 1, close_ - open - 1)
+      split(substr($0, close_ + 2), f, " ")
+      t = (f[12] + f[13]) / tck            # utime, stime; f[2] is the parent pid
+      if (index(apps, " " pid " ")) comm = "shortener"
+      else if (comm == "postgres") { if (pid != pg && f[2] != pg) next }
+      else if (comm !~ /^(pgbouncer|nginx|redis-server|wrk|k6)$/) next
+      cpu[comm] += t
+    }
+    END { for (c in cpu) printf "%s %.2f\n", c, cpu[c] }'
+}
+
+# Where the CPU went between two snapshots taken WALL seconds apart: seconds
+# per kind of process and their share of the machine, then everything else
+# (other work on the machine, and processes that ended in between).
+cpu_report() { # before-file after-file wall-seconds
+  awk -v wall="$3" -v cores="$(nproc)" '
+    NR == FNR { b[$1] = $2; next }
+    { d[$1] = $2 - b[$1] }
+    END {
+      cap = wall * cores
+      for (c in d) if (c != "_busy" && d[c] > 0.05) {
+        printf "  %-12s %7.2f s  %3.0f%%\n", c, d[c], 100 * d[c] / cap | "sort -k2 -rn"; known += d[c]
+      }
+      close("sort -k2 -rn")
+      other = d["_busy"] - known; if (other < 0) other = 0
+      printf "  %-12s %7.2f s  %3.0f%%\n", "(other)", other, 100 * other / cap
+      printf "  %-12s %7.2f s  %3.0f%%   of %d cores x %.0f s\n", "machine busy", d["_busy"], 100 * d["_busy"] / cap, cores, wall
+    }' "$1" "$2"
+}
