@@ -2,8 +2,8 @@
 //! templates (`/urls/{id}`), never raw paths, so cardinality stays bounded.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -20,6 +20,7 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     pub cache_entries: IntGauge,
     pub redis_up: IntGauge,
+    pub db_connections: IntGaugeVec,
 }
 
 impl Metrics {
@@ -85,6 +86,13 @@ impl Metrics {
             "shortener_redis_up",
             "1 when the last Redis call succeeded, 0 after a failure",
         )?;
+        let db_connections = IntGaugeVec::new(
+            Opts::new(
+                "shortener_db_pool_connections",
+                "Database pool connections: in_use, idle, and the configured max",
+            ),
+            &["state"],
+        )?;
         let build_info = IntGauge::with_opts(
             Opts::new("shortener_build_info", "Build information")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -102,6 +110,9 @@ impl Metrics {
         registry.register(Box::new(click_batch_size.clone()))?;
         registry.register(Box::new(click_flush_seconds.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
+        registry.register(Box::new(db_connections.clone()))?;
+        // Resident memory, CPU seconds, open file descriptors (Linux).
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Self {
             registry,
             http_requests,
@@ -116,7 +127,16 @@ impl Metrics {
             cache_lookups,
             cache_entries,
             redis_up,
+            db_connections,
         })
+    }
+
+    /// Records a pool snapshot (taken at scrape time).
+    pub fn observe_pool(&self, pool: crate::store::PoolStats) {
+        let in_use = i64::from(pool.open.saturating_sub(pool.idle));
+        self.db_connections.with_label_values(&["in_use"]).set(in_use);
+        self.db_connections.with_label_values(&["idle"]).set(i64::from(pool.idle));
+        self.db_connections.with_label_values(&["max"]).set(i64::from(pool.max));
     }
 
     /// The text exposition format.

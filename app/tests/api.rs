@@ -1013,6 +1013,16 @@ async fn metrics_are_exported(backend: Backend) {
     );
     assert!(text.contains("shortener_redirects_total{outcome=\"found\"} 1"));
     assert!(text.contains("shortener_urls_created_total 1"));
+    for name in [
+        "shortener_db_pool_connections{state=\"max\"}",
+        "shortener_click_batch_size_count",
+        "shortener_click_queue_depth 0",
+        "shortener_cache_lookups_total{result=\"miss\",tier=\"local\"}",
+        "process_resident_memory_bytes",
+        "shortener_build_info",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
 }
 
 async fn head_requests_redirect_without_recording(backend: Backend) {

@@ -164,6 +164,7 @@ async fn method_not_allowed() -> Response {
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let entries = i64::try_from(state.cache.local_entries()).unwrap_or(i64::MAX);
     state.metrics.cache_entries.set(entries);
+    state.metrics.observe_pool(state.store.pool_stats());
     let text = state.metrics.render().map_err(|e| {
         tracing::error!(error = %e, "could not render metrics");
         ApiError::Internal

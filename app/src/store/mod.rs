@@ -110,6 +110,9 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for `/health`.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Connections of the main pool, for metrics.
+    fn pool_stats(&self) -> PoolStats;
+
     async fn create_user(&self, user: NewUser) -> StoreResult<User>;
     async fn get_user(&self, id: i64) -> StoreResult<User>;
     async fn list_users(&self, page: Page) -> StoreResult<Listing<User>>;

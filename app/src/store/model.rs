@@ -283,3 +283,12 @@ impl UrlStats {
 pub fn next_updated_at(current: &Url) -> Timestamp {
     crate::domain::now().max(current.updated_at + chrono::Duration::seconds(1))
 }
+
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections (in use + idle).
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}

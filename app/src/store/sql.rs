@@ -284,6 +284,14 @@ where
     Option<String>: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     Option<Timestamp>: for<'r> Decode<'r, DB> + Type<DB>,
 {
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query(PING).execute(&self.pool).await?;
         Ok(())
