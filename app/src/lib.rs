@@ -79,6 +79,7 @@ pub fn build(store: DynStore, options: AppOptions) -> anyhow::Result<App> {
         .transpose()?;
     let cache = RedirectCache::new(&options.cache, shared, metrics.clone());
     cache.spawn_invalidation_listener();
+    spawn_active_urls_gauge(store.clone(), metrics.clone());
     let (clicks, click_writer) =
         BatchRecorder::start(store.clone(), options.clicks, metrics.clone());
     let state = AppState {
@@ -106,4 +107,32 @@ impl App {
         self.state.cache.warm(targets).await;
         Ok(count)
     }
+}
+
+/// How often the active-URL gauge is refreshed.
+const ACTIVE_URLS_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps `shortener_urls_active` current. Counting is a list query (exact
+/// up to 100 000 rows, estimated beyond), never a full scan.
+fn spawn_active_urls_gauge(store: DynStore, metrics: Arc<Metrics>) {
+    let store = Arc::downgrade(&store);
+    tokio::spawn(async move {
+        let filter = store::UrlFilter {
+            is_active: Some(true),
+            ..Default::default()
+        };
+        let page = store::Page {
+            per_page: 1,
+            ..Default::default()
+        };
+        loop {
+            let Some(store) = store.upgrade() else { return };
+            match store.list_urls(filter.clone(), page).await {
+                Ok(listing) => metrics.urls_active.set(listing.total),
+                Err(err) => tracing::debug!(error = %err, "could not count active URLs"),
+            }
+            drop(store);
+            tokio::time::sleep(ACTIVE_URLS_EVERY).await;
+        }
+    });
 }

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     pub redis_up: IntGauge,
     pub db_connections: IntGaugeVec,
+    pub urls_active: IntGauge,
 }
 
 impl Metrics {
@@ -93,6 +94,10 @@ impl Metrics {
             ),
             &["state"],
         )?;
+        let urls_active = IntGauge::new(
+            "shortener_urls_active",
+            "Active short URLs (refreshed every minute; estimated above 100k)",
+        )?;
         let build_info = IntGauge::with_opts(
             Opts::new("shortener_build_info", "Build information")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -111,8 +116,11 @@ impl Metrics {
         registry.register(Box::new(click_flush_seconds.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(db_connections.clone()))?;
+        registry.register(Box::new(urls_active.clone()))?;
         // Resident memory, CPU seconds, open file descriptors (Linux).
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Self {
             registry,
             http_requests,
@@ -128,15 +136,22 @@ impl Metrics {
             cache_entries,
             redis_up,
             db_connections,
+            urls_active,
         })
     }
 
     /// Records a pool snapshot (taken at scrape time).
     pub fn observe_pool(&self, pool: crate::store::PoolStats) {
         let in_use = i64::from(pool.open.saturating_sub(pool.idle));
-        self.db_connections.with_label_values(&["in_use"]).set(in_use);
-        self.db_connections.with_label_values(&["idle"]).set(i64::from(pool.idle));
-        self.db_connections.with_label_values(&["max"]).set(i64::from(pool.max));
+        self.db_connections
+            .with_label_values(&["in_use"])
+            .set(in_use);
+        self.db_connections
+            .with_label_values(&["idle"])
+            .set(i64::from(pool.idle));
+        self.db_connections
+            .with_label_values(&["max"])
+            .set(i64::from(pool.max));
     }
 
     /// The text exposition format.

@@ -1020,6 +1020,7 @@ async fn metrics_are_exported(backend: Backend) {
         "shortener_cache_lookups_total{result=\"miss\",tier=\"local\"}",
         "process_resident_memory_bytes",
         "shortener_build_info",
+        "shortener_urls_active",
     ] {
         assert!(text.contains(name), "{name} missing");
     }
