@@ -60,6 +60,19 @@ pub struct ServeConfig {
     #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
 
+    /// Management requests per minute per client IP, per replica; 0 = off.
+    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests a client may make at once above the sustained rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate_limit_burst: u32,
+
+    /// Identify clients by `X-Real-IP` (set by the ingress) instead of the
+    /// TCP peer. Turn off when clients reach the service directly.
+    #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trust_proxy_headers: bool,
+
     /// Base of the `short_url` returned by `POST /shorten`, e.g.
     /// `https://sho.rt`. Defaults to the request's Host.
     #[arg(long, env = "PUBLIC_BASE_URL", value_parser = parse_base_url)]

@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use crate::cache::{CacheConfig, RedirectCache, SharedCache};
 use crate::events::{BatchConfig, BatchRecorder};
-use crate::http::{AppState, Auth};
+use crate::http::{AppState, Auth, RateLimit};
 use crate::metrics::Metrics;
 use crate::store::DynStore;
 
 /// Everything that shapes a running service, beyond its store.
 pub struct AppOptions {
     pub auth: Auth,
+    pub rate_limit: RateLimit,
     pub public_base_url: Option<String>,
     pub cache: CacheConfig,
     pub redis_url: Option<String>,
@@ -39,6 +40,7 @@ impl AppOptions {
     pub fn new(auth: Auth) -> Self {
         Self {
             auth,
+            rate_limit: RateLimit::off(),
             public_base_url: None,
             cache: CacheConfig {
                 capacity: 100_000,
@@ -87,6 +89,7 @@ pub fn build(store: DynStore, options: AppOptions) -> anyhow::Result<App> {
         cache,
         clicks: Arc::new(clicks),
         auth: Arc::new(options.auth),
+        rate_limit: Arc::new(options.rate_limit),
         metrics,
         public_base_url: options.public_base_url,
     };

@@ -172,6 +172,11 @@ fn options(config: &ServeConfig, auth: Auth) -> shortener::AppOptions {
     let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     shortener::AppOptions {
         auth,
+        rate_limit: http::RateLimit::new(
+            config.rate_limit_per_minute,
+            config.rate_limit_burst,
+            config.trust_proxy_headers,
+        ),
         public_base_url: config.public_base_url.clone(),
         cache: CacheConfig {
             capacity: cache.cache_capacity,

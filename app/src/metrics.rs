@@ -22,6 +22,7 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub db_connections: IntGaugeVec,
     pub urls_active: IntGauge,
+    pub rate_limited: IntCounter,
 }
 
 impl Metrics {
@@ -98,6 +99,10 @@ impl Metrics {
             "shortener_urls_active",
             "Active short URLs (refreshed every minute; estimated above 100k)",
         )?;
+        let rate_limited = IntCounter::new(
+            "shortener_rate_limited_total",
+            "Management requests refused with 429",
+        )?;
         let build_info = IntGauge::with_opts(
             Opts::new("shortener_build_info", "Build information")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -117,6 +122,7 @@ impl Metrics {
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(db_connections.clone()))?;
         registry.register(Box::new(urls_active.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
         // Resident memory, CPU seconds, open file descriptors (Linux).
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -137,6 +143,7 @@ impl Metrics {
             redis_up,
             db_connections,
             urls_active,
+            rate_limited,
         })
     }
 

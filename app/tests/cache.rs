@@ -1,6 +1,7 @@
-//! The redirect cache and the click writer, against real Redis and real
-//! databases: hits and misses, coherence across replicas, and what happens
-//! when Redis or the database goes away.
+//! The hot path and its guards, against real Redis and real databases: the
+//! redirect cache (hits and misses, coherence across replicas), the click
+//! writer, what happens when Redis or the database goes away, and the rate
+//! limit on the management API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -295,4 +296,40 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_requests_are_rate_limited_per_client() {
+    let db = Arc::new(TestDatabase::new(Backend::Sqlite).await);
+    let mut options = options(None, "limits");
+    options.rate_limit = shortener::http::RateLimit::new(60, 3, true);
+    let app = TestApp::serve(db.clone(), db.store().await, options).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/l"}))
+        .await;
+    let code = url["short_code"].as_str().unwrap();
+    // The burst of 3 is used up (one by the create above).
+    for _ in 0..2 {
+        assert_eq!(app.get("/urls").await.status(), StatusCode::OK);
+    }
+    let res = app.get("/urls").await;
+    assert!(res.headers().contains_key("retry-after"));
+    expect_error(res, StatusCode::TOO_MANY_REQUESTS).await;
+    // Another client (as the ingress reports it) has its own allowance.
+    let other = app
+        .request(reqwest::Method::GET, "/urls")
+        .header("x-real-ip", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    // Redirects are never limited.
+    for _ in 0..5 {
+        assert_eq!(location(&app, code).await.0, StatusCode::FOUND);
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("shortener_rate_limited_total 1"),
+        "{metrics}"
+    );
 }

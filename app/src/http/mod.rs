@@ -6,6 +6,7 @@ mod events;
 mod extract;
 mod health;
 mod openapi;
+mod rate_limit;
 mod redirect;
 mod urls;
 mod users;
@@ -25,6 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::Auth;
+pub use rate_limit::RateLimit;
 
 pub use crate::config::AccessLog;
 use error::ApiError;
@@ -44,6 +46,7 @@ pub struct AppState {
     pub cache: Arc<crate::cache::RedirectCache>,
     pub clicks: Arc<dyn ClickRecorder>,
     pub auth: Arc<Auth>,
+    pub rate_limit: Arc<RateLimit>,
     pub metrics: Arc<Metrics>,
     pub public_base_url: Option<String>,
 }
@@ -75,6 +78,11 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
+        ))
+        // Outside the key check, so that guessing keys is limited too.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
         ));
     Router::new()
         .merge(management)
