@@ -81,5 +81,7 @@ wrk_summary "$work/wrk.out"
 worker=$(pgrep -P "$nginx_pid" | head -n1 || true)
 [ -n "$worker" ] && printf 'nginx worker memory: %s\n' "$(mem_of "$worker")"
 echo "CPU during the measured run:"
-cpu_report "$work/cpu.before" "$work/cpu.after" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
-record_result "nginx-baseline" "$work/wrk.out" "c=$conns t=$threads"
+cpu_report "$work/cpu.before" "$work/cpu.after" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" |
+  tee "$work/cpu.report"
+record_result "nginx-baseline" "$work/wrk.out" \
+  "c=$conns t=$threads other=$(awk '/\(other\)/ { print $4 }' "$work/cpu.report")"

@@ -94,8 +94,10 @@ run_wrk() { # cpu-or-empty threads connections url
 
 cpu_used() {
   echo "CPU during the measured run:"
-  cpu_report "$work/cpu.before" "$work/cpu.after" "$wall"
+  cpu_report "$work/cpu.before" "$work/cpu.after" "$wall" | tee "$work/cpu.report"
 }
+
+other_share() { awk '/\(other\)/ { print $4 }' "$work/cpu.report"; }
 
 counters() { # base-url
   printf 'redirects found:     %s\n' "$(metric_sum "$1" shortener_redirects_total 'outcome="found"')"
@@ -150,7 +152,7 @@ single() {
   counters "http://127.0.0.1:$SINGLE_PORT"
   printf 'replica memory:      %s\n' "$(mem_of "$app_pid")"
   cpu_used
-  record_result "redirect-single-$backend" "$work/wrk.out" "c=$conns t=$threads codes=$CODES"
+  record_result "redirect-single-$backend" "$work/wrk.out" "c=$conns t=$threads codes=$CODES other=$(other_share)"
   local errors
   errors=$(grep -c '"level":"ERROR"' "$logf" || true)
   printf 'ERROR lines in log:  %s\n' "$errors"
@@ -193,7 +195,7 @@ stack() {
     fi
   done
   cpu_used
-  record_result "redirect-stack" "$work/wrk.out" "c=$conns t=$threads codes=$CODES"
+  record_result "redirect-stack" "$work/wrk.out" "c=$conns t=$threads codes=$CODES other=$(other_share)"
 }
 
 "$mode"
