@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared settings and helpers for the local production-like stack.
 # Sourced by up.sh, down.sh, status.sh and the wrk/k6 wrappers; not run alone.
 #
@@ -37,6 +38,30 @@ REDIS_URL_STACK="redis://127.0.0.1:$REDIS_PORT"
 NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 KEY_FILE="$STACK_DIR/admin-api-key"
 PGBOUNCER_BIN="$STACK_CACHE/pgbouncer/bin/pgbouncer"
+
+# Service settings handed on to the replicas (stack and `redirect.sh single`)
+# when set in the caller's environment; nothing else from it reaches them.
+# APP_EXTRA_ENV="NAME=value NAME2=value" adds any other.
+APP_PASSTHROUGH=(
+  CACHE_TTL_SECONDS NEGATIVE_CACHE_TTL_SECONDS LOCAL_CACHE_TTL_SECONDS
+  CACHE_CAPACITY CACHE_WARM_ENTRIES REDIS_KEY_PREFIX REDIS_TIMEOUT_MS
+  CLICK_BATCH_MAX CLICK_QUEUE_CAPACITY CLICK_SPILL_CAPACITY
+  RATE_LIMIT_PER_MINUTE RATE_LIMIT_BURST ACCESS_LOG
+)
+
+# Appends NAME=value for every set APP_PASSTHROUGH variable, and the words of
+# APP_EXTRA_ENV, to the array named $1.
+add_passthrough_env() {
+  local -n into=$1
+  local v
+  for v in "${APP_PASSTHROUGH[@]}"; do
+    if [ -n "${!v:-}" ]; then into+=("$v=${!v}"); fi
+  done
+  if [ -n "${APP_EXTRA_ENV:-}" ]; then
+    # shellcheck disable=SC2206 # words on purpose: NAME=value pairs
+    into+=($APP_EXTRA_ENV)
+  fi
+}
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -114,8 +139,8 @@ http_status() {
 
 # Waits until URL answers 200, up to SECS seconds.
 wait_http_ok() {
-  local url=$1 secs=$2 i
-  for i in $(seq 1 $((secs * 5))); do
+  local url=$1 secs=$2
+  for _ in $(seq 1 $((secs * 5))); do
     [ "$(http_status "$url" 2)" = 200 ] && return 0
     sleep 0.2
   done

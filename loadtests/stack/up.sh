@@ -215,9 +215,6 @@ start_redis() {
 }
 
 # ---------------------------------------------------------------- app replicas
-# Variables handed to the replicas when set here (the cache settings being
-# added to the service; unknown variables are ignored by it).
-PASSTHROUGH=(CACHE_TTL_SECONDS NEGATIVE_CACHE_TTL_SECONDS)
 
 start_app() {
   local port=$1 pid
@@ -248,10 +245,7 @@ start_app() {
     REQUEST_TIMEOUT_SECS="${APP_REQUEST_TIMEOUT_SECS:-10}"
     DATA_DIR="$STACK_DIR/app-data"
   )
-  local v
-  for v in "${PASSTHROUGH[@]}"; do
-    [ -n "${!v:-}" ] && envs+=("$v=${!v}")
-  done
+  add_passthrough_env envs
   log "starting app replica on 127.0.0.1:$port"
   # setsid: the replica outlives this script and its terminal.
   setsid env -i "${envs[@]}" "$SHORTENER_BIN" serve </dev/null >>"$logf" 2>&1 &
@@ -310,6 +304,8 @@ $servers
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host \$http_host;
+            # As ingress-nginx does: the service limits rates per X-Real-IP.
+            proxy_set_header X-Real-IP \$remote_addr;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_connect_timeout 1s;
@@ -347,8 +343,8 @@ start_nginx() {
 
 # ---------------------------------------------------------------- health
 wait_healthy() {
-  local i p
-  for i in $(seq 1 50); do
+  local p
+  for _ in $(seq 1 50); do
     pg_as "$(pg_bin_dir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.2
   done || true
   psql "$PGB_URL" -tAc 'select 1' 2>/dev/null | grep -q 1 || die "PgBouncer does not answer on :$PGB_PORT"

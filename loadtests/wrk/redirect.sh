@@ -128,10 +128,7 @@ single() {
     *) die "BACKEND must be auto, stack or sqlite" ;;
   esac
   envs+=(ADMIN_API_KEY="$key")
-  local v
-  for v in CACHE_TTL_SECONDS NEGATIVE_CACHE_TTL_SECONDS; do
-    if [ -n "${!v:-}" ]; then envs+=("$v=${!v}"); fi
-  done
+  add_passthrough_env envs
   mkdir -p "$RESULTS_DIR"
   local logf="$RESULTS_DIR/single-replica.log"
   : >"$logf"
