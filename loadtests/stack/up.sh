@@ -21,7 +21,7 @@ for arg in "$@"; do
   case $arg in
     --build) build=1 ;;
     --restart-apps) restart_apps=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -/{/^set -/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     *) die "unknown argument: $arg (try --help)" ;;
   esac
 done

@@ -17,8 +17,8 @@
 #
 # Environment: DURATION (15s), WARMUP (3s, not measured), CONNECTIONS (single
 # 100, stack 500), THREADS (single 1, stack 2), CODES (100), SERVER_CPU,
-# CLIENT_CPU, SINGLE_PORT, BACKEND, SINGLE_RUST_LOG (info, the service's
-# default: one access-log line per request).
+# CLIENT_CPU, SINGLE_PORT, BACKEND, SINGLE_RUST_LOG (RUST_LOG, default info),
+# and the service settings listed in APP_PASSTHROUGH (stack/lib.sh).
 #
 # Prints requests/s, latency percentiles, non-2xx/3xx counts, the replicas'
 # memory (VmRSS, VmHWM) after the run, and the service's own redirect and
@@ -29,7 +29,7 @@ set -euo pipefail
 mode=${1:-}
 case $mode in
   single|stack) ;;
-  *) sed -n '2,26p' "$0"; exit 2 ;;
+  *) sed -n '2,/^set -/{/^set -/d;s/^# \{0,1\}//;p}' "$0"; exit 2 ;;
 esac
 
 CODES=${CODES:-100}
