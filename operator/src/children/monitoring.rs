@@ -65,65 +65,126 @@ pub fn service_monitor(instance: &Instance<'_>) -> Result<Child> {
     dynamic(service_monitor_resource(), instance, spec)
 }
 
-/// Alerts scoped to this instance's Service, so two Shorteners in one namespace do not mix.
+/// The alerting rules of the whole project (`monitoring/alerts.yaml`), written against the
+/// local stack's job names; [`prometheus_rule`] scopes them to one Shortener.
+pub const ALERTS_YAML: &str = include_str!("../../../monitoring/alerts.yaml");
+
+/// The Grafana dashboard of the whole project (`monitoring/dashboard.json`).
+pub const DASHBOARD_JSON: &str = include_str!("../../../monitoring/dashboard.json");
+
+/// Rule groups of `alerts.yaml` and whether this Shortener has what they watch.
+fn group_applies(group: &str, instance: &Instance<'_>) -> bool {
+    let spec = instance.spec();
+    match group {
+        "shortener-database" => spec.database.embedded().is_some(),
+        "shortener-redis" => spec.redis.external.is_none(),
+        "shortener-ingress" => spec.ingress.enabled,
+        "shortener-tls" => {
+            spec.ingress.enabled
+                && spec.ingress.host.is_some()
+                && spec.ingress.tls_secret_name.is_some()
+        }
+        _ => true,
+    }
+}
+
+/// A string as a PromQL double-quoted literal.
+fn promql_string(value: &str) -> String {
+    let escaped = value.replace('\\', r"\\").replace('"', r#"\""#);
+    format!("\"{escaped}\"")
+}
+
+/// How each selector term of `alerts.yaml` (local stack job names) reads for this Shortener:
+/// the labels the Prometheus Operator and kube-state-metrics give its targets and objects.
+/// The table in the header of `alerts.yaml` documents the same mapping.
+pub fn rule_scope(instance: &Instance<'_>) -> Vec<(&'static str, String)> {
+    let ns = promql_string(&instance.namespace);
+    let name = |component: Component| promql_string(&instance.child_name(component));
+    let mut scope = vec![
+        (
+            r#"job="shortener""#,
+            format!("namespace={ns},service={}", name(Component::App)),
+        ),
+        (
+            r#"job="postgres""#,
+            format!("namespace={ns},service={}", name(Component::Postgres)),
+        ),
+        (
+            r#"job="pgbouncer""#,
+            format!("namespace={ns},service={}", name(Component::PgBouncer)),
+        ),
+        (
+            r#"job="redis""#,
+            format!("namespace={ns},service={}", name(Component::Redis)),
+        ),
+        (
+            r#"deployment="shortener""#,
+            format!("namespace={ns},deployment={}", name(Component::App)),
+        ),
+        (
+            r#"deployment="pgbouncer""#,
+            format!("namespace={ns},deployment={}", name(Component::PgBouncer)),
+        ),
+        (
+            r#"deployment="redis""#,
+            format!("namespace={ns},deployment={}", name(Component::Redis)),
+        ),
+        (
+            r#"statefulset="postgres""#,
+            format!("namespace={ns},statefulset={}", name(Component::Postgres)),
+        ),
+        // The Ingress carries the app's name; ingress-nginx reports the Ingress' namespace as
+        // `exported_namespace` or `namespace` depending on its ServiceMonitor, so only the
+        // name scopes (identical alerts from two rules are merged by Alertmanager).
+        (
+            r#"job="ingress-nginx""#,
+            format!("ingress={}", name(Component::App)),
+        ),
+        // The operator serves every Shortener from one Deployment; its metrics are per
+        // Shortener by their `name` label (the namespace label depends on honorLabels).
+        (
+            r#"job="shortener-operator""#,
+            format!("name={}", promql_string(&instance.name)),
+        ),
+    ];
+    if let Some(host) = &instance.spec().ingress.host {
+        scope.push((r#"host!="_""#, format!("host={}", promql_string(host))));
+    }
+    scope
+}
+
+fn scoped(expr: &str, scope: &[(&'static str, String)]) -> String {
+    scope
+        .iter()
+        .fold(expr.to_owned(), |expr, (from, to)| expr.replace(from, to))
+}
+
+/// The groups of `alerts.yaml` this Shortener has components for, with every selector
+/// scoped to it, so two Shorteners (even in one namespace) do not mix.
+pub fn alert_groups(instance: &Instance<'_>) -> Result<Value> {
+    let file: Value = serde_yaml::from_str(ALERTS_YAML)?;
+    let scope = rule_scope(instance);
+    let mut groups = Vec::new();
+    for group in file["groups"].as_array().into_iter().flatten() {
+        let name = group["name"].as_str().unwrap_or_default();
+        if !group_applies(name, instance) {
+            continue;
+        }
+        let mut group = group.clone();
+        group["name"] = json!(format!("{name}.{}", instance.name));
+        for rule in group["rules"].as_array_mut().into_iter().flatten() {
+            if let Some(expr) = rule["expr"].as_str() {
+                rule["expr"] = json!(scoped(expr, &scope));
+            }
+        }
+        groups.push(group);
+    }
+    Ok(Value::Array(groups))
+}
+
+/// The alerts of `monitoring/alerts.yaml`, scoped to this instance.
 pub fn prometheus_rule(instance: &Instance<'_>) -> Result<Child> {
-    let ns = &instance.namespace;
-    let svc = instance.child_name(Component::App);
-    let sel = format!(r#"namespace="{ns}",service="{svc}""#);
-    let deployment = format!(r#"namespace="{ns}",deployment="{svc}""#);
-    let rule = |alert: &str, expr: String, for_: &str, severity: &str, summary: &str| {
-        json!({
-            "alert": alert,
-            "expr": expr,
-            "for": for_,
-            "labels": { "severity": severity },
-            "annotations": {
-                "summary": summary,
-                "description": format!("{summary} (Shortener {ns}/{})", instance.name),
-            },
-        })
-    };
-    let spec = json!({
-        "groups": [{
-            "name": format!("shortener.{}", instance.name),
-            "rules": [
-                rule(
-                    "ShortenerDown",
-                    format!("sum(up{{{sel}}}) == 0 or absent(up{{{sel}}})"),
-                    "5m",
-                    "critical",
-                    "No shortener replica is being scraped successfully",
-                ),
-                rule(
-                    "ShortenerHighErrorRate",
-                    format!(
-                        r#"sum(rate(shortener_http_requests_total{{{sel},status=~"5.."}}[5m])) / clamp_min(sum(rate(shortener_http_requests_total{{{sel}}}[5m])), 1e-9) > 0.05"#
-                    ),
-                    "10m",
-                    "warning",
-                    "More than 5% of shortener requests fail with a 5xx status",
-                ),
-                rule(
-                    "ShortenerHighLatency",
-                    format!(
-                        "histogram_quantile(0.99, sum by (le) (rate(shortener_http_request_duration_seconds_bucket{{{sel}}}[5m]))) > 0.5"
-                    ),
-                    "10m",
-                    "warning",
-                    "99th percentile shortener latency is above 500ms",
-                ),
-                rule(
-                    "ShortenerReplicasUnavailable",
-                    format!(
-                        "kube_deployment_status_replicas_available{{{deployment}}} < kube_deployment_spec_replicas{{{deployment}}}"
-                    ),
-                    "15m",
-                    "warning",
-                    "Fewer shortener replicas are available than desired",
-                ),
-            ],
-        }],
-    });
+    let spec = json!({ "groups": alert_groups(instance)? });
     dynamic(prometheus_rule_resource(), instance, spec)
 }
 
@@ -131,52 +192,44 @@ pub fn dashboard_name(instance: &Instance<'_>) -> String {
     format!("{}-dashboard", instance.name)
 }
 
+/// Grafana allows 40 characters; a long namespace and name fall back to a digest.
+fn dashboard_uid(instance: &Instance<'_>) -> String {
+    let readable = format!("shortener-{}-{}", instance.namespace, instance.name);
+    if readable.len() <= 40 {
+        return readable;
+    }
+    let key = BTreeMap::from([(instance.namespace.clone(), instance.name.clone())]);
+    format!("shortener-{}", &super::config_digest(&key)[..20])
+}
+
+/// `monitoring/dashboard.json` with this instance's uid and title, and its namespace and
+/// Shortener preselected (the variables still offer every other one).
+pub fn dashboard(instance: &Instance<'_>) -> Result<Value> {
+    let mut dashboard: Value =
+        serde_json::from_str(DASHBOARD_JSON).map_err(|e| Error::Build("dashboard", e))?;
+    let ns = &instance.namespace;
+    dashboard["uid"] = json!(dashboard_uid(instance));
+    dashboard["title"] = json!(format!("Shortener {ns}/{}", instance.name));
+    let job = instance.child_name(Component::App);
+    for variable in dashboard["templating"]["list"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        let value = match variable["name"].as_str() {
+            Some("namespace") => ns.clone(),
+            Some("job") => job.clone(),
+            _ => continue,
+        };
+        variable["current"] = json!({ "selected": true, "text": value, "value": value });
+    }
+    Ok(dashboard)
+}
+
 /// Grafana dashboard, picked up by the Grafana sidecar through the `grafana_dashboard` label.
 pub fn dashboard_config_map(instance: &Instance<'_>) -> Result<ConfigMap> {
-    let ns = &instance.namespace;
-    let svc = instance.child_name(Component::App);
-    let sel = format!(r#"namespace="{ns}",service="{svc}""#);
-    let panel = |id: u32, title: &str, expr: String, unit: &str, x: u32, y: u32| {
-        json!({
-            "id": id,
-            "type": "timeseries",
-            "title": title,
-            "datasource": { "type": "prometheus", "uid": "${datasource}" },
-            "gridPos": { "h": 8, "w": 12, "x": x, "y": y },
-            "fieldConfig": { "defaults": { "unit": unit }, "overrides": [] },
-            "targets": [{ "refId": "A", "expr": expr }],
-        })
-    };
-    let dashboard = json!({
-        "uid": format!("shortener-{ns}-{}", instance.name),
-        "title": format!("Shortener {ns}/{}", instance.name),
-        "tags": ["shortener"],
-        "timezone": "browser",
-        "schemaVersion": 39,
-        "refresh": "30s",
-        "time": { "from": "now-6h", "to": "now" },
-        "templating": { "list": [{
-            "name": "datasource",
-            "type": "datasource",
-            "query": "prometheus",
-        }]},
-        "panels": [
-            panel(1, "Requests per second by status",
-                format!("sum by (status) (rate(shortener_http_requests_total{{{sel}}}[5m]))"), "reqps", 0, 0),
-            panel(2, "5xx ratio",
-                format!(r#"sum(rate(shortener_http_requests_total{{{sel},status=~"5.."}}[5m])) / clamp_min(sum(rate(shortener_http_requests_total{{{sel}}}[5m])), 1e-9)"#), "percentunit", 12, 0),
-            panel(3, "Latency p50 / p99",
-                format!("histogram_quantile(0.99, sum by (le) (rate(shortener_http_request_duration_seconds_bucket{{{sel}}}[5m])))"), "s", 0, 8),
-            panel(4, "Redirects by outcome",
-                format!("sum by (outcome) (rate(shortener_redirects_total{{{sel}}}[5m]))"), "reqps", 12, 8),
-            panel(5, "Replicas up",
-                format!("sum(up{{{sel}}})"), "short", 0, 16),
-            panel(6, "Links created per minute",
-                format!("sum(rate(shortener_urls_created_total{{{sel}}}[5m])) * 60"), "short", 12, 16),
-        ],
-    });
-    let body =
-        serde_json::to_string_pretty(&dashboard).map_err(|e| Error::Build("dashboard", e))?;
+    let body = serde_json::to_string_pretty(&dashboard(instance)?)
+        .map_err(|e| Error::Build("dashboard", e))?;
     let mut metadata = instance.meta(dashboard_name(instance), Component::Monitoring);
     if let Some(labels) = metadata.labels.as_mut() {
         labels.insert("grafana_dashboard".to_string(), "1".to_string());
@@ -195,7 +248,7 @@ pub fn dashboard_config_map(instance: &Instance<'_>) -> Result<ConfigMap> {
 mod tests {
     use super::*;
     use crate::children::testing::{assert_owned, shortener};
-    use crate::crd::ShortenerSpec;
+    use crate::crd::{ExternalSecretRef, ShortenerSpec};
 
     #[test]
     fn service_monitor_scrapes_app_metrics_with_extra_labels() {
@@ -220,28 +273,216 @@ mod tests {
         assert_owned(&child.object.metadata, "app");
     }
 
+    /// Selectors (`{...}`) of a PromQL expression; braces inside string literals (the
+    /// `/{short_code}` route) do not count.
+    fn selectors(expr: &str) -> Vec<String> {
+        let (mut found, mut current, mut depth, mut quoted, mut escaped) =
+            (Vec::new(), String::new(), 0, false, false);
+        for c in expr.chars() {
+            if quoted {
+                quoted = escaped || c != '"';
+                escaped = !escaped && c == '\\';
+            } else if c == '"' {
+                quoted = true;
+            } else if c == '{' {
+                depth += 1;
+                continue;
+            } else if c == '}' {
+                depth -= 1;
+                found.push(std::mem::take(&mut current));
+                continue;
+            }
+            if depth > 0 {
+                current.push(c);
+            }
+        }
+        found
+    }
+
+    fn rules(groups: &Value) -> Vec<Value> {
+        groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap().clone())
+            .collect()
+    }
+
+    fn group_names(groups: &Value) -> Vec<&str> {
+        groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect()
+    }
+
+    fn with_tls() -> ShortenerSpec {
+        let mut spec = ShortenerSpec::default();
+        spec.ingress.host = Some("sho.rt".into());
+        spec.ingress.tls_secret_name = Some("sho-rt-tls".into());
+        spec
+    }
+
     #[test]
-    fn prometheus_rule_alerts_are_scoped_to_the_instance() {
-        let s = shortener(ShortenerSpec::default());
-        let i = Instance::new(&s).unwrap();
-        let child = prometheus_rule(&i).unwrap();
-        let v = child.to_value().unwrap();
-        let rules = v["spec"]["groups"][0]["rules"].as_array().unwrap();
-        let names: Vec<_> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    fn alerts_yaml_has_only_groups_the_operator_knows() {
+        let file: Value = serde_yaml::from_str(ALERTS_YAML).unwrap();
         assert_eq!(
-            names,
+            group_names(&file["groups"]),
             vec![
-                "ShortenerDown",
-                "ShortenerHighErrorRate",
-                "ShortenerHighLatency",
-                "ShortenerReplicasUnavailable"
+                "shortener",
+                "shortener-database",
+                "shortener-redis",
+                "shortener-ingress",
+                "shortener-tls",
+                "shortener-operator"
             ]
         );
-        for r in rules {
-            let expr = r["expr"].as_str().unwrap();
-            assert!(expr.contains(r#"namespace="web""#), "{expr}");
-            assert!(r["labels"]["severity"].is_string());
+    }
+
+    #[test]
+    fn prometheus_rule_carries_every_alert_of_alerts_yaml() {
+        let s = shortener(with_tls());
+        let i = Instance::new(&s).unwrap();
+        let v = prometheus_rule(&i).unwrap().to_value().unwrap();
+        assert_eq!(v["kind"], "PrometheusRule");
+        let groups = &v["spec"]["groups"];
+        assert_eq!(
+            group_names(groups),
+            vec![
+                "shortener.links",
+                "shortener-database.links",
+                "shortener-redis.links",
+                "shortener-ingress.links",
+                "shortener-tls.links",
+                "shortener-operator.links"
+            ]
+        );
+        let file: Value = serde_yaml::from_str(ALERTS_YAML).unwrap();
+        assert_eq!(rules(groups).len(), rules(&file["groups"]).len());
+        let mut names: Vec<_> = rules(groups)
+            .iter()
+            .map(|r| r["alert"].as_str().unwrap().to_string())
+            .collect();
+        names.dedup();
+        for wanted in [
+            "ShortenerDown",
+            "ShortenerHighErrorRatio",
+            "ShortenerHighLatencyP95",
+            "ShortenerHighLatencyP99",
+            "ShortenerCacheHitRatioLow",
+            "ShortenerMemoryHigh",
+            "ShortenerDatabasePoolSaturated",
+            "ShortenerClickBacklog",
+            "ShortenerClicksSpilled",
+            "ShortenerClicksDropped",
+            "ShortenerRedisDown",
+            "PostgresDown",
+            "PgBouncerDown",
+            "RedisDown",
+            "IngressErrors",
+            "CertificateExpiringSoon",
+            "ShortenerOperatorReconcileFailing",
+        ] {
+            assert!(names.iter().any(|n| n == wanted), "{wanted} missing");
         }
+        for r in rules(groups) {
+            let alert = r["alert"].as_str().unwrap();
+            let severity = r["labels"]["severity"].as_str().unwrap();
+            assert!(
+                ["critical", "warning", "info"].contains(&severity),
+                "{alert}"
+            );
+            assert!(r["annotations"]["summary"].is_string(), "{alert}");
+            assert!(r["annotations"]["description"].is_string(), "{alert}");
+            let runbook = r["annotations"]["runbook_url"].as_str().unwrap();
+            assert!(
+                runbook.ends_with(&format!("/docs/runbooks/{alert}.md")),
+                "{alert}: {runbook}"
+            );
+        }
+    }
+
+    #[test]
+    fn prometheus_rule_alerts_are_scoped_to_the_instance() {
+        let s = shortener(with_tls());
+        let i = Instance::new(&s).unwrap();
+        let v = prometheus_rule(&i).unwrap().to_value().unwrap();
+        let scoped_by = [
+            r#"namespace="web""#,
+            r#"ingress="links""#,
+            r#"name="links""#,
+            r#"host="sho.rt""#,
+        ];
+        for r in rules(&v["spec"]["groups"]) {
+            let expr = r["expr"].as_str().unwrap();
+            assert!(!expr.contains("job="), "{expr}");
+            let found = selectors(expr);
+            assert!(!found.is_empty(), "{expr}");
+            for selector in found {
+                assert!(
+                    scoped_by.iter().any(|term| selector.contains(term)),
+                    "{}: selector {{{selector}}} is not scoped to the instance",
+                    r["alert"]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn app_selectors_use_the_service_monitor_labels() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let groups = alert_groups(&i).unwrap();
+        let down = &rules(&groups)[0];
+        assert_eq!(down["alert"], "ShortenerDown");
+        assert_eq!(
+            down["expr"],
+            "sum by (job, namespace) (up{namespace=\"web\",service=\"links\"}) == 0\nor\n\
+             label_replace(absent(up{namespace=\"web\",service=\"links\"}), \"job\", \"$1\", \"service\", \"(.+)\")"
+        );
+        let postgres = rules(&groups)
+            .into_iter()
+            .find(|r| r["alert"] == "PostgresDown" && r["labels"]["signal"] == "kubernetes")
+            .unwrap();
+        assert_eq!(
+            postgres["expr"],
+            r#"kube_statefulset_status_replicas_ready{namespace="web",statefulset="links-postgres"} == 0"#
+        );
+    }
+
+    #[test]
+    fn alert_groups_follow_what_the_instance_runs() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        assert_eq!(
+            group_names(&alert_groups(&i).unwrap()),
+            vec![
+                "shortener.links",
+                "shortener-database.links",
+                "shortener-redis.links",
+                "shortener-ingress.links",
+                "shortener-operator.links"
+            ]
+        );
+        let mut spec = ShortenerSpec::default();
+        spec.database.external = Some(ExternalSecretRef {
+            secret_name: "pg".into(),
+            key: "url".into(),
+        });
+        spec.redis.external = Some(ExternalSecretRef {
+            secret_name: "cache".into(),
+            key: "url".into(),
+        });
+        spec.ingress.enabled = false;
+        spec.ingress.host = Some("sho.rt".into());
+        spec.ingress.tls_secret_name = Some("sho-rt-tls".into());
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        assert_eq!(
+            group_names(&alert_groups(&i).unwrap()),
+            vec!["shortener.links", "shortener-operator.links"]
+        );
     }
 
     #[test]
@@ -256,7 +497,30 @@ mod tests {
         );
         let data = cm.data.unwrap();
         let json: Value = serde_json::from_str(&data["shortener-links.json"]).unwrap();
-        assert_eq!(json["panels"].as_array().unwrap().len(), 6);
+        let file: Value = serde_json::from_str(DASHBOARD_JSON).unwrap();
+        assert_eq!(json["panels"], file["panels"]);
         assert_eq!(json["uid"], "shortener-web-links");
+        assert_eq!(json["title"], "Shortener web/links");
+        let current = |name: &str| {
+            json["templating"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap()["current"]["value"]
+                .clone()
+        };
+        assert_eq!(current("namespace"), "web");
+        assert_eq!(current("job"), "links");
+    }
+
+    #[test]
+    fn dashboard_uid_fits_grafana_for_long_names() {
+        let mut s = shortener(ShortenerSpec::default());
+        s.metadata.namespace = Some("a-rather-long-namespace-for-the-team".into());
+        let i = Instance::new(&s).unwrap();
+        let uid = dashboard(&i).unwrap()["uid"].as_str().unwrap().to_string();
+        assert!(uid.len() <= 40, "{uid}");
+        assert!(uid.starts_with("shortener-"));
     }
 }
