@@ -1,0 +1,505 @@
+#!/usr/bin/env bash
+# Checks of the monitoring artefacts (no cluster, no running stack needed):
+#   - promtool check rules / test rules on monitoring/alerts.yaml and its unit tests
+#   - every rule: severity, summary, description, a runbook that exists; every rule fires in
+#     some unit test and every alert is shown quiet in one
+#   - amtool check-config on monitoring/alertmanager.yml, its routes by severity, and its
+#     inhibitions on a throwaway Alertmanager
+#   - monitoring/dashboard.json: valid JSON, datasource variable, job/instance variables,
+#     no overlapping panels
+#   - the PromQL syntax of every expression of the rules and the dashboard (promtool parses
+#     each one as a recording rule), and of the PrometheusRules in the operator's snapshots
+#   - docs/runbooks/: one page per alert with the standard sections, an index listing all
+#   - with PROMETHEUS_URL set (e.g. the local stack's http://127.0.0.1:9090): the rules are
+#     loaded there, and every expression evaluates without error (/api/v1/query)
+# Installs prometheus and prometheus-alertmanager (Debian) if promtool or amtool is missing.
+#
+# Usage: scripts/check-monitoring.sh
+#        PROMETHEUS_URL=http://127.0.0.1:9090 scripts/check-monitoring.sh
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PASSED=0
+FAILED=0
+WORK="$(mktemp -d)"
+POLICY_CREATED=0
+AM_PID=""
+cleanup() {
+  if [[ -n "$AM_PID" ]]; then kill "$AM_PID" 2>/dev/null || true; wait "$AM_PID" 2>/dev/null || true; fi
+  if [[ "$POLICY_CREATED" == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+pass() { PASSED=$((PASSED + 1)); echo "ok    $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL  $*"; }
+note() { echo "      $*"; }
+
+# Runs a command as one check; its output is shown only when it fails.
+check() {
+  local name=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    pass "$name"
+  else
+    fail "$name"
+    printf '%s\n' "$out" | sed 's/^/      /'
+  fi
+}
+
+# Lines "ok<TAB>name" / "FAIL<TAB>name<TAB>detail" / "note<TAB>text" from the helper.
+tally() {
+  local status name detail
+  while IFS=$'\t' read -r status name detail; do
+    case $status in
+      ok) pass "$name" ;;
+      FAIL) fail "$name"; [[ -n "$detail" ]] && note "$detail" ;;
+      note) note "$name" ;;
+      *) echo "$status $name $detail" ;;
+    esac
+  done
+}
+
+# ---------------------------------------------------------------- tools
+# The first python3 that has the yaml module (Debian's python3-yaml serves /usr/bin/python3,
+# which a python3 earlier on PATH may not see).
+PYTHON=python3
+pick_python() {
+  local candidate
+  for candidate in python3 /usr/bin/python3; do
+    if "$candidate" -c 'import yaml' 2>/dev/null; then PYTHON=$candidate; return 0; fi
+  done
+  return 1
+}
+
+install_tools() {
+  local need=()
+  command -v promtool >/dev/null || need+=(prometheus)
+  command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+  command -v curl >/dev/null || need+=(curl)
+  pick_python || need+=(python3 python3-yaml)
+  if ((${#need[@]})); then
+    [[ "$(id -u)" == 0 ]] || { echo "missing ${need[*]}; run as root to install them" >&2; exit 2; }
+    echo "installing ${need[*]}"
+    # The packages start Prometheus (:9090) and Alertmanager (:9093) on install; a
+    # policy-rc.d that refuses keeps those ports for the local stack.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+      POLICY_CREATED=1
+    fi
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    if [[ "$POLICY_CREATED" == 1 ]]; then rm -f /usr/sbin/policy-rc.d; POLICY_CREATED=0; fi
+  fi
+  pick_python || { echo "no python3 with the yaml module" >&2; exit 2; }
+  echo "promtool: $(promtool --version 2>&1 | head -n1)"
+  echo "amtool: $(amtool --version 2>&1 | head -n1)"
+}
+
+# ---------------------------------------------------------------- helper
+# Parsing and HTTP in one place; every subcommand prints tally lines or data.
+cat >"$WORK/helper.py" <<'PY'
+import glob, json, os, re, sys, time, urllib.parse, urllib.request
+import yaml
+
+RULES = "monitoring/alerts.yaml"
+TESTS = "monitoring/alerts.test.yaml"
+DASHBOARD = "monitoring/dashboard.json"
+RUNBOOKS = "docs/runbooks"
+SECTIONS = ["## Meaning", "## Impact", "## Confirm", "## Causes", "## Mitigate", "## Verify recovery"]
+SEVERITIES = {"critical", "warning", "info"}
+
+def out(status, name, detail=""):
+    print(f"{status}\t{name}\t{detail}".rstrip("\t"))
+
+def rules():
+    for group in yaml.safe_load(open(RULES))["groups"]:
+        for rule in group["rules"]:
+            yield group["name"], rule
+
+def alerts():
+    return [r for _, r in rules() if "alert" in r]
+
+# Grafana's variables, replaced by values Prometheus accepts.
+def degrafana(expr):
+    for var, value in (("$__rate_interval", "1m"), ("$__interval", "1m"), ("$__range", "1h")):
+        expr = expr.replace(var, value)
+    return re.sub(r"\$\{?\w+\}?", ".*", expr)
+
+def dashboard_exprs(dash):
+    found = []
+    def walk(panels):
+        for p in panels:
+            for t in p.get("targets", []):
+                if t.get("expr"):
+                    found.append((f"dashboard panel {p.get('id')} \"{p.get('title')}\" {t.get('refId')}", t["expr"]))
+            walk(p.get("panels", []))
+    walk(dash.get("panels", []))
+    for a in dash.get("annotations", {}).get("list", []):
+        if a.get("expr"):
+            found.append((f"dashboard annotation \"{a.get('name')}\"", a["expr"]))
+    for v in dash.get("templating", {}).get("list", []):
+        if v.get("type") != "query":
+            continue
+        q = v.get("query")
+        q = q.get("query", "") if isinstance(q, dict) else (q or "")
+        m = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", q)
+        if m:
+            found.append((f"dashboard variable ${v['name']}", m.group(1)))
+        elif q.strip().startswith("query_result("):
+            found.append((f"dashboard variable ${v['name']}", q.strip()[len("query_result("):-1]))
+    return [(src, degrafana(e)) for src, e in found]
+
+def all_exprs():
+    exprs = [(f"rule {r.get('alert') or r.get('record')} ({g})", r["expr"]) for g, r in rules()]
+    exprs += dashboard_exprs(json.load(open(DASHBOARD)))
+    return exprs
+
+def cmd_exprs(target_dir):
+    for i, (src, expr) in enumerate(all_exprs()):
+        path = os.path.join(target_dir, f"expr-{i:03d}.yaml")
+        doc = {"groups": [{"name": "syntax", "rules": [{"record": "check:expr", "expr": expr}]}]}
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        print(f"{path}\t{src}")
+
+def cmd_lint():
+    names = sorted({a["alert"] for a in alerts()})
+    # Each rule: labels and annotations an on-call needs.
+    for a in alerts():
+        name, labels, ann = a["alert"], a.get("labels", {}), a.get("annotations", {})
+        what = f"{name}{{{','.join(f'{k}={v}' for k, v in sorted(labels.items()))}}}"
+        problems = []
+        if labels.get("severity") not in SEVERITIES:
+            problems.append(f"severity {labels.get('severity')!r} not in {sorted(SEVERITIES)}")
+        for key in ("summary", "description", "runbook_url"):
+            if not ann.get(key):
+                problems.append(f"no {key}")
+        url = ann.get("runbook_url", "")
+        if not url.endswith(f"/docs/runbooks/{name}.md"):
+            problems.append(f"runbook_url {url} does not end in /docs/runbooks/{name}.md")
+        elif not os.path.isfile(os.path.join(RUNBOOKS, f"{name}.md")):
+            problems.append(f"{RUNBOOKS}/{name}.md does not exist")
+        if "$value" not in ann.get("description", ""):
+            problems.append("description does not show $value")
+        if problems:
+            out("FAIL", f"rule {what} is complete", "; ".join(problems))
+        else:
+            out("ok", f"rule {what}: severity, summary, description, runbook")
+
+    # Unit tests: every rule fires somewhere (its static labels in some exp_labels), with
+    # severity and summary checked; every alert is shown quiet somewhere.
+    tests = yaml.safe_load(open(TESTS))["tests"]
+    fired, quiet = {}, set()
+    for t in tests:
+        for case in t.get("alert_rule_test", []):
+            exp = case.get("exp_alerts") or []
+            if not exp:
+                quiet.add(case["alertname"])
+            for e in exp:
+                if "severity" in e.get("exp_labels", {}) and "summary" in e.get("exp_annotations", {}):
+                    fired.setdefault(case["alertname"], []).append(e["exp_labels"])
+    for a in alerts():
+        name, labels = a["alert"], a.get("labels", {})
+        what = f"{name}{{{','.join(f'{k}={v}' for k, v in sorted(labels.items()))}}}"
+        if any(all(str(got.get(k)) == str(v) for k, v in labels.items()) for got in fired.get(name, [])):
+            out("ok", f"unit test fires {what}")
+        else:
+            out("FAIL", f"unit test fires {what}", f"no test in {TESTS} expects it with severity and summary")
+    for name in names:
+        if name in quiet:
+            out("ok", f"unit test keeps {name} quiet on healthy series")
+        else:
+            out("FAIL", f"unit test keeps {name} quiet on healthy series", f"no exp_alerts: [] case for it in {TESTS}")
+
+    # Runbooks: one per alert, the standard sections, all listed in the index.
+    pages = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(RUNBOOKS, "*.md"))} - {"README"}
+    index = open(os.path.join(RUNBOOKS, "README.md")).read() if os.path.isfile(os.path.join(RUNBOOKS, "README.md")) else ""
+    for name in names:
+        path = os.path.join(RUNBOOKS, f"{name}.md")
+        if not os.path.isfile(path):
+            out("FAIL", f"runbook {name}", f"{path} missing")
+            continue
+        text = open(path).read()
+        missing = [s for s in SECTIONS if not re.search(rf"^{re.escape(s)}\b", text, re.M)]
+        problems = [f"no section {', '.join(missing)}"] if missing else []
+        if not text.startswith(f"# {name}"):
+            problems.append(f"does not start with '# {name}'")
+        if f"({name}.md)" not in index:
+            problems.append(f"not linked from {RUNBOOKS}/README.md")
+        if problems:
+            out("FAIL", f"runbook {name}", "; ".join(problems))
+        else:
+            out("ok", f"runbook {name}: sections, linked from the index")
+    for orphan in sorted(pages - set(names)):
+        out("FAIL", f"runbook {orphan}.md belongs to an alert", "no alert of that name in " + RULES)
+    readme = open("monitoring/README.md").read() if os.path.isfile("monitoring/README.md") else ""
+    missing = [n for n in names if n not in readme]
+    if missing:
+        out("FAIL", "monitoring/README.md maps every alert", "missing: " + ", ".join(missing))
+    else:
+        out("ok", "monitoring/README.md maps every alert")
+
+def cmd_dashboard():
+    try:
+        dash = json.load(open(DASHBOARD))
+    except Exception as e:
+        out("FAIL", f"{DASHBOARD} is valid JSON", str(e))
+        return
+    out("ok", f"{DASHBOARD} is valid JSON")
+    problems = []
+    if not isinstance(dash.get("schemaVersion"), int) or dash["schemaVersion"] < 36:
+        problems.append(f"schemaVersion {dash.get('schemaVersion')} (want >= 36)")
+    variables = {v.get("name"): v for v in dash.get("templating", {}).get("list", [])}
+    ds = variables.get("datasource", {})
+    if ds.get("type") != "datasource" or ds.get("query") != "prometheus":
+        problems.append("no datasource variable of type datasource/prometheus")
+    for name in ("job", "instance"):
+        if variables.get(name, {}).get("type") != "query":
+            problems.append(f"no query variable ${name}")
+    out("FAIL" if problems else "ok", "dashboard variables: ${datasource}, $job, $instance", "; ".join(problems))
+
+    panels, problems, ids, cells = [], [], set(), {}
+    def walk(ps):
+        for p in ps:
+            panels.append(p)
+            walk(p.get("panels", []))
+    walk(dash.get("panels", []))
+    for p in panels:
+        label = f"panel {p.get('id')} \"{p.get('title')}\""
+        if p.get("id") in ids:
+            problems.append(f"{label}: duplicate id")
+        ids.add(p.get("id"))
+        g = p.get("gridPos", {})
+        if g.get("x", 0) + g.get("w", 0) > 24:
+            problems.append(f"{label}: wider than the grid")
+        for dx in range(g.get("w", 0)):
+            for dy in range(g.get("h", 0)):
+                cell = (g["x"] + dx, g["y"] + dy)
+                if cell in cells:
+                    problems.append(f"{label} overlaps panel {cells[cell]}")
+                    break
+                cells[cell] = p.get("id")
+            else:
+                continue
+            break
+        if p.get("type") == "row":
+            continue
+        uses = [p.get("datasource", {}).get("uid")] + [t.get("datasource", {}).get("uid") for t in p.get("targets", [])]
+        if any(u != "${datasource}" for u in uses):
+            problems.append(f"{label}: datasource is not ${{datasource}}")
+        if not p.get("targets"):
+            problems.append(f"{label}: no query")
+    out("FAIL" if problems else "ok", f"dashboard panels ({len(panels)}): unique ids, no overlap, ${{datasource}} everywhere", "; ".join(problems))
+
+def cmd_snapshot_rules(target_dir):
+    for snap in sorted(glob.glob("operator/tests/snapshots/*.snap")):
+        body = open(snap).read().split("\n---\n", 1)[1]
+        for doc in yaml.safe_load_all(body):
+            if doc and doc.get("kind") == "PrometheusRule":
+                path = os.path.join(target_dir, os.path.basename(snap) + ".rules.json")
+                with open(path, "w") as f:
+                    json.dump(doc["spec"], f)
+                print(f"{path}\t{os.path.basename(snap)}")
+
+def http_json(url, data=None):
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = resp.read()
+    return json.loads(body) if body.strip() else None
+
+def cmd_evaluate(base):
+    base = base.rstrip("/")
+    try:
+        loaded = http_json(f"{base}/api/v1/rules?type=alert")
+        names = {r["name"] for g in loaded["data"]["groups"] for r in g["rules"]}
+    except Exception as e:
+        out("FAIL", f"{base} answers /api/v1/rules", str(e))
+        return
+    missing = sorted({a["alert"] for a in alerts()} - names)
+    out("FAIL" if missing else "ok", f"{base} has the alerts of {RULES} loaded", "missing: " + ", ".join(missing))
+    empty = []
+    for src, expr in all_exprs():
+        url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            body = http_json(url)
+        except urllib.error.HTTPError as e:
+            try:
+                body = json.load(e)
+            except Exception:
+                body = {"status": "error", "error": str(e)}
+        except Exception as e:
+            body = {"status": "error", "error": str(e)}
+        if body.get("status") == "success":
+            out("ok", f"evaluates: {src}")
+            if not body["data"]["result"]:
+                empty.append(src)
+        else:
+            out("FAIL", f"evaluates: {src}", f"{body.get('errorType', '')} {body.get('error', '')}".strip())
+    if empty:
+        out("note", f"{len(empty)} expressions returned no data on {base} (a quiet alert, or a metric this Prometheus does not scrape):")
+        for src in empty:
+            out("note", f"  {src}")
+
+# Alerts posted to a throwaway Alertmanager; the expected inhibitions per scenario (each in
+# its own namespace, so they do not inhibit one another).
+INHIBITION = [
+    ("whole service down", [
+        ({"alertname": "ShortenerDown", "severity": "critical", "job": "shortener"}, False),
+        ({"alertname": "ShortenerReplicaDown", "severity": "warning", "job": "shortener", "instance": "a"}, True),
+        ({"alertname": "ShortenerHighLatencyP99", "severity": "warning", "job": "shortener", "route_class": "redirect"}, True),
+    ]),
+    ("one alert at two severities", [
+        ({"alertname": "ShortenerHighErrorRatio", "severity": "critical", "job": "links", "route_class": "api"}, False),
+        ({"alertname": "ShortenerHighErrorRatio", "severity": "warning", "job": "links", "route_class": "api"}, True),
+        ({"alertname": "ShortenerHighErrorRatio", "severity": "warning", "job": "links", "route_class": "redirect"}, False),
+    ]),
+    ("database down", [
+        ({"alertname": "PostgresDown", "severity": "critical", "job": "postgres", "signal": "exporter"}, False),
+        ({"alertname": "ShortenerDatabaseUnavailable", "severity": "critical", "job": "links"}, True),
+        ({"alertname": "ShortenerClickBacklog", "severity": "warning", "job": "links", "instance": "a"}, True),
+        ({"alertname": "ShortenerClicksSpilled", "severity": "critical", "job": "links", "instance": "a"}, False),
+        ({"alertname": "ShortenerClicksDropped", "severity": "critical", "job": "links", "instance": "a"}, False),
+    ]),
+    ("Redis down", [
+        ({"alertname": "RedisDown", "severity": "warning", "job": "redis", "signal": "exporter"}, False),
+        ({"alertname": "ShortenerRedisDown", "severity": "warning", "job": "links", "instance": "a"}, True),
+        ({"alertname": "ShortenerCacheHitRatioLow", "severity": "warning", "job": "links"}, True),
+    ]),
+]
+
+def cmd_inhibition(base):
+    base = base.rstrip("/")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    posted = []
+    for i, (scenario, alerts_) in enumerate(INHIBITION):
+        # The first scenario runs without a namespace, like the local stack.
+        for labels, _ in alerts_:
+            labels = dict(labels, **({"namespace": f"scenario-{i}"} if i else {}))
+            posted.append({"labels": labels, "annotations": {"summary": scenario}, "startsAt": now})
+    http_json(f"{base}/api/v2/alerts", json.dumps(posted).encode())
+    got = {}
+    for _ in range(50):
+        got = {tuple(sorted(a["labels"].items())): a["status"] for a in http_json(f"{base}/api/v2/alerts")}
+        if len(got) >= len(posted):
+            break
+        time.sleep(0.1)
+    for i, (scenario, alerts_) in enumerate(INHIBITION):
+        problems = []
+        for labels, inhibited in alerts_:
+            labels = dict(labels, **({"namespace": f"scenario-{i}"} if i else {}))
+            status = got.get(tuple(sorted(labels.items())))
+            desc = f"{labels['alertname']}{{{labels['severity']}}}"
+            if status is None:
+                problems.append(f"{desc} not received")
+            elif bool(status.get("inhibitedBy")) != inhibited:
+                problems.append(f"{desc} {'not ' if inhibited else ''}inhibited")
+        out("FAIL" if problems else "ok", f"alertmanager inhibition: {scenario}", "; ".join(problems))
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"exprs": cmd_exprs, "lint": cmd_lint, "dashboard": cmd_dashboard,
+     "snapshot-rules": cmd_snapshot_rules, "evaluate": cmd_evaluate,
+     "inhibition": cmd_inhibition}[cmd](*args)
+PY
+# A helper that crashes counts as a failed check instead of ending the run.
+helper() { "$PYTHON" "$WORK/helper.py" "$@" || printf 'FAIL\thelper %s crashed (exit %s)\n' "$1" "$?"; }
+
+# ---------------------------------------------------------------- rules
+check_rules() {
+  echo "== alerting rules"
+  check "promtool check rules monitoring/alerts.yaml" promtool check rules monitoring/alerts.yaml
+  check "promtool test rules monitoring/alerts.test.yaml" promtool test rules monitoring/alerts.test.yaml
+  tally < <(helper lint)
+}
+
+# ---------------------------------------------------------------- alertmanager
+free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+check_alertmanager() {
+  echo "== alertmanager"
+  check "amtool check-config monitoring/alertmanager.yml" amtool check-config monitoring/alertmanager.yml
+  local severity receiver
+  for pair in critical:page warning:ticket info:log; do
+    severity=${pair%%:*} receiver=${pair#*:}
+    check "route severity=$severity -> $receiver" \
+      amtool config routes test --config.file=monitoring/alertmanager.yml \
+        --verify.receivers="$receiver" severity="$severity" alertname=Check
+  done
+
+  # Inhibitions on a private Alertmanager whose receivers point nowhere.
+  local port am_bin
+  am_bin=$(command -v prometheus-alertmanager || command -v alertmanager || true)
+  if [[ -z "$am_bin" ]]; then
+    fail "alertmanager inhibition (no alertmanager binary)"
+    return
+  fi
+  port=$(free_port)
+  sed 's#http://127.0.0.1:9099/alerts#http://127.0.0.1:9/alerts#' monitoring/alertmanager.yml >"$WORK/alertmanager.yml"
+  "$am_bin" --config.file="$WORK/alertmanager.yml" --storage.path="$WORK/am-data" \
+    --web.listen-address="127.0.0.1:$port" --cluster.listen-address= --log.level=warn \
+    >"$WORK/alertmanager.log" 2>&1 &
+  AM_PID=$!
+  local ready=0
+  for _ in $(seq 50); do
+    if curl -fsS "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1; then ready=1; break; fi
+    sleep 0.2
+  done
+  if [[ "$ready" == 1 ]]; then
+    tally < <(helper inhibition "http://127.0.0.1:$port")
+  else
+    fail "alertmanager started for the inhibition checks"
+    sed 's/^/      /' "$WORK/alertmanager.log"
+  fi
+  kill "$AM_PID" 2>/dev/null || true
+  wait "$AM_PID" 2>/dev/null || true
+  AM_PID=""
+}
+
+# ---------------------------------------------------------------- dashboard and PromQL
+check_promql() {
+  echo "== dashboard"
+  tally < <(helper dashboard)
+
+  echo "== PromQL syntax (each expression as a recording rule)"
+  mkdir -p "$WORK/exprs"
+  local path src n=0 bad=0 out
+  while IFS=$'\t' read -r path src; do
+    n=$((n + 1))
+    if ! out=$(promtool check rules --lint=none "$path" 2>&1); then
+      bad=$((bad + 1))
+      fail "parses: $src"
+      printf '%s\n' "$out" | grep -v '^Checking' | sed 's/^/      /'
+      note "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["groups"][0]["rules"][0]["expr"])' "$path")"
+    fi
+  done < <(helper exprs "$WORK/exprs")
+  if [[ "$bad" == 0 ]]; then pass "all $n expressions of the rules and the dashboard parse"; fi
+
+  echo "== the operator's PrometheusRules (committed render snapshots)"
+  local found=0
+  while IFS=$'\t' read -r path src; do
+    found=1
+    check "promtool check rules: PrometheusRule in $src" promtool check rules "$path"
+  done < <(helper snapshot-rules "$WORK")
+  [[ "$found" == 1 ]] || fail "a PrometheusRule in operator/tests/snapshots/*.snap"
+}
+
+# ---------------------------------------------------------------- live Prometheus
+check_live() {
+  [[ -n "${PROMETHEUS_URL:-}" ]] || { echo "== (PROMETHEUS_URL not set: no evaluation against a live Prometheus)"; return 0; }
+  echo "== evaluation on $PROMETHEUS_URL"
+  tally < <(helper evaluate "$PROMETHEUS_URL")
+}
+
+install_tools
+check_rules
+check_alertmanager
+check_promql
+check_live
+
+echo
+echo "check-monitoring: $PASSED passed, $FAILED failed"
+[[ "$FAILED" == 0 ]]
