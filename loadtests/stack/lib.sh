@@ -176,7 +176,9 @@ cpu_snapshot() { # service-pid...
   local tck pg=0
   tck=$(getconf CLK_TCK)
   [ -f "$STACK_DIR/pg/postmaster.pid" ] && pg=$(head -n1 "$STACK_DIR/pg/postmaster.pid")
-  awk -v tck="$tck" '/^cpu / { printf "_busy %.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / tck; exit }' /proc/stat
+  awk -v tck="$tck" '/^cpu / {
+      printf "_busy %.2f\n_irq %.2f\n_steal %.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / tck, ($7 + $8) / tck, $9 / tck
+      exit }' /proc/stat
   cat /proc/[0-9]*/stat 2>/dev/null | awk -v tck="$tck" -v pg="$pg" -v apps=" $* " '
     {
       # The command name is in parentheses and may contain spaces.
@@ -202,11 +204,16 @@ cpu_report() { # before-file after-file wall-seconds
     { d[$1] = $2 - b[$1] }
     END {
       cap = wall * cores
-      for (c in d) if (c != "_busy" && d[c] > 0.05) {
+      for (c in d) if (c !~ /^_/ && d[c] > 0.05) {
         printf "  %-12s %7.2f s  %3.0f%%\n", c, d[c], 100 * d[c] / cap | "sort -k2 -rn"; known += d[c]
       }
       close("sort -k2 -rn")
-      other = d["_busy"] - known; if (other < 0) other = 0
+      # Interrupt time (mostly the kernel doing loopback networking; the kernel
+      # may count some of it in the processes too, so shares are approximate) and time
+      # the hypervisor gave to other guests belong to no process.
+      printf "  %-12s %7.2f s  %3.0f%%\n", "(interrupts)", d["_irq"], 100 * d["_irq"] / cap
+      if (d["_steal"] > 0.05) printf "  %-12s %7.2f s  %3.0f%%\n", "(steal)", d["_steal"], 100 * d["_steal"] / cap
+      other = d["_busy"] - known - d["_irq"] - d["_steal"]; if (other < 0) other = 0
       printf "  %-12s %7.2f s  %3.0f%%\n", "(other)", other, 100 * other / cap
       printf "  %-12s %7.2f s  %3.0f%%   of %d cores x %.0f s\n", "machine busy", d["_busy"], 100 * d["_busy"] / cap, cores, wall
     }' "$1" "$2"
