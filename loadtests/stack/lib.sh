@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034
-# Shared settings and helpers for the local production-like stack.
+# Shared settings and functions for the local production-like stack.
 # Sourced by up.sh, down.sh, status.sh and the wrk/k6 wrappers; not run alone.
 #
 # Every port and path can be overridden from the environment. Only 127.0.0.1

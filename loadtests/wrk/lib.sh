@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034
-# Helpers shared by the wrk scripts; sourced, not run.
+# Functions shared by the wrk scripts; sourced, not run.
 WRK_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$WRK_HERE/../stack/lib.sh"
 
