@@ -154,7 +154,10 @@ def dashboard_exprs(dash):
     return [(src, degrafana(e)) for src, e in found]
 
 def all_exprs():
-    exprs = [(f"rule {r.get('alert') or r.get('record')} ({g})", r["expr"]) for g, r in rules()]
+    def name(r):
+        labels = ",".join(f"{k}={v}" for k, v in sorted(r.get("labels", {}).items()))
+        return f"{r.get('alert') or r.get('record')}{{{labels}}}"
+    exprs = [(f"rule {name(r)} (group {g})", r["expr"]) for g, r in rules()]
     exprs += dashboard_exprs(json.load(open(DASHBOARD)))
     return exprs
 
@@ -321,7 +324,7 @@ def cmd_evaluate(base):
         return
     missing = sorted({a["alert"] for a in alerts()} - names)
     out("FAIL" if missing else "ok", f"{base} has the alerts of {RULES} loaded", "missing: " + ", ".join(missing))
-    empty = []
+    holding, empty = [], []
     for src, expr in all_exprs():
         url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
         try:
@@ -335,14 +338,19 @@ def cmd_evaluate(base):
             body = {"status": "error", "error": str(e)}
         if body.get("status") == "success":
             out("ok", f"evaluates: {src}")
-            if not body["data"]["result"]:
+            has_data = bool(body["data"]["result"])
+            if src.startswith("rule ") and has_data:
+                holding.append(src)
+            elif not src.startswith("rule ") and not has_data:
                 empty.append(src)
         else:
             out("FAIL", f"evaluates: {src}", f"{body.get('errorType', '')} {body.get('error', '')}".strip())
-    if empty:
-        out("note", f"{len(empty)} expressions returned no data on {base} (a quiet alert, or a metric this Prometheus does not scrape):")
-        for src in empty:
-            out("note", f"  {src}")
+    out("note", f"alert conditions true now on {base} (pending or firing): {len(holding)}")
+    for src in holding:
+        out("note", f"  {src}")
+    out("note", f"dashboard queries without data on {base} (nothing to show yet, or a source this Prometheus does not scrape): {len(empty)}")
+    for src in empty:
+        out("note", f"  {src}")
 
 # Alerts posted to a throwaway Alertmanager; the expected inhibitions per scenario (each in
 # its own namespace, so they do not inhibit one another).
