@@ -31,7 +31,7 @@ async fn every_api_query_is_served_by_an_index() {
         // Stats.
         "SELECT event_type, COUNT(*) FROM events WHERE url_id = 1 \
          AND (event_type < 'redirect' OR event_type > 'redirect') GROUP BY event_type",
-        "SELECT redirect_count, last_redirect_at FROM urls WHERE id = 1",
+        "SELECT redirect_count, last_redirect_at FROM redirect_counts WHERE url_id = 1",
         // Uniqueness checks.
         "SELECT id FROM users WHERE lower(email) = 'a@b.co' AND deleted_at IS NULL",
         "SELECT id FROM users WHERE id = 1 AND deleted_at IS NULL",

@@ -19,10 +19,6 @@ CREATE TABLE urls (
     is_active     BOOLEAN   NOT NULL DEFAULT TRUE,
     created_at    TIMESTAMP NOT NULL,
     updated_at    TIMESTAMP NOT NULL,
-    -- Kept by the click writer in the same transaction as the events, so
-    -- stats never count a URL's events.
-    redirect_count   BIGINT  NOT NULL DEFAULT 0,
-    last_redirect_at TIMESTAMP,
     -- Bumped by every write; caches keep the highest version they have seen.
     version       BIGINT    NOT NULL DEFAULT 1,
     CONSTRAINT urls_short_code_key UNIQUE (short_code)
@@ -30,6 +26,17 @@ CREATE TABLE urls (
 -- GET /urls?user_id=…&is_active=… pages in id order.
 CREATE INDEX urls_user_id_idx ON urls (user_id, id);
 CREATE INDEX urls_is_active_idx ON urls (is_active, id);
+
+-- Redirects per URL, kept by the click writer in the same transaction as
+-- the redirect events, so stats never count events. A table of its own so
+-- that click traffic never locks the URL rows that edits update; writers
+-- upsert in url_id order, so concurrent writers wait for each other but
+-- cannot deadlock.
+CREATE TABLE redirect_counts (
+    url_id           BIGINT    PRIMARY KEY REFERENCES urls (id),
+    redirect_count   BIGINT    NOT NULL,
+    last_redirect_at TIMESTAMP NOT NULL
+);
 
 CREATE TABLE events (
     id          BIGSERIAL PRIMARY KEY,

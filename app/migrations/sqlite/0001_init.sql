@@ -18,16 +18,23 @@ CREATE TABLE urls (
     is_active     BOOLEAN NOT NULL DEFAULT 1,
     created_at    TEXT    NOT NULL,
     updated_at    TEXT    NOT NULL,
-    -- Kept by the click writer in the same transaction as the events, so
-    -- stats never count a URL's events.
-    redirect_count   INTEGER NOT NULL DEFAULT 0,
-    last_redirect_at TEXT     ,
     -- Bumped by every write; caches keep the highest version they have seen.
     version       INTEGER   NOT NULL DEFAULT 1,
     CONSTRAINT urls_short_code_key UNIQUE (short_code)
 );
 CREATE INDEX urls_user_id_idx ON urls (user_id, id);
 CREATE INDEX urls_is_active_idx ON urls (is_active, id);
+
+-- Redirects per URL, kept by the click writer in the same transaction as
+-- the redirect events, so stats never count events. A table of its own so
+-- that click traffic never locks the URL rows that edits update; writers
+-- upsert in url_id order, so concurrent writers wait for each other but
+-- cannot deadlock.
+CREATE TABLE redirect_counts (
+    url_id           INTEGER   PRIMARY KEY REFERENCES urls (id),
+    redirect_count   INTEGER   NOT NULL,
+    last_redirect_at TEXT NOT NULL
+);
 
 CREATE TABLE events (
     id          INTEGER PRIMARY KEY,

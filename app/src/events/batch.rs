@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::ClickRecorder;
+use super::{ClickLost, ClickRecorder, Recorded};
 use crate::metrics::Metrics;
-use crate::store::{Click, DynStore, StoreError, StoreResult};
+use crate::store::{Click, DynStore, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
@@ -87,16 +87,18 @@ impl BatchRecorder {
 
 #[async_trait]
 impl ClickRecorder for BatchRecorder {
-    async fn record(&self, click: Click) -> StoreResult<()> {
+    async fn record(&self, click: Click) -> Result<Recorded, ClickLost> {
         let (done, outcome) = oneshot::channel();
         self.metrics.click_queue.inc();
         if self.queue.send(Pending { click, done }).await.is_err() {
             self.metrics.click_queue.dec();
-            return Err(StoreError::Closed);
+            return Err(ClickLost::Stopped);
         }
         match outcome.await {
-            Ok(Outcome::Committed | Outcome::Spilled) => Ok(()),
-            Ok(Outcome::Dropped) | Err(_) => Err(StoreError::Closed),
+            Ok(Outcome::Committed) => Ok(Recorded::Committed),
+            Ok(Outcome::Spilled) => Ok(Recorded::Spilled),
+            Ok(Outcome::Dropped) => Err(ClickLost::Dropped),
+            Err(_) => Err(ClickLost::Stopped),
         }
     }
 }

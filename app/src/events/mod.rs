@@ -10,11 +10,30 @@ pub use batch::{BatchConfig, BatchRecorder};
 
 use async_trait::async_trait;
 
-use crate::store::{Click, StoreResult};
+use crate::store::Click;
 
 #[async_trait]
 pub trait ClickRecorder: Send + Sync + 'static {
-    /// Records one click. When this returns `Ok`, the event is durable and
-    /// visible to `GET /events`.
-    async fn record(&self, click: Click) -> StoreResult<()>;
+    /// Records one click. `Ok(Recorded::Committed)`: the event is durable
+    /// and visible to `GET /events`; `Ok(Recorded::Spilled)`: it is held in
+    /// memory until the database is back.
+    async fn record(&self, click: Click) -> Result<Recorded, ClickLost>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Committed,
+    Spilled,
+}
+
+/// Why a click was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClickLost {
+    /// The write failed for a reason retrying cannot fix; the recorder has
+    /// logged and counted it.
+    #[error("the click could not be written")]
+    Dropped,
+    /// The recorder has stopped (the process is shutting down).
+    #[error("the click recorder has stopped")]
+    Stopped,
 }

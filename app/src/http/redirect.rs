@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::domain::now;
+use crate::events::ClickLost;
 use crate::store::Click;
 
 /// Follows a short code: 302 to the original URL, recording a `redirect`
@@ -46,11 +47,15 @@ pub async fn follow(
             short_code: code,
             at: now(),
         };
-        if let Err(err) = state.clicks.record(click).await {
-            // The visitor still gets their redirect; the lost click is
-            // counted and logged, never lost silently.
+        // The visitor gets their redirect either way. A dropped click was
+        // already counted and logged by the recorder; one refused because
+        // the recorder stopped is counted here. Never silently.
+        if let Err(ClickLost::Stopped) = state.clicks.record(click).await {
             state.metrics.clicks_dropped.inc();
-            tracing::error!(error = %err, url_id = target.url_id, "click not recorded");
+            tracing::error!(
+                url_id = target.url_id,
+                "click not recorded: recorder stopped"
+            );
         }
     }
     state.metrics.redirects.with_label_values(&["found"]).inc();

@@ -35,9 +35,6 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
-    /// The component that would do the work has shut down.
-    #[error("shutting down")]
-    Closed,
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 }
@@ -79,10 +76,14 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => StoreError::Unavailable(err),
-            // SQLite's "database is locked" after the busy timeout: the
-            // writer is held elsewhere; a retry later may succeed.
+            // Transient: SQLite's "database is locked" after the busy
+            // timeout, PostgreSQL's deadlock and serialization failures.
+            // The same work may succeed when retried.
             sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some("5" | "6" | "517" | "261")) =>
+                if matches!(
+                    db.code().as_deref(),
+                    Some("5" | "6" | "517" | "261" | "40P01" | "40001")
+                ) =>
             {
                 StoreError::Unavailable(err)
             }

@@ -59,18 +59,20 @@ pub const INSERT_EVENT: &str = "INSERT INTO events (url_id, user_id, event_type,
      VALUES ($1, $2, $3, $4, $5) \
      RETURNING id, url_id, user_id, event_type, timestamp, details";
 /// Counts of every event type but `redirect` (which can number millions
-/// and is counted on the URL row instead); two index ranges either side.
+/// and is counted in `redirect_counts` instead); two index ranges either
+/// side.
 pub const EVENT_COUNTS_FOR_URL: &str = "SELECT event_type, COUNT(*) FROM events \
      WHERE url_id = $1 AND (event_type < 'redirect' OR event_type > 'redirect') \
      GROUP BY event_type";
 pub const REDIRECT_COUNTERS: &str =
-    "SELECT redirect_count, last_redirect_at FROM urls WHERE id = $1";
+    "SELECT redirect_count, last_redirect_at FROM redirect_counts WHERE url_id = $1";
 /// Recomputes the redirect counters from the events, after a seed load.
-pub const RECOUNT_REDIRECTS: &str = "UPDATE urls SET \
-     redirect_count = (SELECT COUNT(*) FROM events e \
-         WHERE e.url_id = urls.id AND e.event_type = 'redirect'), \
-     last_redirect_at = (SELECT MAX(e.timestamp) FROM events e \
-         WHERE e.url_id = urls.id AND e.event_type = 'redirect')";
+pub const RECOUNT_REDIRECTS: &str = "INSERT INTO redirect_counts \
+     (url_id, redirect_count, last_redirect_at) \
+     SELECT url_id, COUNT(*), MAX(timestamp) FROM events WHERE event_type = 'redirect' \
+     GROUP BY url_id \
+     ON CONFLICT (url_id) DO UPDATE SET redirect_count = excluded.redirect_count, \
+     last_redirect_at = excluded.last_redirect_at";
 
 pub const SEED_USER: &str = "INSERT INTO users (id, username, email, created_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
@@ -476,10 +478,14 @@ where
         let counts = sqlx::query_as::<_, (String, i64)>(EVENT_COUNTS_FOR_URL)
             .bind(id)
             .fetch_all(&self.pool);
-        let redirects = sqlx::query_as::<_, (i64, Option<Timestamp>)>(REDIRECT_COUNTERS)
+        let redirects = sqlx::query_as::<_, (i64, Timestamp)>(REDIRECT_COUNTERS)
             .bind(id)
-            .fetch_one(&self.pool);
-        let (counts, (redirect_count, last_redirect_at)) = tokio::try_join!(counts, redirects)?;
+            .fetch_optional(&self.pool);
+        let (counts, redirects) = tokio::try_join!(counts, redirects)?;
+        let (redirect_count, last_redirect_at) = match redirects {
+            Some((count, last)) => (count, Some(last)),
+            None => (0, None),
+        };
         Ok(UrlStats::new(url, counts, redirect_count, last_redirect_at))
     }
 
@@ -554,16 +560,22 @@ where
         }
         let per_url: Vec<_> = per_url.into_iter().collect();
         for chunk in per_url.chunks(CLICKS_PER_STATEMENT) {
+            // Rows in url_id order (the map is sorted): every writer takes
+            // the row locks in the same order, so writers on several
+            // replicas queue instead of deadlocking.
             let mut counters = QueryBuilder::<DB>::new(
-                "UPDATE urls SET redirect_count = redirect_count + c.column2, \
-                 last_redirect_at = CASE WHEN urls.last_redirect_at IS NULL \
-                 OR urls.last_redirect_at < c.column3 THEN c.column3 \
-                 ELSE urls.last_redirect_at END FROM (",
+                "INSERT INTO redirect_counts (url_id, redirect_count, last_redirect_at) ",
             );
             counters.push_values(chunk, |mut row, (url_id, (count, at))| {
                 row.push_bind(*url_id).push_bind(*count).push_bind(*at);
             });
-            counters.push(") AS c WHERE urls.id = c.column1");
+            counters.push(
+                " ON CONFLICT (url_id) DO UPDATE SET \
+                 redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
+                 last_redirect_at = CASE WHEN excluded.last_redirect_at > \
+                 redirect_counts.last_redirect_at THEN excluded.last_redirect_at \
+                 ELSE redirect_counts.last_redirect_at END",
+            );
             counters.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
