@@ -9,7 +9,8 @@
 #     no overlapping panels
 #   - the PromQL syntax of every expression of the rules and the dashboard (promtool parses
 #     each one as a recording rule), and of the PrometheusRules in the operator's snapshots
-#   - docs/runbooks/: one page per alert with the standard sections, an index listing all
+#   - docs/runbooks/: one page per alert with the standard sections, an index listing all,
+#     and every log message they quote (`"message"`) still in the code
 #   - with PROMETHEUS_URL set (e.g. the local stack's http://127.0.0.1:9090): the rules are
 #     loaded there, and every expression evaluates without error (/api/v1/query)
 # Installs prometheus and prometheus-alertmanager (Debian) if promtool or amtool is missing.
@@ -113,7 +114,8 @@ SECTIONS = ["## Meaning", "## Impact", "## Confirm", "## Causes", "## Mitigate",
 SEVERITIES = {"critical", "warning", "info"}
 
 def out(status, name, detail=""):
-    print(f"{status}\t{name}\t{detail}".rstrip("\t"))
+    flat = lambda text: " ".join(str(text).split())
+    print(f"{status}\t{flat(name)}\t{flat(detail)}".rstrip("\t"))
 
 def rules():
     for group in yaml.safe_load(open(RULES))["groups"]:
@@ -239,6 +241,18 @@ def cmd_lint():
             out("ok", f"runbook {name}: sections, linked from the index")
     for orphan in sorted(pages - set(names)):
         out("FAIL", f"runbook {orphan}.md belongs to an alert", "no alert of that name in " + RULES)
+    # Log lines quoted in runbooks (`"message"`) must still be what the code logs.
+    sources = ""
+    for path in glob.glob("app/src/**/*.rs", recursive=True) + glob.glob("operator/src/**/*.rs", recursive=True):
+        sources += open(path).read()
+    quoted = set()
+    for page in glob.glob(os.path.join(RUNBOOKS, "*.md")):
+        quoted |= {(os.path.basename(page), " ".join(m.split())) for m in re.findall(r'`"([^"`]+)"`', open(page).read())}
+    stale = sorted(f"{page}: {msg}" for page, msg in quoted if f'"{msg}"' not in sources)
+    if stale:
+        out("FAIL", "log messages quoted in the runbooks exist in the code", "; ".join(stale))
+    else:
+        out("ok", f"log messages quoted in the runbooks exist in the code ({len({m for _, m in quoted})})")
     readme = open("monitoring/README.md").read() if os.path.isfile("monitoring/README.md") else ""
     missing = [n for n in names if n not in readme]
     if missing:
