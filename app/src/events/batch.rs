@@ -63,6 +63,8 @@ pub struct BatchRecorder {
 
 /// Retry interval for the spill buffer while the database is away.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Longest one retry may hold up the writer.
+const RETRY_BOUND: Duration = Duration::from_millis(500);
 
 impl BatchRecorder {
     /// Starts the writer. It runs until every `BatchRecorder` clone is
@@ -113,14 +115,20 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(self.config.max_batch);
+        let mut next_retry = tokio::time::Instant::now();
         loop {
+            // While clicks are spilled the database is presumed away: new
+            // clicks join the spill at once (the redirect is not kept
+            // waiting for a connection that will not come) and the database
+            // is retried once a second.
             let first = if self.spill.is_empty() {
                 rx.recv().await
             } else {
-                match tokio::time::timeout(RETRY_EVERY, rx.recv()).await {
+                match tokio::time::timeout_at(next_retry, rx.recv()).await {
                     Ok(received) => received,
                     Err(_) => {
-                        self.write(Vec::new()).await;
+                        self.retry_spill().await;
+                        next_retry = tokio::time::Instant::now() + RETRY_EVERY;
                         continue;
                     }
                 }
@@ -133,12 +141,19 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write(std::mem::take(&mut batch)).await;
+            let batch = std::mem::take(&mut batch);
+            if self.spill.is_empty() {
+                self.write(batch).await;
+                next_retry = tokio::time::Instant::now() + RETRY_EVERY;
+            } else {
+                self.metrics.click_queue.sub(batch.len() as i64);
+                self.spill_and_answer(batch);
+            }
         }
         // Every sender is gone: the server has stopped. Last try for the
         // spill buffer.
         if !self.spill.is_empty() {
-            self.write(Vec::new()).await;
+            self.retry_spill().await;
             if !self.spill.is_empty() {
                 tracing::error!(
                     lost = self.spill.len(),
@@ -149,15 +164,42 @@ impl Writer {
         }
     }
 
-    /// Writes the spill buffer (oldest first) and then `batch`, answering
-    /// each waiting redirect.
+    /// One attempt to write the spill buffer, bounded so that clicks
+    /// arriving meanwhile wait at most `RETRY_BOUND`.
+    async fn retry_spill(&mut self) {
+        let clicks: Vec<Click> = self.spill.iter().cloned().collect();
+        match tokio::time::timeout(RETRY_BOUND, self.store.record_clicks(&clicks)).await {
+            Ok(Ok(())) => {
+                tracing::info!(written = clicks.len(), "spilled clicks written");
+                self.metrics.click_batch_size.observe(clicks.len() as f64);
+                self.spill.clear();
+                self.metrics.clicks_spilled.set(0);
+            }
+            Ok(Err(err)) => tracing::debug!(error = %err, "database still unavailable"),
+            Err(_) => tracing::debug!("database still unavailable (retry timed out)"),
+        }
+    }
+
+    /// Adds the batch's clicks to the spill buffer and answers them.
+    fn spill_and_answer(&mut self, batch: Vec<Pending>) {
+        for pending in &batch {
+            if self.spill.len() >= self.config.spill_capacity {
+                self.spill.pop_front();
+                self.metrics.clicks_dropped.inc();
+            }
+            self.spill.push_back(pending.click.clone());
+        }
+        self.metrics.clicks_spilled.set(self.spill.len() as i64);
+        for pending in batch {
+            let _ = pending.done.send(Outcome::Spilled);
+        }
+    }
+
+    /// Writes a batch (the spill buffer is empty) and answers each waiting
+    /// redirect.
     async fn write(&mut self, batch: Vec<Pending>) {
         self.metrics.click_queue.sub(batch.len() as i64);
-        let mut clicks: Vec<Click> = self.spill.iter().cloned().collect();
-        clicks.extend(batch.iter().map(|p| p.click.clone()));
-        if clicks.is_empty() {
-            return;
-        }
+        let clicks: Vec<Click> = batch.iter().map(|p| p.click.clone()).collect();
         let started = Instant::now();
         let result = self.store.record_clicks(&clicks).await;
         self.metrics
@@ -166,24 +208,12 @@ impl Writer {
         let outcome = match result {
             Ok(()) => {
                 self.metrics.click_batch_size.observe(clicks.len() as f64);
-                if !self.spill.is_empty() {
-                    tracing::info!(written = self.spill.len(), "spilled clicks written");
-                    self.spill.clear();
-                }
                 Outcome::Committed
             }
             Err(StoreError::Unavailable(err)) => {
-                if self.spill.is_empty() {
-                    tracing::warn!(error = %err, "database unavailable; spilling clicks to memory");
-                }
-                for pending in &batch {
-                    if self.spill.len() >= self.config.spill_capacity {
-                        self.spill.pop_front();
-                        self.metrics.clicks_dropped.inc();
-                    }
-                    self.spill.push_back(pending.click.clone());
-                }
-                Outcome::Spilled
+                tracing::warn!(error = %err, "database unavailable; spilling clicks to memory");
+                self.spill_and_answer(batch);
+                return;
             }
             Err(err) => {
                 // Not a matter of waiting: retrying would fail the same way.
@@ -192,7 +222,6 @@ impl Writer {
                 Outcome::Dropped
             }
         };
-        self.metrics.clicks_spilled.set(self.spill.len() as i64);
         for pending in batch {
             // The redirect may have given up waiting (client gone): fine.
             let _ = pending.done.send(outcome);
