@@ -82,6 +82,7 @@ pub fn build(store: DynStore, options: AppOptions) -> anyhow::Result<App> {
     let cache = RedirectCache::new(&options.cache, shared, metrics.clone());
     cache.spawn_invalidation_listener();
     spawn_active_urls_gauge(store.clone(), metrics.clone());
+    spawn_database_probe(store.clone(), metrics.clone());
     let (clicks, click_writer) =
         BatchRecorder::start(store.clone(), options.clicks, metrics.clone());
     let state = AppState {
@@ -136,6 +137,26 @@ fn spawn_active_urls_gauge(store: DynStore, metrics: Arc<Metrics>) {
             }
             drop(store);
             tokio::time::sleep(ACTIVE_URLS_EVERY).await;
+        }
+    });
+}
+
+/// How often each replica pings the database for `shortener_database_up`.
+const DATABASE_PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps `shortener_database_up` current without depending on traffic, so
+/// an outage at a quiet hour is still seen.
+fn spawn_database_probe(store: DynStore, metrics: Arc<Metrics>) {
+    let store = Arc::downgrade(&store);
+    tokio::spawn(async move {
+        loop {
+            let Some(store) = store.upgrade() else { return };
+            let ping = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;
+            metrics
+                .database_up
+                .set(i64::from(matches!(ping, Ok(Ok(())))));
+            drop(store);
+            tokio::time::sleep(DATABASE_PROBE_EVERY).await;
         }
     });
 }

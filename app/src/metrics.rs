@@ -23,6 +23,7 @@ pub struct Metrics {
     pub db_connections: IntGaugeVec,
     pub urls_active: IntGauge,
     pub rate_limited: IntCounter,
+    pub database_up: IntGauge,
 }
 
 impl Metrics {
@@ -103,6 +104,10 @@ impl Metrics {
             "shortener_rate_limited_total",
             "Management requests refused with 429",
         )?;
+        let database_up = IntGauge::new(
+            "shortener_database_up",
+            "1 when the last periodic database ping (every 5 s) succeeded",
+        )?;
         let build_info = IntGauge::with_opts(
             Opts::new("shortener_build_info", "Build information")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -123,6 +128,7 @@ impl Metrics {
         registry.register(Box::new(db_connections.clone()))?;
         registry.register(Box::new(urls_active.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(database_up.clone()))?;
         // Resident memory, CPU seconds, open file descriptors (Linux).
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -144,6 +150,7 @@ impl Metrics {
             db_connections,
             urls_active,
             rate_limited,
+            database_up,
         })
     }
 

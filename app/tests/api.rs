@@ -1021,6 +1021,7 @@ async fn metrics_are_exported(backend: Backend) {
         "process_resident_memory_bytes",
         "shortener_build_info",
         "shortener_urls_active",
+        "shortener_database_up",
     ] {
         assert!(text.contains(name), "{name} missing");
     }

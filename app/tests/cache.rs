@@ -264,7 +264,10 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
     for n in 0..3 {
         let started = Instant::now();
         assert_eq!(location(&app, code).await.0, StatusCode::FOUND);
-        eprintln!("redirect {n} during the outage took {:?}", started.elapsed());
+        eprintln!(
+            "redirect {n} during the outage took {:?}",
+            started.elapsed()
+        );
     }
     // Writes fail fast with 503 and Retry-After.
     let res = app
@@ -286,6 +289,17 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
     assert_eq!(app.get("/livez").await.status(), StatusCode::OK);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("shortener_clicks_spilled 3"), "{metrics}");
+    // The periodic probe notices within its interval (5 s) plus the ping's
+    // own 2 s timeout.
+    eventually_within(
+        Duration::from_secs(10),
+        "the database probe reports the outage",
+        || async {
+            let metrics = app.get("/metrics").await.text().await.unwrap();
+            metrics.contains("shortener_database_up 0")
+        },
+    )
+    .await;
 
     proxy.restore();
     // Room for the click writer's one-second retry.
