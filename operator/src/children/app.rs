@@ -238,17 +238,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
 }
 
 pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    let value = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": instance.meta(instance.child_name(Component::App), Component::App),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": instance.selector_labels(Component::App),
-            "ports": [{ "name": "http", "port": 80, "targetPort": "http", "protocol": "TCP" }],
-        },
-    });
-    typed("app Service", value)
+    super::cluster_ip_service(instance, Component::App, "http", 80, "app Service")
 }
 
 pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBudget> {

@@ -379,6 +379,28 @@ impl ResourceBudget {
 
 /// Deserialize a builder's JSON into the typed object, so a malformed builder surfaces as an
 /// error (and fails the unit tests) instead of an object the API server would reject.
+/// A ClusterIP Service in front of `component`'s pods, exposing one named
+/// container port as `port`.
+pub(crate) fn cluster_ip_service(
+    instance: &Instance<'_>,
+    component: Component,
+    port_name: &str,
+    port: i32,
+    what: &'static str,
+) -> Result<k8s_openapi::api::core::v1::Service> {
+    let value = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": instance.meta(instance.child_name(component), component),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": instance.selector_labels(component),
+            "ports": [{ "name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP" }],
+        },
+    });
+    typed(what, value)
+}
+
 pub(crate) fn typed<K: serde::de::DeserializeOwned>(what: &'static str, value: Value) -> Result<K> {
     serde_json::from_value(value).map_err(|e| Error::Build(what, e))
 }

@@ -69,17 +69,13 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
 }
 
 pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    let value = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": instance.meta(instance.child_name(Component::PgBouncer), Component::PgBouncer),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": instance.selector_labels(Component::PgBouncer),
-            "ports": [{ "name": "pgbouncer", "port": PORT, "targetPort": "pgbouncer", "protocol": "TCP" }],
-        },
-    });
-    typed("pgbouncer Service", value)
+    super::cluster_ip_service(
+        instance,
+        Component::PgBouncer,
+        "pgbouncer",
+        PORT,
+        "pgbouncer Service",
+    )
 }
 
 pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {

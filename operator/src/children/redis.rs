@@ -49,17 +49,7 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
 }
 
 pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    let value = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": instance.meta(instance.child_name(Component::Redis), Component::Redis),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": instance.selector_labels(Component::Redis),
-            "ports": [{ "name": "redis", "port": PORT, "targetPort": "redis", "protocol": "TCP" }],
-        },
-    });
-    typed("redis Service", value)
+    super::cluster_ip_service(instance, Component::Redis, "redis", PORT, "redis Service")
 }
 
 pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
