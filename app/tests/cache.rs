@@ -40,8 +40,24 @@ async fn two_replicas() -> (TestApp, TestApp) {
     let (redis, prefix) = (redis_url(), unique_prefix());
     let a = TestApp::serve(db.clone(), db.store().await, options(Some(&redis), &prefix)).await;
     let b = TestApp::serve(db.clone(), db.store().await, options(Some(&redis), &prefix)).await;
-    // Let both subscribe to the invalidation feed.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both must be listening before the test changes anything.
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{prefix}:invalidate");
+    eventually_within(Duration::from_secs(10), "both replicas subscribe", || {
+        let (mut conn, channel) = (conn.clone(), channel.clone());
+        async move {
+            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            counts.first().is_some_and(|(_, n)| *n >= 2)
+        }
+    })
+    .await;
+    drop(conn);
     (a, b)
 }
 
@@ -319,13 +335,14 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
 async fn management_requests_are_rate_limited_per_client() {
     let db = Arc::new(TestDatabase::new(Backend::Sqlite).await);
     let mut options = options(None, "limits");
-    options.rate_limit = shortener::http::RateLimit::new(60, 3, true);
+    options.rate_limit = shortener::http::RateLimit::new(1, 3, true);
     let app = TestApp::serve(db.clone(), db.store().await, options).await;
     let url = app
         .create_url(json!({"original_url": "https://e.com/l"}))
         .await;
     let code = url["short_code"].as_str().unwrap();
-    // The burst of 3 is used up (one by the create above).
+    // One request a minute, bursts of 3: the burst is used up (one by the
+    // create above) and nothing refills while the test runs.
     for _ in 0..2 {
         assert_eq!(app.get("/urls").await.status(), StatusCode::OK);
     }
