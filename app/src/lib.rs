@@ -115,48 +115,58 @@ impl App {
 
 /// How often the active-URL gauge is refreshed.
 const ACTIVE_URLS_EVERY: Duration = Duration::from_secs(60);
+/// How often each replica pings the database for `shortener_database_up`.
+const DATABASE_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// Keeps `shortener_urls_active` current. Counting is a list query (exact
 /// up to 100 000 rows, estimated beyond), never a full scan.
 fn spawn_active_urls_gauge(store: DynStore, metrics: Arc<Metrics>) {
-    let store = Arc::downgrade(&store);
-    tokio::spawn(async move {
-        let filter = store::UrlFilter {
-            is_active: Some(true),
-            ..Default::default()
-        };
-        let page = store::Page {
-            per_page: 1,
-            ..Default::default()
-        };
-        loop {
-            let Some(store) = store.upgrade() else { return };
-            match store.list_urls(filter.clone(), page).await {
+    let filter = store::UrlFilter {
+        is_active: Some(true),
+        ..Default::default()
+    };
+    let page = store::Page {
+        per_page: 1,
+        ..Default::default()
+    };
+    every(ACTIVE_URLS_EVERY, store, move |store| {
+        let (filter, metrics) = (filter.clone(), metrics.clone());
+        async move {
+            match store.list_urls(filter, page).await {
                 Ok(listing) => metrics.urls_active.set(listing.total),
                 Err(err) => tracing::debug!(error = %err, "could not count active URLs"),
             }
-            drop(store);
-            tokio::time::sleep(ACTIVE_URLS_EVERY).await;
         }
     });
 }
 
-/// How often each replica pings the database for `shortener_database_up`.
-const DATABASE_PROBE_EVERY: Duration = Duration::from_secs(5);
-
 /// Keeps `shortener_database_up` current without depending on traffic, so
 /// an outage at a quiet hour is still seen.
 fn spawn_database_probe(store: DynStore, metrics: Arc<Metrics>) {
-    let store = Arc::downgrade(&store);
-    tokio::spawn(async move {
-        loop {
-            let Some(store) = store.upgrade() else { return };
+    every(DATABASE_PROBE_EVERY, store, move |store| {
+        let metrics = metrics.clone();
+        async move {
             let ping = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;
             metrics
                 .database_up
                 .set(i64::from(matches!(ping, Ok(Ok(())))));
-            drop(store);
-            tokio::time::sleep(DATABASE_PROBE_EVERY).await;
+        }
+    });
+}
+
+/// Runs `task` now and then every `period` for as long as the store lives
+/// (the task holds it only while it runs, so shutdown is not delayed).
+fn every<F, Fut>(period: Duration, store: DynStore, task: F)
+where
+    F: Fn(DynStore) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let store = Arc::downgrade(&store);
+    tokio::spawn(async move {
+        loop {
+            let Some(store) = store.upgrade() else { return };
+            task(store).await;
+            tokio::time::sleep(period).await;
         }
     });
 }
