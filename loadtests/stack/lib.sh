@@ -27,6 +27,23 @@ REDIS_MAXMEMORY=${REDIS_MAXMEMORY:-48mb}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
 NGINX_WORKER_CONNECTIONS=${NGINX_WORKER_CONNECTIONS:-4096}
 
+# Monitoring (see "Monitoring" in loadtests/README.md): Prometheus, Alertmanager, the
+# exporters and the webhook sink, all on loopback and away from the ports the Debian
+# packages' own services use (9090, 9093, 9187, 9121, 9127). The sink stays on 9099, the
+# address monitoring/alertmanager.yml names. STACK_MONITORING=0 (or up.sh --no-monitoring)
+# leaves all of it out.
+STACK_MONITORING=${STACK_MONITORING:-1}
+PROM_PORT=${PROM_PORT:-19090}
+ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-19093}
+PG_EXPORTER_PORT=${PG_EXPORTER_PORT:-19187}
+PGB_EXPORTER_PORT=${PGB_EXPORTER_PORT:-19127}
+REDIS_EXPORTER_PORT=${REDIS_EXPORTER_PORT:-19121}
+ALERT_SINK_PORT=${ALERT_SINK_PORT:-9099}
+PROM_URL="http://127.0.0.1:$PROM_PORT"
+ALERTMANAGER_URL="http://127.0.0.1:$ALERTMANAGER_PORT"
+ALERTS_LOG="$STACK_DIR/log/alerts.jsonl"
+PGB_EXPORTER_BIN="$STACK_CACHE/pgbouncer-exporter/bin/pgbouncer-exporter"
+
 # The release binary: SHORTENER_BIN, else the cargo target dir's.
 TARGET_DIR=${CARGO_TARGET_DIR:-$STACK_REPO/target}
 SHORTENER_BIN=${SHORTENER_BIN:-$TARGET_DIR/release/shortener}
@@ -79,7 +96,25 @@ apt_ensure() {
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  local opts=(-y -qq)
+  [ -z "${APT_NO_RECOMMENDS:-}" ] || opts+=(--no-install-recommends)
+  DEBIAN_FRONTEND=noninteractive apt-get install "${opts[@]}" "${missing[@]}" >&2
+}
+
+# apt_ensure for packages that come with a service (Prometheus, Alertmanager, the
+# exporters): Debian starts those on install; a policy-rc.d that refuses keeps them from
+# starting, so the packaged instances never hold a port or scrape anything. The stack runs
+# its own instances with its own configs.
+apt_ensure_no_start() {
+  local created=0 rc=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    created=1
+  fi
+  APT_NO_RECOMMENDS=1 apt_ensure "$@" || rc=$?
+  [ "$created" = 0 ] || rm -f /usr/sbin/policy-rc.d
+  return "$rc"
 }
 
 pg_bin_dir() {
@@ -171,7 +206,8 @@ load_note() {
 # "name seconds" lines, and the machine's busy time from /proc/stat ("_busy").
 # Counted: the service processes whose pids are given, the stack's PostgreSQL
 # (its postmaster and children), and every pgbouncer, nginx, redis-server, wrk
-# and k6. Anything else (another PostgreSQL, a compile) falls under "(other)".
+# and k6, and Prometheus, Alertmanager and the exporters together as
+# "monitoring". Anything else (another PostgreSQL, a compile) falls under "(other)".
 cpu_snapshot() { # service-pid...
   local tck pg=0
   tck=$(getconf CLK_TCK)
@@ -189,6 +225,8 @@ cpu_snapshot() { # service-pid...
       t = (f[12] + f[13]) / tck            # utime, stime; f[2] is the parent pid
       if (index(apps, " " pid " ")) comm = "shortener"
       else if (comm == "postgres") { if (pid != pg && f[2] != pg) next }
+      # Prometheus, Alertmanager and the exporters (Debian names them prometheus-*).
+      else if (comm ~ /^(prometheus|pgbouncer-expor)/) comm = "monitoring"
       else if (comm !~ /^(pgbouncer|nginx|redis-server|wrk|k6)$/) next
       cpu[comm] += t
     }
