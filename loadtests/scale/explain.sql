@@ -92,3 +92,13 @@ EXPLAIN (ANALYZE, BUFFERS) EXECUTE urls_by_user(:heavy_user, 25, 0);
 EXPLAIN (ANALYZE, BUFFERS) EXECUTE stats_counts(:hot_url);
 \echo '### generic: GET /events?event_type=redirect&after_id=deep: page'
 EXPLAIN (ANALYZE, BUFFERS) EXECUTE events_by_type_after('redirect', :deep_event, 25);
+
+-- Rewrites suggested by this benchmark (not what the service runs today).
+RESET plan_cache_mode;
+\echo '### proposed: stats counts as two index ranges (UNION ALL)'
+EXPLAIN (ANALYZE, BUFFERS) SELECT event_type, COUNT(*) FROM events WHERE url_id = :hot_url AND event_type < 'redirect' GROUP BY event_type
+UNION ALL SELECT event_type, COUNT(*) FROM events WHERE url_id = :hot_url AND event_type > 'redirect' GROUP BY event_type;
+\echo '### proposed: GET /events?event_type=redirect: count capped at 10,000'
+EXPLAIN (ANALYZE, BUFFERS) SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE TRUE AND event_type = 'redirect' LIMIT 10001) AS matching;
+\echo '### proposed: GET /urls: count capped at 10,000'
+EXPLAIN (ANALYZE, BUFFERS) SELECT COUNT(*) FROM (SELECT 1 FROM urls WHERE TRUE LIMIT 10001) AS matching;

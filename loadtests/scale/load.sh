@@ -48,7 +48,7 @@ SELECT c.relname AS "table",
        pg_total_relation_size(c.oid) AS "total bytes",
        CASE WHEN c.reltuples > 0 THEN round(pg_total_relation_size(c.oid) / c.reltuples) END AS "bytes/row"
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> '_sqlx_migrations'
+WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> '_sqlx_migrations' AND c.relname NOT LIKE 'scale\_%'
 ORDER BY pg_total_relation_size(c.oid) DESC;
 SELECT t.relname AS "table", i.relname AS "index",
        pg_size_pretty(pg_relation_size(i.oid)) AS "size",

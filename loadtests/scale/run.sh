@@ -15,10 +15,11 @@
 # with a generated key, DATABASE_URL straight to the system PostgreSQL
 # (127.0.0.1:5432), default pool (10), WITHOUT Redis: the question is how
 # the database side scales; the in-process cache is the only cache.
-#   phase 1, CACHE_CAPACITY=0 (no cache at all): redirect_random, codes
+#   phase 1, default settings: the list and stats scenarios, then
+#            redirect_hot (the 100 most clicked codes: cache hits)
+#   phase 2, CACHE_CAPACITY=0 (no cache at all): redirect_random, codes
 #            drawn at random from every active URL: each request is a
 #            look-up in PostgreSQL plus the click write
-#   phase 2, default settings: the list, stats and hot-redirect scenarios
 # Each scenario: wrk -t$THREADS -c$CONNECTIONS (1, 16), a $WARMUP (3s)
 # warm-up, then $DURATION (15s) measured, paths picked at random from a
 # file (paths.lua). The load average, and the share of the machine used by
@@ -27,9 +28,12 @@
 # once and the quieter attempt kept. Then EXPLAIN (ANALYZE, BUFFERS) of the
 # statements behind each scenario (explain.sql).
 #
-# Redirect scenarios write click events: every run adds about
-# requests/s x duration redirect events to the database (load.sh with
-# RELOAD=1 restores the pristine data set).
+# Redirects write click events (each 302 waits for its click's commit).
+# So that every run, and the EXPLAINs after it, see the data set load.sh
+# made, run.sh saves the largest event id and the redirect counters first
+# and afterwards deletes the events added and restores the counters, then
+# VACUUM ANALYZE (also when interrupted; a run that died without it is
+# cleaned up at the start of the next one).
 #
 # Results in $SCALE_DIR/results (/tmp/shortener-scale/results):
 # DB.tsv (one line per scenario), explain-DB.txt (full plans),
@@ -52,10 +56,17 @@ THREADS=${THREADS:-1}
 REPEAT_OTHER=${REPEAT_OTHER:-20}
 ONLY=${ONLY:-}
 RESULTS=$SCALE_DIR/results
+# In the order they run: the reads, then redirect_hot (phase 1, default
+# settings), then redirect_random (phase 2, no cache).
+SCENARIOS=(urls_page1 urls_keyset_deep urls_offset_cap urls_heavy_user
+  urls_inactive events_hot_url url_events_hot events_redirect_deep events_offset_cap
+  stats_hot stats_random users_page1 redirect_hot redirect_random)
 mkdir -p "$RESULTS"
 work=$(mktemp -d /tmp/shortener-scale.XXXXXX)
+RESTORE_DB=""
 cleanup() {
   stop_service
+  if [ -n "$RESTORE_DB" ]; then restore "$RESTORE_DB" || log "could not restore $RESTORE_DB: reload it (RELOAD=1 load.sh)"; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -96,6 +107,38 @@ shares() { # before after wall wrk-seconds
       other = d["busy"] - d["app"] - d["pg"] - w - d["irq"]; if (other < 0) other = 0
       printf "%.0f %.0f %.0f %.0f %.0f\n", d["busy"] / cap, d["app"] / cap, d["pg"] / cap, w / cap, other / cap
     }' "$1" "$2"
+}
+
+# ------------------------------------------------------ the data set as loaded
+
+# Remembers the largest event id and the redirect counters of database $1.
+save_point() {
+  spsql "$1" -c "CREATE TABLE scale_restore_point AS SELECT max(id) AS max_event_id FROM events" \
+    -c "CREATE TABLE scale_saved_redirect_counts AS
+        SELECT url_id, sum(redirect_count) AS redirect_count, max(last_redirect_at) AS last_redirect_at
+        FROM redirect_counts GROUP BY url_id"
+  RESTORE_DB=$1
+}
+
+# Deletes the events added since save_point and puts the counters back.
+restore() {
+  local db=$1 exists
+  exists=$(spsql "$db" -tAc "SELECT to_regclass('scale_restore_point') IS NOT NULL")
+  if [ "$exists" != t ]; then RESTORE_DB=""; return 0; fi
+  echo "-- restoring $db: deleting the click events the run added, restoring redirect_counts, VACUUM ANALYZE"
+  spsql "$db" <<'SQL'
+BEGIN;
+SELECT count(*) AS "click events added by the run" FROM events WHERE id > (SELECT max_event_id FROM scale_restore_point);
+DELETE FROM events WHERE id > (SELECT max_event_id FROM scale_restore_point);
+TRUNCATE redirect_counts;
+INSERT INTO redirect_counts (url_id, redirect_count, last_redirect_at)
+SELECT url_id, redirect_count, last_redirect_at FROM scale_saved_redirect_counts ORDER BY url_id;
+DROP TABLE scale_restore_point, scale_saved_redirect_counts;
+COMMIT;
+VACUUM ANALYZE events;
+VACUUM ANALYZE redirect_counts;
+SQL
+  RESTORE_DB=""
 }
 
 # ------------------------------------------------------------------ running
@@ -153,9 +196,16 @@ suite() { # big|small
   if [ "$mode" = both ]; then unset SCALE_USERS SCALE_URLS SCALE_EVENTS SCALE_DB; fi
   scale_preset "$size"
   scale_loaded || die "$SCALE_DB is not loaded: run loadtests/scale/load.sh $size first"
+  restore "$SCALE_DB"
   SYS_PG_PID=$(head -n1 "$(spsql postgres -tAc 'SHOW data_directory')/postmaster.pid" 2>/dev/null || true)
   tsv="$RESULTS/$size.tsv"
-  : >"$tsv"
+  if [ -n "$ONLY" ] && [ -f "$tsv" ]; then
+    # Re-running some scenarios: keep the saved results of the others.
+    awk -F'\t' -v only=" $ONLY " 'index(only, " " $1 " ") == 0' "$tsv" >"$work/kept"
+    cp "$work/kept" "$tsv"
+  else
+    : >"$tsv"
+  fi
   echo
   echo "=================== $size: $SCALE_DB ($(scale_marker | sed 's/.*: //'))"
   echo "commit $(git -C "$SCALE_HERE" rev-parse --short HEAD 2>/dev/null || echo '?'), binary $SHORTENER_BIN ($(stat -c %y "$SHORTENER_BIN" | cut -d. -f1))"
@@ -173,8 +223,8 @@ suite() { # big|small
            || ' redirects; heaviest user ' || $heavy_user || ': ' || (SELECT count(*) FROM urls WHERE user_id = $heavy_user)
            || ' URLs; rows: ' || (SELECT count(*) FROM urls) || ' urls, ' || (SELECT count(*) FROM events) || ' events'" |
     tee "$RESULTS/$size.params"
-  spsql "$SCALE_DB" -c "\\copy (SELECT '/' || short_code FROM urls WHERE is_active) TO '$work/codes_all'"
-  spsql "$SCALE_DB" -c "\\copy (SELECT '/' || u.short_code FROM redirect_counts c JOIN urls u ON u.id = c.url_id WHERE u.is_active ORDER BY c.redirect_count DESC LIMIT 100) TO '$work/codes_hot'"
+  spsql "$SCALE_DB" -c "\\copy (SELECT '/' || short_code FROM urls WHERE is_active) TO '$work/redirect_random'"
+  spsql "$SCALE_DB" -c "\\copy (SELECT '/' || u.short_code FROM redirect_counts c JOIN urls u ON u.id = c.url_id WHERE u.is_active ORDER BY c.redirect_count DESC LIMIT 100) TO '$work/redirect_hot'"
   spsql "$SCALE_DB" -c "\\copy (SELECT '/urls/' || (1 + floor(random() * $max_url))::bigint || '/stats' FROM generate_series(1, 10000)) TO '$work/stats_random'"
   one() { printf '%s\n' "$2" >"$work/$1"; }
   one urls_page1 "/urls"
@@ -188,37 +238,35 @@ suite() { # big|small
   one events_offset_cap "/events?page=1001&per_page=100"
   one stats_hot "/urls/$hot_url/stats"
   one users_page1 "/users"
-  echo "active codes: $(wc -l <"$work/codes_all"); wrk -t$THREADS -c$CONNECTIONS, $WARMUP warm-up + $DURATION per scenario"
+  echo "active codes: $(wc -l <"$work/redirect_random"); wrk -t$THREADS -c$CONNECTIONS, $WARMUP warm-up + $DURATION per scenario"
 
   KEY=$(random_key)
-  echo "-- phase 1: no cache (CACHE_CAPACITY=0): every redirect looks its code up in PostgreSQL"
-  local logf="$RESULTS/serve-$SCALE_DB-nocache.log"
-  : >"$logf"
-  start_service "$logf" "$KEY" CACHE_CAPACITY=0 CACHE_WARM_ENTRIES=0
-  scenario redirect_random "$work/codes_all" 302
-  stop_service
-
-  echo "-- phase 2: default settings (in-process cache, warmed with the 10,000 newest URLs)"
-  logf="$RESULTS/serve-$SCALE_DB-default.log"
+  save_point "$SCALE_DB"
+  echo "-- phase 1: default settings (in-process cache, warmed with the 10,000 newest URLs)"
+  local logf="$RESULTS/serve-$SCALE_DB-default.log"
   : >"$logf"
   start_service "$logf" "$KEY"
   local s
-  for s in urls_page1 urls_keyset_deep urls_offset_cap urls_heavy_user urls_inactive \
-      events_hot_url url_events_hot events_redirect_deep events_offset_cap; do
+  for s in "${SCENARIOS[@]:0:${#SCENARIOS[@]}-2}"; do
     scenario "$s" "$work/$s" 200
   done
-  scenario stats_hot "$work/stats_hot" 200
-  scenario stats_random "$work/stats_random" 200
-  scenario users_page1 "$work/users_page1" 200
-  scenario redirect_hot "$work/codes_hot" 302
+  scenario redirect_hot "$work/redirect_hot" 302
+  stop_service
+
+  echo "-- phase 2: no cache (CACHE_CAPACITY=0): every redirect looks its code up in PostgreSQL"
+  logf="$RESULTS/serve-$SCALE_DB-nocache.log"
+  : >"$logf"
+  start_service "$logf" "$KEY" CACHE_CAPACITY=0 CACHE_WARM_ENTRIES=0
+  scenario redirect_random "$work/redirect_random" 302
+  stop_service
   local errors
   errors=$(grep -c '"level":"ERROR"' "$RESULTS"/serve-"$SCALE_DB"-*.log || true)
   echo "ERROR lines in the service logs: $(echo "$errors" | awk -F: '{ s += $NF } END { print s + 0 }')"
-  stop_service
+  restore "$SCALE_DB"
 
   echo "-- EXPLAIN (ANALYZE, BUFFERS) on $SCALE_DB (full plans: $RESULTS/explain-$size.txt)"
   local code
-  code=$(head -n1 "$work/codes_all" | cut -c2-)
+  code=$(head -n1 "$work/redirect_random" | cut -c2-)
   spsql "$SCALE_DB" -v hot_url="$hot_url" -v heavy_user="$heavy_user" -v deep_url="$deep_url" \
     -v deep_event="$deep_event" -v code="$code" -v cap=100001 -f "$SCALE_HERE/explain.sql" \
     >"$RESULTS/explain-$size.txt" 2>&1 || { tail -n 20 "$RESULTS/explain-$size.txt" >&2; die "explain.sql failed"; }
@@ -254,18 +302,19 @@ compare() {
         for (i = 1; i <= n; i++) if (index(kv[i], key "=") == 1) return substr(kv[i], length(key) + 2)
         return "-"
       }
-      NR == FNR { s[$1] = $0; order[++k] = $1; next }
+      NR == FNR { s[$1] = $0; next }
       { b[$1] = $0 }
       END {
+        k = split(scenarios, order, " ")
         for (i = 1; i <= k; i++) {
           n = order[i]; x = s[n]; y = b[n]
-          if (y == "") continue
+          if (x == "" || y == "") continue
           ratio = (v(x, "p50_ms") > 0) ? sprintf("%.2f", v(y, "p50_ms") / v(x, "p50_ms")) : "-"
           printf "| %s | %s | %s | %s | %s | %s | %s | %s× | %s → %s | %s / %s, %s / %s |\n", n,
             v(x, "rps"), v(x, "p50_ms"), v(x, "p99_ms"), v(y, "rps"), v(y, "p50_ms"), v(y, "p99_ms"),
             ratio, v(x, "total"), v(y, "total"), v(x, "load1"), v(x, "other"), v(y, "load1"), v(y, "other")
         }
-      }' "$small" "$big"
+      }' scenarios="${SCENARIOS[*]}" "$small" "$big"
   } | tee "$RESULTS/comparison.md"
   local u
   for u in small big; do
