@@ -28,14 +28,16 @@ done
 
 # Metric names the rules and the dashboard use that this stack cannot have; any other
 # absent name is a failure.
-METRICS_EXPECTED_ABSENT="\
+METRICS_EXPECTED_ABSENT=$(cat <<'EOF'
 ALERTS Prometheus' own series, present only while some alert is pending or firing
 kube_deployment_spec_replicas kube-state-metrics: Kubernetes only
 kube_deployment_status_replicas_available kube-state-metrics: Kubernetes only
 kube_statefulset_status_replicas_ready kube-state-metrics: Kubernetes only
 nginx_ingress_controller_requests ingress-nginx: the local nginx exports no metrics
 nginx_ingress_controller_ssl_expire_time_seconds ingress-nginx: the local nginx exports no metrics
-shortener_operator_reconcile_failures_total the operator's: Kubernetes only"
+shortener_operator_reconcile_failures_total the operator's: Kubernetes only
+EOF
+)
 
 if [ "$traffic" = 1 ]; then
   key=$(cat "$KEY_FILE")
@@ -46,8 +48,9 @@ if [ "$traffic" = 1 ]; then
     die "POST /urls through nginx failed"
   id=$(jq -r '.id' <<<"$body")
   code=$(jq -r '.short_code' <<<"$body")
-  [ -n "$id" ] && [ "$id" != null ] && [ -n "$code" ] && [ "$code" != null ] ||
+  if [ -z "$id" ] || [ "$id" = null ] || [ -z "$code" ] || [ "$code" = null ]; then
     die "POST /urls answered without id/short_code: $body"
+  fi
   for _ in $(seq 1 20); do
     s=$(http_status "$NGINX_URL/$code")
     [ "$s" = 302 ] || die "GET /$code answered $s, not 302"

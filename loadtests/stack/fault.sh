@@ -14,6 +14,14 @@
 #   restore               run up.sh, which starts whatever is not running
 #                         (SHORTENER_BIN and the other settings are passed on)
 #   log                   show $STACK_DIR/log/faults.log
+#
+# Watching a drill (each line starts with the UTC time; both run until Ctrl-C or
+# for SECONDS):
+#   watch [SECONDS]       every second, print each change of the alerts in Prometheus
+#                         (pending, firing, gone) and in Alertmanager (active,
+#                         suppressed, gone), and each new line of the sink's alerts.jsonl
+#   probe [SECONDS]       GET $NGINX_URL/health every 0.2 s, print every answer that is
+#                         not 200, and at the end the count of requests and failures
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
@@ -94,6 +102,68 @@ case $action in
     ;;
   log)
     cat "$faults" 2>/dev/null || echo "no faults recorded in $faults"
+    ;;
+  watch)
+    secs=${1:-0}
+    exec python3 - "$PROM_URL" "$ALERTMANAGER_URL" "$ALERTS_LOG" "$secs" <<'PY'
+import datetime, json, os, sys, time, urllib.request
+prom, am, sink, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+def get(url):
+    with urllib.request.urlopen(url, timeout=3) as r:
+        return json.load(r)
+def key(labels):
+    skip = {"alertname", "severity"}
+    rest = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip)
+    return f"{labels.get('alertname')}{{{rest}}}"
+seen_p, seen_a = {}, {}
+pos = os.path.getsize(sink) if os.path.exists(sink) else 0
+end = time.time() + secs if secs > 0 else None
+print(f"{now()} watching {prom} and {am}, and {sink}", flush=True)
+while end is None or time.time() < end:
+    try:
+        cur = {key(a["labels"]): a["state"] for a in get(f"{prom}/api/v1/alerts")["data"]["alerts"]}
+        for k in sorted(set(cur) | set(seen_p)):
+            if cur.get(k) != seen_p.get(k):
+                print(f"{now()} prometheus   {k}: {seen_p.get(k, '-')} -> {cur.get(k, 'gone')}", flush=True)
+        seen_p = cur
+    except Exception as e:
+        print(f"{now()} prometheus   not answering: {e}", flush=True)
+    try:
+        cur = {key(a["labels"]): a["status"]["state"] for a in get(f"{am}/api/v2/alerts")}
+        for k in sorted(set(cur) | set(seen_a)):
+            if cur.get(k) != seen_a.get(k):
+                print(f"{now()} alertmanager {k}: {seen_a.get(k, '-')} -> {cur.get(k, 'gone')}", flush=True)
+        seen_a = cur
+    except Exception as e:
+        print(f"{now()} alertmanager not answering: {e}", flush=True)
+    if os.path.exists(sink) and os.path.getsize(sink) > pos:
+        with open(sink) as f:
+            f.seek(pos)
+            for line in f:
+                n = json.loads(line)
+                names = ", ".join(f"{key(a['labels'])} {a['status']}" for a in n.get("alerts", []))
+                print(f"{now()} sink         received {n.get('received_at')}: receiver {n.get('receiver')}, {n.get('status')}: {names}", flush=True)
+            pos = f.tell()
+    time.sleep(1)
+PY
+    ;;
+  probe)
+    secs=${1:-60}
+    total=0 failed=0
+    t_end=$(( $(date +%s) + secs ))
+    record "probe: GET $NGINX_URL/health every 0.2 s for ${secs}s"
+    while [ "$(date +%s)" -lt "$t_end" ]; do
+      code=$(http_status "$NGINX_URL/health" 2)
+      total=$((total + 1))
+      if [ "$code" != 200 ]; then
+        failed=$((failed + 1))
+        printf '%s probe: GET /health -> %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "${code:-no answer}"
+      fi
+      sleep 0.2
+    done
+    record "probe: $total requests, $failed not 200"
     ;;
   -h|--help) usage ;;
   *) usage >&2; die "unknown action: $action" ;;

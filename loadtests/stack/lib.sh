@@ -134,12 +134,66 @@ live_pid() {
   echo "$pid"
 }
 
-# Whatever is listening on 127.0.0.1:PORT (or on all addresses), for messages.
+# What keeps 127.0.0.1:PORT from being bound, for messages; empty when nothing
+# does. A listener, or a TCP connection whose local end is PORT: a client that
+# was given PORT as its ephemeral port, or one that connected to itself (a
+# connect() to a closed loopback port inside the ephemeral range can pick that
+# very port as its source and succeed by simultaneous open). Such a
+# self-connected socket blocks the port even in TIME-WAIT, for up to 60 s.
+# What a dead server's accepted connections leave behind (orphans in TIME-WAIT
+# or FIN-WAIT, owned by no process) does not block a new listener
+# (SO_REUSEADDR) and is ignored.
 port_owner() {
-  ss -Hltnp "sport = :$1" 2>/dev/null | head -n1
+  ss -Htanp "sport = :$1" 2>/dev/null |
+    awk '$1 == "LISTEN" || $4 == $5 || ($1 != "TIME-WAIT" && /users:/)' | head -n1
 }
 
 port_free() { [ -z "$(port_owner "$1")" ]; }
+
+# Dies unless PORT can be bound; waits (up to 65 s) for a self-connected
+# socket's TIME-WAIT to expire first.
+need_port() {
+  local port=$1 owner
+  owner=$(port_owner "$port")
+  [ -n "$owner" ] || return 0
+  if [ "$(awk '{print $1}' <<<"$owner")" = TIME-WAIT ]; then
+    log "port $port is held by a socket that connected to itself, now in TIME-WAIT; waiting for it to expire (up to 60 s)"
+    for _ in $(seq 1 65); do
+      sleep 1
+      owner=$(port_owner "$port")
+      [ -n "$owner" ] || return 0
+      [ "$(awk '{print $1}' <<<"$owner")" = TIME-WAIT ] || break
+    done
+  fi
+  die "port $port is taken: $owner"
+}
+
+# Ports the stack listens on that lie inside the kernel's ephemeral range
+# (32768-60999 by default: PostgreSQL, PgBouncer and Redis do) are added to
+# net.ipv4.ip_local_reserved_ports, so that no outgoing connection is given one
+# of them as its source port while its server is down, which would keep the
+# server from starting again (see port_owner). Machine-wide, until reboot; a
+# kernel that refuses (read-only /proc/sys) gets a warning.
+reserve_stack_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports lo hi cur p add=()
+  [ -w "$f" ] || { log "warning: cannot write $f; stack ports stay in the ephemeral range"; return 0; }
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+  cur=$(cat "$f")
+  for p in "$@"; do
+    [ "$p" -ge "$lo" ] && [ "$p" -le "$hi" ] || continue
+    awk -v p="$p" -v RS=, '{ split($0, r, "-"); if (r[2] == "") r[2] = r[1]; if (p >= r[1] + 0 && p <= r[2] + 0) found = 1 }
+      END { exit !found }' <<<"$cur" && continue
+    add+=("$p")
+  done
+  [ ${#add[@]} -gt 0 ] || return 0
+  local joined
+  joined=$(IFS=,; echo "${add[*]}")
+  if echo "${cur:+$cur,}$joined" >"$f" 2>/dev/null; then
+    log "reserved ports $joined (inside the ephemeral range $lo-$hi) in net.ipv4.ip_local_reserved_ports"
+  else
+    log "warning: could not reserve ports $joined in $f"
+  fi
+}
 
 # True while PID exists and has not exited (an exited process whose parent
 # has not reaped it yet is a zombie: gone for our purposes).

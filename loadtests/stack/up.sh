@@ -14,9 +14,10 @@
 #   Alertmanager :19093 (monitoring/alertmanager.yml) -> webhook sink :9099
 #     (loadtests/stack/alert-sink.py) -> $STACK_DIR/log/alerts.jsonl
 #
-# Idempotent: what is already running is left running (nginx, PgBouncer,
-# Prometheus and Alertmanager reload their generated configs). Stop with
-# down.sh; inspect with status.sh; inject faults with fault.sh.
+# Idempotent: what is already running is left running (nginx and PgBouncer
+# reload their generated configs; Prometheus and Alertmanager only when theirs,
+# or the rules, changed). Stop with down.sh; inspect with status.sh; inject
+# faults with fault.sh.
 #
 # Usage: loadtests/stack/up.sh [--build] [--restart-apps] [--no-monitoring]
 #   --build           rebuild the release binary even if it exists
@@ -66,10 +67,11 @@ PGB_EXPORTER_VERSION=2.1.2
 ensure_pgbouncer_exporter() {
   local venv=$STACK_CACHE/pgbouncer-exporter
   apt_ensure python3-venv python3-psycopg2 python3-prometheus-client python3-yaml python3-pythonjsonlogger
-  if [ -x "$PGB_EXPORTER_BIN" ] &&
-      "$venv/bin/pip" show prometheus-pgbouncer-exporter 2>/dev/null | grep -qx "Version: $PGB_EXPORTER_VERSION"; then
-    return 0
+  local have=""
+  if [ -x "$PGB_EXPORTER_BIN" ]; then
+    have=$("$venv/bin/pip" show prometheus-pgbouncer-exporter 2>/dev/null | sed -n 's/^Version: //p') || true
   fi
+  [ "$have" = "$PGB_EXPORTER_VERSION" ] && return 0
   log "installing prometheus-pgbouncer-exporter $PGB_EXPORTER_VERSION (PyPI) into $venv (once)"
   rm -rf "$venv"
   /usr/bin/python3 -m venv --system-site-packages "$venv" >&2
@@ -175,7 +177,7 @@ EOF
     log "PostgreSQL already running (:$PG_PORT); reloading its config"
     pg_as "$bin/pg_ctl" -D "$data" reload >/dev/null
   else
-    port_free "$PG_PORT" || die "port $PG_PORT is taken: $(port_owner "$PG_PORT")"
+    need_port "$PG_PORT"
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     pg_as "$bin/pg_ctl" -D "$data" -l "$STACK_DIR/log/postgres.log" -w -t 60 start >/dev/null ||
       { tail -n 20 "$STACK_DIR/log/postgres.log" >&2; die "PostgreSQL did not start"; }
@@ -232,7 +234,7 @@ EOF
     return 0
   fi
   rm -f "$pidf"
-  port_free "$PGB_PORT" || die "port $PGB_PORT is taken: $(port_owner "$PGB_PORT")"
+  need_port "$PGB_PORT"
   log "starting PgBouncer on 127.0.0.1:$PGB_PORT (transaction pooling)"
   # runuser resets the open-files limit (PAM); PgBouncer needs two per client.
   runuser -u postgres -- sh -c 'ulimit -Sn 8192 2>/dev/null; exec "$0" "$@"' \
@@ -247,7 +249,7 @@ start_redis() {
     log "Redis already running (pid $pid)"
     return 0
   fi
-  port_free "$REDIS_PORT" || die "port $REDIS_PORT is taken: $(port_owner "$REDIS_PORT")"
+  need_port "$REDIS_PORT"
   log "starting Redis on 127.0.0.1:$REDIS_PORT (maxmemory $REDIS_MAXMEMORY, allkeys-lru, no persistence)"
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
     --maxmemory "$REDIS_MAXMEMORY" --maxmemory-policy allkeys-lru \
@@ -269,7 +271,7 @@ start_app() {
       return 0
     fi
   fi
-  port_free "$port" || die "port $port is taken: $(port_owner "$port")"
+  need_port "$port"
   local envs=(
     PATH="$PATH"
     LISTEN_ADDR="127.0.0.1:$port"
@@ -377,7 +379,7 @@ start_nginx() {
     nginx_cmd -s reload
     return 0
   fi
-  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken: $(port_owner "$NGINX_PORT")"
+  need_port "$NGINX_PORT"
   log "starting nginx on 127.0.0.1:$NGINX_PORT"
   nginx_cmd
 }
@@ -396,7 +398,7 @@ start_daemon() { # name pidfile match port log command...
     return 1
   fi
   rm -f "$pidf"
-  port_free "$port" || die "port $port is taken: $(port_owner "$port")"
+  need_port "$port"
   log "starting $name on 127.0.0.1:$port"
   setsid "$@" </dev/null >>"$logf" 2>&1 &
   echo $! >"$pidf"
@@ -455,6 +457,19 @@ write_alertmanager_config() {
     { cat "$MON_DIR/amtool.log" >&2; die "amtool rejected $MON_DIR/alertmanager.yml"; }
 }
 
+# True when FILES differ from what NAME last ran with (the digest is kept in
+# $MON_DIR/NAME.sha256, which this updates). A reload that changes nothing is
+# not free: Alertmanager rebuilds its aggregation groups, which restarts their
+# group_wait and group_interval timers, so a resolved notification can come up
+# to a group_interval later than it would have.
+config_changed() { # name file...
+  local name=$1 sum
+  shift
+  sum=$(cat "$@" | sha256sum | cut -d' ' -f1)
+  [ "$(cat "$MON_DIR/$name.sha256" 2>/dev/null)" != "$sum" ] || return 1
+  echo "$sum" >"$MON_DIR/$name.sha256"
+}
+
 start_monitoring() {
   local run=$STACK_DIR/run logd=$STACK_DIR/log pid
   mkdir -p "$MON_DIR"/{prometheus-data,alertmanager-data}
@@ -469,9 +484,12 @@ start_monitoring() {
       prometheus-alertmanager --config.file="$MON_DIR/alertmanager.yml" \
         --storage.path="$MON_DIR/alertmanager-data" \
         --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
-        --web.external-url="$ALERTMANAGER_URL/" --cluster.listen-address=; then :
+        --web.external-url="$ALERTMANAGER_URL/" --cluster.listen-address=; then
+    config_changed alertmanager "$MON_DIR/alertmanager.yml" || true
+  elif config_changed alertmanager "$MON_DIR/alertmanager.yml"; then
+    pid=$(live_pid "$run/alertmanager.pid" alertmanager) && kill -HUP "$pid" && log "Alertmanager: config changed, reloaded"
   else
-    pid=$(live_pid "$run/alertmanager.pid" alertmanager) && kill -HUP "$pid" && log "Alertmanager: config reloaded"
+    log "Alertmanager: config unchanged, not reloaded"
   fi
 
   # The exporters: each connects as the trusted postgres user on loopback.
@@ -498,9 +516,12 @@ EOF
       prometheus --config.file="$MON_DIR/prometheus.yml" \
         --storage.tsdb.path="$MON_DIR/prometheus-data" --storage.tsdb.retention.time=7d \
         --web.listen-address="127.0.0.1:$PROM_PORT" --web.external-url="$PROM_URL/" \
-        --web.enable-lifecycle; then :
+        --web.enable-lifecycle; then
+    config_changed prometheus "$MON_DIR/prometheus.yml" "$STACK_REPO/monitoring/alerts.yaml" || true
+  elif config_changed prometheus "$MON_DIR/prometheus.yml" "$STACK_REPO/monitoring/alerts.yaml"; then
+    pid=$(live_pid "$run/prometheus.pid" "prometheus --config.file") && kill -HUP "$pid" && log "Prometheus: config or rules changed, reloaded"
   else
-    pid=$(live_pid "$run/prometheus.pid" "prometheus --config.file") && kill -HUP "$pid" && log "Prometheus: config and rules reloaded"
+    log "Prometheus: config and rules unchanged, not reloaded"
   fi
 
   wait_monitoring_part "alert sink" "http://127.0.0.1:$ALERT_SINK_PORT/health" "$logd/alert-sink.log"
@@ -529,6 +550,8 @@ wait_healthy() {
 }
 
 ensure_packages
+reserve_stack_ports "$PG_PORT" "$PGB_PORT" "$REDIS_PORT" "$NGINX_PORT" $APP_PORTS \
+  "$PROM_PORT" "$ALERTMANAGER_PORT" "$PG_EXPORTER_PORT" "$PGB_EXPORTER_PORT" "$REDIS_EXPORTER_PORT" "$ALERT_SINK_PORT"
 ensure_pgbouncer
 [ "$STACK_MONITORING" = 0 ] || ensure_pgbouncer_exporter
 ensure_binary
