@@ -63,12 +63,14 @@ prom_detail() {
   jq -rn --argjson t "$t" --argjson a "$a" '
     ($t.data.activeTargets) as $ts | ($a.data.alerts) as $al |
     "targets up \([$ts[] | select(.health == "up")] | length)/\($ts | length)" +
-    ([$ts[] | select(.health != "up") | .labels.job + "/" + .labels.instance] as $down |
-      if ($down | length) > 0 then " (down: \($down | join(", ")))" else "" end) +
+    ([$ts[] | select(.health != "up") | .labels.job + "/" + .labels.instance + " " + .health] as $down |
+      if ($down | length) > 0 then " (\($down | join(", ")))" else "" end) +
     ", alerts firing \([$al[] | select(.state == "firing")] | length)" +
     ([$al[] | select(.state == "firing") | .labels.alertname] | unique as $f |
       if ($f | length) > 0 then " (\($f | join(", ")))" else "" end) +
-    ", pending \([$al[] | select(.state == "pending")] | length)"'
+    ", pending \([$al[] | select(.state == "pending")] | length)"' || return 1
+  # Not healthy while any target is down or none is known yet.
+  jq -en --argjson t "$t" '($t.data.activeTargets | length) > 0 and all($t.data.activeTargets[]; .health == "up")' >/dev/null
 }
 am_detail() {
   curl -fsS -m 3 "$ALERTMANAGER_URL/api/v2/alerts" | jq -r '

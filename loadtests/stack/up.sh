@@ -530,6 +530,18 @@ EOF
   wait_monitoring_part "PgBouncer exporter" "http://127.0.0.1:$PGB_EXPORTER_PORT/metrics" "$logd/pgbouncer-exporter.log"
   wait_monitoring_part redis_exporter "http://127.0.0.1:$REDIS_EXPORTER_PORT/metrics" "$logd/redis-exporter.log"
   wait_monitoring_part Prometheus "$PROM_URL/-/ready" "$logd/prometheus.log"
+
+  # Ready is not yet scraped (and a restarted Prometheus still answers queries from
+  # its old samples): wait until the targets page shows every target scraped and up.
+  local want n=""
+  want=$(( $(wc -w <<<"$APP_PORTS") + 5 ))
+  for _ in $(seq 1 30); do
+    n=$(curl -fsS -m 3 "$PROM_URL/api/v1/targets?state=active" |
+      jq -r '[.data.activeTargets[] | select(.health == "up")] | length' 2>/dev/null) || n=0
+    [ "$n" = "$want" ] && break
+    sleep 1
+  done
+  [ "$n" = "$want" ] || die "Prometheus has $n of $want targets up after 30 s (see $PROM_URL/targets)"
 }
 
 # ---------------------------------------------------------------- health
