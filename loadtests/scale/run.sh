@@ -23,7 +23,9 @@
 # Each scenario: wrk -t$THREADS -c$CONNECTIONS (1, 16), a $WARMUP (3s)
 # warm-up, then $DURATION (15s) measured, paths picked at random from a
 # file (paths.lua). The load average, and the share of the machine used by
-# other work during the run, are recorded with each result; a run where
+# other work during the run, and the WAL the system server wrote per request
+# (pg_stat_wal: bytes and full-page images; server-wide, so other databases'
+# writes count too), are recorded with each result; a run where
 # other work took more than $REPEAT_OTHER % (20) of the machine is repeated
 # once and the quieter attempt kept. Then EXPLAIN (ANALYZE, BUFFERS) of the
 # statements behind each scenario (explain.sql).
@@ -141,6 +143,17 @@ SQL
   RESTORE_DB=""
 }
 
+# WAL written by the whole system server so far: "bytes full-page-images".
+wal_now() { spsql postgres -tAc "SELECT wal_bytes::bigint || ' ' || wal_fpi FROM pg_stat_wal"; }
+
+# "wal_bytes_per_req=… wal_fpi_per_req=…" between two wal_now readings.
+wal_per_request() { # before after requests
+  awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    if (n > 0) printf "wal_bytes_per_req=%.0f wal_fpi_per_req=%.3f\n", (y[1] - x[1]) / n, (y[2] - x[2]) / n
+    else print "wal_bytes_per_req=- wal_fpi_per_req=-" }'
+}
+
 # ------------------------------------------------------------------ running
 
 # Runs one scenario: name, paths file, expected status. Appends a line to
@@ -161,9 +174,10 @@ scenario() {
     if [ "$WARMUP" != 0 ]; then
       SCALE_API_KEY=$KEY wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$SCALE_HERE/paths.lua" "$base" -- "$file" "$want" >/dev/null
     fi
-    local load1 t0 t1 wall wrk_s sh busy app pg wrkp other
+    local load1 t0 t1 wall wrk_s sh busy app pg wrkp other wal0 wal1 wal
     load1=$(cut -d' ' -f1 /proc/loadavg)
     snapshot >"$work/before"
+    wal0=$(wal_now)
     t0=$(date +%s.%N)
     local TIMEFORMAT='%U %S'
     { time SCALE_API_KEY=$KEY wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s \
@@ -171,6 +185,7 @@ scenario() {
       { cat "$work/wrk.out" >&2; die "$name: wrk failed"; }
     t1=$(date +%s.%N)
     snapshot >"$work/after"
+    wal1=$(wal_now)
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
     wrk_s=$(awk '{ printf "%.2f", $1 + $2 }' "$work/wrk.time")
     sh=$(shares "$work/before" "$work/after" "$wall" "$wrk_s")
@@ -178,8 +193,9 @@ scenario() {
     r=$(sed -n 's/^RESULT //p' "$work/wrk.out")
     [ -n "$r" ] || { cat "$work/wrk.out" >&2; die "$name: no RESULT line from wrk"; }
     read -r busy app pg wrkp other <<<"$sh"
-    line="$name	$r	total=${total:--}	load1=$load1	busy=$busy	app=$app	pg=$pg	wrk=$wrkp	other=$other	attempt=$attempt"
-    printf '  %-22s %s\n' "$name" "$(kv "$line" rps) req/s  p50 $(kv "$line" p50_ms) ms  p99 $(kv "$line" p99_ms) ms  unexpected $(kv "$line" unexpected)  hit/miss $(kv "$line" cache_hit)/$(kv "$line" cache_miss)  total ${total:--}  load1 $load1  busy $busy% (app $app, pg $pg, wrk $wrkp, other $other)  attempt $attempt"
+    wal=$(wal_per_request "$wal0" "$wal1" "$(kv "RESULT $r" requests)")
+    line="$name	$r	$wal	total=${total:--}	load1=$load1	busy=$busy	app=$app	pg=$pg	wrk=$wrkp	other=$other	attempt=$attempt"
+    printf '  %-22s %s\n' "$name" "$(kv "$line" rps) req/s  p50 $(kv "$line" p50_ms) ms  p99 $(kv "$line" p99_ms) ms  unexpected $(kv "$line" unexpected)  hit/miss $(kv "$line" cache_hit)/$(kv "$line" cache_miss)  WAL/req $(kv "$line" wal_bytes_per_req) B ($(kv "$line" wal_fpi_per_req) FPI)  total ${total:--}  load1 $load1  busy $busy% (app $app, pg $pg, wrk $wrkp, other $other)  attempt $attempt"
     if [ "$other" -lt "$best_other" ]; then best_other=$other; best=$line; fi
     [ "$other" -gt "$REPEAT_OTHER" ] || break
     echo "  $name: other work took $other % of the machine; measuring again"
@@ -294,8 +310,8 @@ compare() {
   local small="$RESULTS/small.tsv" big="$RESULTS/big.tsv"
   if [ ! -s "$small" ] || [ ! -s "$big" ]; then die "need both $small and $big (run.sh both)"; fi
   {
-    echo "| scenario | small req/s | small p50 ms | small p99 ms | big req/s | big p50 ms | big p99 ms | p50 big/small | X-Total-Count small → big | load1 / other % small, big |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| scenario | small req/s | small p50 ms | small p99 ms | big req/s | big p50 ms | big p99 ms | p50 big/small | X-Total-Count small → big | WAL B/req small → big | load1 / other % small, big |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
     awk -F'\t' '
       function v(line, key,   n, i, kv) {
         n = split(line, kv, /[\t ]/)
@@ -310,9 +326,10 @@ compare() {
           n = order[i]; x = s[n]; y = b[n]
           if (x == "" || y == "") continue
           ratio = (v(x, "p50_ms") > 0) ? sprintf("%.2f", v(y, "p50_ms") / v(x, "p50_ms")) : "-"
-          printf "| %s | %s | %s | %s | %s | %s | %s | %s× | %s → %s | %s / %s, %s / %s |\n", n,
+          printf "| %s | %s | %s | %s | %s | %s | %s | %s× | %s → %s | %s → %s | %s / %s, %s / %s |\n", n,
             v(x, "rps"), v(x, "p50_ms"), v(x, "p99_ms"), v(y, "rps"), v(y, "p50_ms"), v(y, "p99_ms"),
-            ratio, v(x, "total"), v(y, "total"), v(x, "load1"), v(x, "other"), v(y, "load1"), v(y, "other")
+            ratio, v(x, "total"), v(y, "total"), v(x, "wal_bytes_per_req"), v(y, "wal_bytes_per_req"),
+            v(x, "load1"), v(x, "other"), v(y, "load1"), v(y, "other")
         }
       }' scenarios="${SCENARIOS[*]}" "$small" "$big"
   } | tee "$RESULTS/comparison.md"
