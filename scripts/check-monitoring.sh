@@ -11,12 +11,17 @@
 #     each one as a recording rule), and of the PrometheusRules in the operator's snapshots
 #   - docs/runbooks/: one page per alert with the standard sections, an index listing all,
 #     and every log message they quote (`"message"`) still in the code
-#   - with PROMETHEUS_URL set (e.g. the local stack's http://127.0.0.1:9090): the rules are
-#     loaded there, and every expression evaluates without error (/api/v1/query)
+#   - monitoring/prometheus.yml (the local stack's scrape jobs): promtool check config
+#   - with PROMETHEUS_URL set (e.g. the local stack's http://127.0.0.1:19090): the rules are
+#     loaded there, every expression evaluates without error (/api/v1/query), and every
+#     metric name the rules and the dashboard use has series there (absent ones are listed;
+#     with REQUIRE_METRICS=1 each absent one fails unless METRICS_EXPECTED_ABSENT, one
+#     "name reason" per line, explains it); every selector without series is listed too
 # Installs prometheus and prometheus-alertmanager (Debian) if promtool or amtool is missing.
 #
 # Usage: scripts/check-monitoring.sh
-#        PROMETHEUS_URL=http://127.0.0.1:9090 scripts/check-monitoring.sh
+#        PROMETHEUS_URL=http://127.0.0.1:19090 scripts/check-monitoring.sh
+#        loadtests/stack/check-monitoring-live.sh   (the local stack, with its expectations)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -366,6 +371,78 @@ def cmd_evaluate(base):
     for src in empty:
         out("note", f"  {src}")
 
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+                "group_left", "group_right", "inf", "nan"}
+
+def metric_names(expr):
+    """Metric names an expression reads (selectors and bare names; not functions)."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    e = re.sub(r"\{[^}]*\}", "{}", e)
+    e = re.sub(r"\[[^\]]*\]", "", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    names = set()
+    for m in re.finditer(r"(?<![\w:.])([a-zA-Z_:][\w:]*)", e):
+        rest = e[m.end():].lstrip()
+        if rest.startswith("(") or m.group(1).lower() in PROMQL_WORDS:
+            continue
+        names.add(m.group(1))
+    return names
+
+def selectors(expr):
+    """Every `name{matchers}` of an expression (Grafana variables already replaced)."""
+    return {m.group(0) for m in re.finditer(r'(?<![\w:.])[a-zA-Z_:][\w:]*\{(?:[^}"]|"(?:[^"\\]|\\.)*")*\}', expr)}
+
+def cmd_metrics(base):
+    base = base.rstrip("/")
+    require = os.environ.get("REQUIRE_METRICS") == "1"
+    expected = {}
+    for line in os.environ.get("METRICS_EXPECTED_ABSENT", "").splitlines():
+        if line.strip():
+            name, _, why = line.strip().partition(" ")
+            expected[name] = why.strip()
+    users = {}
+    sels = {}
+    for src, expr in all_exprs():
+        for name in metric_names(expr):
+            users.setdefault(name, []).append(src)
+        for sel in selectors(expr):
+            sels.setdefault(sel, src)
+    def series(query):
+        body = http_json(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": query}))
+        return body["data"]["result"]
+    absent = []
+    for name in sorted(users):
+        try:
+            result = series(f'count by (job) ({{__name__="{name}"}})')
+        except Exception as e:
+            out("FAIL", f"series of {name} on {base}", str(e))
+            continue
+        if result:
+            jobs = ", ".join(sorted(f"{r['metric'].get('job', '-')} ({r['value'][1]})" for r in result))
+            out("ok", f"series exist: {name} (job: {jobs})")
+        elif name in expected:
+            absent.append(name)
+            out("note", f"no series: {name} (expected here: {expected[name]})")
+        else:
+            absent.append(name)
+            where = "; ".join(sorted(set(users[name]))[:3])
+            out("FAIL" if require else "note", f"no series: {name}", f"used by {where}")
+    for name in sorted(set(expected) - set(users)):
+        out("FAIL", f"METRICS_EXPECTED_ABSENT names {name}", "no rule or panel uses it")
+    out("note", f"metric names used by the rules and the dashboard: {len(users)}, without series on {base}: {len(absent)}")
+    empty = []
+    for sel, src in sorted(sels.items()):
+        if sel.split("{", 1)[0] in absent:
+            continue
+        try:
+            if not series(f"count({sel})"):
+                empty.append(f"{sel}  ({src})")
+        except Exception as e:
+            out("FAIL", f"selector {sel} on {base}", str(e))
+    out("note", f"selectors of present metrics that match no series now (no such event yet): {len(empty)}")
+    for e in empty:
+        out("note", f"  {e}")
+
 # Alerts posted to a throwaway Alertmanager; the expected inhibitions per scenario (each in
 # its own namespace, so they do not inhibit one another).
 INHIBITION = [
@@ -424,7 +501,7 @@ def cmd_inhibition(base):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"exprs": cmd_exprs, "lint": cmd_lint, "dashboard": cmd_dashboard,
-     "snapshot-rules": cmd_snapshot_rules, "evaluate": cmd_evaluate,
+     "snapshot-rules": cmd_snapshot_rules, "evaluate": cmd_evaluate, "metrics": cmd_metrics,
      "inhibition": cmd_inhibition}[cmd](*args)
 PY
 # A helper that crashes counts as a failed check instead of ending the run.
@@ -435,6 +512,7 @@ check_rules() {
   echo "== alerting rules"
   check "promtool check rules monitoring/alerts.yaml" promtool check rules monitoring/alerts.yaml
   check "promtool test rules monitoring/alerts.test.yaml" promtool test rules monitoring/alerts.test.yaml
+  check "promtool check config monitoring/prometheus.yml (the local stack's jobs)" promtool check config monitoring/prometheus.yml
   tally < <(helper lint)
 }
 
@@ -514,6 +592,8 @@ check_live() {
   [[ -n "${PROMETHEUS_URL:-}" ]] || { echo "== (PROMETHEUS_URL not set: no evaluation against a live Prometheus)"; return 0; }
   echo "== evaluation on $PROMETHEUS_URL"
   tally < <(helper evaluate "$PROMETHEUS_URL")
+  echo "== metrics and selectors present on $PROMETHEUS_URL"
+  tally < <(helper metrics "$PROMETHEUS_URL")
 }
 
 install_tools

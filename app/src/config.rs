@@ -93,6 +93,9 @@ pub struct ServeConfig {
     /// `json` (default) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub traces: TraceSettings,
 }
 
 impl ServeConfig {
@@ -162,6 +165,70 @@ pub struct ClickSettings {
     /// at a time). Each holds a database connection while it writes.
     #[arg(long, env = "CLICK_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub click_writers: u64,
+}
+
+/// Trace export over OTLP/HTTP with protobuf bodies: off unless an endpoint
+/// is set. The variables are OpenTelemetry's standard ones.
+#[derive(Debug, Clone, Args)]
+pub struct TraceSettings {
+    /// Base URL of an OTLP/HTTP collector (`http://otel-collector:4318`);
+    /// traces go to `<base>/v1/traces`. Unset: no traces are exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// The full URL traces are sent to; overrides OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otel_exporter_otlp_traces_endpoint: Option<String>,
+
+    /// Only `http/protobuf` is built in (no gRPC).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "http/protobuf", value_parser = ["http/protobuf"])]
+    pub otel_exporter_otlp_protocol: String,
+
+    /// `service.name` of every exported span.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "shortener", value_parser = parse_service_name)]
+    pub otel_service_name: String,
+
+    /// Which traces are kept; the `parentbased_*` samplers follow the
+    /// caller's decision in an incoming `traceparent`.
+    #[arg(
+        long,
+        env = "OTEL_TRACES_SAMPLER",
+        value_enum,
+        default_value = "parentbased_traceidratio"
+    )]
+    pub otel_traces_sampler: TraceSampler,
+
+    /// The ratio of the `*traceidratio` samplers, 0 to 1.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub otel_traces_sampler_arg: f64,
+}
+
+impl TraceSettings {
+    /// Where spans are posted, or `None` when export is off.
+    pub fn traces_url(&self) -> Option<String> {
+        if let Some(url) = &self.otel_exporter_otlp_traces_endpoint {
+            return Some(url.clone());
+        }
+        let base = self.otel_exporter_otlp_endpoint.as_deref()?;
+        Some(format!("{}/v1/traces", base.trim_end_matches('/')))
+    }
+}
+
+/// `OTEL_TRACES_SAMPLER` values (the standard names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceSampler {
+    #[value(name = "always_on")]
+    AlwaysOn,
+    #[value(name = "always_off")]
+    AlwaysOff,
+    #[value(name = "traceidratio")]
+    TraceIdRatio,
+    #[value(name = "parentbased_always_on")]
+    ParentBasedAlwaysOn,
+    #[value(name = "parentbased_always_off")]
+    ParentBasedAlwaysOff,
+    #[value(name = "parentbased_traceidratio")]
+    ParentBasedTraceIdRatio,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -243,6 +310,42 @@ fn parse_redis_url(raw: &str) -> Result<String, String> {
     }
 }
 
+/// An `http://` URL with a host and no query: the exporter speaks plain
+/// HTTP to a collector (a sidecar, a node agent or an in-cluster service);
+/// TLS to an outside backend is the collector's job.
+fn parse_otlp_endpoint(raw: &str) -> Result<String, String> {
+    match url::Url::parse(raw) {
+        Ok(u)
+            if u.scheme() == "http"
+                && u.host_str().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none() =>
+        {
+            Ok(raw.to_owned())
+        }
+        Ok(u) if u.scheme() == "https" => Err(
+            "must be an http:// URL: this build exports to a collector over plain HTTP (no TLS)"
+                .into(),
+        ),
+        _ => Err("must be an http:// URL such as http://otel-collector:4318".into()),
+    }
+}
+
+fn parse_service_name(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() || raw.len() > 255 {
+        Err("must be 1 to 255 characters".into())
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err("must be a number from 0 to 1".into()),
+    }
+}
+
 fn check_api_key(key: &str) -> Result<(), String> {
     if key.len() < 16 || key.chars().any(char::is_whitespace) {
         Err("must be at least 16 characters with no whitespace".into())
@@ -257,5 +360,53 @@ fn parse_base_url(raw: &str) -> Result<String, String> {
             Ok(raw.trim_end_matches('/').to_owned())
         }
         _ => Err("must be an absolute http(s) URL such as https://sho.rt".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traces(endpoint: Option<&str>, traces_endpoint: Option<&str>) -> TraceSettings {
+        TraceSettings {
+            otel_exporter_otlp_endpoint: endpoint.map(str::to_owned),
+            otel_exporter_otlp_traces_endpoint: traces_endpoint.map(str::to_owned),
+            otel_exporter_otlp_protocol: "http/protobuf".into(),
+            otel_service_name: "shortener".into(),
+            otel_traces_sampler: TraceSampler::ParentBasedTraceIdRatio,
+            otel_traces_sampler_arg: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_traces_url_follows_the_otlp_rules() {
+        assert_eq!(traces(None, None).traces_url(), None);
+        assert_eq!(
+            traces(Some("http://c:4318"), None).traces_url().as_deref(),
+            Some("http://c:4318/v1/traces")
+        );
+        assert_eq!(
+            traces(Some("http://c:4318/otlp/"), None)
+                .traces_url()
+                .as_deref(),
+            Some("http://c:4318/otlp/v1/traces")
+        );
+        // The signal's own URL is used as it is, and wins.
+        assert_eq!(
+            traces(Some("http://c:4318"), Some("http://t:9999/custom"))
+                .traces_url()
+                .as_deref(),
+            Some("http://t:9999/custom")
+        );
+    }
+
+    #[test]
+    fn otlp_endpoints_are_plain_http_urls() {
+        assert!(parse_otlp_endpoint("http://otel-collector:4318").is_ok());
+        assert!(parse_otlp_endpoint("https://otel-collector:4318").is_err());
+        assert!(parse_otlp_endpoint("otel-collector:4318").is_err());
+        assert!(parse_otlp_endpoint("http://c:4318/?x=1").is_err());
+        assert_eq!(parse_ratio("0.25"), Ok(0.25));
+        assert!(parse_ratio("-0.1").is_err() && parse_ratio("NaN").is_err());
     }
 }

@@ -57,8 +57,26 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("error: {problem}");
                 std::process::exit(2);
             }
-            telemetry::init(config.log_format);
-            serve(*config).await
+            let telemetry = match telemetry::init(config.log_format, Some(&config.traces)) {
+                Ok(telemetry) => telemetry,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    std::process::exit(2);
+                }
+            };
+            if let Some(url) = config.traces.traces_url() {
+                tracing::info!(
+                    url = %url,
+                    sampler = ?config.traces.otel_traces_sampler,
+                    ratio = config.traces.otel_traces_sampler_arg,
+                    "exporting traces"
+                );
+            }
+            let exporting = telemetry.exporting();
+            let result = serve(*config, exporting).await;
+            // Also after a failed start: the spans of what went wrong.
+            telemetry.shutdown().await;
+            result
         }
         Command::Seed(SeedCommand::Generate { out }) => {
             seed::generate::write_dir(&out)
@@ -70,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seed(SeedCommand::Load { dir, database }) => {
-            telemetry::init(LogFormat::Text);
+            let _logs = telemetry::init(LogFormat::Text, None)?;
             let store = connect(&database).await?;
             let outcome = seed::load_dir(store.as_ref(), &dir).await?;
             println!(
@@ -103,7 +121,7 @@ async fn connect(config: &DatabaseConfig) -> anyhow::Result<DynStore> {
     }
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+async fn serve(config: ServeConfig, traces: bool) -> anyhow::Result<()> {
     if config.auth_mode == AuthMode::ApiKey && config.admin_api_key.is_none() {
         tracing::warn!(
             "AUTH_MODE=api-key without ADMIN_API_KEY: every management request will be refused"
@@ -124,6 +142,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let http_options = http::HttpOptions {
         request_timeout: config.request_timeout(),
         access_log: config.access_log,
+        traces,
     };
     let router = http::router(state, http_options);
     let listener = tokio::net::TcpListener::bind(config.listen_addr)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Stops the stack started by up.sh, front to back, each part gracefully:
-# nginx (SIGQUIT: finish open requests), the app replicas (SIGTERM: drain,
+# Stops the stack started by up.sh, each part gracefully: first the
+# monitoring (Prometheus, so that the shutdown raises no alert, then
+# Alertmanager, the exporters and the webhook sink; SIGTERM), then front to
+# back: nginx (SIGQUIT: finish open requests), the app replicas (SIGTERM: drain,
 # flush click events), Redis, PgBouncer (SIGINT: safe shutdown), PostgreSQL
 # (pg_ctl stop -m fast). Idempotent: a part that is not running is skipped.
 #
@@ -33,6 +35,13 @@ stop() { # pidfile match signal seconds label
   fi
   rm -f "$1"
 }
+
+stop "$run/prometheus.pid" "prometheus --config.file" TERM 30 Prometheus
+stop "$run/alertmanager.pid" alertmanager TERM 15 Alertmanager
+stop "$run/postgres-exporter.pid" postgres-exporter TERM 10 postgres_exporter
+stop "$run/pgbouncer-exporter.pid" pgbouncer-exporter TERM 10 "PgBouncer exporter"
+stop "$run/redis-exporter.pid" redis-exporter TERM 10 redis_exporter
+stop "$run/alert-sink.pid" alert-sink.py TERM 10 "alert sink"
 
 stop "$run/nginx.pid" nginx QUIT 15 nginx
 for f in "$run"/app-*.pid; do

@@ -27,6 +27,23 @@ REDIS_MAXMEMORY=${REDIS_MAXMEMORY:-48mb}
 NGINX_WORKERS=${NGINX_WORKERS:-auto}
 NGINX_WORKER_CONNECTIONS=${NGINX_WORKER_CONNECTIONS:-4096}
 
+# Monitoring (see "Monitoring" in loadtests/README.md): Prometheus, Alertmanager, the
+# exporters and the webhook sink, all on loopback and away from the ports the Debian
+# packages' own services use (9090, 9093, 9187, 9121, 9127). The sink stays on 9099, the
+# address monitoring/alertmanager.yml names. STACK_MONITORING=0 (or up.sh --no-monitoring)
+# leaves all of it out.
+STACK_MONITORING=${STACK_MONITORING:-1}
+PROM_PORT=${PROM_PORT:-19090}
+ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-19093}
+PG_EXPORTER_PORT=${PG_EXPORTER_PORT:-19187}
+PGB_EXPORTER_PORT=${PGB_EXPORTER_PORT:-19127}
+REDIS_EXPORTER_PORT=${REDIS_EXPORTER_PORT:-19121}
+ALERT_SINK_PORT=${ALERT_SINK_PORT:-9099}
+PROM_URL="http://127.0.0.1:$PROM_PORT"
+ALERTMANAGER_URL="http://127.0.0.1:$ALERTMANAGER_PORT"
+ALERTS_LOG="$STACK_DIR/log/alerts.jsonl"
+PGB_EXPORTER_BIN="$STACK_CACHE/pgbouncer-exporter/bin/pgbouncer-exporter"
+
 # The release binary: SHORTENER_BIN, else the cargo target dir's.
 TARGET_DIR=${CARGO_TARGET_DIR:-$STACK_REPO/target}
 SHORTENER_BIN=${SHORTENER_BIN:-$TARGET_DIR/release/shortener}
@@ -79,7 +96,25 @@ apt_ensure() {
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  local opts=(-y -qq)
+  [ -z "${APT_NO_RECOMMENDS:-}" ] || opts+=(--no-install-recommends)
+  DEBIAN_FRONTEND=noninteractive apt-get install "${opts[@]}" "${missing[@]}" >&2
+}
+
+# apt_ensure for packages that come with a service (Prometheus, Alertmanager, the
+# exporters): Debian starts those on install; a policy-rc.d that refuses keeps them from
+# starting, so the packaged instances never hold a port or scrape anything. The stack runs
+# its own instances with its own configs.
+apt_ensure_no_start() {
+  local created=0 rc=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    created=1
+  fi
+  APT_NO_RECOMMENDS=1 apt_ensure "$@" || rc=$?
+  [ "$created" = 0 ] || rm -f /usr/sbin/policy-rc.d
+  return "$rc"
 }
 
 pg_bin_dir() {
@@ -99,12 +134,66 @@ live_pid() {
   echo "$pid"
 }
 
-# Whatever is listening on 127.0.0.1:PORT (or on all addresses), for messages.
+# What keeps 127.0.0.1:PORT from being bound, for messages; empty when nothing
+# does. A listener, or a TCP connection whose local end is PORT: a client that
+# was given PORT as its ephemeral port, or one that connected to itself (a
+# connect() to a closed loopback port inside the ephemeral range can pick that
+# very port as its source and succeed by simultaneous open). Such a
+# self-connected socket blocks the port even in TIME-WAIT, for up to 60 s.
+# What a dead server's accepted connections leave behind (orphans in TIME-WAIT
+# or FIN-WAIT, owned by no process) does not block a new listener
+# (SO_REUSEADDR) and is ignored.
 port_owner() {
-  ss -Hltnp "sport = :$1" 2>/dev/null | head -n1
+  ss -Htanp "sport = :$1" 2>/dev/null |
+    awk '$1 == "LISTEN" || $4 == $5 || ($1 != "TIME-WAIT" && /users:/)' | head -n1
 }
 
 port_free() { [ -z "$(port_owner "$1")" ]; }
+
+# Dies unless PORT can be bound; waits (up to 65 s) for a self-connected
+# socket's TIME-WAIT to expire first.
+need_port() {
+  local port=$1 owner
+  owner=$(port_owner "$port")
+  [ -n "$owner" ] || return 0
+  if [ "$(awk '{print $1}' <<<"$owner")" = TIME-WAIT ]; then
+    log "port $port is held by a socket that connected to itself, now in TIME-WAIT; waiting for it to expire (up to 60 s)"
+    for _ in $(seq 1 65); do
+      sleep 1
+      owner=$(port_owner "$port")
+      [ -n "$owner" ] || return 0
+      [ "$(awk '{print $1}' <<<"$owner")" = TIME-WAIT ] || break
+    done
+  fi
+  die "port $port is taken: $owner"
+}
+
+# Ports the stack listens on that lie inside the kernel's ephemeral range
+# (32768-60999 by default: PostgreSQL, PgBouncer and Redis do) are added to
+# net.ipv4.ip_local_reserved_ports, so that no outgoing connection is given one
+# of them as its source port while its server is down, which would keep the
+# server from starting again (see port_owner). Machine-wide, until reboot; a
+# kernel that refuses (read-only /proc/sys) gets a warning.
+reserve_stack_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports lo hi cur p add=()
+  [ -w "$f" ] || { log "warning: cannot write $f; stack ports stay in the ephemeral range"; return 0; }
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+  cur=$(cat "$f")
+  for p in "$@"; do
+    [ "$p" -ge "$lo" ] && [ "$p" -le "$hi" ] || continue
+    awk -v p="$p" -v RS=, '{ split($0, r, "-"); if (r[2] == "") r[2] = r[1]; if (p >= r[1] + 0 && p <= r[2] + 0) found = 1 }
+      END { exit !found }' <<<"$cur" && continue
+    add+=("$p")
+  done
+  [ ${#add[@]} -gt 0 ] || return 0
+  local joined
+  joined=$(IFS=,; echo "${add[*]}")
+  if echo "${cur:+$cur,}$joined" >"$f" 2>/dev/null; then
+    log "reserved ports $joined (inside the ephemeral range $lo-$hi) in net.ipv4.ip_local_reserved_ports"
+  else
+    log "warning: could not reserve ports $joined in $f"
+  fi
+}
 
 # True while PID exists and has not exited (an exited process whose parent
 # has not reaped it yet is a zombie: gone for our purposes).
@@ -171,7 +260,8 @@ load_note() {
 # "name seconds" lines, and the machine's busy time from /proc/stat ("_busy").
 # Counted: the service processes whose pids are given, the stack's PostgreSQL
 # (its postmaster and children), and every pgbouncer, nginx, redis-server, wrk
-# and k6. Anything else (another PostgreSQL, a compile) falls under "(other)".
+# and k6, and Prometheus, Alertmanager and the exporters together as
+# "monitoring". Anything else (another PostgreSQL, a compile) falls under "(other)".
 cpu_snapshot() { # service-pid...
   local tck pg=0
   tck=$(getconf CLK_TCK)
@@ -189,6 +279,8 @@ cpu_snapshot() { # service-pid...
       t = (f[12] + f[13]) / tck            # utime, stime; f[2] is the parent pid
       if (index(apps, " " pid " ")) comm = "shortener"
       else if (comm == "postgres") { if (pid != pg && f[2] != pg) next }
+      # Prometheus, Alertmanager and the exporters (Debian names them prometheus-*).
+      else if (comm ~ /^(prometheus|pgbouncer-expor)/) comm = "monitoring"
       else if (comm !~ /^(pgbouncer|nginx|redis-server|wrk|k6)$/) next
       cpu[comm] += t
     }

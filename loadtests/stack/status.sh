@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# One line per part of the stack: running or not, pid, memory, health.
-# Exit status 0 only when every part is up and healthy.
+# One line per part of the stack: running or not, pid, memory, health; then
+# the monitoring parts (Prometheus: targets up and alerts; Alertmanager: alerts
+# held; the sink: notifications received), unless they were never started.
+# Exit status 0 only when every part that should run is up and healthy.
+#
+# Usage: loadtests/stack/status.sh
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -50,5 +54,57 @@ for p in $APP_PORTS; do
   show "app:$p" "$run/app-$p.pid" serve health_of "http://127.0.0.1:$p"
 done
 show nginx "$run/nginx.pid" nginx health_of "$NGINX_URL"
+
+# ---------------------------------------------------------------- monitoring
+prom_detail() {
+  local t a
+  t=$(curl -fsS -m 3 "$PROM_URL/api/v1/targets?state=active") || return 1
+  a=$(curl -fsS -m 3 "$PROM_URL/api/v1/alerts") || return 1
+  jq -rn --argjson t "$t" --argjson a "$a" '
+    ($t.data.activeTargets) as $ts | ($a.data.alerts) as $al |
+    "targets up \([$ts[] | select(.health == "up")] | length)/\($ts | length)" +
+    ([$ts[] | select(.health != "up") | .labels.job + "/" + .labels.instance] as $down |
+      if ($down | length) > 0 then " (down: \($down | join(", ")))" else "" end) +
+    ", alerts firing \([$al[] | select(.state == "firing")] | length)" +
+    ([$al[] | select(.state == "firing") | .labels.alertname] | unique as $f |
+      if ($f | length) > 0 then " (\($f | join(", ")))" else "" end) +
+    ", pending \([$al[] | select(.state == "pending")] | length)"'
+}
+am_detail() {
+  curl -fsS -m 3 "$ALERTMANAGER_URL/api/v2/alerts" | jq -r '
+    "alerts active \([.[] | select(.status.state == "active")] | length), suppressed \([.[] | select(.status.state == "suppressed")] | length)"'
+}
+sink_detail() {
+  [ "$(http_status "http://127.0.0.1:$ALERT_SINK_PORT/health")" = 200 ] || { echo "GET /health failed"; return 1; }
+  printf 'notifications %s in %s' "$(wc -l <"$ALERTS_LOG" 2>/dev/null || echo 0)" "$ALERTS_LOG"
+}
+exporter_detail() { # url metric
+  local body
+  body=$(curl -fsS -m 5 "$1/metrics") || { echo "GET /metrics failed"; return 1; }
+  if [ -n "${2:-}" ]; then
+    awk -v m="$2" '$1 == m {print m, $2; found = 1} END {if (!found) print m, "missing"}' <<<"$body"
+  else
+    echo "GET /metrics -> 200"
+  fi
+}
+
+# A monitoring part counts only if it was started (its pid file exists):
+# `up.sh --no-monitoring` stacks are healthy without it.
+show_mon() { # name pidfile match detail-command...
+  if [ -e "$2" ]; then
+    show "$@"
+  else
+    line "$1" off - - "not started (up.sh --no-monitoring?)"
+  fi
+}
+show_mon prometheus "$run/prometheus.pid" "prometheus --config.file" prom_detail
+show_mon alertmanager "$run/alertmanager.pid" alertmanager am_detail
+show_mon alert-sink "$run/alert-sink.pid" alert-sink.py sink_detail
+show_mon pg-exporter "$run/postgres-exporter.pid" postgres-exporter exporter_detail "http://127.0.0.1:$PG_EXPORTER_PORT" pg_up
+show_mon pgb-exporter "$run/pgbouncer-exporter.pid" pgbouncer-exporter exporter_detail "http://127.0.0.1:$PGB_EXPORTER_PORT" pgbouncer_up
+show_mon redis-exp "$run/redis-exporter.pid" redis-exporter exporter_detail "http://127.0.0.1:$REDIS_EXPORTER_PORT" redis_up
+if [ -e "$run/prometheus.pid" ]; then
+  echo "Prometheus: $PROM_URL   Alertmanager: $ALERTMANAGER_URL   notifications: $ALERTS_LOG"
+fi
 [ -s "$KEY_FILE" ] && echo "admin key: $KEY_FILE"
 exit $bad

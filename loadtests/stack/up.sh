@@ -6,12 +6,24 @@
 #          -> PgBouncer :56433 (transaction pooling) -> PostgreSQL :56432
 #          -> Redis :56380 (cache only: no persistence, allkeys-lru)
 #
-# Idempotent: what is already running is left running (nginx and PgBouncer
-# reload their generated configs). Stop with down.sh; inspect with status.sh.
+# and its monitoring (Debian's packages, own instances, loopback only):
 #
-# Usage: loadtests/stack/up.sh [--build] [--restart-apps]
-#   --build          rebuild the release binary even if it exists
-#   --restart-apps   restart the app replicas one by one (to pick up a new binary)
+#   Prometheus :19090 (monitoring/prometheus.yml, rules monitoring/alerts.yaml)
+#     scrapes the replicas, postgres_exporter :19187, PgBouncer exporter :19127
+#     (PyPI's; see ensure_pgbouncer_exporter), redis_exporter :19121; alerts go to
+#   Alertmanager :19093 (monitoring/alertmanager.yml) -> webhook sink :9099
+#     (loadtests/stack/alert-sink.py) -> $STACK_DIR/log/alerts.jsonl
+#
+# Idempotent: what is already running is left running (nginx and PgBouncer
+# reload their generated configs; Prometheus and Alertmanager only when theirs,
+# or the rules, changed). Stop with down.sh; inspect with status.sh; inject
+# faults with fault.sh.
+#
+# Usage: loadtests/stack/up.sh [--build] [--restart-apps] [--no-monitoring]
+#   --build           rebuild the release binary even if it exists
+#   --restart-apps    restart the app replicas one by one (to pick up a new binary)
+#   --no-monitoring   do not start Prometheus, Alertmanager, the exporters and the
+#                     sink (STACK_MONITORING=0 does the same); running ones are left alone
 # State (data, logs, configs, pids, the admin key): $STACK_DIR (/tmp/shortener-stack).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -21,6 +33,7 @@ for arg in "$@"; do
   case $arg in
     --build) build=1 ;;
     --restart-apps) restart_apps=1 ;;
+    --no-monitoring) STACK_MONITORING=0 ;;
     -h|--help) sed -n '2,/^set -/{/^set -/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     *) die "unknown argument: $arg (try --help)" ;;
   esac
@@ -36,6 +49,36 @@ ensure_packages() {
   command -v psql >/dev/null || pkgs+=(postgresql-client)
   apt_ensure "${pkgs[@]}"
   # Debian starts the packaged services on install; this stack runs its own.
+  if [ "$STACK_MONITORING" != 0 ]; then
+    apt_ensure python3 python3-yaml jq
+    apt_ensure_no_start prometheus prometheus-alertmanager prometheus-postgres-exporter \
+      prometheus-redis-exporter
+  fi
+}
+
+# PgBouncer's exporter. Debian bookworm's prometheus-pgbouncer-exporter (1.7) reads
+# SHOW STATS columns that PgBouncer dropped in 1.8 and crashes at start against the
+# 1.24 this stack builds; trixie's (prometheus-community's, in Go) needs a newer Go than
+# bookworm has. PyPI's prometheus-pgbouncer-exporter 2.1.2 reads today's columns and
+# exports pgbouncer_up. It pins 2020 versions of its libraries, so it is installed
+# without them into a venv that uses Debian's psycopg2, prometheus_client, yaml and
+# pythonjsonlogger; cached like the PgBouncer build.
+PGB_EXPORTER_VERSION=2.1.2
+ensure_pgbouncer_exporter() {
+  local venv=$STACK_CACHE/pgbouncer-exporter
+  apt_ensure python3-venv python3-psycopg2 python3-prometheus-client python3-yaml python3-pythonjsonlogger
+  local have=""
+  if [ -x "$PGB_EXPORTER_BIN" ]; then
+    have=$("$venv/bin/pip" show prometheus-pgbouncer-exporter 2>/dev/null | sed -n 's/^Version: //p') || true
+  fi
+  [ "$have" = "$PGB_EXPORTER_VERSION" ] && return 0
+  log "installing prometheus-pgbouncer-exporter $PGB_EXPORTER_VERSION (PyPI) into $venv (once)"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv --system-site-packages "$venv" >&2
+  "$venv/bin/pip" install -q --no-deps "prometheus-pgbouncer-exporter==$PGB_EXPORTER_VERSION" >&2 ||
+    die "pip could not install prometheus-pgbouncer-exporter $PGB_EXPORTER_VERSION"
+  "$venv/bin/python" -c 'import prometheus_pgbouncer_exporter.cli, psycopg2, pythonjsonlogger' ||
+    die "prometheus-pgbouncer-exporter in $venv does not import"
 }
 
 # PgBouncer 1.21+ keeps named prepared statements across transaction pooling
@@ -134,7 +177,7 @@ EOF
     log "PostgreSQL already running (:$PG_PORT); reloading its config"
     pg_as "$bin/pg_ctl" -D "$data" reload >/dev/null
   else
-    port_free "$PG_PORT" || die "port $PG_PORT is taken: $(port_owner "$PG_PORT")"
+    need_port "$PG_PORT"
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     pg_as "$bin/pg_ctl" -D "$data" -l "$STACK_DIR/log/postgres.log" -w -t 60 start >/dev/null ||
       { tail -n 20 "$STACK_DIR/log/postgres.log" >&2; die "PostgreSQL did not start"; }
@@ -191,7 +234,7 @@ EOF
     return 0
   fi
   rm -f "$pidf"
-  port_free "$PGB_PORT" || die "port $PGB_PORT is taken: $(port_owner "$PGB_PORT")"
+  need_port "$PGB_PORT"
   log "starting PgBouncer on 127.0.0.1:$PGB_PORT (transaction pooling)"
   # runuser resets the open-files limit (PAM); PgBouncer needs two per client.
   runuser -u postgres -- sh -c 'ulimit -Sn 8192 2>/dev/null; exec "$0" "$@"' \
@@ -206,7 +249,7 @@ start_redis() {
     log "Redis already running (pid $pid)"
     return 0
   fi
-  port_free "$REDIS_PORT" || die "port $REDIS_PORT is taken: $(port_owner "$REDIS_PORT")"
+  need_port "$REDIS_PORT"
   log "starting Redis on 127.0.0.1:$REDIS_PORT (maxmemory $REDIS_MAXMEMORY, allkeys-lru, no persistence)"
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
     --maxmemory "$REDIS_MAXMEMORY" --maxmemory-policy allkeys-lru \
@@ -228,7 +271,7 @@ start_app() {
       return 0
     fi
   fi
-  port_free "$port" || die "port $port is taken: $(port_owner "$port")"
+  need_port "$port"
   local envs=(
     PATH="$PATH"
     LISTEN_ADDR="127.0.0.1:$port"
@@ -336,9 +379,157 @@ start_nginx() {
     nginx_cmd -s reload
     return 0
   fi
-  port_free "$NGINX_PORT" || die "port $NGINX_PORT is taken: $(port_owner "$NGINX_PORT")"
+  need_port "$NGINX_PORT"
   log "starting nginx on 127.0.0.1:$NGINX_PORT"
   nginx_cmd
+}
+
+# ---------------------------------------------------------------- monitoring
+MON_DIR=$STACK_DIR/monitoring
+
+# Starts "$@" detached (setsid: it outlives this script), logging to LOG, and
+# records its pid, unless the process in PIDFILE (command line containing
+# MATCH) is already running. Returns 1 when it was already running.
+start_daemon() { # name pidfile match port log command...
+  local name=$1 pidf=$2 match=$3 port=$4 logf=$5 pid
+  shift 5
+  if pid=$(live_pid "$pidf" "$match"); then
+    log "$name already running (pid $pid)"
+    return 1
+  fi
+  rm -f "$pidf"
+  need_port "$port"
+  log "starting $name on 127.0.0.1:$port"
+  setsid "$@" </dev/null >>"$logf" 2>&1 &
+  echo $! >"$pidf"
+  return 0
+}
+
+# Waits for URL to answer 200, else shows the end of LOG and stops.
+wait_monitoring_part() { # name url log
+  wait_http_ok "$2" 30 && return 0
+  tail -n 20 "$3" >&2 || true
+  die "$1 is not healthy ($2; log: $3)"
+}
+
+# $MON_DIR/prometheus.yml: monitoring/prometheus.yml with this stack's ports and the
+# rule file's absolute path; nothing else changes (see the header of that file).
+write_prometheus_config() {
+  APP_PORTS=$APP_PORTS PG_EXPORTER_PORT=$PG_EXPORTER_PORT PGB_EXPORTER_PORT=$PGB_EXPORTER_PORT \
+  REDIS_EXPORTER_PORT=$REDIS_EXPORTER_PORT PROM_PORT=$PROM_PORT ALERTMANAGER_PORT=$ALERTMANAGER_PORT \
+  python3 - "$STACK_REPO/monitoring/prometheus.yml" "$MON_DIR/prometheus.yml" <<'PY' ||
+import os, sys, yaml
+src, dst = sys.argv[1:3]
+env = os.environ
+loop = lambda port: f"127.0.0.1:{port}"
+targets = {
+    "shortener": [loop(p) for p in env["APP_PORTS"].split()],
+    "postgres": [loop(env["PG_EXPORTER_PORT"])],
+    "pgbouncer": [loop(env["PGB_EXPORTER_PORT"])],
+    "redis": [loop(env["REDIS_EXPORTER_PORT"])],
+    "prometheus": [loop(env["PROM_PORT"])],
+    "alertmanager": [loop(env["ALERTMANAGER_PORT"])],
+}
+cfg = yaml.safe_load(open(src))
+jobs = [job["job_name"] for job in cfg["scrape_configs"]]
+if sorted(jobs) != sorted(targets):
+    sys.exit(f"{src} has the jobs {sorted(jobs)}; up.sh knows the targets of {sorted(targets)}")
+for job in cfg["scrape_configs"]:
+    job["static_configs"] = [{"targets": targets[job["job_name"]]}]
+here = os.path.dirname(os.path.abspath(src))
+cfg["rule_files"] = [os.path.join(here, f) for f in cfg["rule_files"]]
+cfg["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [loop(env["ALERTMANAGER_PORT"])]}]}]
+with open(dst, "w") as f:
+    f.write(f"# Written by loadtests/stack/up.sh from {src} on every start.\n")
+    yaml.safe_dump(cfg, f, sort_keys=False)
+PY
+    die "could not write $MON_DIR/prometheus.yml"
+  promtool check config "$MON_DIR/prometheus.yml" >"$MON_DIR/promtool.log" 2>&1 ||
+    { cat "$MON_DIR/promtool.log" >&2; die "promtool rejected $MON_DIR/prometheus.yml"; }
+}
+
+# $MON_DIR/alertmanager.yml: monitoring/alertmanager.yml with the sink's port; only the
+# webhook URLs differ (and not at all on the default port 9099).
+write_alertmanager_config() {
+  sed "s#http://127.0.0.1:9099/#http://127.0.0.1:$ALERT_SINK_PORT/#" \
+    "$STACK_REPO/monitoring/alertmanager.yml" >"$MON_DIR/alertmanager.yml"
+  amtool check-config "$MON_DIR/alertmanager.yml" >"$MON_DIR/amtool.log" 2>&1 ||
+    { cat "$MON_DIR/amtool.log" >&2; die "amtool rejected $MON_DIR/alertmanager.yml"; }
+}
+
+# True when FILES differ from what NAME last ran with (the digest is kept in
+# $MON_DIR/NAME.sha256, which this updates). A reload that changes nothing is
+# not free: Alertmanager rebuilds its aggregation groups, which restarts their
+# group_wait and group_interval timers, so a resolved notification can come up
+# to a group_interval later than it would have.
+config_changed() { # name file...
+  local name=$1 sum
+  shift
+  sum=$(cat "$@" | sha256sum | cut -d' ' -f1)
+  [ "$(cat "$MON_DIR/$name.sha256" 2>/dev/null)" != "$sum" ] || return 1
+  echo "$sum" >"$MON_DIR/$name.sha256"
+}
+
+start_monitoring() {
+  local run=$STACK_DIR/run logd=$STACK_DIR/log pid
+  mkdir -p "$MON_DIR"/{prometheus-data,alertmanager-data}
+  touch "$ALERTS_LOG"
+
+  start_daemon "alert sink" "$run/alert-sink.pid" alert-sink.py "$ALERT_SINK_PORT" "$logd/alert-sink.log" \
+    env -i PATH="$PATH" python3 "$STACK_REPO/loadtests/stack/alert-sink.py" \
+      --port "$ALERT_SINK_PORT" --out "$ALERTS_LOG" || true
+
+  write_alertmanager_config
+  if start_daemon Alertmanager "$run/alertmanager.pid" alertmanager "$ALERTMANAGER_PORT" "$logd/alertmanager.log" \
+      prometheus-alertmanager --config.file="$MON_DIR/alertmanager.yml" \
+        --storage.path="$MON_DIR/alertmanager-data" \
+        --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
+        --web.external-url="$ALERTMANAGER_URL/" --cluster.listen-address=; then
+    config_changed alertmanager "$MON_DIR/alertmanager.yml" || true
+  elif config_changed alertmanager "$MON_DIR/alertmanager.yml"; then
+    pid=$(live_pid "$run/alertmanager.pid" alertmanager) && kill -HUP "$pid" && log "Alertmanager: config changed, reloaded"
+  else
+    log "Alertmanager: config unchanged, not reloaded"
+  fi
+
+  # The exporters: each connects as the trusted postgres user on loopback.
+  start_daemon postgres_exporter "$run/postgres-exporter.pid" postgres-exporter "$PG_EXPORTER_PORT" "$logd/postgres-exporter.log" \
+    env -i PATH="$PATH" DATA_SOURCE_NAME="postgresql://postgres@127.0.0.1:$PG_PORT/$DB_NAME?sslmode=disable" \
+      prometheus-postgres-exporter --web.listen-address="127.0.0.1:$PG_EXPORTER_PORT" || true
+  cat >"$MON_DIR/pgbouncer-exporter.yml" <<EOF
+# Written by loadtests/stack/up.sh on every start (read when the exporter starts).
+exporter_host: 127.0.0.1
+exporter_port: $PGB_EXPORTER_PORT
+pgbouncers:
+  - dsn: postgresql://postgres@127.0.0.1:$PGB_PORT/pgbouncer
+    connect_timeout: 2
+    exclude_databases: [pgbouncer]
+EOF
+  start_daemon "PgBouncer exporter" "$run/pgbouncer-exporter.pid" pgbouncer-exporter "$PGB_EXPORTER_PORT" "$logd/pgbouncer-exporter.log" \
+    env -i PATH="$PATH" "$PGB_EXPORTER_BIN" --config "$MON_DIR/pgbouncer-exporter.yml" --log-file stdout || true
+  start_daemon redis_exporter "$run/redis-exporter.pid" redis-exporter "$REDIS_EXPORTER_PORT" "$logd/redis-exporter.log" \
+    env -i PATH="$PATH" prometheus-redis-exporter --redis.addr="redis://127.0.0.1:$REDIS_PORT" \
+      --web.listen-address="127.0.0.1:$REDIS_EXPORTER_PORT" || true
+
+  write_prometheus_config
+  if start_daemon Prometheus "$run/prometheus.pid" "prometheus --config.file" "$PROM_PORT" "$logd/prometheus.log" \
+      prometheus --config.file="$MON_DIR/prometheus.yml" \
+        --storage.tsdb.path="$MON_DIR/prometheus-data" --storage.tsdb.retention.time=7d \
+        --web.listen-address="127.0.0.1:$PROM_PORT" --web.external-url="$PROM_URL/" \
+        --web.enable-lifecycle; then
+    config_changed prometheus "$MON_DIR/prometheus.yml" "$STACK_REPO/monitoring/alerts.yaml" || true
+  elif config_changed prometheus "$MON_DIR/prometheus.yml" "$STACK_REPO/monitoring/alerts.yaml"; then
+    pid=$(live_pid "$run/prometheus.pid" "prometheus --config.file") && kill -HUP "$pid" && log "Prometheus: config or rules changed, reloaded"
+  else
+    log "Prometheus: config and rules unchanged, not reloaded"
+  fi
+
+  wait_monitoring_part "alert sink" "http://127.0.0.1:$ALERT_SINK_PORT/health" "$logd/alert-sink.log"
+  wait_monitoring_part Alertmanager "$ALERTMANAGER_URL/-/ready" "$logd/alertmanager.log"
+  wait_monitoring_part postgres_exporter "http://127.0.0.1:$PG_EXPORTER_PORT/metrics" "$logd/postgres-exporter.log"
+  wait_monitoring_part "PgBouncer exporter" "http://127.0.0.1:$PGB_EXPORTER_PORT/metrics" "$logd/pgbouncer-exporter.log"
+  wait_monitoring_part redis_exporter "http://127.0.0.1:$REDIS_EXPORTER_PORT/metrics" "$logd/redis-exporter.log"
+  wait_monitoring_part Prometheus "$PROM_URL/-/ready" "$logd/prometheus.log"
 }
 
 # ---------------------------------------------------------------- health
@@ -359,7 +550,10 @@ wait_healthy() {
 }
 
 ensure_packages
+reserve_stack_ports "$PG_PORT" "$PGB_PORT" "$REDIS_PORT" "$NGINX_PORT" $APP_PORTS \
+  "$PROM_PORT" "$ALERTMANAGER_PORT" "$PG_EXPORTER_PORT" "$PGB_EXPORTER_PORT" "$REDIS_EXPORTER_PORT" "$ALERT_SINK_PORT"
 ensure_pgbouncer
+[ "$STACK_MONITORING" = 0 ] || ensure_pgbouncer_exporter
 ensure_binary
 prepare_dirs
 start_postgres
@@ -376,6 +570,8 @@ for p in $APP_PORTS; do
 done
 start_nginx
 wait_healthy
+# After the stack is healthy, so that its start does not look like an outage.
+[ "$STACK_MONITORING" = 0 ] || start_monitoring
 
 cat <<EOF
 
@@ -388,6 +584,11 @@ Stack is up (state in $STACK_DIR):
   admin key    $KEY_FILE   (Authorization: Bearer \$(cat $KEY_FILE))
   logs         $STACK_DIR/log/
   binary       $SHORTENER_BIN ($(date -r "$SHORTENER_BIN" '+%F %T'))
+$(if [ "$STACK_MONITORING" != 0 ]; then cat <<MON
+  Prometheus   $PROM_URL   (rules: monitoring/alerts.yaml; config $MON_DIR/prometheus.yml)
+  Alertmanager $ALERTMANAGER_URL   (notifications: $ALERTS_LOG)
+MON
+fi)
 
 Try:  curl -s $NGINX_URL/health
 Stop: loadtests/stack/down.sh

@@ -172,12 +172,21 @@ impl SharedCache {
         }
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "cache.get", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "GET", cache.tier = "redis", cache.result = tracing::field::Empty))]
     pub async fn get(&self, code: &str) -> Result<Option<RedirectTarget>, ()> {
         let mut conn = self.connection.clone();
-        let raw: Option<String> = self.call("get", conn.get(self.key(code))).await?;
-        Ok(raw.and_then(|raw| decode(code, &raw)))
+        let raw: Result<Option<String>, ()> = self.call("get", conn.get(self.key(code))).await;
+        let found = raw.map(|raw| raw.and_then(|raw| decode(code, &raw)));
+        let result = match &found {
+            Ok(Some(_)) => "hit",
+            Ok(None) => "miss",
+            Err(()) => "error",
+        };
+        tracing::Span::current().record("cache.result", result);
+        found
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "cache.put", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA", cache.tier = "redis", cache.result = tracing::field::Empty))]
     pub async fn put_if_newer(&self, target: &RedirectTarget) {
         let mut conn = self.connection.clone();
         let mut invocation = self.put_if_newer.prepare_invoke();
@@ -186,15 +195,27 @@ impl SharedCache {
             .arg(target.version)
             .arg(encode(target))
             .arg(self.ttl_secs);
-        let _: Result<i64, ()> = self.call("put", invocation.invoke_async(&mut conn)).await;
+        let written: Result<i64, ()> = self.call("put", invocation.invoke_async(&mut conn)).await;
+        // Failures are counted and logged by `call`; a refused put is a newer
+        // version already there.
+        let result = match written {
+            Ok(1) => "written",
+            Ok(_) => "kept_newer",
+            Err(()) => "error",
+        };
+        tracing::Span::current().record("cache.result", result);
     }
 
+    /// Evicts `codes` on every replica (they evict on the message).
+    #[tracing::instrument(target = "shortener::trace", name = "cache.invalidate", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "PUBLISH", cache.tier = "redis", cache.codes = codes.len(), cache.result = tracing::field::Empty))]
     pub async fn publish(&self, codes: &[&str]) {
         let mut conn = self.connection.clone();
         let message = codes.join(" ");
-        let _: Result<i64, ()> = self
+        let published: Result<i64, ()> = self
             .call("publish", conn.publish(self.channel(), message))
             .await;
+        let result = if published.is_ok() { "ok" } else { "error" };
+        tracing::Span::current().record("cache.result", result);
     }
 
     /// Adds entries without replacing any (`SET NX`), pipelined.

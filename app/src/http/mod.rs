@@ -75,6 +75,9 @@ pub struct HttpOptions {
     /// A request taking longer is answered 503.
     pub request_timeout: Duration,
     pub access_log: AccessLog,
+    /// Give every request a server span for trace export (only worth its
+    /// cost when spans are exported).
+    pub traces: bool,
 }
 
 impl Default for HttpOptions {
@@ -82,6 +85,7 @@ impl Default for HttpOptions {
         Self {
             request_timeout: Duration::from_secs(10),
             access_log: AccessLog::Errors,
+            traces: false,
         }
     }
 }
@@ -102,7 +106,7 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
             state.clone(),
             rate_limit::limit,
         ));
-    Router::new()
+    let router = Router::new()
         .merge(management)
         .route("/health", get(health::health))
         .route("/livez", get(health::live))
@@ -132,7 +136,13 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_response(access_log(options.access_log)),
-        )
+        );
+    let router = if options.traces {
+        router.layer(middleware::from_fn(server_span))
+    } else {
+        router
+    };
+    router
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
@@ -146,6 +156,57 @@ fn request_span(req: &Request) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+}
+
+/// Routes machines call every few seconds (probes, scrapes): no traces.
+const UNTRACED_ROUTES: [&str; 3] = ["/livez", "/readyz", "/metrics"];
+
+/// The request as a trace sees it: an OpenTelemetry server span with the
+/// HTTP semantic-convention attributes, a child of the caller's span when
+/// the request carries a W3C `traceparent`. Store and cache spans opened
+/// while it runs are its children. Kept apart from the `request` span of
+/// the logs, whose fields stay as they are.
+async fn server_span(req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map(MatchedPath::as_str);
+    if route.is_some_and(|r| UNTRACED_ROUTES.contains(&r)) {
+        return next.run(req).await;
+    }
+    let method = req.method().as_str().to_owned();
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.clone(),
+    };
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let span = tracing::info_span!(
+        target: crate::telemetry::TRACE_TARGET,
+        "http.server",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+    );
+    if let Err(err) = span.set_parent(crate::telemetry::remote_context(req.headers())) {
+        tracing::debug!(error = %err, "request span not linked to the caller's trace");
+    }
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    // Semantic conventions: only 5xx is a server span error.
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
 }
 
 /// Requests slower than this are logged even when only errors are.

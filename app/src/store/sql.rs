@@ -304,6 +304,7 @@ where
         Ok(())
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.create_user", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "create_user"))]
     async fn create_user(&self, user: NewUser) -> StoreResult<User> {
         Ok(sqlx::query_as(INSERT_USER)
             .bind(user.username)
@@ -313,6 +314,7 @@ where
             .await?)
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.get_user", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "get_user"))]
     async fn get_user(&self, id: i64) -> StoreResult<User> {
         sqlx::query_as(GET_LIVE_USER)
             .bind(id)
@@ -321,6 +323,7 @@ where
             .ok_or(StoreError::NotFound(Entity::User))
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.list_users", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "list_users"))]
     async fn list_users(&self, page: Page) -> StoreResult<Listing<User>> {
         self.page_of(USER_COLUMNS, page, |qb| {
             qb.push(" FROM users WHERE deleted_at IS NULL");
@@ -328,6 +331,7 @@ where
         .await
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.update_user", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "update_user"))]
     async fn update_user(&self, id: i64, patch: UserPatch) -> StoreResult<User> {
         sqlx::query_as(UPDATE_USER)
             .bind(id)
@@ -338,6 +342,7 @@ where
             .ok_or(StoreError::NotFound(Entity::User))
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.delete_user", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "delete_user"))]
     async fn delete_user(&self, id: i64) -> StoreResult<UserDeletion> {
         let at = now();
         let mut tx = self.writer.begin().await?;
@@ -366,6 +371,7 @@ where
         Ok(UserDeletion { deactivated })
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.import_users", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "import_users"))]
     async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportOutcome> {
         let mut outcome = ImportOutcome::default();
         let mut tx = self.writer.begin().await?;
@@ -396,6 +402,7 @@ where
         Ok(outcome)
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.insert_url", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "insert_url"))]
     async fn insert_url(&self, url: NewUrl, code: &ShortCode) -> StoreResult<Url> {
         let mut tx = self.writer.begin().await?;
         if let Some(user_id) = url.user_id {
@@ -420,6 +427,7 @@ where
         Ok(created)
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.get_url", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "get_url"))]
     async fn get_url(&self, id: i64) -> StoreResult<Url> {
         sqlx::query_as(GET_URL)
             .bind(id)
@@ -428,6 +436,7 @@ where
             .ok_or(StoreError::NotFound(Entity::Url))
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.list_urls", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "list_urls"))]
     async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>> {
         self.page_of(URL_COLUMNS, page, |qb| {
             qb.push(" FROM urls");
@@ -436,6 +445,7 @@ where
         .await
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.update_url", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "update_url"))]
     async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url> {
         let mut tx = self.writer.begin().await?;
         let current = Self::lock_url(&mut tx, id).await?;
@@ -459,6 +469,7 @@ where
         Ok(updated)
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.deactivate_url", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "deactivate_url"))]
     async fn deactivate_url(&self, id: i64, reason: &str) -> StoreResult<Url> {
         let mut tx = self.writer.begin().await?;
         let current = Self::lock_url(&mut tx, id).await?;
@@ -478,6 +489,7 @@ where
         Ok(updated)
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.url_stats", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "url_stats"))]
     async fn url_stats(&self, id: i64) -> StoreResult<UrlStats> {
         let url = self.get_url(id).await?;
         let counts = sqlx::query_as::<_, (String, i64)>(EVENT_COUNTS_FOR_URL)
@@ -492,6 +504,7 @@ where
         Ok(UrlStats::new(url, counts, redirect_count, last_redirect_at))
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.resolve", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "resolve"))]
     async fn resolve(&self, code: &str) -> StoreResult<Option<RedirectTarget>> {
         Ok(sqlx::query_as(RESOLVE)
             .bind(code)
@@ -499,6 +512,7 @@ where
             .await?)
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.recent_active_targets", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "recent_active_targets"))]
     async fn recent_active_targets(&self, limit: i64) -> StoreResult<Vec<RedirectTarget>> {
         Ok(sqlx::query_as(RECENT_ACTIVE_TARGETS)
             .bind(limit)
@@ -506,6 +520,7 @@ where
             .await?)
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.create_event", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "create_event"))]
     async fn create_event(&self, event: NewEvent) -> StoreResult<Event> {
         let url = sqlx::query_scalar::<_, i64>(URL_EXISTS)
             .bind(event.url_id)
@@ -528,6 +543,7 @@ where
             .await?)
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.list_events", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "list_events"))]
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>> {
         self.page_of(EVENT_COLUMNS, page, |qb| {
             qb.push(" FROM events");
@@ -540,6 +556,7 @@ where
         DB::CONCURRENT_WRITERS
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.record_clicks", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "record_clicks", db.operation.batch.size = clicks.len(), shortener.counter_shard = shard))]
     async fn record_clicks(&self, clicks: &[Click], shard: i16) -> StoreResult<()> {
         if clicks.is_empty() {
             return Ok(());
@@ -594,6 +611,7 @@ where
         Ok(())
     }
 
+    #[tracing::instrument(target = "shortener::trace", name = "db.load_seed", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "load_seed"))]
     async fn load_seed(&self, seed: SeedData) -> StoreResult<SeedOutcome> {
         let mut tx = self.writer.begin().await?;
         let mut outcome = SeedOutcome::default();
