@@ -10,6 +10,9 @@
 #   3. a private cluster (trust auth) under ${SHORTENER_SERVICES_DIR:-/tmp/shortener-services}
 #      on port 55432, created with the installed PostgreSQL binaries.
 # Redis: TEST_REDIS_URL, else 127.0.0.1:6379, else a private server on 56379.
+# PgBouncer (transaction pooling, in front of that PostgreSQL, for the suites
+# that run through it): TEST_PGBOUNCER_URL, else scripts/pgbouncer.sh's test
+# instance on 56435 (built from source once, cached).
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -79,8 +82,17 @@ ensure_redis() {
   echo "redis://127.0.0.1:56379"
 }
 
+ensure_pgbouncer() {
+  if [ -n "${TEST_PGBOUNCER_URL:-}" ]; then echo "$TEST_PGBOUNCER_URL"; return; fi
+  command -v psql >/dev/null || apt_install postgresql-client
+  as_root "$(dirname "${BASH_SOURCE[0]}")/pgbouncer.sh" test-instance "$1"
+}
+
 pg_url=$(ensure_postgres)
 redis_url=$(ensure_redis)
+pgbouncer_url=$(ensure_pgbouncer "$pg_url")
 log "PostgreSQL: $pg_url"
 log "Redis:      $redis_url"
-printf 'export TEST_DATABASE_URL=%q\nexport TEST_REDIS_URL=%q\n' "$pg_url" "$redis_url"
+log "PgBouncer:  $pgbouncer_url"
+printf 'export TEST_DATABASE_URL=%q\nexport TEST_REDIS_URL=%q\nexport TEST_PGBOUNCER_URL=%q\n' \
+  "$pg_url" "$redis_url" "$pgbouncer_url"

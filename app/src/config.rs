@@ -160,6 +160,11 @@ pub struct ClickSettings {
     /// Clicks kept in memory while the database is unavailable.
     #[arg(long, env = "CLICK_SPILL_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub click_spill_capacity: u64,
+
+    /// Click batches written at once (PostgreSQL; SQLite always writes one
+    /// at a time). Each holds a database connection while it writes.
+    #[arg(long, env = "CLICK_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub click_writers: u64,
 }
 
 /// Trace export over OTLP/HTTP with protobuf bodies: off unless an endpoint

@@ -85,7 +85,7 @@ pub fn build(store: DynStore, options: AppOptions) -> anyhow::Result<App> {
     spawn_database_probe(store.clone(), metrics.clone());
     let (clicks, click_writer) =
         BatchRecorder::start(store.clone(), options.clicks, metrics.clone());
-    let state = AppState {
+    let state = AppState::new(http::Shared {
         store,
         cache,
         clicks: Arc::new(clicks),
@@ -93,7 +93,7 @@ pub fn build(store: DynStore, options: AppOptions) -> anyhow::Result<App> {
         rate_limit: Arc::new(options.rate_limit),
         metrics,
         public_base_url: options.public_base_url,
-    };
+    });
     Ok(App {
         state,
         click_writer,

@@ -210,6 +210,7 @@ fn options(config: &ServeConfig, auth: Auth) -> shortener::AppOptions {
             max_batch: as_usize(clicks.click_batch_max),
             queue_capacity: as_usize(clicks.click_queue_capacity),
             spill_capacity: as_usize(clicks.click_spill_capacity),
+            writers: as_usize(clicks.click_writers),
         },
     }
 }

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub clicks_dropped: IntCounter,
     pub click_queue: IntGauge,
     pub clicks_spilled: IntGauge,
+    pub click_writes_in_flight: IntGauge,
+    pub click_writers: IntGauge,
     pub click_batch_size: Histogram,
     pub click_flush_seconds: Histogram,
     pub cache_lookups: IntCounterVec,
@@ -55,6 +57,14 @@ impl Metrics {
         let click_queue = IntGauge::new(
             "shortener_click_queue_depth",
             "Clicks waiting for the writer",
+        )?;
+        let click_writes_in_flight = IntGauge::new(
+            "shortener_click_writes_in_flight",
+            "Click batches being written now",
+        )?;
+        let click_writers = IntGauge::new(
+            "shortener_click_writers",
+            "Click batches this replica writes at most at once",
         )?;
         let clicks_spilled = IntGauge::new(
             "shortener_clicks_spilled",
@@ -119,7 +129,14 @@ impl Metrics {
         registry.register(Box::new(urls_created.clone()))?;
         registry.register(Box::new(clicks_dropped.clone()))?;
         registry.register(Box::new(build_info))?;
-        for gauge in [&click_queue, &clicks_spilled, &cache_entries, &redis_up] {
+        for gauge in [
+            &click_queue,
+            &clicks_spilled,
+            &click_writes_in_flight,
+            &click_writers,
+            &cache_entries,
+            &redis_up,
+        ] {
             registry.register(Box::new(gauge.clone()))?;
         }
         registry.register(Box::new(click_batch_size.clone()))?;
@@ -142,6 +159,8 @@ impl Metrics {
             clicks_dropped,
             click_queue,
             clicks_spilled,
+            click_writes_in_flight,
+            click_writers,
             click_batch_size,
             click_flush_seconds,
             cache_lookups,

@@ -8,7 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shortener::config::AuthMode;
 
-both_backends!(
+every_backend!(
+    concurrent_redirects_to_one_link_are_each_counted_once,
     health_reports_database_and_cache,
     users_crud,
     user_validation,
@@ -1076,4 +1077,47 @@ async fn empty_user_update_is_refused(backend: Backend) {
         StatusCode::BAD_REQUEST,
     )
     .await;
+}
+
+async fn concurrent_redirects_to_one_link_are_each_counted_once(backend: Backend) {
+    const REDIRECTS: usize = 300;
+    let app = std::sync::Arc::new(TestApp::new(backend).await);
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/hot"}))
+        .await;
+    let code = url["short_code"].as_str().unwrap().to_owned();
+    let mut redirects = tokio::task::JoinSet::new();
+    for _ in 0..REDIRECTS {
+        let (app, code) = (app.clone(), code.clone());
+        redirects.spawn(async move { app.get(&format!("/{code}")).await.status() });
+    }
+    while let Some(status) = redirects.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::FOUND);
+    }
+    // Every answered redirect is committed: counters and events agree.
+    let stats = expect_json(
+        app.get(&format!("/urls/{}/stats", url["id"])).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(stats["redirect_count"], REDIRECTS);
+    let mut ids = std::collections::HashSet::new();
+    for page in 1..=REDIRECTS.div_ceil(100) + 1 {
+        let events = expect_json(
+            app.get(&format!(
+                "/events?url_id={}&event_type=redirect&per_page=100&page={page}",
+                url["id"]
+            ))
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        for event in events.as_array().unwrap() {
+            assert!(
+                ids.insert(event["id"].as_i64().unwrap()),
+                "event listed twice"
+            );
+        }
+    }
+    assert_eq!(ids.len(), REDIRECTS);
 }

@@ -21,7 +21,7 @@ use shortener::config::AuthMode;
 use shortener::http::Auth;
 use shortener::store::RedirectTarget;
 
-both_backends!(redirects_are_served_from_cache_after_the_first);
+every_backend!(redirects_are_served_from_cache_after_the_first);
 
 fn options(redis: Option<&str>, prefix: &str) -> AppOptions {
     let mut options = AppOptions::new(Auth::new(AuthMode::Open, Some(ADMIN_KEY)));

@@ -16,11 +16,12 @@ use shortener::store::{
     UrlPatch,
 };
 
-both_backends!(
+every_backend!(
     generated_codes_stay_unique_under_concurrency,
     taken_custom_code_is_a_conflict_and_writes_nothing,
     update_writes_one_event_per_changed_field_atomically,
     clicks_are_batched_in_one_statement,
+    counters_of_several_writer_shards_add_up,
     project_seed_loads_idempotently,
     platform_reference_seed_loads,
     ids_after_seed_do_not_collide,
@@ -154,9 +155,39 @@ async fn clicks_are_batched_in_one_statement(backend: Backend) {
             at: shortener::domain::now(),
         })
         .collect();
-    store.record_clicks(&clicks).await.unwrap();
+    store.record_clicks(&clicks, 0).await.unwrap();
     let stats = store.url_stats(created.id).await.unwrap();
     assert_eq!(stats.redirect_count, 2500);
+}
+
+async fn counters_of_several_writer_shards_add_up(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    let created = store
+        .create_url_with_generated_code(url("https://e.com/shards"))
+        .await
+        .unwrap();
+    let click = |at| Click {
+        url_id: created.id,
+        user_id: None,
+        short_code: created.short_code.clone(),
+        at,
+    };
+    let earlier = shortener::domain::now() - chrono::Duration::hours(1);
+    let later = shortener::domain::now();
+    store.record_clicks(&[click(later)], 3).await.unwrap();
+    store
+        .record_clicks(&[click(earlier), click(earlier)], 0)
+        .await
+        .unwrap();
+    store.record_clicks(&[click(earlier)], 63).await.unwrap();
+    let stats = store.url_stats(created.id).await.unwrap();
+    assert_eq!(stats.redirect_count, 4);
+    assert_eq!(
+        stats.last_redirect_at,
+        Some(later),
+        "the latest over every shard"
+    );
 }
 
 async fn load_dir(backend: Backend, dir: PathBuf) -> (TestDatabase, shortener::store::SeedOutcome) {

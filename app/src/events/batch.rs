@@ -1,8 +1,15 @@
-//! Group commit for clicks: redirects hand their click to one writer task,
-//! which writes everything that queued up while the previous batch was
-//! being written as one multi-row INSERT, then answers every waiting
+//! Group commit for clicks: redirects hand their click to a dispatcher
+//! task, which gives everything that queued up while the writers were busy
+//! to the next idle writer as one batch (one multi-row INSERT and one
+//! counter upsert, one commit); the writer then answers every waiting
 //! redirect at once. Under load, batches grow by themselves; when idle, a
 //! click is written alone, immediately. No timer adds latency.
+//!
+//! Up to `writers` batches are written at once, so one batch's commit
+//! (a WAL flush) overlaps the next batch's statements instead of every
+//! redirect waiting for commits in single file. Each writer counts into
+//! its own shard of the redirect counters, so concurrent writers never
+//! queue on a hot URL's counter row.
 //!
 //! While the database is unreachable, clicks go to a bounded spill buffer
 //! and the redirects are answered anyway; the writer retries the buffer
@@ -10,12 +17,13 @@
 //! SIGKILL can lose is therefore exactly the spill buffer: clicks of
 //! redirects answered during an outage (see docs/failure-modes.md).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::{Id, JoinError, JoinSet};
 
 use super::{ClickLost, ClickRecorder, Recorded};
 use crate::metrics::Metrics;
@@ -31,6 +39,9 @@ pub struct BatchConfig {
     /// Clicks kept while the database is away; beyond this the oldest are
     /// dropped and counted.
     pub spill_capacity: usize,
+    /// Most batches written at once (capped by what the store supports:
+    /// one on SQLite).
+    pub writers: usize,
 }
 
 impl Default for BatchConfig {
@@ -39,6 +50,7 @@ impl Default for BatchConfig {
             max_batch: 1000,
             queue_capacity: 10_000,
             spill_capacity: 100_000,
+            writers: 4,
         }
     }
 }
@@ -63,8 +75,12 @@ pub struct BatchRecorder {
 
 /// Retry interval for the spill buffer while the database is away.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// Longest one retry may hold up the writer.
+/// Longest one retry may hold up the dispatcher.
 const RETRY_BOUND: Duration = Duration::from_millis(500);
+/// Counter shards a process draws its writers' shards from. Writers of one
+/// process always have distinct shards; a URL never has more counter rows
+/// than this, however many replicas and restarts have counted it.
+pub const COUNTER_SHARDS: usize = 64;
 
 impl BatchRecorder {
     /// Starts the writer. It runs until every `BatchRecorder` clone is
@@ -76,13 +92,27 @@ impl BatchRecorder {
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let writer = Writer {
+        let writers = config
+            .writers
+            .min(store.click_writers_limit())
+            .clamp(1, COUNTER_SHARDS);
+        // A random first shard, so that replicas mostly count into
+        // different rows too.
+        let first = rand::random_range(0..COUNTER_SHARDS);
+        let idle = (0..writers)
+            .filter_map(|i| i16::try_from((first + i) % COUNTER_SHARDS).ok())
+            .collect();
+        metrics.click_writers.set(writers as i64);
+        let dispatcher = Dispatcher {
             store,
             config,
             metrics: metrics.clone(),
             spill: VecDeque::new(),
+            idle,
+            in_flight: JoinSet::new(),
+            running: HashMap::new(),
         };
-        let handle = tokio::spawn(writer.run(rx));
+        let handle = tokio::spawn(dispatcher.run(rx));
         (Self { queue, metrics }, handle)
     }
 }
@@ -105,53 +135,65 @@ impl ClickRecorder for BatchRecorder {
     }
 }
 
-struct Writer {
+/// Owns the queue's receiving end, the idle writers' shards and the spill
+/// buffer; writes run as tasks of `in_flight`.
+struct Dispatcher {
     store: DynStore,
     config: BatchConfig,
     metrics: Arc<Metrics>,
     spill: VecDeque<Click>,
+    /// Shards of the writers not writing now.
+    idle: Vec<i16>,
+    in_flight: JoinSet<Written>,
+    /// Shard and batch size of each running write, to recover the shard
+    /// (and count the clicks) should a write task panic.
+    running: HashMap<Id, (i16, usize)>,
 }
 
-impl Writer {
+/// What a finished write hands back to the dispatcher.
+struct Written {
+    shard: i16,
+    /// The batch, when the database was unavailable: to be spilled.
+    unavailable: Option<(Vec<Pending>, StoreError)>,
+}
+
+impl Dispatcher {
     async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
-        let mut batch: Vec<Pending> = Vec::with_capacity(self.config.max_batch);
         let mut next_retry = tokio::time::Instant::now();
         loop {
             // While clicks are spilled the database is presumed away: new
             // clicks join the spill at once (the redirect is not kept
             // waiting for a connection that will not come) and the database
-            // is retried once a second.
-            let first = if self.spill.is_empty() {
-                rx.recv().await
-            } else {
-                match tokio::time::timeout_at(next_retry, rx.recv()).await {
-                    Ok(received) => received,
-                    Err(_) => {
-                        self.retry_spill().await;
+            // is retried once a second. Otherwise a click is taken only when
+            // a writer is idle; meanwhile the next batch queues up.
+            let spilling = !self.spill.is_empty();
+            let can_take = spilling || !self.idle.is_empty();
+            tokio::select! {
+                Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    if self.finished(done) && !spilling {
                         next_retry = tokio::time::Instant::now() + RETRY_EVERY;
-                        continue;
                     }
                 }
-            };
-            let Some(first) = first else { break };
-            batch.push(first);
-            while batch.len() < self.config.max_batch {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+                received = rx.recv(), if can_take => {
+                    let Some(first) = received else { break };
+                    let batch = self.take_batch(first, &mut rx);
+                    if spilling {
+                        self.spill_and_answer(batch);
+                    } else {
+                        self.start_write(batch);
+                    }
+                }
+                () = tokio::time::sleep_until(next_retry), if spilling => {
+                    self.retry_spill().await;
+                    next_retry = tokio::time::Instant::now() + RETRY_EVERY;
                 }
             }
-            let batch = std::mem::take(&mut batch);
-            if self.spill.is_empty() {
-                self.write(batch).await;
-                next_retry = tokio::time::Instant::now() + RETRY_EVERY;
-            } else {
-                self.metrics.click_queue.sub(batch.len() as i64);
-                self.spill_and_answer(batch);
-            }
         }
-        // Every sender is gone: the server has stopped. Last try for the
-        // spill buffer.
+        // Every sender is gone: the server has stopped. Let the running
+        // writes finish, then a last try for the spill buffer.
+        while let Some(done) = self.in_flight.join_next_with_id().await {
+            self.finished(done);
+        }
         if !self.spill.is_empty() {
             self.retry_spill().await;
             if !self.spill.is_empty() {
@@ -164,11 +206,82 @@ impl Writer {
         }
     }
 
+    /// `first` and whatever else is queued, up to `max_batch`.
+    fn take_batch(&self, first: Pending, rx: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
+        let mut batch = Vec::with_capacity(rx.len().min(self.config.max_batch) + 1);
+        batch.push(first);
+        while batch.len() < self.config.max_batch {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        self.metrics.click_queue.sub(batch.len() as i64);
+        batch
+    }
+
+    /// Hands the batch to an idle writer (the caller checked there is one).
+    fn start_write(&mut self, batch: Vec<Pending>) {
+        let Some(shard) = self.idle.pop() else {
+            // Unreachable by the loop's guard; keep the clicks regardless.
+            self.spill_and_answer(batch);
+            return;
+        };
+        let size = batch.len();
+        self.metrics.click_writes_in_flight.inc();
+        let handle = self.in_flight.spawn(write(
+            self.store.clone(),
+            self.metrics.clone(),
+            shard,
+            batch,
+        ));
+        self.running.insert(handle.id(), (shard, size));
+    }
+
+    /// Takes back a finished write's writer; spills its batch if the
+    /// database was unavailable. True when clicks were spilled.
+    fn finished(&mut self, done: Result<(Id, Written), JoinError>) -> bool {
+        self.metrics.click_writes_in_flight.dec();
+        match done {
+            Ok((id, written)) => {
+                self.running.remove(&id);
+                self.idle.push(written.shard);
+                let Some((batch, err)) = written.unavailable else {
+                    return false;
+                };
+                if self.spill.is_empty() {
+                    tracing::warn!(error = %err, "database unavailable; spilling clicks to memory");
+                }
+                self.spill_and_answer(batch);
+                true
+            }
+            Err(err) => {
+                // A write task panicked: its redirects were answered with an
+                // error when their reply channels dropped. The writer's shard
+                // goes back to the pool.
+                let (shard, size) = self.running.remove(&err.id()).unwrap_or((0, 0));
+                self.idle.push(shard);
+                tracing::error!(error = %err, clicks = size, "click writer failed");
+                self.metrics.clicks_dropped.inc_by(size as u64);
+                false
+            }
+        }
+    }
+
     /// One attempt to write the spill buffer, bounded so that clicks
-    /// arriving meanwhile wait at most `RETRY_BOUND`.
+    /// arriving meanwhile wait at most `RETRY_BOUND`. It counts into the
+    /// shard of any idle writer (the first one's when all are busy: a
+    /// shared row only means waiting for its lock).
     async fn retry_spill(&mut self) {
         let clicks: Vec<Click> = self.spill.iter().cloned().collect();
-        match tokio::time::timeout(RETRY_BOUND, self.store.record_clicks(&clicks)).await {
+        let shard = self
+            .idle
+            .last()
+            .or_else(|| self.running.values().map(|(shard, _)| shard).next())
+            .copied()
+            .unwrap_or(0);
+        let attempt = self.store.record_clicks(&clicks, shard);
+        match tokio::time::timeout(RETRY_BOUND, attempt).await {
             Ok(Ok(())) => {
                 tracing::info!(written = clicks.len(), "spilled clicks written");
                 self.metrics.click_batch_size.observe(clicks.len() as f64);
@@ -194,37 +307,42 @@ impl Writer {
             let _ = pending.done.send(Outcome::Spilled);
         }
     }
+}
 
-    /// Writes a batch (the spill buffer is empty) and answers each waiting
-    /// redirect.
-    async fn write(&mut self, batch: Vec<Pending>) {
-        self.metrics.click_queue.sub(batch.len() as i64);
-        let clicks: Vec<Click> = batch.iter().map(|p| p.click.clone()).collect();
-        let started = Instant::now();
-        let result = self.store.record_clicks(&clicks).await;
-        self.metrics
-            .click_flush_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let outcome = match result {
-            Ok(()) => {
-                self.metrics.click_batch_size.observe(clicks.len() as f64);
-                Outcome::Committed
-            }
-            Err(StoreError::Unavailable(err)) => {
-                tracing::warn!(error = %err, "database unavailable; spilling clicks to memory");
-                self.spill_and_answer(batch);
-                return;
-            }
-            Err(err) => {
-                // Not a matter of waiting: retrying would fail the same way.
-                tracing::error!(error = %err, clicks = batch.len(), "clicks could not be written");
-                self.metrics.clicks_dropped.inc_by(batch.len() as u64);
-                Outcome::Dropped
-            }
-        };
-        for pending in batch {
-            // The redirect may have given up waiting (client gone): fine.
-            let _ = pending.done.send(outcome);
+/// Writes one batch under `shard` and answers each waiting redirect, unless
+/// the database is unavailable: then the batch goes back to the dispatcher
+/// to be spilled.
+async fn write(store: DynStore, metrics: Arc<Metrics>, shard: i16, batch: Vec<Pending>) -> Written {
+    let clicks: Vec<Click> = batch.iter().map(|p| p.click.clone()).collect();
+    let started = Instant::now();
+    let result = store.record_clicks(&clicks, shard).await;
+    metrics
+        .click_flush_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = match result {
+        Ok(()) => {
+            metrics.click_batch_size.observe(clicks.len() as f64);
+            Outcome::Committed
         }
+        Err(err @ StoreError::Unavailable(_)) => {
+            return Written {
+                shard,
+                unavailable: Some((batch, err)),
+            };
+        }
+        Err(err) => {
+            // Not a matter of waiting: retrying would fail the same way.
+            tracing::error!(error = %err, clicks = batch.len(), "clicks could not be written");
+            metrics.clicks_dropped.inc_by(batch.len() as u64);
+            Outcome::Dropped
+        }
+    };
+    for pending in batch {
+        // The redirect may have given up waiting (client gone): fine.
+        let _ = pending.done.send(outcome);
+    }
+    Written {
+        shard,
+        unavailable: None,
     }
 }

@@ -144,8 +144,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_event(&self, event: NewEvent) -> StoreResult<Event>;
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>>;
-    /// Appends many `redirect` events in one statement.
-    async fn record_clicks(&self, clicks: &[Click]) -> StoreResult<()>;
+    /// Appends many `redirect` events and adds them to the URLs' redirect
+    /// counters, in one transaction. Concurrent calls should use different
+    /// `shard`s: each shard has its own counter row per URL, so they do not
+    /// wait for one another's row locks.
+    async fn record_clicks(&self, clicks: &[Click], shard: i16) -> StoreResult<()>;
+    /// Most `record_clicks` calls worth running at once on this backend.
+    fn click_writers_limit(&self) -> usize;
 
     /// Loads the platform's seed files (explicit ids), skipping rows already
     /// present, then moves id sequences past the largest id.

@@ -26,6 +26,7 @@ impl Dialect for Postgres {
          updated_at, version";
 
     const COUNT_CAP: Option<i64> = Some(100_000);
+    const CONCURRENT_WRITERS: usize = usize::MAX;
 
     fn sync_sequence(table: &str) -> Option<String> {
         Some(format!(

@@ -64,15 +64,17 @@ pub const INSERT_EVENT: &str = "INSERT INTO events (url_id, user_id, event_type,
 pub const EVENT_COUNTS_FOR_URL: &str = "SELECT event_type, COUNT(*) FROM events \
      WHERE url_id = $1 AND (event_type < 'redirect' OR event_type > 'redirect') \
      GROUP BY event_type";
+/// A URL's counter rows, one per click-writer shard that has counted it
+/// (summed by the caller: a few rows, one primary-key range).
 pub const REDIRECT_COUNTERS: &str =
     "SELECT redirect_count, last_redirect_at FROM redirect_counts WHERE url_id = $1";
-/// Recomputes the redirect counters from the events, after a seed load.
+/// Recomputes the redirect counters from the events, after a seed load:
+/// every URL's count ends up in shard 0.
+pub const CLEAR_REDIRECT_COUNTERS: &str = "DELETE FROM redirect_counts";
 pub const RECOUNT_REDIRECTS: &str = "INSERT INTO redirect_counts \
-     (url_id, redirect_count, last_redirect_at) \
-     SELECT url_id, COUNT(*), MAX(timestamp) FROM events WHERE event_type = 'redirect' \
-     GROUP BY url_id \
-     ON CONFLICT (url_id) DO UPDATE SET redirect_count = excluded.redirect_count, \
-     last_redirect_at = excluded.last_redirect_at";
+     (url_id, shard, redirect_count, last_redirect_at) \
+     SELECT url_id, 0, COUNT(*), MAX(timestamp) FROM events WHERE event_type = 'redirect' \
+     GROUP BY url_id";
 
 pub const SEED_USER: &str = "INSERT INTO users (id, username, email, created_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
@@ -160,6 +162,9 @@ pub trait Dialect: Database {
     /// after rows were inserted with explicit ids, if the backend needs one.
     fn sync_sequence(table: &str) -> Option<String>;
     fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// How many click batches may be written at once: PostgreSQL overlaps
+    /// their commits; SQLite has a single writer.
+    const CONCURRENT_WRITERS: usize;
     /// Lists count matching rows exactly up to this many; beyond it, the
     /// total is the planner's estimate (an exact count would read every
     /// matching row). `None`: always exact.
@@ -490,14 +495,12 @@ where
         let counts = sqlx::query_as::<_, (String, i64)>(EVENT_COUNTS_FOR_URL)
             .bind(id)
             .fetch_all(&self.pool);
-        let redirects = sqlx::query_as::<_, (i64, Timestamp)>(REDIRECT_COUNTERS)
+        let shards = sqlx::query_as::<_, (i64, Timestamp)>(REDIRECT_COUNTERS)
             .bind(id)
-            .fetch_optional(&self.pool);
-        let (counts, redirects) = tokio::try_join!(counts, redirects)?;
-        let (redirect_count, last_redirect_at) = match redirects {
-            Some((count, last)) => (count, Some(last)),
-            None => (0, None),
-        };
+            .fetch_all(&self.pool);
+        let (counts, shards) = tokio::try_join!(counts, shards)?;
+        let redirect_count = shards.iter().map(|(count, _)| count).sum();
+        let last_redirect_at = shards.iter().map(|(_, at)| *at).max();
         Ok(UrlStats::new(url, counts, redirect_count, last_redirect_at))
     }
 
@@ -549,8 +552,12 @@ where
         .await
     }
 
-    #[tracing::instrument(target = "shortener::trace", name = "db.record_clicks", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "record_clicks", db.operation.batch.size = clicks.len()))]
-    async fn record_clicks(&self, clicks: &[Click]) -> StoreResult<()> {
+    fn click_writers_limit(&self) -> usize {
+        DB::CONCURRENT_WRITERS
+    }
+
+    #[tracing::instrument(target = "shortener::trace", name = "db.record_clicks", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME), db.operation.name = "record_clicks", db.operation.batch.size = clicks.len(), shortener.counter_shard = shard))]
+    async fn record_clicks(&self, clicks: &[Click], shard: i16) -> StoreResult<()> {
         if clicks.is_empty() {
             return Ok(());
         }
@@ -577,17 +584,22 @@ where
         }
         let per_url: Vec<_> = per_url.into_iter().collect();
         for chunk in per_url.chunks(CLICKS_PER_STATEMENT) {
-            // Rows in url_id order (the map is sorted): every writer takes
-            // the row locks in the same order, so writers on several
-            // replicas queue instead of deadlocking.
+            // Each writer counts into its own shard's rows, so concurrent
+            // writers of one replica never wait on each other. Writers of
+            // different replicas may share a shard number; they take the row
+            // locks in url_id order (the map is sorted), so they queue
+            // instead of deadlocking.
             let mut counters = QueryBuilder::<DB>::new(
-                "INSERT INTO redirect_counts (url_id, redirect_count, last_redirect_at) ",
+                "INSERT INTO redirect_counts (url_id, shard, redirect_count, last_redirect_at) ",
             );
             counters.push_values(chunk, |mut row, (url_id, (count, at))| {
-                row.push_bind(*url_id).push_bind(*count).push_bind(*at);
+                row.push_bind(*url_id)
+                    .push_bind(i64::from(shard))
+                    .push_bind(*count)
+                    .push_bind(*at);
             });
             counters.push(
-                " ON CONFLICT (url_id) DO UPDATE SET \
+                " ON CONFLICT (url_id, shard) DO UPDATE SET \
                  redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
                  last_redirect_at = CASE WHEN excluded.last_redirect_at > \
                  redirect_counts.last_redirect_at THEN excluded.last_redirect_at \
@@ -642,6 +654,9 @@ where
                     .await?,
             );
         }
+        sqlx::query(CLEAR_REDIRECT_COUNTERS)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(RECOUNT_REDIRECTS).execute(&mut *tx).await?;
         for table in ["users", "urls", "events"] {
             Self::sync_sequence(&mut tx, table).await?;

@@ -31,6 +31,7 @@ impl Dialect for Sqlite {
          updated_at, version";
 
     const COUNT_CAP: Option<i64> = None;
+    const CONCURRENT_WRITERS: usize = 1;
 
     fn sync_sequence(_table: &str) -> Option<String> {
         None

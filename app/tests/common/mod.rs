@@ -22,6 +22,13 @@ pub fn admin_database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// Where `scripts/services.sh` says the test PgBouncer is (transaction
+/// pooling in front of the PostgreSQL above, every database name).
+pub fn pgbouncer_url() -> String {
+    std::env::var("TEST_PGBOUNCER_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:56435/postgres".into())
+}
+
 /// Where `scripts/services.sh` says Redis is.
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -41,11 +48,16 @@ pub fn unique_prefix() -> String {
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL through PgBouncer in transaction pooling, as deployed;
+    /// migrations go straight to PostgreSQL.
+    PgBouncer,
 }
 
 /// A database that exists for one test and is removed after it.
 pub struct TestDatabase {
     pub url: String,
+    /// A direct URL for migrations, when `url` goes through PgBouncer.
+    pub migration_url: Option<String>,
     name: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -60,11 +72,12 @@ impl TestDatabase {
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
                 Self {
                     url,
+                    migration_url: None,
                     name: None,
                     _dir: Some(dir),
                 }
             }
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PgBouncer => {
                 let name = format!(
                     "shortener_test_{}_{}_{}",
                     std::process::id(),
@@ -78,9 +91,21 @@ impl TestDatabase {
                 conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .await
                     .unwrap();
-                let url = with_database(&admin, &name);
+                let direct = with_database(&admin, &name);
+                let (url, migration_url) = if backend == Backend::PgBouncer {
+                    let bouncer = pgbouncer_url();
+                    let url = with_database(&bouncer, &name);
+                    let mut conn = PgConnection::connect(&url).await.unwrap_or_else(|e| {
+                        panic!("PgBouncer at {bouncer} is needed (run scripts/test.sh): {e}")
+                    });
+                    conn.execute("SELECT 1").await.unwrap();
+                    (url, Some(direct))
+                } else {
+                    (direct, None)
+                };
                 Self {
                     url,
+                    migration_url,
                     name: Some(name),
                     _dir: None,
                 }
@@ -89,7 +114,9 @@ impl TestDatabase {
     }
 
     pub async fn store(&self) -> DynStore {
-        store::connect(&self.url, 10, None).await.unwrap()
+        store::connect(&self.url, 10, self.migration_url.as_deref())
+            .await
+            .unwrap()
     }
 
     /// The same database reached through `addr` (a fault-injection proxy).
@@ -304,11 +331,12 @@ pub async fn expect_error(res: Response, status: StatusCode) -> String {
         .to_owned()
 }
 
-/// Runs each listed test against both backends:
-/// `both_backends!(creates_users, …)` makes `sqlite::creates_users` and
-/// `postgres::creates_users`, each calling `creates_users(Backend)`.
+/// Runs each listed test against every backend:
+/// `every_backend!(creates_users, …)` makes `sqlite::creates_users`,
+/// `postgres::creates_users` and `pgbouncer::creates_users`, each calling
+/// `creates_users(Backend)`.
 #[macro_export]
-macro_rules! both_backends {
+macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,6 +346,11 @@ macro_rules! both_backends {
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name($crate::common::Backend::Postgres).await }
+            )*
+        }
+        mod pgbouncer {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::PgBouncer).await }
             )*
         }
     };
