@@ -81,41 +81,14 @@ ensure_pgbouncer_exporter() {
     die "prometheus-pgbouncer-exporter in $venv does not import"
 }
 
-# PgBouncer 1.21+ keeps named prepared statements across transaction pooling
-# (max_prepared_statements); sqlx prepares every query, so 1.18 from bookworm
-# would break. Build the current Debian source once and cache the binary.
+# PgBouncer 1.21+ (named prepared statements across transaction pooling):
+# scripts/pgbouncer.sh builds Debian's current source once into the cache
+# the test suite shares.
 ensure_pgbouncer() {
-  if [ -x "$PGBOUNCER_BIN" ] && "$PGBOUNCER_BIN" --version 2>/dev/null | head -n1 |
-      awk '{split($2, v, "."); exit !(v[1] > 1 || (v[1] == 1 && v[2] >= 21))}'; then
-    return 0
-  fi
-  log "building PgBouncer from Debian source into $STACK_CACHE/pgbouncer (once)"
-  apt_ensure libevent-dev libssl-dev libc-ares-dev pkg-config build-essential dpkg-dev
-  local have
-  have=$( (apt-cache showsrc pgbouncer 2>/dev/null || true) | awk '/^Version:/{print $2}' | sort -V | tail -n1)
-  if [ -z "$have" ] || dpkg --compare-versions "$have" lt 1.21; then
-    log "adding a deb-src entry for Debian trixie (source packages only)"
-    cat >/etc/apt/sources.list.d/shortener-trixie-src.sources <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    apt-get update -qq >&2
-  fi
-  local work
-  work=$(mktemp -d /tmp/pgbouncer-build.XXXXXX)
-  (
-    cd "$work"
-    apt-get -o APT::Sandbox::User=root source -qq pgbouncer >build.log 2>&1 ||
-      { cat build.log >&2; exit 1; }
-    cd pgbouncer-*/
-    { ./configure --prefix="$STACK_CACHE/pgbouncer" && make -j"$(nproc)" && make install; } \
-      >>../build.log 2>&1 || { tail -n 40 ../build.log >&2; exit 1; }
-  ) || die "PgBouncer build failed (log in $work/build.log)"
-  rm -rf "$work"
-  "$PGBOUNCER_BIN" --version | head -n1 >&2
+  local built
+  built=$(SHORTENER_STACK_CACHE="$STACK_CACHE" "$STACK_REPO/scripts/pgbouncer.sh" build) ||
+    die "no PgBouncer >= 1.21"
+  [ "$built" = "$PGBOUNCER_BIN" ] || die "PgBouncer built at $built, expected $PGBOUNCER_BIN"
 }
 
 ensure_binary() {
