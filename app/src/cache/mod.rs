@@ -126,7 +126,7 @@ impl RedirectCache {
                     return Ok((Some(target), Source::Shared));
                 }
                 Ok(None) => self.count("shared", "miss"),
-                Err(()) => self.count("shared", "error"),
+                Err(unavailable) => self.count("shared", unavailable.as_str()),
             }
         }
         let target = store.resolve(code).await?.map(Arc::new);
@@ -252,7 +252,12 @@ async fn listen(
     let mut pubsub = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    pubsub.subscribe(channel).await?;
+    // Bounded: a connection that never answers (seen: a socket connected
+    // to itself while Redis was down on the same host) must not hold the
+    // feed forever.
+    tokio::time::timeout(Duration::from_secs(2), pubsub.subscribe(channel))
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out")))??;
     if reconnect && let Some(cache) = cache.upgrade() {
         cache.evict_all_local();
         tracing::info!("invalidation feed restored; local cache flushed");

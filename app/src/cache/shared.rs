@@ -79,6 +79,25 @@ fn decode(code: &str, raw: &str) -> Option<RedirectTarget> {
     })
 }
 
+/// Why the shared tier gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Redis was not asked: a call failed less than a second ago.
+    Skipped,
+    /// The call failed or timed out.
+    Failed,
+}
+
+impl Unavailable {
+    /// The `result` label of `shortener_cache_lookups_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skipped => "skipped",
+            Self::Failed => "error",
+        }
+    }
+}
+
 impl SharedCache {
     /// Prepares a connection to `url`; nothing is dialled until first use,
     /// so the service starts (and serves from the database) while Redis is
@@ -149,12 +168,12 @@ impl SharedCache {
     }
 
     /// Runs one Redis call under the timeout, recording failures.
-    async fn call<T, F>(&self, what: &str, call: F) -> Result<T, ()>
+    async fn call<T, F>(&self, what: &str, call: F) -> Result<T, Unavailable>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         if !self.available() {
-            return Err(());
+            return Err(Unavailable::Skipped);
         }
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => {
@@ -163,24 +182,24 @@ impl SharedCache {
             }
             Ok(Err(err)) => {
                 self.failed(what, &err);
-                Err(())
+                Err(Unavailable::Failed)
             }
             Err(_) => {
                 self.failed(what, &"timed out");
-                Err(())
+                Err(Unavailable::Failed)
             }
         }
     }
 
     #[tracing::instrument(target = "shortener::trace", name = "cache.get", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "GET", cache.tier = "redis", cache.result = tracing::field::Empty))]
-    pub async fn get(&self, code: &str) -> Result<Option<RedirectTarget>, ()> {
+    pub async fn get(&self, code: &str) -> Result<Option<RedirectTarget>, Unavailable> {
         let mut conn = self.connection.clone();
-        let raw: Result<Option<String>, ()> = self.call("get", conn.get(self.key(code))).await;
+        let raw: Result<Option<String>, _> = self.call("get", conn.get(self.key(code))).await;
         let found = raw.map(|raw| raw.and_then(|raw| decode(code, &raw)));
         let result = match &found {
             Ok(Some(_)) => "hit",
             Ok(None) => "miss",
-            Err(()) => "error",
+            Err(unavailable) => unavailable.as_str(),
         };
         tracing::Span::current().record("cache.result", result);
         found
@@ -195,13 +214,13 @@ impl SharedCache {
             .arg(target.version)
             .arg(encode(target))
             .arg(self.ttl_secs);
-        let written: Result<i64, ()> = self.call("put", invocation.invoke_async(&mut conn)).await;
+        let written: Result<i64, _> = self.call("put", invocation.invoke_async(&mut conn)).await;
         // Failures are counted and logged by `call`; a refused put is a newer
         // version already there.
         let result = match written {
             Ok(1) => "written",
             Ok(_) => "kept_newer",
-            Err(()) => "error",
+            Err(unavailable) => unavailable.as_str(),
         };
         tracing::Span::current().record("cache.result", result);
     }
@@ -211,10 +230,13 @@ impl SharedCache {
     pub async fn publish(&self, codes: &[&str]) {
         let mut conn = self.connection.clone();
         let message = codes.join(" ");
-        let published: Result<i64, ()> = self
+        let published: Result<i64, _> = self
             .call("publish", conn.publish(self.channel(), message))
             .await;
-        let result = if published.is_ok() { "ok" } else { "error" };
+        let result = match published {
+            Ok(_) => "ok",
+            Err(unavailable) => unavailable.as_str(),
+        };
         tracing::Span::current().record("cache.result", result);
     }
 
