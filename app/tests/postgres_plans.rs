@@ -30,7 +30,7 @@ async fn every_api_query_is_served_by_an_index() {
         "SELECT COUNT(*) FROM urls WHERE TRUE AND user_id = 1",
         // Stats.
         "SELECT event_type, COUNT(*) FROM events WHERE url_id = 1 \
-         AND (event_type < 'redirect' OR event_type > 'redirect') GROUP BY event_type",
+         AND event_type <> 'redirect' GROUP BY event_type",
         "SELECT redirect_count, last_redirect_at FROM redirect_counts WHERE url_id = 1",
         // Uniqueness checks.
         "SELECT id FROM users WHERE lower(email) = 'a@b.co' AND deleted_at IS NULL",
@@ -48,6 +48,36 @@ async fn every_api_query_is_served_by_an_index() {
             plan.join("\n")
         );
     }
+}
+
+/// Stats count a link's non-redirect events from the partial index that
+/// holds only those, also in the generic plan a prepared statement gets
+/// (so a link's millions of clicks are never read to count its edits).
+#[tokio::test]
+async fn stats_counts_skip_redirect_entries_even_when_prepared() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    db.store().await; // applies the migrations
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+        .await
+        .unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "PREPARE counts(bigint) AS {}",
+        shortener::store::sql::EVENT_COUNTS_FOR_URL
+    )))
+    .await
+    .unwrap();
+    let plan: Vec<(String,)> = sqlx::query_as("EXPLAIN EXECUTE counts(1)")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let plan: Vec<_> = plan.into_iter().map(|(line,)| line).collect();
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("events_url_id_counted_type_idx")),
+        "{}",
+        plan.join("\n")
+    );
 }
 
 /// Past the count cap, totals come from the planner instead of reading

@@ -9,7 +9,7 @@
 
 mod model;
 pub mod postgres;
-mod sql;
+pub mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -212,7 +212,7 @@ impl Page {
     pub const DEFAULT_PER_PAGE: u32 = 25;
     pub const MAX_PER_PAGE: u32 = 100;
     /// Deepest offset a page may start at.
-    pub const MAX_OFFSET: i64 = 100_000;
+    pub const MAX_OFFSET: i64 = 10_000;
 
     pub fn limit(self) -> i64 {
         i64::from(self.per_page)

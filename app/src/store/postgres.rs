@@ -25,7 +25,7 @@ impl Dialect for Postgres {
          RETURNING id, user_id, short_code, original_url, title, is_active, created_at, \
          updated_at, version";
 
-    const COUNT_CAP: Option<i64> = Some(100_000);
+    const COUNT_CAP: Option<i64> = Some(10_000);
     const CONCURRENT_WRITERS: usize = usize::MAX;
 
     fn sync_sequence(table: &str) -> Option<String> {
