@@ -245,13 +245,13 @@ suite() { # big|small
   one() { printf '%s\n' "$2" >"$work/$1"; }
   one urls_page1 "/urls"
   one urls_keyset_deep "/urls?after_id=$deep_url"
-  one urls_offset_cap "/urls?page=1001&per_page=100"
+  one urls_offset_cap "/urls?page=101&per_page=100"
   one urls_heavy_user "/urls?user_id=$heavy_user"
   one urls_inactive "/urls?is_active=false"
   one events_hot_url "/events?url_id=$hot_url"
   one url_events_hot "/urls/$hot_url/events"
   one events_redirect_deep "/events?event_type=redirect&after_id=$deep_event"
-  one events_offset_cap "/events?page=1001&per_page=100"
+  one events_offset_cap "/events?page=101&per_page=100"
   one stats_hot "/urls/$hot_url/stats"
   one users_page1 "/users"
   echo "active codes: $(wc -l <"$work/redirect_random"); wrk -t$THREADS -c$CONNECTIONS, $WARMUP warm-up + $DURATION per scenario"
@@ -284,7 +284,7 @@ suite() { # big|small
   local code
   code=$(head -n1 "$work/redirect_random" | cut -c2-)
   spsql "$SCALE_DB" -v hot_url="$hot_url" -v heavy_user="$heavy_user" -v deep_url="$deep_url" \
-    -v deep_event="$deep_event" -v code="$code" -v cap=100001 -f "$SCALE_HERE/explain.sql" \
+    -v deep_event="$deep_event" -v code="$code" -v cap=10001 -f "$SCALE_HERE/explain.sql" \
     >"$RESULTS/explain-$size.txt" 2>&1 || { tail -n 20 "$RESULTS/explain-$size.txt" >&2; die "explain.sql failed"; }
   explain_summary "$RESULTS/explain-$size.txt" | tee "$RESULTS/explain-summary-$size.txt"
 }
