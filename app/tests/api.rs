@@ -4,11 +4,12 @@
 mod common;
 
 use common::{Backend, TestApp, expect_error, expect_json};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shortener::config::AuthMode;
 
 every_backend!(
+    request_ids_are_echoed_or_assigned_uniquely,
     concurrent_redirects_to_one_link_are_each_counted_once,
     health_reports_database_and_cache,
     users_crud,
@@ -1120,4 +1121,22 @@ async fn concurrent_redirects_to_one_link_are_each_counted_once(backend: Backend
         }
     }
     assert_eq!(ids.len(), REDIRECTS);
+}
+
+async fn request_ids_are_echoed_or_assigned_uniquely(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let echoed = app
+        .request(Method::GET, "/health")
+        .header("x-request-id", "caller-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "caller-7");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let res = app.get("/health").await;
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(!id.is_empty());
+        assert!(seen.insert(id), "request ids repeat: {seen:?}");
+    }
 }

@@ -1,8 +1,16 @@
--- no-transaction
 -- Stats count a URL's events by type, except `redirect` (those are counted
 -- in redirect_counts). The (url_id, event_type, id) index cannot skip a hot
 -- link's millions of redirect entries; this partial index holds only the
 -- other types, so the count reads a handful of entries, and clicks never
--- write to it. Built CONCURRENTLY (outside a transaction, hence the line
--- above): click inserts keep flowing while a large events table is indexed.
-CREATE INDEX CONCURRENTLY events_url_id_counted_type_idx ON events (url_id, event_type) WHERE event_type <> 'redirect';
+-- write to it.
+--
+-- Built inside the migration's transaction: while it builds, writes to
+-- `events` wait (clicks queue in the replicas, then spill). On a large
+-- events table, build it beforehand without blocking writes, then upgrade:
+--   CREATE INDEX CONCURRENTLY events_url_id_counted_type_idx
+--       ON events (url_id, event_type) WHERE event_type <> 'redirect';
+-- (check it is valid: `\d events` must not say INVALID; if it does, drop it
+-- and build it again). Not CONCURRENTLY here: replicas starting together
+-- wait for the migration lock inside a statement, and a concurrent build
+-- waits for those statements: PostgreSQL reports a deadlock.
+CREATE INDEX IF NOT EXISTS events_url_id_counted_type_idx ON events (url_id, event_type) WHERE event_type <> 'redirect';
