@@ -334,6 +334,7 @@ async fn redirect_records_an_event_visible_at_once(backend: Backend) {
             "redirect {n} recorded at once"
         );
         assert_eq!(events[0]["user_id"], user["id"]);
+        assert_eq!(events[0]["details"], json!({"short_code": code}));
     }
 }
 

@@ -163,6 +163,17 @@ pub trait Dialect: Database {
     /// after rows were inserted with explicit ids, if the backend needs one.
     fn sync_sequence(table: &str) -> Option<String>;
     fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// Writes a click batch's events and its per-URL counter deltas
+    /// (sorted by `url_id`) in `tx`, when the backend has a better way than
+    /// the portable multi-row `VALUES` statements (`None`: use those).
+    fn write_clicks<'t>(
+        _tx: &'t mut sqlx::Transaction<'static, Self>,
+        _clicks: &'t [Click],
+        _counters: &'t [(i64, (i64, Timestamp))],
+        _shard: i16,
+    ) -> Option<futures_util::future::BoxFuture<'t, Result<(), sqlx::Error>>> {
+        None
+    }
     /// How many click batches may be written at once: PostgreSQL overlaps
     /// their commits; SQLite has a single writer.
     const CONCURRENT_WRITERS: usize;
@@ -569,7 +580,19 @@ where
             entry.0 += 1;
             entry.1 = entry.1.max(click.at);
         }
+        let per_url: Vec<_> = per_url.into_iter().collect();
         let mut tx = self.writer.begin().await?;
+        let written = match DB::write_clicks(&mut tx, clicks, &per_url, shard) {
+            Some(write) => {
+                write.await?;
+                true
+            }
+            None => false,
+        };
+        if written {
+            tx.commit().await?;
+            return Ok(());
+        }
         for chunk in clicks.chunks(CLICKS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<DB>::new(
                 "INSERT INTO events (url_id, user_id, event_type, timestamp, details) ",
@@ -583,7 +606,6 @@ where
             });
             insert.build().execute(&mut *tx).await?;
         }
-        let per_url: Vec<_> = per_url.into_iter().collect();
         for chunk in per_url.chunks(CLICKS_PER_STATEMENT) {
             // Each writer counts into its own shard's rows, so concurrent
             // writers of one replica never wait on each other. Writers of
