@@ -163,7 +163,7 @@ pub struct ClickSettings {
 
     /// Click batches written at once (PostgreSQL; SQLite always writes one
     /// at a time). Each holds a database connection while it writes.
-    #[arg(long, env = "CLICK_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, env = "CLICK_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub click_writers: u64,
 }
 

@@ -50,7 +50,7 @@ impl Default for BatchConfig {
             max_batch: 1000,
             queue_capacity: 10_000,
             spill_capacity: 100_000,
-            writers: 4,
+            writers: 2,
         }
     }
 }
