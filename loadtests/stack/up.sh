@@ -266,6 +266,10 @@ start_app() {
     SHUTDOWN_GRACE_SECS="${APP_SHUTDOWN_GRACE_SECS:-10}"
     REQUEST_TIMEOUT_SECS="${APP_REQUEST_TIMEOUT_SECS:-10}"
     DATA_DIR="$STACK_DIR/app-data"
+    # One runtime worker per replica, as in a pod limited to one CPU or
+    # less (the runtime sizes itself from the cgroup quota there); three
+    # replicas of two workers each on two cores would mostly switch.
+    TOKIO_WORKER_THREADS="${APP_WORKER_THREADS:-1}"
   )
   add_passthrough_env envs
   log "starting app replica on 127.0.0.1:$port"
