@@ -109,6 +109,35 @@ pub struct AppConfig {
     /// Per-client request limit.
     #[serde(default)]
     pub rate_limit: RateLimit,
+    /// Trace export (OpenTelemetry over OTLP/HTTP); off unless an endpoint is set.
+    #[serde(default)]
+    pub tracing: TracingSpec,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// Base URL of an OTLP/HTTP collector (plain `http://`, e.g.
+    /// `http://otel-collector.observability:4318`); unset: no traces are exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Share of new traces kept (a caller's sampling decision in `traceparent` is followed).
+    #[serde(default = "default_sample_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingSpec {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            sample_ratio: default_sample_ratio(),
+        }
+    }
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 impl Default for AppConfig {
@@ -118,6 +147,7 @@ impl Default for AppConfig {
             cache_ttl_seconds: default_cache_ttl(),
             negative_cache_ttl_seconds: default_negative_cache_ttl(),
             rate_limit: RateLimit::default(),
+            tracing: TracingSpec::default(),
         }
     }
 }

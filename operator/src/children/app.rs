@@ -76,6 +76,14 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     if spec.ingress.enabled && spec.ingress.host.is_some() {
         data.insert("PUBLIC_BASE_URL".to_string(), instance.public_url());
     }
+    if let Some(endpoint) = &config.tracing.endpoint {
+        data.insert("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), endpoint.clone());
+        data.insert(
+            "OTEL_TRACES_SAMPLER_ARG".to_string(),
+            config.tracing.sample_ratio.to_string(),
+        );
+        data.insert("OTEL_SERVICE_NAME".to_string(), instance.name.to_string());
+    }
     if spec.redis.external.is_none() {
         data.insert(
             "REDIS_URL".to_string(),
@@ -155,6 +163,19 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
             &instance.admin_secret_name(),
             "api-key",
         ));
+    }
+    if spec.app.config.tracing.endpoint.is_some() {
+        // Which pod a span came from, from the downward API.
+        for (name, field) in [
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace"),
+        ] {
+            env.push(json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": field } } }));
+        }
+        env.push(json!({
+            "name": "OTEL_RESOURCE_ATTRIBUTES",
+            "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)",
+        }));
     }
     env
 }
@@ -423,6 +444,37 @@ mod tests {
             .unwrap();
         assert_eq!((source.name.as_str(), source.key.as_str()), ("pg", "dsn"));
         assert!(!cm.data.unwrap().contains_key("REDIS_URL"));
+    }
+
+    #[test]
+    fn tracing_is_off_by_default_and_wired_when_an_endpoint_is_set() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let cm = config_map(&i);
+        let data = cm.data.clone().unwrap();
+        assert!(data.keys().all(|k| !k.starts_with("OTEL_")), "{data:?}");
+        let d = deployment(&i, &cm).unwrap();
+        assert!(!env_names(&d).contains(&"OTEL_RESOURCE_ATTRIBUTES".to_string()));
+
+        let mut spec = ShortenerSpec::default();
+        spec.app.config.tracing.endpoint = Some("http://otel-collector.obs:4318".into());
+        spec.app.config.tracing.sample_ratio = 0.25;
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let cm = config_map(&i);
+        let data = cm.data.clone().unwrap();
+        assert_eq!(
+            data["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            "http://otel-collector.obs:4318"
+        );
+        assert_eq!(data["OTEL_TRACES_SAMPLER_ARG"], "0.25");
+        assert_eq!(data["OTEL_SERVICE_NAME"], "links");
+        let d = deployment(&i, &cm).unwrap();
+        let names = env_names(&d);
+        let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
+        // $(POD_NAME) expands only from variables defined before it.
+        assert!(pos("POD_NAME") < pos("OTEL_RESOURCE_ATTRIBUTES"));
+        assert!(pos("POD_NAMESPACE") < pos("OTEL_RESOURCE_ATTRIBUTES"));
     }
 
     #[test]
