@@ -489,7 +489,7 @@ pgbouncers:
     exclude_databases: [pgbouncer]
 EOF
   start_daemon "PgBouncer exporter" "$run/pgbouncer-exporter.pid" pgbouncer-exporter "$PGB_EXPORTER_PORT" "$logd/pgbouncer-exporter.log" \
-    env -i PATH="$PATH" "$PGB_EXPORTER_BIN" --config "$MON_DIR/pgbouncer-exporter.yml" --log-file stdout || true
+    env -i PATH="$PATH" "$PGB_EXPORTER_BIN" --config "$MON_DIR/pgbouncer-exporter.yml" --log-file /dev/stdout || true
   start_daemon redis_exporter "$run/redis-exporter.pid" redis-exporter "$REDIS_EXPORTER_PORT" "$logd/redis-exporter.log" \
     env -i PATH="$PATH" prometheus-redis-exporter --redis.addr="redis://127.0.0.1:$REDIS_PORT" \
       --web.listen-address="127.0.0.1:$REDIS_EXPORTER_PORT" || true
