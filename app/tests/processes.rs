@@ -4,100 +4,13 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::server::{BIN, Server, client};
 use common::{ADMIN_KEY, Backend, TestDatabase};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_shortener");
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Server {
-    fn start(database_url: &str) -> Self {
-        Self::start_with(database_url, &[])
-    }
-
-    fn start_with(database_url: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let child = Command::new(BIN)
-            .arg("serve")
-            .envs(env.iter().copied())
-            .env("DATABASE_URL", database_url)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("AUTH_MODE", "api-key")
-            .env("ADMIN_API_KEY", ADMIN_KEY)
-            .env("SHUTDOWN_GRACE_SECS", "5")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_healthy(&mut self, client: &Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(res) = client.get(format!("{}/health", self.base)).send().await
-                && res.status() == StatusCode::OK
-            {
-                return;
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "server exited during start-up"
-            );
-            assert!(Instant::now() < deadline, "server not healthy in time");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 async fn call(
     client: &Client,
@@ -120,11 +33,11 @@ async fn two_processes_on_one_postgres_agree() {
     let db = TestDatabase::new(Backend::Postgres).await;
     // Both start at once on an empty database: migrations run exactly once.
     // (B migrates over a separate direct URL, as it would behind PgBouncer.)
-    let mut a = Server::start(&db.url);
-    let mut b = Server::start_with(&db.url, &[("MIGRATION_DATABASE_URL", db.url.as_str())]);
+    let mut a = Server::start(&db.url, &[]);
+    let mut b = Server::start(&db.url, &[("MIGRATION_DATABASE_URL", db.url.as_str())]);
     let http = client();
-    a.wait_healthy(&http).await;
-    b.wait_healthy(&http).await;
+    a.wait_ready(&http, "/health").await;
+    b.wait_ready(&http, "/health").await;
 
     let (status, url) = call(
         &http,
@@ -268,24 +181,9 @@ async fn seed_load_command_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_default_needs_no_configuration() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new(BIN)
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_remove("DATABASE_URL")
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("AUTH_MODE", "open")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    let mut server = Server::spawn(&[("AUTH_MODE", "open")]);
     let http = client();
-    server.wait_healthy(&http).await;
+    server.wait_ready(&http, "/health").await;
     let res = http
         .post(format!("{}/shorten", server.base))
         .json(&json!({"url": "https://example.com"}))
@@ -293,7 +191,7 @@ async fn embedded_default_needs_no_configuration() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
-    assert!(dir.path().join("data/shortener.db").exists());
+    assert!(server.dir.path().join("data/shortener.db").exists());
     assert!(server.terminate().success());
 }
 
@@ -303,9 +201,9 @@ async fn embedded_default_needs_no_configuration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_no_answered_click() {
     let db = TestDatabase::new(Backend::Postgres).await;
-    let mut server = Server::start(&db.url);
+    let mut server = Server::start(&db.url, &[]);
     let http = client();
-    server.wait_healthy(&http).await;
+    server.wait_ready(&http, "/health").await;
     let (_, url) = call(
         &http,
         reqwest::Method::POST,

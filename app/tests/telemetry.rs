@@ -5,23 +5,21 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use common::server::{BIN, Server, client};
 use common::{Backend, TestDatabase};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_shortener");
 
 /// The caller's trace, as an ingress would send it.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -130,112 +128,26 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The server's JSON log lines.
+fn log_lines(server: &Server) -> Vec<Value> {
+    server
+        .logs()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    stderr: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+/// The service under test: open auth, every request in the access log.
+fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
+    let mut all = vec![("AUTH_MODE", "open"), ("ACCESS_LOG", "all")];
+    all.extend_from_slice(env);
+    Server::start(database_url, &all)
 }
 
-impl Server {
-    fn start(database_url: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let stderr = dir.path().join("stderr.log");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .envs(env.iter().copied())
-            .env("DATABASE_URL", database_url)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("AUTH_MODE", "open")
-            .env("ACCESS_LOG", "all")
-            .env("SHUTDOWN_GRACE_SECS", "5")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    async fn wait_healthy(&mut self, client: &Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(res) = client.get(format!("{}/livez", self.base)).send().await
-                && res.status() == StatusCode::OK
-            {
-                return;
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "server exited during start-up: {}",
-                self.logs()
-            );
-            assert!(Instant::now() < deadline, "server not healthy in time");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn terminate(&mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit {status}: {}", self.logs());
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// The JSON log lines.
-    fn log_lines(&self) -> Vec<Value> {
-        self.logs()
-            .lines()
-            .map(|line| {
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+/// SIGTERM, then a clean exit.
+fn stop(server: &mut Server) {
+    let status = server.terminate();
+    assert!(status.success(), "exit {status}: {}", server.logs());
 }
 
 /// Creates a URL (inside the caller's trace) and follows it, then stops the
@@ -245,7 +157,7 @@ async fn traced_traffic(
     received: &Arc<Mutex<Received>>,
     endpoint: &str,
 ) -> (Vec<SpanSeen>, Value, Server) {
-    let mut server = Server::start(
+    let mut server = start(
         database_url,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
@@ -259,7 +171,7 @@ async fn traced_traffic(
         ],
     );
     let http = client();
-    server.wait_healthy(&http).await;
+    server.wait_ready(&http, "/livez").await;
 
     let res = http
         .post(format!("{}/urls", server.base))
@@ -285,7 +197,7 @@ async fn traced_traffic(
         received.lock().unwrap().requests.is_empty(),
         "spans were sent before shutdown although the batch delay is long"
     );
-    server.terminate();
+    stop(&mut server);
     let received = received.lock().unwrap();
     assert!(received.problems.is_empty(), "{:?}", received.problems);
     (spans(&received), url, server)
@@ -364,7 +276,7 @@ async fn request_and_database_spans_reach_the_collector_in_the_callers_trace() {
 
     // The log lines kept their shape: trace spans never appear in them, and
     // lines inside a request still carry the request span.
-    let lines = server.log_lines();
+    let lines = log_lines(&server);
     let served: Vec<_> = lines
         .iter()
         .filter(|l| l["message"] == "request served")
@@ -409,7 +321,7 @@ async fn without_an_endpoint_nothing_is_exported_and_the_service_works() {
     };
     let received = collector(listener);
     let db = TestDatabase::new(Backend::Sqlite).await;
-    let mut server = Server::start(
+    let mut server = start(
         &db.url,
         &[
             ("OTEL_SERVICE_NAME", "shortener-under-test"),
@@ -417,7 +329,7 @@ async fn without_an_endpoint_nothing_is_exported_and_the_service_works() {
         ],
     );
     let http = client();
-    server.wait_healthy(&http).await;
+    server.wait_ready(&http, "/livez").await;
     let res = http
         .post(format!("{}/urls", server.base))
         .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
@@ -438,11 +350,11 @@ async fn without_an_endpoint_nothing_is_exported_and_the_service_works() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::FOUND);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    server.terminate();
+    stop(&mut server);
 
     let received = received.lock().unwrap();
     assert!(received.requests.is_empty() && received.problems.is_empty());
-    let lines = server.log_lines();
+    let lines = log_lines(&server);
     assert!(!lines.iter().any(|l| l["message"] == "exporting traces"));
     assert!(!lines.iter().any(|l| l["message"] == "traces flushed"));
     assert!(

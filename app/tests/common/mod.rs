@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proxy;
+pub mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
