@@ -111,6 +111,39 @@ impl ServeConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The configuration `shortener serve FLAGS…` would run with, reading
+    /// no environment variable: every default comes from the one place
+    /// `serve` takes it from. For embedding and tests.
+    pub fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        // A later flag wins over an earlier one, as in a shell wrapper.
+        let command = Flags::command()
+            .args_override_self(true)
+            .mut_args(|arg| arg.env(None));
+        let flags = std::iter::once(std::ffi::OsString::from("serve"))
+            .chain(flags.into_iter().map(Into::into));
+        let config = Flags::from_arg_matches(&command.try_get_matches_from(flags)?)?.config;
+        config.validate().map_err(|problem| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, problem)
+        })?;
+        Ok(config)
+    }
+}
+
+/// [`ServeConfig`] as a command of its own, for [`ServeConfig::from_flags`].
+#[derive(clap::Parser)]
+struct Flags {
+    #[command(flatten)]
+    config: ServeConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,6 +180,24 @@ pub struct CacheSettings {
     pub redis_timeout_ms: u64,
 }
 
+impl CacheSettings {
+    pub fn local_ttl(&self) -> Duration {
+        Duration::from_secs(self.local_cache_ttl_seconds)
+    }
+
+    pub fn negative_ttl(&self) -> Duration {
+        Duration::from_secs(self.negative_cache_ttl_seconds)
+    }
+
+    pub fn shared_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_seconds)
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ClickSettings {
     /// Most clicks written in one INSERT.
@@ -165,6 +216,29 @@ pub struct ClickSettings {
     /// at a time). Each holds a database connection while it writes.
     #[arg(long, env = "CLICK_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub click_writers: u64,
+}
+
+impl ClickSettings {
+    pub fn max_batch(&self) -> usize {
+        as_usize(self.click_batch_max)
+    }
+
+    pub fn queue_capacity(&self) -> usize {
+        as_usize(self.click_queue_capacity)
+    }
+
+    pub fn spill_capacity(&self) -> usize {
+        as_usize(self.click_spill_capacity)
+    }
+
+    pub fn writers(&self) -> usize {
+        as_usize(self.click_writers)
+    }
+}
+
+/// The ranges above fit any `usize` this builds for; saturate regardless.
+fn as_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// Trace export over OTLP/HTTP with protobuf bodies: off unless an endpoint

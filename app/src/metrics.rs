@@ -1,10 +1,24 @@
 //! Prometheus metrics. Names are prefixed `shortener_`; labels use route
 //! templates (`/urls/{id}`), never raw paths, so cardinality stays bounded.
+//!
+//! Two models, one per kind of number: counters, histograms and the gauges
+//! of things that change as work happens (click queue, spill, Redis) are
+//! pushed by the code that does the work; gauges that describe state
+//! nobody changes on the spot (cache size, pool, database reachability,
+//! active links) are sampled by one task ([`spawn_sampler`]). A scrape only
+//! renders: it never waits on the database.
 
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::links::Links;
+use crate::store::{DynStore, Store};
 
 pub struct Metrics {
     registry: Registry,
@@ -108,7 +122,7 @@ impl Metrics {
         )?;
         let urls_active = IntGauge::new(
             "shortener_urls_active",
-            "Active short URLs (refreshed every minute; estimated above 100k)",
+            "Active short URLs (sampled every minute; estimated above 10,000)",
         )?;
         let rate_limited = IntCounter::new(
             "shortener_rate_limited_total",
@@ -123,33 +137,31 @@ impl Metrics {
                 .const_label("version", env!("CARGO_PKG_VERSION")),
         )?;
         build_info.set(1);
-        registry.register(Box::new(http_requests.clone()))?;
-        registry.register(Box::new(http_duration.clone()))?;
-        registry.register(Box::new(redirects.clone()))?;
-        registry.register(Box::new(urls_created.clone()))?;
-        registry.register(Box::new(clicks_dropped.clone()))?;
-        registry.register(Box::new(build_info))?;
-        for gauge in [
-            &click_queue,
-            &clicks_spilled,
-            &click_writes_in_flight,
-            &click_writers,
-            &cache_entries,
-            &redis_up,
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(redirects.clone()),
+            Box::new(urls_created.clone()),
+            Box::new(clicks_dropped.clone()),
+            Box::new(build_info),
+            Box::new(click_queue.clone()),
+            Box::new(clicks_spilled.clone()),
+            Box::new(click_writes_in_flight.clone()),
+            Box::new(click_writers.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(redis_up.clone()),
+            Box::new(click_batch_size.clone()),
+            Box::new(click_flush_seconds.clone()),
+            Box::new(cache_lookups.clone()),
+            Box::new(db_connections.clone()),
+            Box::new(urls_active.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(database_up.clone()),
+            // Resident memory, CPU seconds, open file descriptors (Linux).
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
-            registry.register(Box::new(gauge.clone()))?;
+            registry.register(collector)?;
         }
-        registry.register(Box::new(click_batch_size.clone()))?;
-        registry.register(Box::new(click_flush_seconds.clone()))?;
-        registry.register(Box::new(cache_lookups.clone()))?;
-        registry.register(Box::new(db_connections.clone()))?;
-        registry.register(Box::new(urls_active.clone()))?;
-        registry.register(Box::new(rate_limited.clone()))?;
-        registry.register(Box::new(database_up.clone()))?;
-        // Resident memory, CPU seconds, open file descriptors (Linux).
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
         Ok(Self {
             registry,
             http_requests,
@@ -173,8 +185,8 @@ impl Metrics {
         })
     }
 
-    /// Records a pool snapshot (taken at scrape time).
-    pub fn observe_pool(&self, pool: crate::store::PoolStats) {
+    /// Records a pool snapshot.
+    fn observe_pool(&self, pool: crate::store::PoolStats) {
         let in_use = i64::from(pool.open.saturating_sub(pool.idle));
         self.db_connections
             .with_label_values(&["in_use"])
@@ -193,4 +205,59 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
+}
+
+/// How often the sampled gauges are refreshed.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Active links are counted every this many samples (once a minute).
+const COUNT_ACTIVE_EVERY: u32 = 12;
+/// Longest a database ping may take before it counts as down.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Samples the state gauges every few seconds, so that an outage at a quiet
+/// hour is still seen, for as long as the service lives (it holds the
+/// service only while it samples, so shutdown is not delayed).
+pub fn spawn_sampler(store: &DynStore, links: &Arc<Links>, metrics: Arc<Metrics>) {
+    let (store, links) = (Arc::downgrade(store), Arc::downgrade(links));
+    tokio::spawn(async move {
+        for round in 0u32.. {
+            if !sample(&store, &links, &metrics, round % COUNT_ACTIVE_EVERY == 0).await {
+                return;
+            }
+            tokio::time::sleep(SAMPLE_EVERY).await;
+        }
+    });
+}
+
+/// One sample; false once the service is gone.
+async fn sample(
+    store: &Weak<dyn Store>,
+    links: &Weak<Links>,
+    metrics: &Metrics,
+    count_active: bool,
+) -> bool {
+    let (Some(store), Some(links)) = (store.upgrade(), links.upgrade()) else {
+        return false;
+    };
+    let entries = i64::try_from(links.local_entries()).unwrap_or(i64::MAX);
+    metrics.cache_entries.set(entries);
+    metrics.observe_pool(store.pool_stats());
+    let ping = tokio::time::timeout(PING_TIMEOUT, store.ping()).await;
+    let up = matches!(ping, Ok(Ok(())));
+    metrics.database_up.set(i64::from(up));
+    if count_active && up {
+        let active = crate::store::UrlFilter {
+            is_active: Some(true),
+            ..Default::default()
+        };
+        let one = crate::store::Page {
+            per_page: 1,
+            ..Default::default()
+        };
+        match store.list_urls(active, one).await {
+            Ok(listing) => metrics.urls_active.set(listing.total),
+            Err(err) => tracing::debug!(error = %err, "could not count active URLs"),
+        }
+    }
+    true
 }

@@ -10,36 +10,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
-use common::{
-    ADMIN_KEY, Backend, TestApp, TestDatabase, expect_error, expect_json, redis_url, unique_prefix,
-};
+use common::{Backend, TestApp, TestDatabase, expect_error, expect_json, redis_url, unique_prefix};
 use reqwest::StatusCode;
 use serde_json::json;
-use shortener::AppOptions;
-use shortener::cache::SharedCache;
-use shortener::config::AuthMode;
-use shortener::http::Auth;
+use shortener::links::SharedCache;
 use shortener::store::RedirectTarget;
 
 every_backend!(redirects_are_served_from_cache_after_the_first);
 
-fn options(redis: Option<&str>, prefix: &str) -> AppOptions {
-    let mut options = AppOptions::new(Auth::new(AuthMode::Open, Some(ADMIN_KEY)));
-    options.redis_url = redis.map(str::to_owned);
-    options.redis_key_prefix = prefix.to_owned();
-    // Long TTLs: anything these tests see change must have been pushed, not
-    // expired.
-    options.cache.local_ttl = Duration::from_secs(600);
-    options.cache.negative_ttl = Duration::from_secs(600);
-    options
+/// An open service with long TTLs: anything these tests see change must
+/// have been pushed, not expired.
+fn flags<'a>(redis: Option<&'a str>, prefix: &'a str) -> Vec<&'a str> {
+    let mut flags = vec!["--auth-mode", "open", "--redis-key-prefix", prefix];
+    flags.extend(["--local-cache-ttl-seconds", "600"]);
+    flags.extend(["--negative-cache-ttl-seconds", "600"]);
+    if let Some(redis) = redis {
+        flags.extend(["--redis-url", redis]);
+    }
+    flags
 }
 
 /// Two replicas on one PostgreSQL database and one Redis.
 async fn two_replicas() -> (TestApp, TestApp) {
     let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
     let (redis, prefix) = (redis_url(), unique_prefix());
-    let a = TestApp::serve(db.clone(), db.store().await, options(Some(&redis), &prefix)).await;
-    let b = TestApp::serve(db.clone(), db.store().await, options(Some(&redis), &prefix)).await;
+    let a = TestApp::start(db.clone(), &flags(Some(&redis), &prefix)).await;
+    let b = TestApp::start(db.clone(), &flags(Some(&redis), &prefix)).await;
     // Both must be listening before the test changes anything.
     let client = redis::Client::open(redis.as_str()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -204,7 +200,7 @@ async fn redis_down_means_the_database_answers() {
     let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
     // Nothing listens on this port.
     let closed = format!("redis://127.0.0.1:{}", common_free_port());
-    let app = TestApp::serve(db.clone(), db.store().await, options(Some(&closed), "down")).await;
+    let app = TestApp::start(db.clone(), &flags(Some(&closed), "down")).await;
     let url = app
         .create_url(json!({"original_url": "https://e.com/r"}))
         .await;
@@ -264,10 +260,10 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
     let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
     db.store().await; // migrate directly
     let proxy = Proxy::start(db.server_addr()).await;
-    let store = shortener::store::connect(&db.url_via(proxy.addr), 4, None)
-        .await
-        .unwrap();
-    let app = TestApp::serve(db.clone(), store, options(None, "outage")).await;
+    let via_proxy = db.url_via(proxy.addr);
+    let mut flags = flags(None, "outage");
+    flags.extend(["--database-url", &via_proxy, "--database-pool-size", "4"]);
+    let app = TestApp::start(db.clone(), &flags).await;
     let url = app
         .create_url(json!({"original_url": "https://e.com/outage"}))
         .await;
@@ -334,9 +330,10 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn management_requests_are_rate_limited_per_client() {
     let db = Arc::new(TestDatabase::new(Backend::Sqlite).await);
-    let mut options = options(None, "limits");
-    options.rate_limit = shortener::http::RateLimit::new(1, 3, true);
-    let app = TestApp::serve(db.clone(), db.store().await, options).await;
+    let mut flags = flags(None, "limits");
+    flags.extend(["--rate-limit-per-minute", "1", "--rate-limit-burst", "3"]);
+    flags.extend(["--trust-proxy-headers", "true"]);
+    let app = TestApp::start(db.clone(), &flags).await;
     let url = app
         .create_url(json!({"original_url": "https://e.com/l"}))
         .await;

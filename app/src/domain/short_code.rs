@@ -99,12 +99,6 @@ impl ShortCode {
         Self(code)
     }
 
-    /// Accepts a code already stored (the platform's seed files) without
-    /// re-validating it against today's rules.
-    pub fn from_trusted(raw: String) -> Self {
-        Self(raw)
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }

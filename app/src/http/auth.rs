@@ -26,10 +26,6 @@ impl Auth {
         }
     }
 
-    pub fn open() -> Self {
-        Self::new(AuthMode::Open, None)
-    }
-
     pub fn mode(&self) -> AuthMode {
         self.mode
     }

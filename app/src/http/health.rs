@@ -34,7 +34,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
                 false
             }
         };
-    let cache = match state.cache.shared() {
+    let cache = match state.links.shared() {
         None => "not_configured",
         Some(shared) if shared.ping().await => "ok",
         // Redirects still work (from the database), so this is no 503.

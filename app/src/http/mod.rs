@@ -30,10 +30,11 @@ use tower_http::trace::TraceLayer;
 pub use auth::Auth;
 pub use rate_limit::RateLimit;
 
-pub use crate::config::AccessLog;
 use error::ApiError;
 
-use crate::events::ClickRecorder;
+use crate::clicks::ClickRecorder;
+use crate::config::{AccessLog, ServeConfig};
+use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::store::DynStore;
 
@@ -48,11 +49,13 @@ const MAX_UPLOAD_BODY: usize = 16 * 1024 * 1024;
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
+    /// Reads that no cache holds (lists, stats, events).
     pub store: DynStore,
-    pub cache: Arc<crate::cache::RedirectCache>,
-    pub clicks: Arc<dyn ClickRecorder>,
-    pub auth: Arc<Auth>,
-    pub rate_limit: Arc<RateLimit>,
+    /// Everything that resolves or changes a link.
+    pub links: Arc<Links>,
+    pub clicks: ClickRecorder,
+    pub auth: Auth,
+    pub rate_limit: RateLimit,
     pub metrics: Arc<Metrics>,
     pub public_base_url: Option<String>,
 }
@@ -71,29 +74,10 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// How the HTTP layer behaves, beyond the handlers.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpOptions {
-    /// A request taking longer is answered 503.
-    pub request_timeout: Duration,
-    pub access_log: AccessLog,
-    /// Give every request a server span for trace export (only worth its
-    /// cost when spans are exported).
-    pub traces: bool,
-}
-
-impl Default for HttpOptions {
-    fn default() -> Self {
-        Self {
-            request_timeout: Duration::from_secs(10),
-            access_log: AccessLog::Errors,
-            traces: false,
-        }
-    }
-}
-
-pub fn router(state: AppState, options: HttpOptions) -> Router {
-    let request_timeout = options.request_timeout;
+/// The whole API. `traces`: give every request a server span (only worth
+/// its cost when spans are exported).
+pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
+    let request_timeout = config.request_timeout();
     let request_id = HeaderName::from_static("x-request-id");
     let management = Router::new()
         .merge(users::routes())
@@ -137,9 +121,9 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(access_log(options.access_log)),
+                .on_response(access_log(config.access_log)),
         );
-    let router = if options.traces {
+    let router = if traces {
         router.layer(middleware::from_fn(server_span))
     } else {
         router
@@ -280,9 +264,6 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let entries = i64::try_from(state.cache.local_entries()).unwrap_or(i64::MAX);
-    state.metrics.cache_entries.set(entries);
-    state.metrics.observe_pool(state.store.pool_stats());
     let text = state.metrics.render().map_err(|e| {
         tracing::error!(error = %e, "could not render metrics");
         ApiError::Internal
@@ -345,17 +326,6 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     }
     replaced
-}
-
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 pub(crate) use extract::{JsonBody, PathId, QueryParams, nullable};

@@ -5,7 +5,6 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::domain::now;
-use crate::events::ClickLost;
 use crate::store::Click;
 
 /// Follows a short code: 302 to the original URL, recording a `redirect`
@@ -19,9 +18,13 @@ pub async fn follow(
     method: Method,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
-    let (target, source) = state.cache.resolve(&code, state.store.as_ref()).await?;
-    let x_cache = HeaderValue::from_static(if source.is_hit() { "HIT" } else { "MISS" });
-    let Some(target) = target.filter(|t| t.is_active) else {
+    let resolved = state.links.resolve(&code).await?;
+    let x_cache = HeaderValue::from_static(if resolved.source.is_hit() {
+        "HIT"
+    } else {
+        "MISS"
+    });
+    let Some(target) = resolved.target else {
         state
             .metrics
             .redirects
@@ -47,16 +50,9 @@ pub async fn follow(
             short_code: code,
             at: now(),
         };
-        // The visitor gets their redirect either way. A dropped click was
-        // already counted and logged by the recorder; one refused because
-        // the recorder stopped is counted here. Never silently.
-        if let Err(ClickLost::Stopped) = state.clicks.record(click).await {
-            state.metrics.clicks_dropped.inc();
-            tracing::error!(
-                url_id = target.url_id,
-                "click not recorded: recorder stopped"
-            );
-        }
+        // Returns once the click is kept; a lost one is logged and counted
+        // by the recorder. The visitor gets their redirect either way.
+        state.clicks.record(click).await;
     }
     state.metrics.redirects.with_label_values(&["found"]).inc();
     Ok((

@@ -64,14 +64,8 @@ fn custom_code(raw: &str) -> ApiResult<ShortCode> {
 }
 
 async fn create_with(state: &AppState, url: NewUrl, code: Option<String>) -> ApiResult<Url> {
-    let created = match code {
-        Some(raw) => state.store.insert_url(url, &custom_code(&raw)?).await?,
-        None => state.store.create_url_with_generated_code(url).await?,
-    };
-    // A replica may remember this code as missing (a negative entry).
-    state.cache.changed(&[created.target()]).await;
-    state.metrics.urls_created.inc();
-    Ok(created)
+    let code = code.as_deref().map(custom_code).transpose()?;
+    Ok(state.links.create(url, code.as_ref()).await?)
 }
 
 #[utoipa::path(get, path = "/urls", tag = "urls",
@@ -184,17 +178,14 @@ pub async fn update(
             "nothing to update: give at least one of original_url, title, is_active",
         ));
     }
-    let updated = state.store.update_url(id, patch).await?;
-    state.cache.changed(&[updated.target()]).await;
-    Ok(Json(updated))
+    Ok(Json(state.links.update(id, patch).await?))
 }
 
 /// Soft delete: the URL stops redirecting; repeating it changes nothing.
 #[utoipa::path(delete, path = "/urls/{id}", tag = "urls",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
-    let url = state.store.deactivate_url(id, "user_requested").await?;
-    state.cache.changed(&[url.target()]).await;
+    state.links.deactivate(id, "user_requested").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -113,13 +113,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/users/{id}", tag = "users",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
-    let deletion = state.store.delete_user(id).await?;
-    let targets: Vec<_> = deletion
-        .deactivated
-        .iter()
-        .map(|url| url.target())
-        .collect();
-    state.cache.changed(&targets).await;
+    let deletion = state.links.delete_owner(id).await?;
     tracing::info!(
         user_id = id,
         deactivated_urls = deletion.deactivated.len(),

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
-use shortener::config::AuthMode;
-use shortener::http::{self, Auth};
+use shortener::config::{AuthMode, ServeConfig};
 use shortener::store::{self, DynStore};
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -178,13 +177,15 @@ impl Drop for TestDatabase {
     }
 }
 
-/// A running server and a client for it.
+/// A running service and a client for it: started and served by the same
+/// functions `shortener serve` uses, on a real socket.
 pub struct TestApp {
     pub base: String,
     pub client: Client,
-    pub store: DynStore,
     pub db: Arc<TestDatabase>,
     key: Option<String>,
+    /// Aborting it drops the whole service (one task: the serve future
+    /// owns the listener, the router and the click recorder).
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -202,40 +203,43 @@ impl TestApp {
     /// A server on an existing database (several servers may share one),
     /// with Redis as the shared cache when `redis` is given.
     pub async fn on(db: Arc<TestDatabase>, mode: AuthMode, redis: Option<&str>) -> Self {
-        let mut options = shortener::AppOptions::new(Auth::new(mode, Some(ADMIN_KEY)));
-        options.redis_url = redis.map(str::to_owned);
-        let store = db.store().await;
-        Self::serve(db, store, options).await
+        let mode = match mode {
+            AuthMode::Open => "open",
+            AuthMode::ApiKey => "api-key",
+        };
+        let mut flags = vec!["--auth-mode", mode];
+        if let Some(redis) = redis {
+            flags.extend(["--redis-url", redis]);
+        }
+        Self::start(db, &flags).await
     }
 
-    /// A server with the given options on `store` (which belongs to `db`).
-    pub async fn serve(
-        db: Arc<TestDatabase>,
-        store: DynStore,
-        options: shortener::AppOptions,
-    ) -> Self {
-        let mode = options.auth.mode();
-        let built = shortener::build(store.clone(), options).unwrap();
-        let options = http::HttpOptions {
-            access_log: http::AccessLog::All,
-            ..Default::default()
-        };
-        let app = http::router(built.state, options);
+    /// `shortener serve` on `db` with these flags (no environment is read;
+    /// the admin key is `ADMIN_KEY`, every request is logged). Later flags
+    /// win, so `--database-url` may point elsewhere (a proxy).
+    pub async fn start(db: Arc<TestDatabase>, flags: &[&str]) -> Self {
+        let mut all = vec!["--database-url", db.url.as_str()];
+        if let Some(direct) = &db.migration_url {
+            all.extend(["--migration-database-url", direct.as_str()]);
+        }
+        all.extend(["--admin-api-key", ADMIN_KEY, "--access-log", "all"]);
+        all.extend(flags);
+        let config = ServeConfig::from_flags(all).unwrap();
+        let key = (config.auth_mode == AuthMode::ApiKey).then(|| ADMIN_KEY.to_owned());
+        let service = shortener::Service::start(config, false).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app).await.unwrap();
+            let never = std::future::pending();
+            service.serve(listener, never).await.unwrap();
         });
         let client = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let key = (mode == AuthMode::ApiKey).then(|| ADMIN_KEY.to_owned());
         Self {
             base,
             client,
-            store,
             db,
             key,
             server,

@@ -1,16 +1,16 @@
-//! The redirect lookup cache: an in-process L1 (bounded, short TTL, negative
-//! entries too) in front of Redis (shared by all replicas) in front of the
-//! database.
+//! The cache tiers in front of the database: an in-process L1 (bounded,
+//! short TTL, negative entries too) and Redis (shared by all replicas).
+//! The cache never reads the database itself: [`super::Links`] asks it
+//! first and hands it what the database answered.
 //!
-//! Coherence: every write that changes what a short code resolves to calls
-//! [`RedirectCache::changed`], which evicts the code from this replica's L1,
+//! Coherence: every change to what a short code resolves to goes through
+//! [`LinkCache::changed`] (called by [`super::Links`] and nothing else),
+//! which evicts the code from this replica's L1,
 //! writes the new value to Redis (never replacing a newer version with an
 //! older one) and publishes the code on a Redis channel; every replica
 //! evicts it from its L1 on receipt. TTLs are the safety net for a missed
 //! message, and a replica that re-subscribes after losing Redis flushes its
 //! whole L1, since it may have missed messages meanwhile.
-
-mod shared;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
-pub use shared::SharedCache;
-
+use super::shared::SharedCache;
+use crate::config::CacheSettings;
 use crate::metrics::Metrics;
-use crate::store::{RedirectTarget, Store, StoreResult};
+use crate::store::RedirectTarget;
 
 /// What the cache knows about a code.
 #[derive(Debug, Clone)]
@@ -30,6 +30,21 @@ enum Entry {
     Found(Arc<RedirectTarget>),
     /// The code names no URL (as of a recent lookup).
     Missing,
+}
+
+/// A lookup's answer.
+pub enum Lookup {
+    /// A tier knew: the target, or `None` for a code known not to exist.
+    Hit(Option<Arc<RedirectTarget>>, Source),
+    /// No tier knew; ask the database.
+    Miss(Miss),
+}
+
+/// A lookup that missed, as of an eviction generation: a fill after a newer
+/// eviction is dropped, or it would bring back the value just evicted.
+#[derive(Debug, Clone, Copy)]
+pub struct Miss {
+    generation: u64,
 }
 
 /// Where a lookup was answered, for `X-Cache` and metrics.
@@ -46,18 +61,6 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct CacheConfig {
-    /// Most entries the L1 keeps.
-    pub capacity: u64,
-    /// How long an L1 entry may be served without hearing of a change.
-    pub local_ttl: Duration,
-    /// How long "no such code" is remembered in L1.
-    pub negative_ttl: Duration,
-    /// TTL of entries in Redis.
-    pub shared_ttl: Duration,
-}
-
 struct TtlPerKind {
     found: Duration,
     missing: Duration,
@@ -72,7 +75,7 @@ impl Expiry<String, Entry> for TtlPerKind {
     }
 }
 
-pub struct RedirectCache {
+pub struct LinkCache {
     local: Cache<String, Entry>,
     /// Bumped by every eviction. A fill that read the database (or Redis)
     /// before an eviction must not land after it, or it would bring back
@@ -82,17 +85,17 @@ pub struct RedirectCache {
     metrics: Arc<Metrics>,
 }
 
-impl RedirectCache {
+impl LinkCache {
     pub fn new(
-        config: &CacheConfig,
+        settings: &CacheSettings,
         shared: Option<SharedCache>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let local = Cache::builder()
-            .max_capacity(config.capacity)
+            .max_capacity(settings.cache_capacity)
             .expire_after(TtlPerKind {
-                found: config.local_ttl,
-                missing: config.negative_ttl,
+                found: settings.local_ttl(),
+                missing: settings.negative_ttl(),
             })
             .build();
         Arc::new(Self {
@@ -103,17 +106,15 @@ impl RedirectCache {
         })
     }
 
-    /// Resolves a code: L1, then Redis, then the store, filling the tiers
-    /// it missed on the way back.
-    pub async fn resolve(
-        &self,
-        code: &str,
-        store: &dyn Store,
-    ) -> StoreResult<(Option<Arc<RedirectTarget>>, Source)> {
-        let generation = self.generation.load(Ordering::Acquire);
+    /// What the tiers know about a code: an answer, or a [`Miss`] to hand
+    /// back to [`LinkCache::fill`] with what the database said.
+    pub async fn lookup(&self, code: &str) -> Lookup {
+        let miss = Miss {
+            generation: self.generation.load(Ordering::Acquire),
+        };
         if let Some(entry) = self.local.get(code).await {
             self.count("local", "hit");
-            return Ok((found(entry), Source::Local));
+            return Lookup::Hit(found(entry), Source::Local);
         }
         self.count("local", "miss");
         if let Some(shared) = &self.shared {
@@ -121,30 +122,32 @@ impl RedirectCache {
                 Ok(Some(target)) => {
                     self.count("shared", "hit");
                     let target = Arc::new(target);
-                    self.fill_local(code, Entry::Found(target.clone()), generation)
+                    self.fill_local(code, Entry::Found(target.clone()), miss)
                         .await;
-                    return Ok((Some(target), Source::Shared));
+                    return Lookup::Hit(Some(target), Source::Shared);
                 }
                 Ok(None) => self.count("shared", "miss"),
                 Err(unavailable) => self.count("shared", unavailable.as_str()),
             }
         }
-        let target = store.resolve(code).await?.map(Arc::new);
-        match &target {
+        Lookup::Miss(miss)
+    }
+
+    /// Fills the tiers a lookup missed with the database's answer.
+    pub async fn fill(&self, code: &str, miss: Miss, target: Option<&Arc<RedirectTarget>>) {
+        match target {
             Some(t) => {
                 if let Some(shared) = &self.shared {
                     shared.put_if_newer(t).await;
                 }
-                self.fill_local(code, Entry::Found(t.clone()), generation)
-                    .await;
+                self.fill_local(code, Entry::Found(t.clone()), miss).await;
             }
-            None => self.fill_local(code, Entry::Missing, generation).await,
+            None => self.fill_local(code, Entry::Missing, miss).await,
         }
-        Ok((target, Source::Database))
     }
 
-    async fn fill_local(&self, code: &str, entry: Entry, generation: u64) {
-        if self.generation.load(Ordering::Acquire) == generation {
+    async fn fill_local(&self, code: &str, entry: Entry, miss: Miss) {
+        if self.generation.load(Ordering::Acquire) == miss.generation {
             self.local.insert(code.to_owned(), entry).await;
         }
     }
@@ -217,7 +220,7 @@ fn found(entry: Entry) -> Option<Arc<RedirectTarget>> {
     }
 }
 
-impl RedirectCache {
+impl LinkCache {
     /// Follows other replicas' change announcements for as long as the
     /// cache lives, reconnecting after any failure. After a reconnect the
     /// whole L1 is dropped: messages sent while we were away are lost.
@@ -244,7 +247,7 @@ impl RedirectCache {
 async fn listen(
     client: &redis::Client,
     channel: &str,
-    cache: &std::sync::Weak<RedirectCache>,
+    cache: &std::sync::Weak<LinkCache>,
     reconnect: bool,
 ) -> redis::RedisResult<()> {
     use futures_util::StreamExt;

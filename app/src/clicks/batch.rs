@@ -21,54 +21,28 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinError, JoinSet};
 
-use super::{ClickLost, ClickRecorder, Recorded};
+use crate::config::ClickSettings;
 use crate::metrics::Metrics;
 use crate::store::{Click, DynStore, StoreError};
 
-#[derive(Debug, Clone)]
-pub struct BatchConfig {
-    /// Most clicks in one INSERT.
-    pub max_batch: usize,
-    /// Clicks that may wait for the writer; beyond this, redirects wait
-    /// for room (backpressure) rather than use unbounded memory.
-    pub queue_capacity: usize,
-    /// Clicks kept while the database is away; beyond this the oldest are
-    /// dropped and counted.
-    pub spill_capacity: usize,
-    /// Most batches written at once (capped by what the store supports:
-    /// one on SQLite).
-    pub writers: usize,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_batch: 1000,
-            queue_capacity: 10_000,
-            spill_capacity: 100_000,
-            writers: 2,
-        }
-    }
-}
-
-/// How a click ended up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Committed,
-    Spilled,
-    Dropped,
+/// The dispatcher's share of [`ClickSettings`].
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_batch: usize,
+    spill_capacity: usize,
 }
 
 struct Pending {
     click: Click,
-    done: oneshot::Sender<Outcome>,
+    /// Answered once the click is written, held, or lost (and counted);
+    /// dropped unanswered only if its writer panics.
+    done: oneshot::Sender<()>,
 }
 
-pub struct BatchRecorder {
+pub struct ClickRecorder {
     queue: mpsc::Sender<Pending>,
     metrics: Arc<Metrics>,
 }
@@ -82,18 +56,17 @@ const RETRY_BOUND: Duration = Duration::from_millis(500);
 /// than this, however many replicas and restarts have counted it.
 pub const COUNTER_SHARDS: usize = 64;
 
-impl BatchRecorder {
-    /// Starts the writer. It runs until every `BatchRecorder` clone is
-    /// dropped, then writes what is left and ends: await the handle on
-    /// shutdown.
+impl ClickRecorder {
+    /// Starts the writers. They run until the recorder is dropped, then
+    /// write what is left and end: await the handle on shutdown.
     pub fn start(
         store: DynStore,
-        config: BatchConfig,
+        settings: &ClickSettings,
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (queue, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let writers = config
-            .writers
+        let (queue, rx) = mpsc::channel(settings.queue_capacity().max(1));
+        let writers = settings
+            .writers()
             .min(store.click_writers_limit())
             .clamp(1, COUNTER_SHARDS);
         // A random first shard, so that replicas mostly count into
@@ -105,7 +78,10 @@ impl BatchRecorder {
         metrics.click_writers.set(writers as i64);
         let dispatcher = Dispatcher {
             store,
-            config,
+            limits: Limits {
+                max_batch: settings.max_batch(),
+                spill_capacity: settings.spill_capacity(),
+            },
             metrics: metrics.clone(),
             spill: VecDeque::new(),
             idle,
@@ -115,22 +91,24 @@ impl BatchRecorder {
         let handle = tokio::spawn(dispatcher.run(rx));
         (Self { queue, metrics }, handle)
     }
-}
 
-#[async_trait]
-impl ClickRecorder for BatchRecorder {
-    async fn record(&self, click: Click) -> Result<Recorded, ClickLost> {
+    /// Records one click: returns once it is written, or held in memory
+    /// while the database is away. A click that is lost instead is logged
+    /// and counted in `shortener_clicks_dropped_total`, here or by the
+    /// writer that lost it; the visitor gets their redirect either way.
+    pub async fn record(&self, click: Click) {
+        let url_id = click.url_id;
         let (done, outcome) = oneshot::channel();
         self.metrics.click_queue.inc();
         if self.queue.send(Pending { click, done }).await.is_err() {
             self.metrics.click_queue.dec();
-            return Err(ClickLost::Stopped);
+            self.metrics.clicks_dropped.inc();
+            tracing::error!(url_id, "click not recorded: recorder stopped");
+            return;
         }
-        match outcome.await {
-            Ok(Outcome::Committed) => Ok(Recorded::Committed),
-            Ok(Outcome::Spilled) => Ok(Recorded::Spilled),
-            Ok(Outcome::Dropped) => Err(ClickLost::Dropped),
-            Err(_) => Err(ClickLost::Stopped),
+        if outcome.await.is_err() {
+            // The writer holding it is gone (it panicked, and counted it).
+            tracing::error!(url_id, "click not recorded: its writer failed");
         }
     }
 }
@@ -139,7 +117,7 @@ impl ClickRecorder for BatchRecorder {
 /// buffer; writes run as tasks of `in_flight`.
 struct Dispatcher {
     store: DynStore,
-    config: BatchConfig,
+    limits: Limits,
     metrics: Arc<Metrics>,
     spill: VecDeque<Click>,
     /// Shards of the writers not writing now.
@@ -208,9 +186,9 @@ impl Dispatcher {
 
     /// `first` and whatever else is queued, up to `max_batch`.
     fn take_batch(&self, first: Pending, rx: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
-        let mut batch = Vec::with_capacity(rx.len().min(self.config.max_batch) + 1);
+        let mut batch = Vec::with_capacity(rx.len().min(self.limits.max_batch) + 1);
         batch.push(first);
-        while batch.len() < self.config.max_batch {
+        while batch.len() < self.limits.max_batch {
             match rx.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
@@ -296,7 +274,7 @@ impl Dispatcher {
     /// Adds the batch's clicks to the spill buffer and answers them.
     fn spill_and_answer(&mut self, batch: Vec<Pending>) {
         for pending in &batch {
-            if self.spill.len() >= self.config.spill_capacity {
+            if self.spill.len() >= self.limits.spill_capacity {
                 self.spill.pop_front();
                 self.metrics.clicks_dropped.inc();
             }
@@ -304,7 +282,7 @@ impl Dispatcher {
         }
         self.metrics.clicks_spilled.set(self.spill.len() as i64);
         for pending in batch {
-            let _ = pending.done.send(Outcome::Spilled);
+            let _ = pending.done.send(());
         }
     }
 }
@@ -319,11 +297,8 @@ async fn write(store: DynStore, metrics: Arc<Metrics>, shard: i16, batch: Vec<Pe
     metrics
         .click_flush_seconds
         .observe(started.elapsed().as_secs_f64());
-    let outcome = match result {
-        Ok(()) => {
-            metrics.click_batch_size.observe(clicks.len() as f64);
-            Outcome::Committed
-        }
+    match result {
+        Ok(()) => metrics.click_batch_size.observe(clicks.len() as f64),
         Err(err @ StoreError::Unavailable(_)) => {
             return Written {
                 shard,
@@ -334,12 +309,11 @@ async fn write(store: DynStore, metrics: Arc<Metrics>, shard: i16, batch: Vec<Pe
             // Not a matter of waiting: retrying would fail the same way.
             tracing::error!(error = %err, clicks = batch.len(), "clicks could not be written");
             metrics.clicks_dropped.inc_by(batch.len() as u64);
-            Outcome::Dropped
         }
-    };
+    }
     for pending in batch {
         // The redirect may have given up waiting (client gone): fine.
-        let _ = pending.done.send(outcome);
+        let _ = pending.done.send(());
     }
     Written {
         shard,

@@ -1,0 +1,137 @@
+//! A link's life: resolving a short code, creating, changing and
+//! deactivating links. [`Links`] is the one owner of that life, so the cache
+//! tiers stay coherent by construction: every change goes through here and
+//! reaches every tier (this replica's L1, Redis, the other replicas) before
+//! the caller hears it is done. Handlers never touch a cache.
+//!
+//! Reads that do not resolve a code (lists, stats) go to the store
+//! directly: no cache holds them.
+
+mod cache;
+mod shared;
+
+use std::sync::Arc;
+
+pub use cache::Source;
+use cache::{LinkCache, Lookup};
+pub use shared::SharedCache;
+
+use crate::config::CacheSettings;
+use crate::domain::ShortCode;
+use crate::metrics::Metrics;
+use crate::store::{DynStore, NewUrl, RedirectTarget, StoreResult, Url, UrlPatch, UserDeletion};
+
+pub struct Links {
+    store: DynStore,
+    cache: Arc<LinkCache>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a short code resolved to.
+pub struct Resolved {
+    /// The active link, or `None` for an unknown or deactivated code.
+    pub target: Option<Arc<RedirectTarget>>,
+    /// Which tier answered.
+    pub source: Source,
+}
+
+impl Links {
+    /// The tiers over `store`; with `redis_url`, the shared tier and the
+    /// invalidation feed from other replicas.
+    pub fn new(
+        store: DynStore,
+        settings: &CacheSettings,
+        redis_url: Option<&str>,
+        metrics: Arc<Metrics>,
+    ) -> redis::RedisResult<Self> {
+        let shared = redis_url
+            .map(|url| {
+                SharedCache::new(
+                    url,
+                    &settings.redis_key_prefix,
+                    settings.shared_ttl(),
+                    settings.redis_timeout(),
+                    metrics.clone(),
+                )
+            })
+            .transpose()?;
+        let cache = LinkCache::new(settings, shared, metrics.clone());
+        cache.spawn_invalidation_listener();
+        Ok(Self {
+            store,
+            cache,
+            metrics,
+        })
+    }
+
+    /// L1, then Redis, then the database, filling the tiers that missed.
+    pub async fn resolve(&self, code: &str) -> StoreResult<Resolved> {
+        let (target, source) = match self.cache.lookup(code).await {
+            Lookup::Hit(target, source) => (target, source),
+            Lookup::Miss(miss) => {
+                let target = self.store.resolve(code).await?.map(Arc::new);
+                self.cache.fill(code, miss, target.as_ref()).await;
+                (target, Source::Database)
+            }
+        };
+        Ok(Resolved {
+            target: target.filter(|t| t.is_active),
+            source,
+        })
+    }
+
+    /// Creates a link under `code`, or a generated code when `None`.
+    pub async fn create(&self, url: NewUrl, code: Option<&ShortCode>) -> StoreResult<Url> {
+        let created = match code {
+            Some(code) => self.store.insert_url(url, code).await?,
+            None => self.store.create_url_with_generated_code(url).await?,
+        };
+        // A replica may remember this code as missing (a negative entry).
+        self.cache.changed(&[created.target()]).await;
+        self.metrics.urls_created.inc();
+        Ok(created)
+    }
+
+    pub async fn update(&self, id: i64, patch: UrlPatch) -> StoreResult<Url> {
+        let updated = self.store.update_url(id, patch).await?;
+        self.cache.changed(&[updated.target()]).await;
+        Ok(updated)
+    }
+
+    /// Soft delete: the link stops redirecting everywhere.
+    pub async fn deactivate(&self, id: i64, reason: &str) -> StoreResult<Url> {
+        let url = self.store.deactivate_url(id, reason).await?;
+        self.cache.changed(&[url.target()]).await;
+        Ok(url)
+    }
+
+    /// Deletes a user; each of their active links is deactivated.
+    pub async fn delete_owner(&self, user_id: i64) -> StoreResult<UserDeletion> {
+        let deletion = self.store.delete_user(user_id).await?;
+        let targets: Vec<_> = deletion.deactivated.iter().map(Url::target).collect();
+        self.cache.changed(&targets).await;
+        Ok(deletion)
+    }
+
+    /// Loads up to `entries` of the most recent active links into the
+    /// caches.
+    pub async fn warm(&self, entries: i64) -> StoreResult<usize> {
+        if entries == 0 {
+            return Ok(0);
+        }
+        let targets = self.store.recent_active_targets(entries).await?;
+        let count = targets.len();
+        self.cache.warm(targets).await;
+        Ok(count)
+    }
+
+    /// Entries in this replica's L1 (approximate; for metrics).
+    pub fn local_entries(&self) -> u64 {
+        self.cache.local_entries()
+    }
+
+    /// The shared tier, when configured.
+    pub fn shared(&self) -> Option<&SharedCache> {
+        self.cache.shared()
+    }
+}
