@@ -1,0 +1,79 @@
+//! Health, metrics and the OpenAPI document.
+
+use crate::common::{Backend, TestApp, expect_json};
+use reqwest::StatusCode;
+use serde_json::json;
+
+crate::every_backend!(
+    health_reports_database_and_cache,
+    openapi_document_lists_every_route,
+    metrics_are_exported,
+);
+
+async fn health_reports_database_and_cache(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let body = expect_json(app.get("/health").await, StatusCode::OK).await;
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["database"], "ok");
+    assert!(body["cache"].is_string());
+    for probe in ["/livez", "/readyz"] {
+        assert_eq!(app.get(probe).await.status(), StatusCode::OK);
+    }
+}
+
+async fn openapi_document_lists_every_route(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let doc = expect_json(app.get("/openapi.json").await, StatusCode::OK).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/health",
+        "/users",
+        "/users/{id}",
+        "/users/bulk",
+        "/urls",
+        "/urls/{id}",
+        "/urls/{id}/stats",
+        "/urls/{id}/events",
+        "/events",
+        "/shorten",
+        "/{short_code}",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
+    }
+}
+
+async fn metrics_are_exported(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/m"}))
+        .await;
+    app.get(&format!("/{}", url["short_code"].as_str().unwrap()))
+        .await;
+    app.get(&format!("/urls/{}", url["id"])).await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains(
+            "shortener_http_requests_total{method=\"GET\",route=\"/urls/{id}\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("shortener_redirects_total{outcome=\"found\"} 1"));
+    assert!(text.contains("shortener_urls_created_total 1"));
+    for name in [
+        "shortener_db_pool_connections{state=\"max\"}",
+        "shortener_click_batch_size_count",
+        "shortener_click_queue_depth 0",
+        "shortener_cache_lookups_total{result=\"miss\",tier=\"local\"}",
+        "process_resident_memory_bytes",
+        "shortener_build_info",
+        "shortener_urls_active",
+        "shortener_database_up",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}

@@ -1,0 +1,151 @@
+//! Redirects: what they answer, what they record, and how fast a change reaches them.
+
+use crate::common::{Backend, TestApp, expect_error, expect_json};
+use reqwest::StatusCode;
+use serde_json::json;
+
+crate::every_backend!(
+    redirect_records_an_event_visible_at_once,
+    inactive_and_unknown_codes_do_not_redirect_or_record,
+    update_reaches_the_redirect_at_once,
+    head_requests_redirect_without_recording,
+    concurrent_redirects_to_one_link_are_each_counted_once,
+);
+
+async fn redirect_records_an_event_visible_at_once(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let user = app.create_user("ada", "ada@example.com").await;
+    let url = app
+        .create_url(json!({"url": "https://example.com/go", "user_id": user["id"]}))
+        .await;
+    let code = url["short_code"].as_str().unwrap();
+    for n in 1..=3 {
+        let res = app.get(&format!("/{code}")).await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+        assert_eq!(res.headers()["location"], "https://example.com/go");
+        let events = expect_json(
+            app.get(&format!("/events?url_id={}&event_type=redirect", url["id"]))
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(
+            events.as_array().unwrap().len(),
+            n,
+            "redirect {n} recorded at once"
+        );
+        assert_eq!(events[0]["user_id"], user["id"]);
+        assert_eq!(events[0]["details"], json!({"short_code": code}));
+    }
+}
+
+async fn inactive_and_unknown_codes_do_not_redirect_or_record(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let url = app
+        .create_url(json!({"original_url": "https://example.com/off"}))
+        .await;
+    let id = url["id"].as_i64().unwrap();
+    app.put(&format!("/urls/{id}"), json!({"is_active": false}))
+        .await;
+    expect_error(
+        app.get(&format!("/{}", url["short_code"].as_str().unwrap()))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect_error(app.get("/NoSuchCode").await, StatusCode::NOT_FOUND).await;
+    let redirects = expect_json(app.get("/events?event_type=redirect").await, StatusCode::OK).await;
+    assert_eq!(redirects, json!([]));
+}
+
+async fn update_reaches_the_redirect_at_once(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let url = app
+        .create_url(json!({"original_url": "https://example.com/old"}))
+        .await;
+    let path = format!("/{}", url["short_code"].as_str().unwrap());
+    assert_eq!(
+        app.get(&path).await.headers()["location"],
+        "https://example.com/old"
+    );
+    app.put(
+        &format!("/urls/{}", url["id"]),
+        json!({"original_url": "https://example.com/new"}),
+    )
+    .await;
+    assert_eq!(
+        app.get(&path).await.headers()["location"],
+        "https://example.com/new"
+    );
+    app.put(&format!("/urls/{}", url["id"]), json!({"is_active": false}))
+        .await;
+    assert_eq!(app.get(&path).await.status(), StatusCode::NOT_FOUND);
+    app.put(&format!("/urls/{}", url["id"]), json!({"is_active": true}))
+        .await;
+    assert_eq!(app.get(&path).await.status(), StatusCode::FOUND);
+}
+
+async fn head_requests_redirect_without_recording(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/h"}))
+        .await;
+    let res = app
+        .request(
+            reqwest::Method::HEAD,
+            &format!("/{}", url["short_code"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let stats = expect_json(
+        app.get(&format!("/urls/{}/stats", url["id"])).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(stats["redirect_count"], 0);
+}
+
+async fn concurrent_redirects_to_one_link_are_each_counted_once(backend: Backend) {
+    const REDIRECTS: usize = 300;
+    let app = std::sync::Arc::new(TestApp::new(backend).await);
+    let url = app
+        .create_url(json!({"original_url": "https://e.com/hot"}))
+        .await;
+    let code = url["short_code"].as_str().unwrap().to_owned();
+    let mut redirects = tokio::task::JoinSet::new();
+    for _ in 0..REDIRECTS {
+        let (app, code) = (app.clone(), code.clone());
+        redirects.spawn(async move { app.get(&format!("/{code}")).await.status() });
+    }
+    while let Some(status) = redirects.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::FOUND);
+    }
+    // Every answered redirect is committed: counters and events agree.
+    let stats = expect_json(
+        app.get(&format!("/urls/{}/stats", url["id"])).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(stats["redirect_count"], REDIRECTS);
+    let mut ids = std::collections::HashSet::new();
+    for page in 1..=REDIRECTS.div_ceil(100) + 1 {
+        let events = expect_json(
+            app.get(&format!(
+                "/events?url_id={}&event_type=redirect&per_page=100&page={page}",
+                url["id"]
+            ))
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        for event in events.as_array().unwrap() {
+            assert!(
+                ids.insert(event["id"].as_i64().unwrap()),
+                "event listed twice"
+            );
+        }
+    }
+    assert_eq!(ids.len(), REDIRECTS);
+}
