@@ -26,10 +26,6 @@ impl Auth {
         }
     }
 
-    pub fn mode(&self) -> AuthMode {
-        self.mode
-    }
-
     /// Whether a presented key is the admin key.
     fn accepts(&self, presented: &str) -> bool {
         let presented = hash(presented);
