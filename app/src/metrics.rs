@@ -42,146 +42,141 @@ pub struct Metrics {
     pub database_up: IntGauge,
 }
 
+/// Registers `collector` and hands it back.
+fn registered<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> Result<C, prometheus::Error> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+/// Latency buckets from half a millisecond up to `top` seconds.
+fn seconds_buckets(top: f64) -> Vec<f64> {
+    let all = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+    all.into_iter().filter(|b| *b <= top).collect()
+}
+
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new("shortener_http_requests_total", "HTTP requests answered"),
-            &["method", "route", "status"],
-        )?;
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "shortener_http_request_duration_seconds",
-                "Time from request to response head",
+        let r = &registry;
+        let counter = |name: &str, help: &str| registered(r, IntCounter::new(name, help)?);
+        let gauge = |name: &str, help: &str| registered(r, IntGauge::new(name, help)?);
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            registered(r, IntCounterVec::new(Opts::new(name, help), labels)?)
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            registered(
+                r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?,
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-            &["method", "route"],
-        )?;
-        let redirects = IntCounterVec::new(
-            Opts::new("shortener_redirects_total", "Redirect lookups by outcome"),
-            &["outcome"],
-        )?;
-        let urls_created = IntCounter::new("shortener_urls_created_total", "Short URLs created")?;
-        let clicks_dropped = IntCounter::new(
-            "shortener_clicks_dropped_total",
-            "Redirects answered whose click could not be recorded",
-        )?;
-        let click_queue = IntGauge::new(
-            "shortener_click_queue_depth",
-            "Clicks waiting for the writer",
-        )?;
-        let click_writes_in_flight = IntGauge::new(
-            "shortener_click_writes_in_flight",
-            "Click batches being written now",
-        )?;
-        let click_writers = IntGauge::new(
-            "shortener_click_writers",
-            "Click batches this replica writes at most at once",
-        )?;
-        let clicks_spilled = IntGauge::new(
-            "shortener_clicks_spilled",
-            "Clicks held in memory while the database is unavailable",
-        )?;
-        let click_batch_size = Histogram::with_opts(
-            HistogramOpts::new("shortener_click_batch_size", "Clicks per INSERT").buckets(vec![
-                1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
-            ]),
-        )?;
-        let click_flush_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "shortener_click_flush_seconds",
-                "Time to write one batch of clicks",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-            ]),
-        )?;
-        let cache_lookups = IntCounterVec::new(
-            Opts::new(
-                "shortener_cache_lookups_total",
-                "Redirect cache lookups by tier and result",
-            ),
-            &["tier", "result"],
-        )?;
-        let cache_entries = IntGauge::new(
-            "shortener_cache_local_entries",
-            "Entries in the in-process cache",
-        )?;
-        let redis_up = IntGauge::new(
-            "shortener_redis_up",
-            "1 when the last Redis call succeeded, 0 after a failure",
-        )?;
-        let db_connections = IntGaugeVec::new(
-            Opts::new(
-                "shortener_db_pool_connections",
-                "Database pool connections: in_use, idle, and the configured max",
-            ),
-            &["state"],
-        )?;
-        let urls_active = IntGauge::new(
-            "shortener_urls_active",
-            "Active short URLs (sampled every minute; estimated above 10,000)",
-        )?;
-        let rate_limited = IntCounter::new(
-            "shortener_rate_limited_total",
-            "Management requests refused with 429",
-        )?;
-        let database_up = IntGauge::new(
-            "shortener_database_up",
-            "1 when the last periodic database ping (every 5 s) succeeded",
-        )?;
-        let build_info = IntGauge::with_opts(
-            Opts::new("shortener_build_info", "Build information")
-                .const_label("version", env!("CARGO_PKG_VERSION")),
+        };
+        let build_info = registered(
+            r,
+            IntGauge::with_opts(
+                Opts::new("shortener_build_info", "Build information")
+                    .const_label("version", env!("CARGO_PKG_VERSION")),
+            )?,
         )?;
         build_info.set(1);
-        for collector in [
-            Box::new(http_requests.clone()) as Box<dyn Collector>,
-            Box::new(http_duration.clone()),
-            Box::new(redirects.clone()),
-            Box::new(urls_created.clone()),
-            Box::new(clicks_dropped.clone()),
-            Box::new(build_info),
-            Box::new(click_queue.clone()),
-            Box::new(clicks_spilled.clone()),
-            Box::new(click_writes_in_flight.clone()),
-            Box::new(click_writers.clone()),
-            Box::new(cache_entries.clone()),
-            Box::new(redis_up.clone()),
-            Box::new(click_batch_size.clone()),
-            Box::new(click_flush_seconds.clone()),
-            Box::new(cache_lookups.clone()),
-            Box::new(db_connections.clone()),
-            Box::new(urls_active.clone()),
-            Box::new(rate_limited.clone()),
-            Box::new(database_up.clone()),
-            // Resident memory, CPU seconds, open file descriptors (Linux).
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-        ] {
-            registry.register(collector)?;
-        }
+        // Resident memory, CPU seconds, open file descriptors (Linux).
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Self {
+            http_requests: counters(
+                "shortener_http_requests_total",
+                "HTTP requests answered",
+                &["method", "route", "status"],
+            )?,
+            http_duration: registered(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "shortener_http_request_duration_seconds",
+                        "Time from request to response head",
+                    )
+                    .buckets(seconds_buckets(5.0)),
+                    &["method", "route"],
+                )?,
+            )?,
+            redirects: counters(
+                "shortener_redirects_total",
+                "Redirect lookups by outcome",
+                &["outcome"],
+            )?,
+            urls_created: counter("shortener_urls_created_total", "Short URLs created")?,
+            clicks_dropped: counter(
+                "shortener_clicks_dropped_total",
+                "Redirects answered whose click could not be recorded",
+            )?,
+            click_queue: gauge(
+                "shortener_click_queue_depth",
+                "Clicks waiting for the writer",
+            )?,
+            clicks_spilled: gauge(
+                "shortener_clicks_spilled",
+                "Clicks held in memory while the database is unavailable",
+            )?,
+            click_writes_in_flight: gauge(
+                "shortener_click_writes_in_flight",
+                "Click batches being written now",
+            )?,
+            click_writers: gauge(
+                "shortener_click_writers",
+                "Click batches this replica writes at most at once",
+            )?,
+            click_batch_size: histogram(
+                "shortener_click_batch_size",
+                "Clicks per INSERT",
+                vec![
+                    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+                ],
+            )?,
+            click_flush_seconds: histogram(
+                "shortener_click_flush_seconds",
+                "Time to write one batch of clicks",
+                seconds_buckets(1.0),
+            )?,
+            cache_lookups: counters(
+                "shortener_cache_lookups_total",
+                "Redirect cache lookups by tier and result",
+                &["tier", "result"],
+            )?,
+            cache_entries: gauge(
+                "shortener_cache_local_entries",
+                "Entries in the in-process cache",
+            )?,
+            redis_up: gauge(
+                "shortener_redis_up",
+                "1 when the last Redis call succeeded, 0 after a failure",
+            )?,
+            db_connections: registered(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "shortener_db_pool_connections",
+                        "Database pool connections: in_use, idle, and the configured max",
+                    ),
+                    &["state"],
+                )?,
+            )?,
+            urls_active: gauge(
+                "shortener_urls_active",
+                "Active short URLs (sampled every minute; estimated above 10,000)",
+            )?,
+            rate_limited: counter(
+                "shortener_rate_limited_total",
+                "Management requests refused with 429",
+            )?,
+            database_up: gauge(
+                "shortener_database_up",
+                "1 when the last periodic database ping (every 5 s) succeeded",
+            )?,
             registry,
-            http_requests,
-            http_duration,
-            redirects,
-            urls_created,
-            clicks_dropped,
-            click_queue,
-            clicks_spilled,
-            click_writes_in_flight,
-            click_writers,
-            click_batch_size,
-            click_flush_seconds,
-            cache_lookups,
-            cache_entries,
-            redis_up,
-            db_connections,
-            urls_active,
-            rate_limited,
-            database_up,
         })
     }
 

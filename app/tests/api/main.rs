@@ -12,3 +12,49 @@ mod redirect;
 mod requests;
 mod urls;
 mod users;
+
+every_backend!(
+    events: [
+        events_api,
+        clients_cannot_forge_redirect_events,
+    ],
+    operations: [
+        health_reports_database_and_cache,
+        openapi_document_lists_every_route,
+        metrics_are_exported,
+    ],
+    redirect: [
+        redirect_records_an_event_visible_at_once,
+        inactive_and_unknown_codes_do_not_redirect_or_record,
+        update_reaches_the_redirect_at_once,
+        head_requests_redirect_without_recording,
+        concurrent_redirects_to_one_link_are_each_counted_once,
+    ],
+    requests: [
+        bodies_that_are_not_objects_are_400,
+        wrong_types_name_the_field,
+        unknown_references_are_404,
+        errors_are_always_json,
+        api_key_mode_guards_management_endpoints,
+        request_ids_are_echoed_or_assigned_uniquely,
+    ],
+    urls: [
+        urls_crud_and_events,
+        same_url_twice_gives_two_codes,
+        deleting_a_url_is_soft_and_idempotent,
+        url_validation_rules,
+        custom_short_codes,
+        shorten_quick_path,
+        stats,
+        pagination_and_filters,
+    ],
+    users: [
+        users_crud,
+        user_validation,
+        duplicate_email_is_conflict_case_insensitively,
+        usernames_may_repeat,
+        empty_user_update_is_refused,
+        deleting_a_user_deactivates_their_urls_and_frees_the_email,
+        bulk_user_import,
+    ],
+);

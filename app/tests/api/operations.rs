@@ -4,13 +4,7 @@ use crate::common::{Backend, TestApp, expect_json};
 use reqwest::StatusCode;
 use serde_json::json;
 
-crate::every_backend!(
-    health_reports_database_and_cache,
-    openapi_document_lists_every_route,
-    metrics_are_exported,
-);
-
-async fn health_reports_database_and_cache(backend: Backend) {
+pub async fn health_reports_database_and_cache(backend: Backend) {
     let app = TestApp::new(backend).await;
     let body = expect_json(app.get("/health").await, StatusCode::OK).await;
     assert_eq!(body["status"], "ok");
@@ -21,7 +15,7 @@ async fn health_reports_database_and_cache(backend: Backend) {
     }
 }
 
-async fn openapi_document_lists_every_route(backend: Backend) {
+pub async fn openapi_document_lists_every_route(backend: Backend) {
     let app = TestApp::new(backend).await;
     let doc = expect_json(app.get("/openapi.json").await, StatusCode::OK).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -45,7 +39,7 @@ async fn openapi_document_lists_every_route(backend: Backend) {
     }
 }
 
-async fn metrics_are_exported(backend: Backend) {
+pub async fn metrics_are_exported(backend: Backend) {
     let app = TestApp::new(backend).await;
     let url = app
         .create_url(json!({"original_url": "https://e.com/m"}))

@@ -4,15 +4,7 @@ use crate::common::{Backend, TestApp, expect_error, expect_json};
 use reqwest::StatusCode;
 use serde_json::json;
 
-crate::every_backend!(
-    redirect_records_an_event_visible_at_once,
-    inactive_and_unknown_codes_do_not_redirect_or_record,
-    update_reaches_the_redirect_at_once,
-    head_requests_redirect_without_recording,
-    concurrent_redirects_to_one_link_are_each_counted_once,
-);
-
-async fn redirect_records_an_event_visible_at_once(backend: Backend) {
+pub async fn redirect_records_an_event_visible_at_once(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
     let url = app
@@ -39,7 +31,7 @@ async fn redirect_records_an_event_visible_at_once(backend: Backend) {
     }
 }
 
-async fn inactive_and_unknown_codes_do_not_redirect_or_record(backend: Backend) {
+pub async fn inactive_and_unknown_codes_do_not_redirect_or_record(backend: Backend) {
     let app = TestApp::new(backend).await;
     let url = app
         .create_url(json!({"original_url": "https://example.com/off"}))
@@ -58,7 +50,7 @@ async fn inactive_and_unknown_codes_do_not_redirect_or_record(backend: Backend) 
     assert_eq!(redirects, json!([]));
 }
 
-async fn update_reaches_the_redirect_at_once(backend: Backend) {
+pub async fn update_reaches_the_redirect_at_once(backend: Backend) {
     let app = TestApp::new(backend).await;
     let url = app
         .create_url(json!({"original_url": "https://example.com/old"}))
@@ -85,7 +77,7 @@ async fn update_reaches_the_redirect_at_once(backend: Backend) {
     assert_eq!(app.get(&path).await.status(), StatusCode::FOUND);
 }
 
-async fn head_requests_redirect_without_recording(backend: Backend) {
+pub async fn head_requests_redirect_without_recording(backend: Backend) {
     let app = TestApp::new(backend).await;
     let url = app
         .create_url(json!({"original_url": "https://e.com/h"}))
@@ -107,7 +99,7 @@ async fn head_requests_redirect_without_recording(backend: Backend) {
     assert_eq!(stats["redirect_count"], 0);
 }
 
-async fn concurrent_redirects_to_one_link_are_each_counted_once(backend: Backend) {
+pub async fn concurrent_redirects_to_one_link_are_each_counted_once(backend: Backend) {
     const REDIRECTS: usize = 300;
     let app = std::sync::Arc::new(TestApp::new(backend).await);
     let url = app

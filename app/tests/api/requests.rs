@@ -5,16 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shortener::config::AuthMode;
 
-crate::every_backend!(
-    bodies_that_are_not_objects_are_400,
-    wrong_types_name_the_field,
-    unknown_references_are_404,
-    errors_are_always_json,
-    api_key_mode_guards_management_endpoints,
-    request_ids_are_echoed_or_assigned_uniquely,
-);
-
-async fn bodies_that_are_not_objects_are_400(backend: Backend) {
+pub async fn bodies_that_are_not_objects_are_400(backend: Backend) {
     let app = TestApp::new(backend).await;
     for path in ["/users", "/urls", "/events", "/shorten"] {
         for body in [
@@ -61,7 +52,7 @@ async fn bodies_that_are_not_objects_are_400(backend: Backend) {
     expect_error(res, StatusCode::BAD_REQUEST).await;
 }
 
-async fn wrong_types_name_the_field(backend: Backend) {
+pub async fn wrong_types_name_the_field(backend: Backend) {
     let app = TestApp::new(backend).await;
     let cases = [
         ("/urls", json!({"original_url": 12})),
@@ -124,7 +115,7 @@ async fn wrong_types_name_the_field(backend: Backend) {
     );
 }
 
-async fn unknown_references_are_404(backend: Backend) {
+pub async fn unknown_references_are_404(backend: Backend) {
     let app = TestApp::new(backend).await;
     expect_error(
         app.post(
@@ -167,7 +158,7 @@ async fn unknown_references_are_404(backend: Backend) {
     }
 }
 
-async fn errors_are_always_json(backend: Backend) {
+pub async fn errors_are_always_json(backend: Backend) {
     let app = TestApp::new(backend).await;
     expect_error(app.get("/no/such/route").await, StatusCode::NOT_FOUND).await;
     expect_error(
@@ -189,7 +180,7 @@ async fn errors_are_always_json(backend: Backend) {
     .await;
 }
 
-async fn api_key_mode_guards_management_endpoints(backend: Backend) {
+pub async fn api_key_mode_guards_management_endpoints(backend: Backend) {
     let app = TestApp::with_auth(backend, AuthMode::ApiKey).await;
     let url = app
         .create_url(json!({"original_url": "https://e.com/k"}))
@@ -250,7 +241,7 @@ async fn api_key_mode_guards_management_endpoints(backend: Backend) {
     );
 }
 
-async fn request_ids_are_echoed_or_assigned_uniquely(backend: Backend) {
+pub async fn request_ids_are_echoed_or_assigned_uniquely(backend: Backend) {
     let app = TestApp::new(backend).await;
     let echoed = app
         .request(Method::GET, "/health")

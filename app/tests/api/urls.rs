@@ -4,18 +4,7 @@ use crate::common::{Backend, TestApp, expect_error, expect_json};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-crate::every_backend!(
-    urls_crud_and_events,
-    same_url_twice_gives_two_codes,
-    deleting_a_url_is_soft_and_idempotent,
-    url_validation_rules,
-    custom_short_codes,
-    shorten_quick_path,
-    stats,
-    pagination_and_filters,
-);
-
-async fn urls_crud_and_events(backend: Backend) {
+pub async fn urls_crud_and_events(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
     let url = app
@@ -116,7 +105,7 @@ async fn urls_crud_and_events(backend: Backend) {
     .await;
 }
 
-async fn same_url_twice_gives_two_codes(backend: Backend) {
+pub async fn same_url_twice_gives_two_codes(backend: Backend) {
     let app = TestApp::new(backend).await;
     let a = app
         .create_url(json!({"original_url": "https://example.com/same"}))
@@ -133,7 +122,7 @@ async fn same_url_twice_gives_two_codes(backend: Backend) {
     );
 }
 
-async fn deleting_a_url_is_soft_and_idempotent(backend: Backend) {
+pub async fn deleting_a_url_is_soft_and_idempotent(backend: Backend) {
     let app = TestApp::new(backend).await;
     let url = app
         .create_url(json!({"original_url": "https://example.com/del"}))
@@ -162,7 +151,7 @@ async fn deleting_a_url_is_soft_and_idempotent(backend: Backend) {
     expect_error(app.delete("/urls/99999").await, StatusCode::NOT_FOUND).await;
 }
 
-async fn url_validation_rules(backend: Backend) {
+pub async fn url_validation_rules(backend: Backend) {
     let app = TestApp::new(backend).await;
     for bad in [
         "hello",
@@ -192,7 +181,7 @@ async fn url_validation_rules(backend: Backend) {
     );
 }
 
-async fn custom_short_codes(backend: Backend) {
+pub async fn custom_short_codes(backend: Backend) {
     let app = TestApp::new(backend).await;
     let url = app
         .create_url(json!({"original_url": "https://example.com", "short_code": "my-link_1"}))
@@ -225,7 +214,7 @@ async fn custom_short_codes(backend: Backend) {
     assert_eq!(app.get("/my-link_1").await.status(), StatusCode::FOUND);
 }
 
-async fn shorten_quick_path(backend: Backend) {
+pub async fn shorten_quick_path(backend: Backend) {
     let app = TestApp::new(backend).await;
     let res = app
         .post("/shorten", json!({"url": "https://example.com/quick"}))
@@ -261,7 +250,7 @@ async fn shorten_quick_path(backend: Backend) {
     );
 }
 
-async fn stats(backend: Backend) {
+pub async fn stats(backend: Backend) {
     let app = TestApp::new(backend).await;
     let url = app
         .create_url(json!({"original_url": "https://e.com/s"}))
@@ -281,7 +270,7 @@ async fn stats(backend: Backend) {
     assert!(stats["last_redirect_at"].is_string());
 }
 
-async fn pagination_and_filters(backend: Backend) {
+pub async fn pagination_and_filters(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
     for n in 0..30 {

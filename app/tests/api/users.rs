@@ -4,17 +4,7 @@ use crate::common::{Backend, TestApp, expect_error, expect_json};
 use reqwest::StatusCode;
 use serde_json::json;
 
-crate::every_backend!(
-    users_crud,
-    user_validation,
-    duplicate_email_is_conflict_case_insensitively,
-    usernames_may_repeat,
-    empty_user_update_is_refused,
-    deleting_a_user_deactivates_their_urls_and_frees_the_email,
-    bulk_user_import,
-);
-
-async fn users_crud(backend: Backend) {
+pub async fn users_crud(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
     let id = user["id"].as_i64().unwrap();
@@ -56,7 +46,7 @@ async fn users_crud(backend: Backend) {
     expect_error(app.get("/users/abc").await, StatusCode::NOT_FOUND).await;
 }
 
-async fn user_validation(backend: Backend) {
+pub async fn user_validation(backend: Backend) {
     let app = TestApp::new(backend).await;
     for body in [
         json!({"username": "ada"}),
@@ -84,7 +74,7 @@ async fn user_validation(backend: Backend) {
     assert_eq!(unchanged, user, "a refused update changes nothing");
 }
 
-async fn duplicate_email_is_conflict_case_insensitively(backend: Backend) {
+pub async fn duplicate_email_is_conflict_case_insensitively(backend: Backend) {
     let app = TestApp::new(backend).await;
     app.create_user("ada", "ada@example.com").await;
     let res = app
@@ -104,14 +94,14 @@ async fn duplicate_email_is_conflict_case_insensitively(backend: Backend) {
     expect_error(res, StatusCode::CONFLICT).await;
 }
 
-async fn usernames_may_repeat(backend: Backend) {
+pub async fn usernames_may_repeat(backend: Backend) {
     let app = TestApp::new(backend).await;
     let a = app.create_user("sam", "sam1@example.com").await;
     let b = app.create_user("sam", "sam2@example.com").await;
     assert_ne!(a["id"], b["id"]);
 }
 
-async fn empty_user_update_is_refused(backend: Backend) {
+pub async fn empty_user_update_is_refused(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
     expect_error(
@@ -121,7 +111,7 @@ async fn empty_user_update_is_refused(backend: Backend) {
     .await;
 }
 
-async fn deleting_a_user_deactivates_their_urls_and_frees_the_email(backend: Backend) {
+pub async fn deleting_a_user_deactivates_their_urls_and_frees_the_email(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
     let uid = user["id"].as_i64().unwrap();
@@ -164,7 +154,7 @@ async fn deleting_a_user_deactivates_their_urls_and_frees_the_email(backend: Bac
     expect_error(res, StatusCode::NOT_FOUND).await;
 }
 
-async fn bulk_user_import(backend: Backend) {
+pub async fn bulk_user_import(backend: Backend) {
     let app = TestApp::new(backend).await;
     app.create_user("existing", "taken@example.com").await;
     let csv = "id,username,email,created_at\n\

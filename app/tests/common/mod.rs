@@ -339,24 +339,34 @@ pub async fn expect_error(res: Response, status: StatusCode) -> String {
 /// Runs each listed test against every backend:
 /// `every_backend!(creates_users, …)` makes `sqlite::creates_users`,
 /// `postgres::creates_users` and `pgbouncer::creates_users`, each calling
-/// `creates_users(Backend)`.
+/// the crate's `creates_users(Backend)`; with modules,
+/// `every_backend!(users: [creates_users])` makes `sqlite::users::creates_users`,
+/// … calling `users::creates_users(Backend)`.
 #[macro_export]
 macro_rules! every_backend {
+    ($($module:ident: [$($name:ident),* $(,)?]),* $(,)?) => {
+        $crate::every_backend!(@backend sqlite Sqlite $({$module} [$($name)*])*);
+        $crate::every_backend!(@backend postgres Postgres $({$module} [$($name)*])*);
+        $crate::every_backend!(@backend pgbouncer PgBouncer $({$module} [$($name)*])*);
+    };
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::common::Backend::Sqlite).await }
-            )*
+        $crate::every_backend!(@backend sqlite Sqlite {} [$($name)*]);
+        $crate::every_backend!(@backend postgres Postgres {} [$($name)*]);
+        $crate::every_backend!(@backend pgbouncer PgBouncer {} [$($name)*]);
+    };
+    (@backend $backend:ident $variant:ident $({$($module:ident)?} [$($name:ident)*])*) => {
+        mod $backend {
+            $($crate::every_backend!(@tests $variant {$($module)?} [$($name)*]);)*
         }
-        mod postgres {
+    };
+    (@tests $variant:ident {} [$($name:ident)*]) => {
+        $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() { $crate::$name($crate::common::Backend::$variant).await })*
+    };
+    (@tests $variant:ident {$module:ident} [$($name:ident)*]) => {
+        mod $module {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::common::Backend::Postgres).await }
-            )*
-        }
-        mod pgbouncer {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name($crate::common::Backend::PgBouncer).await }
-            )*
+            async fn $name() { $crate::$module::$name($crate::common::Backend::$variant).await })*
         }
     };
 }
