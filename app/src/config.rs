@@ -43,7 +43,7 @@ pub struct ServeConfig {
     pub database: DatabaseConfig,
 
     /// Redis for the shared cache (`redis://…`); optional.
-    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
+    #[arg(long, env = "REDIS_URL", value_parser = starting_with(&["redis://", "rediss://"]))]
     pub redis_url: Option<String>,
 
     #[command(flatten)]
@@ -309,13 +309,13 @@ pub enum TraceSampler {
 pub struct DatabaseConfig {
     /// `postgres://…` or `sqlite://…`. Unset: an embedded SQLite file in
     /// DATA_DIR.
-    #[arg(long, env = "DATABASE_URL", value_parser = parse_database_url)]
+    #[arg(long, env = "DATABASE_URL", value_parser = starting_with(&["postgres://", "postgresql://", "sqlite:"]))]
     pub database_url: Option<String>,
 
     /// A direct PostgreSQL URL for migrations, when DATABASE_URL goes through
     /// PgBouncer in transaction mode (migrations hold a session advisory
     /// lock, which transaction pooling cannot keep).
-    #[arg(long, env = "MIGRATION_DATABASE_URL", value_parser = parse_postgres_url)]
+    #[arg(long, env = "MIGRATION_DATABASE_URL", value_parser = starting_with(&["postgres://", "postgresql://"]))]
     pub migration_database_url: Option<String>,
 
     /// Where the embedded database lives when DATABASE_URL is unset.
@@ -344,22 +344,16 @@ impl DatabaseConfig {
     }
 }
 
-fn parse_database_url(raw: &str) -> Result<String, String> {
-    let ok = ["postgres://", "postgresql://", "sqlite:"]
-        .iter()
-        .any(|p| raw.starts_with(p));
-    if ok {
-        Ok(raw.to_owned())
-    } else {
-        Err("must start with postgres://, postgresql:// or sqlite:".into())
-    }
-}
-
-fn parse_postgres_url(raw: &str) -> Result<String, String> {
-    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        Ok(raw.to_owned())
-    } else {
-        Err("must start with postgres:// or postgresql://".into())
+/// A value that starts with one of `prefixes` (a URL of an accepted scheme).
+fn starting_with(
+    prefixes: &'static [&'static str],
+) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |raw: &str| {
+        if prefixes.iter().any(|p| raw.starts_with(p)) {
+            Ok(raw.to_owned())
+        } else {
+            Err(format!("must start with {}", prefixes.join(" or ")))
+        }
     }
 }
 
@@ -373,14 +367,6 @@ fn parse_key_prefix(raw: &str) -> Result<String, String> {
         Ok(raw.to_owned())
     } else {
         Err("must be 1 to 64 of letters, digits, '-', '_', '.', ':'".into())
-    }
-}
-
-fn parse_redis_url(raw: &str) -> Result<String, String> {
-    if raw.starts_with("redis://") || raw.starts_with("rediss://") {
-        Ok(raw.to_owned())
-    } else {
-        Err("must start with redis:// or rediss://".into())
     }
 }
 

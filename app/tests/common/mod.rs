@@ -263,19 +263,15 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
-        self.request(Method::POST, path)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.send_json(Method::POST, path, body).await
     }
 
     pub async fn put(&self, path: &str, body: Value) -> Response {
-        self.request(Method::PUT, path)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.send_json(Method::PUT, path, body).await
+    }
+
+    async fn send_json(&self, method: Method, path: &str, body: Value) -> Response {
+        self.request(method, path).json(&body).send().await.unwrap()
     }
 
     /// POST with a raw body and content type.
