@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
-use common::{Backend, TestApp, TestDatabase, expect_error, expect_json, redis_url, unique_prefix};
+use common::{Backend, TestApp, TestDatabase, expect_error, redis_url, unique_prefix};
 use reqwest::StatusCode;
 use serde_json::json;
 use shortener::links::SharedCache;
@@ -95,9 +95,7 @@ where
 
 async fn redirects_are_served_from_cache_after_the_first(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/c"}))
-        .await;
+    let url = app.link("https://e.com/c").await;
     let code = url["short_code"].as_str().unwrap();
     assert_eq!(location(&app, code).await.2, "MISS");
     assert_eq!(location(&app, code).await.2, "HIT");
@@ -110,20 +108,14 @@ async fn redirects_are_served_from_cache_after_the_first(backend: Backend) {
         (StatusCode::NOT_FOUND, None, "HIT".into())
     );
     // Cached or not, every redirect is recorded.
-    let stats = expect_json(
-        app.get(&format!("/urls/{}/stats", url["id"])).await,
-        StatusCode::OK,
-    )
-    .await;
+    let stats = app.get_json(&format!("/urls/{}/stats", url["id"])).await;
     assert_eq!(stats["redirect_count"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_every_replica_through_redis() {
     let (a, b) = two_replicas().await;
-    let url = a
-        .create_url(json!({"original_url": "https://e.com/v1"}))
-        .await;
+    let url = a.link("https://e.com/v1").await;
     let code = url["short_code"].as_str().unwrap().to_owned();
     for app in [&a, &b, &a, &b] {
         location(app, &code).await;
@@ -184,9 +176,7 @@ async fn a_code_created_elsewhere_is_not_remembered_as_missing() {
 async fn a_replica_finds_in_redis_what_another_created() {
     let (a, b) = two_replicas().await;
     // Creating a URL writes it to Redis: the first lookup anywhere hits.
-    let url = a
-        .create_url(json!({"original_url": "https://e.com/shared"}))
-        .await;
+    let url = a.link("https://e.com/shared").await;
     let code = url["short_code"].as_str().unwrap();
     let (status, target, cache) = location(&b, code).await;
     assert_eq!(
@@ -201,14 +191,12 @@ async fn redis_down_means_the_database_answers() {
     // Nothing listens on this port.
     let closed = format!("redis://127.0.0.1:{}", common_free_port());
     let app = TestApp::start(db.clone(), &flags(Some(&closed), "down")).await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/r"}))
-        .await;
+    let url = app.link("https://e.com/r").await;
     let code = url["short_code"].as_str().unwrap();
     for _ in 0..3 {
         assert_eq!(location(&app, code).await.0, StatusCode::FOUND);
     }
-    let health = expect_json(app.get("/health").await, StatusCode::OK).await;
+    let health = app.get_json("/health").await;
     assert_eq!(health["cache"], "unavailable");
     assert_eq!(health["database"], "ok");
     let metrics = app.get("/metrics").await.text().await.unwrap();
@@ -264,9 +252,7 @@ async fn a_database_outage_keeps_cached_redirects_and_loses_no_click() {
     let mut flags = flags(None, "outage");
     flags.extend(["--database-url", &via_proxy, "--database-pool-size", "4"]);
     let app = TestApp::start(db.clone(), &flags).await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/outage"}))
-        .await;
+    let url = app.link("https://e.com/outage").await;
     let code = url["short_code"].as_str().unwrap();
     assert_eq!(location(&app, code).await.0, StatusCode::FOUND);
 
@@ -334,9 +320,7 @@ async fn management_requests_are_rate_limited_per_client() {
     flags.extend(["--rate-limit-per-minute", "1", "--rate-limit-burst", "3"]);
     flags.extend(["--trust-proxy-headers", "true"]);
     let app = TestApp::start(db.clone(), &flags).await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/l"}))
-        .await;
+    let url = app.link("https://e.com/l").await;
     let code = url["short_code"].as_str().unwrap();
     // One request a minute, bursts of 3: the burst is used up (one by the
     // create above) and nothing refills while the test runs.

@@ -6,10 +6,7 @@ use serde_json::json;
 
 pub async fn events_api(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let user = app.create_user("ada", "ada@example.com").await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com", "user_id": user["id"]}))
-        .await;
+    let (user, url) = app.user_with_link("https://e.com").await;
     let event = expect_json(
         app.post(
             "/events",
@@ -48,25 +45,19 @@ pub async fn events_api(backend: Backend) {
     ] {
         expect_error(app.post("/events", missing).await, StatusCode::BAD_REQUEST).await;
     }
-    let filtered = expect_json(
-        app.get(&format!(
+    let filtered = app
+        .get_json(&format!(
             "/events?user_id={}&event_type=qr_scan",
             user["id"]
         ))
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+        .await;
     assert_eq!(filtered.as_array().unwrap().len(), 1);
     expect_error(app.get("/events?url_id=abc").await, StatusCode::BAD_REQUEST).await;
 }
 
 pub async fn clients_cannot_forge_redirect_events(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let user = app.create_user("ada", "ada@example.com").await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/f", "user_id": user["id"]}))
-        .await;
+    let (user, url) = app.user_with_link("https://e.com/f").await;
     let res = app
         .post(
             "/events",

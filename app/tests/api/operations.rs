@@ -1,12 +1,11 @@
 //! Health, metrics and the OpenAPI document.
 
-use crate::common::{Backend, TestApp, expect_json};
+use crate::common::{Backend, TestApp};
 use reqwest::StatusCode;
-use serde_json::json;
 
 pub async fn health_reports_database_and_cache(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let body = expect_json(app.get("/health").await, StatusCode::OK).await;
+    let body = app.get_json("/health").await;
     assert_eq!(body["status"], "ok");
     assert_eq!(body["database"], "ok");
     assert!(body["cache"].is_string());
@@ -17,7 +16,7 @@ pub async fn health_reports_database_and_cache(backend: Backend) {
 
 pub async fn openapi_document_lists_every_route(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let doc = expect_json(app.get("/openapi.json").await, StatusCode::OK).await;
+    let doc = app.get_json("/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/health",
@@ -41,9 +40,7 @@ pub async fn openapi_document_lists_every_route(backend: Backend) {
 
 pub async fn metrics_are_exported(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/m"}))
-        .await;
+    let url = app.link("https://e.com/m").await;
     app.get(&format!("/{}", url["short_code"].as_str().unwrap()))
         .await;
     app.get(&format!("/urls/{}", url["id"])).await;

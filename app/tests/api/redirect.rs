@@ -1,12 +1,13 @@
 //! Redirects: what they answer, what they record, and how fast a change reaches them.
 
-use crate::common::{Backend, TestApp, expect_error, expect_json};
+use crate::common::{Backend, TestApp, expect_error};
 use reqwest::StatusCode;
 use serde_json::json;
 
 pub async fn redirect_records_an_event_visible_at_once(backend: Backend) {
     let app = TestApp::new(backend).await;
     let user = app.create_user("ada", "ada@example.com").await;
+    // `url` is accepted for `original_url`.
     let url = app
         .create_url(json!({"url": "https://example.com/go", "user_id": user["id"]}))
         .await;
@@ -15,12 +16,9 @@ pub async fn redirect_records_an_event_visible_at_once(backend: Backend) {
         let res = app.get(&format!("/{code}")).await;
         assert_eq!(res.status(), StatusCode::FOUND);
         assert_eq!(res.headers()["location"], "https://example.com/go");
-        let events = expect_json(
-            app.get(&format!("/events?url_id={}&event_type=redirect", url["id"]))
-                .await,
-            StatusCode::OK,
-        )
-        .await;
+        let events = app
+            .get_json(&format!("/events?url_id={}&event_type=redirect", url["id"]))
+            .await;
         assert_eq!(
             events.as_array().unwrap().len(),
             n,
@@ -33,9 +31,7 @@ pub async fn redirect_records_an_event_visible_at_once(backend: Backend) {
 
 pub async fn inactive_and_unknown_codes_do_not_redirect_or_record(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app
-        .create_url(json!({"original_url": "https://example.com/off"}))
-        .await;
+    let url = app.link("https://example.com/off").await;
     let id = url["id"].as_i64().unwrap();
     app.put(&format!("/urls/{id}"), json!({"is_active": false}))
         .await;
@@ -46,15 +42,13 @@ pub async fn inactive_and_unknown_codes_do_not_redirect_or_record(backend: Backe
     )
     .await;
     expect_error(app.get("/NoSuchCode").await, StatusCode::NOT_FOUND).await;
-    let redirects = expect_json(app.get("/events?event_type=redirect").await, StatusCode::OK).await;
+    let redirects = app.get_json("/events?event_type=redirect").await;
     assert_eq!(redirects, json!([]));
 }
 
 pub async fn update_reaches_the_redirect_at_once(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app
-        .create_url(json!({"original_url": "https://example.com/old"}))
-        .await;
+    let url = app.link("https://example.com/old").await;
     let path = format!("/{}", url["short_code"].as_str().unwrap());
     assert_eq!(
         app.get(&path).await.headers()["location"],
@@ -79,9 +73,7 @@ pub async fn update_reaches_the_redirect_at_once(backend: Backend) {
 
 pub async fn head_requests_redirect_without_recording(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/h"}))
-        .await;
+    let url = app.link("https://e.com/h").await;
     let res = app
         .request(
             reqwest::Method::HEAD,
@@ -91,20 +83,14 @@ pub async fn head_requests_redirect_without_recording(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::FOUND);
-    let stats = expect_json(
-        app.get(&format!("/urls/{}/stats", url["id"])).await,
-        StatusCode::OK,
-    )
-    .await;
+    let stats = app.get_json(&format!("/urls/{}/stats", url["id"])).await;
     assert_eq!(stats["redirect_count"], 0);
 }
 
 pub async fn concurrent_redirects_to_one_link_are_each_counted_once(backend: Backend) {
     const REDIRECTS: usize = 300;
     let app = std::sync::Arc::new(TestApp::new(backend).await);
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/hot"}))
-        .await;
+    let url = app.link("https://e.com/hot").await;
     let code = url["short_code"].as_str().unwrap().to_owned();
     let mut redirects = tokio::task::JoinSet::new();
     for _ in 0..REDIRECTS {
@@ -115,23 +101,16 @@ pub async fn concurrent_redirects_to_one_link_are_each_counted_once(backend: Bac
         assert_eq!(status.unwrap(), StatusCode::FOUND);
     }
     // Every answered redirect is committed: counters and events agree.
-    let stats = expect_json(
-        app.get(&format!("/urls/{}/stats", url["id"])).await,
-        StatusCode::OK,
-    )
-    .await;
+    let stats = app.get_json(&format!("/urls/{}/stats", url["id"])).await;
     assert_eq!(stats["redirect_count"], REDIRECTS);
     let mut ids = std::collections::HashSet::new();
     for page in 1..=REDIRECTS.div_ceil(100) + 1 {
-        let events = expect_json(
-            app.get(&format!(
+        let events = app
+            .get_json(&format!(
                 "/events?url_id={}&event_type=redirect&per_page=100&page={page}",
                 url["id"]
             ))
-            .await,
-            StatusCode::OK,
-        )
-        .await;
+            .await;
         for event in events.as_array().unwrap() {
             assert!(
                 ids.insert(event["id"].as_i64().unwrap()),

@@ -39,9 +39,7 @@ pub async fn bodies_that_are_not_objects_are_400(backend: Backend) {
             .unwrap();
         expect_error(res, StatusCode::BAD_REQUEST).await;
     }
-    let url = app
-        .create_url(json!({"original_url": "https://example.com"}))
-        .await;
+    let url = app.link("https://example.com").await;
     let res = app
         .request(reqwest::Method::PUT, &format!("/urls/{}", url["id"]))
         .header("content-type", "application/json")
@@ -102,9 +100,7 @@ pub async fn wrong_types_name_the_field(backend: Backend) {
         );
         assert!(payload["details"][&field].is_array(), "{body}: {payload}");
     }
-    let url = app
-        .create_url(json!({"original_url": "https://e.com"}))
-        .await;
+    let url = app.link("https://e.com").await;
     let res = app
         .put(&format!("/urls/{}", url["id"]), json!({"is_active": "yes"}))
         .await;
@@ -127,9 +123,7 @@ pub async fn unknown_references_are_404(backend: Backend) {
     )
     .await;
     let user = app.create_user("ada", "ada@example.com").await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com"}))
-        .await;
+    let url = app.link("https://e.com").await;
     expect_error(
         app.post(
             "/events",
@@ -182,9 +176,7 @@ pub async fn errors_are_always_json(backend: Backend) {
 
 pub async fn api_key_mode_guards_management_endpoints(backend: Backend) {
     let app = TestApp::with_auth(backend, AuthMode::ApiKey).await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/k"}))
-        .await;
+    let url = app.link("https://e.com/k").await;
     let anonymous = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -235,10 +227,7 @@ pub async fn api_key_mode_guards_management_endpoints(backend: Backend) {
         StatusCode::OK
     );
     // The refused delete changed nothing.
-    assert_eq!(
-        expect_json(app.get("/urls/1").await, StatusCode::OK).await["is_active"],
-        true
-    );
+    assert_eq!(app.get_json("/urls/1").await["is_active"], true);
 }
 
 pub async fn request_ids_are_echoed_or_assigned_uniquely(backend: Backend) {

@@ -28,7 +28,7 @@ pub async fn urls_crud_and_events(backend: Backend) {
     assert_eq!(url["is_active"], true);
     let id = url["id"].as_i64().unwrap();
 
-    let events = expect_json(app.get(&format!("/urls/{id}/events")).await, StatusCode::OK).await;
+    let events = app.get_json(&format!("/urls/{id}/events")).await;
     assert_eq!(events[0]["event_type"], "created");
     assert_eq!(events[0]["details"]["short_code"], url["short_code"]);
     assert!(
@@ -49,12 +49,9 @@ pub async fn urls_crud_and_events(backend: Backend) {
     assert_eq!(updated["original_url"], "https://example.org/");
     assert!(updated["updated_at"].as_str().unwrap() > url["updated_at"].as_str().unwrap());
 
-    let updates = expect_json(
-        app.get(&format!("/events?url_id={id}&event_type=updated"))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let updates = app
+        .get_json(&format!("/events?url_id={id}&event_type=updated"))
+        .await;
     let mut fields: Vec<_> = updates
         .as_array()
         .unwrap()
@@ -77,12 +74,9 @@ pub async fn urls_crud_and_events(backend: Backend) {
 
     // Setting a field to its current value changes nothing and records nothing.
     app.put(&format!("/urls/{id}"), json!({"title": "Y"})).await;
-    let again = expect_json(
-        app.get(&format!("/events?url_id={id}&event_type=updated"))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let again = app
+        .get_json(&format!("/events?url_id={id}&event_type=updated"))
+        .await;
     assert_eq!(again.as_array().unwrap().len(), 2);
 
     // Clearing the title.
@@ -107,12 +101,8 @@ pub async fn urls_crud_and_events(backend: Backend) {
 
 pub async fn same_url_twice_gives_two_codes(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let a = app
-        .create_url(json!({"original_url": "https://example.com/same"}))
-        .await;
-    let b = app
-        .create_url(json!({"original_url": "https://example.com/same"}))
-        .await;
+    let a = app.link("https://example.com/same").await;
+    let b = app.link("https://example.com/same").await;
     assert_ne!(a["id"], b["id"]);
     assert_ne!(a["short_code"], b["short_code"]);
     let code = a["short_code"].as_str().unwrap();
@@ -124,9 +114,7 @@ pub async fn same_url_twice_gives_two_codes(backend: Backend) {
 
 pub async fn deleting_a_url_is_soft_and_idempotent(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app
-        .create_url(json!({"original_url": "https://example.com/del"}))
-        .await;
+    let url = app.link("https://example.com/del").await;
     let id = url["id"].as_i64().unwrap();
     for _ in 0..2 {
         assert_eq!(
@@ -134,14 +122,11 @@ pub async fn deleting_a_url_is_soft_and_idempotent(backend: Backend) {
             StatusCode::NO_CONTENT
         );
     }
-    let after = expect_json(app.get(&format!("/urls/{id}")).await, StatusCode::OK).await;
+    let after = app.get_json(&format!("/urls/{id}")).await;
     assert_eq!(after["is_active"], false);
-    let deleted = expect_json(
-        app.get(&format!("/events?url_id={id}&event_type=deleted"))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let deleted = app
+        .get_json(&format!("/events?url_id={id}&event_type=deleted"))
+        .await;
     assert_eq!(
         deleted.as_array().unwrap().len(),
         1,
@@ -252,18 +237,12 @@ pub async fn shorten_quick_path(backend: Backend) {
 
 pub async fn stats(backend: Backend) {
     let app = TestApp::new(backend).await;
-    let url = app
-        .create_url(json!({"original_url": "https://e.com/s"}))
-        .await;
+    let url = app.link("https://e.com/s").await;
     let code = url["short_code"].as_str().unwrap();
     for _ in 0..4 {
         app.get(&format!("/{code}")).await;
     }
-    let stats = expect_json(
-        app.get(&format!("/urls/{}/stats", url["id"])).await,
-        StatusCode::OK,
-    )
-    .await;
+    let stats = app.get_json(&format!("/urls/{}/stats", url["id"])).await;
     assert_eq!(stats["url"]["id"], url["id"]);
     assert_eq!(stats["redirect_count"], 4);
     assert_eq!(stats["events_by_type"]["created"], 1);
@@ -290,16 +269,16 @@ pub async fn pagination_and_filters(backend: Backend) {
         25,
         "default per_page is 25"
     );
-    let page2 = expect_json(app.get("/urls?page=2&per_page=25").await, StatusCode::OK).await;
+    let page2 = app.get_json("/urls?page=2&per_page=25").await;
     assert_eq!(page2.as_array().unwrap().len(), 5);
     assert!(page2[0]["id"].as_i64() > first[24]["id"].as_i64());
-    let capped = expect_json(app.get("/urls?per_page=1000").await, StatusCode::OK).await;
+    let capped = app.get_json("/urls?per_page=1000").await;
     assert_eq!(
         capped.as_array().unwrap().len(),
         30,
         "per_page is capped at 100, not refused"
     );
-    let beyond = expect_json(app.get("/urls?page=9").await, StatusCode::OK).await;
+    let beyond = app.get_json("/urls?page=9").await;
     assert_eq!(beyond, json!([]));
     for bad in [
         "page=0",
@@ -335,11 +314,7 @@ pub async fn pagination_and_filters(backend: Backend) {
     assert_eq!(res.headers()["x-total-count"], "29");
     // Keyset paging: the rows after an id, any depth.
     let after = first[24]["id"].as_i64().unwrap();
-    let next = expect_json(
-        app.get(&format!("/urls?after_id={after}")).await,
-        StatusCode::OK,
-    )
-    .await;
+    let next = app.get_json(&format!("/urls?after_id={after}")).await;
     assert_eq!(next, page2);
     for bad in [
         "after_id=x",

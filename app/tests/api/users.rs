@@ -14,7 +14,7 @@ pub async fn users_crud(backend: Backend) {
     assert_eq!(created.len(), 19, "YYYY-MM-DDTHH:MM:SS, got {created}");
     assert_eq!(&created[10..11], "T");
 
-    let fetched = expect_json(app.get(&format!("/users/{id}")).await, StatusCode::OK).await;
+    let fetched = app.get_json(&format!("/users/{id}")).await;
     assert_eq!(fetched, user);
 
     let updated = expect_json(
@@ -70,7 +70,7 @@ pub async fn user_validation(backend: Backend) {
     )
     .await;
     assert!(msg.contains("email"), "{msg}");
-    let unchanged = expect_json(app.get(&format!("/users/{id}")).await, StatusCode::OK).await;
+    let unchanged = app.get_json(&format!("/users/{id}")).await;
     assert_eq!(unchanged, user, "a refused update changes nothing");
 }
 
@@ -125,20 +125,13 @@ pub async fn deleting_a_user_deactivates_their_urls_and_frees_the_email(backend:
     );
 
     // The URL still exists (nothing dangles), is inactive, and says why.
-    let after = expect_json(
-        app.get(&format!("/urls/{}", url["id"])).await,
-        StatusCode::OK,
-    )
-    .await;
+    let after = app.get_json(&format!("/urls/{}", url["id"])).await;
     assert_eq!(after["is_active"], false);
     assert_eq!(after["user_id"], uid);
     expect_error(app.get(&format!("/{code}")).await, StatusCode::NOT_FOUND).await;
-    let events = expect_json(
-        app.get(&format!("/events?url_id={}&event_type=deleted", url["id"]))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let events = app
+        .get_json(&format!("/events?url_id={}&event_type=deleted", url["id"]))
+        .await;
     assert_eq!(events.as_array().unwrap().len(), 1);
     assert_eq!(events[0]["details"], json!({"reason": "owner_deleted"}));
 
@@ -177,7 +170,7 @@ pub async fn bulk_user_import(backend: Backend) {
     assert_eq!(report["imported"], 2);
     assert_eq!(report["duplicates"], 1);
     assert_eq!(report["errors"][0]["line"], 3);
-    let ada = expect_json(app.get("/users/10").await, StatusCode::OK).await;
+    let ada = app.get_json("/users/10").await;
     assert_eq!(ada["created_at"], "2025-01-02T03:04:05");
     // New rows get ids past the imported ones.
     let next = app.create_user("new", "new@example.com").await;

@@ -258,6 +258,11 @@ impl TestApp {
         self.request(Method::GET, path).send().await.unwrap()
     }
 
+    /// GET that must answer 200 with JSON; the body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        expect_json(self.get(path).await, StatusCode::OK).await
+    }
+
     pub async fn delete(&self, path: &str) -> Response {
         self.request(Method::DELETE, path).send().await.unwrap()
     }
@@ -296,6 +301,19 @@ impl TestApp {
 
     pub async fn create_url(&self, body: Value) -> Value {
         expect_json(self.post("/urls", body).await, StatusCode::CREATED).await
+    }
+
+    /// A new link to `target`, owned by nobody.
+    pub async fn link(&self, target: &str) -> Value {
+        self.create_url(serde_json::json!({ "original_url": target }))
+            .await
+    }
+
+    /// A new user (ada) and a link of theirs to `target`.
+    pub async fn user_with_link(&self, target: &str) -> (Value, Value) {
+        let user = self.create_user("ada", "ada@example.com").await;
+        let body = serde_json::json!({"original_url": target, "user_id": user["id"]});
+        (user.clone(), self.create_url(body).await)
     }
 }
 
