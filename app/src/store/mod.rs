@@ -159,17 +159,13 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a URL with a fresh random short code, retrying on the rare
     /// collision (the unique index makes this safe across replicas).
     async fn create_url_with_generated_code(&self, url: NewUrl) -> StoreResult<Url> {
-        let mut last = None;
         for _ in 0..SHORT_CODE_ATTEMPTS {
-            let code = ShortCode::generate();
-            match self.insert_url(url.clone(), &code).await {
-                Err(StoreError::Conflict(Conflict::ShortCodeTaken)) => {
-                    last = Some(StoreError::Conflict(Conflict::ShortCodeTaken));
-                }
+            match self.insert_url(url.clone(), &ShortCode::generate()).await {
+                Err(StoreError::Conflict(Conflict::ShortCodeTaken)) => continue,
                 other => return other,
             }
         }
-        Err(last.unwrap_or(StoreError::Conflict(Conflict::ShortCodeTaken)))
+        Err(StoreError::Conflict(Conflict::ShortCodeTaken))
     }
 }
 
