@@ -129,6 +129,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_url(&self, url: NewUrl, code: &ShortCode) -> StoreResult<Url>;
     async fn get_url(&self, id: i64) -> StoreResult<Url>;
     async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>>;
+    /// How many URLs are active (for the `shortener_urls_active` gauge), as
+    /// list totals count: exact up to the backend's cap, the planner's
+    /// estimate beyond it.
+    async fn count_active_urls(&self) -> StoreResult<i64>;
     /// Applies the patch and records one `updated` event per changed field.
     async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url>;
     /// Deactivates the URL with a `deleted` event; a second call changes

@@ -453,6 +453,13 @@ where
         })
     }
 
+    async fn count_active_urls(&self) -> StoreResult<i64> {
+        traced!("count_active_urls", async {
+            let active = |qb: &mut QueryBuilder<DB>| _ = qb.push(" FROM urls WHERE is_active");
+            Ok(self.count(active).await?.0)
+        })
+    }
+
     async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url> {
         traced!("update_url", async {
             let mut tx = self.writer.begin().await?;
