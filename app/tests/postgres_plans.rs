@@ -28,6 +28,8 @@ async fn every_api_query_is_served_by_an_index() {
         "SELECT * FROM events WHERE TRUE AND url_id = 1 AND event_type = 'redirect' ORDER BY id LIMIT 25",
         "SELECT COUNT(*) FROM events WHERE TRUE AND url_id = 1",
         "SELECT COUNT(*) FROM urls WHERE TRUE AND user_id = 1",
+        // The active-URL gauge.
+        "SELECT COUNT(*) FROM (SELECT 1 FROM urls WHERE is_active LIMIT 10001) AS matching",
         // Stats.
         "SELECT event_type, COUNT(*) FROM events WHERE url_id = 1 \
          AND event_type <> 'redirect' GROUP BY event_type",

@@ -26,6 +26,7 @@ every_backend!(
     platform_reference_seed_loads,
     ids_after_seed_do_not_collide,
     deleted_users_keep_their_rows_for_events,
+    active_urls_are_counted,
 );
 
 fn url(to: &str) -> NewUrl {
@@ -320,4 +321,21 @@ async fn deleted_users_keep_their_rows_for_events(backend: Backend) {
         store.get_user(user.id).await,
         Err(StoreError::NotFound(Entity::User))
     ));
+}
+
+async fn active_urls_are_counted(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    assert_eq!(store.count_active_urls().await.unwrap(), 0);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let created = store
+            .create_url_with_generated_code(url(&format!("https://e.com/{n}")))
+            .await
+            .unwrap();
+        ids.push(created.id);
+    }
+    assert_eq!(store.count_active_urls().await.unwrap(), 3);
+    store.deactivate_url(ids[1], "test").await.unwrap();
+    assert_eq!(store.count_active_urls().await.unwrap(), 2);
 }

@@ -129,6 +129,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_url(&self, url: NewUrl, code: &ShortCode) -> StoreResult<Url>;
     async fn get_url(&self, id: i64) -> StoreResult<Url>;
     async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>>;
+    /// How many URLs are active (for the `shortener_urls_active` gauge), as
+    /// list totals count: exact up to the backend's cap, the planner's
+    /// estimate beyond it.
+    async fn count_active_urls(&self) -> StoreResult<i64>;
     /// Applies the patch and records one `updated` event per changed field.
     async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url>;
     /// Deactivates the URL with a `deleted` event; a second call changes
@@ -159,17 +163,13 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a URL with a fresh random short code, retrying on the rare
     /// collision (the unique index makes this safe across replicas).
     async fn create_url_with_generated_code(&self, url: NewUrl) -> StoreResult<Url> {
-        let mut last = None;
         for _ in 0..SHORT_CODE_ATTEMPTS {
-            let code = ShortCode::generate();
-            match self.insert_url(url.clone(), &code).await {
-                Err(StoreError::Conflict(Conflict::ShortCodeTaken)) => {
-                    last = Some(StoreError::Conflict(Conflict::ShortCodeTaken));
-                }
+            match self.insert_url(url.clone(), &ShortCode::generate()).await {
+                Err(StoreError::Conflict(Conflict::ShortCodeTaken)) => continue,
                 other => return other,
             }
         }
-        Err(last.unwrap_or(StoreError::Conflict(Conflict::ShortCodeTaken)))
+        Err(StoreError::Conflict(Conflict::ShortCodeTaken))
     }
 }
 

@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use futures_util::future::BoxFuture;
 
-use super::sql::{Dialect, SqlStore};
+use super::sql::{Dialect, SqlStore, sql};
 use super::{Click, StoreResult};
 use crate::domain::Timestamp;
 
@@ -15,36 +15,32 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 /// A batch of clicks as `redirect` events: parallel arrays of url ids, user
 /// ids, times and short codes.
-const INSERT_CLICKS: &str = "INSERT INTO events (url_id, user_id, event_type, timestamp, details) \
+const INSERT_CLICKS: &str = sql!("INSERT INTO events (" EVENT ") \
      SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
      FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \
-     AS click (url_id, user_id, at, code)";
+     AS click (url_id, user_id, at, code)");
 /// Adds per-URL click counts to shard `$2`'s counter rows, in `url_id`
 /// order (see `record_clicks`: writers sharing a shard queue instead of
 /// deadlocking).
-const ADD_TO_COUNTERS: &str = "INSERT INTO redirect_counts \
-     (url_id, shard, redirect_count, last_redirect_at) \
+const ADD_TO_COUNTERS: &str = sql!("INSERT INTO redirect_counts (" COUNTER ") \
      SELECT url_id, $2, clicks, latest \
      FROM UNNEST($1::BIGINT[], $3::BIGINT[], $4::TIMESTAMP[]) AS delta (url_id, clicks, latest) \
      ORDER BY url_id \
      ON CONFLICT (url_id, shard) DO UPDATE SET \
      redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
-     last_redirect_at = GREATEST(redirect_counts.last_redirect_at, excluded.last_redirect_at)";
+     last_redirect_at = GREATEST(redirect_counts.last_redirect_at, excluded.last_redirect_at)");
 
 pub type PgStore = SqlStore<Postgres>;
 
 impl Dialect for Postgres {
-    const LOCK_URL: &'static str = "SELECT id, user_id, short_code, original_url, title, \
-         is_active, created_at, updated_at, version FROM urls WHERE id = $1 FOR UPDATE";
-    const IMPORT_USER: &'static str = "INSERT INTO users (id, username, email, created_at) \
+    const LOCK_URL: &'static str = sql!("SELECT " URL " FROM urls WHERE id = $1 FOR UPDATE");
+    const IMPORT_USER: &'static str = sql!("INSERT INTO users (" USER ") \
          VALUES (COALESCE($1, nextval(pg_get_serial_sequence('users', 'id'))), $2, $3, $4) \
-         ON CONFLICT DO NOTHING RETURNING id";
+         ON CONFLICT DO NOTHING RETURNING id");
 
-    const DEACTIVATE_USER_URLS: &'static str = "UPDATE urls SET is_active = FALSE, \
+    const DEACTIVATE_USER_URLS: &'static str = sql!("UPDATE urls SET is_active = FALSE, \
          updated_at = GREATEST($2, updated_at + INTERVAL '1 second'), version = version + 1 \
-         WHERE user_id = $1 AND is_active \
-         RETURNING id, user_id, short_code, original_url, title, is_active, created_at, \
-         updated_at, version";
+         WHERE user_id = $1 AND is_active RETURNING " URL);
 
     const COUNT_CAP: Option<i64> = Some(10_000);
     const CONCURRENT_WRITERS: usize = usize::MAX;

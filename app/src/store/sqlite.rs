@@ -8,7 +8,7 @@ use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::StoreResult;
-use super::sql::{Dialect, SqlStore};
+use super::sql::{Dialect, GET_URL, SqlStore, sql};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -17,25 +17,17 @@ pub type SqliteStore = SqlStore<Sqlite>;
 impl Dialect for Sqlite {
     // No row locks needed: every write transaction runs on the single
     // writer connection, one at a time.
-    const LOCK_URL: &'static str = "SELECT id, user_id, short_code, original_url, title, \
-         is_active, created_at, updated_at, version FROM urls WHERE id = $1";
+    const LOCK_URL: &'static str = GET_URL;
     // A NULL id takes the next rowid (max + 1), so no sequence to keep.
-    const IMPORT_USER: &'static str = "INSERT INTO users (id, username, email, created_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id";
+    const IMPORT_USER: &'static str = sql!("INSERT INTO users (" USER ") VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id");
 
     // Timestamps are 'YYYY-MM-DD HH:MM:SS' text, which orders as time does.
-    const DEACTIVATE_USER_URLS: &'static str = "UPDATE urls SET is_active = FALSE, \
+    const DEACTIVATE_USER_URLS: &'static str = sql!("UPDATE urls SET is_active = FALSE, \
          updated_at = max($2, datetime(updated_at, '+1 second')), version = version + 1 \
-         WHERE user_id = $1 AND is_active \
-         RETURNING id, user_id, short_code, original_url, title, is_active, created_at, \
-         updated_at, version";
+         WHERE user_id = $1 AND is_active RETURNING " URL);
 
     const COUNT_CAP: Option<i64> = None;
     const CONCURRENT_WRITERS: usize = 1;
-
-    fn sync_sequence(_table: &str) -> Option<String> {
-        None
-    }
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
