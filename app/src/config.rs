@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,12 +80,12 @@ pub struct ServeConfig {
     pub public_base_url: Option<String>,
 
     /// Longest a request may take before it is answered with 503.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub request_timeout_secs: u64,
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value = "10", value_parser = seconds(1..=300))]
+    pub request_timeout_secs: Duration,
 
     /// Seconds to finish in-flight requests after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
-    pub shutdown_grace_secs: u64,
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "20", value_parser = seconds(0..=600))]
+    pub shutdown_grace_secs: Duration,
 
     /// Access log: `all`, `errors` (default: 4xx, 5xx, slow) or `off`.
     #[arg(long, env = "ACCESS_LOG", value_enum, default_value = "errors")]
@@ -106,14 +107,6 @@ impl ServeConfig {
             check_api_key(key).map_err(|e| format!("ADMIN_API_KEY {e}"))?;
         }
         Ok(())
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs)
-    }
-
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
     }
 
     /// The configuration `shortener serve FLAGS…` would run with, reading
@@ -154,16 +147,16 @@ pub struct CacheSettings {
 
     /// Seconds an in-process entry may be served without news of a change
     /// (changes normally arrive at once over Redis; this bounds a missed one).
-    #[arg(long, env = "LOCAL_CACHE_TTL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub local_cache_ttl_seconds: u64,
+    #[arg(long, env = "LOCAL_CACHE_TTL_SECONDS", default_value = "30", value_parser = seconds(1..=86_400))]
+    pub local_cache_ttl_seconds: Duration,
 
     /// Seconds an entry lives in Redis.
-    #[arg(long, env = "CACHE_TTL_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=604_800))]
-    pub cache_ttl_seconds: u64,
+    #[arg(long, env = "CACHE_TTL_SECONDS", default_value = "300", value_parser = seconds(1..=604_800))]
+    pub cache_ttl_seconds: Duration,
 
     /// Seconds "no such short code" is remembered in process.
-    #[arg(long, env = "NEGATIVE_CACHE_TTL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3_600))]
-    pub negative_cache_ttl_seconds: u64,
+    #[arg(long, env = "NEGATIVE_CACHE_TTL_SECONDS", default_value = "5", value_parser = seconds(1..=3_600))]
+    pub negative_cache_ttl_seconds: Duration,
 
     /// Most recent active URLs loaded into the caches at start.
     #[arg(long, env = "CACHE_WARM_ENTRIES", default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
@@ -176,69 +169,42 @@ pub struct CacheSettings {
 
     /// Milliseconds a Redis call may take before the database is asked
     /// instead.
-    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub redis_timeout_ms: u64,
-}
-
-impl CacheSettings {
-    pub fn local_ttl(&self) -> Duration {
-        Duration::from_secs(self.local_cache_ttl_seconds)
-    }
-
-    pub fn negative_ttl(&self) -> Duration {
-        Duration::from_secs(self.negative_cache_ttl_seconds)
-    }
-
-    pub fn shared_ttl(&self) -> Duration {
-        Duration::from_secs(self.cache_ttl_seconds)
-    }
-
-    pub fn redis_timeout(&self) -> Duration {
-        Duration::from_millis(self.redis_timeout_ms)
-    }
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value = "50", value_parser = clap::value_parser!(u64).range(1..=10_000).map(Duration::from_millis))]
+    pub redis_timeout_ms: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ClickSettings {
     /// Most clicks written in one INSERT.
-    #[arg(long, env = "CLICK_BATCH_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub click_batch_max: u64,
+    #[arg(long, env = "CLICK_BATCH_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000).map(as_usize))]
+    pub click_batch_max: usize,
 
     /// Clicks that may queue for the writer before redirects wait.
-    #[arg(long, env = "CLICK_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub click_queue_capacity: u64,
+    #[arg(long, env = "CLICK_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(as_usize))]
+    pub click_queue_capacity: usize,
 
     /// Clicks kept in memory while the database is unavailable.
-    #[arg(long, env = "CLICK_SPILL_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
-    pub click_spill_capacity: u64,
+    #[arg(long, env = "CLICK_SPILL_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000).map(as_usize))]
+    pub click_spill_capacity: usize,
 
     /// Click batches written at once (PostgreSQL; SQLite always writes one
     /// at a time). Each holds a database connection while it writes.
-    #[arg(long, env = "CLICK_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
-    pub click_writers: u64,
-}
-
-impl ClickSettings {
-    pub fn max_batch(&self) -> usize {
-        as_usize(self.click_batch_max)
-    }
-
-    pub fn queue_capacity(&self) -> usize {
-        as_usize(self.click_queue_capacity)
-    }
-
-    pub fn spill_capacity(&self) -> usize {
-        as_usize(self.click_spill_capacity)
-    }
-
-    pub fn writers(&self) -> usize {
-        as_usize(self.click_writers)
-    }
+    #[arg(long, env = "CLICK_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64).map(as_usize))]
+    pub click_writers: usize,
 }
 
 /// The ranges above fit any `usize` this builds for; saturate regardless.
 fn as_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Whole seconds within `range`, as a duration.
+fn seconds(
+    range: std::ops::RangeInclusive<u64>,
+) -> impl clap::builder::TypedValueParser<Value = Duration> {
+    clap::value_parser!(u64)
+        .range(range)
+        .map(Duration::from_secs)
 }
 
 /// Trace export over OTLP/HTTP with protobuf bodies: off unless an endpoint

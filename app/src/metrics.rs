@@ -241,16 +241,8 @@ async fn sample(
     let up = matches!(ping, Ok(Ok(())));
     metrics.database_up.set(i64::from(up));
     if count_active && up {
-        let active = crate::store::UrlFilter {
-            is_active: Some(true),
-            ..Default::default()
-        };
-        let one = crate::store::Page {
-            per_page: 1,
-            ..Default::default()
-        };
-        match store.list_urls(active, one).await {
-            Ok(listing) => metrics.urls_active.set(listing.total),
+        match store.count_active_urls().await {
+            Ok(count) => metrics.urls_active.set(count),
             Err(err) => tracing::debug!(error = %err, "could not count active URLs"),
         }
     }

@@ -114,7 +114,7 @@ impl Service {
             .with_graceful_shutdown(shutdown)
             .into_future();
         tokio::pin!(server);
-        let grace = config.shutdown_grace();
+        let grace = config.shutdown_grace_secs;
         let deadline = async {
             let _ = stopping_rx.await;
             tokio::time::sleep(grace).await;

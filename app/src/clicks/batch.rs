@@ -64,9 +64,9 @@ impl ClickRecorder {
         settings: &ClickSettings,
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (queue, rx) = mpsc::channel(settings.queue_capacity().max(1));
+        let (queue, rx) = mpsc::channel(settings.click_queue_capacity.max(1));
         let writers = settings
-            .writers()
+            .click_writers
             .min(store.click_writers_limit())
             .clamp(1, COUNTER_SHARDS);
         // A random first shard, so that replicas mostly count into
@@ -79,8 +79,8 @@ impl ClickRecorder {
         let dispatcher = Dispatcher {
             store,
             limits: Limits {
-                max_batch: settings.max_batch(),
-                spill_capacity: settings.spill_capacity(),
+                max_batch: settings.click_batch_max,
+                spill_capacity: settings.click_spill_capacity,
             },
             metrics: metrics.clone(),
             spill: VecDeque::new(),

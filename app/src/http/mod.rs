@@ -77,7 +77,7 @@ impl std::ops::Deref for AppState {
 /// The whole API. `traces`: give every request a server span (only worth
 /// its cost when spans are exported).
 pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
-    let request_timeout = config.request_timeout();
+    let request_timeout = config.request_timeout_secs;
     let request_id = HeaderName::from_static("x-request-id");
     let management = Router::new()
         .merge(users::routes())

@@ -94,8 +94,8 @@ impl LinkCache {
         let local = Cache::builder()
             .max_capacity(settings.cache_capacity)
             .expire_after(TtlPerKind {
-                found: settings.local_ttl(),
-                missing: settings.negative_ttl(),
+                found: settings.local_cache_ttl_seconds,
+                missing: settings.negative_cache_ttl_seconds,
             })
             .build();
         Arc::new(Self {

@@ -49,8 +49,8 @@ impl Links {
                 SharedCache::new(
                     url,
                     &settings.redis_key_prefix,
-                    settings.shared_ttl(),
-                    settings.redis_timeout(),
+                    settings.cache_ttl_seconds,
+                    settings.redis_timeout_ms,
                     metrics.clone(),
                 )
             })
