@@ -3,6 +3,10 @@
 # against a genuine API server (RBAC, admission, CEL validation, garbage
 # collection) where Docker, kind and prebuilt release binaries are unavailable.
 #
+#   export KUBECONFIG=$(scripts/cluster.sh up)  # build once, start, wait; prints the admin kubeconfig
+#   eval "$(scripts/cluster.sh env)"            # KUBECONFIG, and PATH with kubectl and helm
+#   scripts/cluster.sh status                   # what runs (exit 1 if anything is down)
+#   scripts/cluster.sh down                     # stop everything, remove the state directory
 #   scripts/cluster.sh bin | build              # the binaries' directory / just build them
 #
 # Everything is compiled from the Go module proxy (no release downloads): etcd,
@@ -28,6 +32,25 @@ HELM_VERSION=${SHORTENER_CLUSTER_HELM_VERSION:-v3.22.0}
 cache_root=${SHORTENER_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shortener-cluster}
 cache=$cache_root/k8s-$K8S_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.helm-$HELM_VERSION
 bin=$cache/bin
+state=${SHORTENER_CLUSTER_DIR:-/tmp/shortener-cluster}
+pki=$state/pki
+kubeconfig=$state/kubeconfig
+
+# High loopback ports, away from etcd's 2379/2380, the apiserver's 6443 and the
+# 5637x-5643x ports of the test services.
+apiserver_port=${SHORTENER_CLUSTER_APISERVER_PORT:-56443}
+etcd_port=${SHORTENER_CLUSTER_ETCD_PORT:-56479}
+etcd_peer_port=${SHORTENER_CLUSTER_ETCD_PEER_PORT:-56480}
+kcm_port=${SHORTENER_CLUSTER_KCM_PORT:-56457}
+scheduler_port=${SHORTENER_CLUSTER_SCHEDULER_PORT:-56459}
+kwok_port=${SHORTENER_CLUSTER_KWOK_PORT:-56447}
+service_cidr=10.96.0.0/16
+service_ip=10.96.0.1 # first address of service_cidr: the `kubernetes` Service
+pod_cidr=10.244.0.0/16
+node_name=kwok-node-0
+
+# Start order; `down` stops them in reverse.
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
 
 as_root() {
@@ -203,15 +226,377 @@ build_all() {
   exec 9>&-
 }
 
+# ---------------------------------------------------------------------------
+# Certificates and kubeconfigs
+# ---------------------------------------------------------------------------
+
+new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+# A certificate signed by the cluster CA. Client certificates carry the
+# identity RBAC sees: CN is the user, O the group.
+issue() { # name subject extendedKeyUsage [subjectAltName [ca]]
+  local name=$1 subj=$2 eku=$3 san=${4:-} ca=${5:-ca} ext
+  [ -s "$pki/$name.crt" ] && return 0
+  new_key "$pki/$name.key"
+  ext="basicConstraints=critical,CA:FALSE"$'\n'"keyUsage=critical,digitalSignature"$'\n'"extendedKeyUsage=$eku"
+  [ -z "$san" ] || ext+=$'\n'"subjectAltName=$san"
+  openssl req -new -key "$pki/$name.key" -subj "$subj" |
+    openssl x509 -req -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -set_serial "0x$(openssl rand -hex 16)" \
+      -days 365 -extfile <(printf '%s\n' "$ext") -out "$pki/$name.crt" 2>/dev/null
+}
+
+make_pki() {
+  mkdir -p "$pki"; chmod 700 "$pki"
+  if [ ! -s "$pki/ca.crt" ]; then
+    log "generating certificates in $pki"
+    new_key "$pki/ca.key"
+    openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=shortener-cluster-ca" -days 3650 \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out "$pki/ca.crt"
+  fi
+  # Service-account tokens: the apiserver signs and verifies them, the
+  # controller manager signs the legacy token Secrets.
+  if [ ! -s "$pki/sa.pub" ]; then
+    openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+  fi
+  # etcd's built-in gRPC gateway dials etcd itself with the server certificate,
+  # so that certificate must be good for client authentication too.
+  issue etcd-server "/CN=etcd-server" serverAuth,clientAuth "IP:127.0.0.1,DNS:localhost"
+  issue etcd-client "/CN=kube-apiserver-etcd-client" clientAuth
+  issue kube-apiserver "/CN=kube-apiserver" serverAuth \
+    "IP:127.0.0.1,IP:$service_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  issue admin "/O=system:masters/CN=shortener-admin" clientAuth
+  issue kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
+  issue kube-scheduler "/CN=system:kube-scheduler" clientAuth
+  # The aggregation layer's front proxy: its own CA, so the apiserver publishes
+  # a requestheader CA, which the delegated authentication of the controller
+  # manager and the scheduler expects to find.
+  if [ ! -s "$pki/front-proxy-ca.crt" ]; then
+    new_key "$pki/front-proxy-ca.key"
+    openssl req -x509 -new -key "$pki/front-proxy-ca.key" -subj "/CN=shortener-cluster-front-proxy-ca" -days 3650 \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out "$pki/front-proxy-ca.crt"
+  fi
+  issue front-proxy-client "/CN=front-proxy-client" clientAuth "" front-proxy-ca
+  # kwok stands in for kubelets; it gets its own user, bound to a role with
+  # what it needs (see bootstrap_objects), not system:masters.
+  issue kwok "/CN=shortener-cluster:kwok" clientAuth
+}
+
+write_kubeconfig() { # path cert-name
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: shortener
+  cluster:
+    server: https://127.0.0.1:$apiserver_port
+    certificate-authority: $pki/ca.crt
+users:
+- name: $2
+  user:
+    client-certificate: $pki/$2.crt
+    client-key: $pki/$2.key
+contexts:
+- name: shortener
+  context:
+    cluster: shortener
+    user: $2
+current-context: shortener
+EOF
+}
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+# The pid of a running component. A pid file can outlive its process and pids
+# are reused, so it counts only while that pid still runs the same program.
+pid_of() { # component
+  local f=$state/run/$1.pid pid exe
+  [ -s "$f" ] || return 1
+  pid=$(<"$f")
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}
+  [ "${exe##*/}" = "$1" ] || return 1
+  alive "$pid" || return 1
+  echo "$pid"
+}
+
+# Zombies count as gone.
+alive() { [ -r "/proc/$1/stat" ] && ! awk '{ exit ($3 == "Z") ? 0 : 1 }' "/proc/$1/stat" 2>/dev/null; }
+
+# Each component runs in its own session (so its own process group, detached
+# from the caller's terminal), with all output in its log file: nothing keeps
+# the caller's stdout open, so `$(cluster.sh up)` returns.
+launch() { # component args...
+  local name=$1; shift
+  pid_of "$name" >/dev/null && return 0
+  log "starting $name"
+  printf '==== %s: %s %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$state/logs/$name.log"
+  setsid "$bin/$name" "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$state/run/$name.pid"
+}
+
+fail() { # component message
+  log "error: $2"
+  if [ -f "$state/logs/$1.log" ]; then
+    log "last lines of $state/logs/$1.log:"
+    tail -n 30 "$state/logs/$1.log" >&2
+  fi
+  exit 1
+}
+
+wait_for() { # component timeout-seconds what command...
+  local name=$1 deadline=$((SECONDS + $2)) what=$3; shift 3
+  until "$@" >/dev/null 2>&1; do
+    pid_of "$name" >/dev/null || fail "$name" "$name exited while waiting for $what"
+    [ "$SECONDS" -lt "$deadline" ] || fail "$name" "timed out waiting for $what"
+    sleep 0.5
+  done
+}
+
+kc() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+
+etcd_healthy() {
+  curl -sf --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/etcd-client.crt" --key "$pki/etcd-client.key" \
+    "https://127.0.0.1:$etcd_port/health" | grep -q '"health":"true"'
+}
+apiserver_ready() {
+  curl -sf --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+    "https://127.0.0.1:$apiserver_port/readyz" >/dev/null
+}
+# These two serve a self-signed certificate made in memory; /healthz needs no login.
+healthz() { curl -skf --max-time 2 "https://127.0.0.1:$1/healthz" >/dev/null; }
+kwok_healthy() { curl -sf --max-time 2 "http://127.0.0.1:$kwok_port/healthz" >/dev/null; }
+node_ready() {
+  [ "$(kc get node "$node_name" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+start_etcd() {
+  # --unsafe-no-fsync: a throwaway test cluster; skipping fsync makes it fast.
+  launch etcd --name=shortener --data-dir="$state/etcd" \
+    --listen-client-urls="https://127.0.0.1:$etcd_port" --advertise-client-urls="https://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster="shortener=http://127.0.0.1:$etcd_peer_port" \
+    --cert-file="$pki/etcd-server.crt" --key-file="$pki/etcd-server.key" \
+    --client-cert-auth --trusted-ca-file="$pki/ca.crt" \
+    --unsafe-no-fsync --log-level=warn
+  wait_for etcd 60 "etcd to become healthy" etcd_healthy
+}
+
+start_apiserver() {
+  # Default admission plugins stay on (ServiceAccount, NamespaceLifecycle,
+  # PodSecurity, ResourceQuota, webhooks, ...). --advertise-address is needed
+  # because a loopback-only machine has no default route to guess it from.
+  launch kube-apiserver \
+    --advertise-address=127.0.0.1 --bind-address=127.0.0.1 --secure-port="$apiserver_port" \
+    --etcd-servers="https://127.0.0.1:$etcd_port" --etcd-cafile="$pki/ca.crt" \
+    --etcd-certfile="$pki/etcd-client.crt" --etcd-keyfile="$pki/etcd-client.key" \
+    --tls-cert-file="$pki/kube-apiserver.crt" --tls-private-key-file="$pki/kube-apiserver.key" \
+    --cert-dir="$pki" --client-ca-file="$pki/ca.crt" \
+    --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range="$service_cidr" --allow-privileged=true \
+    --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key"
+  wait_for kube-apiserver 120 "the apiserver's /readyz" apiserver_ready
+}
+
+# What kwok needs as a stand-in for kubelets, and the fake node it manages
+# (selected by its annotation, so kwok never touches any other node).
+bootstrap_objects() {
+  kc apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: shortener-cluster:kwok
+rules:
+- apiGroups: [""]
+  resources: [nodes, pods]
+  verbs: [get, list, watch, update, patch, delete]
+- apiGroups: [""]
+  resources: [nodes/status, pods/status]
+  verbs: [update, patch]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, update, patch]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list, watch, create, update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: shortener-cluster:kwok
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: shortener-cluster:kwok
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: shortener-cluster:kwok
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: $node_name
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/hostname: $node_name
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+status:
+  allocatable: {cpu: "16", memory: 64Gi, pods: "110"}
+  capacity: {cpu: "16", memory: 64Gi, pods: "110"}
+EOF
+}
+
+start_controllers() {
+  # Every controller that is on by default (garbage collector, deployment,
+  # replicaset, statefulset, namespace, serviceaccount and its token, node
+  # lifecycle, ...), each with its own ServiceAccount's credentials so RBAC
+  # applies to them as in a real cluster.
+  launch kube-controller-manager \
+    --kubeconfig="$state/kube-controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$state/kube-controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$state/kube-controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$kcm_port" \
+    --controllers='*' --use-service-account-credentials=true \
+    --root-ca-file="$pki/ca.crt" --service-account-private-key-file="$pki/sa.key" \
+    --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+    --service-cluster-ip-range="$service_cidr" --cluster-cidr="$pod_cidr" --allocate-node-cidrs=false \
+    --flex-volume-plugin-dir="$state/flexvolume" --leader-elect=false
+  # A single scheduler: leader election would only delay the start.
+  launch kube-scheduler \
+    --kubeconfig="$state/kube-scheduler.kubeconfig" \
+    --authentication-kubeconfig="$state/kube-scheduler.kubeconfig" \
+    --authorization-kubeconfig="$state/kube-scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$scheduler_port" --leader-elect=false
+  launch kwok \
+    --kubeconfig="$state/kwok.kubeconfig" --config="$cache/kwok-stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --node-ip=127.0.0.1 --cidr=10.244.0.1/24 --node-lease-duration-seconds=40 \
+    --server-address="127.0.0.1:$kwok_port"
+  wait_for kube-controller-manager 60 "the controller manager's /healthz" healthz "$kcm_port"
+  wait_for kube-scheduler 60 "the scheduler's /healthz" healthz "$scheduler_port"
+  wait_for kwok 60 "kwok's /healthz" kwok_healthy
+}
+
+all_running() {
+  local c
+  for c in "${components[@]}"; do pid_of "$c" >/dev/null || return 1; done
+}
+
+up() {
+  local start=$SECONDS
+  build_all
+  ensure_tools
+  if all_running && apiserver_ready; then echo "$kubeconfig"; return 0; fi
+  mkdir -p "$state/run" "$state/logs"
+  mkdir -p "$state/etcd" && chmod 700 "$state/etcd" # etcd insists on a private data directory
+  make_pki
+  write_kubeconfig "$kubeconfig" admin
+  local c
+  for c in kube-controller-manager kube-scheduler kwok; do write_kubeconfig "$state/$c.kubeconfig" "$c"; done
+  start_etcd
+  start_apiserver
+  bootstrap_objects
+  start_controllers
+  wait_for kube-controller-manager 60 "the default ServiceAccount" kc -n default get serviceaccount default
+  wait_for kwok 90 "node $node_name to become Ready" node_ready
+  log "control plane $K8S_VERSION up in $((SECONDS - start))s (logs: $state/logs)"
+  echo "$kubeconfig"
+}
+
+# Processes of ours that lost their pid file (say, a state directory removed by
+# hand): one of our binaries with this state directory on its command line.
+stragglers() {
+  local p exe
+  for p in /proc/[0-9]*; do
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    exe=${exe% (deleted)}
+    case " ${components[*]} " in *" ${exe##*/} "*) ;; *) continue ;; esac
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$state/" || continue
+    echo "${p#/proc/}"
+  done
+}
+
+stop_pid() { # name pid
+  local name=$1 pid=$2 deadline=$((SECONDS + 30))
+  log "stopping $name (pid $pid)"
+  # The whole process group: the component was started as its session leader.
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  while alive "$pid"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "$name ignored SIGTERM for 30s; killing it"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      deadline=$((SECONDS + 10))
+    fi
+    sleep 0.2
+  done
+  # Gone, but the exited process stays listed as a zombie until init reaps it;
+  # give that a moment so `pgrep` right after `down` shows nothing.
+  while [ -e "/proc/$pid" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+}
+
+down() {
+  local i c pid
+  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+    c=${components[i]}
+    if pid=$(pid_of "$c"); then stop_pid "$c" "$pid"; fi
+  done
+  for pid in $(stragglers); do stop_pid "$(readlink "/proc/$pid/exe" 2>/dev/null || echo process)" "$pid"; done
+  pid=$(stragglers)
+  [ -z "$pid" ] || die "still running: $pid"
+  rm -rf "$state"
+  log "stopped; removed $state"
+}
+
+status() {
+  local c pid rc=0
+  for c in "${components[@]}"; do
+    if pid=$(pid_of "$c"); then
+      printf '%-24s running (pid %s, %s MiB RSS)\n' "$c" "$pid" "$(awk '/^VmRSS/ { print int($2 / 1024) }' "/proc/$pid/status")"
+    else
+      printf '%-24s stopped\n' "$c"; rc=1
+    fi
+  done
+  if [ -s "$pki/admin.crt" ] && apiserver_ready; then
+    printf '%-24s ready (https://127.0.0.1:%s, kubeconfig %s)\n' apiserver "$apiserver_port" "$kubeconfig"
+  else
+    printf '%-24s not ready\n' apiserver; rc=1
+  fi
+  return "$rc"
+}
+
 usage() {
-  sed -n '6p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '5,10p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
 main() {
   case ${1:-} in
+    up) up ;;
+    down) down ;;
+    status) status ;;
     build) build_all ;;
     bin) build_all; echo "$bin" ;;
+    env)
+      build_all
+      all_running || log "the cluster is not running; start it with: $0 up"
+      printf 'export KUBECONFIG=%q\n' "$kubeconfig"
+      # shellcheck disable=SC2016 # $PATH is for the caller's eval to expand
+      printf 'export PATH=%q:"$PATH"\n' "$bin"
+      ;;
     *) usage ;;
   esac
 }
