@@ -190,6 +190,10 @@ namespace_deleted() {
 
 check "server reports a real version" server_version
 check "/readyz?verbose passes" readyz
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "the API server is not reachable or not ready; skipping the other checks" >&2
+  exit 1
+fi
 check "RBAC enforced: a ServiceAccount without bindings may not read or create Secrets" rbac_enforced
 check "namespace created and given its default ServiceAccount" namespace_ready
 check "Deployment with 2 replicas becomes Available with 2 Ready pods" deployment_available

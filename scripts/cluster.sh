@@ -77,12 +77,19 @@ ensure_tools() {
 # Build
 # ---------------------------------------------------------------------------
 
-# Debian's golang package is far older than these modules need, so use the
-# toolchain installed under /usr/local/go (or whatever `go` is on PATH).
+# These modules need Go 1.26; Debian's golang package is far older. Take the
+# first of SHORTENER_CLUSTER_GO, `go` on PATH and /usr/local/go/bin/go that is
+# new enough.
 go_env() {
-  if command -v go >/dev/null; then GO=$(command -v go)
-  elif [ -x /usr/local/go/bin/go ]; then GO=/usr/local/go/bin/go
-  else die "Go 1.26 or newer is needed (expected at /usr/local/go/bin/go)"; fi
+  local g v
+  GO=
+  for g in "${SHORTENER_CLUSTER_GO:-}" "$(command -v go || true)" /usr/local/go/bin/go; do
+    [ -x "$g" ] || continue
+    v=$("$g" env GOVERSION 2>/dev/null) || continue # go1.26.8
+    v=${v#go1.}; v=${v%%.*}
+    if [[ $v =~ ^[0-9]+$ ]] && [ "$v" -ge 26 ]; then GO=$g; break; fi
+  done
+  [ -n "$GO" ] || die "Go 1.26 or newer is needed (looked on PATH and in /usr/local/go/bin)"
   # GOTOOLCHAIN=local: fail clearly instead of fetching another Go toolchain.
   # CGO_ENABLED=0: static binaries, no C toolchain needed.
   export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -335,7 +342,7 @@ launch() { # component args...
   pid_of "$name" >/dev/null && return 0
   log "starting $name"
   printf '==== %s: %s %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$state/logs/$name.log"
-  setsid "$bin/$name" "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
+  setsid "$bin/$name" "$@" >>"$state/logs/$name.log" 2>&1 </dev/null 8>&- &
   echo $! >"$state/run/$name.pid"
 }
 
@@ -345,6 +352,7 @@ fail() { # component message
     log "last lines of $state/logs/$1.log:"
     tail -n 30 "$state/logs/$1.log" >&2
   fi
+  log "components that did start keep running for inspection; stop them with: $0 down"
   exit 1
 }
 
@@ -530,33 +538,47 @@ stragglers() {
   done
 }
 
-stop_pid() { # name pid
-  local name=$1 pid=$2 deadline=$((SECONDS + 30))
-  log "stopping $name (pid $pid)"
-  # The whole process group: the component was started as its session leader.
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  while alive "$pid"; do
+# Stops processes (each the leader of its own process group) and waits until
+# they have exited: SIGTERM to the whole group, SIGKILL after 30 seconds.
+stop_pids() { # pid...
+  local pid deadline=$((SECONDS + 30)) left
+  for pid in "$@"; do
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  while :; do
+    left=()
+    for pid in "$@"; do alive "$pid" && left+=("$pid"); done
+    [ ${#left[@]} -eq 0 ] && return 0
     if [ "$SECONDS" -ge "$deadline" ]; then
-      log "$name ignored SIGTERM for 30s; killing it"
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      log "still running 30s after SIGTERM, killing: ${left[*]}"
+      for pid in "${left[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; done
       deadline=$((SECONDS + 10))
     fi
     sleep 0.2
   done
-  # Gone, but the exited process stays listed as a zombie until init reaps it;
-  # give that a moment so `pgrep` right after `down` shows nothing.
-  while [ -e "/proc/$pid" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
 }
 
 down() {
-  local i c pid
-  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
-    c=${components[i]}
-    if pid=$(pid_of "$c"); then stop_pid "$c" "$pid"; fi
+  local c pid clients=() all=()
+  # Clients of the apiserver first, together; then the apiserver's store.
+  for c in kwok kube-scheduler kube-controller-manager kube-apiserver; do
+    if pid=$(pid_of "$c"); then log "stopping $c (pid $pid)"; clients+=("$pid"); fi
   done
-  for pid in $(stragglers); do stop_pid "$(readlink "/proc/$pid/exe" 2>/dev/null || echo process)" "$pid"; done
+  [ ${#clients[@]} -eq 0 ] || stop_pids "${clients[@]}"
+  all=("${clients[@]}")
+  if pid=$(pid_of etcd); then log "stopping etcd (pid $pid)"; stop_pids "$pid"; all+=("$pid"); fi
+  for pid in $(stragglers); do
+    log "stopping $(readlink "/proc/$pid/exe" 2>/dev/null || echo process) (pid $pid, no pid file)"
+    stop_pids "$pid"; all+=("$pid")
+  done
   pid=$(stragglers)
   [ -z "$pid" ] || die "still running: $pid"
+  # Exited processes stay listed as zombies until init reaps them, which can
+  # take a couple of seconds here; wait so that `pgrep` right after shows nothing.
+  local deadline=$((SECONDS + 5))
+  for pid in "${all[@]}"; do
+    while [ -e "/proc/$pid" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+  done
   rm -rf "$state"
   log "stopped; removed $state"
 }
@@ -579,14 +601,22 @@ status() {
 }
 
 usage() {
-  sed -n '5,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '6,10p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
+}
+
+# One `up` or `down` at a time; a second caller waits. The daemons must not
+# inherit this descriptor (see launch), or the lock would outlive the command.
+serialize() {
+  mkdir -p "$cache_root"
+  exec 8>"$cache_root/.up-down.lock"
+  flock 8
 }
 
 main() {
   case ${1:-} in
-    up) up ;;
-    down) down ;;
+    up) serialize; up ;;
+    down) serialize; down ;;
     status) status ;;
     build) build_all ;;
     bin) build_all; echo "$bin" ;;
