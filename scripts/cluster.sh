@@ -153,7 +153,9 @@ k8s_ldflags() {
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
-    [ -z "$commit" ] || flags+=" -X $pkg.gitCommit=$commit"
+    # The proxy may not know the commit; then leave it empty rather than the
+    # source's "$Format:%H$" placeholder.
+    flags+=" -X $pkg.gitCommit=$commit"
   done
   printf '%s' "$flags"
 }
