@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
+use kube::api::ApiResource;
 use kube::client::Body;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -34,6 +35,8 @@ pub struct Recorded {
     pub applied: Vec<Value>,
     pub created_secrets: Vec<Value>,
     pub pvc_patch: Option<Value>,
+    /// `Kind/name` of every object deleted, in order.
+    pub deleted: Vec<String>,
 }
 
 impl Recorded {
@@ -88,6 +91,9 @@ pub enum Scenario {
     ApplyRejected(Shortener, &'static str),
     /// The claim template holds a smaller size than the spec asks for.
     StorageGrown(Shortener, &'static str),
+    /// The namespace still holds what the first Shortener (an earlier spec of the second)
+    /// applied, plus the given objects made by someone else; the pods report ready.
+    SpecShrunk(Box<Shortener>, Shortener, Vec<Value>),
 }
 
 struct Plan {
@@ -97,6 +103,8 @@ struct Plan {
     secrets_exist: bool,
     workloads: Workloads,
     reject_kind: Option<&'static str>,
+    /// Objects in the namespace besides the desired children, answered to pruning's lists.
+    cluster: Vec<Value>,
 }
 
 impl Scenario {
@@ -108,6 +116,7 @@ impl Scenario {
             secrets_exist: true,
             workloads: Workloads::Ready,
             reject_kind: None,
+            cluster: Vec::new(),
         };
         match self {
             Self::FirstCreation(s) => Plan {
@@ -133,6 +142,22 @@ impl Scenario {
                 statefulset_size: Some(template_size.into()),
                 ..base(s)
             },
+            Self::SpecShrunk(before, after, mut cluster) => {
+                let instance = Instance::new(&before).unwrap();
+                let observed = Observed {
+                    monitoring_crds: true,
+                    postgres_template_size: Some("1Gi".into()),
+                };
+                let earlier =
+                    children::desired_state(&instance, &observed, &Credentials::placeholder());
+                for child in earlier.unwrap().children {
+                    cluster.push(child.to_value().unwrap());
+                }
+                Plan {
+                    cluster,
+                    ..base(after)
+                }
+            }
         }
     }
 }
@@ -177,13 +202,25 @@ fn query_has(request: &Request<Body>, pair: &str) -> bool {
         .any(|p| p == pair)
 }
 
-fn resource_path(resource: &kube::api::ApiResource, namespace: &str, name: &str) -> String {
+fn collection_path(resource: &ApiResource, namespace: &str) -> String {
     let prefix = if resource.group.is_empty() {
         format!("/api/{}", resource.version)
     } else {
         format!("/apis/{}/{}", resource.group, resource.version)
     };
-    format!("{prefix}/namespaces/{namespace}/{}/{name}", resource.plural)
+    format!("{prefix}/namespaces/{namespace}/{}", resource.plural)
+}
+
+fn resource_path(resource: &ApiResource, namespace: &str, name: &str) -> String {
+    format!("{}/{name}", collection_path(resource, namespace))
+}
+
+/// A label selector as it appears in a query string.
+fn query_encoded(selector: &str) -> String {
+    selector
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+        .replace(',', "%2C")
 }
 
 impl ApiServerVerifier {
@@ -310,7 +347,7 @@ impl ApiServerVerifier {
             );
             assert_eq!(
                 request.uri().path(),
-                resource_path(&child.resource, &ns, &child.name())
+                resource_path(&child.resource(), &ns, &child.name())
             );
             assert!(
                 query_has(&request, "fieldManager=shortener-operator"),
@@ -331,7 +368,7 @@ impl ApiServerVerifier {
                 child.name()
             );
             self.recorded.applied.push(body.clone());
-            if plan.reject_kind == Some(child.kind()) {
+            if plan.reject_kind == Some(child.kind().as_str()) {
                 send.send_response(status_error(
                     422,
                     "Invalid",
@@ -363,7 +400,91 @@ impl ApiServerVerifier {
             send.send_response(json_response(StatusCode::OK, &body));
             self.recorded.pvc_patch = Some(body);
         }
+
+        // 6. Pruning: each managed kind listed by the instance's labels; deletes of what the
+        // reconciler judged orphaned come between the lists.
+        let mut cluster: Vec<Value> = desired
+            .children
+            .iter()
+            .map(|c| c.to_value().unwrap())
+            .collect();
+        for object in &plan.cluster {
+            let same = |v: &Value| {
+                v["kind"] == object["kind"] && v["metadata"]["name"] == object["metadata"]["name"]
+            };
+            if !cluster.iter().any(same) {
+                cluster.push(object.clone());
+            }
+        }
+        for resource in children::managed_kinds(plan.monitoring_crds) {
+            let (request, send) = self.next_answering_deletes(&ns).await;
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(request.uri().path(), collection_path(&resource, &ns));
+            let selector = format!(
+                "labelSelector={}",
+                query_encoded(&instance.instance_selector())
+            );
+            assert!(query_has(&request, &selector), "{}", request.uri());
+            let items: Vec<Value> = cluster
+                .iter()
+                .filter(|v| v["kind"] == resource.kind.as_str())
+                .map(|v| {
+                    let mut metadata = v["metadata"].clone();
+                    metadata["uid"] = json!(format!("uid-of-{}", metadata["name"].as_str().unwrap()));
+                    json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata })
+                })
+                .collect();
+            send.send_response(json_response(
+                StatusCode::OK,
+                &json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                    "metadata": { "resourceVersion": "7" }, "items": items,
+                }),
+            ));
+        }
         self
+    }
+
+    async fn next_answering_deletes(
+        &mut self,
+        ns: &str,
+    ) -> (Request<Body>, SendResponse<Response<Body>>) {
+        loop {
+            let (request, send) = self.next().await;
+            if request.method() != Method::DELETE {
+                return (request, send);
+            }
+            self.answer_delete(ns, request, send).await;
+        }
+    }
+
+    /// A delete of one listed object: only that very object (uid precondition), its dependents
+    /// collected in the background.
+    async fn answer_delete(
+        &mut self,
+        ns: &str,
+        request: Request<Body>,
+        send: SendResponse<Response<Body>>,
+    ) {
+        let path = request.uri().path().to_string();
+        let kind = children::managed_kinds(true)
+            .into_iter()
+            .find(|r| path.starts_with(&format!("{}/", collection_path(r, ns))))
+            .unwrap_or_else(|| panic!("delete of an unmanaged kind: {path}"))
+            .kind;
+        let name = path.rsplit('/').next().unwrap().to_string();
+        let body = body_json(request).await;
+        assert_eq!(body["propagationPolicy"], "Background", "{body}");
+        assert_eq!(
+            body["preconditions"]["uid"],
+            format!("uid-of-{name}"),
+            "{body}"
+        );
+        self.recorded.deleted.push(format!("{kind}/{name}"));
+        send.send_response(json_response(
+            StatusCode::OK,
+            &json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success" }),
+        ));
     }
 
     /// The status write and the events come last; both are optional in a steady state, so
@@ -388,6 +509,8 @@ impl ApiServerVerifier {
                     body["type"].as_str().unwrap().to_string(),
                 ));
                 send.send_response(json_response(StatusCode::CREATED, &body));
+            } else if request.method() == Method::DELETE {
+                self.answer_delete(&ns, request, send).await;
             } else if request.method() == Method::PATCH && path.ends_with("/status") {
                 self = self.answer_status_patch(shortener, request, send).await;
             } else {
