@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -207,12 +207,8 @@ async fn report_failure(
     if let Err(error) = cluster::write_status(api, &shortener.name_any(), old, &new).await {
         warn!(%error, "could not record the failure in the status");
     }
-    let notice = Notice {
-        type_: EventType::Warning,
-        reason,
-        note: message,
-    };
-    ctx.publish(shortener, vec![notice]).await;
+    ctx.publish(shortener, vec![Notice::warning(reason, message)])
+        .await;
 }
 
 /// Label selector limiting the owned-object watches to what this operator manages.
@@ -603,7 +599,10 @@ mod tests {
         after.metadata.generation = Some(2);
         let foreign = vec![
             ingress("links-by-hand", None),
-            ingress("links-of-another", Some("5b0e7f4e-0000-4000-8000-000000000002")),
+            ingress(
+                "links-of-another",
+                Some("5b0e7f4e-0000-4000-8000-000000000002"),
+            ),
         ];
         let scenario = Scenario::SpecShrunk(Box::new(before), after.clone(), foreign);
         let (result, recorded, _) = pass(&after, scenario).await;
@@ -643,6 +642,10 @@ mod tests {
         );
         // The PrometheusRule is still wanted; the PostgreSQL StatefulSet (and so its data) stays.
         assert!(recorded.applied("PrometheusRule", "links").is_object());
-        assert!(recorded.applied("StatefulSet", "links-postgres").is_object());
+        assert!(
+            recorded
+                .applied("StatefulSet", "links-postgres")
+                .is_object()
+        );
     }
 }

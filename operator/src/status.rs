@@ -8,11 +8,11 @@ use kube::runtime::events::EventType;
 use crate::children::{Child, Component, Instance};
 use crate::crd::ShortenerStatus;
 
-pub const CONDITION_READY: &str = "Ready";
-pub const CONDITION_PROGRESSING: &str = "Progressing";
-pub const CONDITION_DEGRADED: &str = "Degraded";
-pub const CONDITION_PAUSED: &str = "Paused";
-pub const CONDITION_MONITORING: &str = "MonitoringAvailable";
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const PAUSED: &str = "Paused";
+pub const MONITORING: &str = "MonitoringAvailable";
 
 pub const MONITORING_MISSING: &str = "the monitoring.coreos.com CRDs are not installed, so no ServiceMonitor or PrometheusRule was created; install the Prometheus Operator (for example kube-prometheus-stack) or disable spec.monitoring.serviceMonitor and spec.monitoring.prometheusRule";
 
@@ -30,45 +30,33 @@ pub struct Workload {
 impl Workload {
     /// `None` for a child that runs no pods.
     pub fn of(child: &Child) -> Option<Self> {
-        // (spec.replicas, observedGeneration, replicas, readyReplicas, updatedReplicas)
-        let (meta, counts) = match child {
-            Child::Deployment(d) => (&d.metadata, {
+        // spec.replicas, then status: observedGeneration, replicas, readyReplicas, updatedReplicas
+        let (meta, desired, observed, counts) = match child {
+            Child::Deployment(d) => {
                 let s = d.status.clone().unwrap_or_default();
+                let counts = [s.replicas, s.ready_replicas, s.updated_replicas];
                 let desired = d.spec.as_ref().and_then(|s| s.replicas);
-                let (current, ready, updated) = (s.replicas, s.ready_replicas, s.updated_replicas);
-                (desired, s.observed_generation, current, ready, updated)
-            }),
-            Child::StatefulSet(s) => (&s.metadata, {
-                let st = s.status.clone().unwrap_or_default();
-                let desired = s.spec.as_ref().and_then(|s| s.replicas);
-                let (ready, updated) = (st.ready_replicas, st.updated_replicas);
-                (
-                    desired,
-                    st.observed_generation,
-                    Some(st.replicas),
-                    ready,
-                    updated,
-                )
-            }),
+                (&d.metadata, desired, s.observed_generation, counts)
+            }
+            Child::StatefulSet(d) => {
+                let s = d.status.clone().unwrap_or_default();
+                let counts = [Some(s.replicas), s.ready_replicas, s.updated_replicas];
+                let desired = d.spec.as_ref().and_then(|s| s.replicas);
+                (&d.metadata, desired, s.observed_generation, counts)
+            }
             _ => return None,
         };
-        let (desired, observed_generation, current, ready, updated) = counts;
-        let (desired, current) = (desired.unwrap_or(1), current.unwrap_or(0));
-        let (ready, updated) = (ready.unwrap_or(0), updated.unwrap_or(0));
-        let generation_seen = observed_generation.unwrap_or(0) >= meta.generation.unwrap_or(0);
+        let [current, ready, updated] = counts.map(|n| n.unwrap_or(0));
+        let desired = desired.unwrap_or(1);
+        let seen = observed.unwrap_or(0) >= meta.generation.unwrap_or(0);
+        let labels = meta.labels.as_ref();
+        let component = labels.and_then(|l| l.get("app.kubernetes.io/component").cloned());
         Some(Self {
-            component: meta
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("app.kubernetes.io/component").cloned())
-                .unwrap_or_default(),
+            component: component.unwrap_or_default(),
             desired,
             current,
             ready,
-            rolled_out: generation_seen
-                && ready >= desired
-                && updated >= desired
-                && current <= desired,
+            rolled_out: seen && ready >= desired && updated >= desired && current <= desired,
         })
     }
 }
@@ -81,9 +69,8 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn of(applied: &[Child]) -> Self {
-        Self {
-            workloads: applied.iter().filter_map(Workload::of).collect(),
-        }
+        let workloads = applied.iter().filter_map(Workload::of).collect();
+        Self { workloads }
     }
 
     pub fn all_ready(&self) -> bool {
@@ -92,17 +79,16 @@ impl Readiness {
 
     /// (ready, current) replicas of the app Deployment, for the scale subresource.
     pub fn app_replicas(&self) -> (i32, i32) {
-        self.workloads
+        let app = self
+            .workloads
             .iter()
-            .find(|w| w.component == Component::App.as_str())
-            .map_or((0, 0), |w| (w.ready, w.current))
+            .find(|w| w.component == Component::App.as_str());
+        app.map_or((0, 0), |w| (w.ready, w.current))
     }
 
     pub fn waiting_message(&self) -> String {
-        let waiting: Vec<String> = self
-            .workloads
-            .iter()
-            .filter(|w| !w.rolled_out)
+        let waiting = self.workloads.iter().filter(|w| !w.rolled_out);
+        let waiting: Vec<_> = waiting
             .map(|w| format!("{} {}/{} ready", w.component, w.ready, w.desired))
             .collect();
         format!(
@@ -120,20 +106,11 @@ pub fn paused(old: &ShortenerStatus, generation: Option<i64>, now: &Time) -> Sho
     let mut status = old.clone();
     status.observed_generation = generation;
     let message = "spec.paused is true: children are left untouched until it is set to false";
-    set_conditions(
-        &mut status.conditions,
-        &[
-            (CONDITION_PAUSED, true, "PausedBySpec", message),
-            (
-                CONDITION_PROGRESSING,
-                false,
-                "Paused",
-                "reconciliation is paused",
-            ),
-        ],
-        generation,
-        now,
-    );
+    let entries = [
+        (PAUSED, true, "PausedBySpec", message),
+        (PROGRESSING, false, "Paused", "reconciliation is paused"),
+    ];
+    set_conditions(&mut status.conditions, &entries, generation, now);
     status
 }
 
@@ -153,49 +130,28 @@ pub fn reconciled(
     status.url = Some(instance.public_url());
     let serving = format!("serving at {}", instance.public_url());
     let waiting = readiness.waiting_message();
+    let done = "all components run the desired configuration";
     let mut entries: Vec<Entry<'_>> = if readiness.all_ready() {
         vec![
-            (CONDITION_READY, true, "AllComponentsReady", &serving),
-            (
-                CONDITION_PROGRESSING,
-                false,
-                "RolloutComplete",
-                "all components run the desired configuration",
-            ),
+            (READY, true, "AllComponentsReady", &serving),
+            (PROGRESSING, false, "RolloutComplete", done),
         ]
     } else {
         vec![
-            (CONDITION_READY, false, "ComponentsNotReady", &waiting),
-            (CONDITION_PROGRESSING, true, "RollingOut", &waiting),
+            (READY, false, "ComponentsNotReady", &waiting),
+            (PROGRESSING, true, "RollingOut", &waiting),
         ]
     };
-    entries.push((
-        CONDITION_DEGRADED,
-        false,
-        "ReconcileSucceeded",
-        "all objects applied",
-    ));
-    entries.push((
-        CONDITION_PAUSED,
-        false,
-        "Reconciling",
-        "spec.paused is false",
-    ));
+    entries.push((DEGRADED, false, "ReconcileSucceeded", "all objects applied"));
+    entries.push((PAUSED, false, "Reconciling", "spec.paused is false"));
     let monitoring = &instance.spec().monitoring;
     if !(monitoring.service_monitor || monitoring.prometheus_rule) {
-        status
-            .conditions
-            .retain(|c| c.type_ != CONDITION_MONITORING);
+        status.conditions.retain(|c| c.type_ != MONITORING);
     } else if monitoring_crds {
         let applied = "ServiceMonitor and PrometheusRule are applied";
-        entries.push((CONDITION_MONITORING, true, "CRDsInstalled", applied));
+        entries.push((MONITORING, true, "CRDsInstalled", applied));
     } else {
-        entries.push((
-            CONDITION_MONITORING,
-            false,
-            "CRDNotInstalled",
-            MONITORING_MISSING,
-        ));
+        entries.push((MONITORING, false, "CRDNotInstalled", MONITORING_MISSING));
     }
     set_conditions(&mut status.conditions, &entries, generation, now);
     status
@@ -210,7 +166,7 @@ pub fn failed(
     now: &Time,
 ) -> ShortenerStatus {
     let mut status = old.clone();
-    let entry = (CONDITION_DEGRADED, true, reason, message);
+    let entry = (DEGRADED, true, reason, message);
     set_conditions(&mut status.conditions, &[entry], generation, now);
     status
 }
@@ -245,10 +201,8 @@ pub fn set_conditions(
 }
 
 pub fn condition_is(status: &ShortenerStatus, type_: &str, value: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == value)
+    let mut conditions = status.conditions.iter();
+    conditions.any(|c| c.type_ == type_ && c.status == value)
 }
 
 /// What a pass did besides computing the status.
@@ -270,25 +224,38 @@ pub struct Notice {
     pub note: String,
 }
 
-/// The events a pass deserves, from the status before and after it: each one marks a change a
-/// human would want to see in `kubectl describe`, so a steady state publishes none.
-pub fn notices(old: &ShortenerStatus, new: &ShortenerStatus, pass: &Pass) -> Vec<Notice> {
-    let (was, is) = (
-        |t: &str| condition_is(old, t, "True"),
-        |t: &str| condition_is(new, t, "True"),
-    );
-    let mut out = Vec::new();
-    let mut push = |type_, reason, note: String| {
-        out.push(Notice {
+impl Notice {
+    pub fn normal(reason: &'static str, note: impl Into<String>) -> Self {
+        let (type_, note) = (EventType::Normal, note.into());
+        Self {
             type_,
             reason,
             note,
-        })
-    };
-    if is(CONDITION_PAUSED) {
-        if !was(CONDITION_PAUSED) {
-            let note = "spec.paused is true; children will not be changed";
-            push(EventType::Normal, "Paused", note.into());
+        }
+    }
+
+    pub fn warning(reason: &'static str, note: impl Into<String>) -> Self {
+        let (type_, note) = (EventType::Warning, note.into());
+        Self {
+            type_,
+            reason,
+            note,
+        }
+    }
+}
+
+/// The events a pass deserves, from the status before and after it: each one marks a change a
+/// human would want to see in `kubectl describe`, so a steady state publishes none.
+pub fn notices(old: &ShortenerStatus, new: &ShortenerStatus, pass: &Pass) -> Vec<Notice> {
+    let was = |t: &str| condition_is(old, t, "True");
+    let is = |t: &str| condition_is(new, t, "True");
+    let mut out = Vec::new();
+    if is(PAUSED) {
+        if !was(PAUSED) {
+            out.push(Notice::normal(
+                "Paused",
+                "spec.paused is true; children will not be changed",
+            ));
         }
         return out;
     }
@@ -296,11 +263,13 @@ pub fn notices(old: &ShortenerStatus, new: &ShortenerStatus, pass: &Pass) -> Vec
         // One event for all: the recorder folds same-reason events into a series anyway.
         let names = pass.created_secrets.join(", ");
         let note = format!("generated credentials in Secret(s) {names}");
-        push(EventType::Normal, "SecretCreated", note);
+        out.push(Notice::normal("SecretCreated", note));
     }
-    if was(CONDITION_PAUSED) {
-        let note = "spec.paused is false; reconciling children again";
-        push(EventType::Normal, "Resumed", note.into());
+    if was(PAUSED) {
+        out.push(Notice::normal(
+            "Resumed",
+            "spec.paused is false; reconciling children again",
+        ));
     }
     if old.observed_generation != new.observed_generation {
         let generation = new.observed_generation.unwrap_or_default();
@@ -308,32 +277,28 @@ pub fn notices(old: &ShortenerStatus, new: &ShortenerStatus, pass: &Pass) -> Vec
             "applied {} objects for generation {generation}",
             pass.applied
         );
-        push(EventType::Normal, "Applied", note);
-        if condition_is(new, CONDITION_MONITORING, "False") {
-            push(
-                EventType::Warning,
-                "MonitoringUnavailable",
-                MONITORING_MISSING.into(),
-            );
+        out.push(Notice::normal("Applied", note));
+        if condition_is(new, MONITORING, "False") {
+            out.push(Notice::warning("MonitoringUnavailable", MONITORING_MISSING));
         }
     }
     if !pass.pruned.is_empty() {
-        let note = format!(
-            "deleted what the spec no longer asks for: {}",
-            pass.pruned.join(", ")
-        );
-        push(EventType::Normal, "Pruned", note);
+        let pruned = pass.pruned.join(", ");
+        let note = format!("deleted what the spec no longer asks for: {pruned}");
+        out.push(Notice::normal("Pruned", note));
     }
-    match (was(CONDITION_READY), is(CONDITION_READY)) {
+    match (was(READY), is(READY)) {
         (false, true) => {
             let url = new.url.as_deref().unwrap_or_default();
-            let note = format!("all components ready; serving at {url}");
-            push(EventType::Normal, "Ready", note);
+            out.push(Notice::normal(
+                "Ready",
+                format!("all components ready; serving at {url}"),
+            ));
         }
         (true, false) => {
-            let ready = new.conditions.iter().find(|c| c.type_ == CONDITION_READY);
+            let ready = new.conditions.iter().find(|c| c.type_ == READY);
             let note = ready.map(|c| c.message.clone()).unwrap_or_default();
-            push(EventType::Warning, "NotReady", note);
+            out.push(Notice::warning("NotReady", note));
         }
         _ => {}
     }
@@ -448,13 +413,8 @@ mod tests {
         let instance = Instance::new(&s).unwrap();
         let starting = Readiness::of(&[deployment("app", 3, 3, 0)]);
         let later = reconciled(&instance, &status, true, &starting, &time(2));
-        assert!(condition_is(&later, CONDITION_READY, "False"));
-        assert!(
-            !later
-                .conditions
-                .iter()
-                .any(|c| c.type_ == CONDITION_MONITORING)
-        );
+        assert!(condition_is(&later, READY, "False"));
+        assert!(!later.conditions.iter().any(|c| c.type_ == MONITORING));
         let degraded = later
             .conditions
             .iter()
