@@ -648,4 +648,28 @@ mod tests {
                 .is_object()
         );
     }
+
+    #[tokio::test]
+    async fn a_refused_delete_marks_the_shortener_degraded() {
+        let before = reconciled_and_ready().await;
+        let mut after = before.clone();
+        after.spec.ingress.enabled = false;
+        after.metadata.generation = Some(2);
+        let scenario = Scenario::DeleteForbidden(Box::new(before), after.clone());
+        let (result, recorded, _) = pass(&after, scenario).await;
+        let error = result.unwrap_err();
+        assert!(
+            matches!(&error, Error::Prune { key, .. } if key == "Ingress/links"),
+            "{error}"
+        );
+        assert_eq!(error.metric_label(), "prune");
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "PruneFailed".into())
+        );
+        assert_eq!(
+            recorded.events,
+            vec![("PruneFailed".to_string(), "Warning".to_string())]
+        );
+    }
 }

@@ -25,6 +25,8 @@ type ApiServerHandle = Handle<Request<Body>, Response<Body>>;
 pub struct ApiServerVerifier {
     handle: ApiServerHandle,
     recorded: Recorded,
+    /// Answer deletes with 403, as without the `delete` verb.
+    forbid_deletes: bool,
 }
 
 /// What the reconciler sent, for assertions beyond the per-request checks.
@@ -94,6 +96,8 @@ pub enum Scenario {
     /// The namespace still holds what the first Shortener (an earlier spec of the second)
     /// applied, plus the given objects made by someone else; the pods report ready.
     SpecShrunk(Box<Shortener>, Shortener, Vec<Value>),
+    /// As `SpecShrunk`, but the operator's role may not delete.
+    DeleteForbidden(Box<Shortener>, Shortener),
 }
 
 struct Plan {
@@ -105,6 +109,7 @@ struct Plan {
     reject_kind: Option<&'static str>,
     /// Objects in the namespace besides the desired children, answered to pruning's lists.
     cluster: Vec<Value>,
+    forbid_deletes: bool,
 }
 
 impl Scenario {
@@ -117,6 +122,7 @@ impl Scenario {
             workloads: Workloads::Ready,
             reject_kind: None,
             cluster: Vec::new(),
+            forbid_deletes: false,
         };
         match self {
             Self::FirstCreation(s) => Plan {
@@ -158,6 +164,10 @@ impl Scenario {
                     ..base(after)
                 }
             }
+            Self::DeleteForbidden(before, after) => Plan {
+                forbid_deletes: true,
+                ..Self::SpecShrunk(before, after, Vec::new()).plan()
+            },
         }
     }
 }
@@ -228,6 +238,7 @@ impl ApiServerVerifier {
         tokio::spawn(async move {
             let plan = scenario.plan();
             let mut this = self;
+            this.forbid_deletes = plan.forbid_deletes;
             if plan.shortener.spec.paused {
                 this = this.handle_status_patch(&plan.shortener).await;
             } else {
@@ -417,7 +428,9 @@ impl ApiServerVerifier {
             }
         }
         for resource in children::managed_kinds(plan.monitoring_crds) {
-            let (request, send) = self.next_answering_deletes(&ns).await;
+            let Some((request, send)) = self.next_answering_deletes(&ns).await else {
+                return self; // A refused delete ends the pass.
+            };
             assert_eq!(request.method(), Method::GET);
             assert_eq!(request.uri().path(), collection_path(&resource, &ns));
             let selector = format!(
@@ -448,13 +461,16 @@ impl ApiServerVerifier {
     async fn next_answering_deletes(
         &mut self,
         ns: &str,
-    ) -> (Request<Body>, SendResponse<Response<Body>>) {
+    ) -> Option<(Request<Body>, SendResponse<Response<Body>>)> {
         loop {
             let (request, send) = self.next().await;
             if request.method() != Method::DELETE {
-                return (request, send);
+                return Some((request, send));
             }
             self.answer_delete(ns, request, send).await;
+            if self.forbid_deletes {
+                return None;
+            }
         }
     }
 
@@ -480,6 +496,11 @@ impl ApiServerVerifier {
             format!("uid-of-{name}"),
             "{body}"
         );
+        if self.forbid_deletes {
+            let message = format!("{kind} \"{name}\" is forbidden: cannot delete");
+            send.send_response(status_error(403, "Forbidden", &message));
+            return;
+        }
         self.recorded.deleted.push(format!("{kind}/{name}"));
         send.send_response(json_response(
             StatusCode::OK,
@@ -607,6 +628,7 @@ impl Context {
             ApiServerVerifier {
                 handle,
                 recorded: Recorded::default(),
+                forbid_deletes: false,
             },
         )
     }
