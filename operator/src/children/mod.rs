@@ -680,6 +680,35 @@ mod tests {
         }
     }
 
+    /// Watches and pruning see every kind the reconciler applies, so no child can be
+    /// left behind when the spec stops asking for it.
+    #[test]
+    fn every_applied_kind_is_watched_and_pruned() {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let observed = Observed {
+            monitoring_crds: true,
+            ..Observed::default()
+        };
+        let state = desired_state(&instance, &observed, &Credentials::placeholder()).unwrap();
+        for child in &state.children {
+            assert!(
+                managed_kinds(true).contains(&child.resource()),
+                "{}",
+                child.key()
+            );
+        }
+        assert!(
+            !managed_kinds(false)
+                .iter()
+                .any(|k| k.group == monitoring::MONITORING_GROUP)
+        );
+        assert_eq!(
+            instance.instance_selector(),
+            "app.kubernetes.io/instance=links,app.kubernetes.io/managed-by=shortener-operator,app.kubernetes.io/name=shortener"
+        );
+    }
+
     #[test]
     fn instance_requires_a_stored_object() {
         let mut s = shortener(ShortenerSpec::default());
