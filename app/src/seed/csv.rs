@@ -163,17 +163,7 @@ fn required(raw: &str, column: &str) -> Result<String, String> {
 
 /// Reads a urls CSV (`user_id` and `title` may be empty).
 pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
-    let names = [
-        "id",
-        "user_id",
-        "short_code",
-        "original_url",
-        "title",
-        "is_active",
-        "created_at",
-        "updated_at",
-    ];
-    read_strict(input, &names, |cell| {
+    read_strict(input, &URL_COLUMNS, |cell| {
         Ok(Url {
             id: parse_id(cell[0], "id")?,
             user_id: optional_id(cell[1], "user_id")?,
@@ -190,15 +180,7 @@ pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
 
 /// Reads an events CSV; `details` must be a JSON object (empty means `{}`).
 pub fn read_events<R: Read>(input: R) -> Result<Vec<Event>, String> {
-    let names = [
-        "id",
-        "url_id",
-        "user_id",
-        "event_type",
-        "timestamp",
-        "details",
-    ];
-    read_strict(input, &names, |cell| {
+    read_strict(input, &EVENT_COLUMNS, |cell| {
         let details: Value = match cell[5] {
             "" => Value::Object(Default::default()),
             raw => serde_json::from_str(raw).map_err(|e| format!("details: {e}"))?,
@@ -221,72 +203,83 @@ fn csv_time(t: &crate::domain::Timestamp) -> String {
     t.format(timestamp::CSV_FORMAT).to_string()
 }
 
-/// Writes users in the platform's format.
-pub fn write_users<W: Write>(out: W, users: &[crate::store::User]) -> csv::Result<()> {
+/// The platform's columns, in its order.
+const USER_COLUMNS: [&str; 4] = ["id", "username", "email", "created_at"];
+const URL_COLUMNS: [&str; 8] = [
+    "id",
+    "user_id",
+    "short_code",
+    "original_url",
+    "title",
+    "is_active",
+    "created_at",
+    "updated_at",
+];
+const EVENT_COLUMNS: [&str; 6] = [
+    "id",
+    "url_id",
+    "user_id",
+    "event_type",
+    "timestamp",
+    "details",
+];
+
+/// Writes a header and one record per row.
+fn write_rows<W: Write, const N: usize>(
+    out: W,
+    header: [&str; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> csv::Result<()> {
     let mut w = csv::Writer::from_writer(out);
-    w.write_record(["id", "username", "email", "created_at"])?;
-    for u in users {
-        w.write_record([
-            u.id.to_string(),
-            u.username.clone(),
-            u.email.clone(),
-            csv_time(&u.created_at),
-        ])?;
+    w.write_record(header)?;
+    for row in rows {
+        w.write_record(row)?;
     }
     w.flush()?;
     Ok(())
 }
 
+fn optional_cell(id: Option<i64>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_default()
+}
+
+/// Writes users in the platform's format.
+pub fn write_users<W: Write>(out: W, users: &[crate::store::User]) -> csv::Result<()> {
+    let rows = users.iter().map(|u| {
+        let (id, created) = (u.id.to_string(), csv_time(&u.created_at));
+        [id, u.username.clone(), u.email.clone(), created]
+    });
+    write_rows(out, USER_COLUMNS, rows)
+}
+
 pub fn write_urls<W: Write>(out: W, urls: &[Url]) -> csv::Result<()> {
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record([
-        "id",
-        "user_id",
-        "short_code",
-        "original_url",
-        "title",
-        "is_active",
-        "created_at",
-        "updated_at",
-    ])?;
-    for u in urls {
-        w.write_record([
+    let rows = urls.iter().map(|u| {
+        [
             u.id.to_string(),
-            u.user_id.map(|id| id.to_string()).unwrap_or_default(),
+            optional_cell(u.user_id),
             u.short_code.clone(),
             u.original_url.clone(),
             u.title.clone().unwrap_or_default(),
             if u.is_active { "True" } else { "False" }.to_owned(),
             csv_time(&u.created_at),
             csv_time(&u.updated_at),
-        ])?;
-    }
-    w.flush()?;
-    Ok(())
+        ]
+    });
+    write_rows(out, URL_COLUMNS, rows)
 }
 
 pub fn write_events<W: Write>(out: W, events: &[Event]) -> csv::Result<()> {
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record([
-        "id",
-        "url_id",
-        "user_id",
-        "event_type",
-        "timestamp",
-        "details",
-    ])?;
-    for e in events {
-        w.write_record([
+    let rows = events.iter().map(|e| {
+        [
             e.id.to_string(),
             e.url_id.to_string(),
-            e.user_id.map(|id| id.to_string()).unwrap_or_default(),
+            optional_cell(e.user_id),
             e.event_type.clone(),
             csv_time(&e.timestamp),
             e.details.0.to_string(),
-        ])?;
-    }
-    w.flush()?;
-    Ok(())
+        ]
+    });
+    write_rows(out, EVENT_COLUMNS, rows)
 }
 
 #[cfg(test)]
