@@ -110,10 +110,11 @@ impl Service {
         // The peer address goes with every request: the rate limiter keys
         // on it when no trusted proxy names the client.
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .into_future();
-        tokio::pin!(server);
+        let mut server = Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .into_future(),
+        );
         let grace = config.shutdown_grace_secs;
         let deadline = async {
             let _ = stopping_rx.await;
@@ -127,8 +128,9 @@ impl Service {
                 return Ok(());
             }
         }
-        // The router (and with it the click recorder) is gone: the writer
-        // flushes what is queued and ends.
+        // Dropping the server drops the router and with it the click
+        // recorder: the writer flushes what is queued and ends.
+        drop(server);
         tokio::select! {
             _ = click_writer => tracing::info!("clicks flushed"),
             () = &mut deadline => tracing::warn!("grace period over before clicks were flushed"),
