@@ -1,4 +1,5 @@
-//! The reconciler: applies the desired state of each Shortener and reports back in its status.
+//! The reconciler: applies the desired state of each Shortener, prunes what it no longer asks
+//! for, and reports back in its status.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -6,35 +7,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
-};
-use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, warn};
 
-use crate::children::{
-    self, Child, Component, Credentials, DesiredState, FIELD_MANAGER, Instance, MANAGED_BY,
-    Observed, monitoring, postgres,
-};
-use crate::crd::{API_VERSION, Shortener, ShortenerStatus};
+use crate::children::{self, Child, Credentials, DesiredState, Instance, MANAGED_BY, Observed};
+use crate::crd::{Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-
-pub const CONDITION_READY: &str = "Ready";
-pub const CONDITION_PROGRESSING: &str = "Progressing";
-pub const CONDITION_DEGRADED: &str = "Degraded";
-pub const CONDITION_PAUSED: &str = "Paused";
-pub const CONDITION_MONITORING: &str = "MonitoringAvailable";
+use crate::status::{self, Notice, Pass, Readiness};
+use crate::{cluster, prune};
 
 /// Requeue interval once everything is ready; owned-object watches cover faster changes.
 const STEADY_REQUEUE: Duration = Duration::from_secs(300);
@@ -86,21 +73,20 @@ impl Context {
         BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
     }
 
-    async fn publish(&self, shortener: &Shortener, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Reconcile".to_string(),
-            secondary: None,
-        };
-        // Events are for humans; failing to record one must not fail the reconcile.
-        if let Err(error) = self
-            .recorder
-            .publish(&event, &shortener.object_ref(&()))
-            .await
-        {
-            warn!(%error, reason, "could not publish event");
+    async fn publish(&self, shortener: &Shortener, notices: Vec<Notice>) {
+        for notice in notices {
+            let event = Event {
+                type_: notice.type_,
+                reason: notice.reason.to_string(),
+                note: Some(notice.note),
+                action: "Reconcile".to_string(),
+                secondary: None,
+            };
+            // Events are for humans; failing to record one must not fail the reconcile.
+            let regarding = shortener.object_ref(&());
+            if let Err(error) = self.recorder.publish(&event, &regarding).await {
+                warn!(%error, reason = notice.reason, "could not publish event");
+            }
         }
     }
 }
@@ -140,141 +126,40 @@ pub fn error_policy(shortener: Arc<Shortener>, error: &Error, ctx: Arc<Context>)
 async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Action> {
     let instance = Instance::new(shortener)?;
     let api: Api<Shortener> = Api::namespaced(ctx.client.clone(), &instance.namespace);
-    let old_status = shortener.status.clone().unwrap_or_default();
+    let old = shortener.status.clone().unwrap_or_default();
     let generation = shortener.metadata.generation;
     let now = Time(Timestamp::now());
 
     if shortener.spec.paused {
-        let mut status = old_status.clone();
-        status.observed_generation = generation;
-        set_condition(
-            &mut status.conditions,
-            condition(
-                CONDITION_PAUSED,
-                true,
-                "PausedBySpec",
-                "spec.paused is true: children are left untouched until it is set to false",
-            ),
-            generation,
-            &now,
-        );
-        set_condition(
-            &mut status.conditions,
-            condition(
-                CONDITION_PROGRESSING,
-                false,
-                "Paused",
-                "reconciliation is paused",
-            ),
-            generation,
-            &now,
-        );
-        update_status(&api, &instance.name, &old_status, &status).await?;
-        if !condition_is(&old_status, CONDITION_PAUSED, "True") {
-            ctx.publish(
-                shortener,
-                EventType::Normal,
-                "Paused",
-                "spec.paused is true; children will not be changed".into(),
-            )
+        let new = status::paused(&old, generation, &now);
+        cluster::write_status(&api, &instance.name, &old, &new).await?;
+        ctx.publish(shortener, status::notices(&old, &new, &Pass::default()))
             .await;
-        }
         return Ok(Action::await_change());
     }
 
-    let observed = observe(&ctx.client, &instance).await?;
+    let observed = cluster::observe(&ctx.client, &instance).await?;
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
-
-    let created_secrets = ensure_secrets(&ctx.client, &instance, &desired).await?;
-
-    let mut applied = Vec::with_capacity(desired.children.len());
-    for child in &desired.children {
-        match apply(&ctx.client, &instance.namespace, child).await {
-            Ok(object) => applied.push(object),
-            Err(source) => {
-                let error = Error::Apply {
-                    kind: child.kind().to_string(),
-                    name: child.name(),
-                    source,
-                };
-                report_failure(ctx, shortener, &api, &old_status, &error, &now).await;
-                return Err(error);
-            }
+    let created_secrets = cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
+    let (applied, pruned) = match write_children(&ctx.client, &instance, &desired, &observed).await
+    {
+        Ok(written) => written,
+        Err(error) => {
+            report_failure(ctx, shortener, &api, &old, &error, &now).await;
+            return Err(error);
         }
-    }
+    };
 
-    if let Some(pg) = shortener.spec.database.embedded() {
-        grow_postgres_volume(&ctx.client, &instance, &observed, &pg.storage.size.0).await?;
-    }
-
-    let readiness = Readiness::from_applied(&instance, &applied);
-    let status = ready_status(&instance, &old_status, &observed, &readiness, &now);
-    update_status(&api, &instance.name, &old_status, &status).await?;
-
-    if !created_secrets.is_empty() {
-        // One event for all: the recorder folds same-reason events into a series anyway.
-        ctx.publish(
-            shortener,
-            EventType::Normal,
-            "SecretCreated",
-            format!(
-                "generated credentials in Secret(s) {}",
-                created_secrets.join(", ")
-            ),
-        )
+    let readiness = Readiness::of(&applied);
+    let new = status::reconciled(&instance, &old, observed.monitoring_crds, &readiness, &now);
+    cluster::write_status(&api, &instance.name, &old, &new).await?;
+    let pass = Pass {
+        created_secrets,
+        applied: applied.len(),
+        pruned,
+    };
+    ctx.publish(shortener, status::notices(&old, &new, &pass))
         .await;
-    }
-    if condition_is(&old_status, CONDITION_PAUSED, "True") {
-        ctx.publish(
-            shortener,
-            EventType::Normal,
-            "Resumed",
-            "spec.paused is false; reconciling children again".into(),
-        )
-        .await;
-    }
-    if old_status.observed_generation != generation {
-        ctx.publish(
-            shortener,
-            EventType::Normal,
-            "Applied",
-            format!(
-                "applied {} objects for generation {}",
-                desired.children.len(),
-                generation.unwrap_or_default()
-            ),
-        )
-        .await;
-        let monitoring_wanted =
-            shortener.spec.monitoring.service_monitor || shortener.spec.monitoring.prometheus_rule;
-        if monitoring_wanted && !observed.monitoring_crds {
-            ctx.publish(
-                shortener,
-                EventType::Warning,
-                "MonitoringUnavailable",
-                MONITORING_MISSING.into(),
-            )
-            .await;
-        }
-    }
-    let was_ready = condition_is(&old_status, CONDITION_READY, "True");
-    if readiness.all_ready() && !was_ready {
-        ctx.publish(
-            shortener,
-            EventType::Normal,
-            "Ready",
-            format!("all components ready; serving at {}", instance.public_url()),
-        )
-        .await;
-    } else if !readiness.all_ready() && was_ready {
-        ctx.publish(
-            shortener,
-            EventType::Warning,
-            "NotReady",
-            readiness.waiting_message(),
-        )
-        .await;
-    }
 
     info!(shortener = %object_key(shortener), ready = readiness.all_ready(), "reconciled");
     Ok(Action::requeue(if readiness.all_ready() {
@@ -284,375 +169,46 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
     }))
 }
 
-const MONITORING_MISSING: &str = "the monitoring.coreos.com CRDs are not installed, so no ServiceMonitor or PrometheusRule was created; install the Prometheus Operator (for example kube-prometheus-stack) or disable spec.monitoring.serviceMonitor and spec.monitoring.prometheusRule";
-
-/// Facts from the cluster the desired state depends on.
-async fn observe(client: &Client, instance: &Instance<'_>) -> Result<Observed> {
-    let monitoring_crds = monitoring_crds_installed(client).await?;
-    let mut postgres_template_size = None;
-    if instance.spec().database.embedded().is_some() {
-        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &instance.namespace);
-        if let Some(existing) = api
-            .get_opt(&instance.child_name(Component::Postgres))
-            .await
-            .map_err(Error::Kube)?
-        {
-            postgres_template_size = existing
-                .spec
-                .and_then(|s| s.volume_claim_templates)
-                .and_then(|t| t.into_iter().next())
-                .and_then(|t| t.spec)
-                .and_then(|s| s.resources)
-                .and_then(|r| r.requests)
-                .and_then(|r| r.get("storage").map(|q| q.0.clone()));
-        }
-    }
-    Ok(Observed {
-        monitoring_crds,
-        postgres_template_size,
-    })
-}
-
-/// Discovery of the Prometheus Operator API group; a 404 means its CRDs are not installed.
-pub async fn monitoring_crds_installed(client: &Client) -> Result<bool> {
-    match client
-        .list_api_group_resources(monitoring::MONITORING_VERSION)
-        .await
-    {
-        Ok(list) => {
-            let served = |plural: &str| list.resources.iter().any(|r| r.name == plural);
-            Ok(served("servicemonitors") && served("prometheusrules"))
-        }
-        // The real API server answers an unserved group with a plain-text `404 page not
-        // found`, not a Status object, so only the code is there to match (kube's
-        // `is_not_found` wants the `NotFound` reason).
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(error) => Err(Error::Kube(error)),
-    }
-}
-
-/// Create generated Secrets that do not exist yet; existing ones are never touched, since
-/// their values are already baked into the database and clients. Returns the created names.
-async fn ensure_secrets(
+/// Apply every desired child in order, grow the data volume, then prune what is no longer
+/// desired (only after every apply succeeded). Returns the stored children and the pruned.
+async fn write_children(
     client: &Client,
     instance: &Instance<'_>,
     desired: &DesiredState,
-) -> Result<Vec<String>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &instance.namespace);
-    let mut created = Vec::new();
-    for secret in &desired.secrets {
-        let name = secret.name_any();
-        if api.get_opt(&name).await.map_err(Error::Kube)?.is_some() {
-            continue;
-        }
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
-        match api.create(&params, secret).await {
-            Ok(_) => created.push(name),
-            // Another writer won the race; theirs stays.
-            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
-            Err(error) => return Err(Error::Kube(error)),
-        }
-    }
-    Ok(created)
-}
-
-async fn apply(
-    client: &Client,
-    namespace: &str,
-    child: &Child,
-) -> std::result::Result<DynamicObject, kube::Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &child.resource);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&child.name(), &params, &Patch::Apply(&child.object))
-        .await
-}
-
-/// Volume claim templates are immutable, so a larger `storage.size` is applied to the PVC
-/// directly (the StorageClass must allow expansion). CEL on the CRD already forbids shrinking.
-async fn grow_postgres_volume(
-    client: &Client,
-    instance: &Instance<'_>,
     observed: &Observed,
-    wanted: &str,
-) -> Result<()> {
-    let Some(current) = observed.postgres_template_size.as_deref() else {
-        return Ok(());
-    };
-    if current == wanted {
-        return Ok(());
+) -> Result<(Vec<Child>, Vec<String>)> {
+    let mut applied = Vec::with_capacity(desired.children.len());
+    for child in &desired.children {
+        applied.push(cluster::apply(client, &instance.namespace, child).await?);
     }
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &instance.namespace);
-    let patch = json!({ "spec": { "resources": { "requests": { "storage": wanted } } } });
-    match api
-        .patch(
-            &postgres::claim_name(instance),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // The pod (and so its claim) may not exist yet; the next pass retries.
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        Err(error) => Err(Error::Kube(error)),
+    if let Some(pg) = instance.spec().database.embedded() {
+        cluster::grow_postgres_volume(client, instance, observed, &pg.storage.size.0).await?;
     }
+    let pruned = prune::prune(client, instance, &applied, observed.monitoring_crds).await?;
+    Ok((applied, pruned))
 }
 
 async fn report_failure(
     ctx: &Context,
     shortener: &Shortener,
     api: &Api<Shortener>,
-    old_status: &ShortenerStatus,
+    old: &ShortenerStatus,
     error: &Error,
     now: &Time,
 ) {
-    let generation = shortener.metadata.generation;
-    let mut status = old_status.clone();
+    let reason = match error {
+        Error::Prune { .. } => "PruneFailed",
+        _ => "ApplyFailed",
+    };
     let message = format!(
         "{error}; the operator retries with backoff. Check the error above and the operator's RBAC."
     );
-    set_condition(
-        &mut status.conditions,
-        condition(CONDITION_DEGRADED, true, "ApplyFailed", &message),
-        generation,
-        now,
-    );
-    if let Err(status_error) = update_status(api, &shortener.name_any(), old_status, &status).await
-    {
-        warn!(error = %status_error, "could not record the failure in the status");
+    let new = status::failed(old, shortener.metadata.generation, reason, &message, now);
+    if let Err(error) = cluster::write_status(api, &shortener.name_any(), old, &new).await {
+        warn!(%error, "could not record the failure in the status");
     }
-    ctx.publish(shortener, EventType::Warning, "ApplyFailed", message)
+    ctx.publish(shortener, vec![Notice::warning(reason, message)])
         .await;
-}
-
-/// Readiness of the workloads, read from the objects the apply calls returned.
-#[derive(Debug, Default, PartialEq)]
-pub struct Readiness {
-    pub components: Vec<ComponentReadiness>,
-    pub app_ready_replicas: i32,
-    pub app_replicas: i32,
-}
-
-#[derive(Debug, PartialEq)]
-pub struct ComponentReadiness {
-    pub name: &'static str,
-    pub desired: i64,
-    pub ready: i64,
-    pub rolled_out: bool,
-}
-
-impl Readiness {
-    pub fn from_applied(instance: &Instance<'_>, applied: &[DynamicObject]) -> Self {
-        let mut readiness = Self::default();
-        let workloads = [
-            (Component::App, "Deployment", "app"),
-            (Component::Postgres, "StatefulSet", "postgres"),
-            (Component::PgBouncer, "Deployment", "pgbouncer"),
-            (Component::Redis, "Deployment", "redis"),
-        ];
-        for (component, kind, label) in workloads {
-            let name = instance.child_name(component);
-            let Some(object) = applied.iter().find(|o| {
-                o.types.as_ref().map(|t| t.kind.as_str()) == Some(kind)
-                    && o.metadata.name.as_deref() == Some(name.as_str())
-            }) else {
-                continue;
-            };
-            let number = |path: &[&str]| -> i64 {
-                let mut v = &object.data;
-                for key in path {
-                    v = &v[*key];
-                }
-                v.as_i64().unwrap_or(0)
-            };
-            let desired = object.data["spec"]["replicas"].as_i64().unwrap_or(1);
-            let ready = number(&["status", "readyReplicas"]);
-            let updated = number(&["status", "updatedReplicas"]);
-            let current = number(&["status", "replicas"]);
-            let observed_generation = number(&["status", "observedGeneration"]);
-            let generation = object.metadata.generation.unwrap_or(0);
-            let rolled_out = observed_generation >= generation
-                && ready >= desired
-                && updated >= desired
-                && current <= desired;
-            if component == Component::App {
-                readiness.app_ready_replicas = i32::try_from(ready).unwrap_or(i32::MAX);
-                readiness.app_replicas = i32::try_from(current).unwrap_or(i32::MAX);
-            }
-            readiness.components.push(ComponentReadiness {
-                name: label,
-                desired,
-                ready,
-                rolled_out,
-            });
-        }
-        readiness
-    }
-
-    pub fn all_ready(&self) -> bool {
-        self.components.iter().all(|c| c.rolled_out)
-    }
-
-    pub fn waiting_message(&self) -> String {
-        let waiting: Vec<String> = self
-            .components
-            .iter()
-            .filter(|c| !c.rolled_out)
-            .map(|c| format!("{} {}/{} ready", c.name, c.ready, c.desired))
-            .collect();
-        format!(
-            "waiting for {}; see `kubectl get pods -l app.kubernetes.io/instance` and pod events",
-            waiting.join(", ")
-        )
-    }
-}
-
-fn ready_status(
-    instance: &Instance<'_>,
-    old: &ShortenerStatus,
-    observed: &Observed,
-    readiness: &Readiness,
-    now: &Time,
-) -> ShortenerStatus {
-    let generation = instance.shortener.metadata.generation;
-    let mut status = old.clone();
-    status.observed_generation = generation;
-    status.ready_replicas = readiness.app_ready_replicas;
-    status.replicas = readiness.app_replicas;
-    status.selector = Some(instance.app_selector());
-    status.url = Some(instance.public_url());
-    let conditions = &mut status.conditions;
-    let mut set = |c: Condition| set_condition(conditions, c, generation, now);
-    if readiness.all_ready() {
-        set(condition(
-            CONDITION_READY,
-            true,
-            "AllComponentsReady",
-            &format!("serving at {}", instance.public_url()),
-        ));
-        set(condition(
-            CONDITION_PROGRESSING,
-            false,
-            "RolloutComplete",
-            "all components run the desired configuration",
-        ));
-    } else {
-        let message = readiness.waiting_message();
-        set(condition(
-            CONDITION_READY,
-            false,
-            "ComponentsNotReady",
-            &message,
-        ));
-        set(condition(
-            CONDITION_PROGRESSING,
-            true,
-            "RollingOut",
-            &message,
-        ));
-    }
-    set(condition(
-        CONDITION_DEGRADED,
-        false,
-        "ReconcileSucceeded",
-        "all objects applied",
-    ));
-    set(condition(
-        CONDITION_PAUSED,
-        false,
-        "Reconciling",
-        "spec.paused is false",
-    ));
-    let monitoring = &instance.spec().monitoring;
-    if monitoring.service_monitor || monitoring.prometheus_rule {
-        if observed.monitoring_crds {
-            set(condition(
-                CONDITION_MONITORING,
-                true,
-                "CRDsInstalled",
-                "ServiceMonitor and PrometheusRule are applied",
-            ));
-        } else {
-            set(condition(
-                CONDITION_MONITORING,
-                false,
-                "CRDNotInstalled",
-                MONITORING_MISSING,
-            ));
-        }
-    } else {
-        status
-            .conditions
-            .retain(|c| c.type_ != CONDITION_MONITORING);
-    }
-    status
-}
-
-fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: if status { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
-        last_transition_time: Time(Timestamp::UNIX_EPOCH),
-        observed_generation: None,
-    }
-}
-
-/// Insert or update a condition, moving `lastTransitionTime` only when the status flips.
-fn set_condition(
-    conditions: &mut Vec<Condition>,
-    mut new: Condition,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    new.observed_generation = generation;
-    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
-        Some(existing) => {
-            new.last_transition_time = if existing.status == new.status {
-                existing.last_transition_time.clone()
-            } else {
-                now.clone()
-            };
-            *existing = new;
-        }
-        None => {
-            new.last_transition_time = now.clone();
-            conditions.push(new);
-        }
-    }
-}
-
-pub fn condition_is(status: &ShortenerStatus, type_: &str, value: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == value)
-}
-
-/// Write the status only when it changed, so a steady state costs no writes (and no watch
-/// events that would trigger yet another reconcile).
-async fn update_status(
-    api: &Api<Shortener>,
-    name: &str,
-    old: &ShortenerStatus,
-    new: &ShortenerStatus,
-) -> Result<()> {
-    if old == new {
-        return Ok(());
-    }
-    let patch = Patch::Apply(json!({
-        "apiVersion": API_VERSION,
-        "kind": "Shortener",
-        "status": new,
-    }));
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
-        .await
-        .map_err(Error::Kube)?;
-    Ok(())
 }
 
 /// Label selector limiting the owned-object watches to what this operator manages.
@@ -660,7 +216,8 @@ pub fn managed_selector() -> String {
     format!("app.kubernetes.io/managed-by={MANAGED_BY}")
 }
 
-/// Run the controller until `shutdown` resolves; in-flight reconciles finish first.
+/// Run the controller until `shutdown` resolves; in-flight reconciles finish first. Every
+/// managed kind but the monitoring ones (whose CRDs may be missing) is watched for drift.
 pub async fn run(
     client: Client,
     ctx: Arc<Context>,
@@ -668,17 +225,13 @@ pub async fn run(
 ) {
     let shorteners = Api::<Shortener>::all(client.clone());
     let owned = watcher::Config::default().labels(&managed_selector());
-    Controller::new(shorteners, watcher::Config::default().any_semantic())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
-        .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            owned.clone(),
-        )
-        .owns(Api::<Ingress>::all(client.clone()), owned)
+    let controller = Controller::new(shorteners, watcher::Config::default().any_semantic());
+    children::managed_kinds(false)
+        .into_iter()
+        .fold(controller, |controller, kind| {
+            let api = Api::<DynamicObject>::all_with(client.clone(), &kind);
+            controller.owns_with(api, kind, owned.clone())
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -797,6 +350,7 @@ mod tests {
             "unchanged status must not be written"
         );
         assert!(second.events.is_empty(), "{:?}", second.events);
+        assert!(second.deleted.is_empty(), "{:?}", second.deleted);
         assert_eq!(first.applied, second.applied, "applies are idempotent");
     }
 
@@ -1024,33 +578,98 @@ mod tests {
         );
     }
 
-    #[test]
-    fn conditions_keep_their_transition_time_while_unchanged() {
-        let t1 = Time(Timestamp::from_second(1_000).unwrap());
-        let t2 = Time(Timestamp::from_second(2_000).unwrap());
-        let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            condition("Ready", false, "A", "a"),
-            Some(1),
-            &t1,
+    /// An Ingress carrying the instance's labels, owned by the Shortener with `owner_uid`.
+    fn ingress(name: &str, owner_uid: Option<&str>) -> serde_json::Value {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let mut meta = instance.meta(name, children::Component::App);
+        meta.owner_references = owner_uid.map(|uid| {
+            let mut owner = instance.owner.clone();
+            owner.uid = uid.into();
+            vec![owner]
+        });
+        serde_json::json!({ "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta })
+    }
+
+    #[tokio::test]
+    async fn turning_the_ingress_off_deletes_the_owned_ingress_and_nothing_else() {
+        let before = reconciled_and_ready().await;
+        let mut after = before.clone();
+        after.spec.ingress.enabled = false;
+        after.metadata.generation = Some(2);
+        let foreign = vec![
+            ingress("links-by-hand", None),
+            ingress(
+                "links-of-another",
+                Some("5b0e7f4e-0000-4000-8000-000000000002"),
+            ),
+        ];
+        let scenario = Scenario::SpecShrunk(Box::new(before), after.clone(), foreign);
+        let (result, recorded, _) = pass(&after, scenario).await;
+        assert_eq!(result.unwrap(), Action::requeue(STEADY_REQUEUE));
+        assert_eq!(recorded.deleted, vec!["Ingress/links"]);
+        assert!(recorded.applied.iter().all(|v| v["kind"] != "Ingress"));
+        assert_eq!(recorded.event_reasons(), vec!["Applied", "Pruned"]);
+        assert_eq!(
+            recorded.condition("Ready"),
+            ("True".into(), "AllComponentsReady".into())
         );
-        set_condition(
-            &mut conditions,
-            condition("Ready", false, "B", "b"),
-            Some(2),
-            &t2,
+    }
+
+    #[tokio::test]
+    async fn moving_to_an_external_redis_and_dropping_monitoring_prunes_their_objects() {
+        let before = reconciled_and_ready().await;
+        let mut after = before.clone();
+        after.spec.redis.external = Some(crate::crd::ExternalSecretRef {
+            secret_name: "cache".into(),
+            key: "url".into(),
+        });
+        after.spec.monitoring.service_monitor = false;
+        after.spec.monitoring.grafana_dashboard = false;
+        after.metadata.generation = Some(2);
+        let scenario = Scenario::SpecShrunk(Box::new(before), after.clone(), Vec::new());
+        let (result, recorded, _) = pass(&after, scenario).await;
+        result.unwrap();
+        assert_eq!(
+            recorded.deleted,
+            vec![
+                "ConfigMap/links-redis",
+                "ConfigMap/links-dashboard",
+                "Service/links-redis",
+                "Deployment/links-redis",
+                "ServiceMonitor/links",
+            ]
         );
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].last_transition_time, t1);
-        assert_eq!(conditions[0].reason, "B");
-        assert_eq!(conditions[0].observed_generation, Some(2));
-        set_condition(
-            &mut conditions,
-            condition("Ready", true, "C", "c"),
-            Some(2),
-            &t2,
+        // The PrometheusRule is still wanted; the PostgreSQL StatefulSet (and so its data) stays.
+        assert!(recorded.applied("PrometheusRule", "links").is_object());
+        assert!(
+            recorded
+                .applied("StatefulSet", "links-postgres")
+                .is_object()
         );
-        assert_eq!(conditions[0].last_transition_time, t2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_delete_marks_the_shortener_degraded() {
+        let before = reconciled_and_ready().await;
+        let mut after = before.clone();
+        after.spec.ingress.enabled = false;
+        after.metadata.generation = Some(2);
+        let scenario = Scenario::DeleteForbidden(Box::new(before), after.clone());
+        let (result, recorded, _) = pass(&after, scenario).await;
+        let error = result.unwrap_err();
+        assert!(
+            matches!(&error, Error::Prune { key, .. } if key == "Ingress/links"),
+            "{error}"
+        );
+        assert_eq!(error.metric_label(), "prune");
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "PruneFailed".into())
+        );
+        assert_eq!(
+            recorded.events,
+            vec![("PruneFailed".to_string(), "Warning".to_string())]
+        );
     }
 }

@@ -316,6 +316,10 @@ pub struct StorageSpec {
     /// StorageClass of the data volume; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Delete the data volume with the Shortener. Off (the default), the claim
+    /// `data-NAME-postgres-0` and its data outlive the Shortener until deleted by hand.
+    #[serde(default)]
+    pub delete_on_removal: bool,
 }
 
 impl Default for StorageSpec {
@@ -323,6 +327,7 @@ impl Default for StorageSpec {
         Self {
             size: default_storage_size(),
             storage_class_name: None,
+            delete_on_removal: false,
         }
     }
 }

@@ -16,6 +16,13 @@ pub enum Error {
         source: kube::Error,
     },
 
+    #[error("could not prune {key}: {source}")]
+    Prune {
+        key: String,
+        #[source]
+        source: kube::Error,
+    },
+
     #[error("could not build {0}: {1}")]
     Build(&'static str, #[source] serde_json::Error),
 
@@ -40,6 +47,7 @@ impl Error {
             Self::MissingObjectKey(_) => "missing_object_key",
             Self::Kube(_) => "kube",
             Self::Apply { .. } => "apply",
+            Self::Prune { .. } => "prune",
             Self::Build(..) => "build",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Yaml(_) => "yaml",

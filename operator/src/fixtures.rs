@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
+use kube::api::ApiResource;
 use kube::client::Body;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -24,6 +25,8 @@ type ApiServerHandle = Handle<Request<Body>, Response<Body>>;
 pub struct ApiServerVerifier {
     handle: ApiServerHandle,
     recorded: Recorded,
+    /// Answer deletes with 403, as without the `delete` verb.
+    forbid_deletes: bool,
 }
 
 /// What the reconciler sent, for assertions beyond the per-request checks.
@@ -34,6 +37,8 @@ pub struct Recorded {
     pub applied: Vec<Value>,
     pub created_secrets: Vec<Value>,
     pub pvc_patch: Option<Value>,
+    /// `Kind/name` of every object deleted, in order.
+    pub deleted: Vec<String>,
 }
 
 impl Recorded {
@@ -88,6 +93,11 @@ pub enum Scenario {
     ApplyRejected(Shortener, &'static str),
     /// The claim template holds a smaller size than the spec asks for.
     StorageGrown(Shortener, &'static str),
+    /// The namespace still holds what the first Shortener (an earlier spec of the second)
+    /// applied, plus the given objects made by someone else; the pods report ready.
+    SpecShrunk(Box<Shortener>, Shortener, Vec<Value>),
+    /// As `SpecShrunk`, but the operator's role may not delete.
+    DeleteForbidden(Box<Shortener>, Shortener),
 }
 
 struct Plan {
@@ -97,6 +107,9 @@ struct Plan {
     secrets_exist: bool,
     workloads: Workloads,
     reject_kind: Option<&'static str>,
+    /// Objects in the namespace besides the desired children, answered to pruning's lists.
+    cluster: Vec<Value>,
+    forbid_deletes: bool,
 }
 
 impl Scenario {
@@ -108,6 +121,8 @@ impl Scenario {
             secrets_exist: true,
             workloads: Workloads::Ready,
             reject_kind: None,
+            cluster: Vec::new(),
+            forbid_deletes: false,
         };
         match self {
             Self::FirstCreation(s) => Plan {
@@ -132,6 +147,26 @@ impl Scenario {
             Self::StorageGrown(s, template_size) => Plan {
                 statefulset_size: Some(template_size.into()),
                 ..base(s)
+            },
+            Self::SpecShrunk(before, after, mut cluster) => {
+                let instance = Instance::new(&before).unwrap();
+                let observed = Observed {
+                    monitoring_crds: true,
+                    postgres_template_size: Some("1Gi".into()),
+                };
+                let earlier =
+                    children::desired_state(&instance, &observed, &Credentials::placeholder());
+                for child in earlier.unwrap().children {
+                    cluster.push(child.to_value().unwrap());
+                }
+                Plan {
+                    cluster,
+                    ..base(after)
+                }
+            }
+            Self::DeleteForbidden(before, after) => Plan {
+                forbid_deletes: true,
+                ..Self::SpecShrunk(before, after, Vec::new()).plan()
             },
         }
     }
@@ -177,13 +212,25 @@ fn query_has(request: &Request<Body>, pair: &str) -> bool {
         .any(|p| p == pair)
 }
 
-fn resource_path(resource: &kube::api::ApiResource, namespace: &str, name: &str) -> String {
+fn collection_path(resource: &ApiResource, namespace: &str) -> String {
     let prefix = if resource.group.is_empty() {
         format!("/api/{}", resource.version)
     } else {
         format!("/apis/{}/{}", resource.group, resource.version)
     };
-    format!("{prefix}/namespaces/{namespace}/{}/{name}", resource.plural)
+    format!("{prefix}/namespaces/{namespace}/{}", resource.plural)
+}
+
+fn resource_path(resource: &ApiResource, namespace: &str, name: &str) -> String {
+    format!("{}/{name}", collection_path(resource, namespace))
+}
+
+/// A label selector as it appears in a query string.
+fn query_encoded(selector: &str) -> String {
+    selector
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+        .replace(',', "%2C")
 }
 
 impl ApiServerVerifier {
@@ -191,6 +238,7 @@ impl ApiServerVerifier {
         tokio::spawn(async move {
             let plan = scenario.plan();
             let mut this = self;
+            this.forbid_deletes = plan.forbid_deletes;
             if plan.shortener.spec.paused {
                 this = this.handle_status_patch(&plan.shortener).await;
             } else {
@@ -314,7 +362,7 @@ impl ApiServerVerifier {
             );
             assert_eq!(
                 request.uri().path(),
-                resource_path(&child.resource, &ns, &child.name())
+                resource_path(&child.resource(), &ns, &child.name())
             );
             assert!(
                 query_has(&request, "fieldManager=shortener-operator"),
@@ -335,7 +383,7 @@ impl ApiServerVerifier {
                 child.name()
             );
             self.recorded.applied.push(body.clone());
-            if plan.reject_kind == Some(child.kind()) {
+            if plan.reject_kind == Some(child.kind().as_str()) {
                 send.send_response(status_error(
                     422,
                     "Invalid",
@@ -367,7 +415,101 @@ impl ApiServerVerifier {
             send.send_response(json_response(StatusCode::OK, &body));
             self.recorded.pvc_patch = Some(body);
         }
+
+        // 6. Pruning: each managed kind listed by the instance's labels; deletes of what the
+        // reconciler judged orphaned come between the lists.
+        let mut cluster: Vec<Value> = desired
+            .children
+            .iter()
+            .map(|c| c.to_value().unwrap())
+            .collect();
+        for object in &plan.cluster {
+            let same = |v: &Value| {
+                v["kind"] == object["kind"] && v["metadata"]["name"] == object["metadata"]["name"]
+            };
+            if !cluster.iter().any(same) {
+                cluster.push(object.clone());
+            }
+        }
+        for resource in children::managed_kinds(plan.monitoring_crds) {
+            let Some((request, send)) = self.next_answering_deletes(&ns).await else {
+                return self; // A refused delete ends the pass.
+            };
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(request.uri().path(), collection_path(&resource, &ns));
+            let selector = format!(
+                "labelSelector={}",
+                query_encoded(&instance.instance_selector())
+            );
+            assert!(query_has(&request, &selector), "{}", request.uri());
+            let items: Vec<Value> = cluster
+                .iter()
+                .filter(|v| v["kind"] == resource.kind.as_str())
+                .map(|v| {
+                    let mut metadata = v["metadata"].clone();
+                    metadata["uid"] = json!(format!("uid-of-{}", metadata["name"].as_str().unwrap()));
+                    json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata })
+                })
+                .collect();
+            send.send_response(json_response(
+                StatusCode::OK,
+                &json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                    "metadata": { "resourceVersion": "7" }, "items": items,
+                }),
+            ));
+        }
         self
+    }
+
+    async fn next_answering_deletes(
+        &mut self,
+        ns: &str,
+    ) -> Option<(Request<Body>, SendResponse<Response<Body>>)> {
+        loop {
+            let (request, send) = self.next().await;
+            if request.method() != Method::DELETE {
+                return Some((request, send));
+            }
+            self.answer_delete(ns, request, send).await;
+            if self.forbid_deletes {
+                return None;
+            }
+        }
+    }
+
+    /// A delete of one listed object: only that very object (uid precondition), its dependents
+    /// collected in the background.
+    async fn answer_delete(
+        &mut self,
+        ns: &str,
+        request: Request<Body>,
+        send: SendResponse<Response<Body>>,
+    ) {
+        let path = request.uri().path().to_string();
+        let kind = children::managed_kinds(true)
+            .into_iter()
+            .find(|r| path.starts_with(&format!("{}/", collection_path(r, ns))))
+            .unwrap_or_else(|| panic!("delete of an unmanaged kind: {path}"))
+            .kind;
+        let name = path.rsplit('/').next().unwrap().to_string();
+        let body = body_json(request).await;
+        assert_eq!(body["propagationPolicy"], "Background", "{body}");
+        assert_eq!(
+            body["preconditions"]["uid"],
+            format!("uid-of-{name}"),
+            "{body}"
+        );
+        if self.forbid_deletes {
+            let message = format!("{kind} \"{name}\" is forbidden: cannot delete");
+            send.send_response(status_error(403, "Forbidden", &message));
+            return;
+        }
+        self.recorded.deleted.push(format!("{kind}/{name}"));
+        send.send_response(json_response(
+            StatusCode::OK,
+            &json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success" }),
+        ));
     }
 
     /// The status write and the events come last; both are optional in a steady state, so
@@ -392,6 +534,8 @@ impl ApiServerVerifier {
                     body["type"].as_str().unwrap().to_string(),
                 ));
                 send.send_response(json_response(StatusCode::CREATED, &body));
+            } else if request.method() == Method::DELETE {
+                self.answer_delete(&ns, request, send).await;
             } else if request.method() == Method::PATCH && path.ends_with("/status") {
                 self = self.answer_status_patch(shortener, request, send).await;
             } else {
@@ -488,6 +632,7 @@ impl Context {
             ApiServerVerifier {
                 handle,
                 recorded: Recorded::default(),
+                forbid_deletes: false,
             },
         )
     }

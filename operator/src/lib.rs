@@ -1,12 +1,15 @@
 //! Kubernetes operator that turns one `Shortener` resource into the whole URL-shortener stack.
 
 pub mod children;
+pub mod cluster;
 pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod metrics;
+pub mod prune;
 pub mod render;
 pub mod server;
+pub mod status;
 
 #[cfg(test)]
 mod fixtures;

@@ -37,7 +37,7 @@ pub fn render(shortener: &Shortener) -> Result<String> {
         push_document(&mut out, secret)?;
     }
     for child in &desired.children {
-        push_document(&mut out, &child.object)?;
+        push_document(&mut out, &child.to_dynamic()?)?;
     }
     Ok(out)
 }

@@ -12,11 +12,13 @@ pub mod secrets;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
-use kube::{Resource, ResourceExt};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::crd::Shortener;
@@ -148,11 +150,16 @@ impl<'a> Instance<'a> {
 
     /// Selector string of the app pods, as published for the scale subresource.
     pub fn app_selector(&self) -> String {
-        self.selector_labels(Component::App)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        selector(&self.selector_labels(Component::App))
+    }
+
+    /// Selector of everything this instance's children carry, whatever their component:
+    /// what pruning lists by.
+    pub fn instance_selector(&self) -> String {
+        let mut labels = self.labels(Component::App);
+        labels.remove("app.kubernetes.io/component");
+        labels.remove("app.kubernetes.io/part-of");
+        selector(&labels)
     }
 
     /// Where users reach the service: the ingress host when there is one, else the in-cluster URL.
@@ -176,36 +183,120 @@ impl<'a> Instance<'a> {
     }
 }
 
-/// One object to server-side apply, in a form the dynamic API can send.
+fn selector(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One object to server-side apply: typed where k8s-openapi has bindings; the Prometheus
+/// Operator's kinds have none and stay dynamic.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Child {
-    pub resource: ApiResource,
-    pub object: DynamicObject,
+pub enum Child {
+    ServiceAccount(ServiceAccount),
+    ConfigMap(ConfigMap),
+    Service(Service),
+    StatefulSet(StatefulSet),
+    Deployment(Deployment),
+    PodDisruptionBudget(PodDisruptionBudget),
+    Ingress(Ingress),
+    Monitoring(ApiResource, DynamicObject),
+}
+
+/// `match` over a child with the same expression for every typed variant, so generic code
+/// (`Api<K>`) is written once: `on_child!(child, typed => expr, (resource, object) => expr)`.
+macro_rules! on_child {
+    ($child:expr, $o:ident => $typed:expr, ($r:pat, $d:pat) => $dynamic:expr) => {
+        match $child {
+            Child::ServiceAccount($o) => $typed,
+            Child::ConfigMap($o) => $typed,
+            Child::Service($o) => $typed,
+            Child::StatefulSet($o) => $typed,
+            Child::Deployment($o) => $typed,
+            Child::PodDisruptionBudget($o) => $typed,
+            Child::Ingress($o) => $typed,
+            Child::Monitoring($r, $d) => $dynamic,
+        }
+    };
+}
+pub(crate) use on_child;
+
+macro_rules! child_from {
+    ($($kind:ident),*) => {
+        $(impl From<$kind> for Child {
+            fn from(object: $kind) -> Self {
+                Self::$kind(object)
+            }
+        })*
+    };
+}
+child_from!(
+    ServiceAccount,
+    ConfigMap,
+    Service,
+    StatefulSet,
+    Deployment,
+    PodDisruptionBudget,
+    Ingress
+);
+
+fn resource_of<K: Resource<DynamicType = ()>>(_: &K) -> ApiResource {
+    ApiResource::erase::<K>(&())
 }
 
 impl Child {
-    pub fn from_typed<K>(object: &K) -> Result<Self>
-    where
-        K: Resource<DynamicType = ()> + Serialize,
-    {
-        let resource = ApiResource::erase::<K>(&());
-        let value = serde_json::to_value(object).map_err(|e| Error::Build("child", e))?;
-        let object = serde_json::from_value(value).map_err(|e| Error::Build("child", e))?;
-        Ok(Self { resource, object })
+    pub fn resource(&self) -> ApiResource {
+        on_child!(self, o => resource_of(o), (resource, _) => resource.clone())
     }
 
-    pub fn kind(&self) -> &str {
-        &self.resource.kind
+    pub fn kind(&self) -> String {
+        self.resource().kind
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        on_child!(self, o => &o.metadata, (_, object) => &object.metadata)
     }
 
     pub fn name(&self) -> String {
-        self.object.name_any()
+        self.meta().name.clone().unwrap_or_default()
+    }
+
+    /// `Kind/name`, as children are named in messages and events.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.kind(), self.name())
     }
 
     /// The object as JSON, with apiVersion and kind, exactly as sent in the apply patch.
     pub fn to_value(&self) -> Result<Value> {
-        serde_json::to_value(&self.object).map_err(|e| Error::Build("child", e))
+        on_child!(self, o => serde_json::to_value(o), (_, object) => serde_json::to_value(object))
+            .map_err(|e| Error::Build("child", e))
     }
+
+    /// The object with apiVersion, kind and metadata first, as `render` prints it.
+    pub fn to_dynamic(&self) -> Result<DynamicObject> {
+        serde_json::from_value(self.to_value()?).map_err(|e| Error::Build("child", e))
+    }
+}
+
+/// The kinds `desired_state` applies, Secrets aside (created once, never pruned): the owned
+/// watches and pruning cover exactly these. The monitoring kinds count only while served.
+pub fn managed_kinds(monitoring_crds: bool) -> Vec<ApiResource> {
+    let mut kinds = vec![
+        ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<Service>(&()),
+        ApiResource::erase::<StatefulSet>(&()),
+        ApiResource::erase::<Deployment>(&()),
+        ApiResource::erase::<PodDisruptionBudget>(&()),
+        ApiResource::erase::<Ingress>(&()),
+    ];
+    if monitoring_crds {
+        kinds.push(monitoring::service_monitor_resource());
+        kinds.push(monitoring::prometheus_rule_resource());
+    }
+    kinds
 }
 
 /// Everything the reconciler writes for one Shortener.
@@ -270,47 +361,36 @@ pub fn desired_state(
         secrets.push(secrets::admin_secret(instance, &credentials.admin_api_key));
     }
 
-    children.push(Child::from_typed(&app::service_account(instance))?);
+    children.push(app::service_account(instance).into());
     let app_config = app::config_map(instance);
-    children.push(Child::from_typed(&app_config)?);
+    children.push(app_config.clone().into());
 
     if let Some(postgres) = spec.database.embedded() {
-        children.push(Child::from_typed(&postgres::headless_service(instance)?)?);
-        children.push(Child::from_typed(&postgres::stateful_set(
-            instance,
-            &postgres,
-            observed.postgres_template_size.as_deref(),
-        )?)?);
+        let size = observed.postgres_template_size.as_deref();
+        children.push(postgres::headless_service(instance)?.into());
+        children.push(postgres::stateful_set(instance, &postgres, size)?.into());
         let pgbouncer_config = pgbouncer::config_map(instance);
-        children.push(Child::from_typed(&pgbouncer_config)?);
-        children.push(Child::from_typed(&pgbouncer::service(instance)?)?);
-        children.push(Child::from_typed(&pgbouncer::deployment(
-            instance,
-            &pgbouncer_config,
-        )?)?);
+        children.push(pgbouncer_config.clone().into());
+        children.push(pgbouncer::service(instance)?.into());
+        children.push(pgbouncer::deployment(instance, &pgbouncer_config)?.into());
     }
     if spec.redis.external.is_none() {
         let redis_config = redis::config_map(instance);
-        children.push(Child::from_typed(&redis_config)?);
-        children.push(Child::from_typed(&redis::service(instance)?)?);
-        children.push(Child::from_typed(&redis::deployment(
-            instance,
-            &redis_config,
-        )?)?);
+        children.push(redis_config.clone().into());
+        children.push(redis::service(instance)?.into());
+        children.push(redis::deployment(instance, &redis_config)?.into());
     }
 
-    children.push(Child::from_typed(&app::service(instance)?)?);
-    children.push(Child::from_typed(&app::deployment(instance, &app_config)?)?);
-    children.push(Child::from_typed(&app::pod_disruption_budget(instance)?)?);
+    children.push(app::service(instance)?.into());
+    children.push(app::deployment(instance, &app_config)?.into());
+    children.push(app::pod_disruption_budget(instance)?.into());
     if spec.ingress.enabled {
-        children.push(Child::from_typed(&app::ingress(instance)?)?);
+        children.push(app::ingress(instance)?.into());
     }
 
     let monitoring = &spec.monitoring;
     if monitoring.grafana_dashboard {
-        children.push(Child::from_typed(&monitoring::dashboard_config_map(
-            instance,
-        )?)?);
+        children.push(monitoring::dashboard_config_map(instance)?.into());
     }
     if observed.monitoring_crds {
         if monitoring.service_monitor {
@@ -595,13 +675,42 @@ mod tests {
         )
         .unwrap();
         for child in &state.children {
-            let meta = &child.object.metadata;
+            let meta = child.meta();
             let component = meta.labels.as_ref().unwrap()["app.kubernetes.io/component"].clone();
             testing::assert_owned(meta, &component);
         }
         for secret in &state.secrets {
             testing::assert_owned(&secret.metadata, "app");
         }
+    }
+
+    /// Watches and pruning see every kind the reconciler applies, so no child can be
+    /// left behind when the spec stops asking for it.
+    #[test]
+    fn every_applied_kind_is_watched_and_pruned() {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let observed = Observed {
+            monitoring_crds: true,
+            ..Observed::default()
+        };
+        let state = desired_state(&instance, &observed, &Credentials::placeholder()).unwrap();
+        for child in &state.children {
+            assert!(
+                managed_kinds(true).contains(&child.resource()),
+                "{}",
+                child.key()
+            );
+        }
+        assert!(
+            !managed_kinds(false)
+                .iter()
+                .any(|k| k.group == monitoring::MONITORING_GROUP)
+        );
+        assert_eq!(
+            instance.instance_selector(),
+            "app.kubernetes.io/instance=links,app.kubernetes.io/managed-by=shortener-operator,app.kubernetes.io/name=shortener"
+        );
     }
 
     #[test]
@@ -640,7 +749,7 @@ mod tests {
         let (mut millicpu, mut mebibytes) = (0, 0);
         for child in &state.children {
             let v = child.to_value().unwrap();
-            if !matches!(child.kind(), "Deployment" | "StatefulSet") {
+            if !matches!(child.kind().as_str(), "Deployment" | "StatefulSet") {
                 continue;
             }
             let replicas = v["spec"]["replicas"].as_i64().unwrap();

@@ -47,7 +47,7 @@ fn dynamic(resource: ApiResource, instance: &Instance<'_>, spec: Value) -> Resul
         metadata,
         data: json!({ "spec": spec }),
     };
-    Ok(Child { resource, object })
+    Ok(Child::Monitoring(resource, object))
 }
 
 /// Scrapes `/metrics` on every app pod through the app Service's endpoints.
@@ -260,7 +260,7 @@ mod tests {
         let i = Instance::new(&s).unwrap();
         let child = service_monitor(&i).unwrap();
         assert_eq!(child.kind(), "ServiceMonitor");
-        assert_eq!(child.resource.plural, "servicemonitors");
+        assert_eq!(child.resource().plural, "servicemonitors");
         let v = child.to_value().unwrap();
         assert_eq!(v["apiVersion"], "monitoring.coreos.com/v1");
         assert_eq!(v["metadata"]["labels"]["release"], "kube-prometheus-stack");
@@ -270,7 +270,7 @@ mod tests {
             v["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
             "app"
         );
-        assert_owned(&child.object.metadata, "app");
+        assert_owned(child.meta(), "app");
     }
 
     /// Selectors (`{...}`) of a PromQL expression; braces inside string literals (the

@@ -80,8 +80,9 @@ pub fn stateful_set(
             "replicas": 1,
             "selector": { "matchLabels": instance.selector_labels(Component::Postgres) },
             "persistentVolumeClaimRetentionPolicy": {
-                // Keep the data when the Shortener is deleted or scaled: links outlive the stack.
-                "whenDeleted": "Retain",
+                // Links outlive the stack unless the spec asks otherwise: with `Delete` the
+                // StatefulSet owns its claim, so garbage collection takes the data with it.
+                "whenDeleted": if postgres.storage.delete_on_removal { "Delete" } else { "Retain" },
                 "whenScaled": "Retain",
             },
             "template": {
@@ -207,6 +208,22 @@ mod tests {
             .as_ref()
             .unwrap()["storage"];
         assert_eq!(size.0, "1Gi");
+    }
+
+    #[test]
+    fn the_data_volume_is_kept_unless_the_spec_asks_to_delete_it() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let when_deleted = |pg: &PostgresSpec| {
+            let spec = stateful_set(&i, pg, None).unwrap().spec.unwrap();
+            let policy = spec.persistent_volume_claim_retention_policy.unwrap();
+            assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
+            policy.when_deleted.unwrap()
+        };
+        let mut pg = PostgresSpec::default();
+        assert_eq!(when_deleted(&pg), "Retain");
+        pg.storage.delete_on_removal = true;
+        assert_eq!(when_deleted(&pg), "Delete");
     }
 
     #[test]

@@ -1,0 +1,164 @@
+//! The requests of a reconcile pass, pruning aside: the facts the desired state depends on,
+//! the generated Secrets, server-side apply of each child, volume growth and the status write.
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::children::{
+    Child, Component, DesiredState, FIELD_MANAGER, Instance, Observed, monitoring, on_child,
+    postgres,
+};
+use crate::crd::{API_VERSION, Shortener, ShortenerStatus};
+use crate::error::{Error, Result};
+
+/// Facts from the cluster the desired state depends on.
+pub async fn observe(client: &Client, instance: &Instance<'_>) -> Result<Observed> {
+    let monitoring_crds = monitoring_crds_installed(client).await?;
+    let mut postgres_template_size = None;
+    if instance.spec().database.embedded().is_some() {
+        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &instance.namespace);
+        let name = instance.child_name(Component::Postgres);
+        if let Some(existing) = api.get_opt(&name).await.map_err(Error::Kube)? {
+            postgres_template_size = existing
+                .spec
+                .and_then(|s| s.volume_claim_templates)
+                .and_then(|t| t.into_iter().next())
+                .and_then(|t| t.spec)
+                .and_then(|s| s.resources)
+                .and_then(|r| r.requests)
+                .and_then(|r| r.get("storage").map(|q| q.0.clone()));
+        }
+    }
+    Ok(Observed {
+        monitoring_crds,
+        postgres_template_size,
+    })
+}
+
+/// Discovery of the Prometheus Operator API group; a 404 means its CRDs are not installed.
+pub async fn monitoring_crds_installed(client: &Client) -> Result<bool> {
+    match client
+        .list_api_group_resources(monitoring::MONITORING_VERSION)
+        .await
+    {
+        Ok(list) => {
+            let served = |plural: &str| list.resources.iter().any(|r| r.name == plural);
+            Ok(served("servicemonitors") && served("prometheusrules"))
+        }
+        // The real API server answers an unserved group with a plain-text `404 page not
+        // found`, not a Status object, so only the code is there to match (kube's
+        // `is_not_found` wants the `NotFound` reason).
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(Error::Kube(error)),
+    }
+}
+
+/// Create generated Secrets that do not exist yet; existing ones are never touched, since
+/// their values are already baked into the database and clients. Returns the created names.
+pub async fn ensure_secrets(
+    client: &Client,
+    instance: &Instance<'_>,
+    desired: &DesiredState,
+) -> Result<Vec<String>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &instance.namespace);
+    let mut created = Vec::new();
+    for secret in &desired.secrets {
+        let name = secret.name_any();
+        if api.get_opt(&name).await.map_err(Error::Kube)?.is_some() {
+            continue;
+        }
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        match api.create(&params, secret).await {
+            Ok(_) => created.push(name),
+            // Another writer won the race; theirs stays.
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+            Err(error) => return Err(Error::Kube(error)),
+        }
+    }
+    Ok(created)
+}
+
+/// Server-side apply one child; returns the object as stored, status included.
+pub async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child> {
+    on_child!(child,
+        object => patch(&Api::namespaced(client.clone(), namespace), object).await.map(Child::from),
+        (resource, object) => {
+            let api = Api::namespaced_with(client.clone(), namespace, resource);
+            patch(&api, object).await.map(|stored| Child::Monitoring(resource.clone(), stored))
+        }
+    )
+    .map_err(|source| Error::Apply {
+        kind: child.kind(),
+        name: child.name(),
+        source,
+    })
+}
+
+async fn patch<K>(api: &Api<K>, object: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&object.name_any(), &params, &Patch::Apply(object))
+        .await
+}
+
+/// Volume claim templates are immutable, so a larger `storage.size` is applied to the PVC
+/// directly (the StorageClass must allow expansion). CEL on the CRD already forbids shrinking.
+pub async fn grow_postgres_volume(
+    client: &Client,
+    instance: &Instance<'_>,
+    observed: &Observed,
+    wanted: &str,
+) -> Result<()> {
+    let Some(current) = observed.postgres_template_size.as_deref() else {
+        return Ok(());
+    };
+    if current == wanted {
+        return Ok(());
+    }
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &instance.namespace);
+    let patch = json!({ "spec": { "resources": { "requests": { "storage": wanted } } } });
+    let claim = postgres::claim_name(instance);
+    match api
+        .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // The pod (and so its claim) may not exist yet; the next pass retries.
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(error) => Err(Error::Kube(error)),
+    }
+}
+
+/// Write the status only when it changed, so a steady state costs no writes (and no watch
+/// events that would trigger yet another reconcile).
+pub async fn write_status(
+    api: &Api<Shortener>,
+    name: &str,
+    old: &ShortenerStatus,
+    new: &ShortenerStatus,
+) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let patch = Patch::Apply(json!({
+        "apiVersion": API_VERSION,
+        "kind": "Shortener",
+        "status": new,
+    }));
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}

@@ -1,0 +1,503 @@
+//! The Shortener's status as pure functions of what a pass saw: readiness read from the typed
+//! Deployments and StatefulSets the applies returned, the conditions, and the events that a
+//! change of status deserves. Nothing here talks to the API server.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::events::EventType;
+
+use crate::children::{Child, Component, Instance};
+use crate::crd::ShortenerStatus;
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const PAUSED: &str = "Paused";
+pub const MONITORING: &str = "MonitoringAvailable";
+
+pub const MONITORING_MISSING: &str = "the monitoring.coreos.com CRDs are not installed, so no ServiceMonitor or PrometheusRule was created; install the Prometheus Operator (for example kube-prometheus-stack) or disable spec.monitoring.serviceMonitor and spec.monitoring.prometheusRule";
+
+/// Rollout state of one workload: every Deployment and StatefulSet among the children.
+#[derive(Debug, PartialEq)]
+pub struct Workload {
+    /// The `app.kubernetes.io/component` label: app, postgres, pgbouncer or redis.
+    pub component: String,
+    pub desired: i32,
+    pub current: i32,
+    pub ready: i32,
+    pub rolled_out: bool,
+}
+
+impl Workload {
+    /// `None` for a child that runs no pods.
+    pub fn of(child: &Child) -> Option<Self> {
+        // spec.replicas, then status: observedGeneration, replicas, readyReplicas, updatedReplicas
+        let (meta, desired, observed, counts) = match child {
+            Child::Deployment(d) => {
+                let s = d.status.clone().unwrap_or_default();
+                let counts = [s.replicas, s.ready_replicas, s.updated_replicas];
+                let desired = d.spec.as_ref().and_then(|s| s.replicas);
+                (&d.metadata, desired, s.observed_generation, counts)
+            }
+            Child::StatefulSet(d) => {
+                let s = d.status.clone().unwrap_or_default();
+                let counts = [Some(s.replicas), s.ready_replicas, s.updated_replicas];
+                let desired = d.spec.as_ref().and_then(|s| s.replicas);
+                (&d.metadata, desired, s.observed_generation, counts)
+            }
+            _ => return None,
+        };
+        let [current, ready, updated] = counts.map(|n| n.unwrap_or(0));
+        let desired = desired.unwrap_or(1);
+        let seen = observed.unwrap_or(0) >= meta.generation.unwrap_or(0);
+        let labels = meta.labels.as_ref();
+        let component = labels.and_then(|l| l.get("app.kubernetes.io/component").cloned());
+        Some(Self {
+            component: component.unwrap_or_default(),
+            desired,
+            current,
+            ready,
+            rolled_out: seen && ready >= desired && updated >= desired && current <= desired,
+        })
+    }
+}
+
+/// Readiness of the stack: one entry per workload, in apply order.
+#[derive(Debug, Default, PartialEq)]
+pub struct Readiness {
+    pub workloads: Vec<Workload>,
+}
+
+impl Readiness {
+    pub fn of(applied: &[Child]) -> Self {
+        let workloads = applied.iter().filter_map(Workload::of).collect();
+        Self { workloads }
+    }
+
+    pub fn all_ready(&self) -> bool {
+        self.workloads.iter().all(|w| w.rolled_out)
+    }
+
+    /// (ready, current) replicas of the app Deployment, for the scale subresource.
+    pub fn app_replicas(&self) -> (i32, i32) {
+        let app = self
+            .workloads
+            .iter()
+            .find(|w| w.component == Component::App.as_str());
+        app.map_or((0, 0), |w| (w.ready, w.current))
+    }
+
+    pub fn waiting_message(&self) -> String {
+        let waiting = self.workloads.iter().filter(|w| !w.rolled_out);
+        let waiting: Vec<_> = waiting
+            .map(|w| format!("{} {}/{} ready", w.component, w.ready, w.desired))
+            .collect();
+        format!(
+            "waiting for {}; see `kubectl get pods -l app.kubernetes.io/instance` and pod events",
+            waiting.join(", ")
+        )
+    }
+}
+
+/// (type, status, reason, message) of one condition.
+type Entry<'a> = (&'a str, bool, &'a str, &'a str);
+
+/// The status of a pass that found `spec.paused`: readiness is not re-evaluated.
+pub fn paused(old: &ShortenerStatus, generation: Option<i64>, now: &Time) -> ShortenerStatus {
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    let message = "spec.paused is true: children are left untouched until it is set to false";
+    let entries = [
+        (PAUSED, true, "PausedBySpec", message),
+        (PROGRESSING, false, "Paused", "reconciliation is paused"),
+    ];
+    set_conditions(&mut status.conditions, &entries, generation, now);
+    status
+}
+
+/// The status of a pass that applied (and pruned) every child.
+pub fn reconciled(
+    instance: &Instance<'_>,
+    old: &ShortenerStatus,
+    monitoring_crds: bool,
+    readiness: &Readiness,
+    now: &Time,
+) -> ShortenerStatus {
+    let generation = instance.shortener.metadata.generation;
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    (status.ready_replicas, status.replicas) = readiness.app_replicas();
+    status.selector = Some(instance.app_selector());
+    status.url = Some(instance.public_url());
+    let serving = format!("serving at {}", instance.public_url());
+    let waiting = readiness.waiting_message();
+    let done = "all components run the desired configuration";
+    let mut entries: Vec<Entry<'_>> = if readiness.all_ready() {
+        vec![
+            (READY, true, "AllComponentsReady", &serving),
+            (PROGRESSING, false, "RolloutComplete", done),
+        ]
+    } else {
+        vec![
+            (READY, false, "ComponentsNotReady", &waiting),
+            (PROGRESSING, true, "RollingOut", &waiting),
+        ]
+    };
+    entries.push((DEGRADED, false, "ReconcileSucceeded", "all objects applied"));
+    entries.push((PAUSED, false, "Reconciling", "spec.paused is false"));
+    let monitoring = &instance.spec().monitoring;
+    if !(monitoring.service_monitor || monitoring.prometheus_rule) {
+        status.conditions.retain(|c| c.type_ != MONITORING);
+    } else if monitoring_crds {
+        let applied = "ServiceMonitor and PrometheusRule are applied";
+        entries.push((MONITORING, true, "CRDsInstalled", applied));
+    } else {
+        entries.push((MONITORING, false, "CRDNotInstalled", MONITORING_MISSING));
+    }
+    set_conditions(&mut status.conditions, &entries, generation, now);
+    status
+}
+
+/// The status of a pass that failed to write a child: Degraded, everything else as it was.
+pub fn failed(
+    old: &ShortenerStatus,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> ShortenerStatus {
+    let mut status = old.clone();
+    let entry = (DEGRADED, true, reason, message);
+    set_conditions(&mut status.conditions, &[entry], generation, now);
+    status
+}
+
+/// Insert or update conditions, moving `lastTransitionTime` only when a status flips.
+pub fn set_conditions(
+    conditions: &mut Vec<Condition>,
+    entries: &[Entry<'_>],
+    generation: Option<i64>,
+    now: &Time,
+) {
+    for &(type_, value, reason, message) in entries {
+        let status = if value { "True" } else { "False" }.to_string();
+        let existing = conditions.iter().position(|c| c.type_ == type_);
+        let last_transition_time = match existing.map(|i| &conditions[i]) {
+            Some(old) if old.status == status => old.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+        let new = Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message: message.to_string(),
+            last_transition_time,
+            observed_generation: generation,
+        };
+        match existing {
+            Some(i) => conditions[i] = new,
+            None => conditions.push(new),
+        }
+    }
+}
+
+pub fn condition_is(status: &ShortenerStatus, type_: &str, value: &str) -> bool {
+    let mut conditions = status.conditions.iter();
+    conditions.any(|c| c.type_ == type_ && c.status == value)
+}
+
+/// What a pass did besides computing the status.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Names of the Secrets generated in this pass.
+    pub created_secrets: Vec<String>,
+    /// Number of objects applied.
+    pub applied: usize,
+    /// `Kind/name` of the children deleted because the spec no longer asks for them.
+    pub pruned: Vec<String>,
+}
+
+/// An event to publish on the Shortener.
+#[derive(Debug, PartialEq)]
+pub struct Notice {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+impl Notice {
+    pub fn normal(reason: &'static str, note: impl Into<String>) -> Self {
+        let (type_, note) = (EventType::Normal, note.into());
+        Self {
+            type_,
+            reason,
+            note,
+        }
+    }
+
+    pub fn warning(reason: &'static str, note: impl Into<String>) -> Self {
+        let (type_, note) = (EventType::Warning, note.into());
+        Self {
+            type_,
+            reason,
+            note,
+        }
+    }
+}
+
+/// The events a pass deserves, from the status before and after it: each one marks a change a
+/// human would want to see in `kubectl describe`, so a steady state publishes none.
+pub fn notices(old: &ShortenerStatus, new: &ShortenerStatus, pass: &Pass) -> Vec<Notice> {
+    let was = |t: &str| condition_is(old, t, "True");
+    let is = |t: &str| condition_is(new, t, "True");
+    let mut out = Vec::new();
+    if is(PAUSED) {
+        if !was(PAUSED) {
+            out.push(Notice::normal(
+                "Paused",
+                "spec.paused is true; children will not be changed",
+            ));
+        }
+        return out;
+    }
+    if !pass.created_secrets.is_empty() {
+        // One event for all: the recorder folds same-reason events into a series anyway.
+        let names = pass.created_secrets.join(", ");
+        let note = format!("generated credentials in Secret(s) {names}");
+        out.push(Notice::normal("SecretCreated", note));
+    }
+    if was(PAUSED) {
+        out.push(Notice::normal(
+            "Resumed",
+            "spec.paused is false; reconciling children again",
+        ));
+    }
+    if old.observed_generation != new.observed_generation {
+        let generation = new.observed_generation.unwrap_or_default();
+        let note = format!(
+            "applied {} objects for generation {generation}",
+            pass.applied
+        );
+        out.push(Notice::normal("Applied", note));
+        if condition_is(new, MONITORING, "False") {
+            out.push(Notice::warning("MonitoringUnavailable", MONITORING_MISSING));
+        }
+    }
+    if !pass.pruned.is_empty() {
+        let pruned = pass.pruned.join(", ");
+        let note = format!("deleted what the spec no longer asks for: {pruned}");
+        out.push(Notice::normal("Pruned", note));
+    }
+    match (was(READY), is(READY)) {
+        (false, true) => {
+            let url = new.url.as_deref().unwrap_or_default();
+            out.push(Notice::normal(
+                "Ready",
+                format!("all components ready; serving at {url}"),
+            ));
+        }
+        (true, false) => {
+            let ready = new.conditions.iter().find(|c| c.type_ == READY);
+            let note = ready.map(|c| c.message.clone()).unwrap_or_default();
+            out.push(Notice::warning("NotReady", note));
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::shortener;
+    use crate::crd::ShortenerSpec;
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet};
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    fn time(second: i64) -> Time {
+        Time(Timestamp::from_second(second).unwrap())
+    }
+
+    /// A workload of `component` asking for `desired` pods, of which `ready` are ready.
+    fn deployment(component: &str, desired: i32, current: i32, ready: i32) -> Child {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": { "name": component, "generation": 2,
+                          "labels": { "app.kubernetes.io/component": component } },
+            "spec": { "replicas": desired, "selector": {}, "template": {} },
+        }))
+        .unwrap();
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(current),
+            ready_replicas: Some(ready),
+            updated_replicas: Some(current),
+            ..DeploymentStatus::default()
+        });
+        Child::Deployment(d)
+    }
+
+    #[test]
+    fn workloads_are_read_from_typed_deployments_and_stateful_sets() {
+        let sts: StatefulSet = serde_json::from_value(json!({
+            "metadata": { "name": "pg", "generation": 1,
+                          "labels": { "app.kubernetes.io/component": "postgres" } },
+            "spec": { "replicas": 1, "selector": {}, "serviceName": "pg", "template": {} },
+            "status": { "observedGeneration": 1, "replicas": 1, "readyReplicas": 0 },
+        }))
+        .unwrap();
+        let readiness = Readiness::of(&[
+            Child::StatefulSet(sts),
+            deployment("redis", 1, 1, 1),
+            deployment("app", 3, 3, 2),
+        ]);
+        assert_eq!(readiness.workloads.len(), 3);
+        assert!(!readiness.all_ready());
+        assert_eq!(readiness.app_replicas(), (2, 3));
+        assert!(
+            readiness
+                .waiting_message()
+                .starts_with("waiting for postgres 0/1 ready, app 2/3 ready;")
+        );
+    }
+
+    #[test]
+    fn a_rollout_is_done_only_when_the_new_generation_is_observed_and_old_pods_are_gone() {
+        assert!(
+            Workload::of(&deployment("app", 3, 3, 3))
+                .unwrap()
+                .rolled_out
+        );
+        // A surge pod of the old ReplicaSet still runs.
+        assert!(
+            !Workload::of(&deployment("app", 3, 4, 3))
+                .unwrap()
+                .rolled_out
+        );
+        let Child::Deployment(mut d) = deployment("app", 3, 3, 3) else {
+            unreachable!()
+        };
+        d.metadata.generation = Some(3);
+        assert!(!Workload::of(&Child::Deployment(d)).unwrap().rolled_out);
+        let no_pods = Child::ConfigMap(Default::default());
+        assert!(Workload::of(&no_pods).is_none());
+    }
+
+    #[test]
+    fn reconciled_status_reports_readiness_and_monitoring() {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let ready = Readiness::of(&[deployment("app", 3, 3, 3)]);
+        let status = reconciled(&instance, &Default::default(), true, &ready, &time(1));
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!((status.ready_replicas, status.replicas), (3, 3));
+        let conditions: Vec<_> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            conditions,
+            vec![
+                ("Ready", "True", "AllComponentsReady"),
+                ("Progressing", "False", "RolloutComplete"),
+                ("Degraded", "False", "ReconcileSucceeded"),
+                ("Paused", "False", "Reconciling"),
+                ("MonitoringAvailable", "True", "CRDsInstalled"),
+            ]
+        );
+
+        let mut spec = ShortenerSpec::default();
+        spec.monitoring.service_monitor = false;
+        spec.monitoring.prometheus_rule = false;
+        let s = shortener(spec);
+        let instance = Instance::new(&s).unwrap();
+        let starting = Readiness::of(&[deployment("app", 3, 3, 0)]);
+        let later = reconciled(&instance, &status, true, &starting, &time(2));
+        assert!(condition_is(&later, READY, "False"));
+        assert!(!later.conditions.iter().any(|c| c.type_ == MONITORING));
+        let degraded = later
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert_eq!(
+            degraded.last_transition_time,
+            time(1),
+            "unchanged status keeps its time"
+        );
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_unchanged() {
+        let mut conditions = Vec::new();
+        set_conditions(
+            &mut conditions,
+            &[("Ready", false, "A", "a")],
+            Some(1),
+            &time(1_000),
+        );
+        set_conditions(
+            &mut conditions,
+            &[("Ready", false, "B", "b")],
+            Some(2),
+            &time(2_000),
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].last_transition_time, time(1_000));
+        assert_eq!(conditions[0].reason, "B");
+        assert_eq!(conditions[0].observed_generation, Some(2));
+        set_conditions(
+            &mut conditions,
+            &[("Ready", true, "C", "c")],
+            Some(2),
+            &time(2_000),
+        );
+        assert_eq!(conditions[0].last_transition_time, time(2_000));
+    }
+
+    fn reasons(notices: &[Notice]) -> Vec<&str> {
+        notices.iter().map(|n| n.reason).collect()
+    }
+
+    #[test]
+    fn events_mark_changes_only() {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let ready = Readiness::of(&[deployment("app", 3, 3, 3)]);
+        let first = reconciled(&instance, &Default::default(), false, &ready, &time(1));
+        let pass = Pass {
+            applied: 15,
+            pruned: vec!["Ingress/links".into()],
+            ..Pass::default()
+        };
+        let notices = notices(&Default::default(), &first, &pass);
+        assert_eq!(
+            reasons(&notices),
+            vec!["Applied", "MonitoringUnavailable", "Pruned", "Ready"]
+        );
+        assert_eq!(notices[0].note, "applied 15 objects for generation 1");
+        assert_eq!(
+            notices[2].note,
+            "deleted what the spec no longer asks for: Ingress/links"
+        );
+        assert!(super::notices(&first, &first, &Pass::default()).is_empty());
+
+        let paused = paused(&first, Some(1), &time(2));
+        assert_eq!(
+            reasons(&super::notices(&first, &paused, &Pass::default())),
+            vec!["Paused"]
+        );
+        assert!(super::notices(&paused, &paused, &Pass::default()).is_empty());
+
+        let starting = Readiness::of(&[deployment("app", 3, 3, 1)]);
+        let resumed = reconciled(&instance, &paused, false, &starting, &time(3));
+        let notices = super::notices(&paused, &resumed, &Pass::default());
+        assert_eq!(reasons(&notices), vec!["Resumed", "NotReady"]);
+        assert!(
+            notices[1].note.contains("app 1/3 ready"),
+            "{}",
+            notices[1].note
+        );
+        assert_eq!(notices[1].type_, EventType::Warning);
+    }
+}
