@@ -264,3 +264,26 @@ pub async fn cel_rules_reject_shrink_and_immutable_changes(ctx: &Ctx) -> Result 
     );
     Ok(())
 }
+
+/// kwok has no volume provisioner, so the suite's volumes are static and cannot be expanded:
+/// the API server refuses the claim's resize. The operator must say so in the status.
+pub async fn volume_growth_the_cluster_refuses_is_reported(ctx: &Ctx) -> Result {
+    ready_minimal(ctx).await?;
+    patch_spec(
+        &ctx.ns,
+        "links",
+        json!({ "database": { "postgres": { "storage": { "size": "2Gi" } } } }),
+    )?;
+    let degraded =
+        crate::stack::wait_condition(&ctx.client, &ctx.ns, "links", "Degraded", "True").await?;
+    let message = at(&degraded.data, "/status/conditions")
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+        .map(|c| c["message"].to_string())
+        .unwrap_or_default();
+    ensure!(
+        message.contains("data-links-postgres-0"),
+        "Degraded does not name the claim: {message}"
+    );
+    Ok(())
+}

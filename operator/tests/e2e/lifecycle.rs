@@ -7,7 +7,10 @@ use serde_json::json;
 use crate::changes::ready_minimal;
 use crate::cluster::{Result, TIMEOUT, at, delete, eventually, get_opt, kubectl, objects_labelled};
 use crate::operator::metric_with;
-use crate::stack::{managed_by_operator, patch_spec, wait_condition, wait_deployment, wait_ready};
+use crate::stack::{
+    apply, managed_by_operator, patch_spec, provide_volume, wait_condition, wait_deployment,
+    wait_ready,
+};
 use crate::{Ctx, ensure};
 
 /// Reconciles of `ns/links` the leading operator has finished so far.
@@ -169,6 +172,47 @@ pub async fn deleting_the_shortener_collects_children_and_keeps_the_volume(ctx: 
     ensure!(
         volume.status.and_then(|s| s.phase).as_deref() == Some("Bound"),
         "the volume should stay Bound to the retained claim"
+    );
+
+    // With `deleteOnRemoval: true` the StatefulSet owns its claim (`whenDeleted: Delete`),
+    // so the garbage collector takes the claim, and the data, with the Shortener.
+    provide_volume(client, ns, "data-scratch-postgres-0", "1Gi", None).await?;
+    apply(&format!(
+        "apiVersion: shortener.dev/v1alpha1\nkind: Shortener\nmetadata: {{name: scratch, namespace: {ns}}}\nspec:\n  database:\n    postgres:\n      storage: {{deleteOnRemoval: true}}\n"
+    ))?;
+    wait_ready(client, ns, "scratch").await?;
+    claims.get("data-scratch-postgres-0").await?;
+    kubectl(&[
+        "-n",
+        ns,
+        "delete",
+        "shortener",
+        "scratch",
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
+    let claims = &claims;
+    eventually(
+        "the scratch claim deleted with its Shortener",
+        TIMEOUT,
+        || async move {
+            match claims
+                .get_opt("data-scratch-postgres-0")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => Ok(()),
+                Some(claim) => Err(format!(
+                    "still there, owners {:?}",
+                    claim.metadata.owner_references
+                )),
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        claims.get_opt("data-links-postgres-0").await?.is_some(),
+        "deleting one Shortener removed another's retained claim"
     );
     Ok(())
 }

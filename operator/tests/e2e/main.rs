@@ -84,6 +84,7 @@ fn tests() -> Vec<Test> {
         test!(changes::scale_through_the_subresource_and_the_spec),
         test!(changes::app_setting_change_rolls_the_deployment),
         test!(changes::cel_rules_reject_shrink_and_immutable_changes),
+        test!(changes::volume_growth_the_cluster_refuses_is_reported),
         test!(drift::deleted_service_and_edited_deployment_are_restored),
         test!(pruning::disabled_components_are_pruned_and_lookalikes_survive),
         test!(lifecycle::pause_leaves_children_alone_until_resumed),
