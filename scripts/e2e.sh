@@ -17,13 +17,40 @@ cd "$(dirname "$0")/.."
 
 started=$SECONDS
 cluster_started=
+suite_group=
+
+# The suite runs in its own process group (setsid), so stopping it also stops the
+# operator processes it started, even if the test binary itself died first.
+# shellcheck disable=SC2317 # called from the EXIT trap
+stop_suite() {
+  [ -n "$suite_group" ] || return 0
+  kill -0 -- "-$suite_group" 2>/dev/null || return 0
+  kill -TERM -- "-$suite_group" 2>/dev/null || true
+  local deadline=$((SECONDS + 20))
+  while kill -0 -- "-$suite_group" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      kill -KILL -- "-$suite_group" 2>/dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+}
+# shellcheck disable=SC2317 # called from the EXIT trap
 stop_cluster() {
   if [ -n "$cluster_started" ]; then
     scripts/cluster.sh down || echo "e2e: scripts/cluster.sh down failed" >&2
   fi
 }
-trap stop_cluster EXIT
-# A signal runs the EXIT trap too (bash runs EXIT traps on exit, not on a killing signal).
+# shellcheck disable=SC2317 # called from the EXIT trap
+cleanup() {
+  local rc=$?
+  stop_suite
+  stop_cluster
+  exit "$rc"
+}
+trap cleanup EXIT
+# On INT and TERM, exit normally so that the EXIT trap runs (bash skips it when a signal
+# it does not trap kills it).
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -48,5 +75,9 @@ cargo build --locked -p shortener-operator
 cargo test --locked -p shortener-operator --test e2e --no-run
 
 echo "== suite"
-cargo test --locked -p shortener-operator --test e2e -- --ignored --test-threads=1 "$@"
+setsid cargo test --locked -p shortener-operator --test e2e -- --ignored --test-threads=1 "$@" &
+suite_group=$!
+status=0
+wait "$suite_group" || status=$?
 echo "e2e: finished in $((SECONDS - started))s"
+exit "$status"

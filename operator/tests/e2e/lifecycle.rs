@@ -158,6 +158,12 @@ pub async fn deleting_the_shortener_collects_children_and_keeps_the_volume(ctx: 
     .await?;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let claim = claims.get("data-links-postgres-0").await?;
+    // Not necessarily the suite's volume: where a provisioner exists (kind), it binds its own.
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .ok_or("the retained claim has no volume")?;
     ensure!(
         claim
             .metadata
@@ -168,7 +174,7 @@ pub async fn deleting_the_shortener_collects_children_and_keeps_the_volume(ctx: 
         "the PostgreSQL claim should stay, unowned and Bound"
     );
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    let volume = volumes.get(&format!("{ns}-data-links-postgres-0")).await?;
+    let volume = volumes.get(&volume_name).await?;
     ensure!(
         volume.status.and_then(|s| s.phase).as_deref() == Some("Bound"),
         "the volume should stay Bound to the retained claim"

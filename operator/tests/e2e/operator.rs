@@ -126,7 +126,12 @@ impl OperatorProcess {
         if self.exited()? {
             return Ok(());
         }
-        let _ = must("kill", &["-TERM", &self.pid().to_string()], None);
+        // The shell's own `kill`: std has no way to send SIGTERM, and /bin/kill may be absent.
+        let _ = must(
+            "sh",
+            &["-c", "kill -TERM \"$1\"", "sh", &self.pid().to_string()],
+            None,
+        );
         for _ in 0..200 {
             if self.exited()? {
                 return Ok(());
