@@ -85,6 +85,33 @@ pub async fn operator_chart_installs_without_warnings(ctx: &Ctx) -> Result {
             ),
         "operator credentials are {whoami}"
     );
+    // What docs/operator.md promises the role cannot do (the rest is exercised by the tests).
+    let account = format!(
+        "system:serviceaccount:{OPERATOR_NAMESPACE}:{}",
+        operator::SERVICE_ACCOUNT
+    );
+    for (verb, resource) in [
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("delete", "secrets"),
+        ("update", "secrets"),
+        ("delete", "persistentvolumeclaims"),
+        ("delete", "shorteners.shortener.dev"),
+        ("update", "shorteners.shortener.dev"),
+        ("create", "pods"),
+        ("delete", "leases.coordination.k8s.io"),
+    ] {
+        let answer = crate::cluster::run(
+            "kubectl",
+            &["auth", "can-i", verb, resource, "-A", "--as", &account],
+            None,
+        )?;
+        ensure!(
+            answer.stdout.trim() == "no",
+            "the operator's role may {verb} {resource}: {}",
+            answer.stdout.trim()
+        );
+    }
     let client = &ctx.client;
     eventually("the operator to hold the Lease", TIMEOUT, || async move {
         match operator::lease(client, OPERATOR_NAMESPACE).await {

@@ -198,7 +198,6 @@ impl Suite {
             chart_installed: AtomicBool::new(true),
             monitoring_crds_installed_here,
         };
-        suite.start_operator("e2e-0").await?;
         Ok(suite)
     }
 
@@ -419,6 +418,11 @@ async fn run_suite(root: PathBuf, tests: Vec<Test>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(error) = suite.start_operator("e2e-0").await {
+        eprintln!("e2e: starting the operator failed: {error}");
+        suite.tear_down().await;
+        return ExitCode::FAILURE;
+    }
     let mut failed = Vec::new();
     for test in &tests {
         let ns = namespace_for(test.name);
