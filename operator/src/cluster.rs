@@ -52,7 +52,10 @@ pub async fn monitoring_crds_installed(client: &Client) -> Result<bool> {
             let served = |plural: &str| list.resources.iter().any(|r| r.name == plural);
             Ok(served("servicemonitors") && served("prometheusrules"))
         }
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        // The real API server answers an unserved group with a plain-text `404 page not
+        // found`, not a Status object, so only the code is there to match (kube's
+        // `is_not_found` wants the `NotFound` reason).
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(error) => Err(Error::Kube(error)),
     }
 }

@@ -13,7 +13,7 @@ pub const API_GROUP: &str = "shortener.dev";
 pub const API_VERSION: &str = "shortener.dev/v1alpha1";
 
 /// Desired state of a URL-shortener installation.
-#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "shortener.dev",
     version = "v1alpha1",
@@ -34,6 +34,27 @@ pub const API_VERSION: &str = "shortener.dev/v1alpha1";
         label_selector_path = ".status.selector"
     )
 )]
+// The PostgreSQL transition rules sit on the spec, not on `database.postgres`: a rule there
+// is not evaluated when the old object had no `postgres` (for example `spec: {}`), so a
+// shrink or a new class or version set onto the defaults would be accepted and then fail
+// against the StatefulSet and the PVC. Here the defaults stand in for absent fields. (No
+// `string()` around the fields: the API server's cost estimate of that conversion exceeds
+// the CRD's budget a hundredfold and it refuses the CRD.)
+#[x_kube(validation = Rule::new(format!(
+    "quantity({}).compareTo(quantity({})) >= 0",
+    postgres_field("self", "storage.size", &format!("'{DEFAULT_STORAGE_SIZE}'")),
+    postgres_field("oldSelf", "storage.size", &format!("'{DEFAULT_STORAGE_SIZE}'")),
+)).message("storage.size may grow but not shrink"))]
+#[x_kube(validation = Rule::new(format!(
+    "{} == {}",
+    postgres_field("self", "storage.storageClassName", "''"),
+    postgres_field("oldSelf", "storage.storageClassName", "''"),
+)).message("storage.storageClassName is immutable"))]
+#[x_kube(validation = Rule::new(format!(
+    "{} == {}",
+    postgres_field("self", "version", &format!("'{DEFAULT_POSTGRES_VERSION}'")),
+    postgres_field("oldSelf", "version", &format!("'{DEFAULT_POSTGRES_VERSION}'")),
+)).message("postgres.version is immutable: a major upgrade needs pg_upgrade or a dump and restore"))]
 #[serde(rename_all = "camelCase")]
 pub struct ShortenerSpec {
     /// Stop reconciling: children are left exactly as they are until this is false again.
@@ -101,10 +122,12 @@ pub struct AppConfig {
     /// How long a resolved link stays in Redis.
     #[serde(default = "default_cache_ttl")]
     #[schemars(range(min = 0, max = 604800))]
+    #[schemars(transform = without_format)]
     pub cache_ttl_seconds: u32,
     /// How long a lookup miss stays in Redis, so unknown codes do not hammer PostgreSQL.
     #[serde(default = "default_negative_cache_ttl")]
     #[schemars(range(min = 0, max = 86400))]
+    #[schemars(transform = without_format)]
     pub negative_cache_ttl_seconds: u32,
     /// Per-client request limit.
     #[serde(default)]
@@ -175,10 +198,12 @@ pub struct RateLimit {
     /// Sustained requests per minute per client IP; 0 disables limiting.
     #[serde(default = "default_rate_per_minute")]
     #[schemars(range(min = 0, max = 1000000))]
+    #[schemars(transform = without_format)]
     pub requests_per_minute: u32,
     /// Extra requests allowed in a burst above the sustained rate.
     #[serde(default = "default_rate_burst")]
     #[schemars(range(min = 0, max = 100000))]
+    #[schemars(transform = without_format)]
     pub burst: u32,
 }
 
@@ -252,7 +277,6 @@ impl DatabaseSpec {
 pub struct PostgresSpec {
     /// Major version of the official postgres image.
     #[serde(default = "default_postgres_version")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("postgres.version is immutable: a major upgrade needs pg_upgrade or a dump and restore"))]
     pub version: String,
     /// Full image reference; overrides `version` when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,9 +307,7 @@ impl PostgresSpec {
     }
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("storage.size may grow but not shrink"))]
-#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("storage.storageClassName is immutable"))]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Requested size of the data volume.
@@ -333,10 +355,12 @@ pub struct PgBouncerSpec {
     /// Server connections per database/user pair.
     #[serde(default = "default_pool_size")]
     #[schemars(range(min = 1, max = 1000))]
+    #[schemars(transform = without_format)]
     pub default_pool_size: u32,
     /// Client connections accepted in total.
     #[serde(default = "default_max_client_conn")]
     #[schemars(range(min = 1, max = 100000))]
+    #[schemars(transform = without_format)]
     pub max_client_connections: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -480,11 +504,40 @@ fn default_rate_burst() -> u32 {
 fn default_ingress_class() -> String {
     "nginx".into()
 }
+const DEFAULT_POSTGRES_VERSION: &str = "17";
+const DEFAULT_STORAGE_SIZE: &str = "1Gi";
+
+/// CEL for `database.postgres.<path>` of `root` (`self` or `oldSelf` of the spec) as a
+/// string, or `default` when any step of the path is absent.
+fn postgres_field(root: &str, path: &str, default: &str) -> String {
+    let mut steps = vec![
+        format!("{root}.database"),
+        format!("{root}.database.postgres"),
+    ];
+    let mut prefix = format!("{root}.database.postgres");
+    for part in path.split('.') {
+        prefix = format!("{prefix}.{part}");
+        steps.push(prefix.clone());
+    }
+    let present = steps
+        .iter()
+        .map(|step| format!("has({step})"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    format!("({present} ? {prefix} : {default})")
+}
+
+/// Kubernetes knows the integer formats int32 and int64 only, and warns about schemars'
+/// `uint32` on every write of the CRD; the field's range bounds it instead.
+fn without_format(schema: &mut schemars::Schema) {
+    schema.remove("format");
+}
+
 fn default_postgres_version() -> String {
-    "17".into()
+    DEFAULT_POSTGRES_VERSION.into()
 }
 fn default_storage_size() -> Quantity {
-    Quantity("1Gi".into())
+    Quantity(DEFAULT_STORAGE_SIZE.into())
 }
 fn default_url_key() -> String {
     "url".into()

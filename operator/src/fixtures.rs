@@ -277,11 +277,15 @@ impl ApiServerVerifier {
                 }),
             ));
         } else {
-            send.send_response(status_error(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ));
+            // What kube-apiserver really sends for a group it does not serve: plain text,
+            // not a Status object.
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .header("content-type", "text/plain; charset=utf-8")
+                    .body(Body::from(b"404 page not found\n".to_vec()))
+                    .unwrap(),
+            );
         }
 
         // 2. The existing StatefulSet, for its immutable claim template.

@@ -226,6 +226,30 @@ fn cel_rules_guard_storage_and_database_changes() {
     assert!(rejection(&upgraded, Some(&old)).contains("version is immutable"));
 }
 
+/// `spec: {}` stands for 1Gi of the default class and PostgreSQL 17: the rules must hold
+/// against those defaults too (found on a real API server, where a rule on
+/// `database.postgres.storage` is skipped when the old object has no `postgres`).
+#[test]
+fn cel_rules_guard_the_defaults_of_an_empty_spec() {
+    let defaults = example_json("minimal");
+    assert!(
+        rejection(&with_storage("500Mi", None), Some(&defaults))
+            .contains("may grow but not shrink")
+    );
+    assert!(rejection(&with_storage("1Gi", None), Some(&defaults)).is_empty());
+    assert!(rejection(&with_storage("2Gi", None), Some(&defaults)).is_empty());
+    assert!(
+        rejection(&with_storage("1Gi", Some("fast")), Some(&defaults))
+            .contains("storageClassName is immutable")
+    );
+    let mut upgraded = example_json("minimal");
+    upgraded["spec"]["database"] = json!({ "postgres": { "version": "18" } });
+    assert!(rejection(&upgraded, Some(&defaults)).contains("version is immutable"));
+    let mut same = example_json("minimal");
+    same["spec"]["database"] = json!({ "postgres": { "version": "17" } });
+    assert!(rejection(&same, Some(&defaults)).is_empty());
+}
+
 #[test]
 fn render_output_matches_snapshots() {
     for name in EXAMPLES {

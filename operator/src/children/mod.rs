@@ -78,9 +78,12 @@ impl<'a> Instance<'a> {
             .namespace
             .clone()
             .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-        let owner = shortener
+        let mut owner = shortener
             .controller_owner_ref(&())
             .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+        // kube leaves blockOwnerDeletion unset; with it, a foreground deletion of the
+        // Shortener waits for its children (what the `shorteners/finalizers` RBAC rule is for).
+        owner.block_owner_deletion = Some(true);
         Ok(Self {
             shortener,
             name,
@@ -554,6 +557,7 @@ pub(crate) mod testing {
         assert_eq!(owners[0].kind, "Shortener");
         assert_eq!(owners[0].name, "links");
         assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(owners[0].block_owner_deletion, Some(true));
         let labels = meta.labels.as_ref().expect("labels");
         assert_eq!(labels["app.kubernetes.io/name"], "shortener");
         assert_eq!(labels["app.kubernetes.io/instance"], "links");
