@@ -146,6 +146,12 @@ pub trait Store: Send + Sync + 'static {
     /// `shard`s: each shard has its own counter row per URL, so they do not
     /// wait for one another's row locks.
     async fn record_clicks(&self, clicks: &[Click], shard: i16) -> StoreResult<()>;
+    /// Writes spilled click batches back, each exactly once: a batch's id is
+    /// recorded in the same transaction as its clicks, and a batch whose id
+    /// is already recorded is skipped. One transaction for all of
+    /// `batches`; returns how many clicks were written (the rest had been).
+    async fn record_spilled_clicks(&self, batches: &[ClickBatch], shard: i16)
+    -> StoreResult<usize>;
     /// Most `record_clicks` calls worth running at once on this backend.
     fn click_writers_limit(&self) -> usize;
 

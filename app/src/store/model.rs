@@ -1,4 +1,4 @@
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -191,12 +191,20 @@ pub struct EventFilter {
 }
 
 /// One answered redirect, to be written as a `redirect` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Click {
     pub url_id: i64,
     pub user_id: Option<i64>,
     pub short_code: String,
     pub at: Timestamp,
+}
+
+/// Clicks kept while the database was away, under an id that makes writing
+/// them back idempotent (see [`Store::record_spilled_clicks`](super::Store::record_spilled_clicks)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClickBatch {
+    pub id: i64,
+    pub clicks: Vec<Click>,
 }
 
 /// A page request, already validated (page ≥ 1, 1 ≤ per_page ≤ 100).

@@ -95,6 +95,14 @@ macro_rules! traced {
     }};
 }
 
+/// Records a spilled click batch as written; no row when it already was.
+const MARK_BATCH_APPLIED: &str =
+    "INSERT INTO click_batches (id, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+/// Spill files are written back within minutes of the database's return;
+/// ids older than this have served their purpose.
+const FORGET_APPLIED_BATCHES: &str = "DELETE FROM click_batches WHERE applied_at < $1";
+const BATCH_ID_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
 /// Most rows a multi-row INSERT carries: 4 parameters a click keeps the
 /// statement far below both backends' bind-parameter limits.
 const CLICKS_PER_STATEMENT: usize = 1000;
@@ -252,6 +260,65 @@ where
             sqlx::query::<DB>(AssertSqlSafe(statement))
                 .execute(&mut **tx)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Appends `clicks` as `redirect` events and adds them to shard
+    /// `shard`'s counters, in `tx`.
+    async fn write_clicks_in(
+        tx: &mut Transaction<'static, DB>,
+        clicks: &[Click],
+        shard: i16,
+    ) -> StoreResult<()> {
+        // Per URL: how many clicks, and the latest.
+        let mut per_url: std::collections::BTreeMap<i64, (i64, Timestamp)> = Default::default();
+        for click in clicks {
+            let entry = per_url.entry(click.url_id).or_insert((0, click.at));
+            entry.0 += 1;
+            entry.1 = entry.1.max(click.at);
+        }
+        let per_url: Vec<_> = per_url.into_iter().collect();
+        let written = match DB::write_clicks(tx, clicks, &per_url, shard) {
+            Some(write) => write.await.map(|()| true)?,
+            None => false,
+        };
+        if written {
+            return Ok(());
+        }
+        for chunk in clicks.chunks(CLICKS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<DB>::new(sql!("INSERT INTO events (" EVENT ") "));
+            insert.push_values(chunk, |mut row, click| {
+                row.push_bind(click.url_id)
+                    .push_bind(click.user_id)
+                    .push_bind("redirect")
+                    .push_bind(click.at)
+                    .push_bind(Json(json!({"short_code": click.short_code})));
+            });
+            insert.build().execute(&mut **tx).await?;
+        }
+        for chunk in per_url.chunks(CLICKS_PER_STATEMENT) {
+            // Each writer counts into its own shard's rows, so concurrent
+            // writers of one replica never wait on each other. Writers of
+            // different replicas may share a shard number; they take the row
+            // locks in url_id order (the map is sorted), so they queue
+            // instead of deadlocking.
+            let mut counters =
+                QueryBuilder::<DB>::new(sql!("INSERT INTO redirect_counts (" COUNTER ") "));
+            counters.push_values(chunk, |mut row, (url_id, (count, at))| {
+                row.push_bind(*url_id)
+                    .push_bind(i64::from(shard))
+                    .push_bind(*count)
+                    .push_bind(*at);
+            });
+            counters.push(
+                " ON CONFLICT (url_id, shard) DO UPDATE SET \
+             redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
+             last_redirect_at = CASE WHEN excluded.last_redirect_at > \
+             redirect_counts.last_redirect_at THEN excluded.last_redirect_at \
+             ELSE redirect_counts.last_redirect_at END",
+            );
+            counters.build().execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -587,62 +654,47 @@ where
                 if clicks.is_empty() {
                     return Ok(());
                 }
-                // Per URL: how many clicks, and the latest.
-                let mut per_url: std::collections::BTreeMap<i64, (i64, Timestamp)> =
-                    Default::default();
-                for click in clicks {
-                    let entry = per_url.entry(click.url_id).or_insert((0, click.at));
-                    entry.0 += 1;
-                    entry.1 = entry.1.max(click.at);
-                }
-                let per_url: Vec<_> = per_url.into_iter().collect();
                 let mut tx = self.writer.begin().await?;
-                let written = match DB::write_clicks(&mut tx, clicks, &per_url, shard) {
-                    Some(write) => write.await.map(|()| true)?,
-                    None => false,
-                };
-                if written {
-                    return Ok(tx.commit().await?);
-                }
-                for chunk in clicks.chunks(CLICKS_PER_STATEMENT) {
-                    let mut insert =
-                        QueryBuilder::<DB>::new(sql!("INSERT INTO events (" EVENT ") "));
-                    insert.push_values(chunk, |mut row, click| {
-                        row.push_bind(click.url_id)
-                            .push_bind(click.user_id)
-                            .push_bind("redirect")
-                            .push_bind(click.at)
-                            .push_bind(Json(json!({"short_code": click.short_code})));
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
-                for chunk in per_url.chunks(CLICKS_PER_STATEMENT) {
-                    // Each writer counts into its own shard's rows, so concurrent
-                    // writers of one replica never wait on each other. Writers of
-                    // different replicas may share a shard number; they take the row
-                    // locks in url_id order (the map is sorted), so they queue
-                    // instead of deadlocking.
-                    let mut counters =
-                        QueryBuilder::<DB>::new(sql!("INSERT INTO redirect_counts (" COUNTER ") "));
-                    counters.push_values(chunk, |mut row, (url_id, (count, at))| {
-                        row.push_bind(*url_id)
-                            .push_bind(i64::from(shard))
-                            .push_bind(*count)
-                            .push_bind(*at);
-                    });
-                    counters.push(
-                        " ON CONFLICT (url_id, shard) DO UPDATE SET \
-                     redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
-                     last_redirect_at = CASE WHEN excluded.last_redirect_at > \
-                     redirect_counts.last_redirect_at THEN excluded.last_redirect_at \
-                     ELSE redirect_counts.last_redirect_at END",
-                    );
-                    counters.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                Self::write_clicks_in(&mut tx, clicks, shard).await?;
+                Ok(tx.commit().await?)
             },
             db.operation.batch.size = clicks.len(),
+            shortener.counter_shard = shard
+        )
+    }
+
+    async fn record_spilled_clicks(
+        &self,
+        batches: &[ClickBatch],
+        shard: i16,
+    ) -> StoreResult<usize> {
+        traced!(
+            "record_spilled_clicks",
+            async {
+                let mut tx = self.writer.begin().await?;
+                let at = now();
+                let mut fresh = Vec::new();
+                for batch in batches {
+                    let marked = sqlx::query::<DB>(MARK_BATCH_APPLIED)
+                        .bind(batch.id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    if DB::rows_affected(&marked) == 1 {
+                        fresh.extend(batch.clicks.iter().cloned());
+                    }
+                }
+                if !fresh.is_empty() {
+                    Self::write_clicks_in(&mut tx, &fresh, shard).await?;
+                }
+                sqlx::query::<DB>(FORGET_APPLIED_BATCHES)
+                    .bind(at - BATCH_ID_RETENTION)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(fresh.len())
+            },
+            db.operation.batch.size = batches.len(),
             shortener.counter_shard = shard
         )
     }
