@@ -2,6 +2,7 @@
 //! (a fresh SQLite file, or a fresh PostgreSQL database per test).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod private_pg;
 pub mod proxy;
 pub mod server;
 
