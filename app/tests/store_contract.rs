@@ -12,8 +12,8 @@ use serde_json::json;
 use shortener::domain::{Email, ShortCode, TargetUrl};
 use shortener::seed;
 use shortener::store::{
-    Click, Conflict, Entity, EventFilter, NewEvent, NewUrl, NewUser, Page, StoreError, UrlFilter,
-    UrlPatch,
+    Click, ClickBatch, Conflict, Entity, EventFilter, NewEvent, NewUrl, NewUser, Page, StoreError,
+    UrlFilter, UrlPatch,
 };
 
 every_backend!(
@@ -22,6 +22,7 @@ every_backend!(
     update_writes_one_event_per_changed_field_atomically,
     clicks_are_batched_in_one_statement,
     counters_of_several_writer_shards_add_up,
+    spilled_batches_are_written_back_exactly_once,
     project_seed_loads_idempotently,
     platform_reference_seed_loads,
     ids_after_seed_do_not_collide,
@@ -189,6 +190,51 @@ async fn counters_of_several_writer_shards_add_up(backend: Backend) {
         Some(later),
         "the latest over every shard"
     );
+}
+
+async fn spilled_batches_are_written_back_exactly_once(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    let created = store
+        .create_url_with_generated_code(url("https://e.com/spilled"))
+        .await
+        .unwrap();
+    let batch = |id, clicks| ClickBatch {
+        id,
+        clicks: (0..clicks)
+            .map(|_| Click {
+                url_id: created.id,
+                user_id: None,
+                short_code: created.short_code.clone(),
+                at: shortener::domain::now(),
+            })
+            .collect(),
+    };
+    let first = [batch(11, 3), batch(-12, 2)];
+    assert_eq!(store.record_spilled_clicks(&first, 5).await.unwrap(), 5);
+    // Written back again (a crash before the file said so), with a new
+    // batch: only the new one counts.
+    let again = [batch(-12, 2), batch(11, 3), batch(i64::MAX, 4)];
+    assert_eq!(store.record_spilled_clicks(&again, 6).await.unwrap(), 4);
+    assert_eq!(store.record_spilled_clicks(&again, 0).await.unwrap(), 0);
+    let stats = store.url_stats(created.id).await.unwrap();
+    assert_eq!(stats.redirect_count, 9);
+    let events = store
+        .list_events(
+            EventFilter {
+                url_id: Some(created.id),
+                user_id: None,
+                event_type: Some("redirect".into()),
+            },
+            Page {
+                page: 1,
+                per_page: 100,
+                after_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 9);
 }
 
 async fn load_dir(backend: Backend, dir: PathBuf) -> (TestDatabase, shortener::store::SeedOutcome) {
