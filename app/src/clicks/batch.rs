@@ -31,7 +31,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use super::spill::Spill;
 use crate::config::ClickSettings;
 use crate::metrics::Metrics;
-use crate::store::{Click, DynStore, StoreError};
+use crate::store::{BatchOrigin, Click, DynStore, StoreError};
 
 /// The dispatcher's share of [`ClickSettings`].
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +86,7 @@ impl ClickRecorder {
         let first = rand::random_range(0..COUNTER_SHARDS);
         let idle = (0..writers)
             .filter_map(|i| i16::try_from((first + i) % COUNTER_SHARDS).ok())
+            .map(Writer::new)
             .collect();
         metrics.click_writers.set(writers as i64);
         let dispatcher = Dispatcher {
@@ -126,7 +127,43 @@ impl ClickRecorder {
     }
 }
 
-/// Owns the queue's receiving end, the idle writers' shards and the spill;
+/// One click writer: its counter shard, and the name and count under which
+/// it records its batches (`click_writers`), so that a batch whose write
+/// failed without a clear answer can later be found to have committed.
+#[derive(Debug, Clone, Copy)]
+struct Writer {
+    shard: i16,
+    name: i64,
+    /// The number of the writer's last batch (one write at a time).
+    seq: i64,
+}
+
+impl Writer {
+    fn new(shard: i16) -> Self {
+        Self {
+            shard,
+            name: rand::random(),
+            seq: 0,
+        }
+    }
+
+    /// The origin of the writer's next batch.
+    fn next(&mut self) -> BatchOrigin {
+        self.seq += 1;
+        BatchOrigin {
+            writer: self.name,
+            seq: self.seq,
+        }
+    }
+
+    /// After a failed write: a new name, so that no later batch of this
+    /// writer can record a number at or past the failed one's.
+    fn renamed(self) -> Self {
+        Self::new(self.shard)
+    }
+}
+
+/// Owns the queue's receiving end, the idle writers and the spill;
 /// writes run as tasks of `in_flight`, write-backs of the spill as the one
 /// task of `write_back`.
 struct Dispatcher {
@@ -134,12 +171,12 @@ struct Dispatcher {
     limits: Limits,
     metrics: Arc<Metrics>,
     spill: Spill,
-    /// Shards of the writers not writing now.
-    idle: Vec<i16>,
+    /// The writers not writing now.
+    idle: Vec<Writer>,
     in_flight: JoinSet<Written>,
-    /// Shard and batch size of each running write, to recover the shard
+    /// Writer and batch size of each running write, to recover the writer
     /// (and count the clicks) should a write task panic.
-    running: HashMap<Id, (i16, usize)>,
+    running: HashMap<Id, (Writer, usize)>,
     /// At most one write-back of a spill chunk at a time: its batch count
     /// and outcome.
     write_back: JoinSet<(usize, Result<usize, WriteFailure>)>,
@@ -156,9 +193,10 @@ enum WriteFailure {
 
 /// What a finished write hands back to the dispatcher.
 struct Written {
-    shard: i16,
-    /// The batch, when the database was unavailable: to be spilled.
-    unavailable: Option<(Vec<Pending>, WriteFailure)>,
+    writer: Writer,
+    /// The batch and its origin, when the database was unavailable: to be
+    /// spilled.
+    unavailable: Option<(Vec<Pending>, BatchOrigin, WriteFailure)>,
 }
 
 impl Dispatcher {
@@ -193,7 +231,7 @@ impl Dispatcher {
                     let Some(first) = received else { break };
                     let batch = self.take_batch(first, &mut rx);
                     if spilling {
-                        self.spill_and_answer(batch).await;
+                        self.spill_and_answer(batch, None).await;
                     } else {
                         self.start_write(batch);
                     }
@@ -247,26 +285,31 @@ impl Dispatcher {
 
     /// Hands the batch to an idle writer (the caller checked there is one).
     fn start_write(&mut self, batch: Vec<Pending>) {
-        let Some(shard) = self.idle.pop() else {
-            // Unreachable by the loop's guard; a writer will free up.
+        let Some(mut writer) = self.idle.pop() else {
+            // Unreachable by the loop's guard; keep the clicks regardless.
+            tracing::error!("no idle click writer; spilling the batch");
             self.in_flight.spawn(async move {
+                let mut writer = Writer::new(0);
+                let origin = writer.next();
                 Written {
-                    shard: 0,
-                    unavailable: Some((batch, WriteFailure::TimedOut(Duration::ZERO))),
+                    writer,
+                    unavailable: Some((batch, origin, WriteFailure::TimedOut(Duration::ZERO))),
                 }
             });
             return;
         };
+        let origin = writer.next();
         let size = batch.len();
         self.metrics.click_writes_in_flight.inc();
         let handle = self.in_flight.spawn(write(
             self.store.clone(),
             self.metrics.clone(),
             self.limits.write_timeout,
-            shard,
+            writer,
+            origin,
             batch,
         ));
-        self.running.insert(handle.id(), (shard, size));
+        self.running.insert(handle.id(), (writer, size));
     }
 
     /// Takes back a finished write's writer; spills its batch if the
@@ -274,26 +317,34 @@ impl Dispatcher {
     async fn finished(&mut self, done: Result<(Id, Written), JoinError>) -> bool {
         match done {
             Ok((id, written)) => {
-                if self.running.remove(&id).is_some() {
-                    self.metrics.click_writes_in_flight.dec();
-                    self.idle.push(written.shard);
-                }
-                let Some((batch, err)) = written.unavailable else {
+                let ours = self.running.remove(&id).is_some();
+                let Some((batch, origin, err)) = written.unavailable else {
+                    if ours {
+                        self.metrics.click_writes_in_flight.dec();
+                        self.idle.push(written.writer);
+                    }
                     return false;
                 };
+                if ours {
+                    self.metrics.click_writes_in_flight.dec();
+                    self.idle.push(written.writer.renamed());
+                }
                 if self.spill.is_empty() {
                     tracing::warn!(error = %err, "database unavailable; spilling clicks to disk");
                 }
-                self.spill_and_answer(batch).await;
+                self.spill_and_answer(batch, Some(origin)).await;
                 true
             }
             Err(err) => {
                 // A write task panicked: its redirects were answered with an
-                // error when their reply channels dropped. The writer's shard
-                // goes back to the pool.
+                // error when their reply channels dropped. The writer goes
+                // back to the pool, renamed.
                 self.metrics.click_writes_in_flight.dec();
-                let (shard, size) = self.running.remove(&err.id()).unwrap_or((0, 0));
-                self.idle.push(shard);
+                let (writer, size) = self
+                    .running
+                    .remove(&err.id())
+                    .unwrap_or((Writer::new(0), 0));
+                self.idle.push(writer.renamed());
                 tracing::error!(error = %err, clicks = size, "click writer failed");
                 self.metrics.clicks_dropped.inc_by(size as u64);
                 false
@@ -313,9 +364,8 @@ impl Dispatcher {
         let shard = self
             .idle
             .last()
-            .or_else(|| self.running.values().map(|(shard, _)| shard).next())
-            .copied()
-            .unwrap_or(0);
+            .or_else(|| self.running.values().map(|(writer, _)| writer).next())
+            .map_or(0, |writer| writer.shard);
         let store = self.store.clone();
         let bound = self.limits.write_timeout;
         self.write_back.spawn(async move {
@@ -363,10 +413,11 @@ impl Dispatcher {
     }
 
     /// Keeps the batch's clicks in the spill (on disk) and answers them.
-    async fn spill_and_answer(&mut self, batch: Vec<Pending>) {
+    /// `origin`: the direct write of the batch that failed, if any.
+    async fn spill_and_answer(&mut self, batch: Vec<Pending>, origin: Option<BatchOrigin>) {
         let clicks: Vec<Click> = batch.iter().map(|p| p.click.clone()).collect();
         let count = clicks.len();
-        if let Err(err) = self.spill.keep(clicks).await {
+        if let Err(err) = self.spill.keep(clicks, origin).await {
             self.metrics.clicks_dropped.inc_by(count as u64);
             tracing::error!(error = %err, clicks = count, "clicks not recorded: the spill is full");
         }
@@ -377,20 +428,22 @@ impl Dispatcher {
     }
 }
 
-/// Writes one batch under `shard`, waiting at most `bound`, and answers
-/// each waiting redirect, unless the database is unavailable (or did not
-/// answer in time): then the batch goes back to the dispatcher to be
-/// spilled.
+/// Writes one batch as `writer`'s batch `origin`, waiting at most `bound`,
+/// and answers each waiting redirect, unless the database is unavailable
+/// (or did not answer in time): then the batch goes back to the dispatcher
+/// to be spilled.
 async fn write(
     store: DynStore,
     metrics: Arc<Metrics>,
     bound: Duration,
-    shard: i16,
+    writer: Writer,
+    origin: BatchOrigin,
     batch: Vec<Pending>,
 ) -> Written {
     let clicks: Vec<Click> = batch.iter().map(|p| p.click.clone()).collect();
     let started = Instant::now();
-    let result = tokio::time::timeout(bound, store.record_clicks(&clicks, shard)).await;
+    let attempt = store.record_clicks(&clicks, writer.shard, origin);
+    let result = tokio::time::timeout(bound, attempt).await;
     metrics
         .click_flush_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -410,8 +463,8 @@ async fn write(
     };
     if let Some(failure) = failure {
         return Written {
-            shard,
-            unavailable: Some((batch, failure)),
+            writer,
+            unavailable: Some((batch, origin, failure)),
         };
     }
     for pending in batch {
@@ -419,7 +472,7 @@ async fn write(
         let _ = pending.done.send(());
     }
     Written {
-        shard,
+        writer,
         unavailable: None,
     }
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Click, ClickBatch};
+use crate::store::{BatchOrigin, Click, ClickBatch};
 
 const FILE_NAME: &str = "clicks.spill";
 /// Held (exclusively locked) while a process uses the spill file: two
@@ -132,10 +132,17 @@ impl Spill {
     /// disk (fsynced). Should the disk fail, the batch is kept in memory
     /// only (and the failure logged): the clicks are then lost only if the
     /// process dies before the database is back.
-    pub async fn keep(&mut self, clicks: Vec<Click>) -> Result<(), NotKept> {
+    /// `origin`: the direct write that failed before (it may have
+    /// committed all the same; the write-back checks).
+    pub async fn keep(
+        &mut self,
+        clicks: Vec<Click>,
+        origin: Option<BatchOrigin>,
+    ) -> Result<(), NotKept> {
         let batch = ClickBatch {
             id: rand::random::<i64>(),
             clicks,
+            origin,
         };
         let line = encode(&Record::Batch(batch.clone()));
         let size = line.len() as u64;
@@ -338,9 +345,9 @@ mod tests {
     async fn kept_batches_survive_a_restart_until_written_back() {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::open(dir.path(), 100, 1 << 20).unwrap();
-        spill.keep(vec![click(1), click(2)]).await.unwrap();
-        spill.keep(vec![click(3)]).await.unwrap();
-        spill.keep(vec![click(4)]).await.unwrap();
+        spill.keep(vec![click(1), click(2)], None).await.unwrap();
+        spill.keep(vec![click(3)], None).await.unwrap();
+        spill.keep(vec![click(4)], None).await.unwrap();
         let chunk = spill.next_chunk(3);
         assert_eq!(chunk.len(), 2, "whole batches, up to 3 clicks");
         spill.written_back(chunk.len()).await;
@@ -365,7 +372,7 @@ mod tests {
     async fn a_torn_last_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::open(dir.path(), 100, 1 << 20).unwrap();
-        spill.keep(vec![click(1)]).await.unwrap();
+        spill.keep(vec![click(1)], None).await.unwrap();
         drop(spill);
         let mut file = OpenOptions::new()
             .append(true)
@@ -380,15 +387,15 @@ mod tests {
     async fn a_full_spill_refuses_new_batches() {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::open(dir.path(), 3, 1 << 20).unwrap();
-        spill.keep(vec![click(1), click(2)]).await.unwrap();
-        assert!(spill.keep(vec![click(3), click(4)]).await.is_err());
-        spill.keep(vec![click(5)]).await.unwrap();
+        spill.keep(vec![click(1), click(2)], None).await.unwrap();
+        assert!(spill.keep(vec![click(3), click(4)], None).await.is_err());
+        spill.keep(vec![click(5)], None).await.unwrap();
         assert_eq!(spill.clicks(), 3);
 
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::open(dir.path(), 100, 200).unwrap();
-        spill.keep(vec![click(1)]).await.unwrap();
-        assert!(spill.keep(vec![click(2), click(3)]).await.is_err());
+        spill.keep(vec![click(1)], None).await.unwrap();
+        assert!(spill.keep(vec![click(2), click(3)], None).await.is_err());
     }
 
     #[test]

@@ -142,14 +142,21 @@ pub trait Store: Send + Sync + 'static {
     async fn create_event(&self, event: NewEvent) -> StoreResult<Event>;
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>>;
     /// Appends many `redirect` events and adds them to the URLs' redirect
-    /// counters, in one transaction. Concurrent calls should use different
+    /// counters, in one transaction, recording `origin` as its writer's
+    /// last committed batch. Concurrent calls should use different
     /// `shard`s: each shard has its own counter row per URL, so they do not
     /// wait for one another's row locks.
-    async fn record_clicks(&self, clicks: &[Click], shard: i16) -> StoreResult<()>;
+    async fn record_clicks(
+        &self,
+        clicks: &[Click],
+        shard: i16,
+        origin: BatchOrigin,
+    ) -> StoreResult<()>;
     /// Writes spilled click batches back, each exactly once: a batch's id is
     /// recorded in the same transaction as its clicks, and a batch whose id
-    /// is already recorded is skipped. One transaction for all of
-    /// `batches`; returns how many clicks were written (the rest had been).
+    /// is already recorded is skipped, as is one whose `origin` write did
+    /// commit after all. One transaction for all of `batches`; returns how
+    /// many clicks were written (the rest had been).
     async fn record_spilled_clicks(&self, batches: &[ClickBatch], shard: i16)
     -> StoreResult<usize>;
     /// Most `record_clicks` calls worth running at once on this backend.
