@@ -3,6 +3,9 @@
 //! front of PostgreSQL, and PostgreSQL restarted and stopped under a stream
 //! of redirects; then a SIGKILL of the service while the database is away.
 //!
+//! One more, in process: a write that committed but whose answer was lost
+//! is spilled, and its write-back must find it committed.
+//!
 //! Each test owns its PostgreSQL and PgBouncer (`common/private_pg.rs`),
 //! which it restarts and stops; Drop guards stop them and the service, pass
 //! or fail. They take 20–40 s each.
@@ -19,6 +22,15 @@ use common::private_pg::{PrivatePgBouncer, PrivatePostgres};
 use common::server::{Server, client};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shortener::clicks::ClickRecorder;
+use shortener::config::ServeConfig;
+use shortener::domain::{ShortCode, TargetUrl};
+use shortener::metrics::Metrics;
+use shortener::store::{
+    BatchOrigin, Click, ClickBatch, Event, EventFilter, ImportOutcome, ImportedUser, Listing,
+    NewEvent, NewUrl, NewUser, Page, PoolStats, RedirectTarget, SeedData, SeedOutcome, Store,
+    StoreError, StoreResult, Url, UrlFilter, UrlPatch, UrlStats, User, UserDeletion, UserPatch,
+};
 
 const DATABASE: &str = "shortener";
 
@@ -324,4 +336,140 @@ async fn clicks_answered_during_an_outage_survive_a_sigkill() {
     // The spill file is empty once written back.
     let spill = std::fs::metadata(data.path().join("clicks.spill")).unwrap();
     assert_eq!(spill.len(), 0);
+}
+
+/// A store whose first click write commits but reports a lost connection,
+/// as when the connection drops between the COMMIT and its answer.
+struct AnswerLost {
+    inner: shortener::store::DynStore,
+    lose_next: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for AnswerLost {
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    fn pool_stats(&self) -> PoolStats {
+        self.inner.pool_stats()
+    }
+    async fn create_user(&self, user: NewUser) -> StoreResult<User> {
+        self.inner.create_user(user).await
+    }
+    async fn get_user(&self, id: i64) -> StoreResult<User> {
+        self.inner.get_user(id).await
+    }
+    async fn list_users(&self, page: Page) -> StoreResult<Listing<User>> {
+        self.inner.list_users(page).await
+    }
+    async fn update_user(&self, id: i64, patch: UserPatch) -> StoreResult<User> {
+        self.inner.update_user(id, patch).await
+    }
+    async fn delete_user(&self, id: i64) -> StoreResult<UserDeletion> {
+        self.inner.delete_user(id).await
+    }
+    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportOutcome> {
+        self.inner.import_users(users).await
+    }
+    async fn insert_url(&self, url: NewUrl, code: &ShortCode) -> StoreResult<Url> {
+        self.inner.insert_url(url, code).await
+    }
+    async fn get_url(&self, id: i64) -> StoreResult<Url> {
+        self.inner.get_url(id).await
+    }
+    async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>> {
+        self.inner.list_urls(filter, page).await
+    }
+    async fn count_active_urls(&self) -> StoreResult<i64> {
+        self.inner.count_active_urls().await
+    }
+    async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url> {
+        self.inner.update_url(id, patch).await
+    }
+    async fn deactivate_url(&self, id: i64, reason: &str) -> StoreResult<Url> {
+        self.inner.deactivate_url(id, reason).await
+    }
+    async fn url_stats(&self, id: i64) -> StoreResult<UrlStats> {
+        self.inner.url_stats(id).await
+    }
+    async fn resolve(&self, code: &str) -> StoreResult<Option<RedirectTarget>> {
+        self.inner.resolve(code).await
+    }
+    async fn recent_active_targets(&self, limit: i64) -> StoreResult<Vec<RedirectTarget>> {
+        self.inner.recent_active_targets(limit).await
+    }
+    async fn create_event(&self, event: NewEvent) -> StoreResult<Event> {
+        self.inner.create_event(event).await
+    }
+    async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>> {
+        self.inner.list_events(filter, page).await
+    }
+    async fn record_clicks(
+        &self,
+        clicks: &[Click],
+        shard: i16,
+        origin: BatchOrigin,
+    ) -> StoreResult<()> {
+        self.inner.record_clicks(clicks, shard, origin).await?;
+        if self.lose_next.swap(false, Ordering::SeqCst) {
+            let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "lost answer");
+            return Err(StoreError::Unavailable(sqlx::Error::Io(reset)));
+        }
+        Ok(())
+    }
+    async fn record_spilled_clicks(
+        &self,
+        batches: &[ClickBatch],
+        shard: i16,
+    ) -> StoreResult<usize> {
+        self.inner.record_spilled_clicks(batches, shard).await
+    }
+    fn click_writers_limit(&self) -> usize {
+        self.inner.click_writers_limit()
+    }
+    async fn load_seed(&self, seed: SeedData) -> StoreResult<SeedOutcome> {
+        self.inner.load_seed(seed).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_write_whose_answer_was_lost_is_not_counted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let inner = shortener::store::connect(&url, 1, None).await.unwrap();
+    let store = Arc::new(AnswerLost {
+        inner,
+        lose_next: AtomicBool::new(true),
+    });
+    let link = store
+        .create_url_with_generated_code(NewUrl {
+            user_id: None,
+            original_url: TargetUrl::parse("https://example.com/lost").unwrap(),
+            title: None,
+        })
+        .await
+        .unwrap();
+    let config = ServeConfig::from_flags(["--click-write-timeout-ms", "500"]).unwrap();
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let (recorder, writer) =
+        ClickRecorder::start(store.clone(), &config.clicks, dir.path(), metrics).unwrap();
+    for _ in 0..5 {
+        recorder
+            .record(Click {
+                url_id: link.id,
+                user_id: None,
+                short_code: link.short_code.clone(),
+                at: shortener::domain::now(),
+            })
+            .await;
+    }
+    // The first write committed but was spilled; its write-back (a second
+    // later) finds it committed and skips it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(recorder);
+    writer.await.unwrap();
+    let stats = store.url_stats(link.id).await.unwrap();
+    assert_eq!(stats.redirect_count, 5);
+    let spill = std::fs::metadata(dir.path().join("clicks.spill")).unwrap();
+    assert_eq!(spill.len(), 0, "written back");
 }
