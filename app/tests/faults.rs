@@ -8,7 +8,7 @@
 //!
 //! Each test owns its PostgreSQL and PgBouncer (`common/private_pg.rs`),
 //! which it restarts and stops; Drop guards stop them and the service, pass
-//! or fail. They take 20–40 s each.
+//! or fail. They take 15–30 s each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -472,4 +472,56 @@ async fn a_committed_write_whose_answer_was_lost_is_not_counted_twice() {
     assert_eq!(stats.redirect_count, 5);
     let spill = std::fs::metadata(dir.path().join("clicks.spill")).unwrap();
     assert_eq!(spill.len(), 0, "written back");
+}
+
+/// The classifier, for real: what PgBouncer and a stopping or restarting
+/// PostgreSQL actually answer is `Unavailable` (503, clicks kept), never a
+/// plain database error (500, clicks dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_pgbouncer_and_a_restarting_postgres_answer_is_unavailable() {
+    let pg = PrivatePostgres::start();
+    pg.create_database(DATABASE);
+    let bouncer = PrivatePgBouncer::start(&pg);
+    let direct = shortener::store::connect(&pg.url(DATABASE), 2, None)
+        .await
+        .unwrap();
+    let pooled = shortener::store::connect(&bouncer.url(DATABASE), 2, None)
+        .await
+        .unwrap();
+    direct.ping().await.unwrap();
+    pooled.ping().await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut check = |what: &str, result: StoreResult<i64>| match result {
+        Ok(_) => {}
+        Err(StoreError::Unavailable(err)) => seen.push(format!("{what}: {err}")),
+        Err(other) => panic!("{what}: {other} is not Unavailable (seen so far: {seen:#?})"),
+    };
+    // Sessions ended by a restart (57P01 on the direct connections).
+    tokio::task::block_in_place(|| pg.restart_fast());
+    check("direct after restart", direct.count_active_urls().await);
+    check("pooled after restart", pooled.count_active_urls().await);
+    // A stopped server: refused connections, and PgBouncer's cached login
+    // error (08P01 "server login has been failing").
+    tokio::task::block_in_place(|| pg.stop_fast());
+    for _ in 0..3 {
+        check("direct while stopped", direct.count_active_urls().await);
+        check("pooled while stopped", pooled.count_active_urls().await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("{seen:#?}");
+    assert!(
+        seen.iter()
+            .any(|e| e.contains("server login has been failing")
+                || e.contains("pgbouncer cannot connect to server")),
+        "PgBouncer's own refusal was met: {seen:#?}"
+    );
+    tokio::task::block_in_place(|| pg.start_again());
+    // Direct connections come back at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while direct.count_active_urls().await.is_err() {
+        assert!(Instant::now() < deadline, "direct connections came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(bouncer);
 }
