@@ -66,6 +66,9 @@ struct SpillFile {
     file: Arc<File>,
     /// The file's length as this process wrote it.
     bytes: u64,
+    /// A write failed part-way: the file may end in a partial line, so it
+    /// is rewritten from memory before the next append.
+    damaged: bool,
     max_bytes: u64,
     /// Kept open for its lock.
     _lock: File,
@@ -114,6 +117,7 @@ impl Spill {
                 file: Arc::new(file),
                 bytes,
                 max_bytes,
+                damaged: false,
                 _lock: lock,
             },
         })
@@ -146,8 +150,9 @@ impl Spill {
         };
         let line = encode(&Record::Batch(batch.clone()));
         let size = line.len() as u64;
-        if self.file.bytes + size > self.file.max_bytes {
-            // `done` lines and written-back batches may be taking the room.
+        if self.file.damaged || self.file.bytes + size > self.file.max_bytes {
+            // `done` lines and written-back batches may be taking the room,
+            // or a failed write left a partial line.
             self.compact().await;
         }
         if self.clicks + batch.clicks.len() > self.capacity
@@ -160,12 +165,15 @@ impl Spill {
         }
         match self.file.append(line, true).await {
             Ok(()) => self.file.bytes += size,
-            Err(err) => tracing::error!(
+            Err(err) => {
+                self.file.damaged = true;
+                tracing::error!(
                 error = %err,
                 path = %self.file.path.display(),
                 clicks = batch.clicks.len(),
                 "could not write spilled clicks to disk; kept in memory only"
-            ),
+                );
+            }
         }
         self.clicks += batch.clicks.len();
         self.pending.push_back(batch);
@@ -205,8 +213,9 @@ impl Spill {
             let line = encode(&Record::Done(done));
             let size = line.len() as u64;
             let appended = self.file.append(line, false).await;
-            if appended.is_ok() {
-                self.file.bytes += size;
+            match appended {
+                Ok(()) => self.file.bytes += size,
+                Err(_) => self.file.damaged = true,
             }
             appended
         };
@@ -232,6 +241,7 @@ impl Spill {
             Ok((bytes, file)) => {
                 self.file.bytes = bytes;
                 self.file.file = Arc::new(file);
+                self.file.damaged = false;
             }
             Err(err) => tracing::error!(error = %err, "could not compact the spill file"),
         }
@@ -261,6 +271,7 @@ impl SpillFile {
         .await
         .map_err(std::io::Error::other)??;
         self.bytes = 0;
+        self.damaged = false;
         Ok(())
     }
 }
