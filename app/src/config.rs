@@ -183,9 +183,20 @@ pub struct ClickSettings {
     #[arg(long, env = "CLICK_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(as_usize))]
     pub click_queue_capacity: usize,
 
-    /// Clicks kept in memory while the database is unavailable.
+    /// Clicks kept (on disk, in DATA_DIR/clicks.spill, and in memory) while
+    /// the database is unavailable; beyond it new clicks are dropped and
+    /// counted.
     #[arg(long, env = "CLICK_SPILL_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000).map(as_usize))]
     pub click_spill_capacity: usize,
+
+    /// Bytes the spill file may take (about 100 bytes a click).
+    #[arg(long, env = "CLICK_SPILL_MAX_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..=1 << 40))]
+    pub click_spill_max_bytes: u64,
+
+    /// Milliseconds a click write may take; past it the batch is spilled
+    /// and its redirects answered.
+    #[arg(long, env = "CLICK_WRITE_TIMEOUT_MS", default_value = "2000", value_parser = clap::value_parser!(u64).range(10..=60_000).map(Duration::from_millis))]
+    pub click_write_timeout_ms: Duration,
 
     /// Click batches written at once (PostgreSQL; SQLite always writes one
     /// at a time). Each holds a database connection while it writes.
@@ -284,7 +295,8 @@ pub struct DatabaseConfig {
     #[arg(long, env = "MIGRATION_DATABASE_URL", value_parser = starting_with(&["postgres://", "postgresql://"]))]
     pub migration_database_url: Option<String>,
 
-    /// Where the embedded database lives when DATABASE_URL is unset.
+    /// Where the embedded database lives when DATABASE_URL is unset, and
+    /// the click spill file always (one directory per replica).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 

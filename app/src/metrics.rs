@@ -119,7 +119,7 @@ impl Metrics {
             )?,
             clicks_spilled: gauge(
                 "shortener_clicks_spilled",
-                "Clicks held in memory while the database is unavailable",
+                "Clicks kept in the spill file while the database is unavailable",
             )?,
             click_writes_in_flight: gauge(
                 "shortener_click_writes_in_flight",

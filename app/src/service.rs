@@ -59,8 +59,18 @@ impl Service {
             Err(_) => tracing::warn!("cache warm-up took too long; starting cold"),
         }
         crate::metrics::spawn_sampler(&store, &links, metrics.clone());
-        let (clicks, click_writer) =
-            ClickRecorder::start(store.clone(), &config.clicks, metrics.clone());
+        let (clicks, click_writer) = ClickRecorder::start(
+            store.clone(),
+            &config.clicks,
+            &config.database.data_dir,
+            metrics.clone(),
+        )
+        .with_context(|| {
+            format!(
+                "opening the click spill in DATA_DIR {}",
+                config.database.data_dir.display()
+            )
+        })?;
         let state = AppState::new(http::Shared {
             store,
             links,

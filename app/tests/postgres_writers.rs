@@ -7,7 +7,7 @@ mod common;
 
 use common::{Backend, TestDatabase};
 use shortener::domain::{TargetUrl, now};
-use shortener::store::{Click, NewUrl};
+use shortener::store::{BatchOrigin, Click, NewUrl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_hot_links_never_deadlock() {
@@ -57,7 +57,11 @@ async fn writers_on_hot_links(backend: Backend) {
                 // Two replicas share each counter shard (their writers
                 // queue on the same rows); the pairs use different shards.
                 let shard = i16::try_from(replica % 2).unwrap();
-                store.record_clicks(&clicks, shard).await.unwrap();
+                let origin = BatchOrigin {
+                    writer: replica as i64,
+                    seq: batch as i64 + 1,
+                };
+                store.record_clicks(&clicks, shard, origin).await.unwrap();
             }
         }));
     }

@@ -12,8 +12,8 @@ use serde_json::json;
 use shortener::domain::{Email, ShortCode, TargetUrl};
 use shortener::seed;
 use shortener::store::{
-    Click, Conflict, Entity, EventFilter, NewEvent, NewUrl, NewUser, Page, StoreError, UrlFilter,
-    UrlPatch,
+    BatchOrigin, Click, ClickBatch, Conflict, Entity, EventFilter, NewEvent, NewUrl, NewUser, Page,
+    StoreError, UrlFilter, UrlPatch,
 };
 
 every_backend!(
@@ -22,6 +22,7 @@ every_backend!(
     update_writes_one_event_per_changed_field_atomically,
     clicks_are_batched_in_one_statement,
     counters_of_several_writer_shards_add_up,
+    spilled_batches_are_written_back_exactly_once,
     project_seed_loads_idempotently,
     platform_reference_seed_loads,
     ids_after_seed_do_not_collide,
@@ -35,6 +36,11 @@ fn url(to: &str) -> NewUrl {
         original_url: TargetUrl::parse(to).unwrap(),
         title: None,
     }
+}
+
+/// Batch `seq` of click writer 1.
+fn origin(seq: i64) -> BatchOrigin {
+    BatchOrigin { writer: 1, seq }
 }
 
 fn repo_root() -> PathBuf {
@@ -156,7 +162,7 @@ async fn clicks_are_batched_in_one_statement(backend: Backend) {
             at: shortener::domain::now(),
         })
         .collect();
-    store.record_clicks(&clicks, 0).await.unwrap();
+    store.record_clicks(&clicks, 0, origin(1)).await.unwrap();
     let stats = store.url_stats(created.id).await.unwrap();
     assert_eq!(stats.redirect_count, 2500);
 }
@@ -176,12 +182,18 @@ async fn counters_of_several_writer_shards_add_up(backend: Backend) {
     };
     let earlier = shortener::domain::now() - chrono::Duration::hours(1);
     let later = shortener::domain::now();
-    store.record_clicks(&[click(later)], 3).await.unwrap();
     store
-        .record_clicks(&[click(earlier), click(earlier)], 0)
+        .record_clicks(&[click(later)], 3, origin(1))
         .await
         .unwrap();
-    store.record_clicks(&[click(earlier)], 63).await.unwrap();
+    store
+        .record_clicks(&[click(earlier), click(earlier)], 0, origin(2))
+        .await
+        .unwrap();
+    store
+        .record_clicks(&[click(earlier)], 63, origin(3))
+        .await
+        .unwrap();
     let stats = store.url_stats(created.id).await.unwrap();
     assert_eq!(stats.redirect_count, 4);
     assert_eq!(
@@ -189,6 +201,76 @@ async fn counters_of_several_writer_shards_add_up(backend: Backend) {
         Some(later),
         "the latest over every shard"
     );
+}
+
+async fn spilled_batches_are_written_back_exactly_once(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.store().await;
+    let created = store
+        .create_url_with_generated_code(url("https://e.com/spilled"))
+        .await
+        .unwrap();
+    let batch = |id, clicks| ClickBatch {
+        id,
+        origin: None,
+        clicks: (0..clicks)
+            .map(|_| Click {
+                url_id: created.id,
+                user_id: None,
+                short_code: created.short_code.clone(),
+                at: shortener::domain::now(),
+            })
+            .collect(),
+    };
+    let first = [batch(11, 3), batch(-12, 2)];
+    assert_eq!(store.record_spilled_clicks(&first, 5).await.unwrap(), 5);
+    // Written back again (a crash before the file said so), with a new
+    // batch: only the new one counts.
+    let again = [batch(-12, 2), batch(11, 3), batch(i64::MAX, 4)];
+    assert_eq!(store.record_spilled_clicks(&again, 6).await.unwrap(), 4);
+    assert_eq!(store.record_spilled_clicks(&again, 0).await.unwrap(), 0);
+    // A direct write whose answer was lost, spilled with its origin: it
+    // had committed (writer 7's batch 2 is recorded), so the write-back
+    // skips it; batch 3 of the same writer had not, so it is written.
+    let direct = batch(0, 1).clicks;
+    let first_try = BatchOrigin { writer: 7, seq: 2 };
+    store.record_clicks(&direct, 1, first_try).await.unwrap();
+    let spilled = ClickBatch {
+        origin: Some(first_try),
+        ..batch(21, 1)
+    };
+    assert_eq!(store.record_spilled_clicks(&[spilled], 1).await.unwrap(), 0);
+    let never_written = ClickBatch {
+        origin: Some(BatchOrigin { writer: 7, seq: 3 }),
+        ..batch(22, 1)
+    };
+    let unknown_writer = ClickBatch {
+        origin: Some(BatchOrigin { writer: 8, seq: 1 }),
+        ..batch(23, 1)
+    };
+    let written = store
+        .record_spilled_clicks(&[never_written, unknown_writer], 1)
+        .await
+        .unwrap();
+    assert_eq!(written, 2);
+    let stats = store.url_stats(created.id).await.unwrap();
+    assert_eq!(stats.redirect_count, 12);
+    let events = store
+        .list_events(
+            EventFilter {
+                url_id: Some(created.id),
+                user_id: None,
+                event_type: Some("redirect".into()),
+            },
+            Page {
+                page: 1,
+                per_page: 100,
+                after_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 12);
 }
 
 async fn load_dir(backend: Backend, dir: PathBuf) -> (TestDatabase, shortener::store::SeedOutcome) {

@@ -265,7 +265,8 @@ start_app() {
     RUST_LOG="${APP_RUST_LOG:-info}"
     SHUTDOWN_GRACE_SECS="${APP_SHUTDOWN_GRACE_SECS:-10}"
     REQUEST_TIMEOUT_SECS="${APP_REQUEST_TIMEOUT_SECS:-10}"
-    DATA_DIR="$STACK_DIR/app-data"
+    # One per replica: it holds the replica's click spill file.
+    DATA_DIR="$STACK_DIR/app-data/$port"
     # One runtime worker per replica, as in a pod limited to one CPU or
     # less (the runtime sizes itself from the cgroup quota there); three
     # replicas of two workers each on two cores would mostly switch.

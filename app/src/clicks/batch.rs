@@ -11,28 +11,33 @@
 //! its own shard of the redirect counters, so concurrent writers never
 //! queue on a hot URL's counter row.
 //!
-//! While the database is unreachable, clicks go to a bounded spill buffer
-//! and the redirects are answered anyway; the writer retries the buffer
-//! every second and drains it first when the database is back. What a
-//! SIGKILL can lose is therefore exactly the spill buffer: clicks of
-//! redirects answered during an outage (see docs/failure-modes.md).
+//! No write waits longer than `CLICK_WRITE_TIMEOUT_MS`. While the
+//! database is unavailable (a transient error, or a write that timed out),
+//! clicks go to the spill (`spill.rs`: a bounded file, fsynced before the
+//! redirects are answered) and new clicks join it at once; the dispatcher
+//! retries every second and writes the spill back in chunks of at most
+//! `CLICK_BATCH_MAX` clicks, each exactly once. What a SIGKILL can lose is
+//! therefore only what was in flight: clicks of redirects not yet answered
+//! (see docs/failure-modes.md).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinError, JoinSet};
 
+use super::spill::Spill;
 use crate::config::ClickSettings;
 use crate::metrics::Metrics;
-use crate::store::{Click, DynStore, StoreError};
+use crate::store::{BatchOrigin, Click, DynStore, StoreError};
 
 /// The dispatcher's share of [`ClickSettings`].
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     max_batch: usize,
-    spill_capacity: usize,
+    write_timeout: Duration,
 }
 
 struct Pending {
@@ -47,23 +52,30 @@ pub struct ClickRecorder {
     metrics: Arc<Metrics>,
 }
 
-/// Retry interval for the spill buffer while the database is away.
+/// Retry interval for the spill while the database is away.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// Longest one retry may hold up the dispatcher.
-const RETRY_BOUND: Duration = Duration::from_millis(500);
 /// Counter shards a process draws its writers' shards from. Writers of one
 /// process always have distinct shards; a URL never has more counter rows
 /// than this, however many replicas and restarts have counted it.
 pub const COUNTER_SHARDS: usize = 64;
 
 impl ClickRecorder {
-    /// Starts the writers. They run until the recorder is dropped, then
-    /// write what is left and end: await the handle on shutdown.
+    /// Opens the spill in `data_dir` (taking back what a previous run left
+    /// there) and starts the writers. They run until the recorder is
+    /// dropped, then write what is left and end: await the handle on
+    /// shutdown.
     pub fn start(
         store: DynStore,
         settings: &ClickSettings,
+        data_dir: &Path,
         metrics: Arc<Metrics>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
+        let spill = Spill::open(
+            data_dir,
+            settings.click_spill_capacity,
+            settings.click_spill_max_bytes,
+        )?;
+        metrics.clicks_spilled.set(spill.clicks() as i64);
         let (queue, rx) = mpsc::channel(settings.click_queue_capacity.max(1));
         let writers = settings
             .click_writers
@@ -74,25 +86,27 @@ impl ClickRecorder {
         let first = rand::random_range(0..COUNTER_SHARDS);
         let idle = (0..writers)
             .filter_map(|i| i16::try_from((first + i) % COUNTER_SHARDS).ok())
+            .map(Writer::new)
             .collect();
         metrics.click_writers.set(writers as i64);
         let dispatcher = Dispatcher {
             store,
             limits: Limits {
                 max_batch: settings.click_batch_max,
-                spill_capacity: settings.click_spill_capacity,
+                write_timeout: settings.click_write_timeout_ms,
             },
             metrics: metrics.clone(),
-            spill: VecDeque::new(),
+            spill,
             idle,
             in_flight: JoinSet::new(),
             running: HashMap::new(),
+            write_back: JoinSet::new(),
         };
         let handle = tokio::spawn(dispatcher.run(rx));
-        (Self { queue, metrics }, handle)
+        Ok((Self { queue, metrics }, handle))
     }
 
-    /// Records one click: returns once it is written, or held in memory
+    /// Records one click: returns once it is written, or kept on disk
     /// while the database is away. A click that is lost instead is logged
     /// and counted in `shortener_clicks_dropped_total`, here or by the
     /// writer that lost it; the visitor gets their redirect either way.
@@ -113,74 +127,145 @@ impl ClickRecorder {
     }
 }
 
-/// Owns the queue's receiving end, the idle writers' shards and the spill
-/// buffer; writes run as tasks of `in_flight`.
+/// One click writer: its counter shard, and the name and count under which
+/// it records its batches (`click_writers`), so that a batch whose write
+/// failed without a clear answer can later be found to have committed.
+#[derive(Debug, Clone, Copy)]
+struct Writer {
+    shard: i16,
+    name: i64,
+    /// The number of the writer's last batch (one write at a time).
+    seq: i64,
+}
+
+impl Writer {
+    fn new(shard: i16) -> Self {
+        Self {
+            shard,
+            name: rand::random(),
+            seq: 0,
+        }
+    }
+
+    /// The origin of the writer's next batch.
+    fn next(&mut self) -> BatchOrigin {
+        self.seq += 1;
+        BatchOrigin {
+            writer: self.name,
+            seq: self.seq,
+        }
+    }
+
+    /// After a failed write: a new name, so that no later batch of this
+    /// writer can record a number at or past the failed one's.
+    fn renamed(self) -> Self {
+        Self::new(self.shard)
+    }
+}
+
+/// Owns the queue's receiving end, the idle writers and the spill;
+/// writes run as tasks of `in_flight`, write-backs of the spill as the one
+/// task of `write_back`.
 struct Dispatcher {
     store: DynStore,
     limits: Limits,
     metrics: Arc<Metrics>,
-    spill: VecDeque<Click>,
-    /// Shards of the writers not writing now.
-    idle: Vec<i16>,
+    spill: Spill,
+    /// The writers not writing now.
+    idle: Vec<Writer>,
     in_flight: JoinSet<Written>,
-    /// Shard and batch size of each running write, to recover the shard
+    /// Writer and batch size of each running write, to recover the writer
     /// (and count the clicks) should a write task panic.
-    running: HashMap<Id, (i16, usize)>,
+    running: HashMap<Id, (Writer, usize)>,
+    /// At most one write-back of a spill chunk at a time: its batch count
+    /// and outcome.
+    write_back: JoinSet<(usize, Result<usize, WriteFailure>)>,
+}
+
+/// Why a batch was not written, when waiting may help.
+#[derive(Debug, thiserror::Error)]
+enum WriteFailure {
+    #[error(transparent)]
+    Unavailable(StoreError),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// What a finished write hands back to the dispatcher.
 struct Written {
-    shard: i16,
-    /// The batch, when the database was unavailable: to be spilled.
-    unavailable: Option<(Vec<Pending>, StoreError)>,
+    writer: Writer,
+    /// The batch and its origin, when the database was unavailable: to be
+    /// spilled.
+    unavailable: Option<(Vec<Pending>, BatchOrigin, WriteFailure)>,
 }
 
 impl Dispatcher {
     async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
+        // Clicks left by a previous run are written back at once.
         let mut next_retry = tokio::time::Instant::now();
         loop {
             // While clicks are spilled the database is presumed away: new
             // clicks join the spill at once (the redirect is not kept
-            // waiting for a connection that will not come) and the database
-            // is retried once a second. Otherwise a click is taken only when
-            // a writer is idle; meanwhile the next batch queues up.
+            // waiting for a connection that will not come) and the spill is
+            // written back, a chunk at a time, from once a second.
+            // Otherwise a click is taken only when a writer is idle;
+            // meanwhile the next batch queues up.
             let spilling = !self.spill.is_empty();
             let can_take = spilling || !self.idle.is_empty();
+            let can_retry = spilling && self.write_back.is_empty();
             tokio::select! {
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
-                    if self.finished(done) && !spilling {
+                    if self.finished(done).await && !spilling {
                         next_retry = tokio::time::Instant::now() + RETRY_EVERY;
+                    }
+                }
+                Some(done) = self.write_back.join_next(), if !self.write_back.is_empty() => {
+                    // Another chunk at once after a success; a second's
+                    // pause after a failure.
+                    next_retry = tokio::time::Instant::now();
+                    if !self.written_back(done).await {
+                        next_retry += RETRY_EVERY;
                     }
                 }
                 received = rx.recv(), if can_take => {
                     let Some(first) = received else { break };
                     let batch = self.take_batch(first, &mut rx);
                     if spilling {
-                        self.spill_and_answer(batch);
+                        self.spill_and_answer(batch, None).await;
                     } else {
                         self.start_write(batch);
                     }
                 }
-                () = tokio::time::sleep_until(next_retry), if spilling => {
-                    self.retry_spill().await;
-                    next_retry = tokio::time::Instant::now() + RETRY_EVERY;
+                () = tokio::time::sleep_until(next_retry), if can_retry => {
+                    self.start_write_back();
                 }
             }
         }
         // Every sender is gone: the server has stopped. Let the running
-        // writes finish, then a last try for the spill buffer.
+        // writes finish, then write back what the spill holds while that
+        // succeeds. What is left stays on disk for the next start.
         while let Some(done) = self.in_flight.join_next_with_id().await {
-            self.finished(done);
+            self.finished(done).await;
+        }
+        loop {
+            if self.write_back.is_empty() {
+                if self.spill.is_empty() {
+                    break;
+                }
+                self.start_write_back();
+            }
+            let Some(done) = self.write_back.join_next().await else {
+                break;
+            };
+            if !self.written_back(done).await {
+                break;
+            }
         }
         if !self.spill.is_empty() {
-            self.retry_spill().await;
-            if !self.spill.is_empty() {
-                tracing::error!(
-                    lost = self.spill.len(),
-                    "database still unavailable at shutdown; spilled clicks lost"
-                );
-                self.metrics.clicks_dropped.inc_by(self.spill.len() as u64);
-            }
+            tracing::warn!(
+                kept = self.spill.clicks(),
+                "database unavailable at shutdown; spilled clicks stay on disk for the next start"
+            );
         }
     }
 
@@ -200,45 +285,66 @@ impl Dispatcher {
 
     /// Hands the batch to an idle writer (the caller checked there is one).
     fn start_write(&mut self, batch: Vec<Pending>) {
-        let Some(shard) = self.idle.pop() else {
+        let Some(mut writer) = self.idle.pop() else {
             // Unreachable by the loop's guard; keep the clicks regardless.
-            self.spill_and_answer(batch);
+            tracing::error!("no idle click writer; spilling the batch");
+            self.in_flight.spawn(async move {
+                let mut writer = Writer::new(0);
+                let origin = writer.next();
+                Written {
+                    writer,
+                    unavailable: Some((batch, origin, WriteFailure::TimedOut(Duration::ZERO))),
+                }
+            });
             return;
         };
+        let origin = writer.next();
         let size = batch.len();
         self.metrics.click_writes_in_flight.inc();
         let handle = self.in_flight.spawn(write(
             self.store.clone(),
             self.metrics.clone(),
-            shard,
+            self.limits.write_timeout,
+            writer,
+            origin,
             batch,
         ));
-        self.running.insert(handle.id(), (shard, size));
+        self.running.insert(handle.id(), (writer, size));
     }
 
     /// Takes back a finished write's writer; spills its batch if the
     /// database was unavailable. True when clicks were spilled.
-    fn finished(&mut self, done: Result<(Id, Written), JoinError>) -> bool {
-        self.metrics.click_writes_in_flight.dec();
+    async fn finished(&mut self, done: Result<(Id, Written), JoinError>) -> bool {
         match done {
             Ok((id, written)) => {
-                self.running.remove(&id);
-                self.idle.push(written.shard);
-                let Some((batch, err)) = written.unavailable else {
+                let ours = self.running.remove(&id).is_some();
+                let Some((batch, origin, err)) = written.unavailable else {
+                    if ours {
+                        self.metrics.click_writes_in_flight.dec();
+                        self.idle.push(written.writer);
+                    }
                     return false;
                 };
-                if self.spill.is_empty() {
-                    tracing::warn!(error = %err, "database unavailable; spilling clicks to memory");
+                if ours {
+                    self.metrics.click_writes_in_flight.dec();
+                    self.idle.push(written.writer.renamed());
                 }
-                self.spill_and_answer(batch);
+                if self.spill.is_empty() {
+                    tracing::warn!(error = %err, "database unavailable; spilling clicks to disk");
+                }
+                self.spill_and_answer(batch, Some(origin)).await;
                 true
             }
             Err(err) => {
                 // A write task panicked: its redirects were answered with an
-                // error when their reply channels dropped. The writer's shard
-                // goes back to the pool.
-                let (shard, size) = self.running.remove(&err.id()).unwrap_or((0, 0));
-                self.idle.push(shard);
+                // error when their reply channels dropped. The writer goes
+                // back to the pool, renamed.
+                self.metrics.click_writes_in_flight.dec();
+                let (writer, size) = self
+                    .running
+                    .remove(&err.id())
+                    .unwrap_or((Writer::new(0), 0));
+                self.idle.push(writer.renamed());
                 tracing::error!(error = %err, clicks = size, "click writer failed");
                 self.metrics.clicks_dropped.inc_by(size as u64);
                 false
@@ -246,77 +352,127 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt to write the spill buffer, bounded so that clicks
-    /// arriving meanwhile wait at most `RETRY_BOUND`. It counts into the
-    /// shard of any idle writer (the first one's when all are busy: a
-    /// shared row only means waiting for its lock).
-    async fn retry_spill(&mut self) {
-        let clicks: Vec<Click> = self.spill.iter().cloned().collect();
+    /// Starts writing back the spill's oldest chunk (at most `max_batch`
+    /// clicks, one transaction, bounded by the write timeout). It counts
+    /// into the shard of any idle writer (the first one's when all are
+    /// busy: a shared row only means waiting for its lock).
+    fn start_write_back(&mut self) {
+        let chunk = self.spill.next_chunk(self.limits.max_batch);
+        if chunk.is_empty() {
+            return;
+        }
         let shard = self
             .idle
             .last()
-            .or_else(|| self.running.values().map(|(shard, _)| shard).next())
-            .copied()
-            .unwrap_or(0);
-        let attempt = self.store.record_clicks(&clicks, shard);
-        match tokio::time::timeout(RETRY_BOUND, attempt).await {
-            Ok(Ok(())) => {
-                tracing::info!(written = clicks.len(), "spilled clicks written");
-                self.metrics.click_batch_size.observe(clicks.len() as f64);
-                self.spill.clear();
-                self.metrics.clicks_spilled.set(0);
+            .or_else(|| self.running.values().map(|(writer, _)| writer).next())
+            .map_or(0, |writer| writer.shard);
+        let store = self.store.clone();
+        let bound = self.limits.write_timeout;
+        self.write_back.spawn(async move {
+            let attempt = store.record_spilled_clicks(&chunk, shard);
+            let outcome = match tokio::time::timeout(bound, attempt).await {
+                Ok(Ok(written)) => Ok(written),
+                Ok(Err(err)) => Err(WriteFailure::Unavailable(err)),
+                Err(_) => Err(WriteFailure::TimedOut(bound)),
+            };
+            (chunk.len(), outcome)
+        });
+    }
+
+    /// Takes a finished write-back's outcome; true when it succeeded.
+    async fn written_back(
+        &mut self,
+        done: Result<(usize, Result<usize, WriteFailure>), JoinError>,
+    ) -> bool {
+        match done {
+            Ok((batches, Ok(written))) => {
+                self.spill.written_back(batches).await;
+                self.metrics.click_batch_size.observe(written as f64);
+                self.metrics.clicks_spilled.set(self.spill.clicks() as i64);
+                if self.spill.is_empty() {
+                    tracing::info!("spilled clicks written back");
+                }
+                true
             }
-            Ok(Err(err)) => tracing::debug!(error = %err, "database still unavailable"),
-            Err(_) => tracing::debug!("database still unavailable (retry timed out)"),
+            Ok((_, Err(err @ WriteFailure::Unavailable(StoreError::Unavailable(_)))))
+            | Ok((_, Err(err @ WriteFailure::TimedOut(_)))) => {
+                tracing::debug!(error = %err, "database still unavailable");
+                false
+            }
+            Ok((_, Err(err))) => {
+                // Not a matter of waiting, yet the clicks were answered:
+                // they stay in the spill, and the error is loud.
+                tracing::error!(error = %err, "spilled clicks could not be written back");
+                false
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "spilled clicks write-back failed");
+                false
+            }
         }
     }
 
-    /// Adds the batch's clicks to the spill buffer and answers them.
-    fn spill_and_answer(&mut self, batch: Vec<Pending>) {
-        for pending in &batch {
-            if self.spill.len() >= self.limits.spill_capacity {
-                self.spill.pop_front();
-                self.metrics.clicks_dropped.inc();
-            }
-            self.spill.push_back(pending.click.clone());
+    /// Keeps the batch's clicks in the spill (on disk) and answers them.
+    /// `origin`: the direct write of the batch that failed, if any.
+    async fn spill_and_answer(&mut self, batch: Vec<Pending>, origin: Option<BatchOrigin>) {
+        let clicks: Vec<Click> = batch.iter().map(|p| p.click.clone()).collect();
+        let count = clicks.len();
+        if let Err(err) = self.spill.keep(clicks, origin).await {
+            self.metrics.clicks_dropped.inc_by(count as u64);
+            tracing::error!(error = %err, clicks = count, "clicks not recorded: the spill is full");
         }
-        self.metrics.clicks_spilled.set(self.spill.len() as i64);
+        self.metrics.clicks_spilled.set(self.spill.clicks() as i64);
         for pending in batch {
             let _ = pending.done.send(());
         }
     }
 }
 
-/// Writes one batch under `shard` and answers each waiting redirect, unless
-/// the database is unavailable: then the batch goes back to the dispatcher
+/// Writes one batch as `writer`'s batch `origin`, waiting at most `bound`,
+/// and answers each waiting redirect, unless the database is unavailable
+/// (or did not answer in time): then the batch goes back to the dispatcher
 /// to be spilled.
-async fn write(store: DynStore, metrics: Arc<Metrics>, shard: i16, batch: Vec<Pending>) -> Written {
+async fn write(
+    store: DynStore,
+    metrics: Arc<Metrics>,
+    bound: Duration,
+    writer: Writer,
+    origin: BatchOrigin,
+    batch: Vec<Pending>,
+) -> Written {
     let clicks: Vec<Click> = batch.iter().map(|p| p.click.clone()).collect();
     let started = Instant::now();
-    let result = store.record_clicks(&clicks, shard).await;
+    let attempt = store.record_clicks(&clicks, writer.shard, origin);
+    let result = tokio::time::timeout(bound, attempt).await;
     metrics
         .click_flush_seconds
         .observe(started.elapsed().as_secs_f64());
-    match result {
-        Ok(()) => metrics.click_batch_size.observe(clicks.len() as f64),
-        Err(err @ StoreError::Unavailable(_)) => {
-            return Written {
-                shard,
-                unavailable: Some((batch, err)),
-            };
+    let failure = match result {
+        Ok(Ok(())) => {
+            metrics.click_batch_size.observe(clicks.len() as f64);
+            None
         }
-        Err(err) => {
+        Ok(Err(err @ StoreError::Unavailable(_))) => Some(WriteFailure::Unavailable(err)),
+        Err(_) => Some(WriteFailure::TimedOut(bound)),
+        Ok(Err(err)) => {
             // Not a matter of waiting: retrying would fail the same way.
             tracing::error!(error = %err, clicks = batch.len(), "clicks could not be written");
             metrics.clicks_dropped.inc_by(batch.len() as u64);
+            None
         }
+    };
+    if let Some(failure) = failure {
+        return Written {
+            writer,
+            unavailable: Some((batch, origin, failure)),
+        };
     }
     for pending in batch {
         // The redirect may have given up waiting (client gone): fine.
         let _ = pending.done.send(());
     }
     Written {
-        shard,
+        writer,
         unavailable: None,
     }
 }

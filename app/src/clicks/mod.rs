@@ -5,5 +5,6 @@
 //! once, held while the database is away) is this module's business.
 
 mod batch;
+mod spill;
 
 pub use batch::{COUNTER_SHARDS, ClickRecorder};

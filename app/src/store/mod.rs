@@ -11,12 +11,14 @@ mod model;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
+mod transient;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use model::*;
+pub use transient::{is_transient, is_transient_error};
 
 use crate::domain::ShortCode;
 
@@ -71,22 +73,13 @@ impl std::fmt::Display for Conflict {
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
+        // Transient: the database or PgBouncer is away, restarting or
+        // saturated, or the transaction lost a race (see `transient.rs`).
+        // The same work may succeed when retried.
+        if is_transient_error(&err) {
+            return StoreError::Unavailable(err);
+        }
         match &err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(err),
-            // Transient: SQLite's "database is locked" after the busy
-            // timeout, PostgreSQL's deadlock and serialization failures.
-            // The same work may succeed when retried.
-            sqlx::Error::Database(db)
-                if matches!(
-                    db.code().as_deref(),
-                    Some("5" | "6" | "517" | "261" | "40P01" | "40001")
-                ) =>
-            {
-                StoreError::Unavailable(err)
-            }
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 // Constraint names are the same in both backends' migrations.
                 let msg = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
@@ -149,10 +142,23 @@ pub trait Store: Send + Sync + 'static {
     async fn create_event(&self, event: NewEvent) -> StoreResult<Event>;
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>>;
     /// Appends many `redirect` events and adds them to the URLs' redirect
-    /// counters, in one transaction. Concurrent calls should use different
+    /// counters, in one transaction, recording `origin` as its writer's
+    /// last committed batch. Concurrent calls should use different
     /// `shard`s: each shard has its own counter row per URL, so they do not
     /// wait for one another's row locks.
-    async fn record_clicks(&self, clicks: &[Click], shard: i16) -> StoreResult<()>;
+    async fn record_clicks(
+        &self,
+        clicks: &[Click],
+        shard: i16,
+        origin: BatchOrigin,
+    ) -> StoreResult<()>;
+    /// Writes spilled click batches back, each exactly once: a batch's id is
+    /// recorded in the same transaction as its clicks, and a batch whose id
+    /// is already recorded is skipped, as is one whose `origin` write did
+    /// commit after all. One transaction for all of `batches`; returns how
+    /// many clicks were written (the rest had been).
+    async fn record_spilled_clicks(&self, batches: &[ClickBatch], shard: i16)
+    -> StoreResult<usize>;
     /// Most `record_clicks` calls worth running at once on this backend.
     fn click_writers_limit(&self) -> usize;
 

@@ -1,4 +1,4 @@
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -191,12 +191,33 @@ pub struct EventFilter {
 }
 
 /// One answered redirect, to be written as a `redirect` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Click {
     pub url_id: i64,
     pub user_id: Option<i64>,
     pub short_code: String,
     pub at: Timestamp,
+}
+
+/// Which direct write a batch was: the click writer (a random id, renamed
+/// after every failed write) and the batch's number in that writer's
+/// sequence (1, 2, 3, …; one write at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchOrigin {
+    pub writer: i64,
+    pub seq: i64,
+}
+
+/// Clicks kept while the database was away, under an id that makes writing
+/// them back idempotent (see [`Store::record_spilled_clicks`](super::Store::record_spilled_clicks)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClickBatch {
+    pub id: i64,
+    pub clicks: Vec<Click>,
+    /// The direct write that failed before these clicks were spilled, if
+    /// any: it may have committed all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<BatchOrigin>,
 }
 
 /// A page request, already validated (page ≥ 1, 1 ≤ per_page ≤ 100).

@@ -8,14 +8,22 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use futures_util::future::BoxFuture;
 
 use super::sql::{Dialect, SqlStore, sql};
-use super::{Click, StoreResult};
-use crate::domain::Timestamp;
+use super::{BatchOrigin, Click, StoreResult};
+use crate::domain::{Timestamp, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// A batch of clicks as `redirect` events: parallel arrays of url ids, user
 /// ids, times and short codes.
 const INSERT_CLICKS: &str = sql!("INSERT INTO events (" EVENT ") \
+     SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
+     FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \
+     AS click (url_id, user_id, at, code)");
+/// [`INSERT_CLICKS`] of a direct write, which also records its batch as
+/// writer `$5`'s last (`$6`, at `$7`) in the same statement, so that the
+/// common path costs no extra round trip.
+const INSERT_CLICKS_OF_WRITER: &str = sql!("WITH progress AS (" RECORD_WRITER_PROGRESS_5 ") \
+     INSERT INTO events (" EVENT ") \
      SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
      FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \
      AS click (url_id, user_id, at, code)");
@@ -55,19 +63,29 @@ impl Dialect for Postgres {
         clicks: &'t [Click],
         counters: &'t [(i64, (i64, Timestamp))],
         shard: i16,
+        origin: Option<BatchOrigin>,
     ) -> Option<BoxFuture<'t, Result<(), sqlx::Error>>> {
         Some(Box::pin(async move {
             let url_ids: Vec<i64> = clicks.iter().map(|c| c.url_id).collect();
             let user_ids: Vec<Option<i64>> = clicks.iter().map(|c| c.user_id).collect();
             let times: Vec<Timestamp> = clicks.iter().map(|c| c.at).collect();
             let codes: Vec<&str> = clicks.iter().map(|c| c.short_code.as_str()).collect();
-            sqlx::query(INSERT_CLICKS)
-                .bind(url_ids)
-                .bind(user_ids)
-                .bind(times)
-                .bind(codes)
-                .execute(&mut **tx)
-                .await?;
+            let insert = match origin {
+                Some(origin) => sqlx::query(INSERT_CLICKS_OF_WRITER)
+                    .bind(url_ids)
+                    .bind(user_ids)
+                    .bind(times)
+                    .bind(codes)
+                    .bind(origin.writer)
+                    .bind(origin.seq)
+                    .bind(now()),
+                None => sqlx::query(INSERT_CLICKS)
+                    .bind(url_ids)
+                    .bind(user_ids)
+                    .bind(times)
+                    .bind(codes),
+            };
+            insert.execute(&mut **tx).await?;
             let counted: Vec<i64> = counters.iter().map(|(url_id, _)| *url_id).collect();
             let counts: Vec<i64> = counters.iter().map(|(_, (count, _))| *count).collect();
             let latest: Vec<Timestamp> = counters.iter().map(|(_, (_, at))| *at).collect();

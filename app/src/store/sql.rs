@@ -23,6 +23,9 @@ macro_rules! sql {
     (@ URL) => { "id, user_id, short_code, original_url, title, is_active, created_at, updated_at, version" };
     (@ EVENT) => { "url_id, user_id, event_type, timestamp, details" };
     (@ COUNTER) => { "url_id, shard, redirect_count, last_redirect_at" };
+    (@ RECORD_WRITER_PROGRESS_5) => { "INSERT INTO click_writers (writer, last_batch, updated_at) \
+         VALUES ($5, $6, $7) ON CONFLICT (writer) DO UPDATE SET \
+         last_batch = excluded.last_batch, updated_at = excluded.updated_at" };
     (@ TARGET) => { "short_code, id AS url_id, user_id, original_url, is_active, version" };
     (@ $text:literal) => { $text };
     ($($part:tt)+) => { concat!($(sql!(@ $part)),+) };
@@ -95,6 +98,27 @@ macro_rules! traced {
     }};
 }
 
+/// Records a spilled click batch as written; no row when it already was.
+const MARK_BATCH_APPLIED: &str =
+    "INSERT INTO click_batches (id, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+/// Spill files are written back within minutes of the database's return;
+/// ids older than this have served their purpose.
+const FORGET_APPLIED_BATCHES: &str = "DELETE FROM click_batches WHERE applied_at < $1";
+/// Records batch `$2` as writer `$1`'s last committed one (at `$3`), in the
+/// transaction of the batch's clicks.
+const RECORD_WRITER_PROGRESS: &str = "INSERT INTO click_writers (writer, last_batch, updated_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (writer) DO UPDATE SET \
+     last_batch = excluded.last_batch, updated_at = excluded.updated_at";
+/// Writer `$1`'s last committed batch (0: none). An upsert rather than a
+/// read, so that it waits for a transaction of that writer still
+/// finishing: that transaction holds the row's lock, or is inserting the
+/// same key.
+const WRITER_PROGRESS: &str = "INSERT INTO click_writers (writer, last_batch, updated_at) \
+     VALUES ($1, 0, $2) ON CONFLICT (writer) DO UPDATE SET updated_at = excluded.updated_at \
+     RETURNING last_batch";
+const FORGET_WRITERS: &str = "DELETE FROM click_writers WHERE updated_at < $1";
+const BATCH_ID_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
 /// Most rows a multi-row INSERT carries: 4 parameters a click keeps the
 /// statement far below both backends' bind-parameter limits.
 const CLICKS_PER_STATEMENT: usize = 1000;
@@ -154,13 +178,15 @@ pub trait Dialect: Database {
     }
     fn rows_affected(result: &Self::QueryResult) -> u64;
     /// Writes a click batch's events and its per-URL counter deltas
-    /// (sorted by `url_id`) in `tx`, when the backend has a better way than
+    /// (sorted by `url_id`) in `tx`, and records `origin` as its writer's
+    /// last batch (see [`RECORD_WRITER_PROGRESS`]), when the backend has a better way than
     /// the portable multi-row `VALUES` statements (`None`: use those).
     fn write_clicks<'t>(
         _tx: &'t mut sqlx::Transaction<'static, Self>,
         _clicks: &'t [Click],
         _counters: &'t [(i64, (i64, Timestamp))],
         _shard: i16,
+        _origin: Option<BatchOrigin>,
     ) -> Option<futures_util::future::BoxFuture<'t, Result<(), sqlx::Error>>> {
         None
     }
@@ -252,6 +278,75 @@ where
             sqlx::query::<DB>(AssertSqlSafe(statement))
                 .execute(&mut **tx)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Appends `clicks` as `redirect` events and adds them to shard
+    /// `shard`'s counters, in `tx`; records `origin`, when given, as its
+    /// writer's last batch.
+    async fn write_clicks_in(
+        tx: &mut Transaction<'static, DB>,
+        clicks: &[Click],
+        shard: i16,
+        origin: Option<BatchOrigin>,
+    ) -> StoreResult<()> {
+        // Per URL: how many clicks, and the latest.
+        let mut per_url: std::collections::BTreeMap<i64, (i64, Timestamp)> = Default::default();
+        for click in clicks {
+            let entry = per_url.entry(click.url_id).or_insert((0, click.at));
+            entry.0 += 1;
+            entry.1 = entry.1.max(click.at);
+        }
+        let per_url: Vec<_> = per_url.into_iter().collect();
+        let written = match DB::write_clicks(tx, clicks, &per_url, shard, origin) {
+            Some(write) => write.await.map(|()| true)?,
+            None => false,
+        };
+        if written {
+            return Ok(());
+        }
+        if let Some(origin) = origin {
+            sqlx::query::<DB>(RECORD_WRITER_PROGRESS)
+                .bind(origin.writer)
+                .bind(origin.seq)
+                .bind(now())
+                .execute(&mut **tx)
+                .await?;
+        }
+        for chunk in clicks.chunks(CLICKS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<DB>::new(sql!("INSERT INTO events (" EVENT ") "));
+            insert.push_values(chunk, |mut row, click| {
+                row.push_bind(click.url_id)
+                    .push_bind(click.user_id)
+                    .push_bind("redirect")
+                    .push_bind(click.at)
+                    .push_bind(Json(json!({"short_code": click.short_code})));
+            });
+            insert.build().execute(&mut **tx).await?;
+        }
+        for chunk in per_url.chunks(CLICKS_PER_STATEMENT) {
+            // Each writer counts into its own shard's rows, so concurrent
+            // writers of one replica never wait on each other. Writers of
+            // different replicas may share a shard number; they take the row
+            // locks in url_id order (the map is sorted), so they queue
+            // instead of deadlocking.
+            let mut counters =
+                QueryBuilder::<DB>::new(sql!("INSERT INTO redirect_counts (" COUNTER ") "));
+            counters.push_values(chunk, |mut row, (url_id, (count, at))| {
+                row.push_bind(*url_id)
+                    .push_bind(i64::from(shard))
+                    .push_bind(*count)
+                    .push_bind(*at);
+            });
+            counters.push(
+                " ON CONFLICT (url_id, shard) DO UPDATE SET \
+             redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
+             last_redirect_at = CASE WHEN excluded.last_redirect_at > \
+             redirect_counts.last_redirect_at THEN excluded.last_redirect_at \
+             ELSE redirect_counts.last_redirect_at END",
+            );
+            counters.build().execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -580,69 +675,77 @@ where
         DB::CONCURRENT_WRITERS
     }
 
-    async fn record_clicks(&self, clicks: &[Click], shard: i16) -> StoreResult<()> {
+    async fn record_clicks(
+        &self,
+        clicks: &[Click],
+        shard: i16,
+        origin: BatchOrigin,
+    ) -> StoreResult<()> {
         traced!(
             "record_clicks",
             async {
                 if clicks.is_empty() {
                     return Ok(());
                 }
-                // Per URL: how many clicks, and the latest.
-                let mut per_url: std::collections::BTreeMap<i64, (i64, Timestamp)> =
-                    Default::default();
-                for click in clicks {
-                    let entry = per_url.entry(click.url_id).or_insert((0, click.at));
-                    entry.0 += 1;
-                    entry.1 = entry.1.max(click.at);
-                }
-                let per_url: Vec<_> = per_url.into_iter().collect();
                 let mut tx = self.writer.begin().await?;
-                let written = match DB::write_clicks(&mut tx, clicks, &per_url, shard) {
-                    Some(write) => write.await.map(|()| true)?,
-                    None => false,
-                };
-                if written {
-                    return Ok(tx.commit().await?);
-                }
-                for chunk in clicks.chunks(CLICKS_PER_STATEMENT) {
-                    let mut insert =
-                        QueryBuilder::<DB>::new(sql!("INSERT INTO events (" EVENT ") "));
-                    insert.push_values(chunk, |mut row, click| {
-                        row.push_bind(click.url_id)
-                            .push_bind(click.user_id)
-                            .push_bind("redirect")
-                            .push_bind(click.at)
-                            .push_bind(Json(json!({"short_code": click.short_code})));
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
-                for chunk in per_url.chunks(CLICKS_PER_STATEMENT) {
-                    // Each writer counts into its own shard's rows, so concurrent
-                    // writers of one replica never wait on each other. Writers of
-                    // different replicas may share a shard number; they take the row
-                    // locks in url_id order (the map is sorted), so they queue
-                    // instead of deadlocking.
-                    let mut counters =
-                        QueryBuilder::<DB>::new(sql!("INSERT INTO redirect_counts (" COUNTER ") "));
-                    counters.push_values(chunk, |mut row, (url_id, (count, at))| {
-                        row.push_bind(*url_id)
-                            .push_bind(i64::from(shard))
-                            .push_bind(*count)
-                            .push_bind(*at);
-                    });
-                    counters.push(
-                        " ON CONFLICT (url_id, shard) DO UPDATE SET \
-                     redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
-                     last_redirect_at = CASE WHEN excluded.last_redirect_at > \
-                     redirect_counts.last_redirect_at THEN excluded.last_redirect_at \
-                     ELSE redirect_counts.last_redirect_at END",
-                    );
-                    counters.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                Self::write_clicks_in(&mut tx, clicks, shard, Some(origin)).await?;
+                Ok(tx.commit().await?)
             },
             db.operation.batch.size = clicks.len(),
+            shortener.counter_shard = shard
+        )
+    }
+
+    async fn record_spilled_clicks(
+        &self,
+        batches: &[ClickBatch],
+        shard: i16,
+    ) -> StoreResult<usize> {
+        traced!(
+            "record_spilled_clicks",
+            async {
+                let mut tx = self.writer.begin().await?;
+                let at = now();
+                let mut fresh = Vec::new();
+                for batch in batches {
+                    let marked = sqlx::query::<DB>(MARK_BATCH_APPLIED)
+                        .bind(batch.id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    if DB::rows_affected(&marked) == 0 {
+                        continue; // written back before
+                    }
+                    if let Some(origin) = batch.origin {
+                        // Waits for the first write, should it still be
+                        // finishing, then reads its writer's last batch.
+                        let last: i64 = sqlx::query_scalar::<DB, i64>(WRITER_PROGRESS)
+                            .bind(origin.writer)
+                            .bind(at)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if last >= origin.seq {
+                            continue; // the first write did commit
+                        }
+                    }
+                    fresh.extend(batch.clicks.iter().cloned());
+                }
+                if !fresh.is_empty() {
+                    Self::write_clicks_in(&mut tx, &fresh, shard, None).await?;
+                }
+                let forget_before = at - BATCH_ID_RETENTION;
+                sqlx::query::<DB>(FORGET_APPLIED_BATCHES)
+                    .bind(forget_before)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<DB>(FORGET_WRITERS)
+                    .bind(forget_before)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(fresh.len())
+            },
+            db.operation.batch.size = batches.len(),
             shortener.counter_shard = shard
         )
     }

@@ -2,6 +2,7 @@
 //! (a fresh SQLite file, or a fresh PostgreSQL database per test).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod private_pg;
 pub mod proxy;
 pub mod server;
 
@@ -187,6 +188,8 @@ pub struct TestApp {
     /// Aborting it drops the whole service (one task: the serve future
     /// owns the listener, the router and the click recorder).
     server: tokio::task::JoinHandle<()>,
+    /// DATA_DIR (the click spill file), one per server.
+    pub data_dir: tempfile::TempDir,
 }
 
 impl TestApp {
@@ -218,10 +221,13 @@ impl TestApp {
     /// the admin key is `ADMIN_KEY`, every request is logged). Later flags
     /// win, so `--database-url` may point elsewhere (a proxy).
     pub async fn start(db: Arc<TestDatabase>, flags: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let data_path = data_dir.path().to_str().unwrap().to_owned();
         let mut all = vec!["--database-url", db.url.as_str()];
         if let Some(direct) = &db.migration_url {
             all.extend(["--migration-database-url", direct.as_str()]);
         }
+        all.extend(["--data-dir", data_path.as_str()]);
         all.extend(["--admin-api-key", ADMIN_KEY, "--access-log", "all"]);
         all.extend(flags);
         let config = ServeConfig::from_flags(all).unwrap();
@@ -243,6 +249,7 @@ impl TestApp {
             db,
             key,
             server,
+            data_dir,
         }
     }
 

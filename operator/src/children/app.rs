@@ -38,6 +38,9 @@ pub fn service_account(instance: &Instance<'_>) -> ServiceAccount {
     }
 }
 
+/// The service's DATA_DIR in the container (the root filesystem is read-only).
+const DATA_DIR: &str = "/var/lib/shortener";
+
 pub fn config_map_name(instance: &Instance<'_>) -> String {
     format!("{}-config", instance.name)
 }
@@ -70,6 +73,10 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
             config.rate_limit.burst.to_string(),
         ),
         ("LOG_FORMAT".to_string(), "json".to_string()),
+        // The click spill file: clicks of redirects answered while the
+        // database is away, kept across container restarts (an emptyDir
+        // lives as long as the pod).
+        ("DATA_DIR".to_string(), DATA_DIR.to_string()),
     ]);
     // Only a public host makes a meaningful base for returned short links; without one the
     // app falls back to the request's Host header.
@@ -248,9 +255,17 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                         "securityContext": restricted_container_security(true),
                         "readinessProbe": probe("/readyz", 5, 3),
                         "livenessProbe": probe("/livez", 10, 3),
-                        "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
+                        "volumeMounts": [
+                            { "name": "tmp", "mountPath": "/tmp" },
+                            { "name": "data", "mountPath": DATA_DIR },
+                        ],
                     }],
-                    "volumes": [{ "name": "tmp", "emptyDir": { "sizeLimit": "64Mi" } }],
+                    "volumes": [
+                        { "name": "tmp", "emptyDir": { "sizeLimit": "64Mi" } },
+                        // Room for the spill file at its default bound
+                        // (CLICK_SPILL_MAX_BYTES, 64 MiB) and its rewrite.
+                        { "name": "data", "emptyDir": { "sizeLimit": "160Mi" } },
+                    ],
                 },
             },
         },
