@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: starts (installing if needed) PostgreSQL, Redis and
-# PgBouncer, then runs every test of the workspace against them. Extra arguments go to
-# `cargo test` (e.g. `scripts/test.sh -p shortener api`). Ends with one line
-# adding up every test binary's result.
+# PgBouncer, runs every test of the workspace against them, then the
+# operator's end-to-end suite on a local Kubernetes control plane
+# (scripts/e2e.sh: built once from the Go module proxy, ~14 min cold; started
+# and stopped around the suite). Ends with one line adding up every result.
+#
+#   scripts/test.sh                 everything
+#   SKIP_E2E=1 scripts/test.sh      without the end-to-end suite
+#   scripts/test.sh ARGS...         only `cargo test --workspace ARGS...`
+#                                   (e.g. `-p shortener api`), no end-to-end suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/services.sh)"
@@ -11,5 +17,11 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+if [ "$#" -eq 0 ] && [ -z "${SKIP_E2E:-}" ]; then
+  echo "== operator end-to-end suite (scripts/e2e.sh)"
+  # Always the control plane scripts/e2e.sh starts and stops itself, never a
+  # cluster a stray KUBECONFIG points at.
+  env -u KUBECONFIG scripts/e2e.sh 2>&1 | tee -a "$log" || status=$?
+fi
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
