@@ -64,16 +64,21 @@ impl ShortCode {
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
             return Err(ShortCodeError::Length);
         }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !in_alphabet(raw) {
             return Err(ShortCodeError::Alphabet);
         }
         if Self::is_reserved(raw) {
             return Err(ShortCodeError::Reserved(raw.to_owned()));
         }
         Ok(Self(raw.to_owned()))
+    }
+
+    /// Whether `raw` could name a link at all (any code ever stored: at most
+    /// [`ShortCode::MAX_LEN`] of `[A-Za-z0-9_-]`). A path that could not is
+    /// answered 404 without a lookup, so junk paths cost no database or
+    /// Redis round trip and no cache entry.
+    pub fn could_be(raw: &str) -> bool {
+        !raw.is_empty() && raw.len() <= Self::MAX_LEN && in_alphabet(raw)
     }
 
     /// Whether `raw` names one of the service's own routes.
@@ -102,6 +107,11 @@ impl ShortCode {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+fn in_alphabet(raw: &str) -> bool {
+    raw.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl fmt::Display for ShortCode {

@@ -161,10 +161,10 @@ async fn server_span(req: Request, next: Next) -> Response {
     if route.is_some_and(|r| UNTRACED_ROUTES.contains(&r)) {
         return next.run(req).await;
     }
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let name = match route {
         Some(route) => format!("{method} {route}"),
-        None => method.clone(),
+        None => method.to_owned(),
     };
     let request_id = req
         .headers()
@@ -277,17 +277,35 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
     // allocated per request on the redirect path.
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let m = &state.metrics;
     m.http_duration
-        .with_label_values(&[method.as_str(), route])
+        .with_label_values(&[method, route])
         .observe(started.elapsed().as_secs_f64());
     m.http_requests
-        .with_label_values(&[method.as_str(), route, response.status().as_str()])
+        .with_label_values(&[method, route, response.status().as_str()])
         .inc();
     response
+}
+
+/// The method as a metric label or span name: the standard methods, and
+/// `_OTHER` (OpenTelemetry's name) for any other token a client sends, so
+/// that made-up methods cannot grow the label set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "_OTHER",
+    }
 }
 
 /// The last line of defence for the "every error is JSON" promise: an error

@@ -4,7 +4,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use crate::domain::now;
+use crate::domain::{ShortCode, now};
+use crate::links::{Resolved, Source};
 use crate::store::Click;
 
 /// Follows a short code: 302 to the original URL, recording a `redirect`
@@ -18,7 +19,15 @@ pub async fn follow(
     method: Method,
     Path(code): Path<String>,
 ) -> ApiResult<Response> {
-    let resolved = state.links.resolve(&code).await?;
+    // A path no link can have is not looked up (nor cached as missing).
+    let resolved = if ShortCode::could_be(&code) {
+        state.links.resolve(&code).await?
+    } else {
+        Resolved {
+            target: None,
+            source: Source::Local,
+        }
+    };
     let x_cache = HeaderValue::from_static(if resolved.source.is_hit() {
         "HIT"
     } else {

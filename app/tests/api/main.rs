@@ -22,6 +22,8 @@ every_backend!(
         health_reports_database_and_cache,
         openapi_document_lists_every_route,
         metrics_are_exported,
+        made_up_methods_fold_into_one_label,
+        impossible_codes_are_not_looked_up,
     ],
     redirect: [
         redirect_records_an_event_visible_at_once,

@@ -1,6 +1,6 @@
 //! Health, metrics and the OpenAPI document.
 
-use crate::common::{Backend, TestApp};
+use crate::common::{Backend, TestApp, expect_error};
 use reqwest::StatusCode;
 
 pub async fn health_reports_database_and_cache(backend: Backend) {
@@ -67,4 +67,66 @@ pub async fn metrics_are_exported(backend: Backend) {
     ] {
         assert!(text.contains(name), "{name} missing");
     }
+}
+
+/// Values of `label` on the lines of metric family `family`.
+fn label_values(metrics: &str, family: &str, label: &str) -> std::collections::BTreeSet<String> {
+    let prefix = format!("{label}=\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")))
+        .filter_map(|line| {
+            let start = line.find(&prefix)? + prefix.len();
+            let end = start + line[start..].find('"')?;
+            Some(line[start..end].to_owned())
+        })
+        .collect()
+}
+
+/// Made-up methods (any token is a valid method to HTTP) must not become
+/// label values: each would be a counter and a histogram kept forever.
+pub async fn made_up_methods_fold_into_one_label(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    for n in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("FOO{n}").as_bytes()).unwrap();
+        let res = app.request(method, &format!("/x{n}")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    app.get("/health").await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let methods = label_values(&metrics, "shortener_http_requests_total", "method");
+    let expected: std::collections::BTreeSet<String> =
+        ["GET", "_OTHER"].iter().map(|m| m.to_string()).collect();
+    assert_eq!(methods, expected, "{metrics}");
+}
+
+/// A path no link can have (too long, or outside the code alphabet) is 404
+/// without a cache lookup, a database read or a negative cache entry.
+pub async fn impossible_codes_are_not_looked_up(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let lookups = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("shortener_cache_lookups_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = lookups(&app.get("/metrics").await.text().await.unwrap());
+    let long = "a".repeat(4096);
+    for path in [
+        long.as_str(),
+        "a.b",
+        "%E2%80%AEabc",
+        "abc~",
+        "x".repeat(33).as_str(),
+    ] {
+        let error = expect_error(app.get(&format!("/{path}")).await, StatusCode::NOT_FOUND).await;
+        assert!(error.contains("no active link"), "{error}");
+    }
+    let after = lookups(&app.get("/metrics").await.text().await.unwrap());
+    assert_eq!(before, after, "junk paths were looked up");
+    // A path that could be a code is looked up (and missed) as before.
+    app.get("/abc_-9").await;
+    let looked = lookups(&app.get("/metrics").await.text().await.unwrap());
+    assert!(looked > after);
 }
