@@ -74,6 +74,16 @@ pub struct ServeConfig {
     #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub trust_proxy_headers: bool,
 
+    /// Accept targets whose host is `localhost` or an IP literal in a
+    /// loopback, private, link-local (cloud metadata) or shared range.
+    #[arg(long, env = "ALLOW_PRIVATE_TARGETS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_private_targets: bool,
+
+    /// Domains refused as targets, with all their subdomains
+    /// (comma-separated).
+    #[arg(long, env = "DENIED_TARGET_DOMAINS", value_delimiter = ',', value_parser = parse_domain)]
+    pub denied_target_domains: Vec<String>,
+
     /// Base of the `short_url` returned by `POST /shorten`, e.g.
     /// `https://sho.rt`. Defaults to the request's Host.
     #[arg(long, env = "PUBLIC_BASE_URL", value_parser = parse_base_url)]
@@ -332,6 +342,19 @@ fn starting_with(
         } else {
             Err(format!("must start with {}", prefixes.join(" or ")))
         }
+    }
+}
+
+fn parse_domain(raw: &str) -> Result<String, String> {
+    let domain = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !domain.is_empty()
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(domain)
+    } else {
+        Err("must be a domain name such as evil.example".into())
     }
 }
 

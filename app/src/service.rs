@@ -15,6 +15,7 @@ use anyhow::Context;
 
 use crate::clicks::ClickRecorder;
 use crate::config::{AuthMode, DatabaseConfig, ServeConfig};
+use crate::domain::TargetPolicy;
 use crate::http::{self, AppState, Auth, RateLimit};
 use crate::links::Links;
 use crate::metrics::Metrics;
@@ -83,6 +84,10 @@ impl Service {
             ),
             metrics,
             public_base_url: config.public_base_url.clone(),
+            target_policy: TargetPolicy {
+                allow_private: config.allow_private_targets,
+                denied_domains: config.denied_target_domains.clone(),
+            },
         });
         Ok(Self {
             state,

@@ -9,7 +9,7 @@ pub mod timestamp;
 
 pub use email::Email;
 pub use short_code::{ShortCode, ShortCodeError};
-pub use target_url::TargetUrl;
+pub use target_url::{TargetPolicy, TargetUrl};
 pub use timestamp::{Timestamp, now};
 
 /// Longest username we keep; longer input is refused, not truncated.

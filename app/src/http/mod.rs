@@ -58,6 +58,8 @@ pub struct Shared {
     pub rate_limit: RateLimit,
     pub metrics: Arc<Metrics>,
     pub public_base_url: Option<String>,
+    /// Which targets links may point at.
+    pub target_policy: crate::domain::TargetPolicy,
 }
 
 impl AppState {

@@ -54,8 +54,12 @@ pub struct ShortenedUrl {
     short_url: String,
 }
 
-fn target(field: &str, raw: &str) -> ApiResult<TargetUrl> {
-    TargetUrl::parse(raw).map_err(|problem| ApiError::invalid_field(field, problem))
+/// A target as the deployment's policy allows it (on creation and on every
+/// change alike).
+fn target(state: &AppState, field: &str, raw: &str) -> ApiResult<TargetUrl> {
+    TargetUrl::parse(raw)
+        .and_then(|target| state.target_policy.check(&target).map(|()| target))
+        .map_err(|problem| ApiError::invalid_field(field, problem))
 }
 
 fn custom_code(raw: &str) -> ApiResult<ShortCode> {
@@ -95,7 +99,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Url>)> {
     let url = NewUrl {
         user_id: body.user_id,
-        original_url: target("original_url", &body.original_url)?,
+        original_url: target(&state, "original_url", &body.original_url)?,
         title: body
             .title
             .map(|t| parse_title(&t).map_err(|p| ApiError::invalid_field("title", p)))
@@ -119,7 +123,7 @@ pub async fn shorten(
 ) -> ApiResult<(StatusCode, Json<ShortenedUrl>)> {
     let url = NewUrl {
         user_id: None,
-        original_url: target("url", &body.url)?,
+        original_url: target(&state, "url", &body.url)?,
         title: None,
     };
     let created = create_with(&state, url, body.short_code).await?;
@@ -161,7 +165,7 @@ pub async fn update(
     let patch = UrlPatch {
         original_url: body
             .original_url
-            .map(|u| target("original_url", &u))
+            .map(|u| target(&state, "original_url", &u))
             .transpose()?,
         title: body
             .title

@@ -49,6 +49,7 @@ every_backend!(
         shorten_quick_path,
         stats,
         pagination_and_filters,
+        hostile_targets_are_refused,
     ],
     users: [
         users_crud,

@@ -330,3 +330,55 @@ pub async fn pagination_and_filters(backend: Backend) {
     let users = app.get("/users?per_page=1").await;
     assert_eq!(users.headers()["x-total-count"], "1");
 }
+
+/// Targets a reader and a browser could read differently, or that point
+/// into the network the service runs in, are refused on creation and on
+/// change; a deployment may allow private targets and deny domains.
+pub async fn hostile_targets_are_refused(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let url = app.link("https://example.com/fine").await;
+    let hostile = [
+        "https://good.example@evil.example/x",
+        "https://evil.example\\@good.example/",
+        "https://example.com/\u{202E}gpj.exe",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:8080/admin",
+    ];
+    for raw in hostile {
+        let res = app.post("/urls", json!({ "original_url": raw })).await;
+        let error = expect_error(res, StatusCode::BAD_REQUEST).await;
+        assert!(error.contains("original_url"), "{raw}: {error}");
+        let res = app
+            .put(
+                &format!("/urls/{}", url["id"]),
+                json!({ "original_url": raw }),
+            )
+            .await;
+        expect_error(res, StatusCode::BAD_REQUEST).await;
+    }
+    let unchanged = app.get_json(&format!("/urls/{}", url["id"])).await;
+    assert_eq!(unchanged["original_url"], "https://example.com/fine");
+    let listed = app.get("/urls").await;
+    assert_eq!(listed.headers()["x-total-count"], "1");
+
+    let db = app.db.clone();
+    drop(app);
+    let flags = [
+        "--auth-mode",
+        "open",
+        "--allow-private-targets",
+        "true",
+        "--denied-target-domains",
+        "evil.example,spam.example",
+    ];
+    let app = TestApp::start(db, &flags).await;
+    app.link("http://169.254.169.254/latest/meta-data/").await;
+    let res = app
+        .post(
+            "/urls",
+            json!({ "original_url": "https://a.spam.example/" }),
+        )
+        .await;
+    let error = expect_error(res, StatusCode::BAD_REQUEST).await;
+    assert!(error.contains("spam.example"), "{error}");
+}
