@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{AppState, JsonBody, PathId, QueryParams, listing};
 use crate::domain::{Email, parse_username};
-use crate::seed::csv::{LineError, read_users};
+use crate::seed::csv::{LineError, MAX_UPLOADED_LINES, read_users};
 use crate::store::{NewUser, User, UserPatch};
 
 pub fn routes() -> Router<AppState> {
@@ -42,8 +42,10 @@ pub struct BulkReport {
     imported: u64,
     /// Lines skipped because the email (or id) already existed.
     duplicates: u64,
-    /// Lines that could not be read, with the reason.
+    /// Lines that could not be read, with the reason: the first 100.
     errors: Vec<LineError>,
+    /// Bad lines beyond those listed in `errors`.
+    errors_omitted: u64,
 }
 
 fn field<T>(name: &str, parsed: Result<T, String>) -> ApiResult<T> {
@@ -153,13 +155,21 @@ pub async fn bulk(
         }
     }
     let file = file.ok_or_else(|| ApiError::invalid_field("file", "a CSV file is required"))?;
-    let parsed = read_users(file.as_ref()).map_err(|e| ApiError::invalid_field("file", e))?;
+    // Up to 16 MiB of CSV: parsed on a blocking thread, not a runtime worker.
+    let parsed = tokio::task::spawn_blocking(move || read_users(file.as_ref(), MAX_UPLOADED_LINES))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "CSV parser failed");
+            ApiError::Internal
+        })?
+        .map_err(|e| ApiError::invalid_field("file", e))?;
     let outcome = state.store.import_users(parsed.rows).await?;
     let report = BulkReport {
         count: outcome.imported,
         imported: outcome.imported,
         duplicates: outcome.skipped_lines.len() as u64,
         errors: parsed.errors,
+        errors_omitted: parsed.errors_omitted,
     };
     Ok((StatusCode::CREATED, Json(report)).into_response())
 }

@@ -16,11 +16,36 @@ pub struct LineError {
     pub error: String,
 }
 
-/// Users read from a CSV: good rows and bad lines, side by side.
+/// Users read from a CSV: good rows and bad lines, side by side. The
+/// report of bad lines is bounded: the first [`REPORTED_ERRORS`] lines (each
+/// message cut to [`ERROR_CHARS`] characters), then only a count.
 #[derive(Debug, Default)]
 pub struct ParsedUsers {
     pub rows: Vec<ImportedUser>,
     pub errors: Vec<LineError>,
+    /// Bad lines beyond the first [`REPORTED_ERRORS`].
+    pub errors_omitted: u64,
+}
+
+/// Most lines (good and bad) one uploaded users CSV may have.
+pub const MAX_UPLOADED_LINES: usize = 100_000;
+/// Bad lines reported one by one.
+pub const REPORTED_ERRORS: usize = 100;
+/// Longest error message reported for one line.
+const ERROR_CHARS: usize = 200;
+
+impl ParsedUsers {
+    fn bad_line(&mut self, line: u64, error: String) {
+        if self.errors.len() < REPORTED_ERRORS {
+            let error = match error.char_indices().nth(ERROR_CHARS) {
+                Some((cut, _)) => format!("{}…", &error[..cut]),
+                None => error,
+            };
+            self.errors.push(LineError { line, error });
+        } else {
+            self.errors_omitted += 1;
+        }
+    }
 }
 
 /// Column positions, looked up by name so column order does not matter.
@@ -71,7 +96,7 @@ fn line_of(record: &csv::StringRecord) -> u64 {
 
 /// Reads a users CSV (`id,username,email,created_at`; `id` and `created_at`
 /// may be absent). Bad lines are reported, not fatal; a missing header is.
-pub fn read_users<R: Read>(input: R) -> Result<ParsedUsers, String> {
+pub fn read_users<R: Read>(input: R, max_lines: usize) -> Result<ParsedUsers, String> {
     let mut rdr = reader(input);
     let columns = Columns(
         rdr.headers()
@@ -81,15 +106,15 @@ pub fn read_users<R: Read>(input: R) -> Result<ParsedUsers, String> {
     let (username, email) = (columns.require("username")?, columns.require("email")?);
     let (id, created_at) = (columns.position("id"), columns.position("created_at"));
     let mut parsed = ParsedUsers::default();
-    for record in rdr.records() {
+    for (read, record) in rdr.records().enumerate() {
+        if read == max_lines {
+            return Err(format!("more than {max_lines} lines: split the file"));
+        }
         let record = match record {
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                parsed.errors.push(LineError {
-                    line,
-                    error: format!("unreadable line: {e}"),
-                });
+                parsed.bad_line(line, format!("unreadable line: {e}"));
                 continue;
             }
         };
@@ -111,7 +136,7 @@ pub fn read_users<R: Read>(input: R) -> Result<ParsedUsers, String> {
         })();
         match row {
             Ok(row) => parsed.rows.push(row),
-            Err(error) => parsed.errors.push(LineError { line, error }),
+            Err(error) => parsed.bad_line(line, error),
         }
     }
     Ok(parsed)
@@ -289,7 +314,7 @@ mod tests {
     #[test]
     fn users_csv_reports_bad_lines_and_keeps_good_ones() {
         let csv = "username,email\nada,ada@example.com\n,nobody@example.com\nbob,not-an-email\ncy,cy@example.com\n";
-        let parsed = read_users(csv.as_bytes()).unwrap();
+        let parsed = read_users(csv.as_bytes(), usize::MAX).unwrap();
         assert_eq!(parsed.rows.len(), 2);
         assert_eq!(parsed.rows[1].line, 5);
         assert_eq!(
@@ -302,7 +327,7 @@ mod tests {
     #[test]
     fn users_csv_without_email_column_is_refused() {
         assert!(
-            read_users("id,username\n1,ada\n".as_bytes())
+            read_users("id,username\n1,ada\n".as_bytes(), usize::MAX)
                 .unwrap_err()
                 .contains("email")
         );

@@ -31,7 +31,8 @@ pub fn read_dir(dir: &Path) -> Result<SeedData, SeedError> {
         file: dir.join(name).display().to_string(),
         message,
     };
-    let users = csv::read_users(read("users.csv")?.as_slice()).map_err(|e| fail("users.csv", e))?;
+    let users = csv::read_users(read("users.csv")?.as_slice(), usize::MAX)
+        .map_err(|e| fail("users.csv", e))?;
     if let Some(first) = users.errors.first() {
         return Err(fail(
             "users.csv",

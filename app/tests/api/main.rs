@@ -59,5 +59,6 @@ every_backend!(
         empty_user_update_is_refused,
         deleting_a_user_deactivates_their_urls_and_frees_the_email,
         bulk_user_import,
+        bulk_import_reports_are_bounded,
     ],
 );

@@ -208,3 +208,54 @@ pub async fn bulk_user_import(backend: Backend) {
             .contains("multipart")
     );
 }
+
+async fn upload_users(app: &TestApp, csv: String) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::text(csv).file_name("users.csv"),
+    );
+    app.request(reqwest::Method::POST, "/users/bulk")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A large file of bad lines answers with a bounded report (the first 100
+/// lines, each message cut short, then a count), and a file of more than
+/// 100 000 lines is refused whole.
+pub async fn bulk_import_reports_are_bounded(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let junk = "x".repeat(2_000);
+    let mut csv = String::from("username,email\n");
+    for n in 0..5_000 {
+        csv.push_str(&format!("u{n},{junk}{n}\n"));
+    }
+    csv.push_str("good,good@example.com\n");
+    let res = upload_users(&app, csv).await;
+    let bytes = res.content_length();
+    let report = expect_json(res, StatusCode::CREATED).await;
+    assert_eq!(report["imported"], 1);
+    assert_eq!(report["errors"].as_array().unwrap().len(), 100);
+    assert_eq!(report["errors_omitted"], 4_900);
+    assert!(
+        report["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count()
+            <= 201
+    );
+    assert!(
+        bytes.is_some_and(|b| b < 64 * 1024),
+        "report of {bytes:?} bytes"
+    );
+
+    let mut csv = String::from("username,email\n");
+    for n in 0..100_001 {
+        csv.push_str(&format!("u,u{n}@e.co\n"));
+    }
+    let error = expect_error(upload_users(&app, csv).await, StatusCode::BAD_REQUEST).await;
+    assert!(error.contains("more than 100000 lines"), "{error}");
+    assert_eq!(app.get("/users").await.headers()["x-total-count"], "1");
+}
