@@ -93,6 +93,11 @@ pub struct ServeConfig {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value = "10", value_parser = seconds(1..=300))]
     pub request_timeout_secs: Duration,
 
+    /// Seconds a client may take to send a request's headers; a slower one
+    /// is disconnected (one idle socket per slow client is all it costs).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value = "10", value_parser = seconds(1..=300))]
+    pub header_read_timeout_secs: Duration,
+
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "20", value_parser = seconds(0..=600))]
     pub shutdown_grace_secs: Duration,

@@ -6,8 +6,7 @@
 //! [`Service::serve`] answers on a listener until shutdown, then finishes
 //! in-flight requests and flushes queued clicks within the grace period.
 
-use std::future::{Future, IntoFuture as _};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,14 +121,12 @@ impl Service {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping_tx.send(());
         };
-        // The peer address goes with every request: the rate limiter keys
-        // on it when no trusted proxy names the client.
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let mut server = Box::pin(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .into_future(),
-        );
+        let mut server = Box::pin(serve_http1(
+            listener,
+            router,
+            shutdown,
+            config.header_read_timeout_secs,
+        ));
         let grace = config.shutdown_grace_secs;
         let deadline = async {
             let _ = stopping_rx.await;
@@ -153,6 +150,65 @@ impl Service {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Answers HTTP/1.1 on `listener` until `shutdown`, then lets open
+/// connections finish their requests. Every request carries the peer's
+/// address (`ConnectInfo`: the rate limiter keys on it when no trusted proxy
+/// names the client), and a client that does not send its headers within
+/// `header_timeout` is disconnected (slow-header clients would otherwise
+/// hold sockets forever when nothing buffers in front of the service).
+/// HTTP/1.1 only: the service sits behind an ingress or load balancer.
+async fn serve_http1(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()>,
+    header_timeout: Duration,
+) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: the listener itself is fine.
+                    tracing::warn!(error = %err, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "TCP_NODELAY not set");
+        }
+        let service = router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.map(axum::body::Body::new)
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }
 
 /// Connects, retrying while the database is unreachable (it may still be

@@ -39,6 +39,7 @@ every_backend!(
         errors_are_always_json,
         api_key_mode_guards_management_endpoints,
         request_ids_are_echoed_or_assigned_uniquely,
+        slow_headers_are_cut_off,
     ],
     urls: [
         urls_crud_and_events,

@@ -247,3 +247,31 @@ pub async fn request_ids_are_echoed_or_assigned_uniquely(backend: Backend) {
         assert!(seen.insert(id), "request ids repeat: {seen:?}");
     }
 }
+
+/// A client that trickles its headers is disconnected after the header
+/// read timeout; a normal client on the same server is unaffected.
+pub async fn slow_headers_are_cut_off(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let db = std::sync::Arc::new(crate::common::TestDatabase::new(backend).await);
+    let flags = ["--auth-mode", "open", "--header-read-timeout-secs", "1"];
+    let app = TestApp::start(db, &flags).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut buf))
+        .await
+        .expect("the connection was still open after 10 s");
+    // Closed (possibly after a 408), long before the 10 s bound.
+    let answer = String::from_utf8_lossy(&buf[..read.unwrap_or(0)]).to_string();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+}
