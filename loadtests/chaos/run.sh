@@ -147,7 +147,7 @@ note "load stopped; waiting for every click to be written"
 wait_drained
 psql_q "SELECT u.short_code, u.original_url,
           (SELECT count(*) FROM events e WHERE e.url_id = u.id AND e.event_type = 'redirect'),
-          coalesce((SELECT redirect_count FROM redirect_counts r WHERE r.url_id = u.id), 0)
+          coalesce((SELECT sum(redirect_count) FROM redirect_counts r WHERE r.url_id = u.id), 0)
         FROM urls u WHERE u.short_code LIKE 'c${run_id}%' ORDER BY 1" | tr '|' ' ' >"$work/database"
 python3 "$here/report.py" "$work" "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.0f", b - a }')" "${phases[@]}" >"$work/report.md"
 cat "$work/report.md"
