@@ -61,10 +61,17 @@ create_links() { # phase index
   psql_q "INSERT INTO urls (short_code, original_url, created_at, updated_at) VALUES $(IFS=,; echo "${values[*]}")" >/dev/null
 }
 
+# up.sh until every part is healthy. Right after PostgreSQL is back,
+# PgBouncer refuses logins for up to server_login_retry (15 s), and up.sh
+# gives up on that: it is tried again, for a minute at most.
 restore() {
-  local t0
+  local t0 attempt
   t0=$(now)
-  "$fault" restore "${up_flags[@]}" >>"$work/restore.log" 2>&1 || die "restore failed (see $work/restore.log)"
+  for attempt in $(seq 1 12); do
+    "$fault" restore "${up_flags[@]}" >>"$work/restore.log" 2>&1 && break
+    [ "$attempt" -lt 12 ] || die "restore failed (see $work/restore.log)"
+    sleep 5
+  done
   mark "$phase restored $(now) $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')"
 }
 
