@@ -5,6 +5,10 @@ most RATE requests per second in all, until the stop file appears.
 
 Every response is one line of OUT: unix time (s), phase, code, status (0
 when no answer came: refused, reset, timed out), latency (ms), Location.
+A request on a reused keep-alive connection that the server had closed (as
+nginx does to idle connections when it reloads its config, which up.sh does
+on every restore) is sent again once on a new connection, as browsers do;
+the closed attempt is logged with status -1.
 The phase and its codes are read from DIR/phase (a name) and
 DIR/codes-<phase> (one code per line), written by run.sh before it switches.
 """
@@ -54,25 +58,35 @@ def worker(n):
         delay = next_at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        started = time.time()
-        status, location = 0, ""
-        try:
-            if conn is None:
-                conn = http.client.HTTPConnection(url_host, url_port, timeout=15)
-            conn.request("GET", "/" + code)
-            res = conn.getresponse()
-            res.read()
-            status, location = res.status, res.getheader("Location", "")
-            if res.getheader("Connection", "").lower() == "close":
-                conn.close()
+        for attempt in (1, 2):
+            started = time.time()
+            status, location = 0, ""
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(url_host, url_port, timeout=15)
+                conn.request("GET", "/" + code)
+                res = conn.getresponse()
+                res.read()
+                status, location = res.status, res.getheader("Location", "")
+                if res.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                if conn is not None:
+                    conn.close()
                 conn = None
-        except (OSError, http.client.HTTPException):
-            if conn is not None:
-                conn.close()
-            conn = None
-        took = (time.time() - started) * 1000
-        with lock:
-            out.write(f"{started:.3f} {phase} {code} {status} {took:.1f} {location}\n")
+                if reused and attempt == 1:
+                    status = -1
+            except (OSError, http.client.HTTPException):
+                if conn is not None:
+                    conn.close()
+                conn = None
+            took = (time.time() - started) * 1000
+            with lock:
+                out.write(f"{started:.3f} {phase} {code} {status} {took:.1f} {location}\n")
+            if status != -1:
+                break
 
 
 threading.Thread(target=follow_phase, daemon=True).start()

@@ -41,8 +41,8 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-print("| fault | requests | 302 | failed (no answer / 5xx / other) | p50 / p99 / max ms | answered 302s | click rows | lost | doubled | unanswered but recorded | last failure after fault | restore took |")
-print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| fault | requests | 302 | failed (no answer / 5xx / other) | idle connection closed, resent | p50 / p99 / max ms | answered 302s | click rows | lost | doubled | unanswered but recorded | last failure after fault | restore took |")
+print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 totals = collections.Counter()
 problems = []
 for phase in phases:
@@ -53,6 +53,9 @@ for phase in phases:
     failed = collections.Counter()
     last_failure = None
     for t, code, status, ms, location in rs:
+        if status == -1:
+            failed["closed idle"] += 1
+            continue
         if status == 302:
             answered[code] += 1
             expected = database.get(code, ("?",))[0]
@@ -75,6 +78,7 @@ for phase in phases:
             lost += a - events
         elif events > a:
             extra += events - a
+    closed_idle = failed.pop("closed idle", 0)
     failures_total = sum(failed.values())
     # More rows than answers is fine up to the requests that got no answer
     # (committed, then the response was lost, or the ingress retried it on
@@ -82,15 +86,15 @@ for phase in phases:
     if extra > failures_total:
         doubled = extra - failures_total
         extra = failures_total
-    lat = [ms for _, _, status, ms, _ in rs if status != 0]
+    lat = [ms for _, _, status, ms, _ in rs if status > 0]
     after = f"{last_failure - fault_at:.1f} s" if last_failure is not None else "none"
     took = f"{restored[1]:.1f} s" if restored[1] is not None else "–"
     failed_txt = " / ".join(str(failed[k]) for k in ("no answer", "5xx", "other"))
-    print(f"| {phase} | {len(rs)} | {sum(answered.values())} | {failed_txt} | {pct(lat, .5):.0f} / {pct(lat, .99):.0f} / {max(lat, default=0):.0f} | "
+    print(f"| {phase} | {len(rs) - closed_idle} | {sum(answered.values())} | {failed_txt} | {closed_idle} | {pct(lat, .5):.0f} / {pct(lat, .99):.0f} / {max(lat, default=0):.0f} | "
           f"{sum(answered.values())} | {events_total} | **{lost}** | **{doubled}** | {extra} | {after} | {took} |")
-    totals.update(requests=len(rs), answered=sum(answered.values()), rows=events_total, lost=lost,
+    totals.update(closed_idle=closed_idle, requests=len(rs) - closed_idle, answered=sum(answered.values()), rows=events_total, lost=lost,
                   doubled=doubled, extra=extra, failed=failures_total)
-print(f"| **all** | {totals['requests']} | {totals['answered']} | {totals['failed']} | | {totals['answered']} | {totals['rows']} | **{totals['lost']}** | **{totals['doubled']}** | {totals['extra']} | | |")
+print(f"| **all** | {totals['requests']} | {totals['answered']} | {totals['failed']} | {totals['closed_idle']} | | {totals['answered']} | {totals['rows']} | **{totals['lost']}** | **{totals['doubled']}** | {totals['extra']} | | |")
 print()
 print(f"Wall time under load: {wall} s.")
 if problems:
