@@ -36,6 +36,8 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     pub cache_entries: IntGauge,
     pub redis_up: IntGauge,
+    pub cache_invalidations_pending: IntGauge,
+    pub cache_coherent: IntGauge,
     pub db_connections: IntGaugeVec,
     pub urls_active: IntGauge,
     pub rate_limited: IntCounter,
@@ -153,6 +155,14 @@ impl Metrics {
             redis_up: gauge(
                 "shortener_redis_up",
                 "1 when the last Redis call succeeded, 0 after a failure",
+            )?,
+            cache_invalidations_pending: gauge(
+                "shortener_cache_invalidations_pending",
+                "Cache changes not yet delivered to Redis (retried in the background)",
+            )?,
+            cache_coherent: gauge(
+                "shortener_cache_coherent",
+                "1 when the invalidation feed is trusted; 0 while the in-process cache runs on the short TTL and Redis reads are bypassed",
             )?,
             db_connections: registered(
                 r,

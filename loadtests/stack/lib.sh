@@ -48,7 +48,9 @@ PGB_EXPORTER_BIN="$STACK_CACHE/pgbouncer-exporter/bin/pgbouncer-exporter"
 TARGET_DIR=${CARGO_TARGET_DIR:-$STACK_REPO/target}
 SHORTENER_BIN=${SHORTENER_BIN:-$TARGET_DIR/release/shortener}
 
-DB_NAME=shortener
+# STACK_DB_NAME: another database on the same servers (PgBouncer maps only it),
+# e.g. an empty one for an A/B against a binary that predates a migration.
+DB_NAME=${STACK_DB_NAME:-shortener}
 PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB_NAME"
 PGB_URL="postgres://postgres@127.0.0.1:$PGB_PORT/$DB_NAME"
 REDIS_URL_STACK="redis://127.0.0.1:$REDIS_PORT"

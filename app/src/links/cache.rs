@@ -8,9 +8,19 @@
 //! which evicts the code from this replica's L1,
 //! writes the new value to Redis (never replacing a newer version with an
 //! older one) and publishes the code on a Redis channel; every replica
-//! evicts it from its L1 on receipt. TTLs are the safety net for a missed
-//! message, and a replica that re-subscribes after losing Redis flushes its
-//! whole L1, since it may have missed messages meanwhile.
+//! evicts it from its L1 on receipt.
+//!
+//! When Redis is unreliable that chain breaks, so: a change whose write or
+//! announcement fails is queued and redelivered in the background until it
+//! succeeds (version checked: an old value never replaces a newer one); and
+//! while the feed cannot be trusted (not subscribed, a Redis call failed or
+//! the feed came back less than [`super::shared::UNRELIABLE_FOR`] ago, or a change of ours
+//! is still queued) L1 answers only from entries younger than
+//! [`SHORT_TTL`] and Redis is not read, the database answers instead. The
+//! first lookup once the feed is trusted again flushes L1, since messages
+//! may have been missed meanwhile. Hence the bound in
+//! docs/architecture.md: a switched-off link stops redirecting everywhere
+//! within a few seconds, Redis or not.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +33,22 @@ use super::shared::SharedCache;
 use crate::config::CacheSettings;
 use crate::metrics::Metrics;
 use crate::store::RedirectTarget;
+
+/// While the invalidation feed is not trusted, L1 answers only from
+/// entries younger than this.
+pub const SHORT_TTL: Duration = Duration::from_secs(2);
+/// How often queued changes are redelivered.
+pub const REPAIR_INTERVAL: Duration = Duration::from_millis(250);
+/// How often Redis is pinged, so that a silent outage (a blackholed
+/// connection: the feed sees nothing) is noticed without traffic.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An L1 entry and when it was stored.
+#[derive(Debug, Clone)]
+struct Cached {
+    entry: Entry,
+    at: Instant,
+}
 
 /// What the cache knows about a code.
 #[derive(Debug, Clone)]
@@ -66,9 +92,9 @@ struct TtlPerKind {
     missing: Duration,
 }
 
-impl Expiry<String, Entry> for TtlPerKind {
-    fn expire_after_create(&self, _: &String, value: &Entry, _: Instant) -> Option<Duration> {
-        Some(match value {
+impl Expiry<String, Cached> for TtlPerKind {
+    fn expire_after_create(&self, _: &String, value: &Cached, _: Instant) -> Option<Duration> {
+        Some(match value.entry {
             Entry::Found(_) => self.found,
             Entry::Missing => self.missing,
         })
@@ -76,7 +102,7 @@ impl Expiry<String, Entry> for TtlPerKind {
 }
 
 pub struct LinkCache {
-    local: Cache<String, Entry>,
+    local: Cache<String, Cached>,
     /// Bumped by every eviction. A fill that read the database (or Redis)
     /// before an eviction must not land after it, or it would bring back
     /// the stale value: fills only happen if the generation is unchanged.
@@ -112,12 +138,19 @@ impl LinkCache {
         let miss = Miss {
             generation: self.generation.load(Ordering::Acquire),
         };
-        if let Some(entry) = self.local.get(code).await {
-            self.count("local", "hit");
-            return Lookup::Hit(found(entry), Source::Local);
+        let coherent = self.coherent();
+        if let Some(cached) = self.local.get(code).await {
+            if coherent || cached.at.elapsed() < SHORT_TTL {
+                self.count("local", "hit");
+                return Lookup::Hit(found(cached.entry), Source::Local);
+            }
+            self.count("local", "stale");
+        } else {
+            self.count("local", "miss");
         }
-        self.count("local", "miss");
-        if let Some(shared) = &self.shared {
+        if !coherent {
+            self.count("shared", "bypassed");
+        } else if let Some(shared) = &self.shared {
             match shared.get(code).await {
                 Ok(Some(target)) => {
                     self.count("shared", "hit");
@@ -133,12 +166,33 @@ impl LinkCache {
         Lookup::Miss(miss)
     }
 
+    /// Whether L1 and Redis can be trusted (always, without Redis); after a
+    /// gap in the feed the first caller to see it trusted again flushes L1.
+    fn coherent(&self) -> bool {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        if !shared.coherent() {
+            return false;
+        }
+        if shared.take_gap() {
+            self.evict_all_local();
+            tracing::info!("cache coherence restored; local cache flushed");
+        }
+        true
+    }
+
     /// Fills the tiers a lookup missed with the database's answer.
     pub async fn fill(&self, code: &str, miss: Miss, target: Option<&Arc<RedirectTarget>>) {
         match target {
             Some(t) => {
-                if let Some(shared) = &self.shared {
-                    shared.put_if_newer(t).await;
+                if let Some(shared) = &self.shared
+                    && shared.coherent()
+                    && let Err(unavailable) = shared.put_if_newer(t).await
+                {
+                    // Counted and logged by the call. Nothing to redeliver:
+                    // a fill only copies what the database already has.
+                    tracing::trace!(result = unavailable.as_str(), "fill not written to Redis");
                 }
                 self.fill_local(code, Entry::Found(t.clone()), miss).await;
             }
@@ -148,7 +202,7 @@ impl LinkCache {
 
     async fn fill_local(&self, code: &str, entry: Entry, miss: Miss) {
         if self.generation.load(Ordering::Acquire) == miss.generation {
-            self.local.insert(code.to_owned(), entry).await;
+            self.local.insert(code.to_owned(), cached(entry)).await;
         }
     }
 
@@ -161,10 +215,19 @@ impl LinkCache {
         let codes: Vec<&str> = targets.iter().map(|t| t.short_code.as_str()).collect();
         self.evict_local(&codes).await;
         if let Some(shared) = &self.shared {
+            let mut delivered = true;
             for target in targets {
-                shared.put_if_newer(target).await;
+                if shared.put_if_newer(target).await.is_err() {
+                    delivered = false;
+                    break;
+                }
             }
-            shared.publish(&codes).await;
+            if !delivered || shared.publish(&codes).await.is_err() {
+                // Other replicas may not hear of it yet: retried in the
+                // background, and until then this replica is not coherent
+                // either (short TTL, no Redis reads).
+                shared.defer(targets);
+            }
         }
     }
 
@@ -191,7 +254,7 @@ impl LinkCache {
         for target in targets {
             let code = target.short_code.clone();
             self.local
-                .insert(code, Entry::Found(Arc::new(target)))
+                .insert(code, cached(Entry::Found(Arc::new(target))))
                 .await;
         }
     }
@@ -210,6 +273,13 @@ impl LinkCache {
             .cache_lookups
             .with_label_values(&[tier, result])
             .inc();
+    }
+}
+
+fn cached(entry: Entry) -> Cached {
+    Cached {
+        entry,
+        at: Instant::now(),
     }
 }
 
@@ -234,11 +304,44 @@ impl LinkCache {
                 if let Err(err) = listen(&client, &channel, &cache, reconnect).await {
                     tracing::debug!(error = %err, "invalidation feed interrupted");
                 }
-                if cache.strong_count() == 0 {
+                let Some(live) = cache.upgrade() else {
                     return;
+                };
+                if let Some(shared) = live.shared() {
+                    shared.feed(false, false);
                 }
+                drop(live);
                 reconnect = true;
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
+    }
+}
+
+impl LinkCache {
+    /// Redelivers queued changes every [`REPAIR_INTERVAL`] and pings Redis
+    /// every [`HEARTBEAT_INTERVAL`], for as long as the cache lives.
+    pub fn spawn_maintenance(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        self.shared.as_ref()?;
+        let cache = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            let mut last_ping = Instant::now();
+            loop {
+                tokio::time::sleep(REPAIR_INTERVAL).await;
+                let Some(live) = cache.upgrade() else {
+                    return;
+                };
+                let Some(shared) = live.shared() else {
+                    return;
+                };
+                shared.redeliver().await;
+                if last_ping.elapsed() >= HEARTBEAT_INTERVAL {
+                    last_ping = Instant::now();
+                    // A failure is recorded (and distrusts the feed) in ping.
+                    shared.ping().await;
+                }
+                // Keeps the gauge current without lookups.
+                shared.coherent();
             }
         }))
     }
@@ -261,9 +364,14 @@ async fn listen(
     tokio::time::timeout(Duration::from_secs(2), pubsub.subscribe(channel))
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out")))??;
-    if reconnect && let Some(cache) = cache.upgrade() {
-        cache.evict_all_local();
-        tracing::info!("invalidation feed restored; local cache flushed");
+    if let Some(cache) = cache.upgrade() {
+        if reconnect {
+            cache.evict_all_local();
+            tracing::info!("invalidation feed restored; local cache flushed");
+        }
+        if let Some(shared) = cache.shared() {
+            shared.feed(true, reconnect);
+        }
     }
     let mut messages = pubsub.into_on_message();
     while let Some(message) = messages.next().await {

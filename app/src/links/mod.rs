@@ -57,6 +57,7 @@ impl Links {
             .transpose()?;
         let cache = LinkCache::new(settings, shared, metrics.clone());
         cache.spawn_invalidation_listener();
+        cache.spawn_maintenance();
         Ok(Self {
             store,
             cache,

@@ -1,9 +1,15 @@
 //! The Redis tier: shared by all replicas, reached with short timeouts, and
 //! skipped for a moment after a failure so that a sick Redis costs the
 //! redirect path at most one timeout per second, not one per request.
+//!
+//! It also keeps the state coherence depends on: changes whose write or
+//! announcement failed (retried in the background until delivered), and
+//! whether the invalidation feed can be trusted right now (see
+//! [`SharedCache::coherent`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -18,6 +24,11 @@ const INVALIDATION_CHANNEL: &str = "invalidate";
 /// After a failure, Redis is left alone this long.
 const BACKOFF: Duration = Duration::from_secs(1);
 const WARM_CHUNK: usize = 500;
+/// After a Redis failure, or after the invalidation feed comes back, the
+/// feed is not trusted for this long: a change another replica made
+/// meanwhile may not have been announced yet (its retry runs every
+/// [`super::cache::REPAIR_INTERVAL`], after at most one [`BACKOFF`]).
+pub const UNRELIABLE_FOR: Duration = Duration::from_secs(5);
 
 /// Stores `ARGV[2]` under `KEYS[1]` unless the value there has a higher
 /// version (values start with `<version>|`). Both a write's new value and a
@@ -45,6 +56,18 @@ pub struct SharedCache {
     /// Milliseconds since `epoch` before which Redis is not tried.
     skip_until_ms: AtomicU64,
     reported_down: AtomicBool,
+    /// The invalidation feed is subscribed.
+    feed_up: AtomicBool,
+    /// Milliseconds since `epoch` before which the feed is not trusted.
+    unreliable_until_ms: AtomicU64,
+    /// Set whenever the feed may have missed a message; the first coherent
+    /// lookup after it flushes L1 ([`SharedCache::take_gap`]).
+    gap: AtomicBool,
+    /// Changes not yet delivered (written and announced), newest version
+    /// per code.
+    pending: Mutex<HashMap<String, RedirectTarget>>,
+    /// `pending.len()`, readable on the redirect path without the lock.
+    pending_len: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -126,6 +149,11 @@ impl SharedCache {
             epoch: Instant::now(),
             skip_until_ms: AtomicU64::new(0),
             reported_down: AtomicBool::new(false),
+            feed_up: AtomicBool::new(false),
+            unreliable_until_ms: AtomicU64::new(0),
+            gap: AtomicBool::new(false),
+            pending: Mutex::new(HashMap::new()),
+            pending_len: AtomicUsize::new(0),
             metrics,
         })
     }
@@ -154,6 +182,7 @@ impl SharedCache {
         let backoff_ms = u64::try_from(BACKOFF.as_millis()).unwrap_or(1000);
         self.skip_until_ms
             .store(self.now_ms() + backoff_ms, Ordering::Relaxed);
+        self.distrust_feed();
         self.metrics.redis_up.set(0);
         if !self.reported_down.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %err, operation = what, "Redis unavailable; serving from the database");
@@ -165,6 +194,122 @@ impl SharedCache {
         if self.reported_down.swap(false, Ordering::Relaxed) {
             tracing::info!("Redis is back");
         }
+    }
+
+    /// The feed may have missed messages: not trusted until
+    /// [`UNRELIABLE_FOR`] from now.
+    fn distrust_feed(&self) {
+        let window_ms = u64::try_from(UNRELIABLE_FOR.as_millis()).unwrap_or(5000);
+        self.unreliable_until_ms
+            .fetch_max(self.now_ms() + window_ms, Ordering::AcqRel);
+        self.gap.store(true, Ordering::Release);
+    }
+
+    /// The invalidation listener reports its subscription. A restored feed
+    /// is trusted only after [`UNRELIABLE_FOR`]: messages sent while it was
+    /// away are gone, and the changes behind them may still be queued on
+    /// another replica.
+    pub fn feed(&self, up: bool, restored: bool) {
+        self.feed_up.store(up, Ordering::Release);
+        if !up || restored {
+            self.distrust_feed();
+        }
+    }
+
+    /// Can this replica trust its L1 for the full TTL and read Redis? Yes
+    /// when the feed is subscribed, no Redis call failed in the last
+    /// [`UNRELIABLE_FOR`] (nor did the feed come back within it), and no
+    /// change of ours is waiting to be delivered. Otherwise another
+    /// replica's change may not have reached us (or Redis), so the caller
+    /// uses the short TTL and the database instead.
+    pub fn coherent(&self) -> bool {
+        let coherent = self.feed_up.load(Ordering::Acquire)
+            && self.now_ms() >= self.unreliable_until_ms.load(Ordering::Acquire)
+            && self.pending_count() == 0;
+        self.metrics.cache_coherent.set(i64::from(coherent));
+        coherent
+    }
+
+    /// True once after the feed may have missed messages.
+    pub fn take_gap(&self) -> bool {
+        self.gap.swap(false, Ordering::AcqRel)
+    }
+
+    fn pending_count(&self) -> usize {
+        self.pending_len.load(Ordering::Acquire)
+    }
+
+    fn set_pending(&self, len: usize) {
+        self.pending_len.store(len, Ordering::Release);
+        self.metrics
+            .cache_invalidations_pending
+            .set(i64::try_from(len).unwrap_or(i64::MAX));
+    }
+
+    /// Queues changes whose write or announcement failed, for
+    /// [`SharedCache::redeliver`]; a newer version of a code replaces an
+    /// older one.
+    pub fn defer(&self, targets: &[RedirectTarget]) {
+        let Ok(mut pending) = self.pending.lock() else {
+            tracing::error!("cache change queue poisoned; relying on the short TTL");
+            return;
+        };
+        let was_empty = pending.is_empty();
+        for target in targets {
+            match pending.get(&target.short_code) {
+                Some(queued) if queued.version > target.version => {}
+                _ => {
+                    pending.insert(target.short_code.clone(), target.clone());
+                }
+            }
+        }
+        self.set_pending(pending.len());
+        if was_empty {
+            tracing::warn!(
+                codes = targets.len(),
+                "cache change not delivered to Redis; retrying in the background"
+            );
+        }
+    }
+
+    /// Writes and announces the queued changes (the write is version
+    /// checked, so an old value never replaces a newer one). Returns how
+    /// many are still queued.
+    pub async fn redeliver(&self) -> usize {
+        let queued: Vec<RedirectTarget> = match self.pending.lock() {
+            Ok(pending) => pending.values().cloned().collect(),
+            Err(_) => return 1,
+        };
+        if queued.is_empty() {
+            return 0;
+        }
+        for target in &queued {
+            if self.put_if_newer(target).await.is_err() {
+                return queued.len();
+            }
+        }
+        let codes: Vec<&str> = queued.iter().map(|t| t.short_code.as_str()).collect();
+        if self.publish(&codes).await.is_err() {
+            return queued.len();
+        }
+        let Ok(mut pending) = self.pending.lock() else {
+            return 1;
+        };
+        for target in &queued {
+            if pending
+                .get(&target.short_code)
+                .is_some_and(|p| p.version <= target.version)
+            {
+                pending.remove(&target.short_code);
+            }
+        }
+        let left = pending.len();
+        self.set_pending(left);
+        tracing::info!(
+            codes = queued.len(),
+            "delayed cache changes delivered to Redis"
+        );
+        left
     }
 
     /// Runs one Redis call under the timeout, recording failures.
@@ -206,7 +351,7 @@ impl SharedCache {
     }
 
     #[tracing::instrument(target = "shortener::trace", name = "cache.put", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA", cache.tier = "redis", cache.result = tracing::field::Empty))]
-    pub async fn put_if_newer(&self, target: &RedirectTarget) {
+    pub async fn put_if_newer(&self, target: &RedirectTarget) -> Result<bool, Unavailable> {
         let mut conn = self.connection.clone();
         let mut invocation = self.put_if_newer.prepare_invoke();
         invocation
@@ -223,11 +368,12 @@ impl SharedCache {
             Err(unavailable) => unavailable.as_str(),
         };
         tracing::Span::current().record("cache.result", result);
+        written.map(|n| n == 1)
     }
 
     /// Evicts `codes` on every replica (they evict on the message).
     #[tracing::instrument(target = "shortener::trace", name = "cache.invalidate", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "PUBLISH", cache.tier = "redis", cache.codes = codes.len(), cache.result = tracing::field::Empty))]
-    pub async fn publish(&self, codes: &[&str]) {
+    pub async fn publish(&self, codes: &[&str]) -> Result<(), Unavailable> {
         let mut conn = self.connection.clone();
         let message = codes.join(" ");
         let published: Result<i64, _> = self
@@ -238,6 +384,7 @@ impl SharedCache {
             Err(unavailable) => unavailable.as_str(),
         };
         tracing::Span::current().record("cache.result", result);
+        published.map(|_| ())
     }
 
     /// Adds entries without replacing any (`SET NX`), pipelined.
