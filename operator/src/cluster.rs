@@ -17,6 +17,7 @@ use crate::children::{
 };
 use crate::crd::{API_VERSION, Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
+use crate::status::Refusal;
 
 /// Facts from the cluster the desired state depends on.
 pub async fn observe(client: &Client, instance: &Instance<'_>) -> Result<Observed> {
@@ -115,17 +116,19 @@ where
 
 /// Volume claim templates are immutable, so a larger `storage.size` is applied to the PVC
 /// directly (the StorageClass must allow expansion). CEL on the CRD already forbids shrinking.
+/// A resize the cluster refuses (a class without expansion, a static volume) is returned as a
+/// refusal to report, not an error: the rest of the pass does not depend on it.
 pub async fn grow_postgres_volume(
     client: &Client,
     instance: &Instance<'_>,
     observed: &Observed,
     wanted: &str,
-) -> Result<()> {
+) -> Result<Option<Refusal>> {
     let Some(current) = observed.postgres_template_size.as_deref() else {
-        return Ok(());
+        return Ok(None);
     };
     if current == wanted {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &instance.namespace);
     let patch = json!({ "spec": { "resources": { "requests": { "storage": wanted } } } });
@@ -134,9 +137,18 @@ pub async fn grow_postgres_volume(
         .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(None),
         // The pod (and so its claim) may not exist yet; the next pass retries.
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        // Forbidden (admission) or Invalid: retrying the same patch cannot succeed.
+        Err(kube::Error::Api(status)) if matches!(status.code, 403 | 422) => Ok(Some(Refusal {
+            reason: "VolumeResizeRefused",
+            message: format!(
+                "the cluster refused to grow PersistentVolumeClaim {claim} from {current} to {wanted}: {}; \
+                 the StorageClass must allow volume expansion",
+                status.message
+            ),
+        })),
         Err(error) => Err(Error::Kube(error)),
     }
 }

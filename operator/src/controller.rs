@@ -20,7 +20,7 @@ use crate::children::{self, Child, Credentials, DesiredState, Instance, MANAGED_
 use crate::crd::{Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::status::{self, Notice, Pass, Readiness};
+use crate::status::{self, Notice, Pass, Readiness, Refusal};
 use crate::{cluster, prune};
 
 /// Requeue interval once everything is ready; owned-object watches cover faster changes.
@@ -141,17 +141,25 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
     let observed = cluster::observe(&ctx.client, &instance).await?;
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
     let created_secrets = cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
-    let (applied, pruned) = match write_children(&ctx.client, &instance, &desired, &observed).await
-    {
-        Ok(written) => written,
-        Err(error) => {
-            report_failure(ctx, shortener, &api, &old, &error, &now).await;
-            return Err(error);
-        }
-    };
+    let (applied, pruned, refusals) =
+        match write_children(&ctx.client, &instance, &desired, &observed).await {
+            Ok(written) => written,
+            Err(error) => {
+                report_failure(ctx, shortener, &api, &old, &error, &now).await;
+                return Err(error);
+            }
+        };
 
     let readiness = Readiness::of(&applied);
-    let new = status::reconciled(&instance, &old, observed.monitoring_crds, &readiness, &now);
+    let monitoring_crds = observed.monitoring_crds;
+    let new = status::reconciled(
+        &instance,
+        &old,
+        monitoring_crds,
+        &readiness,
+        &refusals,
+        &now,
+    );
     cluster::write_status(&api, &instance.name, &old, &new).await?;
     let pass = Pass {
         created_secrets,
@@ -162,30 +170,38 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
         .await;
 
     info!(shortener = %object_key(shortener), ready = readiness.all_ready(), "reconciled");
-    Ok(Action::requeue(if readiness.all_ready() {
-        STEADY_REQUEUE
-    } else {
-        PROGRESS_REQUEUE
-    }))
+    Ok(Action::requeue(
+        if readiness.all_ready() && refusals.is_empty() {
+            STEADY_REQUEUE
+        } else {
+            PROGRESS_REQUEUE
+        },
+    ))
 }
 
+/// What `write_children` wrote: the stored children, the pruned `Kind/name`s, and what the
+/// cluster refused without stopping the pass.
+type Written = (Vec<Child>, Vec<String>, Vec<Refusal>);
+
 /// Apply every desired child in order, grow the data volume, then prune what is no longer
-/// desired (only after every apply succeeded). Returns the stored children and the pruned.
+/// desired (only after every apply succeeded). A refused resize is reported, not fatal.
 async fn write_children(
     client: &Client,
     instance: &Instance<'_>,
     desired: &DesiredState,
     observed: &Observed,
-) -> Result<(Vec<Child>, Vec<String>)> {
+) -> Result<Written> {
     let mut applied = Vec::with_capacity(desired.children.len());
+    let mut refusals = Vec::new();
     for child in &desired.children {
         applied.push(cluster::apply(client, &instance.namespace, child).await?);
     }
     if let Some(pg) = instance.spec().database.embedded() {
-        cluster::grow_postgres_volume(client, instance, observed, &pg.storage.size.0).await?;
+        let size = &pg.storage.size.0;
+        refusals.extend(cluster::grow_postgres_volume(client, instance, observed, size).await?);
     }
     let pruned = prune::prune(client, instance, &applied, observed.monitoring_crds).await?;
-    Ok((applied, pruned))
+    Ok((applied, pruned, refusals))
 }
 
 async fn report_failure(
@@ -576,6 +592,32 @@ mod tests {
             recorded.pvc_patch.unwrap()["spec"]["resources"]["requests"]["storage"],
             "5Gi"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_resize_is_reported_and_the_pass_goes_on() {
+        let mut spec = ShortenerSpec::default();
+        let mut pg = crate::crd::PostgresSpec::default();
+        pg.storage.size.0 = "5Gi".into();
+        spec.database.postgres = Some(pg);
+        let s = shortener(spec);
+        let scenario = Scenario::StorageGrowthRefused(s.clone(), "1Gi");
+        let (result, recorded, _) = pass(&s, scenario).await;
+        // Not an error: the pass pruned (the script asserts every list) and wrote readiness.
+        assert_eq!(result.unwrap(), Action::requeue(PROGRESS_REQUEUE));
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "VolumeResizeRefused".into())
+        );
+        assert_eq!(
+            recorded.condition("Ready"),
+            ("True".into(), "AllComponentsReady".into())
+        );
+        let status = recorded.status.as_ref().unwrap();
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+        let message = &degraded.unwrap().message;
+        assert!(message.contains("data-links-postgres-0"), "{message}");
+        assert!(recorded.event_reasons().contains(&"Degraded"));
     }
 
     /// An Ingress carrying the instance's labels, owned by the Shortener with `owner_uid`.

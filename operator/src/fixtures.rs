@@ -93,6 +93,8 @@ pub enum Scenario {
     ApplyRejected(Shortener, &'static str),
     /// The claim template holds a smaller size than the spec asks for.
     StorageGrown(Shortener, &'static str),
+    /// As `StorageGrown`, but the cluster refuses to resize the claim.
+    StorageGrowthRefused(Shortener, &'static str),
     /// The namespace still holds what the first Shortener (an earlier spec of the second)
     /// applied, plus the given objects made by someone else; the pods report ready.
     SpecShrunk(Box<Shortener>, Shortener, Vec<Value>),
@@ -110,6 +112,8 @@ struct Plan {
     /// Objects in the namespace besides the desired children, answered to pruning's lists.
     cluster: Vec<Value>,
     forbid_deletes: bool,
+    /// Answer the claim's resize with 403, as for a volume that cannot be expanded.
+    refuse_resize: bool,
 }
 
 impl Scenario {
@@ -123,6 +127,7 @@ impl Scenario {
             reject_kind: None,
             cluster: Vec::new(),
             forbid_deletes: false,
+            refuse_resize: false,
         };
         match self {
             Self::FirstCreation(s) => Plan {
@@ -147,6 +152,10 @@ impl Scenario {
             Self::StorageGrown(s, template_size) => Plan {
                 statefulset_size: Some(template_size.into()),
                 ..base(s)
+            },
+            Self::StorageGrowthRefused(s, template_size) => Plan {
+                refuse_resize: true,
+                ..Self::StorageGrown(s, template_size).plan()
             },
             Self::SpecShrunk(before, after, mut cluster) => {
                 let instance = Instance::new(&before).unwrap();
@@ -412,7 +421,15 @@ impl ApiServerVerifier {
                 "application/merge-patch+json"
             );
             let body = body_json(request).await;
-            send.send_response(json_response(StatusCode::OK, &body));
+            if plan.refuse_resize {
+                send.send_response(status_error(
+                    403,
+                    "Forbidden",
+                    "persistentvolumeclaims \"data-links-postgres-0\" is forbidden: only dynamically provisioned pvc can be resized",
+                ));
+            } else {
+                send.send_response(json_response(StatusCode::OK, &body));
+            }
             self.recorded.pvc_patch = Some(body);
         }
 
