@@ -289,7 +289,7 @@ mod tests {
         let (result, recorded, _) = pass(&s, Scenario::FirstCreation(s.clone())).await;
         assert_eq!(result.unwrap(), Action::requeue(PROGRESS_REQUEUE));
 
-        assert_eq!(recorded.created_secrets.len(), 2);
+        assert_eq!(recorded.created_secrets.len(), 3);
         let db = &recorded.created_secrets[0]["stringData"];
         let password = db["password"].as_str().unwrap();
         assert_eq!(password.len(), 32);
@@ -304,6 +304,14 @@ mod tests {
                 .unwrap()
                 .len(),
             40
+        );
+        let redis = &recorded.created_secrets[2]["stringData"];
+        let redis_password = redis["password"].as_str().unwrap();
+        assert_eq!(redis_password.len(), 32);
+        assert_ne!(redis_password, password);
+        assert_eq!(
+            redis["auth.conf"],
+            format!("requirepass {redis_password}\n")
         );
 
         assert_eq!(recorded.applied.len(), 17);

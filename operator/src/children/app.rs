@@ -84,16 +84,6 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
         );
         data.insert("OTEL_SERVICE_NAME".to_string(), instance.name.to_string());
     }
-    if spec.redis.external.is_none() {
-        data.insert(
-            "REDIS_URL".to_string(),
-            format!(
-                "redis://{}:{}",
-                instance.child_name(Component::Redis),
-                redis::PORT
-            ),
-        );
-    }
     ConfigMap {
         metadata: instance.meta(config_map_name(instance), Component::App),
         data: Some(data),
@@ -150,12 +140,28 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
             }));
         }
     }
-    if let Some(external) = &spec.redis.external {
-        env.push(secret_env(
+    match &spec.redis.external {
+        Some(external) => env.push(secret_env(
             "REDIS_URL",
             &external.secret_name,
             &external.key,
-        ));
+        )),
+        None => {
+            // As for the database: the password is referenced and expanded by the kubelet.
+            env.push(secret_env(
+                "REDIS_PASSWORD",
+                &instance.redis_secret_name(),
+                "password",
+            ));
+            env.push(json!({
+                "name": "REDIS_URL",
+                "value": format!(
+                    "redis://:$(REDIS_PASSWORD)@{}:{}",
+                    instance.child_name(Component::Redis),
+                    redis::PORT
+                ),
+            }));
+        }
     }
     if spec.app.config.auth_mode == AuthMode::ApiKey {
         env.push(secret_env(
@@ -414,6 +420,38 @@ mod tests {
     }
 
     #[test]
+    fn redis_url_carries_the_generated_password_by_reference() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let cm = config_map(&i);
+        assert!(!cm.data.clone().unwrap().contains_key("REDIS_URL"));
+        let d = deployment(&i, &cm).unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let find = |name: &str| env.iter().find(|e| e.name == name).unwrap();
+        let password = find("REDIS_PASSWORD");
+        assert_eq!(password.value, None, "never a literal");
+        let source = password
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref();
+        let source = source.unwrap();
+        assert_eq!(
+            (source.name.as_str(), source.key.as_str()),
+            ("links-redis-auth", "password")
+        );
+        assert_eq!(
+            find("REDIS_URL").value.as_deref(),
+            Some("redis://:$(REDIS_PASSWORD)@links-redis:6379")
+        );
+        let names = env_names(&deployment(&i, &cm).unwrap());
+        let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(pos("REDIS_PASSWORD") < pos("REDIS_URL"));
+    }
+
+    #[test]
     fn open_mode_with_external_stores_reads_urls_from_secrets() {
         let mut spec = ShortenerSpec::default();
         spec.app.config.auth_mode = AuthMode::Open;
@@ -486,7 +524,6 @@ mod tests {
         let data = cm.data.clone().unwrap();
         assert_eq!(data["AUTH_MODE"], "api-key");
         assert_eq!(data["CACHE_TTL_SECONDS"], "300");
-        assert_eq!(data["REDIS_URL"], "redis://links-redis:6379");
         assert_eq!(data["LISTEN_ADDR"], "0.0.0.0:8080");
         let before = deployment(&i, &cm).unwrap();
 

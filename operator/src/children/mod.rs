@@ -148,6 +148,10 @@ impl<'a> Instance<'a> {
         format!("{}-admin", self.name)
     }
 
+    pub fn redis_secret_name(&self) -> String {
+        format!("{}-redis-auth", self.name)
+    }
+
     /// Selector string of the app pods, as published for the scale subresource.
     pub fn app_selector(&self) -> String {
         selector(&self.selector_labels(Component::App))
@@ -322,6 +326,7 @@ pub struct Observed {
 pub struct Credentials {
     pub database_password: String,
     pub admin_api_key: String,
+    pub redis_password: String,
 }
 
 impl Credentials {
@@ -329,6 +334,7 @@ impl Credentials {
         Self {
             database_password: secrets::random_token(32),
             admin_api_key: secrets::random_token(40),
+            redis_password: secrets::random_token(32),
         }
     }
 
@@ -337,6 +343,7 @@ impl Credentials {
         Self {
             database_password: "generated-by-operator".into(),
             admin_api_key: "generated-by-operator".into(),
+            redis_password: "generated-by-operator".into(),
         }
     }
 }
@@ -359,6 +366,9 @@ pub fn desired_state(
     }
     if spec.app.config.auth_mode == crate::crd::AuthMode::ApiKey {
         secrets.push(secrets::admin_secret(instance, &credentials.admin_api_key));
+    }
+    if spec.redis.external.is_none() {
+        secrets.push(secrets::redis_secret(instance, &credentials.redis_password));
     }
 
     children.push(app::service_account(instance).into());
@@ -621,7 +631,10 @@ mod tests {
             .iter()
             .map(|s| s.metadata.name.clone().unwrap_or_default())
             .collect();
-        assert_eq!(secret_names, vec!["links-db", "links-admin"]);
+        assert_eq!(
+            secret_names,
+            vec!["links-db", "links-admin", "links-redis-auth"]
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod install;
 mod leader;
 mod lifecycle;
 mod operator;
+mod privilege;
 mod pruning;
 mod stack;
 
@@ -85,6 +86,7 @@ fn tests() -> Vec<Test> {
         test!(changes::app_setting_change_rolls_the_deployment),
         test!(changes::cel_rules_reject_shrink_and_immutable_changes),
         test!(changes::volume_growth_the_cluster_refuses_is_reported),
+        test!(privilege::redis_requires_the_generated_password),
         test!(drift::deleted_service_and_edited_deployment_are_restored),
         test!(pruning::disabled_components_are_pruned_and_lookalikes_survive),
         test!(lifecycle::pause_leaves_children_alone_until_resumed),
