@@ -282,26 +282,51 @@ pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBud
     typed("app PodDisruptionBudget", value)
 }
 
+/// Paths the app serves on its public port that must not leave the cluster.
+pub const PRIVATE_PATHS: [&str; 1] = ["/metrics"];
+
+/// The Service the private paths are routed to. The operator never creates it, so
+/// ingress-nginx has no endpoints for it and answers 503 without reaching the app.
+pub fn unrouted_service_name(instance: &Instance<'_>) -> String {
+    format!("{}-unrouted", instance.name)
+}
+
+/// Short codes live at the root, so the public routes cannot be listed: everything under `/`
+/// goes to the app, except the private paths, routed as `Exact` to a backend that does not
+/// exist. ingress-nginx renders an Exact path as `location = /metrics`, which nginx matches
+/// before any prefix, after decoding `%XX` and merging slashes, whatever the query string.
 pub fn ingress(instance: &Instance<'_>) -> Result<Ingress> {
     let spec = &instance.spec().ingress;
     let mut metadata = instance.meta(instance.child_name(Component::App), Component::App);
     if !spec.annotations.is_empty() {
         metadata.annotations = Some(spec.annotations.clone());
     }
-    let mut rule = json!({
-        "http": {
-            "paths": [{
-                "path": "/",
-                "pathType": "Prefix",
+    let mut paths: Vec<Value> = PRIVATE_PATHS
+        .iter()
+        .map(|path| {
+            json!({
+                "path": path,
+                "pathType": "Exact",
                 "backend": {
                     "service": {
-                        "name": instance.child_name(Component::App),
-                        "port": { "name": "http" },
+                        "name": unrouted_service_name(instance),
+                        "port": { "number": 80 },
                     },
                 },
-            }],
+            })
+        })
+        .collect();
+    paths.push(json!({
+        "path": "/",
+        "pathType": "Prefix",
+        "backend": {
+            "service": {
+                "name": instance.child_name(Component::App),
+                "port": { "name": "http" },
+            },
         },
-    });
+    }));
+    let mut rule = json!({ "http": { "paths": paths } });
     if let Some(host) = &spec.host {
         rule["host"] = json!(host);
     }
@@ -619,6 +644,28 @@ mod tests {
         let tls = &ing.tls.unwrap()[0];
         assert_eq!(tls.secret_name.as_deref(), Some("sho-rt-tls"));
         assert_eq!(tls.hosts, Some(vec!["sho.rt".to_string()]));
+    }
+
+    #[test]
+    fn ingress_routes_everything_but_metrics_to_the_app() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let ing = serde_json::to_value(ingress(&i).unwrap()).unwrap();
+        let paths = &ing["spec"]["rules"][0]["http"]["paths"];
+        assert_eq!(paths[0]["path"], "/metrics");
+        assert_eq!(paths[0]["pathType"], "Exact");
+        assert_eq!(paths[0]["backend"]["service"]["name"], "links-unrouted");
+        assert_eq!(paths[1]["path"], "/");
+        assert_eq!(paths[1]["pathType"], "Prefix");
+        assert_eq!(paths[1]["backend"]["service"]["name"], "links");
+        // The deny backend is never one of the children.
+        let state = crate::children::desired_state(
+            &i,
+            &crate::children::Observed::default(),
+            &crate::children::Credentials::placeholder(),
+        )
+        .unwrap();
+        assert!(state.children.iter().all(|c| c.name() != "links-unrouted"));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
 
 use crate::changes::ready_minimal;
-use crate::cluster::{Result, TIMEOUT, eventually};
-use crate::stack::{patch_spec, shortener};
+use crate::cluster::{Result, TIMEOUT, eventually, get_opt};
+use crate::stack::{example, patch_spec, shortener};
 use crate::{Ctx, ensure};
 
 fn secret_value(secret: &Secret, key: &str) -> Result<String> {
@@ -134,5 +135,72 @@ pub async fn redis_requires_the_generated_password(ctx: &Ctx) -> Result {
             operator.identity
         );
     }
+    Ok(())
+}
+
+/// The Ingress keeps `/metrics` inside the cluster: an Exact path (matched before the `/`
+/// prefix by ingress-nginx) to a Service that does not exist, so the controller answers 503.
+/// Every example, as the API server stores it (defaults applied), requires the API key.
+pub async fn metrics_are_not_routed_and_the_examples_require_the_api_key(ctx: &Ctx) -> Result {
+    ready_minimal(ctx).await?;
+    let ns = ctx.ns.as_str();
+    let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), ns);
+    let ingress = serde_json::to_value(ingresses.get("links").await?)?;
+    let paths = ingress["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let metrics = paths
+        .iter()
+        .find(|p| p["path"] == "/metrics")
+        .ok_or_else(|| format!("no /metrics path: {ingress}"))?;
+    ensure!(metrics["pathType"] == "Exact", "/metrics: {metrics}");
+    let backend = metrics["backend"]["service"]["name"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(
+        backend != "links"
+            && get_opt(&ctx.client, ns, "Service", backend)
+                .await?
+                .is_none(),
+        "/metrics is routed to an existing Service {backend}"
+    );
+    let root = paths.iter().find(|p| p["path"] == "/");
+    ensure!(
+        root.is_some_and(
+            |p| p["pathType"] == "Prefix" && p["backend"]["service"]["name"] == "links"
+        ),
+        "/ is not routed to the app: {ingress}"
+    );
+
+    let dir = ctx.suite.root.join("manifests/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let file = entry?.file_name().to_string_lossy().to_string();
+        if !file.ends_with(".yaml") {
+            continue;
+        }
+        // A fresh name each: the CEL transition rules would compare with `links`.
+        let mut object: serde_yaml::Value =
+            serde_yaml::from_str(&example(&ctx.suite.root, &file, ns)?)?;
+        object["metadata"]["name"] = format!("example-{checked}").into();
+        let out = crate::cluster::kubectl_stdin(
+            &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+            &serde_yaml::to_string(&object)?,
+        )?;
+        ensure!(out.success, "{file}: {}", out.stderr);
+        let stored: serde_json::Value = serde_json::from_str(&out.stdout)?;
+        let spec = &stored["spec"];
+        ensure!(
+            spec["ingress"]["enabled"] == false || spec["app"]["config"]["authMode"] == "api-key",
+            "{file} exposes an Ingress without the API key: {spec}"
+        );
+        checked += 1;
+    }
+    ensure!(
+        checked >= 3,
+        "only {checked} examples found in {}",
+        dir.display()
+    );
     Ok(())
 }
