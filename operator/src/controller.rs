@@ -314,7 +314,7 @@ mod tests {
             format!("requirepass {redis_password}\n")
         );
 
-        assert_eq!(recorded.applied.len(), 17);
+        assert_eq!(recorded.applied.len(), 22);
         assert_eq!(
             recorded.condition("Ready"),
             ("False".into(), "ComponentsNotReady".into())
@@ -687,6 +687,7 @@ mod tests {
                 "ConfigMap/links-dashboard",
                 "Service/links-redis",
                 "Deployment/links-redis",
+                "NetworkPolicy/links-redis",
                 "ServiceMonitor/links",
             ]
         );

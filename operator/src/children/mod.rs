@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod monitoring;
+pub mod network;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod redis;
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -206,6 +207,7 @@ pub enum Child {
     Deployment(Deployment),
     PodDisruptionBudget(PodDisruptionBudget),
     Ingress(Ingress),
+    NetworkPolicy(NetworkPolicy),
     Monitoring(ApiResource, DynamicObject),
 }
 
@@ -221,6 +223,7 @@ macro_rules! on_child {
             Child::Deployment($o) => $typed,
             Child::PodDisruptionBudget($o) => $typed,
             Child::Ingress($o) => $typed,
+            Child::NetworkPolicy($o) => $typed,
             Child::Monitoring($r, $d) => $dynamic,
         }
     };
@@ -243,7 +246,8 @@ child_from!(
     StatefulSet,
     Deployment,
     PodDisruptionBudget,
-    Ingress
+    Ingress,
+    NetworkPolicy
 );
 
 fn resource_of<K: Resource<DynamicType = ()>>(_: &K) -> ApiResource {
@@ -295,6 +299,7 @@ pub fn managed_kinds(monitoring_crds: bool) -> Vec<ApiResource> {
         ApiResource::erase::<Deployment>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
         ApiResource::erase::<Ingress>(&()),
+        ApiResource::erase::<NetworkPolicy>(&()),
     ];
     if monitoring_crds {
         kinds.push(monitoring::service_monitor_resource());
@@ -374,6 +379,10 @@ pub fn desired_state(
     children.push(app::service_account(instance).into());
     let app_config = app::config_map(instance);
     children.push(app_config.clone().into());
+    // Isolation first, so no pod of the stack ever runs without it.
+    for policy in network::policies(instance)? {
+        children.push(policy.into());
+    }
 
     if let Some(postgres) = spec.database.embedded() {
         let size = observed.postgres_template_size.as_deref();
@@ -609,6 +618,11 @@ mod tests {
             vec![
                 "ServiceAccount/links",
                 "ConfigMap/links-config",
+                "NetworkPolicy/links-default-deny",
+                "NetworkPolicy/links",
+                "NetworkPolicy/links-pgbouncer",
+                "NetworkPolicy/links-postgres",
+                "NetworkPolicy/links-redis",
                 "Service/links-postgres",
                 "StatefulSet/links-postgres",
                 "ConfigMap/links-pgbouncer",

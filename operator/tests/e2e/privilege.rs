@@ -1,9 +1,15 @@
 //! Least privilege and isolation of each Shortener, read back from the API server.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{
+    Ingress, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 
 use crate::changes::ready_minimal;
@@ -202,5 +208,322 @@ pub async fn metrics_are_not_routed_and_the_examples_require_the_api_key(ctx: &C
         "only {checked} examples found in {}",
         dir.display()
     );
+    Ok(())
+}
+
+/// A pod as NetworkPolicies see it: its namespace (and that namespace's labels) and labels.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    name: &'static str,
+    namespace: String,
+    namespace_labels: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    fn new(name: &'static str, namespace: &str, labels: &[(&str, &str)]) -> Self {
+        Self {
+            name,
+            namespace: namespace.to_string(),
+            namespace_labels: BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                namespace.to_string(),
+            )]),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_label = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expression = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_label && by_expression
+}
+
+/// Whether `peer`, written in a policy of `policy_namespace`, designates `pod`.
+fn peer_matches(peer: &NetworkPolicyPeer, policy_namespace: &str, pod: &Endpoint) -> bool {
+    if peer.ip_block.is_some() {
+        return false; // Pods are addressed by selectors here; no policy of the stack uses CIDRs.
+    }
+    let namespace_ok = match &peer.namespace_selector {
+        Some(selector) => selects(selector, &pod.namespace_labels),
+        None => pod.namespace == policy_namespace,
+    };
+    let pod_ok = peer
+        .pod_selector
+        .as_ref()
+        .is_none_or(|selector| selects(selector, &pod.labels));
+    namespace_ok && pod_ok
+}
+
+fn port_matches(ports: Option<&Vec<NetworkPolicyPort>>, port: i32, protocol: &str) -> bool {
+    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+        return true;
+    };
+    ports.iter().any(|p| {
+        let same_protocol = p.protocol.as_deref().unwrap_or("TCP") == protocol;
+        let same_port = match &p.port {
+            None => true,
+            Some(IntOrString::Int(n)) => match p.end_port {
+                Some(end) => (*n..=end).contains(&port),
+                None => *n == port,
+            },
+            Some(IntOrString::String(_)) => false, // no named ports in the stack's policies
+        };
+        same_protocol && same_port
+    })
+}
+
+/// The NetworkPolicy semantics for one flow: allowed when the source's egress (if any policy
+/// isolates it for egress) and the destination's ingress (likewise) both admit it.
+fn allowed(
+    policies: &[NetworkPolicy],
+    from: &Endpoint,
+    to: &Endpoint,
+    port: i32,
+    protocol: &str,
+) -> bool {
+    let isolating = |pod: &Endpoint, direction: &str| -> Vec<&NetworkPolicy> {
+        policies
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(pod.namespace.as_str()))
+            .filter(|p| {
+                let spec = p.spec.clone().unwrap_or_default();
+                let types = spec.policy_types.unwrap_or_else(|| {
+                    let mut types = vec!["Ingress".to_string()];
+                    if spec.egress.is_some() {
+                        types.push("Egress".to_string());
+                    }
+                    types
+                });
+                types.iter().any(|t| t == direction)
+                    && spec
+                        .pod_selector
+                        .as_ref()
+                        .is_none_or(|s| selects(s, &pod.labels))
+            })
+            .collect()
+    };
+    let egress = isolating(from, "Egress");
+    let egress_ok = egress.is_empty()
+        || egress.iter().any(|p| {
+            let namespace = p.metadata.namespace.as_deref().unwrap_or_default();
+            let rules = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.egress.clone())
+                .unwrap_or_default();
+            rules.iter().any(|r| {
+                let peers = r.to.as_ref().filter(|t| !t.is_empty());
+                peers.is_none_or(|t| t.iter().any(|peer| peer_matches(peer, namespace, to)))
+                    && port_matches(r.ports.as_ref(), port, protocol)
+            })
+        });
+    let ingress = isolating(to, "Ingress");
+    let ingress_ok = ingress.is_empty()
+        || ingress.iter().any(|p| {
+            let namespace = p.metadata.namespace.as_deref().unwrap_or_default();
+            let rules = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.ingress.clone())
+                .unwrap_or_default();
+            rules.iter().any(|r| {
+                let peers = r.from.as_ref().filter(|t| !t.is_empty());
+                peers.is_none_or(|f| f.iter().any(|peer| peer_matches(peer, namespace, from)))
+                    && port_matches(r.ports.as_ref(), port, protocol)
+            })
+        });
+    egress_ok && ingress_ok
+}
+
+/// Pod labels of a workload's template, as stored.
+async fn template_labels(ctx: &Ctx, kind: &str, name: &str) -> Result<BTreeMap<String, String>> {
+    let object = get_opt(&ctx.client, &ctx.ns, kind, name)
+        .await?
+        .ok_or_else(|| format!("no {kind}/{name}"))?;
+    let labels = object
+        .data
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or_default();
+    Ok(serde_json::from_value(labels)?)
+}
+
+/// Each intended flow of the stack is allowed by the NetworkPolicies stored in the namespace
+/// and everything else tried is denied; the namespaces are configurable; disabling prunes.
+pub async fn network_policies_admit_only_the_stack_flows(ctx: &Ctx) -> Result {
+    ready_minimal(ctx).await?;
+    let ns = ctx.ns.as_str();
+    let mut stack = Vec::new();
+    for (name, kind, object) in [
+        ("app", "Deployment", "links"),
+        ("pgbouncer", "Deployment", "links-pgbouncer"),
+        ("redis", "Deployment", "links-redis"),
+        ("postgres", "StatefulSet", "links-postgres"),
+    ] {
+        let mut endpoint = Endpoint::new(name, ns, &[]);
+        endpoint.labels = template_labels(ctx, kind, object).await?;
+        stack.push(endpoint);
+    }
+    let [app, pgbouncer, redis, postgres] =
+        <[Endpoint; 4]>::try_from(stack).map_err(|_| "four workloads")?;
+    let ingress_nginx = Endpoint::new(
+        "ingress-nginx",
+        "ingress-nginx",
+        &[("app.kubernetes.io/name", "ingress-nginx")],
+    );
+    let prometheus = Endpoint::new(
+        "prometheus",
+        "monitoring",
+        &[("app.kubernetes.io/name", "prometheus")],
+    );
+    let dns = Endpoint::new("kube-dns", "kube-system", &[("k8s-app", "kube-dns")]);
+    let neighbour = Endpoint::new("neighbour", ns, &[("app", "neighbour")]);
+    let stranger = Endpoint::new("stranger", "elsewhere", &[("app", "stranger")]);
+    let mut other_instance = app.clone();
+    other_instance.name = "another Shortener's app";
+    other_instance
+        .labels
+        .insert("app.kubernetes.io/instance".into(), "other".into());
+
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    let stored = policies.list(&Default::default()).await?.items;
+    ensure!(!stored.is_empty(), "no NetworkPolicy in {ns}");
+
+    let flow = |from: &Endpoint, to: &Endpoint, port: i32, protocol: &'static str, want: bool| {
+        (from.clone(), to.clone(), port, protocol, want)
+    };
+    let mut flows = vec![
+        // What the stack needs.
+        flow(&ingress_nginx, &app, 8080, "TCP", true),
+        flow(&prometheus, &app, 8080, "TCP", true),
+        flow(&app, &pgbouncer, 6432, "TCP", true),
+        flow(&app, &redis, 6379, "TCP", true),
+        flow(&app, &postgres, 5432, "TCP", true), // migrations bypass the pooler
+        flow(&pgbouncer, &postgres, 5432, "TCP", true),
+        // Anything else.
+        flow(&ingress_nginx, &app, 9090, "TCP", false),
+        flow(&ingress_nginx, &redis, 6379, "TCP", false),
+        flow(&ingress_nginx, &postgres, 5432, "TCP", false),
+        flow(&prometheus, &postgres, 5432, "TCP", false),
+        flow(&neighbour, &app, 8080, "TCP", false),
+        flow(&neighbour, &redis, 6379, "TCP", false),
+        flow(&neighbour, &pgbouncer, 6432, "TCP", false),
+        flow(&neighbour, &postgres, 5432, "TCP", false),
+        flow(&stranger, &app, 8080, "TCP", false),
+        flow(&other_instance, &redis, 6379, "TCP", false),
+        flow(&redis, &app, 8080, "TCP", false),
+        flow(&redis, &postgres, 5432, "TCP", false),
+        flow(&pgbouncer, &redis, 6379, "TCP", false),
+        flow(&postgres, &pgbouncer, 6432, "TCP", false),
+        flow(&app, &stranger, 443, "TCP", false),
+        flow(&app, &neighbour, 80, "TCP", false),
+        flow(&postgres, &stranger, 443, "TCP", false),
+        flow(&app, &other_instance, 8080, "TCP", false),
+    ];
+    for pod in [&app, &pgbouncer, &redis, &postgres] {
+        flows.push(flow(pod, &dns, 53, "UDP", true));
+        flows.push(flow(pod, &dns, 53, "TCP", true));
+        flows.push(flow(pod, &neighbour, 53, "UDP", false));
+    }
+    let wrong: Vec<String> = flows
+        .iter()
+        .filter(|(from, to, port, protocol, want)| {
+            allowed(&stored, from, to, *port, protocol) != *want
+        })
+        .map(|(from, to, port, protocol, want)| {
+            let verdict = if *want { "denied" } else { "allowed" };
+            format!("{} -> {}:{port}/{protocol} {verdict}", from.name, to.name)
+        })
+        .collect();
+    ensure!(wrong.is_empty(), "flows the policies get wrong: {wrong:?}");
+
+    // Re-applying an unchanged policy writes nothing (else each write would trigger a pass).
+    let versions = |items: &[NetworkPolicy]| -> Vec<Option<String>> {
+        items
+            .iter()
+            .map(|p| p.metadata.resource_version.clone())
+            .collect()
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let later = policies.list(&Default::default()).await?.items;
+    ensure!(
+        versions(&later) == versions(&stored),
+        "the NetworkPolicies keep changing: {:?} then {:?}",
+        versions(&stored),
+        versions(&later)
+    );
+
+    // The ingress controller's namespace is configurable.
+    patch_spec(
+        ns,
+        "links",
+        // A merge patch merges maps: the default label is removed explicitly.
+        serde_json::json!({ "networkPolicy": { "ingressControllerNamespaceSelector": {
+            "kubernetes.io/metadata.name": null,
+            "team": "edge",
+        } } }),
+    )?;
+    let mut edge = Endpoint::new("edge ingress", "edge", &[]);
+    edge.namespace_labels.insert("team".into(), "edge".into());
+    let policies = &policies;
+    let (app, edge, ingress_nginx) = (&app, &edge, &ingress_nginx);
+    eventually(
+        "the edge namespace admitted instead of ingress-nginx",
+        TIMEOUT,
+        || async move {
+            let stored = policies
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            match (
+                allowed(&stored, edge, app, 8080, "TCP"),
+                allowed(&stored, ingress_nginx, app, 8080, "TCP"),
+            ) {
+                (true, false) => Ok(()),
+                other => Err(format!("(edge, ingress-nginx) -> app allowed: {other:?}")),
+            }
+        },
+    )
+    .await?;
+
+    // Disabled: the operator's policies are pruned.
+    patch_spec(
+        ns,
+        "links",
+        serde_json::json!({ "networkPolicy": { "enabled": false } }),
+    )?;
+    eventually("the NetworkPolicies pruned", TIMEOUT, || async move {
+        let left = policies
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items;
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} left", left.len()))
+        }
+    })
+    .await?;
     Ok(())
 }
