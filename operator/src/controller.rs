@@ -37,6 +37,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per Shortener (namespace/name), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Apply Ingress annotations that inject raw controller configuration (`*-snippet`).
+    allow_snippet_annotations: bool,
 }
 
 impl Context {
@@ -50,7 +52,14 @@ impl Context {
             client,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            allow_snippet_annotations: false,
         }
+    }
+
+    /// Let Shorteners carry snippet annotations (`--allow-snippet-annotations`).
+    pub fn allowing_snippet_annotations(mut self, allow: bool) -> Self {
+        self.allow_snippet_annotations = allow;
+        self
     }
 
     fn reset_backoff(&self, key: &str) {
@@ -138,6 +147,17 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
         return Ok(Action::await_change());
     }
 
+    if let Some(message) = refused_annotations(shortener, ctx.allow_snippet_annotations) {
+        let new = status::failed(&old, generation, SNIPPETS_REFUSED, &message, &now);
+        if new != old {
+            cluster::write_status(&api, &instance.name, &old, &new).await?;
+            let notice = Notice::warning(SNIPPETS_REFUSED, message);
+            ctx.publish(shortener, vec![notice]).await;
+        }
+        // Nothing to retry: a spec change (or a restart with the flag) brings the next pass.
+        return Ok(Action::await_change());
+    }
+
     let observed = cluster::observe(&ctx.client, &instance).await?;
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
     let created_secrets = cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
@@ -176,6 +196,24 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
         } else {
             PROGRESS_REQUEUE
         },
+    ))
+}
+
+const SNIPPETS_REFUSED: &str = "SnippetAnnotationRefused";
+
+/// Why the spec cannot be applied at all: snippet annotations on the Ingress, unless allowed.
+/// Refused before any write, so the stack keeps running as last applied.
+fn refused_annotations(shortener: &Shortener, allowed: bool) -> Option<String> {
+    let ingress = &shortener.spec.ingress;
+    let snippets = children::app::snippet_annotations(&ingress.annotations);
+    if allowed || !ingress.enabled || snippets.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "spec.ingress.annotations {} inject raw configuration into the ingress controller; the \
+         operator refuses them unless started with --allow-snippet-annotations. Nothing was \
+         applied; the stack runs as last applied.",
+        snippets.join(", ")
     ))
 }
 
@@ -599,6 +637,51 @@ mod tests {
         assert_eq!(
             recorded.pvc_patch.unwrap()["spec"]["resources"]["requests"]["storage"],
             "5Gi"
+        );
+    }
+
+    fn with_snippet(mut s: Shortener) -> Shortener {
+        s.spec.ingress.annotations.insert(
+            "nginx.ingress.kubernetes.io/server-snippet".into(),
+            "location /x { return 200; }".into(),
+        );
+        s.metadata.generation = Some(2);
+        s
+    }
+
+    #[tokio::test]
+    async fn snippet_annotations_are_refused_before_any_write() {
+        let s = with_snippet(reconciled_and_ready().await);
+        let (result, recorded, _) = pass(&s, Scenario::Refused(s.clone())).await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert!(recorded.applied.is_empty());
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "SnippetAnnotationRefused".into())
+        );
+        let status = recorded.status.as_ref().unwrap();
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+        let message = &degraded.unwrap().message;
+        assert!(message.contains("server-snippet"), "{message}");
+        assert_eq!(recorded.event_reasons(), vec!["SnippetAnnotationRefused"]);
+    }
+
+    #[tokio::test]
+    async fn snippet_annotations_are_applied_when_the_operator_allows_them() {
+        let s = with_snippet(reconciled_and_ready().await);
+        let (ctx, server) = Context::test_allowing_snippets(true);
+        let script = server.run(Scenario::ExistingStack(s.clone(), Workloads::Ready));
+        let result = reconcile(Arc::new(s.clone()), ctx).await;
+        let recorded = finish(script).await;
+        result.unwrap();
+        let ingress = recorded.applied("Ingress", "links");
+        assert!(
+            ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/server-snippet"]
+                .is_string()
+        );
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("False".into(), "ReconcileSucceeded".into())
         );
     }
 

@@ -27,6 +27,8 @@ pub struct ApiServerVerifier {
     recorded: Recorded,
     /// Answer deletes with 403, as without the `delete` verb.
     forbid_deletes: bool,
+    /// The context under test allows snippet annotations.
+    allow_snippets: bool,
 }
 
 /// What the reconciler sent, for assertions beyond the per-request checks.
@@ -93,6 +95,8 @@ pub enum Scenario {
     ApplyRejected(Shortener, &'static str),
     /// The claim template holds a smaller size than the spec asks for.
     StorageGrown(Shortener, &'static str),
+    /// The spec carries what the operator refuses: only the status is written.
+    Refused(Shortener),
     /// As `StorageGrown`, but the cluster refuses to resize the claim.
     StorageGrowthRefused(Shortener, &'static str),
     /// The namespace still holds what the first Shortener (an earlier spec of the second)
@@ -140,7 +144,7 @@ impl Scenario {
                 workloads,
                 ..base(s)
             },
-            Self::NoOp(s) | Self::Paused(s) => base(s),
+            Self::NoOp(s) | Self::Paused(s) | Self::Refused(s) => base(s),
             Self::MonitoringCrdsMissing(s) => Plan {
                 monitoring_crds: false,
                 ..base(s)
@@ -248,7 +252,10 @@ impl ApiServerVerifier {
             let plan = scenario.plan();
             let mut this = self;
             this.forbid_deletes = plan.forbid_deletes;
-            if plan.shortener.spec.paused {
+            let annotations = &plan.shortener.spec.ingress.annotations;
+            let refused = !crate::children::app::snippet_annotations(annotations).is_empty()
+                && !this.allow_snippets;
+            if plan.shortener.spec.paused || refused {
                 this = this.handle_status_patch(&plan.shortener).await;
             } else {
                 this = this.handle_reconcile(&plan).await;
@@ -637,19 +644,26 @@ fn as_stored(mut body: Value, workloads: Workloads) -> Value {
 impl Context {
     /// A context whose client talks to the scripted API server.
     pub fn test() -> (Arc<Self>, ApiServerVerifier) {
+        Self::test_allowing_snippets(false)
+    }
+
+    /// As `test`, with `--allow-snippet-annotations` set as given.
+    pub fn test_allowing_snippets(allow: bool) -> (Arc<Self>, ApiServerVerifier) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let ctx = Self::new(
             client,
             Arc::new(Metrics::new().unwrap()),
             Some("test".into()),
-        );
+        )
+        .allowing_snippet_annotations(allow);
         (
             Arc::new(ctx),
             ApiServerVerifier {
                 handle,
                 recorded: Recorded::default(),
                 forbid_deletes: false,
+                allow_snippets: allow,
             },
         )
     }

@@ -57,6 +57,10 @@ struct RunArgs {
     /// Name of the Lease object.
     #[arg(long, env = "LEASE_NAME", default_value = "shortener-operator")]
     lease_name: String,
+    /// Apply `spec.ingress.annotations` that inject raw ingress-controller configuration
+    /// (`*-snippet`); refused by default, since whoever may edit a Shortener gets them.
+    #[arg(long, env = "ALLOW_SNIPPET_ANNOTATIONS")]
+    allow_snippet_annotations: bool,
 }
 
 fn main() -> ExitCode {
@@ -183,11 +187,8 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         .build()
         .await?;
     let (mut leader_rx, lease_task) = lease.watch().await;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        Some(identity.clone()),
-    ));
+    let ctx = Context::new(client.clone(), metrics.clone(), Some(identity.clone()));
+    let ctx = Arc::new(ctx.allowing_snippet_annotations(args.allow_snippet_annotations));
 
     loop {
         // Standby: wait to be elected or told to stop.

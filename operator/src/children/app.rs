@@ -282,6 +282,20 @@ pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBud
     typed("app PodDisruptionBudget", value)
 }
 
+/// Annotations of `spec.ingress.annotations` that inject raw configuration into the ingress
+/// controller (ingress-nginx `configuration-snippet`, `server-snippet`, `auth-snippet`,
+/// `stream-snippet`, `modsecurity-snippet`; NGINX Inc.'s `server-snippets`, `location-snippets`):
+/// whoever may edit a Shortener could otherwise read other tenants' traffic or the controller's
+/// secrets (CVE-2021-25742, CVE-2025-1974).
+pub fn snippet_annotations(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    let is_snippet = |key: &str| {
+        let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
+        name.ends_with("snippet") || name.ends_with("snippets")
+    };
+    let keys = annotations.keys().filter(|k| is_snippet(k));
+    keys.cloned().collect()
+}
+
 /// Paths the app serves on its public port that must not leave the cluster.
 pub const PRIVATE_PATHS: [&str; 1] = ["/metrics"];
 
@@ -666,6 +680,30 @@ mod tests {
         )
         .unwrap();
         assert!(state.children.iter().all(|c| c.name() != "links-unrouted"));
+    }
+
+    #[test]
+    fn snippet_annotations_are_recognised_whatever_the_prefix() {
+        let annotations: BTreeMap<String, String> = [
+            "nginx.ingress.kubernetes.io/configuration-snippet",
+            "nginx.ingress.kubernetes.io/server-snippet",
+            "nginx.ingress.kubernetes.io/auth-snippet",
+            "nginx.org/location-snippets",
+            "cert-manager.io/cluster-issuer",
+            "nginx.ingress.kubernetes.io/proxy-body-size",
+        ]
+        .into_iter()
+        .map(|k| (k.to_string(), "x".to_string()))
+        .collect();
+        assert_eq!(
+            snippet_annotations(&annotations),
+            vec![
+                "nginx.ingress.kubernetes.io/auth-snippet",
+                "nginx.ingress.kubernetes.io/configuration-snippet",
+                "nginx.ingress.kubernetes.io/server-snippet",
+                "nginx.org/location-snippets",
+            ]
+        );
     }
 
     #[test]

@@ -527,3 +527,66 @@ pub async fn network_policies_admit_only_the_stack_flows(ctx: &Ctx) -> Result {
     .await?;
     Ok(())
 }
+
+/// Annotations that inject raw ingress-nginx configuration are refused before anything is
+/// written (the operator runs without `--allow-snippet-annotations`), reported in the status,
+/// and the refusal lifts once they are gone.
+pub async fn snippet_annotations_are_refused(ctx: &Ctx) -> Result {
+    ready_minimal(ctx).await?;
+    let ns = ctx.ns.as_str();
+    let snippet = "nginx.ingress.kubernetes.io/configuration-snippet";
+    let issuer = "cert-manager.io/cluster-issuer";
+    patch_spec(
+        ns,
+        "links",
+        serde_json::json!({ "ingress": { "annotations": {
+            snippet: "more_set_headers \"X-Owned: yes\";",
+            issuer: "letsencrypt",
+        } } }),
+    )?;
+    let degraded =
+        crate::stack::wait_condition(&ctx.client, ns, "links", "Degraded", "True").await?;
+    let condition = degraded
+        .data
+        .pointer("/status/conditions")
+        .and_then(|c| c.as_array())
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        condition["reason"] == "SnippetAnnotationRefused"
+            && condition["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(snippet)),
+        "Degraded: {condition}"
+    );
+    // Nothing of that generation was applied: not even the harmless annotation.
+    let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), ns);
+    let annotations = ingresses
+        .get("links")
+        .await?
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    ensure!(
+        !annotations.contains_key(snippet) && !annotations.contains_key(issuer),
+        "the refused spec reached the Ingress: {annotations:?}"
+    );
+
+    patch_spec(
+        ns,
+        "links",
+        serde_json::json!({ "ingress": { "annotations": { snippet: null } } }),
+    )?;
+    crate::stack::wait_condition(&ctx.client, ns, "links", "Degraded", "False").await?;
+    let ingresses = &ingresses;
+    eventually("the remaining annotation applied", TIMEOUT, || async move {
+        let ingress = ingresses.get("links").await.map_err(|e| e.to_string())?;
+        let annotations = ingress.metadata.annotations.unwrap_or_default();
+        match (annotations.get(issuer), annotations.get(snippet)) {
+            (Some(_), None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
