@@ -160,8 +160,9 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
 
     let observed = cluster::observe(&ctx.client, &instance).await?;
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
-    let created_secrets = cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
-    let (applied, pruned, refusals) =
+    let (created_secrets, mut refusals) =
+        cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
+    let (applied, pruned, more_refusals) =
         match write_children(&ctx.client, &instance, &desired, &observed).await {
             Ok(written) => written,
             Err(error) => {
@@ -170,6 +171,7 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
             }
         };
 
+    refusals.extend(more_refusals);
     let readiness = Readiness::of(&applied);
     let monitoring_crds = observed.monitoring_crds;
     let new = status::reconciled(
@@ -232,7 +234,10 @@ async fn write_children(
     let mut applied = Vec::with_capacity(desired.children.len());
     let mut refusals = Vec::new();
     for child in &desired.children {
-        applied.push(cluster::apply(client, &instance.namespace, child).await?);
+        match cluster::foreign_object(client, instance, child).await? {
+            Some(refusal) => refusals.push(refusal),
+            None => applied.push(cluster::apply(client, &instance.namespace, child).await?),
+        }
     }
     if let Some(pg) = instance.spec().database.embedded() {
         let size = &pg.storage.size.0;
@@ -683,6 +688,31 @@ mod tests {
             recorded.condition("Degraded"),
             ("False".into(), "ReconcileSucceeded".into())
         );
+    }
+
+    #[tokio::test]
+    async fn an_object_of_a_childs_name_made_by_someone_else_is_not_taken_over() {
+        let s = reconciled_and_ready().await;
+        let scenario = Scenario::ForeignObject(s.clone(), "ConfigMap", "links-config");
+        let (result, recorded, _) = pass(&s, scenario).await;
+        result.unwrap();
+        assert!(
+            recorded
+                .applied
+                .iter()
+                .all(|v| v["kind"] != "ConfigMap" || v["metadata"]["name"] != "links-config"),
+            "the foreign ConfigMap was applied over"
+        );
+        // Everything else still is.
+        assert!(recorded.applied("Deployment", "links").is_object());
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "ObjectNotOwned".into())
+        );
+        let status = recorded.status.as_ref().unwrap();
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+        let message = &degraded.unwrap().message;
+        assert!(message.contains("ConfigMap links-config"), "{message}");
     }
 
     #[tokio::test]

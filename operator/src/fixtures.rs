@@ -95,6 +95,8 @@ pub enum Scenario {
     ApplyRejected(Shortener, &'static str),
     /// The claim template holds a smaller size than the spec asks for.
     StorageGrown(Shortener, &'static str),
+    /// An object of the given kind and name exists without an owner reference.
+    ForeignObject(Shortener, &'static str, &'static str),
     /// The spec carries what the operator refuses: only the status is written.
     Refused(Shortener),
     /// As `StorageGrown`, but the cluster refuses to resize the claim.
@@ -118,6 +120,8 @@ struct Plan {
     forbid_deletes: bool,
     /// Answer the claim's resize with 403, as for a volume that cannot be expanded.
     refuse_resize: bool,
+    /// (kind, name) of an object someone else created under a child's name.
+    foreign: Option<(&'static str, &'static str)>,
 }
 
 impl Scenario {
@@ -132,6 +136,7 @@ impl Scenario {
             cluster: Vec::new(),
             forbid_deletes: false,
             refuse_resize: false,
+            foreign: None,
         };
         match self {
             Self::FirstCreation(s) => Plan {
@@ -160,6 +165,10 @@ impl Scenario {
             Self::StorageGrowthRefused(s, template_size) => Plan {
                 refuse_resize: true,
                 ..Self::StorageGrown(s, template_size).plan()
+            },
+            Self::ForeignObject(s, kind, name) => Plan {
+                foreign: Some((kind, name)),
+                ..base(s)
             },
             Self::SpecShrunk(before, after, mut cluster) => {
                 let instance = Instance::new(&before).unwrap();
@@ -366,8 +375,45 @@ impl ApiServerVerifier {
             self.recorded.created_secrets.push(body);
         }
 
-        // 4. Server-side apply of every child, in order.
+        // 4. Server-side apply of every child, in order, each after a read of its metadata:
+        // an object of that name the Shortener does not own is left alone.
         for child in &desired.children {
+            let (request, send) = self.next().await;
+            assert_eq!(
+                request.method(),
+                Method::GET,
+                "{} {}",
+                child.kind(),
+                child.name()
+            );
+            assert_eq!(
+                request.uri().path(),
+                resource_path(&child.resource(), &ns, &child.name())
+            );
+            let foreign = plan.foreign == Some((child.kind().as_str(), child.name().as_str()));
+            if foreign {
+                send.send_response(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": { "name": child.name(), "namespace": ns, "uid": "made-by-hand" },
+                    }),
+                ));
+                continue;
+            }
+            if plan.statefulset_size.is_some() {
+                // The stack exists: the child is there, owned by the Shortener.
+                let metadata = child.to_value().unwrap()["metadata"].clone();
+                send.send_response(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": metadata,
+                    }),
+                ));
+            } else {
+                send.send_response(status_error(404, "NotFound", "not found"));
+            }
             let (request, send) = self.next().await;
             assert_eq!(
                 request.method(),

@@ -590,3 +590,70 @@ pub async fn snippet_annotations_are_refused(ctx: &Ctx) -> Result {
     })
     .await
 }
+
+/// An object made by someone else under a child's name is neither applied over nor adopted:
+/// the operator reports it and builds the rest of the stack.
+pub async fn an_object_it_did_not_create_is_left_alone(ctx: &Ctx) -> Result {
+    let ns = ctx.ns.as_str();
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let mine: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "links-config", "namespace": ns },
+        "data": { "LISTEN_ADDR": "0.0.0.0:9999", "owner": "someone else" },
+    }))?;
+    let before = config_maps.create(&Default::default(), &mine).await?;
+    // A generated Secret's name too: its key was chosen by someone else.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let chosen: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "links-admin", "namespace": ns },
+        "stringData": { "api-key": "chosen-by-someone-else" },
+    }))?;
+    let secret_before = secrets.create(&Default::default(), &chosen).await?;
+    crate::stack::provide_volume(&ctx.client, ns, "data-links-postgres-0", "1Gi", None).await?;
+    crate::stack::apply(&example(&ctx.suite.root, "minimal.yaml", ns)?)?;
+
+    let degraded =
+        crate::stack::wait_condition(&ctx.client, ns, "links", "Degraded", "True").await?;
+    let condition = degraded
+        .data
+        .pointer("/status/conditions")
+        .and_then(|c| c.as_array())
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        condition["reason"] == "ObjectNotOwned"
+            && condition["message"].as_str().is_some_and(
+                |m| m.contains("ConfigMap links-config") && m.contains("Secret links-admin")
+            ),
+        "Degraded: {condition}"
+    );
+    // The rest of the stack was applied.
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    ensure!(
+        deployments.get_opt("links").await?.is_some(),
+        "the app Deployment was not applied"
+    );
+    let after = config_maps.get("links-config").await?;
+    let managers: Vec<_> = after
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    ensure!(
+        after.metadata.resource_version == before.metadata.resource_version
+            && after.data == before.data
+            && after.metadata.owner_references.is_none()
+            && !managers.iter().any(|m| m == "shortener-operator"),
+        "the ConfigMap was changed: {:?} managers {managers:?}",
+        after.data
+    );
+    let secret_after = secrets.get("links-admin").await?;
+    ensure!(
+        secret_after.metadata.resource_version == secret_before.metadata.resource_version
+            && secret_after.metadata.owner_references.is_none(),
+        "the Secret links-admin was changed"
+    );
+    Ok(())
+}
