@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
@@ -277,18 +277,49 @@ pub fn managed_selector() -> String {
 
 /// Run the controller until `shutdown` resolves; in-flight reconciles finish first. Every
 /// managed kind but the monitoring ones (whose CRDs may be missing) is watched for drift.
+/// With `namespaces`, one controller per namespace watches only there (a namespaced install's
+/// Roles allow nothing else); without, one controller watches the whole cluster.
 pub async fn run(
     client: Client,
     ctx: Arc<Context>,
+    namespaces: &[String],
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let shorteners = Api::<Shortener>::all(client.clone());
+    let shutdown = shutdown.shared();
+    if namespaces.is_empty() {
+        run_in(client, ctx, None, shutdown).await;
+        return;
+    }
+    let controllers = namespaces.iter().map(|ns| {
+        run_in(
+            client.clone(),
+            ctx.clone(),
+            Some(ns.as_str()),
+            shutdown.clone(),
+        )
+    });
+    futures::future::join_all(controllers).await;
+}
+
+async fn run_in(
+    client: Client,
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shorteners = match namespace {
+        Some(ns) => Api::<Shortener>::namespaced(client.clone(), ns),
+        None => Api::<Shortener>::all(client.clone()),
+    };
     let owned = watcher::Config::default().labels(&managed_selector());
     let controller = Controller::new(shorteners, watcher::Config::default().any_semantic());
     children::managed_kinds(false)
         .into_iter()
         .fold(controller, |controller, kind| {
-            let api = Api::<DynamicObject>::all_with(client.clone(), &kind);
+            let api = match namespace {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &kind),
+                None => Api::<DynamicObject>::all_with(client.clone(), &kind),
+            };
             controller.owns_with(api, kind, owned.clone())
         })
         .graceful_shutdown_on(shutdown)

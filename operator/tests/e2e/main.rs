@@ -91,6 +91,7 @@ fn tests() -> Vec<Test> {
         test!(privilege::network_policies_admit_only_the_stack_flows),
         test!(privilege::snippet_annotations_are_refused),
         test!(privilege::an_object_it_did_not_create_is_left_alone),
+        test!(privilege::namespaced_install_grants_nothing_outside_its_namespaces),
         test!(drift::deleted_service_and_edited_deployment_are_restored),
         test!(pruning::disabled_components_are_pruned_and_lookalikes_survive),
         test!(lifecycle::pause_leaves_children_alone_until_resumed),

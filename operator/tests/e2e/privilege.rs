@@ -657,3 +657,123 @@ pub async fn an_object_it_did_not_create_is_left_alone(ctx: &Ctx) -> Result {
     );
     Ok(())
 }
+
+/// The operator chart with `watchNamespaces`: Roles in the watched namespace only, so the
+/// ServiceAccount may touch nothing elsewhere; the operator run with them reconciles there.
+pub async fn namespaced_install_grants_nothing_outside_its_namespaces(ctx: &Ctx) -> Result {
+    let ns = ctx.ns.as_str();
+    let chart = ctx.suite.root.join("charts/shortener-operator");
+    let chart = chart.to_string_lossy();
+    let watch = format!("watchNamespaces={{{ns}}}");
+    crate::cluster::must(
+        "helm",
+        &[
+            "install",
+            "namespaced",
+            &chart,
+            "-n",
+            ns,
+            "--skip-crds",
+            "--set",
+            "replicaCount=0",
+            "--set",
+            &watch,
+        ],
+        None,
+    )?;
+    let account = format!(
+        "system:serviceaccount:{ns}:{}",
+        crate::operator::SERVICE_ACCOUNT
+    );
+    let can = |verb: &str, resource: &str, namespace: Option<&str>| -> Result<String> {
+        let mut args = vec!["auth", "can-i", verb, resource, "--as", account.as_str()];
+        match namespace {
+            Some(namespace) => args.extend(["-n", namespace]),
+            None => args.push("-A"),
+        }
+        Ok(crate::cluster::run("kubectl", &args, None)?
+            .stdout
+            .trim()
+            .to_string())
+    };
+    let mut wrong = Vec::new();
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("create", "secrets"),
+        ("create", "deployments.apps"),
+        ("patch", "deployments.apps"),
+        ("create", "serviceaccounts"),
+        ("list", "shorteners.shortener.dev"),
+    ] {
+        if can(verb, resource, Some(ns))? != "yes" {
+            wrong.push(format!("may not {verb} {resource} in {ns}"));
+        }
+    }
+    for other in [crate::OPERATOR_NAMESPACE, "default", "kube-system"] {
+        for (verb, resource) in [
+            ("get", "secrets"),
+            ("list", "secrets"),
+            ("create", "secrets"),
+            ("get", "deployments.apps"),
+            ("create", "deployments.apps"),
+            ("patch", "deployments.apps"),
+            ("create", "serviceaccounts"),
+            ("patch", "serviceaccounts"),
+            ("list", "shorteners.shortener.dev"),
+        ] {
+            if can(verb, resource, Some(other))? != "no" {
+                wrong.push(format!("may {verb} {resource} in {other}"));
+            }
+        }
+    }
+    for (verb, resource) in [
+        ("list", "secrets"),
+        ("list", "deployments.apps"),
+        ("list", "serviceaccounts"),
+    ] {
+        if can(verb, resource, None)? != "no" {
+            wrong.push(format!("may {verb} {resource} in all namespaces"));
+        }
+    }
+    ensure!(wrong.is_empty(), "the namespaced role: {wrong:?}");
+
+    // The operator as that ServiceAccount, watching only this namespace, reconciles in it
+    // without a single refused request.
+    let kubeconfig = ctx.suite.work.join(format!("{ns}.kubeconfig"));
+    crate::operator::service_account_kubeconfig(ns, &kubeconfig)?;
+    let mut process = crate::operator::OperatorProcess::start_with(
+        "namespaced",
+        &kubeconfig,
+        ns,
+        &ctx.suite.work,
+        &["--watch-namespaces", ns],
+    )?;
+    let result = async {
+        ready_minimal(ctx).await?;
+        let process = &process;
+        let key = format!("{ns}/links");
+        let key = &key;
+        eventually(
+            "the namespaced operator reconciles",
+            TIMEOUT,
+            || async move {
+                let log = process.log_tail(usize::MAX);
+                if log.contains("forbidden") {
+                    return Err(format!("a request was refused:\n{}", process.log_tail(5)));
+                }
+                if log.contains("\"reconciled\"") && log.contains(key.as_str()) {
+                    Ok(())
+                } else {
+                    Err(process.log_tail(3))
+                }
+            },
+        )
+        .await
+    }
+    .await;
+    let log = process.log_tail(usize::MAX);
+    process.stop().await?;
+    result?;
+    ensure!(!log.contains("forbidden"), "a request was refused: {log}");
+    Ok(())
+}
