@@ -5,7 +5,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,6 +17,7 @@ use crate::children::{
 };
 use crate::crd::{API_VERSION, Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
+use crate::status::Refusal;
 
 /// Facts from the cluster the desired state depends on.
 pub async fn observe(client: &Client, instance: &Instance<'_>) -> Result<Observed> {
@@ -61,17 +62,30 @@ pub async fn monitoring_crds_installed(client: &Client) -> Result<bool> {
 }
 
 /// Create generated Secrets that do not exist yet; existing ones are never touched, since
-/// their values are already baked into the database and clients. Returns the created names.
+/// their values are already baked into the database and clients. Returns the created names,
+/// and a refusal for each existing one this Shortener does not own: its credentials were
+/// chosen by someone else (the pods still read it; the status says so).
 pub async fn ensure_secrets(
     client: &Client,
     instance: &Instance<'_>,
     desired: &DesiredState,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Vec<Refusal>)> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &instance.namespace);
     let mut created = Vec::new();
+    let mut refusals = Vec::new();
     for secret in &desired.secrets {
         let name = secret.name_any();
-        if api.get_opt(&name).await.map_err(Error::Kube)?.is_some() {
+        if let Some(existing) = api.get_opt(&name).await.map_err(Error::Kube)? {
+            let owners = existing.metadata.owner_references.iter().flatten();
+            if !owners.clone().any(|o| o.uid == instance.owner.uid) {
+                refusals.push(Refusal {
+                    reason: "ObjectNotOwned",
+                    message: format!(
+                        "Secret {name} already exists and was not created by this Shortener; \
+                         the operator neither generated nor changed it"
+                    ),
+                });
+            }
             continue;
         }
         let params = PostParams {
@@ -85,7 +99,44 @@ pub async fn ensure_secrets(
             Err(error) => return Err(Error::Kube(error)),
         }
     }
-    Ok(created)
+    Ok((created, refusals))
+}
+
+/// An object of the child's name that this Shortener does not own (no owner reference with
+/// its uid), reported instead of applied: a forced server-side apply would take it over.
+pub async fn foreign_object(
+    client: &Client,
+    instance: &Instance<'_>,
+    child: &Child,
+) -> Result<Option<Refusal>> {
+    let resource = child.resource();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &instance.namespace, &resource);
+    let existing = api
+        .get_metadata_opt(&child.name())
+        .await
+        .map_err(|source| Error::Apply {
+            kind: child.kind(),
+            name: child.name(),
+            source,
+        })?;
+    let Some(existing) = existing else {
+        return Ok(None);
+    };
+    let owners = existing.metadata.owner_references.iter().flatten();
+    if owners.clone().any(|o| o.uid == instance.owner.uid) {
+        return Ok(None);
+    }
+    Ok(Some(Refusal {
+        reason: "ObjectNotOwned",
+        message: format!(
+            "{} {} already exists and was not created by this Shortener (no owner reference to \
+             it); the operator leaves it untouched: delete or rename it to let the operator \
+             create its own",
+            child.kind(),
+            child.name()
+        ),
+    }))
 }
 
 /// Server-side apply one child; returns the object as stored, status included.
@@ -115,17 +166,19 @@ where
 
 /// Volume claim templates are immutable, so a larger `storage.size` is applied to the PVC
 /// directly (the StorageClass must allow expansion). CEL on the CRD already forbids shrinking.
+/// A resize the cluster refuses (a class without expansion, a static volume) is returned as a
+/// refusal to report, not an error: the rest of the pass does not depend on it.
 pub async fn grow_postgres_volume(
     client: &Client,
     instance: &Instance<'_>,
     observed: &Observed,
     wanted: &str,
-) -> Result<()> {
+) -> Result<Option<Refusal>> {
     let Some(current) = observed.postgres_template_size.as_deref() else {
-        return Ok(());
+        return Ok(None);
     };
     if current == wanted {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &instance.namespace);
     let patch = json!({ "spec": { "resources": { "requests": { "storage": wanted } } } });
@@ -134,9 +187,18 @@ pub async fn grow_postgres_volume(
         .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(None),
         // The pod (and so its claim) may not exist yet; the next pass retries.
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        // Forbidden (admission) or Invalid: retrying the same patch cannot succeed.
+        Err(kube::Error::Api(status)) if matches!(status.code, 403 | 422) => Ok(Some(Refusal {
+            reason: "VolumeResizeRefused",
+            message: format!(
+                "the cluster refused to grow PersistentVolumeClaim {claim} from {current} to {wanted}: {}; \
+                 the StorageClass must allow volume expansion",
+                status.message
+            ),
+        })),
         Err(error) => Err(Error::Kube(error)),
     }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
@@ -20,7 +20,7 @@ use crate::children::{self, Child, Credentials, DesiredState, Instance, MANAGED_
 use crate::crd::{Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::status::{self, Notice, Pass, Readiness};
+use crate::status::{self, Notice, Pass, Readiness, Refusal};
 use crate::{cluster, prune};
 
 /// Requeue interval once everything is ready; owned-object watches cover faster changes.
@@ -37,6 +37,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per Shortener (namespace/name), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Apply Ingress annotations that inject raw controller configuration (`*-snippet`).
+    allow_snippet_annotations: bool,
 }
 
 impl Context {
@@ -50,7 +52,14 @@ impl Context {
             client,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            allow_snippet_annotations: false,
         }
+    }
+
+    /// Let Shorteners carry snippet annotations (`--allow-snippet-annotations`).
+    pub fn allowing_snippet_annotations(mut self, allow: bool) -> Self {
+        self.allow_snippet_annotations = allow;
+        self
     }
 
     fn reset_backoff(&self, key: &str) {
@@ -138,20 +147,41 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
         return Ok(Action::await_change());
     }
 
+    if let Some(message) = refused_annotations(shortener, ctx.allow_snippet_annotations) {
+        let new = status::failed(&old, generation, SNIPPETS_REFUSED, &message, &now);
+        if new != old {
+            cluster::write_status(&api, &instance.name, &old, &new).await?;
+            let notice = Notice::warning(SNIPPETS_REFUSED, message);
+            ctx.publish(shortener, vec![notice]).await;
+        }
+        // Nothing to retry: a spec change (or a restart with the flag) brings the next pass.
+        return Ok(Action::await_change());
+    }
+
     let observed = cluster::observe(&ctx.client, &instance).await?;
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
-    let created_secrets = cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
-    let (applied, pruned) = match write_children(&ctx.client, &instance, &desired, &observed).await
-    {
-        Ok(written) => written,
-        Err(error) => {
-            report_failure(ctx, shortener, &api, &old, &error, &now).await;
-            return Err(error);
-        }
-    };
+    let (created_secrets, mut refusals) =
+        cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
+    let (applied, pruned, more_refusals) =
+        match write_children(&ctx.client, &instance, &desired, &observed).await {
+            Ok(written) => written,
+            Err(error) => {
+                report_failure(ctx, shortener, &api, &old, &error, &now).await;
+                return Err(error);
+            }
+        };
 
+    refusals.extend(more_refusals);
     let readiness = Readiness::of(&applied);
-    let new = status::reconciled(&instance, &old, observed.monitoring_crds, &readiness, &now);
+    let monitoring_crds = observed.monitoring_crds;
+    let new = status::reconciled(
+        &instance,
+        &old,
+        monitoring_crds,
+        &readiness,
+        &refusals,
+        &now,
+    );
     cluster::write_status(&api, &instance.name, &old, &new).await?;
     let pass = Pass {
         created_secrets,
@@ -162,30 +192,59 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
         .await;
 
     info!(shortener = %object_key(shortener), ready = readiness.all_ready(), "reconciled");
-    Ok(Action::requeue(if readiness.all_ready() {
-        STEADY_REQUEUE
-    } else {
-        PROGRESS_REQUEUE
-    }))
+    Ok(Action::requeue(
+        if readiness.all_ready() && refusals.is_empty() {
+            STEADY_REQUEUE
+        } else {
+            PROGRESS_REQUEUE
+        },
+    ))
 }
 
+const SNIPPETS_REFUSED: &str = "SnippetAnnotationRefused";
+
+/// Why the spec cannot be applied at all: snippet annotations on the Ingress, unless allowed.
+/// Refused before any write, so the stack keeps running as last applied.
+fn refused_annotations(shortener: &Shortener, allowed: bool) -> Option<String> {
+    let ingress = &shortener.spec.ingress;
+    let snippets = children::app::snippet_annotations(&ingress.annotations);
+    if allowed || !ingress.enabled || snippets.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "spec.ingress.annotations {} inject raw configuration into the ingress controller; the \
+         operator refuses them unless started with --allow-snippet-annotations. Nothing was \
+         applied; the stack runs as last applied.",
+        snippets.join(", ")
+    ))
+}
+
+/// What `write_children` wrote: the stored children, the pruned `Kind/name`s, and what the
+/// cluster refused without stopping the pass.
+type Written = (Vec<Child>, Vec<String>, Vec<Refusal>);
+
 /// Apply every desired child in order, grow the data volume, then prune what is no longer
-/// desired (only after every apply succeeded). Returns the stored children and the pruned.
+/// desired (only after every apply succeeded). A refused resize is reported, not fatal.
 async fn write_children(
     client: &Client,
     instance: &Instance<'_>,
     desired: &DesiredState,
     observed: &Observed,
-) -> Result<(Vec<Child>, Vec<String>)> {
+) -> Result<Written> {
     let mut applied = Vec::with_capacity(desired.children.len());
+    let mut refusals = Vec::new();
     for child in &desired.children {
-        applied.push(cluster::apply(client, &instance.namespace, child).await?);
+        match cluster::foreign_object(client, instance, child).await? {
+            Some(refusal) => refusals.push(refusal),
+            None => applied.push(cluster::apply(client, &instance.namespace, child).await?),
+        }
     }
     if let Some(pg) = instance.spec().database.embedded() {
-        cluster::grow_postgres_volume(client, instance, observed, &pg.storage.size.0).await?;
+        let size = &pg.storage.size.0;
+        refusals.extend(cluster::grow_postgres_volume(client, instance, observed, size).await?);
     }
     let pruned = prune::prune(client, instance, &applied, observed.monitoring_crds).await?;
-    Ok((applied, pruned))
+    Ok((applied, pruned, refusals))
 }
 
 async fn report_failure(
@@ -218,18 +277,49 @@ pub fn managed_selector() -> String {
 
 /// Run the controller until `shutdown` resolves; in-flight reconciles finish first. Every
 /// managed kind but the monitoring ones (whose CRDs may be missing) is watched for drift.
+/// With `namespaces`, one controller per namespace watches only there (a namespaced install's
+/// Roles allow nothing else); without, one controller watches the whole cluster.
 pub async fn run(
     client: Client,
     ctx: Arc<Context>,
+    namespaces: &[String],
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let shorteners = Api::<Shortener>::all(client.clone());
+    let shutdown = shutdown.shared();
+    if namespaces.is_empty() {
+        run_in(client, ctx, None, shutdown).await;
+        return;
+    }
+    let controllers = namespaces.iter().map(|ns| {
+        run_in(
+            client.clone(),
+            ctx.clone(),
+            Some(ns.as_str()),
+            shutdown.clone(),
+        )
+    });
+    futures::future::join_all(controllers).await;
+}
+
+async fn run_in(
+    client: Client,
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shorteners = match namespace {
+        Some(ns) => Api::<Shortener>::namespaced(client.clone(), ns),
+        None => Api::<Shortener>::all(client.clone()),
+    };
     let owned = watcher::Config::default().labels(&managed_selector());
     let controller = Controller::new(shorteners, watcher::Config::default().any_semantic());
     children::managed_kinds(false)
         .into_iter()
         .fold(controller, |controller, kind| {
-            let api = Api::<DynamicObject>::all_with(client.clone(), &kind);
+            let api = match namespace {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &kind),
+                None => Api::<DynamicObject>::all_with(client.clone(), &kind),
+            };
             controller.owns_with(api, kind, owned.clone())
         })
         .graceful_shutdown_on(shutdown)
@@ -273,7 +363,7 @@ mod tests {
         let (result, recorded, _) = pass(&s, Scenario::FirstCreation(s.clone())).await;
         assert_eq!(result.unwrap(), Action::requeue(PROGRESS_REQUEUE));
 
-        assert_eq!(recorded.created_secrets.len(), 2);
+        assert_eq!(recorded.created_secrets.len(), 3);
         let db = &recorded.created_secrets[0]["stringData"];
         let password = db["password"].as_str().unwrap();
         assert_eq!(password.len(), 32);
@@ -289,8 +379,16 @@ mod tests {
                 .len(),
             40
         );
+        let redis = &recorded.created_secrets[2]["stringData"];
+        let redis_password = redis["password"].as_str().unwrap();
+        assert_eq!(redis_password.len(), 32);
+        assert_ne!(redis_password, password);
+        assert_eq!(
+            redis["auth.conf"],
+            format!("requirepass {redis_password}\n")
+        );
 
-        assert_eq!(recorded.applied.len(), 17);
+        assert_eq!(recorded.applied.len(), 22);
         assert_eq!(
             recorded.condition("Ready"),
             ("False".into(), "ComponentsNotReady".into())
@@ -578,6 +676,102 @@ mod tests {
         );
     }
 
+    fn with_snippet(mut s: Shortener) -> Shortener {
+        s.spec.ingress.annotations.insert(
+            "nginx.ingress.kubernetes.io/server-snippet".into(),
+            "location /x { return 200; }".into(),
+        );
+        s.metadata.generation = Some(2);
+        s
+    }
+
+    #[tokio::test]
+    async fn snippet_annotations_are_refused_before_any_write() {
+        let s = with_snippet(reconciled_and_ready().await);
+        let (result, recorded, _) = pass(&s, Scenario::Refused(s.clone())).await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert!(recorded.applied.is_empty());
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "SnippetAnnotationRefused".into())
+        );
+        let status = recorded.status.as_ref().unwrap();
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+        let message = &degraded.unwrap().message;
+        assert!(message.contains("server-snippet"), "{message}");
+        assert_eq!(recorded.event_reasons(), vec!["SnippetAnnotationRefused"]);
+    }
+
+    #[tokio::test]
+    async fn snippet_annotations_are_applied_when_the_operator_allows_them() {
+        let s = with_snippet(reconciled_and_ready().await);
+        let (ctx, server) = Context::test_allowing_snippets(true);
+        let script = server.run(Scenario::ExistingStack(s.clone(), Workloads::Ready));
+        let result = reconcile(Arc::new(s.clone()), ctx).await;
+        let recorded = finish(script).await;
+        result.unwrap();
+        let ingress = recorded.applied("Ingress", "links");
+        assert!(
+            ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/server-snippet"]
+                .is_string()
+        );
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("False".into(), "ReconcileSucceeded".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_object_of_a_childs_name_made_by_someone_else_is_not_taken_over() {
+        let s = reconciled_and_ready().await;
+        let scenario = Scenario::ForeignObject(s.clone(), "ConfigMap", "links-config");
+        let (result, recorded, _) = pass(&s, scenario).await;
+        result.unwrap();
+        assert!(
+            recorded
+                .applied
+                .iter()
+                .all(|v| v["kind"] != "ConfigMap" || v["metadata"]["name"] != "links-config"),
+            "the foreign ConfigMap was applied over"
+        );
+        // Everything else still is.
+        assert!(recorded.applied("Deployment", "links").is_object());
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "ObjectNotOwned".into())
+        );
+        let status = recorded.status.as_ref().unwrap();
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+        let message = &degraded.unwrap().message;
+        assert!(message.contains("ConfigMap links-config"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_resize_is_reported_and_the_pass_goes_on() {
+        let mut spec = ShortenerSpec::default();
+        let mut pg = crate::crd::PostgresSpec::default();
+        pg.storage.size.0 = "5Gi".into();
+        spec.database.postgres = Some(pg);
+        let s = shortener(spec);
+        let scenario = Scenario::StorageGrowthRefused(s.clone(), "1Gi");
+        let (result, recorded, _) = pass(&s, scenario).await;
+        // Not an error: the pass pruned (the script asserts every list) and wrote readiness.
+        assert_eq!(result.unwrap(), Action::requeue(PROGRESS_REQUEUE));
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "VolumeResizeRefused".into())
+        );
+        assert_eq!(
+            recorded.condition("Ready"),
+            ("True".into(), "AllComponentsReady".into())
+        );
+        let status = recorded.status.as_ref().unwrap();
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+        let message = &degraded.unwrap().message;
+        assert!(message.contains("data-links-postgres-0"), "{message}");
+        assert!(recorded.event_reasons().contains(&"Degraded"));
+    }
+
     /// An Ingress carrying the instance's labels, owned by the Shortener with `owner_uid`.
     fn ingress(name: &str, owner_uid: Option<&str>) -> serde_json::Value {
         let s = shortener(ShortenerSpec::default());
@@ -637,6 +831,7 @@ mod tests {
                 "ConfigMap/links-dashboard",
                 "Service/links-redis",
                 "Deployment/links-redis",
+                "NetworkPolicy/links-redis",
                 "ServiceMonitor/links",
             ]
         );

@@ -78,6 +78,9 @@ pub struct ShortenerSpec {
     /// Prometheus and Grafana integration.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+    /// NetworkPolicies isolating the instance's pods.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -451,6 +454,43 @@ impl Default for MonitoringSpec {
             labels: BTreeMap::new(),
         }
     }
+}
+
+/// Every pod of the instance denies all traffic but DNS; each component then admits exactly
+/// the flows of the stack (see docs/security.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicies (enforced only where the cluster's CNI supports them).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Labels of the namespace(s) of the ingress controller, the only source of traffic to
+    /// the app's HTTP port besides Prometheus.
+    #[serde(default = "default_ingress_controller_namespace")]
+    pub ingress_controller_namespace_selector: BTreeMap<String, String>,
+    /// Labels of the namespace(s) of Prometheus, which scrapes the app's `/metrics`.
+    #[serde(default = "default_prometheus_namespace")]
+    pub prometheus_namespace_selector: BTreeMap<String, String>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ingress_controller_namespace_selector: default_ingress_controller_namespace(),
+            prometheus_namespace_selector: default_prometheus_namespace(),
+        }
+    }
+}
+
+fn namespace_named(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("kubernetes.io/metadata.name".to_string(), name.to_string())])
+}
+fn default_ingress_controller_namespace() -> BTreeMap<String, String> {
+    namespace_named("ingress-nginx")
+}
+fn default_prometheus_namespace() -> BTreeMap<String, String> {
+    namespace_named("monitoring")
 }
 
 /// Observed state, written only by the operator.

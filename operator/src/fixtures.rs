@@ -27,6 +27,8 @@ pub struct ApiServerVerifier {
     recorded: Recorded,
     /// Answer deletes with 403, as without the `delete` verb.
     forbid_deletes: bool,
+    /// The context under test allows snippet annotations.
+    allow_snippets: bool,
 }
 
 /// What the reconciler sent, for assertions beyond the per-request checks.
@@ -93,6 +95,12 @@ pub enum Scenario {
     ApplyRejected(Shortener, &'static str),
     /// The claim template holds a smaller size than the spec asks for.
     StorageGrown(Shortener, &'static str),
+    /// An object of the given kind and name exists without an owner reference.
+    ForeignObject(Shortener, &'static str, &'static str),
+    /// The spec carries what the operator refuses: only the status is written.
+    Refused(Shortener),
+    /// As `StorageGrown`, but the cluster refuses to resize the claim.
+    StorageGrowthRefused(Shortener, &'static str),
     /// The namespace still holds what the first Shortener (an earlier spec of the second)
     /// applied, plus the given objects made by someone else; the pods report ready.
     SpecShrunk(Box<Shortener>, Shortener, Vec<Value>),
@@ -110,6 +118,10 @@ struct Plan {
     /// Objects in the namespace besides the desired children, answered to pruning's lists.
     cluster: Vec<Value>,
     forbid_deletes: bool,
+    /// Answer the claim's resize with 403, as for a volume that cannot be expanded.
+    refuse_resize: bool,
+    /// (kind, name) of an object someone else created under a child's name.
+    foreign: Option<(&'static str, &'static str)>,
 }
 
 impl Scenario {
@@ -123,6 +135,8 @@ impl Scenario {
             reject_kind: None,
             cluster: Vec::new(),
             forbid_deletes: false,
+            refuse_resize: false,
+            foreign: None,
         };
         match self {
             Self::FirstCreation(s) => Plan {
@@ -135,7 +149,7 @@ impl Scenario {
                 workloads,
                 ..base(s)
             },
-            Self::NoOp(s) | Self::Paused(s) => base(s),
+            Self::NoOp(s) | Self::Paused(s) | Self::Refused(s) => base(s),
             Self::MonitoringCrdsMissing(s) => Plan {
                 monitoring_crds: false,
                 ..base(s)
@@ -146,6 +160,14 @@ impl Scenario {
             },
             Self::StorageGrown(s, template_size) => Plan {
                 statefulset_size: Some(template_size.into()),
+                ..base(s)
+            },
+            Self::StorageGrowthRefused(s, template_size) => Plan {
+                refuse_resize: true,
+                ..Self::StorageGrown(s, template_size).plan()
+            },
+            Self::ForeignObject(s, kind, name) => Plan {
+                foreign: Some((kind, name)),
                 ..base(s)
             },
             Self::SpecShrunk(before, after, mut cluster) => {
@@ -239,7 +261,10 @@ impl ApiServerVerifier {
             let plan = scenario.plan();
             let mut this = self;
             this.forbid_deletes = plan.forbid_deletes;
-            if plan.shortener.spec.paused {
+            let annotations = &plan.shortener.spec.ingress.annotations;
+            let refused = !crate::children::app::snippet_annotations(annotations).is_empty()
+                && !this.allow_snippets;
+            if plan.shortener.spec.paused || refused {
                 this = this.handle_status_patch(&plan.shortener).await;
             } else {
                 this = this.handle_reconcile(&plan).await;
@@ -350,8 +375,45 @@ impl ApiServerVerifier {
             self.recorded.created_secrets.push(body);
         }
 
-        // 4. Server-side apply of every child, in order.
+        // 4. Server-side apply of every child, in order, each after a read of its metadata:
+        // an object of that name the Shortener does not own is left alone.
         for child in &desired.children {
+            let (request, send) = self.next().await;
+            assert_eq!(
+                request.method(),
+                Method::GET,
+                "{} {}",
+                child.kind(),
+                child.name()
+            );
+            assert_eq!(
+                request.uri().path(),
+                resource_path(&child.resource(), &ns, &child.name())
+            );
+            let foreign = plan.foreign == Some((child.kind().as_str(), child.name().as_str()));
+            if foreign {
+                send.send_response(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": { "name": child.name(), "namespace": ns, "uid": "made-by-hand" },
+                    }),
+                ));
+                continue;
+            }
+            if plan.statefulset_size.is_some() {
+                // The stack exists: the child is there, owned by the Shortener.
+                let metadata = child.to_value().unwrap()["metadata"].clone();
+                send.send_response(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": metadata,
+                    }),
+                ));
+            } else {
+                send.send_response(status_error(404, "NotFound", "not found"));
+            }
             let (request, send) = self.next().await;
             assert_eq!(
                 request.method(),
@@ -412,7 +474,15 @@ impl ApiServerVerifier {
                 "application/merge-patch+json"
             );
             let body = body_json(request).await;
-            send.send_response(json_response(StatusCode::OK, &body));
+            if plan.refuse_resize {
+                send.send_response(status_error(
+                    403,
+                    "Forbidden",
+                    "persistentvolumeclaims \"data-links-postgres-0\" is forbidden: only dynamically provisioned pvc can be resized",
+                ));
+            } else {
+                send.send_response(json_response(StatusCode::OK, &body));
+            }
             self.recorded.pvc_patch = Some(body);
         }
 
@@ -620,19 +690,26 @@ fn as_stored(mut body: Value, workloads: Workloads) -> Value {
 impl Context {
     /// A context whose client talks to the scripted API server.
     pub fn test() -> (Arc<Self>, ApiServerVerifier) {
+        Self::test_allowing_snippets(false)
+    }
+
+    /// As `test`, with `--allow-snippet-annotations` set as given.
+    pub fn test_allowing_snippets(allow: bool) -> (Arc<Self>, ApiServerVerifier) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let ctx = Self::new(
             client,
             Arc::new(Metrics::new().unwrap()),
             Some("test".into()),
-        );
+        )
+        .allowing_snippet_annotations(allow);
         (
             Arc::new(ctx),
             ApiServerVerifier {
                 handle,
                 recorded: Recorded::default(),
                 forbid_deletes: false,
+                allow_snippets: allow,
             },
         )
     }

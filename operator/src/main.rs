@@ -57,6 +57,14 @@ struct RunArgs {
     /// Name of the Lease object.
     #[arg(long, env = "LEASE_NAME", default_value = "shortener-operator")]
     lease_name: String,
+    /// Apply `spec.ingress.annotations` that inject raw ingress-controller configuration
+    /// (`*-snippet`); refused by default, since whoever may edit a Shortener gets them.
+    #[arg(long, env = "ALLOW_SNIPPET_ANNOTATIONS")]
+    allow_snippet_annotations: bool,
+    /// Reconcile only the Shorteners of these namespaces (comma-separated), for an install
+    /// whose RBAC is a Role in each; empty: every namespace (a ClusterRole).
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -165,7 +173,17 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
     });
 
     let client = Client::try_default().await?;
-    Api::<Shortener>::all(client.clone())
+    let watched: Vec<String> = args
+        .watch_namespaces
+        .iter()
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    let probe = match watched.first() {
+        Some(ns) => Api::<Shortener>::namespaced(client.clone(), ns),
+        None => Api::<Shortener>::all(client.clone()),
+    };
+    probe
         .list(&ListParams::default().limit(1))
         .await
         .map_err(RunError::CrdMissing)?;
@@ -183,11 +201,8 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         .build()
         .await?;
     let (mut leader_rx, lease_task) = lease.watch().await;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        Some(identity.clone()),
-    ));
+    let ctx = Context::new(client.clone(), metrics.clone(), Some(identity.clone()));
+    let ctx = Arc::new(ctx.allowing_snippet_annotations(args.allow_snippet_annotations));
 
     loop {
         // Standby: wait to be elected or told to stop.
@@ -205,7 +220,7 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics.leader.set(1);
         let mut lost = leader_rx.clone();
         let stop = wait_until(shutdown_rx.clone());
-        controller::run(client.clone(), ctx.clone(), async move {
+        controller::run(client.clone(), ctx.clone(), &watched, async move {
             tokio::select! {
                 _ = stop => {},
                 _ = lost.wait_for(|leader| !*leader) => warn!("lost leadership; stopping controller"),

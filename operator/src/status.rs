@@ -98,6 +98,16 @@ impl Readiness {
     }
 }
 
+/// Something the cluster refused that the rest of the pass does not depend on: reported as
+/// Degraded while the pass still applies, prunes and updates readiness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// The Degraded condition's reason, CamelCase.
+    pub reason: &'static str,
+    /// What was refused, naming the object, and what to do about it.
+    pub message: String,
+}
+
 /// (type, status, reason, message) of one condition.
 type Entry<'a> = (&'a str, bool, &'a str, &'a str);
 
@@ -120,6 +130,7 @@ pub fn reconciled(
     old: &ShortenerStatus,
     monitoring_crds: bool,
     readiness: &Readiness,
+    refusals: &[Refusal],
     now: &Time,
 ) -> ShortenerStatus {
     let generation = instance.shortener.metadata.generation;
@@ -142,7 +153,12 @@ pub fn reconciled(
             (PROGRESSING, true, "RollingOut", &waiting),
         ]
     };
-    entries.push((DEGRADED, false, "ReconcileSucceeded", "all objects applied"));
+    let refused: Vec<_> = refusals.iter().map(|r| r.message.as_str()).collect();
+    let refused = refused.join("; ");
+    match refusals.first() {
+        Some(first) => entries.push((DEGRADED, true, first.reason, &refused)),
+        None => entries.push((DEGRADED, false, "ReconcileSucceeded", "all objects applied")),
+    }
     entries.push((PAUSED, false, "Reconciling", "spec.paused is false"));
     let monitoring = &instance.spec().monitoring;
     if !(monitoring.service_monitor || monitoring.prometheus_rule) {
@@ -287,6 +303,11 @@ pub fn notices(old: &ShortenerStatus, new: &ShortenerStatus, pass: &Pass) -> Vec
         let note = format!("deleted what the spec no longer asks for: {pruned}");
         out.push(Notice::normal("Pruned", note));
     }
+    if is(DEGRADED) && !was(DEGRADED) {
+        let degraded = new.conditions.iter().find(|c| c.type_ == DEGRADED);
+        let note = degraded.map(|c| c.message.clone()).unwrap_or_default();
+        out.push(Notice::warning("Degraded", note));
+    }
     match (was(READY), is(READY)) {
         (false, true) => {
             let url = new.url.as_deref().unwrap_or_default();
@@ -387,7 +408,7 @@ mod tests {
         let s = shortener(ShortenerSpec::default());
         let instance = Instance::new(&s).unwrap();
         let ready = Readiness::of(&[deployment("app", 3, 3, 3)]);
-        let status = reconciled(&instance, &Default::default(), true, &ready, &time(1));
+        let status = reconciled(&instance, &Default::default(), true, &ready, &[], &time(1));
         assert_eq!(status.observed_generation, Some(1));
         assert_eq!((status.ready_replicas, status.replicas), (3, 3));
         let conditions: Vec<_> = status
@@ -412,7 +433,7 @@ mod tests {
         let s = shortener(spec);
         let instance = Instance::new(&s).unwrap();
         let starting = Readiness::of(&[deployment("app", 3, 3, 0)]);
-        let later = reconciled(&instance, &status, true, &starting, &time(2));
+        let later = reconciled(&instance, &status, true, &starting, &[], &time(2));
         assert!(condition_is(&later, READY, "False"));
         assert!(!later.conditions.iter().any(|c| c.type_ == MONITORING));
         let degraded = later
@@ -464,7 +485,7 @@ mod tests {
         let s = shortener(ShortenerSpec::default());
         let instance = Instance::new(&s).unwrap();
         let ready = Readiness::of(&[deployment("app", 3, 3, 3)]);
-        let first = reconciled(&instance, &Default::default(), false, &ready, &time(1));
+        let first = reconciled(&instance, &Default::default(), false, &ready, &[], &time(1));
         let pass = Pass {
             applied: 15,
             pruned: vec!["Ingress/links".into()],
@@ -490,7 +511,7 @@ mod tests {
         assert!(super::notices(&paused, &paused, &Pass::default()).is_empty());
 
         let starting = Readiness::of(&[deployment("app", 3, 3, 1)]);
-        let resumed = reconciled(&instance, &paused, false, &starting, &time(3));
+        let resumed = reconciled(&instance, &paused, false, &starting, &[], &time(3));
         let notices = super::notices(&paused, &resumed, &Pass::default());
         assert_eq!(reasons(&notices), vec!["Resumed", "NotReady"]);
         assert!(

@@ -91,16 +91,6 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
         );
         data.insert("OTEL_SERVICE_NAME".to_string(), instance.name.to_string());
     }
-    if spec.redis.external.is_none() {
-        data.insert(
-            "REDIS_URL".to_string(),
-            format!(
-                "redis://{}:{}",
-                instance.child_name(Component::Redis),
-                redis::PORT
-            ),
-        );
-    }
     ConfigMap {
         metadata: instance.meta(config_map_name(instance), Component::App),
         data: Some(data),
@@ -157,12 +147,28 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
             }));
         }
     }
-    if let Some(external) = &spec.redis.external {
-        env.push(secret_env(
+    match &spec.redis.external {
+        Some(external) => env.push(secret_env(
             "REDIS_URL",
             &external.secret_name,
             &external.key,
-        ));
+        )),
+        None => {
+            // As for the database: the password is referenced and expanded by the kubelet.
+            env.push(secret_env(
+                "REDIS_PASSWORD",
+                &instance.redis_secret_name(),
+                "password",
+            ));
+            env.push(json!({
+                "name": "REDIS_URL",
+                "value": format!(
+                    "redis://:$(REDIS_PASSWORD)@{}:{}",
+                    instance.child_name(Component::Redis),
+                    redis::PORT
+                ),
+            }));
+        }
     }
     if spec.app.config.auth_mode == AuthMode::ApiKey {
         env.push(secret_env(
@@ -291,26 +297,65 @@ pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBud
     typed("app PodDisruptionBudget", value)
 }
 
+/// Annotations of `spec.ingress.annotations` that inject raw configuration into the ingress
+/// controller (ingress-nginx `configuration-snippet`, `server-snippet`, `auth-snippet`,
+/// `stream-snippet`, `modsecurity-snippet`; NGINX Inc.'s `server-snippets`, `location-snippets`):
+/// whoever may edit a Shortener could otherwise read other tenants' traffic or the controller's
+/// secrets (CVE-2021-25742, CVE-2025-1974).
+pub fn snippet_annotations(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    let is_snippet = |key: &str| {
+        let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
+        name.ends_with("snippet") || name.ends_with("snippets")
+    };
+    let keys = annotations.keys().filter(|k| is_snippet(k));
+    keys.cloned().collect()
+}
+
+/// Paths the app serves on its public port that must not leave the cluster.
+pub const PRIVATE_PATHS: [&str; 1] = ["/metrics"];
+
+/// The Service the private paths are routed to. The operator never creates it, so
+/// ingress-nginx has no endpoints for it and answers 503 without reaching the app.
+pub fn unrouted_service_name(instance: &Instance<'_>) -> String {
+    format!("{}-unrouted", instance.name)
+}
+
+/// Short codes live at the root, so the public routes cannot be listed: everything under `/`
+/// goes to the app, except the private paths, routed as `Exact` to a backend that does not
+/// exist. ingress-nginx renders an Exact path as `location = /metrics`, which nginx matches
+/// before any prefix, after decoding `%XX` and merging slashes, whatever the query string.
 pub fn ingress(instance: &Instance<'_>) -> Result<Ingress> {
     let spec = &instance.spec().ingress;
     let mut metadata = instance.meta(instance.child_name(Component::App), Component::App);
     if !spec.annotations.is_empty() {
         metadata.annotations = Some(spec.annotations.clone());
     }
-    let mut rule = json!({
-        "http": {
-            "paths": [{
-                "path": "/",
-                "pathType": "Prefix",
+    let mut paths: Vec<Value> = PRIVATE_PATHS
+        .iter()
+        .map(|path| {
+            json!({
+                "path": path,
+                "pathType": "Exact",
                 "backend": {
                     "service": {
-                        "name": instance.child_name(Component::App),
-                        "port": { "name": "http" },
+                        "name": unrouted_service_name(instance),
+                        "port": { "number": 80 },
                     },
                 },
-            }],
+            })
+        })
+        .collect();
+    paths.push(json!({
+        "path": "/",
+        "pathType": "Prefix",
+        "backend": {
+            "service": {
+                "name": instance.child_name(Component::App),
+                "port": { "name": "http" },
+            },
         },
-    });
+    }));
+    let mut rule = json!({ "http": { "paths": paths } });
     if let Some(host) = &spec.host {
         rule["host"] = json!(host);
     }
@@ -429,6 +474,38 @@ mod tests {
     }
 
     #[test]
+    fn redis_url_carries_the_generated_password_by_reference() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let cm = config_map(&i);
+        assert!(!cm.data.clone().unwrap().contains_key("REDIS_URL"));
+        let d = deployment(&i, &cm).unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        let find = |name: &str| env.iter().find(|e| e.name == name).unwrap();
+        let password = find("REDIS_PASSWORD");
+        assert_eq!(password.value, None, "never a literal");
+        let source = password
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref();
+        let source = source.unwrap();
+        assert_eq!(
+            (source.name.as_str(), source.key.as_str()),
+            ("links-redis-auth", "password")
+        );
+        assert_eq!(
+            find("REDIS_URL").value.as_deref(),
+            Some("redis://:$(REDIS_PASSWORD)@links-redis:6379")
+        );
+        let names = env_names(&deployment(&i, &cm).unwrap());
+        let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(pos("REDIS_PASSWORD") < pos("REDIS_URL"));
+    }
+
+    #[test]
     fn open_mode_with_external_stores_reads_urls_from_secrets() {
         let mut spec = ShortenerSpec::default();
         spec.app.config.auth_mode = AuthMode::Open;
@@ -501,7 +578,6 @@ mod tests {
         let data = cm.data.clone().unwrap();
         assert_eq!(data["AUTH_MODE"], "api-key");
         assert_eq!(data["CACHE_TTL_SECONDS"], "300");
-        assert_eq!(data["REDIS_URL"], "redis://links-redis:6379");
         assert_eq!(data["LISTEN_ADDR"], "0.0.0.0:8080");
         let before = deployment(&i, &cm).unwrap();
 
@@ -597,6 +673,52 @@ mod tests {
         let tls = &ing.tls.unwrap()[0];
         assert_eq!(tls.secret_name.as_deref(), Some("sho-rt-tls"));
         assert_eq!(tls.hosts, Some(vec!["sho.rt".to_string()]));
+    }
+
+    #[test]
+    fn ingress_routes_everything_but_metrics_to_the_app() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let ing = serde_json::to_value(ingress(&i).unwrap()).unwrap();
+        let paths = &ing["spec"]["rules"][0]["http"]["paths"];
+        assert_eq!(paths[0]["path"], "/metrics");
+        assert_eq!(paths[0]["pathType"], "Exact");
+        assert_eq!(paths[0]["backend"]["service"]["name"], "links-unrouted");
+        assert_eq!(paths[1]["path"], "/");
+        assert_eq!(paths[1]["pathType"], "Prefix");
+        assert_eq!(paths[1]["backend"]["service"]["name"], "links");
+        // The deny backend is never one of the children.
+        let state = crate::children::desired_state(
+            &i,
+            &crate::children::Observed::default(),
+            &crate::children::Credentials::placeholder(),
+        )
+        .unwrap();
+        assert!(state.children.iter().all(|c| c.name() != "links-unrouted"));
+    }
+
+    #[test]
+    fn snippet_annotations_are_recognised_whatever_the_prefix() {
+        let annotations: BTreeMap<String, String> = [
+            "nginx.ingress.kubernetes.io/configuration-snippet",
+            "nginx.ingress.kubernetes.io/server-snippet",
+            "nginx.ingress.kubernetes.io/auth-snippet",
+            "nginx.org/location-snippets",
+            "cert-manager.io/cluster-issuer",
+            "nginx.ingress.kubernetes.io/proxy-body-size",
+        ]
+        .into_iter()
+        .map(|k| (k.to_string(), "x".to_string()))
+        .collect();
+        assert_eq!(
+            snippet_annotations(&annotations),
+            vec![
+                "nginx.ingress.kubernetes.io/auth-snippet",
+                "nginx.ingress.kubernetes.io/configuration-snippet",
+                "nginx.ingress.kubernetes.io/server-snippet",
+                "nginx.org/location-snippets",
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod monitoring;
+pub mod network;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod redis;
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -148,6 +149,10 @@ impl<'a> Instance<'a> {
         format!("{}-admin", self.name)
     }
 
+    pub fn redis_secret_name(&self) -> String {
+        format!("{}-redis-auth", self.name)
+    }
+
     /// Selector string of the app pods, as published for the scale subresource.
     pub fn app_selector(&self) -> String {
         selector(&self.selector_labels(Component::App))
@@ -202,6 +207,7 @@ pub enum Child {
     Deployment(Deployment),
     PodDisruptionBudget(PodDisruptionBudget),
     Ingress(Ingress),
+    NetworkPolicy(NetworkPolicy),
     Monitoring(ApiResource, DynamicObject),
 }
 
@@ -217,6 +223,7 @@ macro_rules! on_child {
             Child::Deployment($o) => $typed,
             Child::PodDisruptionBudget($o) => $typed,
             Child::Ingress($o) => $typed,
+            Child::NetworkPolicy($o) => $typed,
             Child::Monitoring($r, $d) => $dynamic,
         }
     };
@@ -239,7 +246,8 @@ child_from!(
     StatefulSet,
     Deployment,
     PodDisruptionBudget,
-    Ingress
+    Ingress,
+    NetworkPolicy
 );
 
 fn resource_of<K: Resource<DynamicType = ()>>(_: &K) -> ApiResource {
@@ -291,6 +299,7 @@ pub fn managed_kinds(monitoring_crds: bool) -> Vec<ApiResource> {
         ApiResource::erase::<Deployment>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
         ApiResource::erase::<Ingress>(&()),
+        ApiResource::erase::<NetworkPolicy>(&()),
     ];
     if monitoring_crds {
         kinds.push(monitoring::service_monitor_resource());
@@ -322,6 +331,7 @@ pub struct Observed {
 pub struct Credentials {
     pub database_password: String,
     pub admin_api_key: String,
+    pub redis_password: String,
 }
 
 impl Credentials {
@@ -329,6 +339,7 @@ impl Credentials {
         Self {
             database_password: secrets::random_token(32),
             admin_api_key: secrets::random_token(40),
+            redis_password: secrets::random_token(32),
         }
     }
 
@@ -337,6 +348,7 @@ impl Credentials {
         Self {
             database_password: "generated-by-operator".into(),
             admin_api_key: "generated-by-operator".into(),
+            redis_password: "generated-by-operator".into(),
         }
     }
 }
@@ -360,10 +372,17 @@ pub fn desired_state(
     if spec.app.config.auth_mode == crate::crd::AuthMode::ApiKey {
         secrets.push(secrets::admin_secret(instance, &credentials.admin_api_key));
     }
+    if spec.redis.external.is_none() {
+        secrets.push(secrets::redis_secret(instance, &credentials.redis_password));
+    }
 
     children.push(app::service_account(instance).into());
     let app_config = app::config_map(instance);
     children.push(app_config.clone().into());
+    // Isolation first, so no pod of the stack ever runs without it.
+    for policy in network::policies(instance)? {
+        children.push(policy.into());
+    }
 
     if let Some(postgres) = spec.database.embedded() {
         let size = observed.postgres_template_size.as_deref();
@@ -599,6 +618,11 @@ mod tests {
             vec![
                 "ServiceAccount/links",
                 "ConfigMap/links-config",
+                "NetworkPolicy/links-default-deny",
+                "NetworkPolicy/links",
+                "NetworkPolicy/links-pgbouncer",
+                "NetworkPolicy/links-postgres",
+                "NetworkPolicy/links-redis",
                 "Service/links-postgres",
                 "StatefulSet/links-postgres",
                 "ConfigMap/links-pgbouncer",
@@ -621,7 +645,10 @@ mod tests {
             .iter()
             .map(|s| s.metadata.name.clone().unwrap_or_default())
             .collect();
-        assert_eq!(secret_names, vec!["links-db", "links-admin"]);
+        assert_eq!(
+            secret_names,
+            vec!["links-db", "links-admin", "links-redis-auth"]
+        );
     }
 
     #[test]

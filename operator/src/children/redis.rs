@@ -13,6 +13,9 @@ use super::{
 use crate::error::Result;
 
 pub const PORT: i32 = 6379;
+/// Key of the generated Secret holding the `requirepass` line the server includes.
+pub const AUTH_CONF_KEY: &str = "auth.conf";
+const AUTH_DIR: &str = "/etc/redis-auth";
 /// uid of the `redis` user in the official Alpine image.
 pub const REDIS_UID: i64 = 999;
 
@@ -29,7 +32,9 @@ pub fn config_map_name(instance: &Instance<'_>) -> String {
 }
 
 /// `redis.conf`: a pure cache, evicting any key under memory pressure (every entry can be
-/// rebuilt from PostgreSQL) and never writing to disk.
+/// rebuilt from PostgreSQL) and never writing to disk. Every client must authenticate: the
+/// password comes from the generated Secret's `auth.conf`, included here, and protected mode
+/// stays on as a second lock should that include ever be missing.
 pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     let spec = &instance.spec().redis;
     let conf = format!(
@@ -38,7 +43,8 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
          maxmemory-policy allkeys-lru\n\
          save \"\"\n\
          appendonly no\n\
-         protected-mode no\n",
+         protected-mode yes\n\
+         include {AUTH_DIR}/{AUTH_CONF_KEY}\n",
         spec.max_memory
     );
     ConfigMap {
@@ -88,17 +94,34 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                         "imagePullPolicy": "IfNotPresent",
                         "command": ["redis-server", "/etc/redis/redis.conf"],
                         "ports": [{ "name": "redis", "containerPort": PORT, "protocol": "TCP" }],
+                        // redis-cli (the probes) reads the password from REDISCLI_AUTH.
+                        "env": [{
+                            "name": "REDISCLI_AUTH",
+                            "valueFrom": { "secretKeyRef": {
+                                "name": instance.redis_secret_name(), "key": "password",
+                            } },
+                        }],
                         "resources": resources(spec.resources.as_ref(), BUDGET),
                         "securityContext": restricted_container_security(true),
                         "readinessProbe": probe(5),
                         "livenessProbe": probe(20),
                         "volumeMounts": [
                             { "name": "config", "mountPath": "/etc/redis", "readOnly": true },
+                            { "name": "auth", "mountPath": AUTH_DIR, "readOnly": true },
                             { "name": "data", "mountPath": "/data" },
                         ],
                     }],
                     "volumes": [
                         { "name": "config", "configMap": { "name": config_map_name(instance) } },
+                        {
+                            "name": "auth",
+                            "secret": {
+                                "secretName": instance.redis_secret_name(),
+                                "items": [{ "key": AUTH_CONF_KEY, "path": AUTH_CONF_KEY }],
+                                // Readable by the redis group (fsGroup), nobody else.
+                                "defaultMode": 0o440,
+                            },
+                        },
                         { "name": "data", "emptyDir": { "sizeLimit": "64Mi" } },
                     ],
                 },
@@ -127,6 +150,12 @@ mod tests {
         assert!(conf.contains("maxmemory-policy allkeys-lru\n"));
         assert!(conf.contains("appendonly no\n"));
         assert!(conf.contains("save \"\"\n"));
+        assert!(conf.contains("protected-mode yes\n"), "{conf}");
+        assert!(
+            conf.contains("include /etc/redis-auth/auth.conf\n"),
+            "{conf}"
+        );
+        assert!(!conf.contains("requirepass"), "no password in a ConfigMap");
         let d = deployment(&i, &cm).unwrap();
         assert_owned(&d.metadata, "redis");
         let pod = d.spec.unwrap().template.spec.unwrap();
@@ -134,7 +163,15 @@ mod tests {
             pod.containers[0].command.clone().unwrap(),
             vec!["redis-server", "/etc/redis/redis.conf"]
         );
-        assert_hardened(&serde_json::to_value(&pod).unwrap());
+        let pod = serde_json::to_value(&pod).unwrap();
+        assert_hardened(&pod);
+        let auth = &pod["volumes"][1];
+        assert_eq!(auth["secret"]["secretName"], "links-redis-auth");
+        assert_eq!(auth["secret"]["items"][0]["key"], "auth.conf");
+        assert_eq!(
+            pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+            "links-redis-auth"
+        );
     }
 
     #[test]

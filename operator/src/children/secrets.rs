@@ -49,6 +49,23 @@ pub fn admin_secret(instance: &Instance<'_>, api_key: &str) -> Secret {
     }
 }
 
+/// Password of the embedded Redis: `password` for clients, `auth.conf` for the server, which
+/// includes it from its config so the password is in neither the ConfigMap nor its arguments.
+pub fn redis_secret(instance: &Instance<'_>, password: &str) -> Secret {
+    Secret {
+        metadata: instance.meta(instance.redis_secret_name(), Component::App),
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([
+            ("password".to_string(), password.to_string()),
+            (
+                super::redis::AUTH_CONF_KEY.to_string(),
+                format!("requirepass {password}\n"),
+            ),
+        ])),
+        ..Secret::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +91,18 @@ mod tests {
         let data = secret.string_data.unwrap();
         assert_eq!(data["password"], "s3cret");
         assert_eq!(data["userlist.txt"], "\"shortener\" \"s3cret\"\n");
+    }
+
+    #[test]
+    fn redis_secret_holds_the_password_and_the_server_setting() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let secret = redis_secret(&i, "pw");
+        assert_owned(&secret.metadata, "app");
+        assert_eq!(secret.metadata.name.as_deref(), Some("links-redis-auth"));
+        let data = secret.string_data.unwrap();
+        assert_eq!(data["password"], "pw");
+        assert_eq!(data["auth.conf"], "requirepass pw\n");
     }
 
     #[test]

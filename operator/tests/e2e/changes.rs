@@ -266,24 +266,54 @@ pub async fn cel_rules_reject_shrink_and_immutable_changes(ctx: &Ctx) -> Result 
 }
 
 /// kwok has no volume provisioner, so the suite's volumes are static and cannot be expanded:
-/// the API server refuses the claim's resize. The operator must say so in the status.
+/// the API server refuses the claim's resize. The operator must say so in the status (Degraded,
+/// naming the claim) and still finish the pass: the Ingress turned off in the same change is
+/// pruned and readiness is reported for the new generation.
 pub async fn volume_growth_the_cluster_refuses_is_reported(ctx: &Ctx) -> Result {
     ready_minimal(ctx).await?;
+    ensure!(
+        get_opt(&ctx.client, &ctx.ns, "Ingress", "links")
+            .await?
+            .is_some(),
+        "the minimal example has an Ingress"
+    );
     patch_spec(
         &ctx.ns,
         "links",
-        json!({ "database": { "postgres": { "storage": { "size": "2Gi" } } } }),
+        json!({
+            "database": { "postgres": { "storage": { "size": "2Gi" } } },
+            "ingress": { "enabled": false },
+        }),
     )?;
     let degraded =
         crate::stack::wait_condition(&ctx.client, &ctx.ns, "links", "Degraded", "True").await?;
-    let message = at(&degraded.data, "/status/conditions")
+    let condition = at(&degraded.data, "/status/conditions")
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
-        .map(|c| c["message"].to_string())
+        .cloned()
         .unwrap_or_default();
     ensure!(
-        message.contains("data-links-postgres-0"),
-        "Degraded does not name the claim: {message}"
+        condition["reason"] == "VolumeResizeRefused"
+            && condition["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("data-links-postgres-0")),
+        "Degraded does not name the claim: {condition}"
     );
+    // The rest of the pass happened: readiness for this generation, and the pruning.
+    let ready = wait_ready(&ctx.client, &ctx.ns, "links").await?;
+    ensure!(
+        at(&ready.data, "/status/observedGeneration").as_i64() == ready.metadata.generation,
+        "status.observedGeneration lags: {}",
+        at(&ready.data, "/status")
+    );
+    let client = &ctx.client;
+    let ns = ctx.ns.as_str();
+    eventually("the Ingress pruned", TIMEOUT, || async move {
+        match get_opt(client, ns, "Ingress", "links").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
     Ok(())
 }

@@ -143,6 +143,7 @@ pub const CHILD_KINDS: &[(&str, &str, &str)] = &[
     ("apps/v1", "Deployment", "deployments"),
     ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ("networking.k8s.io/v1", "Ingress", "ingresses"),
+    ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     (
         "monitoring.coreos.com/v1",
         "ServiceMonitor",

@@ -25,6 +25,7 @@ mod install;
 mod leader;
 mod lifecycle;
 mod operator;
+mod privilege;
 mod pruning;
 mod stack;
 
@@ -85,6 +86,12 @@ fn tests() -> Vec<Test> {
         test!(changes::app_setting_change_rolls_the_deployment),
         test!(changes::cel_rules_reject_shrink_and_immutable_changes),
         test!(changes::volume_growth_the_cluster_refuses_is_reported),
+        test!(privilege::redis_requires_the_generated_password),
+        test!(privilege::metrics_are_not_routed_and_the_examples_require_the_api_key),
+        test!(privilege::network_policies_admit_only_the_stack_flows),
+        test!(privilege::snippet_annotations_are_refused),
+        test!(privilege::an_object_it_did_not_create_is_left_alone),
+        test!(privilege::namespaced_install_grants_nothing_outside_its_namespaces),
         test!(drift::deleted_service_and_edited_deployment_are_restored),
         test!(pruning::disabled_components_are_pruned_and_lookalikes_survive),
         test!(lifecycle::pause_leaves_children_alone_until_resumed),

@@ -77,6 +77,17 @@ impl OperatorProcess {
         lease_namespace: &str,
         logs: &Path,
     ) -> Result<Self> {
+        Self::start_with(identity, kubeconfig, lease_namespace, logs, &[])
+    }
+
+    /// As `start`, with more arguments for `run`.
+    pub fn start_with(
+        identity: &str,
+        kubeconfig: &Path,
+        lease_namespace: &str,
+        logs: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
         let metrics_port = free_port()?;
         let log = logs.join(format!("operator-{identity}.log"));
         let out = File::create(&log)?;
@@ -92,6 +103,7 @@ impl OperatorProcess {
                 "--identity",
                 identity,
             ])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,shortener_operator=debug")
             .stdin(Stdio::null())

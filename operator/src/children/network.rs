@@ -1,0 +1,265 @@
+//! NetworkPolicies isolating each instance: every pod of the instance denies all traffic but
+//! DNS, and one policy per component opens exactly the flows the stack needs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde_json::{Value, json};
+
+use super::{Component, Instance, app, pgbouncer, postgres, redis, typed};
+use crate::error::Result;
+
+/// Where cluster DNS runs (kube-dns or CoreDNS keep this label for compatibility).
+fn dns_peer() -> Value {
+    json!({
+        "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "kube-system" } },
+        "podSelector": { "matchLabels": { "k8s-app": "kube-dns" } },
+    })
+}
+
+fn tcp(port: i32) -> Value {
+    json!({ "protocol": "TCP", "port": port })
+}
+
+fn pods(instance: &Instance<'_>, component: Component) -> Value {
+    json!({ "podSelector": { "matchLabels": instance.selector_labels(component) } })
+}
+
+fn namespaces(labels: &BTreeMap<String, String>) -> Value {
+    json!({ "namespaceSelector": { "matchLabels": labels } })
+}
+
+fn policy(
+    instance: &Instance<'_>,
+    name: String,
+    component: Component,
+    selector: BTreeMap<String, String>,
+    ingress: Vec<Value>,
+    egress: Vec<Value>,
+) -> Result<NetworkPolicy> {
+    let mut spec = json!({
+        "podSelector": { "matchLabels": selector },
+        "policyTypes": ["Ingress", "Egress"],
+    });
+    // No rules is written as no list at all: the API server stores an empty list as absent,
+    // and applying `[]` over that would count as a change on every pass.
+    if !ingress.is_empty() {
+        spec["ingress"] = json!(ingress);
+    }
+    if !egress.is_empty() {
+        spec["egress"] = json!(egress);
+    }
+    typed(
+        "NetworkPolicy",
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": instance.meta(name, component),
+            "spec": spec,
+        }),
+    )
+}
+
+/// Every policy of the instance, or none when `spec.networkPolicy.enabled` is false.
+pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
+    let spec = instance.spec();
+    if !spec.network_policy.enabled {
+        return Ok(Vec::new());
+    }
+    let mut all = Vec::new();
+
+    // Default deny for every pod of the instance; DNS is the only flow all of them need.
+    let mut instance_pods = instance.selector_labels(Component::App);
+    instance_pods.remove("app.kubernetes.io/component");
+    let dns = json!({
+        "to": [dns_peer()],
+        "ports": [{ "protocol": "UDP", "port": 53 }, tcp(53)],
+    });
+    all.push(policy(
+        instance,
+        format!("{}-default-deny", instance.name),
+        Component::App,
+        instance_pods,
+        Vec::new(),
+        vec![dns],
+    )?);
+
+    // The app: from the ingress controller and Prometheus; to the pooler, PostgreSQL (the
+    // migrations bypass the pooler) and Redis, or anywhere for external stores and tracing.
+    let mut ingress = Vec::new();
+    if spec.ingress.enabled {
+        ingress.push(json!({
+            "from": [namespaces(&spec.network_policy.ingress_controller_namespace_selector)],
+            "ports": [tcp(app::HTTP_PORT)],
+        }));
+    }
+    if spec.monitoring.service_monitor {
+        ingress.push(json!({
+            "from": [namespaces(&spec.network_policy.prometheus_namespace_selector)],
+            "ports": [tcp(app::HTTP_PORT)],
+        }));
+    }
+    let mut egress = Vec::new();
+    if spec.database.external.is_none() {
+        egress.push(json!({
+            "to": [pods(instance, Component::PgBouncer)],
+            "ports": [tcp(pgbouncer::PORT)],
+        }));
+        egress.push(json!({
+            "to": [pods(instance, Component::Postgres)],
+            "ports": [tcp(postgres::PORT)],
+        }));
+    }
+    if spec.redis.external.is_none() {
+        egress.push(json!({
+            "to": [pods(instance, Component::Redis)],
+            "ports": [tcp(redis::PORT)],
+        }));
+    }
+    // An external database or cache lives at an address the operator cannot know.
+    if spec.database.external.is_some() || spec.redis.external.is_some() {
+        egress.push(json!({}));
+    } else if let Some(endpoint) = &spec.app.config.tracing.endpoint {
+        egress.push(json!({ "ports": [tcp(endpoint_port(endpoint))] }));
+    }
+    all.push(policy(
+        instance,
+        instance.child_name(Component::App),
+        Component::App,
+        instance.selector_labels(Component::App),
+        ingress,
+        egress,
+    )?);
+
+    if spec.database.embedded().is_some() {
+        all.push(policy(
+            instance,
+            instance.child_name(Component::PgBouncer),
+            Component::PgBouncer,
+            instance.selector_labels(Component::PgBouncer),
+            vec![json!({
+                "from": [pods(instance, Component::App)],
+                "ports": [tcp(pgbouncer::PORT)],
+            })],
+            vec![json!({
+                "to": [pods(instance, Component::Postgres)],
+                "ports": [tcp(postgres::PORT)],
+            })],
+        )?);
+        all.push(policy(
+            instance,
+            instance.child_name(Component::Postgres),
+            Component::Postgres,
+            instance.selector_labels(Component::Postgres),
+            vec![json!({
+                "from": [pods(instance, Component::PgBouncer), pods(instance, Component::App)],
+                "ports": [tcp(postgres::PORT)],
+            })],
+            Vec::new(),
+        )?);
+    }
+    if spec.redis.external.is_none() {
+        all.push(policy(
+            instance,
+            instance.child_name(Component::Redis),
+            Component::Redis,
+            instance.selector_labels(Component::Redis),
+            vec![json!({
+                "from": [pods(instance, Component::App)],
+                "ports": [tcp(redis::PORT)],
+            })],
+            Vec::new(),
+        )?);
+    }
+    Ok(all)
+}
+
+/// The port of an OTLP endpoint URL, or the scheme's default.
+fn endpoint_port(endpoint: &str) -> i32 {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("http", endpoint));
+    let authority = rest.split('/').next().unwrap_or_default();
+    let port = authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+    port.unwrap_or(if scheme == "https" { 443 } else { 80 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::{assert_owned, shortener};
+    use crate::crd::{ExternalSecretRef, ShortenerSpec};
+
+    fn names(policies: &[NetworkPolicy]) -> Vec<String> {
+        let names = policies
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default());
+        names.collect()
+    }
+
+    #[test]
+    fn every_component_gets_a_policy_behind_a_default_deny() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let all = policies(&i).unwrap();
+        assert_eq!(
+            names(&all),
+            vec![
+                "links-default-deny",
+                "links",
+                "links-pgbouncer",
+                "links-postgres",
+                "links-redis"
+            ]
+        );
+        for p in &all {
+            let v = serde_json::to_value(p).unwrap();
+            assert_eq!(v["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+        }
+        assert_owned(&all[0].metadata, "app");
+        let deny = serde_json::to_value(&all[0]).unwrap();
+        assert!(deny["spec"].get("ingress").is_none(), "{deny}");
+        assert_eq!(deny["spec"]["egress"][0]["ports"][0]["port"], 53);
+        let app = serde_json::to_value(&all[1]).unwrap();
+        assert_eq!(
+            app["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"],
+            json!({ "kubernetes.io/metadata.name": "ingress-nginx" })
+        );
+        assert_eq!(
+            app["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"],
+            json!({ "kubernetes.io/metadata.name": "monitoring" })
+        );
+    }
+
+    #[test]
+    fn external_stores_drop_their_policies_and_open_the_app_egress() {
+        let mut spec = ShortenerSpec::default();
+        spec.database.external = Some(ExternalSecretRef {
+            secret_name: "pg".into(),
+            key: "dsn".into(),
+        });
+        spec.redis.external = Some(ExternalSecretRef {
+            secret_name: "cache".into(),
+            key: "url".into(),
+        });
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let all = policies(&i).unwrap();
+        assert_eq!(names(&all), vec!["links-default-deny", "links"]);
+        let app = serde_json::to_value(&all[1]).unwrap();
+        assert_eq!(app["spec"]["egress"], json!([{}]));
+    }
+
+    #[test]
+    fn disabled_means_no_policies() {
+        let mut spec = ShortenerSpec::default();
+        spec.network_policy.enabled = false;
+        let s = shortener(spec);
+        assert!(policies(&Instance::new(&s).unwrap()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn tracing_endpoint_port_is_opened() {
+        assert_eq!(endpoint_port("http://otel-collector.obs:4318"), 4318);
+        assert_eq!(endpoint_port("https://otel.example.com/v1"), 443);
+        assert_eq!(endpoint_port("http://otel"), 80);
+    }
+}
