@@ -194,7 +194,7 @@ async fn a_replica_finds_in_redis_what_another_created() {
 async fn redis_down_means_the_database_answers() {
     let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
     // Nothing listens on this port.
-    let closed = format!("redis://127.0.0.1:{}", common_free_port());
+    let closed = format!("redis://127.0.0.1:{}", common::server::free_port());
     let app = TestApp::start(db.clone(), &flags(Some(&closed), "down")).await;
     let url = app.link("https://e.com/r").await;
     let code = url["short_code"].as_str().unwrap();
@@ -206,14 +206,6 @@ async fn redis_down_means_the_database_answers() {
     assert_eq!(health["database"], "ok");
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("shortener_redis_up 0"), "{metrics}");
-}
-
-fn common_free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::ADMIN_KEY;
 use common::private_pg::{PrivatePgBouncer, PrivatePostgres};
-use common::server::{Server, client};
+use common::server::{Server, call, client};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shortener::clicks::ClickRecorder;
@@ -87,28 +87,9 @@ fn stats_probe(
     })
 }
 
-async fn api(
-    http: &Client,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = http.request(method, url).bearer_auth(ADMIN_KEY);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// A new link, and one redirect of it (which caches it and counts once).
 async fn cached_link(http: &Client, server: &Server) -> (i64, String) {
-    let (status, url) = api(
+    let (status, url) = call(
         http,
         reqwest::Method::POST,
         format!("{}/urls", server.base),
@@ -149,7 +130,7 @@ fn settled_rows(pg: &PrivatePostgres, url_id: i64, expected: u64, patience: Dura
 async fn stats_answer(http: &Client, server: &Server, url_id: i64, patience: Duration) -> Value {
     let deadline = Instant::now() + patience;
     loop {
-        let (status, body) = api(
+        let (status, body) = call(
             http,
             reqwest::Method::GET,
             format!("{}/urls/{url_id}/stats", server.base),
@@ -258,7 +239,7 @@ async fn behind_pgbouncer_every_answered_redirect_is_recorded_once_through_resta
     );
 
     // The API answers normally again.
-    let (status, body) = api(
+    let (status, body) = call(
         &http,
         reqwest::Method::GET,
         format!("{}/urls?per_page=5", server.base),
@@ -266,7 +247,7 @@ async fn behind_pgbouncer_every_answered_redirect_is_recorded_once_through_resta
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = api(
+    let (status, body) = call(
         &http,
         reqwest::Method::POST,
         format!("{}/urls", server.base),

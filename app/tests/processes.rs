@@ -7,26 +7,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::server::{BIN, Server, client};
+use common::server::{BIN, Server, call, client};
 use common::{ADMIN_KEY, Backend, TestDatabase};
-use reqwest::{Client, StatusCode};
-use serde_json::{Value, json};
-
-async fn call(
-    client: &Client,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = client.request(method, url).bearer_auth(ADMIN_KEY);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
+use reqwest::StatusCode;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_agree() {

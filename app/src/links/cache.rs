@@ -340,8 +340,7 @@ impl LinkCache {
                     // A failure is recorded (and distrusts the feed) in ping.
                     shared.ping().await;
                 }
-                // Keeps the gauge current without lookups.
-                shared.coherent();
+                shared.report_coherence();
             }
         }))
     }

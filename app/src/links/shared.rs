@@ -223,16 +223,20 @@ impl SharedCache {
     /// replica's change may not have reached us (or Redis), so the caller
     /// uses the short TTL and the database instead.
     pub fn coherent(&self) -> bool {
-        let coherent = self.feed_up.load(Ordering::Acquire)
+        self.feed_up.load(Ordering::Acquire)
             && self.now_ms() >= self.unreliable_until_ms.load(Ordering::Acquire)
-            && self.pending_count() == 0;
-        self.metrics.cache_coherent.set(i64::from(coherent));
-        coherent
+            && self.pending_count() == 0
     }
 
-    /// True once after the feed may have missed messages.
+    /// Sets `shortener_cache_coherent` (by the repair task, not per lookup).
+    pub fn report_coherence(&self) {
+        self.metrics.cache_coherent.set(i64::from(self.coherent()));
+    }
+
+    /// True once after the feed may have missed messages. Read before the
+    /// swap, so the redirect path only writes the flag when it is set.
     pub fn take_gap(&self) -> bool {
-        self.gap.swap(false, Ordering::AcqRel)
+        self.gap.load(Ordering::Acquire) && self.gap.swap(false, Ordering::AcqRel)
     }
 
     fn pending_count(&self) -> usize {

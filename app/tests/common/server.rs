@@ -19,6 +19,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A management call with the admin key: the status and the body as JSON
+/// (a body that is not JSON comes back as a JSON string).
+pub async fn call(
+    client: &Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = client.request(method, url).bearer_auth(ADMIN_KEY);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, body)
+}
+
 /// An HTTP client that does not follow redirects.
 pub fn client() -> Client {
     Client::builder()

@@ -60,6 +60,24 @@ fn policy(
     )
 }
 
+/// The policy of one component's pods, named like the component's other children.
+fn component_policy(
+    instance: &Instance<'_>,
+    component: Component,
+    ingress: Vec<Value>,
+    egress: Vec<Value>,
+) -> Result<NetworkPolicy> {
+    let name = instance.child_name(component);
+    let selector = instance.selector_labels(component);
+    policy(instance, name, component, selector, ingress, egress)
+}
+
+/// One rule: from (or to) these components' pods, on one TCP port.
+fn between(instance: &Instance<'_>, direction: &str, peers: &[Component], port: i32) -> Value {
+    let peers: Vec<Value> = peers.iter().map(|c| pods(instance, *c)).collect();
+    json!({ direction: peers, "ports": [tcp(port)] })
+}
+
 /// Every policy of the instance, or none when `spec.networkPolicy.enabled` is false.
 pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
     let spec = instance.spec();
@@ -101,20 +119,21 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
     }
     let mut egress = Vec::new();
     if spec.database.external.is_none() {
-        egress.push(json!({
-            "to": [pods(instance, Component::PgBouncer)],
-            "ports": [tcp(pgbouncer::PORT)],
-        }));
-        egress.push(json!({
-            "to": [pods(instance, Component::Postgres)],
-            "ports": [tcp(postgres::PORT)],
-        }));
+        egress.push(between(
+            instance,
+            "to",
+            &[Component::PgBouncer],
+            pgbouncer::PORT,
+        ));
+        egress.push(between(
+            instance,
+            "to",
+            &[Component::Postgres],
+            postgres::PORT,
+        ));
     }
     if spec.redis.external.is_none() {
-        egress.push(json!({
-            "to": [pods(instance, Component::Redis)],
-            "ports": [tcp(redis::PORT)],
-        }));
+        egress.push(between(instance, "to", &[Component::Redis], redis::PORT));
     }
     // An external database or cache lives at an address the operator cannot know.
     if spec.database.external.is_some() || spec.redis.external.is_some() {
@@ -122,52 +141,42 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
     } else if let Some(endpoint) = &spec.app.config.tracing.endpoint {
         egress.push(json!({ "ports": [tcp(endpoint_port(endpoint))] }));
     }
-    all.push(policy(
-        instance,
-        instance.child_name(Component::App),
-        Component::App,
-        instance.selector_labels(Component::App),
-        ingress,
-        egress,
-    )?);
+    all.push(component_policy(instance, Component::App, ingress, egress)?);
 
     if spec.database.embedded().is_some() {
-        all.push(policy(
+        all.push(component_policy(
             instance,
-            instance.child_name(Component::PgBouncer),
             Component::PgBouncer,
-            instance.selector_labels(Component::PgBouncer),
-            vec![json!({
-                "from": [pods(instance, Component::App)],
-                "ports": [tcp(pgbouncer::PORT)],
-            })],
-            vec![json!({
-                "to": [pods(instance, Component::Postgres)],
-                "ports": [tcp(postgres::PORT)],
-            })],
+            vec![between(
+                instance,
+                "from",
+                &[Component::App],
+                pgbouncer::PORT,
+            )],
+            vec![between(
+                instance,
+                "to",
+                &[Component::Postgres],
+                postgres::PORT,
+            )],
         )?);
-        all.push(policy(
+        all.push(component_policy(
             instance,
-            instance.child_name(Component::Postgres),
             Component::Postgres,
-            instance.selector_labels(Component::Postgres),
-            vec![json!({
-                "from": [pods(instance, Component::PgBouncer), pods(instance, Component::App)],
-                "ports": [tcp(postgres::PORT)],
-            })],
+            vec![between(
+                instance,
+                "from",
+                &[Component::PgBouncer, Component::App],
+                postgres::PORT,
+            )],
             Vec::new(),
         )?);
     }
     if spec.redis.external.is_none() {
-        all.push(policy(
+        all.push(component_policy(
             instance,
-            instance.child_name(Component::Redis),
             Component::Redis,
-            instance.selector_labels(Component::Redis),
-            vec![json!({
-                "from": [pods(instance, Component::App)],
-                "ports": [tcp(redis::PORT)],
-            })],
+            vec![between(instance, "from", &[Component::App], redis::PORT)],
             Vec::new(),
         )?);
     }

@@ -6,7 +6,7 @@ use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::{
-    Ingress, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
+    Ingress, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -321,38 +321,36 @@ fn allowed(
             })
             .collect()
     };
-    let egress = isolating(from, "Egress");
-    let egress_ok = egress.is_empty()
-        || egress.iter().any(|p| {
-            let namespace = p.metadata.namespace.as_deref().unwrap_or_default();
-            let rules = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.egress.clone())
-                .unwrap_or_default();
-            rules.iter().any(|r| {
-                let peers = r.to.as_ref().filter(|t| !t.is_empty());
-                peers.is_none_or(|t| t.iter().any(|peer| peer_matches(peer, namespace, to)))
-                    && port_matches(r.ports.as_ref(), port, protocol)
+    // Whether some isolating policy has a rule whose peers include `peer` on this port (or
+    // none isolates).
+    let admits = |isolating: Vec<&NetworkPolicy>, rules: fn(&NetworkPolicySpec) -> Rules, peer| {
+        isolating.is_empty()
+            || isolating.iter().any(|p| {
+                let namespace = p.metadata.namespace.as_deref().unwrap_or_default();
+                let spec = p.spec.clone().unwrap_or_default();
+                rules(&spec).iter().any(|(peers, ports)| {
+                    let peers = peers.as_ref().filter(|t| !t.is_empty());
+                    peers.is_none_or(|t| t.iter().any(|q| peer_matches(q, namespace, peer)))
+                        && port_matches(ports.as_ref(), port, protocol)
+                })
             })
-        });
-    let ingress = isolating(to, "Ingress");
-    let ingress_ok = ingress.is_empty()
-        || ingress.iter().any(|p| {
-            let namespace = p.metadata.namespace.as_deref().unwrap_or_default();
-            let rules = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.ingress.clone())
-                .unwrap_or_default();
-            rules.iter().any(|r| {
-                let peers = r.from.as_ref().filter(|t| !t.is_empty());
-                peers.is_none_or(|f| f.iter().any(|peer| peer_matches(peer, namespace, from)))
-                    && port_matches(r.ports.as_ref(), port, protocol)
-            })
-        });
-    egress_ok && ingress_ok
+    };
+    let egress: fn(&NetworkPolicySpec) -> Rules = |spec| {
+        let rules = spec.egress.iter().flatten();
+        rules.map(|r| (r.to.clone(), r.ports.clone())).collect()
+    };
+    let ingress: fn(&NetworkPolicySpec) -> Rules = |spec| {
+        let rules = spec.ingress.iter().flatten();
+        rules.map(|r| (r.from.clone(), r.ports.clone())).collect()
+    };
+    admits(isolating(from, "Egress"), egress, to) && admits(isolating(to, "Ingress"), ingress, from)
 }
+
+/// A policy direction's rules as (peers, ports) pairs.
+type Rules = Vec<(
+    Option<Vec<NetworkPolicyPeer>>,
+    Option<Vec<NetworkPolicyPort>>,
+)>;
 
 /// Pod labels of a workload's template, as stored.
 async fn template_labels(ctx: &Ctx, kind: &str, name: &str) -> Result<BTreeMap<String, String>> {
