@@ -11,6 +11,7 @@ pub mod clicks;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod keys;
 pub mod links;
 pub mod metrics;
 pub mod seed;

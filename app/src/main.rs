@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shortener::config::{DatabaseConfig, LogFormat, ServeConfig};
 use shortener::service::{self, Service};
-use shortener::{seed, telemetry};
+use shortener::store::{KeyScope, Page};
+use shortener::{keys, seed, telemetry};
 
 /// The service allocates a little per request (headers, the click, the
 /// batch); mimalloc's per-thread free lists make that cheaper than glibc's
@@ -30,6 +31,41 @@ enum Command {
     /// Seed data in the platform's CSV format.
     #[command(subcommand)]
     Seed(SeedCommand),
+    /// API keys, straight on the database (no running service needed).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issue a key and print it (on stdout, alone): it is shown only once.
+    Create {
+        /// What the key is for, e.g. the team or job.
+        #[arg(long)]
+        name: String,
+        /// `admin`, `user` (needs --user-id) or `read-only`.
+        #[arg(long, value_parser = KeyScope::parse)]
+        scope: KeyScope,
+        /// The user a `user` key (or a bound `read-only` key) is limited to.
+        #[arg(long)]
+        user_id: Option<i64>,
+        /// Days until the key stops working; never when absent.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// List every key (never the keys themselves).
+    List {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Revoke a key: running replicas refuse it within seconds.
+    Revoke {
+        id: i64,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,7 +135,87 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Keys(command) => {
+            let _logs = telemetry::init(LogFormat::Text, None)?;
+            manage_keys(command).await
+        }
     }
+}
+
+async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create {
+            name,
+            scope,
+            user_id,
+            expires_in_days,
+            database,
+        } => {
+            let request = keys::KeyRequest {
+                name,
+                scope,
+                user_id,
+                expires_in_days,
+                created_by: None,
+            };
+            if let Err((field, problem)) = request.check() {
+                anyhow::bail!("--{}: {problem}", field.replace('_', "-"));
+            }
+            let store = service::connect(&database).await?;
+            let issued = keys::issue(store.as_ref(), request).await?;
+            eprintln!(
+                "issued key {} ({}, scope {}); it is shown only this once:",
+                issued.key.id, issued.key.name, issued.key.scope
+            );
+            println!("{}", issued.secret);
+        }
+        KeysCommand::List { database } => {
+            let store = service::connect(&database).await?;
+            println!("id\tscope\tuser\tprefix\tcreated\texpires\trevoked\tlast used\tname");
+            let show = |t: Option<shortener::domain::Timestamp>| {
+                t.map_or_else(
+                    || "-".to_owned(),
+                    |t| t.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                )
+            };
+            let mut page = Page {
+                per_page: Page::MAX_PER_PAGE,
+                ..Page::default()
+            };
+            loop {
+                let listing = store.list_api_keys(page).await?;
+                let Some(last) = listing.items.last().map(|k| k.id) else {
+                    break;
+                };
+                for key in listing.items {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        key.id,
+                        key.scope,
+                        key.user_id
+                            .map_or_else(|| "-".to_owned(), |u| u.to_string()),
+                        key.prefix,
+                        show(Some(key.created_at)),
+                        show(key.expires_at),
+                        show(key.revoked_at),
+                        show(key.last_used_at),
+                        key.name
+                    );
+                }
+                page.after_id = Some(last);
+            }
+        }
+        KeysCommand::Revoke { id, database } => {
+            let store = service::connect(&database).await?;
+            let key = store.get_api_key(id).await?;
+            if key.bootstrap {
+                anyhow::bail!("key {id} is ADMIN_API_KEY: change the variable to replace it");
+            }
+            let key = store.revoke_api_key(id).await?;
+            println!("revoked key {} ({})", key.id, key.name);
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: ServeConfig, traces: bool) -> anyhow::Result<()> {

@@ -71,11 +71,18 @@ impl Service {
                 config.database.data_dir.display()
             )
         })?;
+        let auth = Auth::new(
+            config.auth_mode,
+            config.admin_api_key.as_deref(),
+            store.clone(),
+        )
+        .await
+        .context("registering ADMIN_API_KEY")?;
         let state = AppState::new(http::Shared {
             store,
             links,
             clicks,
-            auth: Auth::new(config.auth_mode, config.admin_api_key.as_deref()),
+            auth,
             rate_limit: RateLimit::new(
                 config.rate_limit_per_minute,
                 config.rate_limit_burst,

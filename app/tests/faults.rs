@@ -27,9 +27,10 @@ use shortener::config::ServeConfig;
 use shortener::domain::{ShortCode, TargetUrl};
 use shortener::metrics::Metrics;
 use shortener::store::{
-    BatchOrigin, Click, ClickBatch, Event, EventFilter, ImportOutcome, ImportedUser, Listing,
-    NewEvent, NewUrl, NewUser, Page, PoolStats, RedirectTarget, SeedData, SeedOutcome, Store,
-    StoreError, StoreResult, Url, UrlFilter, UrlPatch, UrlStats, User, UserDeletion, UserPatch,
+    Actor, ApiKey, BatchOrigin, Click, ClickBatch, Event, EventFilter, ImportOutcome, ImportedUser,
+    Listing, NewApiKey, NewEvent, NewUrl, NewUser, Page, PoolStats, RedirectTarget, SeedData,
+    SeedOutcome, Store, StoreError, StoreResult, Url, UrlFilter, UrlPatch, UrlStats, User,
+    UserDeletion, UserPatch,
 };
 
 const DATABASE: &str = "shortener";
@@ -346,14 +347,14 @@ impl Store for AnswerLost {
     async fn update_user(&self, id: i64, patch: UserPatch) -> StoreResult<User> {
         self.inner.update_user(id, patch).await
     }
-    async fn delete_user(&self, id: i64) -> StoreResult<UserDeletion> {
-        self.inner.delete_user(id).await
+    async fn delete_user(&self, id: i64, by: Actor) -> StoreResult<UserDeletion> {
+        self.inner.delete_user(id, by).await
     }
     async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportOutcome> {
         self.inner.import_users(users).await
     }
-    async fn insert_url(&self, url: NewUrl, code: &ShortCode) -> StoreResult<Url> {
-        self.inner.insert_url(url, code).await
+    async fn insert_url(&self, url: NewUrl, code: &ShortCode, by: Actor) -> StoreResult<Url> {
+        self.inner.insert_url(url, code, by).await
     }
     async fn get_url(&self, id: i64) -> StoreResult<Url> {
         self.inner.get_url(id).await
@@ -364,11 +365,11 @@ impl Store for AnswerLost {
     async fn count_active_urls(&self) -> StoreResult<i64> {
         self.inner.count_active_urls().await
     }
-    async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url> {
-        self.inner.update_url(id, patch).await
+    async fn update_url(&self, id: i64, patch: UrlPatch, by: Actor) -> StoreResult<Url> {
+        self.inner.update_url(id, patch, by).await
     }
-    async fn deactivate_url(&self, id: i64, reason: &str) -> StoreResult<Url> {
-        self.inner.deactivate_url(id, reason).await
+    async fn deactivate_url(&self, id: i64, reason: &str, by: Actor) -> StoreResult<Url> {
+        self.inner.deactivate_url(id, reason, by).await
     }
     async fn url_stats(&self, id: i64) -> StoreResult<UrlStats> {
         self.inner.url_stats(id).await
@@ -379,8 +380,26 @@ impl Store for AnswerLost {
     async fn recent_active_targets(&self, limit: i64) -> StoreResult<Vec<RedirectTarget>> {
         self.inner.recent_active_targets(limit).await
     }
-    async fn create_event(&self, event: NewEvent) -> StoreResult<Event> {
-        self.inner.create_event(event).await
+    async fn create_event(&self, event: NewEvent, by: Actor) -> StoreResult<Event> {
+        self.inner.create_event(event, by).await
+    }
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey> {
+        self.inner.create_api_key(key).await
+    }
+    async fn get_api_key(&self, id: i64) -> StoreResult<ApiKey> {
+        self.inner.get_api_key(id).await
+    }
+    async fn list_api_keys(&self, page: Page) -> StoreResult<Listing<ApiKey>> {
+        self.inner.list_api_keys(page).await
+    }
+    async fn revoke_api_key(&self, id: i64) -> StoreResult<ApiKey> {
+        self.inner.revoke_api_key(id).await
+    }
+    async fn use_api_key(&self, secret_sha256: &str) -> StoreResult<Option<ApiKey>> {
+        self.inner.use_api_key(secret_sha256).await
+    }
+    async fn bootstrap_api_key(&self, secret_sha256: &str, prefix: &str) -> StoreResult<i64> {
+        self.inner.bootstrap_api_key(secret_sha256, prefix).await
     }
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>> {
         self.inner.list_events(filter, page).await
@@ -423,11 +442,14 @@ async fn a_committed_write_whose_answer_was_lost_is_not_counted_twice() {
         lose_next: AtomicBool::new(true),
     });
     let link = store
-        .create_url_with_generated_code(NewUrl {
-            user_id: None,
-            original_url: TargetUrl::parse("https://example.com/lost").unwrap(),
-            title: None,
-        })
+        .create_url_with_generated_code(
+            NewUrl {
+                user_id: None,
+                original_url: TargetUrl::parse("https://example.com/lost").unwrap(),
+                title: None,
+            },
+            Actor::NONE,
+        )
         .await
         .unwrap();
     let config = ServeConfig::from_flags(["--click-write-timeout-ms", "500"]).unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use common::{Backend, TestDatabase};
 use shortener::domain::{TargetUrl, now};
-use shortener::store::{BatchOrigin, Click, NewUrl};
+use shortener::store::{Actor, BatchOrigin, Click, NewUrl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_hot_links_never_deadlock() {
@@ -31,7 +31,12 @@ async fn writers_on_hot_links(backend: Backend) {
             original_url: TargetUrl::parse(&format!("https://e.com/{n}")).unwrap(),
             title: None,
         };
-        urls.push(setup.create_url_with_generated_code(url).await.unwrap());
+        urls.push(
+            setup
+                .create_url_with_generated_code(url, Actor::NONE)
+                .await
+                .unwrap(),
+        );
     }
     const REPLICAS: usize = 4;
     const BATCHES: usize = 25;

@@ -12,8 +12,8 @@ use serde_json::json;
 use shortener::domain::{Email, ShortCode, TargetUrl};
 use shortener::seed;
 use shortener::store::{
-    BatchOrigin, Click, ClickBatch, Conflict, Entity, EventFilter, NewEvent, NewUrl, NewUser, Page,
-    StoreError, UrlFilter, UrlPatch,
+    Actor, BatchOrigin, Click, ClickBatch, Conflict, Entity, EventFilter, NewEvent, NewUrl,
+    NewUser, Page, StoreError, UrlFilter, UrlPatch,
 };
 
 every_backend!(
@@ -55,7 +55,7 @@ async fn generated_codes_stay_unique_under_concurrency(backend: Backend) {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .create_url_with_generated_code(url(&format!("https://e.com/{n}")))
+                    .create_url_with_generated_code(url(&format!("https://e.com/{n}")), Actor::NONE)
                     .await
             })
         })
@@ -78,11 +78,11 @@ async fn taken_custom_code_is_a_conflict_and_writes_nothing(backend: Backend) {
     let store = db.store().await;
     let code = ShortCode::parse("taken").unwrap();
     store
-        .insert_url(url("https://e.com/1"), &code)
+        .insert_url(url("https://e.com/1"), &code, Actor::NONE)
         .await
         .unwrap();
     let err = store
-        .insert_url(url("https://e.com/2"), &code)
+        .insert_url(url("https://e.com/2"), &code, Actor::NONE)
         .await
         .unwrap_err();
     assert!(
@@ -102,7 +102,7 @@ async fn taken_custom_code_is_a_conflict_and_writes_nothing(backend: Backend) {
         ..url("https://e.com/3")
     };
     let err = store
-        .insert_url(missing_owner, &ShortCode::generate())
+        .insert_url(missing_owner, &ShortCode::generate(), Actor::NONE)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(Entity::User)), "{err:?}");
@@ -112,7 +112,7 @@ async fn update_writes_one_event_per_changed_field_atomically(backend: Backend) 
     let db = TestDatabase::new(backend).await;
     let store = db.store().await;
     let created = store
-        .create_url_with_generated_code(url("https://e.com/a"))
+        .create_url_with_generated_code(url("https://e.com/a"), Actor::NONE)
         .await
         .unwrap();
     let patch = UrlPatch {
@@ -120,7 +120,10 @@ async fn update_writes_one_event_per_changed_field_atomically(backend: Backend) 
         title: Some(Some("t".into())),
         is_active: Some(true), // unchanged: no event
     };
-    let updated = store.update_url(created.id, patch).await.unwrap();
+    let updated = store
+        .update_url(created.id, patch, Actor::NONE)
+        .await
+        .unwrap();
     assert!(updated.updated_at > created.updated_at);
     let filter = EventFilter {
         url_id: Some(created.id),
@@ -141,7 +144,7 @@ async fn update_writes_one_event_per_changed_field_atomically(backend: Backend) 
         ])
     );
     let err = store
-        .update_url(9999, UrlPatch::default())
+        .update_url(9999, UrlPatch::default(), Actor::NONE)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(Entity::Url)));
@@ -151,7 +154,7 @@ async fn clicks_are_batched_in_one_statement(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = db.store().await;
     let created = store
-        .create_url_with_generated_code(url("https://e.com/c"))
+        .create_url_with_generated_code(url("https://e.com/c"), Actor::NONE)
         .await
         .unwrap();
     let clicks: Vec<_> = (0..2500)
@@ -171,7 +174,7 @@ async fn counters_of_several_writer_shards_add_up(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = db.store().await;
     let created = store
-        .create_url_with_generated_code(url("https://e.com/shards"))
+        .create_url_with_generated_code(url("https://e.com/shards"), Actor::NONE)
         .await
         .unwrap();
     let click = |at| Click {
@@ -207,7 +210,7 @@ async fn spilled_batches_are_written_back_exactly_once(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = db.store().await;
     let created = store
-        .create_url_with_generated_code(url("https://e.com/spilled"))
+        .create_url_with_generated_code(url("https://e.com/spilled"), Actor::NONE)
         .await
         .unwrap();
     let batch = |id, clicks| ClickBatch {
@@ -261,6 +264,7 @@ async fn spilled_batches_are_written_back_exactly_once(backend: Backend) {
                 url_id: Some(created.id),
                 user_id: None,
                 event_type: Some("redirect".into()),
+                source: None,
             },
             Page {
                 page: 1,
@@ -339,17 +343,20 @@ async fn ids_after_seed_do_not_collide(backend: Backend) {
         .unwrap();
     assert_eq!(user.id, 401);
     let created = store
-        .create_url_with_generated_code(url("https://e.com/after-seed"))
+        .create_url_with_generated_code(url("https://e.com/after-seed"), Actor::NONE)
         .await
         .unwrap();
     assert_eq!(created.id, 2001);
     let event = store
-        .create_event(NewEvent {
-            url_id: created.id,
-            user_id: user.id,
-            event_type: "click".into(),
-            details: Default::default(),
-        })
+        .create_event(
+            NewEvent {
+                url_id: created.id,
+                user_id: user.id,
+                event_type: "click".into(),
+                details: Default::default(),
+            },
+            Actor::NONE,
+        )
         .await
         .unwrap();
     assert_eq!(event.id, 3424, "created event is 3423, this one next");
@@ -370,11 +377,17 @@ async fn deleted_users_keep_their_rows_for_events(backend: Backend) {
         ..url("https://e.com/owned")
     };
     let a = store
-        .create_url_with_generated_code(owned.clone())
+        .create_url_with_generated_code(owned.clone(), Actor::NONE)
         .await
         .unwrap();
-    let b = store.create_url_with_generated_code(owned).await.unwrap();
-    store.deactivate_url(b.id, "user_requested").await.unwrap();
+    let b = store
+        .create_url_with_generated_code(owned, Actor::NONE)
+        .await
+        .unwrap();
+    store
+        .deactivate_url(b.id, "user_requested", Actor::NONE)
+        .await
+        .unwrap();
     // Quick successive writes push updated_at ahead of the clock; deleting
     // the owner must still move it forward, never back.
     let mut latest = a.clone();
@@ -383,9 +396,9 @@ async fn deleted_users_keep_their_rows_for_events(backend: Backend) {
             title: Some(Some(title.into())),
             ..Default::default()
         };
-        latest = store.update_url(a.id, patch).await.unwrap();
+        latest = store.update_url(a.id, patch, Actor::NONE).await.unwrap();
     }
-    let deletion = store.delete_user(user.id).await.unwrap();
+    let deletion = store.delete_user(user.id, Actor::NONE).await.unwrap();
     assert!(deletion.deactivated[0].updated_at > latest.updated_at);
     assert_eq!(deletion.deactivated.len(), 1, "only the still-active URL");
     assert_eq!(deletion.deactivated[0].id, a.id);
@@ -412,12 +425,15 @@ async fn active_urls_are_counted(backend: Backend) {
     let mut ids = Vec::new();
     for n in 0..3 {
         let created = store
-            .create_url_with_generated_code(url(&format!("https://e.com/{n}")))
+            .create_url_with_generated_code(url(&format!("https://e.com/{n}")), Actor::NONE)
             .await
             .unwrap();
         ids.push(created.id);
     }
     assert_eq!(store.count_active_urls().await.unwrap(), 3);
-    store.deactivate_url(ids[1], "test").await.unwrap();
+    store
+        .deactivate_url(ids[1], "test", Actor::NONE)
+        .await
+        .unwrap();
     assert_eq!(store.count_active_urls().await.unwrap(), 2);
 }

@@ -33,6 +33,7 @@ const RESERVED: &[&str] = &[
     "favicon.ico",
     "health",
     "healthz",
+    "keys",
     "livez",
     "login",
     "logout",

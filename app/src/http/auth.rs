@@ -1,78 +1,264 @@
-//! Access to the management API (`/users*`, `/urls*`, `/events*`,
-//! `/shorten`). In `api-key` mode a request needs `Authorization: Bearer
-//! <key>`; keys are kept only as SHA-256 hashes and compared in constant time.
+//! Who is calling the management API (`/users*`, `/urls*`, `/events*`,
+//! `/shorten`, `/keys*`), and what they may do.
+//!
+//! In `api-key` mode a request needs `Authorization: Bearer <key>`: either
+//! `ADMIN_API_KEY` (compared in constant time with the hash kept in
+//! memory) or a key issued by `shortener keys create` or `POST /keys`
+//! (looked up by its SHA-256; see [`crate::keys`]). Accepted keys are
+//! remembered for [`ACCEPTED_FOR`], so a revoked key stops working at once
+//! on the replica that revoked it and within that time on the others.
+//!
+//! The middleware puts a [`Caller`] on the request; handlers take it as an
+//! extractor and ask it what the key may do: read-only keys are refused any
+//! change here, centrally; everything about ownership is decided by the
+//! handler, which knows whose data it touches.
 
-use axum::extract::{Request, State};
-use axum::http::header;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiResult};
 use crate::config::AuthMode;
+use crate::keys::sha256_hex;
+use crate::store::{Actor, ApiKey, DynStore, KeyScope, StoreResult};
+
+/// How long an accepted key is taken on trust before it is looked up again
+/// (which also records its use).
+pub const ACCEPTED_FOR: Duration = Duration::from_secs(5);
+/// Most accepted keys remembered at once.
+const ACCEPTED_CAPACITY: u64 = 10_000;
 
 pub struct Auth {
     mode: AuthMode,
-    admin_key_hash: Option<[u8; 32]>,
+    bootstrap: Option<Bootstrap>,
+    store: DynStore,
+    accepted: moka::future::Cache<String, Arc<ApiKey>>,
+}
+
+/// `ADMIN_API_KEY`: its hash, and the id of the row that names it in events.
+struct Bootstrap {
+    hash: [u8; 32],
+    key_id: i64,
 }
 
 impl Auth {
-    pub fn new(mode: AuthMode, admin_key: Option<&str>) -> Self {
-        Self {
+    /// With `admin_key`, makes sure a row names it (for event attribution).
+    pub async fn new(
+        mode: AuthMode,
+        admin_key: Option<&str>,
+        store: DynStore,
+    ) -> StoreResult<Self> {
+        let bootstrap = match admin_key {
+            Some(key) => Some(Bootstrap {
+                hash: Sha256::digest(key.as_bytes()).into(),
+                key_id: store
+                    .bootstrap_api_key(&sha256_hex(key), "ADMIN_API_KEY")
+                    .await?,
+            }),
+            None => None,
+        };
+        Ok(Self {
             mode,
-            admin_key_hash: admin_key.map(hash),
+            bootstrap,
+            store,
+            accepted: moka::future::Cache::builder()
+                .max_capacity(ACCEPTED_CAPACITY)
+                .time_to_live(ACCEPTED_FOR)
+                .build(),
+        })
+    }
+
+    /// The caller a presented key (if any) makes; 401 when there is none.
+    pub async fn authenticate(&self, presented: Option<&str>) -> ApiResult<Caller> {
+        if self.mode == AuthMode::Open {
+            return Ok(Caller::OPEN);
+        }
+        let presented = presented.ok_or(ApiError::Unauthorized)?;
+        if let Some(bootstrap) = &self.bootstrap {
+            let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+            if bool::from(bootstrap.hash.ct_eq(&hash)) {
+                return Ok(Caller {
+                    key_id: Some(bootstrap.key_id),
+                    scope: KeyScope::Admin,
+                    user_id: None,
+                });
+            }
+        }
+        let hash = sha256_hex(presented);
+        let key = match self.accepted.get(&hash).await {
+            Some(key) => key,
+            None => {
+                let key = self
+                    .store
+                    .use_api_key(&hash)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
+                let key = Arc::new(key);
+                self.accepted.insert(hash, key.clone()).await;
+                key
+            }
+        };
+        // Remembered while live; an expiry may fall within ACCEPTED_FOR.
+        if !key.is_live(crate::domain::now()) {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Caller {
+            key_id: Some(key.id),
+            scope: key.scope,
+            user_id: key.user_id,
+        })
+    }
+
+    /// Forgets every accepted key (after a revocation on this replica).
+    pub fn forget_accepted(&self) {
+        self.accepted.invalidate_all();
+    }
+}
+
+/// The key behind a request, as far as access goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// `None` in `AUTH_MODE=open`.
+    pub key_id: Option<i64>,
+    pub scope: KeyScope,
+    /// The one user a bound key may see.
+    pub user_id: Option<i64>,
+}
+
+impl Caller {
+    /// `AUTH_MODE=open`: anyone may do anything, as no one.
+    pub const OPEN: Self = Self {
+        key_id: None,
+        scope: KeyScope::Admin,
+        user_id: None,
+    };
+
+    /// Who to record on the events a change writes.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            key_id: self.key_id,
         }
     }
 
-    /// Whether a presented key is the admin key.
-    fn accepts(&self, presented: &str) -> bool {
-        let presented = hash(presented);
-        self.admin_key_hash
-            .is_some_and(|expected| bool::from(expected.ct_eq(&presented)))
+    /// 403 unless this is an admin key.
+    pub fn require_admin(&self) -> ApiResult<()> {
+        match self.scope {
+            KeyScope::Admin => Ok(()),
+            _ => Err(ApiError::Forbidden("this needs an admin key".into())),
+        }
+    }
+
+    /// The user this key is bound to, if it is.
+    pub fn bound_user(&self) -> Option<i64> {
+        self.user_id
+    }
+
+    /// 403 unless the key may see data owned by `owner`.
+    pub fn may_see(&self, owner: Option<i64>) -> ApiResult<()> {
+        match self.user_id {
+            Some(bound) if owner != Some(bound) => Err(ApiError::Forbidden(
+                "this key may only use its own user's data".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The `user_id` a list must be filtered by: what was asked for, or the
+    /// bound user; 403 when a bound key asks for someone else's.
+    pub fn user_filter(&self, asked: Option<i64>) -> ApiResult<Option<i64>> {
+        match (self.user_id, asked) {
+            (None, asked) => Ok(asked),
+            (Some(bound), None) => Ok(Some(bound)),
+            (Some(bound), Some(asked)) => {
+                self.may_see(Some(asked))?;
+                Ok(Some(bound))
+            }
+        }
     }
 }
 
-fn hash(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> ApiResult<Self> {
+        parts.extensions.get::<Caller>().copied().ok_or_else(|| {
+            tracing::error!("a management handler was routed without the key check");
+            ApiError::Internal
+        })
+    }
 }
 
-pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.auth.mode == AuthMode::Open {
-        return next.run(req).await;
-    }
-    let presented = req
-        .headers()
+/// The bearer token of a request, if it has one.
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    match presented {
-        Some(key) if state.auth.accepts(key) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+        .map(str::trim)
+}
+
+pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = match state.auth.authenticate(bearer(&req)).await {
+        Ok(caller) => caller,
+        Err(err) => return err.into_response(),
+    };
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    if caller.scope == KeyScope::ReadOnly && !reads {
+        return ApiError::Forbidden("this key is read-only".into()).into_response();
     }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_the_admin_key_is_accepted() {
-        let auth = Auth::new(AuthMode::ApiKey, Some("correct-horse-battery"));
-        assert!(auth.accepts("correct-horse-battery"));
-        assert!(!auth.accepts("correct-horse-batter"));
-        assert!(!auth.accepts(""));
+    fn bound(scope: KeyScope, user: i64) -> Caller {
+        Caller {
+            key_id: Some(1),
+            scope,
+            user_id: Some(user),
+        }
     }
 
     #[test]
-    fn without_an_admin_key_nothing_is_accepted() {
-        let auth = Auth::new(AuthMode::ApiKey, None);
-        assert!(!auth.accepts(""));
-        assert!(!auth.accepts("anything-at-all-really"));
+    fn a_bound_key_sees_only_its_user() {
+        let caller = bound(KeyScope::User, 7);
+        assert!(caller.may_see(Some(7)).is_ok());
+        assert!(caller.may_see(Some(8)).is_err());
+        assert!(caller.may_see(None).is_err());
+        assert_eq!(caller.user_filter(None).unwrap(), Some(7));
+        assert_eq!(caller.user_filter(Some(7)).unwrap(), Some(7));
+        assert!(caller.user_filter(Some(8)).is_err());
+        assert!(caller.require_admin().is_err());
+    }
+
+    #[test]
+    fn unbound_keys_see_everything_as_asked() {
+        for scope in [KeyScope::Admin, KeyScope::ReadOnly] {
+            let caller = Caller {
+                key_id: Some(1),
+                scope,
+                user_id: None,
+            };
+            assert!(caller.may_see(None).is_ok());
+            assert!(caller.may_see(Some(3)).is_ok());
+            assert_eq!(caller.user_filter(Some(3)).unwrap(), Some(3));
+            assert_eq!(caller.user_filter(None).unwrap(), None);
+        }
+        assert!(Caller::OPEN.require_admin().is_ok());
+        assert_eq!(Caller::OPEN.actor(), Actor::NONE);
     }
 }

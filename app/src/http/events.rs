@@ -6,10 +6,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{AppState, JsonBody, QueryParams, listing};
 use crate::domain::parse_event_type;
-use crate::store::{Event, EventFilter, NewEvent};
+use crate::store::{Event, EventFilter, EventSource, NewEvent};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/events", get(list).post(create))
@@ -33,12 +34,18 @@ pub struct CreateEvent {
               (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     query: QueryParams,
 ) -> ApiResult<axum::response::Response> {
+    let source = query
+        .text("source")
+        .map(|raw| EventSource::parse(&raw).map_err(|p| ApiError::invalid_field("source", p)))
+        .transpose()?;
     let filter = EventFilter {
         url_id: query.int("url_id")?,
-        user_id: query.int("user_id")?,
+        user_id: caller.user_filter(query.int("user_id")?)?,
         event_type: query.text("event_type"),
+        source,
     };
     Ok(listing(
         state.store.list_events(filter, query.page()?).await?,
@@ -50,8 +57,14 @@ pub async fn list(
               (status = 404, body = ErrorBody, description = "url_id or user_id names nothing")))]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<CreateEvent>,
 ) -> ApiResult<(StatusCode, Json<Event>)> {
+    if caller.bound_user().is_some() {
+        // Only about the key's own user and that user's URLs.
+        caller.may_see(Some(body.user_id))?;
+        caller.may_see(state.store.get_url(body.url_id).await?.user_id)?;
+    }
     let event = NewEvent {
         url_id: body.url_id,
         user_id: body.user_id,
@@ -61,6 +74,6 @@ pub async fn create(
     };
     Ok((
         StatusCode::CREATED,
-        Json(state.store.create_event(event).await?),
+        Json(state.store.create_event(event, caller.actor()).await?),
     ))
 }

@@ -5,6 +5,7 @@ pub mod error;
 mod events;
 mod extract;
 mod health;
+mod keys;
 mod openapi;
 mod rate_limit;
 mod redirect;
@@ -27,7 +28,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub use auth::Auth;
+pub use auth::{Auth, Caller};
 pub use rate_limit::RateLimit;
 
 use error::ApiError;
@@ -85,6 +86,7 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
         .merge(users::routes())
         .merge(urls::routes())
         .merge(events::routes())
+        .merge(keys::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

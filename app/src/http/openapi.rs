@@ -3,7 +3,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
-use super::{events, health, redirect, urls, users};
+use super::{events, health, keys, redirect, urls, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use super::{events, health, redirect, urls, users};
         urls::list, urls::create, urls::shorten, urls::show, urls::update, urls::remove,
         urls::stats, urls::events,
         events::list, events::create,
+        keys::list, keys::create, keys::show, keys::revoke,
         redirect::follow,
     ),
     modifiers(&BearerAuth),
@@ -25,7 +26,7 @@ pub struct ApiDoc;
 /// operations and adds their 401, in one place rather than on every handler.
 struct BearerAuth;
 
-const MANAGEMENT_PREFIXES: &[&str] = &["/users", "/urls", "/events", "/shorten"];
+const MANAGEMENT_PREFIXES: &[&str] = &["/users", "/urls", "/events", "/shorten", "/keys"];
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

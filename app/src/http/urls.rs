@@ -5,6 +5,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{AppState, JsonBody, PathId, QueryParams, listing, nullable};
 use crate::domain::{ShortCode, TargetUrl, parse_title};
@@ -67,9 +68,24 @@ fn custom_code(raw: &str) -> ApiResult<ShortCode> {
         .map_err(|problem| ApiError::invalid_field("short_code", problem.to_string()))
 }
 
-async fn create_with(state: &AppState, url: NewUrl, code: Option<String>) -> ApiResult<Url> {
+async fn create_with(
+    state: &AppState,
+    caller: Caller,
+    url: NewUrl,
+    code: Option<String>,
+) -> ApiResult<Url> {
     let code = code.as_deref().map(custom_code).transpose()?;
-    Ok(state.links.create(url, code.as_ref()).await?)
+    Ok(state
+        .links
+        .create(url, code.as_ref(), caller.actor())
+        .await?)
+}
+
+/// The URL, when the key may see it (403 otherwise).
+async fn visible_url(state: &AppState, caller: Caller, id: i64) -> ApiResult<Url> {
+    let url = state.store.get_url(id).await?;
+    caller.may_see(url.user_id)?;
+    Ok(url)
 }
 
 #[utoipa::path(get, path = "/urls", tag = "urls",
@@ -79,10 +95,11 @@ async fn create_with(state: &AppState, url: NewUrl, code: Option<String>) -> Api
               (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     query: QueryParams,
 ) -> ApiResult<axum::response::Response> {
     let filter = UrlFilter {
-        user_id: query.int("user_id")?,
+        user_id: caller.user_filter(query.int("user_id")?)?,
         is_active: query.boolean("is_active")?,
     };
     Ok(listing(state.store.list_urls(filter, query.page()?).await?))
@@ -95,10 +112,11 @@ pub async fn list(
               (status = 409, body = ErrorBody, description = "short_code taken")))]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<CreateUrl>,
 ) -> ApiResult<(StatusCode, Json<Url>)> {
     let url = NewUrl {
-        user_id: body.user_id,
+        user_id: caller.user_filter(body.user_id)?,
         original_url: target(&state, "original_url", &body.original_url)?,
         title: body
             .title
@@ -108,7 +126,7 @@ pub async fn create(
     };
     Ok((
         StatusCode::CREATED,
-        Json(create_with(&state, url, body.short_code).await?),
+        Json(create_with(&state, caller, url, body.short_code).await?),
     ))
 }
 
@@ -118,15 +136,17 @@ pub async fn create(
               (status = 409, body = ErrorBody)))]
 pub async fn shorten(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ShortenRequest>,
 ) -> ApiResult<(StatusCode, Json<ShortenedUrl>)> {
     let url = NewUrl {
-        user_id: None,
+        // A key bound to a user shortens for that user.
+        user_id: caller.bound_user(),
         original_url: target(&state, "url", &body.url)?,
         title: None,
     };
-    let created = create_with(&state, url, body.short_code).await?;
+    let created = create_with(&state, caller, url, body.short_code).await?;
     let base = match &state.public_base_url {
         Some(base) => base.clone(),
         None => {
@@ -149,8 +169,12 @@ pub async fn shorten(
 
 #[utoipa::path(get, path = "/urls/{id}", tag = "urls",
     responses((status = 200, body = Url), (status = 404, body = ErrorBody)))]
-pub async fn show(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Url>> {
-    Ok(Json(state.store.get_url(id).await?))
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<Json<Url>> {
+    Ok(Json(visible_url(&state, caller, id).await?))
 }
 
 /// Changes any of `original_url`, `title`, `is_active`; one `updated` event
@@ -159,6 +183,7 @@ pub async fn show(State(state): State<AppState>, PathId(id): PathId) -> ApiResul
     responses((status = 200, body = Url), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     PathId(id): PathId,
     JsonBody(body): JsonBody<UpdateUrl>,
 ) -> ApiResult<Json<Url>> {
@@ -182,20 +207,35 @@ pub async fn update(
             "nothing to update: give at least one of original_url, title, is_active",
         ));
     }
-    Ok(Json(state.links.update(id, patch).await?))
+    // A URL's owner never changes, so checking before the change holds.
+    visible_url(&state, caller, id).await?;
+    Ok(Json(state.links.update(id, patch, caller.actor()).await?))
 }
 
 /// Soft delete: the URL stops redirecting; repeating it changes nothing.
 #[utoipa::path(delete, path = "/urls/{id}", tag = "urls",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
-    state.links.deactivate(id, "user_requested").await?;
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    visible_url(&state, caller, id).await?;
+    state
+        .links
+        .deactivate(id, "user_requested", caller.actor())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/urls/{id}/stats", tag = "urls",
     responses((status = 200, body = UrlStats), (status = 404, body = ErrorBody)))]
-pub async fn stats(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<UrlStats>> {
+pub async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<Json<UrlStats>> {
+    visible_url(&state, caller, id).await?;
     Ok(Json(state.store.url_stats(id).await?))
 }
 
@@ -205,11 +245,12 @@ pub async fn stats(State(state): State<AppState>, PathId(id): PathId) -> ApiResu
               (status = 404, body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
+    caller: Caller,
     PathId(id): PathId,
     query: QueryParams,
 ) -> ApiResult<axum::response::Response> {
     let page = query.page()?;
-    state.store.get_url(id).await?;
+    visible_url(&state, caller, id).await?;
     let filter = EventFilter {
         url_id: Some(id),
         ..EventFilter::default()

@@ -7,11 +7,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{AppState, JsonBody, PathId, QueryParams, listing};
 use crate::domain::{Email, parse_username};
 use crate::seed::csv::{LineError, MAX_UPLOADED_LINES, read_users};
-use crate::store::{NewUser, User, UserPatch};
+use crate::store::{Listing, NewUser, User, UserPatch};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -57,13 +58,33 @@ fn field<T>(name: &str, parsed: Result<T, String>) -> ApiResult<T> {
     params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
     responses((status = 200, body = [User], headers(("X-Total-Count" = i64))),
               (status = 400, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, query: QueryParams) -> ApiResult<Response> {
-    Ok(listing(state.store.list_users(query.page()?).await?))
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: QueryParams,
+) -> ApiResult<Response> {
+    let page = query.page()?;
+    let Some(own) = caller.bound_user() else {
+        return Ok(listing(state.store.list_users(page).await?));
+    };
+    // A key bound to a user lists that user alone.
+    let user = state.store.get_user(own).await?;
+    let on_this_page = page.offset() == 0 && page.after_id.is_none_or(|after| after < user.id);
+    Ok(listing(Listing {
+        items: on_this_page.then_some(user).into_iter().collect(),
+        total: 1,
+        estimated: false,
+    }))
 }
 
 #[utoipa::path(get, path = "/users/{id}", tag = "users",
     responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
-pub async fn show(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<User>> {
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<Json<User>> {
+    caller.may_see(Some(id))?;
     Ok(Json(state.store.get_user(id).await?))
 }
 
@@ -71,8 +92,10 @@ pub async fn show(State(state): State<AppState>, PathId(id): PathId) -> ApiResul
     responses((status = 201, body = User), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
+    caller.require_admin()?;
     let user = NewUser {
         username: field("username", parse_username(&body.username))?,
         email: field("email", Email::parse(&body.email))?,
@@ -88,9 +111,11 @@ pub async fn create(
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     PathId(id): PathId,
     JsonBody(body): JsonBody<UpdateUser>,
 ) -> ApiResult<Json<User>> {
+    caller.require_admin()?;
     let patch = UserPatch {
         username: body
             .username
@@ -114,8 +139,13 @@ pub async fn update(
 /// event (`reason: owner_deleted`). Nothing is erased.
 #[utoipa::path(delete, path = "/users/{id}", tag = "users",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
-    let deletion = state.links.delete_owner(id).await?;
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let deletion = state.links.delete_owner(id, caller.actor()).await?;
     tracing::info!(
         user_id = id,
         deactivated_urls = deletion.deactivated.len(),
@@ -131,8 +161,10 @@ pub async fn remove(State(state): State<AppState>, PathId(id): PathId) -> ApiRes
     responses((status = 201, body = BulkReport), (status = 400, body = ErrorBody)))]
 pub async fn bulk(
     State(state): State<AppState>,
+    caller: Caller,
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
+    caller.require_admin()?;
     let mut form = form.map_err(|_| {
         ApiError::bad_request("expected a multipart/form-data body with a CSV in field 'file'")
     })?;

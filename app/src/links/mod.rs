@@ -19,7 +19,9 @@ pub use shared::SharedCache;
 use crate::config::CacheSettings;
 use crate::domain::ShortCode;
 use crate::metrics::Metrics;
-use crate::store::{DynStore, NewUrl, RedirectTarget, StoreResult, Url, UrlPatch, UserDeletion};
+use crate::store::{
+    Actor, DynStore, NewUrl, RedirectTarget, StoreResult, Url, UrlPatch, UserDeletion,
+};
 
 pub struct Links {
     store: DynStore,
@@ -82,10 +84,15 @@ impl Links {
     }
 
     /// Creates a link under `code`, or a generated code when `None`.
-    pub async fn create(&self, url: NewUrl, code: Option<&ShortCode>) -> StoreResult<Url> {
+    pub async fn create(
+        &self,
+        url: NewUrl,
+        code: Option<&ShortCode>,
+        by: Actor,
+    ) -> StoreResult<Url> {
         let created = match code {
-            Some(code) => self.store.insert_url(url, code).await?,
-            None => self.store.create_url_with_generated_code(url).await?,
+            Some(code) => self.store.insert_url(url, code, by).await?,
+            None => self.store.create_url_with_generated_code(url, by).await?,
         };
         // A replica may remember this code as missing (a negative entry).
         self.cache.changed(&[created.target()]).await;
@@ -93,22 +100,22 @@ impl Links {
         Ok(created)
     }
 
-    pub async fn update(&self, id: i64, patch: UrlPatch) -> StoreResult<Url> {
-        let updated = self.store.update_url(id, patch).await?;
+    pub async fn update(&self, id: i64, patch: UrlPatch, by: Actor) -> StoreResult<Url> {
+        let updated = self.store.update_url(id, patch, by).await?;
         self.cache.changed(&[updated.target()]).await;
         Ok(updated)
     }
 
     /// Soft delete: the link stops redirecting everywhere.
-    pub async fn deactivate(&self, id: i64, reason: &str) -> StoreResult<Url> {
-        let url = self.store.deactivate_url(id, reason).await?;
+    pub async fn deactivate(&self, id: i64, reason: &str, by: Actor) -> StoreResult<Url> {
+        let url = self.store.deactivate_url(id, reason, by).await?;
         self.cache.changed(&[url.target()]).await;
         Ok(url)
     }
 
     /// Deletes a user; each of their active links is deactivated.
-    pub async fn delete_owner(&self, user_id: i64) -> StoreResult<UserDeletion> {
-        let deletion = self.store.delete_user(user_id).await?;
+    pub async fn delete_owner(&self, user_id: i64, by: Actor) -> StoreResult<UserDeletion> {
+        let deletion = self.store.delete_user(user_id, by).await?;
         let targets: Vec<_> = deletion.deactivated.iter().map(Url::target).collect();
         self.cache.changed(&targets).await;
         Ok(deletion)

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::{Email, parse_username, timestamp};
-use crate::store::{Event, ImportedUser, Url};
+use crate::store::{Event, EventSource, ImportedUser, Url};
 
 /// A line of an uploaded file that could not be imported, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -220,6 +220,8 @@ pub fn read_events<R: Read>(input: R) -> Result<Vec<Event>, String> {
             event_type: required(cell[3], "event_type")?,
             timestamp: timestamp::parse(cell[4])?,
             details: sqlx::types::Json(details),
+            source: EventSource::Service,
+            key_id: None,
         })
     })
 }

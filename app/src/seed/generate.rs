@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::domain::{ShortCode, Timestamp};
-use crate::store::{Event, Url, User};
+use crate::store::{Event, EventSource, Url, User};
 
 pub const USERS: usize = 400;
 pub const URLS: usize = 2000;
@@ -134,6 +134,8 @@ pub fn generate() -> Generated {
             details: sqlx::types::Json(
                 json!({"short_code": url.short_code, "original_url": url.original_url}),
             ),
+            source: EventSource::Service,
+            key_id: None,
         });
         urls.push(url);
     }
@@ -159,6 +161,8 @@ pub fn generate() -> Generated {
             event_type: if updated { "updated" } else { "deleted" }.into(),
             timestamp: time_between(&mut rng, start, end),
             details: sqlx::types::Json(details),
+            source: EventSource::Service,
+            key_id: None,
         });
     }
     Generated {

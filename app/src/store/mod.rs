@@ -45,6 +45,7 @@ pub enum StoreError {
 pub enum Entity {
     User,
     Url,
+    ApiKey,
 }
 
 impl std::fmt::Display for Entity {
@@ -52,6 +53,7 @@ impl std::fmt::Display for Entity {
         f.write_str(match self {
             Entity::User => "user",
             Entity::Url => "url",
+            Entity::ApiKey => "api key",
         })
     }
 }
@@ -113,13 +115,14 @@ pub trait Store: Send + Sync + 'static {
     async fn update_user(&self, id: i64, patch: UserPatch) -> StoreResult<User>;
     /// Soft-deletes the user, deactivates every active URL they own and
     /// records a `deleted` event (`reason: owner_deleted`) for each.
-    async fn delete_user(&self, id: i64) -> StoreResult<UserDeletion>;
+    /// Also revokes the user's keys.
+    async fn delete_user(&self, id: i64, by: Actor) -> StoreResult<UserDeletion>;
     /// Inserts users (explicit ids allowed); rows whose id or email already
     /// exists are skipped and reported, never overwritten.
     async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportOutcome>;
 
     /// Inserts a URL with exactly this short code, plus its `created` event.
-    async fn insert_url(&self, url: NewUrl, code: &ShortCode) -> StoreResult<Url>;
+    async fn insert_url(&self, url: NewUrl, code: &ShortCode, by: Actor) -> StoreResult<Url>;
     async fn get_url(&self, id: i64) -> StoreResult<Url>;
     async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>>;
     /// How many URLs are active (for the `shortener_urls_active` gauge), as
@@ -127,10 +130,10 @@ pub trait Store: Send + Sync + 'static {
     /// estimate beyond it.
     async fn count_active_urls(&self) -> StoreResult<i64>;
     /// Applies the patch and records one `updated` event per changed field.
-    async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url>;
+    async fn update_url(&self, id: i64, patch: UrlPatch, by: Actor) -> StoreResult<Url>;
     /// Deactivates the URL with a `deleted` event; a second call changes
     /// nothing and records nothing.
-    async fn deactivate_url(&self, id: i64, reason: &str) -> StoreResult<Url>;
+    async fn deactivate_url(&self, id: i64, reason: &str, by: Actor) -> StoreResult<Url>;
     async fn url_stats(&self, id: i64) -> StoreResult<UrlStats>;
     /// The redirect lookup: one indexed read by short code.
     async fn resolve(&self, code: &str) -> StoreResult<Option<RedirectTarget>>;
@@ -139,7 +142,8 @@ pub trait Store: Send + Sync + 'static {
     /// (cache warm-up).
     async fn recent_active_targets(&self, limit: i64) -> StoreResult<Vec<RedirectTarget>>;
 
-    async fn create_event(&self, event: NewEvent) -> StoreResult<Event>;
+    /// Records an event posted by a client (`source = client`).
+    async fn create_event(&self, event: NewEvent, by: Actor) -> StoreResult<Event>;
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>>;
     /// Appends many `redirect` events and adds them to the URLs' redirect
     /// counters, in one transaction, recording `origin` as its writer's
@@ -159,6 +163,19 @@ pub trait Store: Send + Sync + 'static {
     /// many clicks were written (the rest had been).
     async fn record_spilled_clicks(&self, batches: &[ClickBatch], shard: i16)
     -> StoreResult<usize>;
+    /// Stores a new key (its hash); a `user_id` must name a live user.
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
+    async fn get_api_key(&self, id: i64) -> StoreResult<ApiKey>;
+    async fn list_api_keys(&self, page: Page) -> StoreResult<Listing<ApiKey>>;
+    /// Revokes a key; revoking it again changes nothing.
+    async fn revoke_api_key(&self, id: i64) -> StoreResult<ApiKey>;
+    /// The live key with this hash, recording that it was used now; `None`
+    /// for an unknown, revoked, expired or bootstrap key.
+    async fn use_api_key(&self, secret_sha256: &str) -> StoreResult<Option<ApiKey>>;
+    /// The id of the row that names `ADMIN_API_KEY` (hash given), made on
+    /// first use.
+    async fn bootstrap_api_key(&self, secret_sha256: &str, prefix: &str) -> StoreResult<i64>;
+
     /// Most `record_clicks` calls worth running at once on this backend.
     fn click_writers_limit(&self) -> usize;
 
@@ -168,9 +185,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a URL with a fresh random short code, retrying on the rare
     /// collision (the unique index makes this safe across replicas).
-    async fn create_url_with_generated_code(&self, url: NewUrl) -> StoreResult<Url> {
+    async fn create_url_with_generated_code(&self, url: NewUrl, by: Actor) -> StoreResult<Url> {
         for _ in 0..SHORT_CODE_ATTEMPTS {
-            match self.insert_url(url.clone(), &ShortCode::generate()).await {
+            match self
+                .insert_url(url.clone(), &ShortCode::generate(), by)
+                .await
+            {
                 Err(StoreError::Conflict(Conflict::ShortCodeTaken)) => continue,
                 other => return other,
             }

@@ -173,8 +173,65 @@ pub struct Event {
     pub timestamp: Timestamp,
     #[schema(value_type = Object)]
     pub details: sqlx::types::Json<Value>,
+    /// Who wrote the event: `service` (the service itself, as the result of
+    /// a change or a redirect) or `client` (posted to `POST /events`).
+    #[sqlx(try_from = "String")]
+    pub source: EventSource,
+    /// The API key that made the change or posted the event; `null` when no
+    /// key did (redirects, the seed, `AUTH_MODE=open`).
+    pub key_id: Option<i64>,
 }
 
+/// Who wrote an event. Counts and audits read only the service's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventSource {
+    Service,
+    Client,
+}
+
+impl EventSource {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "service" => Ok(Self::Service),
+            "client" => Ok(Self::Client),
+            _ => Err("must be `service` or `client`".to_owned()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Client => "client",
+        }
+    }
+}
+
+impl TryFrom<String> for EventSource {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<Self, String> {
+        Self::parse(&raw)
+    }
+}
+
+/// Who asked for a change: the API key that made the request, when there
+/// was one. Recorded on every event the change writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Actor {
+    pub key_id: Option<i64>,
+}
+
+impl Actor {
+    /// No key: `AUTH_MODE=open`, the command line, the seed loader.
+    pub const NONE: Self = Self { key_id: None };
+
+    pub fn key(id: i64) -> Self {
+        Self { key_id: Some(id) }
+    }
+}
+
+/// An event posted by a client (always `source = client`).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub url_id: i64,
@@ -188,6 +245,7 @@ pub struct EventFilter {
     pub url_id: Option<i64>,
     pub user_id: Option<i64>,
     pub event_type: Option<String>,
+    pub source: Option<EventSource>,
 }
 
 /// One answered redirect, to be written as a `redirect` event.
@@ -261,6 +319,98 @@ pub struct Listing<T> {
     pub total: i64,
     /// `total` is the planner's estimate (too many rows to count cheaply).
     pub estimated: bool,
+}
+
+/// What a key may do. `user` keys are bound to one user (see
+/// [`ApiKey::user_id`]); `read-only` keys may be bound to one or see all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyScope {
+    /// Everything, including managing keys.
+    Admin,
+    /// Reads and changes one user's URLs and events, nothing else.
+    User,
+    /// Reads only (everything, or one user's data when bound).
+    ReadOnly,
+}
+
+impl KeyScope {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "admin" => Ok(Self::Admin),
+            "user" => Ok(Self::User),
+            "read-only" => Ok(Self::ReadOnly),
+            _ => Err("must be one of `admin`, `user`, `read-only`".to_owned()),
+        }
+    }
+}
+
+impl TryFrom<String> for KeyScope {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<Self, String> {
+        Self::parse(&raw)
+    }
+}
+
+impl std::fmt::Display for KeyScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Admin => "admin",
+            Self::User => "user",
+            Self::ReadOnly => "read-only",
+        })
+    }
+}
+
+/// An API key as stored: never the key itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
+pub struct ApiKey {
+    pub id: i64,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub scope: KeyScope,
+    /// The user a `user` (or bound `read-only`) key is limited to.
+    pub user_id: Option<i64>,
+    /// The key's first characters, to recognise it by.
+    pub prefix: String,
+    /// Stands for `ADMIN_API_KEY` (checked against the environment, not
+    /// looked up: this row only names it in events).
+    pub bootstrap: bool,
+    #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = String, example = "2026-04-03T12:00:00")]
+    pub created_at: Timestamp,
+    /// The key that created this one (`null`: the command line).
+    pub created_by: Option<i64>,
+    #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(value_type = Option<String>, example = "2026-07-03T12:00:00")]
+    pub expires_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(value_type = Option<String>)]
+    pub revoked_at: Option<Timestamp>,
+    /// When the key was last accepted, to within a minute.
+    #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(value_type = Option<String>)]
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl ApiKey {
+    /// Whether the key is accepted at `at`.
+    pub fn is_live(&self, at: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|expiry| expiry > at)
+    }
+}
+
+/// A key to create; `secret_sha256` is the hash of the key handed out.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub name: String,
+    pub scope: KeyScope,
+    pub user_id: Option<i64>,
+    pub secret_sha256: String,
+    pub prefix: String,
+    pub expires_at: Option<Timestamp>,
+    pub created_by: Option<i64>,
 }
 
 /// Rows of the platform's seed files, as parsed by [`crate::seed`].

@@ -22,6 +22,9 @@ macro_rules! sql {
     (@ USER) => { "id, username, email, created_at" };
     (@ URL) => { "id, user_id, short_code, original_url, title, is_active, created_at, updated_at, version" };
     (@ EVENT) => { "url_id, user_id, event_type, timestamp, details" };
+    (@ ATTRIBUTED_EVENT) => { "url_id, user_id, event_type, timestamp, details, source, key_id" };
+    (@ API_KEY) => { "id, name, scope, user_id, prefix, bootstrap, created_at, created_by, \
+         expires_at, revoked_at, last_used_at" };
     (@ COUNTER) => { "url_id, shard, redirect_count, last_redirect_at" };
     (@ RECORD_WRITER_PROGRESS_5) => { "INSERT INTO click_writers (writer, last_batch, updated_at) \
          VALUES ($5, $6, $7) ON CONFLICT (writer) DO UPDATE SET \
@@ -43,8 +46,11 @@ const SOFT_DELETE_USER: &str =
     "UPDATE users SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL";
 /// Records a `deleted` event for every active URL of a user being deleted;
 /// runs before [`Dialect::DEACTIVATE_USER_URLS`] in the same transaction.
-const OWNER_DELETED_EVENTS: &str = sql!("INSERT INTO events (" EVENT ") \
-     SELECT id, user_id, 'deleted', $2, $3 FROM urls WHERE user_id = $1 AND is_active");
+const OWNER_DELETED_EVENTS: &str = sql!("INSERT INTO events (" ATTRIBUTED_EVENT ") \
+     SELECT id, user_id, 'deleted', $2, $3, 'service', $4 FROM urls WHERE user_id = $1 AND is_active");
+/// A deleted user's keys stop working with them.
+const REVOKE_USER_KEYS: &str =
+    "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
 
 const INSERT_URL: &str = sql!("INSERT INTO urls \
      (user_id, short_code, original_url, title, is_active, created_at, updated_at) \
@@ -60,14 +66,16 @@ const RECENT_ACTIVE_TARGETS: &str =
 const USER_IS_LIVE: &str = "SELECT id FROM users WHERE id = $1 AND deleted_at IS NULL";
 const URL_EXISTS: &str = "SELECT id FROM urls WHERE id = $1";
 
-const INSERT_EVENT: &str =
-    sql!("INSERT INTO events (" EVENT ") VALUES ($1, $2, $3, $4, $5) RETURNING id, " EVENT);
+const INSERT_EVENT: &str = sql!("INSERT INTO events (" ATTRIBUTED_EVENT ") \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, " ATTRIBUTED_EVENT);
 /// Counts of every event type but `redirect` (which can number millions
 /// and is counted in `redirect_counts` instead), from the partial index of
 /// exactly those rows (`events_url_id_counted_type_idx`; the predicate is
 /// written as the index's, so even a generic prepared plan uses it).
+/// Only the service's own events count: a client may post an event of any
+/// type but `redirect`.
 pub const EVENT_COUNTS_FOR_URL: &str = "SELECT event_type, COUNT(*) FROM events \
-     WHERE url_id = $1 AND event_type <> 'redirect' \
+     WHERE url_id = $1 AND event_type <> 'redirect' AND source = 'service' \
      GROUP BY event_type";
 /// A URL's counter rows, one per click-writer shard that has counted it
 /// (summed by the caller: a few rows, one primary-key range).
@@ -79,6 +87,27 @@ const CLEAR_REDIRECT_COUNTERS: &str = "DELETE FROM redirect_counts";
 const RECOUNT_REDIRECTS: &str = sql!("INSERT INTO redirect_counts (" COUNTER ") \
      SELECT url_id, 0, COUNT(*), MAX(timestamp) FROM events WHERE event_type = 'redirect' \
      GROUP BY url_id");
+
+const INSERT_API_KEY: &str = sql!("INSERT INTO api_keys \
+     (name, scope, user_id, secret_sha256, prefix, created_at, created_by, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING " API_KEY);
+const GET_API_KEY: &str = sql!("SELECT " API_KEY " FROM api_keys WHERE id = $1");
+/// Revokes key `$1` at `$2`; a key already revoked keeps its first time.
+const REVOKE_API_KEY: &str = sql!("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) \
+     WHERE id = $1 RETURNING " API_KEY);
+/// Accepts the key whose hash is `$1` at time `$2`, recording the use:
+/// the key row, or none for an unknown, revoked or expired key. Bootstrap
+/// rows are never accepted here (their key is checked against the
+/// environment).
+const USE_API_KEY: &str = sql!("UPDATE api_keys SET last_used_at = $2 \
+     WHERE secret_sha256 = $1 AND NOT bootstrap AND revoked_at IS NULL \
+     AND (expires_at IS NULL OR expires_at > $2) RETURNING " API_KEY);
+/// The row that names `ADMIN_API_KEY` in events, made once per key.
+const INSERT_BOOTSTRAP_KEY: &str = "INSERT INTO api_keys \
+     (name, scope, secret_sha256, prefix, bootstrap, created_at) \
+     VALUES ('ADMIN_API_KEY', 'admin', $1, $2, TRUE, $3) \
+     ON CONFLICT (secret_sha256) DO NOTHING";
+const KEY_ID_BY_HASH: &str = "SELECT id FROM api_keys WHERE secret_sha256 = $1";
 
 const SEED_USER: &str =
     sql!("INSERT INTO users (" USER ") VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING");
@@ -222,6 +251,7 @@ where
     Json<Value>: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     Option<i64>: for<'q> Encode<'q, DB> + Type<DB>,
     Option<String>: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
+    Option<Timestamp>: for<'q> Encode<'q, DB> + Type<DB>,
 {
     /// One page of `select <from>` in id order, and how many rows `<from>`
     /// matches. `from` pushes ` FROM … WHERE …`.
@@ -351,11 +381,13 @@ where
         Ok(())
     }
 
+    /// Records one of the service's own events about `url`, made by `by`.
     async fn insert_event_in(
         tx: &mut Transaction<'static, DB>,
         url: &Url,
         event_type: &'static str,
         details: Value,
+        by: Actor,
     ) -> StoreResult<()> {
         sqlx::query::<DB>(INSERT_EVENT)
             .bind(url.id)
@@ -363,6 +395,8 @@ where
             .bind(event_type)
             .bind(now())
             .bind(Json(details))
+            .bind(EventSource::Service.as_str())
+            .bind(by.key_id)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -383,6 +417,7 @@ where
     Json<Value>: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     Option<i64>: for<'q> Encode<'q, DB> + Type<DB>,
     Option<String>: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
+    Option<Timestamp>: for<'q> Encode<'q, DB> + Type<DB>,
 {
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
@@ -439,7 +474,7 @@ where
         })
     }
 
-    async fn delete_user(&self, id: i64) -> StoreResult<UserDeletion> {
+    async fn delete_user(&self, id: i64, by: Actor) -> StoreResult<UserDeletion> {
         traced!("delete_user", async {
             let at = now();
             let mut tx = self.writer.begin().await?;
@@ -457,6 +492,12 @@ where
                 .bind(id)
                 .bind(at)
                 .bind(Json(json!({"reason": "owner_deleted"})))
+                .bind(by.key_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(REVOKE_USER_KEYS)
+                .bind(id)
+                .bind(at)
                 .execute(&mut *tx)
                 .await?;
             let deactivated = sqlx::query_as(DB::DEACTIVATE_USER_URLS)
@@ -501,7 +542,7 @@ where
         })
     }
 
-    async fn insert_url(&self, url: NewUrl, code: &ShortCode) -> StoreResult<Url> {
+    async fn insert_url(&self, url: NewUrl, code: &ShortCode, by: Actor) -> StoreResult<Url> {
         traced!("insert_url", async {
             let mut tx = self.writer.begin().await?;
             if let Some(user_id) = url.user_id {
@@ -521,7 +562,7 @@ where
                 .await?;
             let details =
                 json!({"short_code": created.short_code, "original_url": created.original_url});
-            Self::insert_event_in(&mut tx, &created, "created", details).await?;
+            Self::insert_event_in(&mut tx, &created, "created", details, by).await?;
             tx.commit().await?;
             Ok(created)
         })
@@ -555,7 +596,7 @@ where
         })
     }
 
-    async fn update_url(&self, id: i64, patch: UrlPatch) -> StoreResult<Url> {
+    async fn update_url(&self, id: i64, patch: UrlPatch, by: Actor) -> StoreResult<Url> {
         traced!("update_url", async {
             let mut tx = self.writer.begin().await?;
             let current = Self::lock_url(&mut tx, id).await?;
@@ -573,14 +614,14 @@ where
                 .fetch_one(&mut *tx)
                 .await?;
             for details in changes {
-                Self::insert_event_in(&mut tx, &updated, "updated", details).await?;
+                Self::insert_event_in(&mut tx, &updated, "updated", details, by).await?;
             }
             tx.commit().await?;
             Ok(updated)
         })
     }
 
-    async fn deactivate_url(&self, id: i64, reason: &str) -> StoreResult<Url> {
+    async fn deactivate_url(&self, id: i64, reason: &str, by: Actor) -> StoreResult<Url> {
         traced!("deactivate_url", async {
             let mut tx = self.writer.begin().await?;
             let current = Self::lock_url(&mut tx, id).await?;
@@ -595,7 +636,8 @@ where
                 .bind(next_updated_at(&current))
                 .fetch_one(&mut *tx)
                 .await?;
-            Self::insert_event_in(&mut tx, &updated, "deleted", json!({"reason": reason})).await?;
+            let details = json!({"reason": reason});
+            Self::insert_event_in(&mut tx, &updated, "deleted", details, by).await?;
             tx.commit().await?;
             Ok(updated)
         })
@@ -635,7 +677,7 @@ where
         })
     }
 
-    async fn create_event(&self, event: NewEvent) -> StoreResult<Event> {
+    async fn create_event(&self, event: NewEvent, by: Actor) -> StoreResult<Event> {
         traced!("create_event", async {
             let url = sqlx::query_scalar::<_, i64>(URL_EXISTS)
                 .bind(event.url_id)
@@ -654,6 +696,8 @@ where
                 .bind(event.event_type)
                 .bind(now())
                 .bind(Json(Value::Object(event.details)))
+                .bind(EventSource::Client.as_str())
+                .bind(by.key_id)
                 .fetch_one(&self.writer)
                 .await?)
         })
@@ -661,13 +705,98 @@ where
 
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>> {
         traced!("list_events", async {
-            self.page_of(sql!("SELECT id, " EVENT), page, |qb| {
+            self.page_of(sql!("SELECT id, " ATTRIBUTED_EVENT), page, |qb| {
                 qb.push(" FROM events WHERE TRUE");
                 push_eq(qb, "url_id", filter.url_id);
                 push_eq(qb, "user_id", filter.user_id);
                 push_eq(qb, "event_type", filter.event_type.clone());
+                push_eq(qb, "source", filter.source.map(|s| s.as_str().to_owned()));
             })
             .await
+        })
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey> {
+        traced!("create_api_key", async {
+            let mut tx = self.writer.begin().await?;
+            if let Some(user_id) = key.user_id {
+                sqlx::query_scalar::<_, i64>(USER_IS_LIVE)
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound(Entity::User))?;
+            }
+            let created = sqlx::query_as(INSERT_API_KEY)
+                .bind(key.name)
+                .bind(key.scope.to_string())
+                .bind(key.user_id)
+                .bind(key.secret_sha256)
+                .bind(key.prefix)
+                .bind(now())
+                .bind(key.created_by)
+                .bind(key.expires_at)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(created)
+        })
+    }
+
+    async fn get_api_key(&self, id: i64) -> StoreResult<ApiKey> {
+        traced!("get_api_key", async {
+            sqlx::query_as(GET_API_KEY)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound(Entity::ApiKey))
+        })
+    }
+
+    async fn list_api_keys(&self, page: Page) -> StoreResult<Listing<ApiKey>> {
+        traced!("list_api_keys", async {
+            self.page_of(sql!("SELECT " API_KEY), page, |qb| {
+                qb.push(" FROM api_keys WHERE TRUE");
+            })
+            .await
+        })
+    }
+
+    async fn revoke_api_key(&self, id: i64) -> StoreResult<ApiKey> {
+        traced!("revoke_api_key", async {
+            sqlx::query_as(REVOKE_API_KEY)
+                .bind(id)
+                .bind(now())
+                .fetch_optional(&self.writer)
+                .await?
+                .ok_or(StoreError::NotFound(Entity::ApiKey))
+        })
+    }
+
+    async fn use_api_key(&self, secret_sha256: &str) -> StoreResult<Option<ApiKey>> {
+        traced!("use_api_key", async {
+            Ok(sqlx::query_as(USE_API_KEY)
+                .bind(secret_sha256)
+                .bind(now())
+                .fetch_optional(&self.writer)
+                .await?)
+        })
+    }
+
+    async fn bootstrap_api_key(&self, secret_sha256: &str, prefix: &str) -> StoreResult<i64> {
+        traced!("bootstrap_api_key", async {
+            let mut tx = self.writer.begin().await?;
+            sqlx::query(INSERT_BOOTSTRAP_KEY)
+                .bind(secret_sha256)
+                .bind(prefix)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            let id = sqlx::query_scalar(KEY_ID_BY_HASH)
+                .bind(secret_sha256)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(id)
         })
     }
 

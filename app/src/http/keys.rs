@@ -1,0 +1,126 @@
+//! `/keys`: issuing, listing and revoking API keys (admin keys only). A
+//! key is shown once, in the answer to its creation; afterwards only its
+//! prefix.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::{AppState, JsonBody, PathId, QueryParams, listing};
+use crate::keys::{self, KeyRequest};
+use crate::store::{ApiKey, KeyScope};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/keys", get(list).post(create))
+        .route("/keys/{id}", get(show).delete(revoke))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateKey {
+    /// What the key is for (1–100 characters), e.g. the team or job.
+    name: String,
+    /// `admin`, `user` (needs `user_id`) or `read-only`.
+    #[schema(value_type = String, example = "user")]
+    scope: String,
+    /// The user a `user` key (or a bound `read-only` key) is limited to.
+    user_id: Option<i64>,
+    /// Days until the key stops working (1–3650); never when absent.
+    expires_in_days: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    key: ApiKey,
+    /// The key itself. Shown only here: store it now.
+    secret: String,
+}
+
+/// Issues a key (admin keys only). The answer is the only time the key is
+/// shown.
+#[utoipa::path(post, path = "/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody, description = "not an admin key"),
+              (status = 404, body = ErrorBody, description = "user_id names no user")))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    caller.require_admin()?;
+    let request = KeyRequest {
+        name: body.name,
+        scope: KeyScope::parse(&body.scope).map_err(|p| ApiError::invalid_field("scope", p))?,
+        user_id: body.user_id,
+        expires_in_days: body.expires_in_days,
+        created_by: caller.key_id,
+    };
+    request
+        .check()
+        .map_err(|(field, problem)| ApiError::invalid_field(field, problem))?;
+    let issued = keys::issue(state.store.as_ref(), request).await?;
+    tracing::info!(key_id = issued.key.id, scope = %issued.key.scope, by = ?caller.key_id, "API key issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key: issued.key,
+            secret: issued.secret,
+        }),
+    ))
+}
+
+/// Every key, live or not, oldest first (admin keys only).
+#[utoipa::path(get, path = "/keys", tag = "keys",
+    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
+    responses((status = 200, body = [ApiKey], headers(("X-Total-Count" = i64))),
+              (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: QueryParams,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    Ok(listing(state.store.list_api_keys(query.page()?).await?))
+}
+
+#[utoipa::path(get, path = "/keys/{id}", tag = "keys",
+    responses((status = 200, body = ApiKey), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<Json<ApiKey>> {
+    caller.require_admin()?;
+    Ok(Json(state.store.get_api_key(id).await?))
+}
+
+/// Revokes a key: refused at once by this replica, within seconds by the
+/// others. Revoking it again changes nothing. `ADMIN_API_KEY` is not
+/// revoked here: change the variable.
+#[utoipa::path(delete, path = "/keys/{id}", tag = "keys",
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if state.store.get_api_key(id).await?.bootstrap {
+        return Err(ApiError::bad_request(
+            "this key is ADMIN_API_KEY: change the variable (or the instance's Secret) to replace it",
+        ));
+    }
+    let key = state.store.revoke_api_key(id).await?;
+    state.auth.forget_accepted();
+    tracing::info!(key_id = key.id, by = ?caller.key_id, "API key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
