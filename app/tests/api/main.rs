@@ -7,6 +7,7 @@
 mod common;
 
 mod events;
+mod keys;
 mod operations;
 mod redirect;
 mod requests;
@@ -17,6 +18,14 @@ every_backend!(
     events: [
         events_api,
         clients_cannot_forge_redirect_events,
+    ],
+    keys: [
+        keys_are_shown_once_and_kept_only_as_a_hash,
+        a_user_key_sees_and_changes_only_its_user,
+        read_only_keys_change_nothing,
+        keys_rotate_and_revoke_without_downtime,
+        expired_keys_and_deleted_users_keys_are_refused,
+        events_say_who_wrote_them,
     ],
     operations: [
         health_reports_database_and_cache,
