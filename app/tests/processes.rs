@@ -163,6 +163,80 @@ async fn seed_load_command_is_idempotent() {
     }
 }
 
+/// `shortener keys` on the database a running service uses: a key issued
+/// there works at once, `list` shows it without the key, and a revoked key
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_command_issues_lists_and_revokes() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let keys = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("keys")
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, key, stderr) = keys(&["create", "--name", "release job", "--scope", "admin"]);
+    assert!(ok, "{stderr}");
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("shk_"), "stdout is the key alone: {key:?}");
+    assert!(stderr.contains("shown only this once"), "{stderr}");
+    let (ok, _, stderr) = keys(&["create", "--name", "x", "--scope", "user"]);
+    assert!(!ok && stderr.contains("--user-id"), "{stderr}");
+
+    let mut server = Server::start(&db.url, &[]);
+    let http = client();
+    server.wait_ready(&http, "/health").await;
+    let with_key = |key: String| {
+        let http = http.clone();
+        let url = format!("{}/urls", server.base);
+        async move {
+            http.get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(with_key(key.clone()).await, StatusCode::OK);
+
+    let (ok, listed, stderr) = keys(&["list"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        listed.contains("release job") && listed.contains(&key[..12]),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&key[12..]),
+        "the key itself is never listed: {listed}"
+    );
+    let id = listed
+        .lines()
+        .find(|line| line.ends_with("release job"))
+        .and_then(|line| line.split('\t').next())
+        .unwrap()
+        .to_owned();
+    let (ok, out, stderr) = keys(&["revoke", &id]);
+    assert!(ok && out.contains("revoked"), "{stderr}");
+    // Refused once this replica stops taking it on trust (seconds).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while with_key(key.clone()).await != StatusCode::UNAUTHORIZED {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revoked key still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.terminate().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_default_needs_no_configuration() {
     let mut server = Server::spawn(&[("AUTH_MODE", "open")]);
