@@ -28,7 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::Auth;
-pub use rate_limit::RateLimit;
+pub use rate_limit::{Class, Decision, RateLimit, Subject, TrustedProxies};
 
 use error::ApiError;
 
@@ -57,6 +57,8 @@ pub struct Shared {
     pub auth: Auth,
     pub rate_limit: RateLimit,
     pub metrics: Arc<Metrics>,
+    /// The stores as last sampled, for `/health`.
+    pub health: Arc<crate::metrics::StoreHealth>,
     pub public_base_url: Option<String>,
     /// Which targets links may point at.
     pub target_policy: crate::domain::TargetPolicy,
