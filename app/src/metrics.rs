@@ -8,7 +8,7 @@
 //! active links) are sampled by one task ([`start_sampler`]). A scrape only
 //! renders: it never waits on the database.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -259,34 +259,15 @@ const COUNT_ACTIVE_EVERY: u32 = 12;
 /// Longest a database ping may take before it counts as down.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the sampler last saw of the stores. `GET /health` answers from it,
-/// so a public endpoint called at any rate costs the stores nothing: the
-/// database is pinged once per [`SAMPLE_EVERY`], Redis by the cache's own
-/// heartbeat (every second).
+/// What the sampler last saw of the database. `GET /health` answers from
+/// it, so a public endpoint called at any rate costs the database nothing:
+/// it is pinged once per [`SAMPLE_EVERY`]. (Redis's state is kept by the
+/// cache's own heartbeat, every second: [`crate::links::SharedCache::up`].)
 pub struct StoreHealth {
     epoch: Instant,
     database_up: AtomicBool,
-    /// [`CacheHealth`] as a number.
-    cache: AtomicU8,
     /// Milliseconds since `epoch` of the last sample.
     sampled_at_ms: AtomicU64,
-}
-
-/// The shared cache (Redis), as last seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheHealth {
-    NotConfigured,
-    Ok,
-    Unavailable,
-}
-
-/// One reading of [`StoreHealth`].
-#[derive(Debug, Clone, Copy)]
-pub struct HealthSnapshot {
-    pub database_up: bool,
-    pub cache: CacheHealth,
-    /// Time since the stores were last checked.
-    pub age: Duration,
 }
 
 impl StoreHealth {
@@ -294,34 +275,24 @@ impl StoreHealth {
         Self {
             epoch: Instant::now(),
             database_up: AtomicBool::new(false),
-            cache: AtomicU8::new(0),
             sampled_at_ms: AtomicU64::new(0),
         }
     }
 
-    fn record(&self, database_up: bool, cache: CacheHealth) {
+    fn record(&self, database_up: bool) {
         self.database_up.store(database_up, Ordering::Relaxed);
-        let cache = match cache {
-            CacheHealth::NotConfigured => 0,
-            CacheHealth::Ok => 1,
-            CacheHealth::Unavailable => 2,
-        };
-        self.cache.store(cache, Ordering::Relaxed);
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.sampled_at_ms.store(now, Ordering::Release);
     }
 
-    pub fn snapshot(&self) -> HealthSnapshot {
+    /// Whether the database answered the last ping, and how long ago that
+    /// was.
+    pub fn database(&self) -> (bool, Duration) {
         let at = Duration::from_millis(self.sampled_at_ms.load(Ordering::Acquire));
-        HealthSnapshot {
-            database_up: self.database_up.load(Ordering::Relaxed),
-            cache: match self.cache.load(Ordering::Relaxed) {
-                0 => CacheHealth::NotConfigured,
-                1 => CacheHealth::Ok,
-                _ => CacheHealth::Unavailable,
-            },
-            age: self.epoch.elapsed().saturating_sub(at),
-        }
+        (
+            self.database_up.load(Ordering::Relaxed),
+            self.epoch.elapsed().saturating_sub(at),
+        )
     }
 }
 
@@ -380,12 +351,7 @@ async fn sample(
         }
     };
     metrics.database_up.set(i64::from(up));
-    let cache = match links.shared() {
-        None => CacheHealth::NotConfigured,
-        Some(shared) if shared.up() => CacheHealth::Ok,
-        Some(_) => CacheHealth::Unavailable,
-    };
-    health.record(up, cache);
+    health.record(up);
     if count_active && up {
         match store.count_active_urls().await {
             Ok(count) => metrics.urls_active.set(count),
