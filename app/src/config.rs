@@ -61,18 +61,8 @@ pub struct ServeConfig {
     #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
 
-    /// Management requests per minute per client IP, per replica; 0 = off.
-    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
-    pub rate_limit_per_minute: u32,
-
-    /// Requests a client may make at once above the sustained rate.
-    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub rate_limit_burst: u32,
-
-    /// Identify clients by `X-Real-IP` (set by the ingress) instead of the
-    /// TCP peer. Turn off when clients reach the service directly.
-    #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub trust_proxy_headers: bool,
+    #[command(flatten)]
+    pub limits: RateLimitSettings,
 
     /// Accept targets whose host is `localhost` or an IP literal in a
     /// loopback, private, link-local (cloud metadata) or shared range.
@@ -160,6 +150,12 @@ pub struct CacheSettings {
     #[arg(long, env = "CACHE_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub cache_capacity: u64,
 
+    /// Bytes the in-process cache may take (each entry weighed by its code,
+    /// its target and a fixed overhead): long targets cannot grow it past
+    /// this, whatever their number.
+    #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
+    pub cache_max_bytes: u64,
+
     /// Seconds an in-process entry may be served without news of a change
     /// (changes normally arrive at once over Redis; this bounds a missed one).
     #[arg(long, env = "LOCAL_CACHE_TTL_SECONDS", default_value = "30", value_parser = seconds(1..=86_400))]
@@ -217,6 +213,64 @@ pub struct ClickSettings {
     /// at a time). Each holds a database connection while it writes.
     #[arg(long, env = "CLICK_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64).map(as_usize))]
     pub click_writers: usize,
+}
+
+/// Rate limits per class, and who may name the client. With Redis they
+/// hold across all replicas; without it (or while it is away) each replica
+/// applies them on its own. Each limit is a sustained rate per minute and a
+/// burst (requests allowed at once); a rate of 0 turns that class off.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitSettings {
+    /// Management requests per minute per client (or API key); 0 = off.
+    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_per_minute: u32,
+
+    /// Management requests a client may make at once above the sustained
+    /// rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate_limit_burst: u32,
+
+    /// Creations (`POST /urls`, `/shorten`, `/users`, `/users/bulk`) per
+    /// minute per client (or API key); 0 = off. Counted instead of the
+    /// management limit for those requests.
+    #[arg(long, env = "CREATE_RATE_LIMIT_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub create_rate_limit_per_minute: u32,
+
+    /// Creations a client may make at once above the sustained rate.
+    #[arg(long, env = "CREATE_RATE_LIMIT_BURST", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub create_rate_limit_burst: u32,
+
+    /// Redirect misses (404 after a lookup beyond the in-process cache) per
+    /// minute per client IP; past it, lookups beyond the in-process cache
+    /// are answered 429 (cached links keep redirecting); 0 = off.
+    #[arg(long, env = "REDIRECT_MISS_LIMIT_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub redirect_miss_limit_per_minute: u32,
+
+    /// Redirect misses a client may cause at once above the sustained rate.
+    #[arg(long, env = "REDIRECT_MISS_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub redirect_miss_burst: u32,
+
+    /// Networks of the proxies in front of the service (comma-separated
+    /// CIDRs, e.g. `10.0.0.0/8,fd00::/8`). `X-Forwarded-For` (the right-most
+    /// address outside these networks) and `X-Real-IP` name the client
+    /// only when the TCP peer is inside one of them. Empty (the default):
+    /// the peer is the client, and those headers are ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Replaced by TRUSTED_PROXIES: accepted so that old deployments
+    /// start, but ignored (it trusted `X-Real-IP` from anyone).
+    #[arg(long, env = "TRUST_PROXY_HEADERS", hide = true, action = clap::ArgAction::Set)]
+    pub trust_proxy_headers: Option<bool>,
+}
+
+/// A CIDR network, or a single address (a /32 or /128).
+fn parse_network(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| "must be a CIDR network such as 10.0.0.0/8 or an IP address".into())
 }
 
 /// The ranges above fit any `usize` this builds for; saturate regardless.
@@ -464,6 +518,38 @@ mod tests {
                 .as_deref(),
             Some("http://t:9999/custom")
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses() {
+        assert_eq!(
+            parse_network("10.1.2.3/8").map(|n| n.to_string()),
+            Ok("10.0.0.0/8".into())
+        );
+        assert_eq!(
+            parse_network(" 192.0.2.1 ").map(|n| n.to_string()),
+            Ok("192.0.2.1/32".into())
+        );
+        assert_eq!(
+            parse_network("fd00::/8").map(|n| n.to_string()),
+            Ok("fd00::/8".into())
+        );
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("ingress-nginx").is_err());
+    }
+
+    #[test]
+    fn rate_limits_are_on_by_default_and_trust_nobody() {
+        let config = ServeConfig::from_flags(Vec::<String>::new()).expect("defaults parse");
+        let limits = &config.limits;
+        assert!(limits.rate_limit_per_minute > 0);
+        assert!(limits.create_rate_limit_per_minute > 0);
+        assert!(limits.create_rate_limit_per_minute < limits.rate_limit_per_minute);
+        assert!(limits.redirect_miss_limit_per_minute > 0);
+        assert!(limits.trusted_proxies.is_empty());
+        let config = ServeConfig::from_flags(["--trusted-proxies", "10.0.0.0/8,127.0.0.1"])
+            .expect("a list parses");
+        assert_eq!(config.limits.trusted_proxies.len(), 2);
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! of things that change as work happens (click queue, spill, Redis) are
 //! pushed by the code that does the work; gauges that describe state
 //! nobody changes on the spot (cache size, pool, database reachability,
-//! active links) are sampled by one task ([`spawn_sampler`]). A scrape only
+//! active links) are sampled by one task ([`start_sampler`]). A scrape only
 //! renders: it never waits on the database.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -35,13 +36,17 @@ pub struct Metrics {
     pub click_flush_seconds: Histogram,
     pub cache_lookups: IntCounterVec,
     pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
+    pub cache_max_bytes: IntGauge,
     pub redis_up: IntGauge,
     pub cache_invalidations_pending: IntGauge,
     pub cache_coherent: IntGauge,
     pub db_connections: IntGaugeVec,
     pub urls_active: IntGauge,
-    pub rate_limited: IntCounter,
+    pub rate_limit_decisions: IntCounterVec,
+    pub rate_limit_fallbacks: IntCounterVec,
     pub database_up: IntGauge,
+    pub database_pings: IntCounter,
 }
 
 /// Registers `collector` and hands it back.
@@ -152,6 +157,14 @@ impl Metrics {
                 "shortener_cache_local_entries",
                 "Entries in the in-process cache",
             )?,
+            cache_bytes: gauge(
+                "shortener_cache_local_bytes",
+                "Weighed size of the in-process cache (estimated bytes of its entries)",
+            )?,
+            cache_max_bytes: gauge(
+                "shortener_cache_local_max_bytes",
+                "Byte budget of the in-process cache (CACHE_MAX_BYTES)",
+            )?,
             redis_up: gauge(
                 "shortener_redis_up",
                 "1 when the last Redis call succeeded, 0 after a failure",
@@ -178,16 +191,43 @@ impl Metrics {
                 "shortener_urls_active",
                 "Active short URLs (sampled every minute; estimated above 10,000)",
             )?,
-            rate_limited: counter(
-                "shortener_rate_limited_total",
-                "Management requests refused with 429",
+            rate_limit_decisions: counters(
+                "shortener_rate_limit_decisions_total",
+                "Rate limit checks by class (management, create, redirect_miss) and decision (allowed, limited)",
+                &["class", "decision"],
+            )?,
+            rate_limit_fallbacks: counters(
+                "shortener_rate_limit_fallbacks_total",
+                "Rate limit checks decided by this replica alone because Redis was skipped, failed or timed out",
+                &["class", "reason"],
             )?,
             database_up: gauge(
                 "shortener_database_up",
                 "1 when the last periodic database ping (every 5 s) succeeded",
             )?,
+            database_pings: counter(
+                "shortener_database_pings_total",
+                "Database pings by the state sampler (GET /health answers from the last one)",
+            )?,
             registry,
-        })
+        }
+        .with_label_sets())
+    }
+
+    /// Every series of the fixed label sets exists from the start (at 0),
+    /// so a rate over them is defined before the first event.
+    fn with_label_sets(self) -> Self {
+        for class in ["management", "create", "redirect_miss"] {
+            for decision in ["allowed", "limited"] {
+                self.rate_limit_decisions
+                    .with_label_values(&[class, decision]);
+            }
+            for reason in ["skipped", "error", "timeout"] {
+                self.rate_limit_fallbacks
+                    .with_label_values(&[class, reason]);
+            }
+        }
+        self
     }
 
     /// Records a pool snapshot.
@@ -219,19 +259,66 @@ const COUNT_ACTIVE_EVERY: u32 = 12;
 /// Longest a database ping may take before it counts as down.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Samples the state gauges every few seconds, so that an outage at a quiet
-/// hour is still seen, for as long as the service lives (it holds the
-/// service only while it samples, so shutdown is not delayed).
-pub fn spawn_sampler(store: &DynStore, links: &Arc<Links>, metrics: Arc<Metrics>) {
+/// What the sampler last saw of the database. `GET /health` answers from
+/// it, so a public endpoint called at any rate costs the database nothing:
+/// it is pinged once per [`SAMPLE_EVERY`]. (Redis's state is kept by the
+/// cache's own heartbeat, every second: [`crate::links::SharedCache::up`].)
+pub struct StoreHealth {
+    epoch: Instant,
+    database_up: AtomicBool,
+    /// Milliseconds since `epoch` of the last sample.
+    sampled_at_ms: AtomicU64,
+}
+
+impl StoreHealth {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            database_up: AtomicBool::new(false),
+            sampled_at_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, database_up: bool) {
+        self.database_up.store(database_up, Ordering::Relaxed);
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.sampled_at_ms.store(now, Ordering::Release);
+    }
+
+    /// Whether the database answered the last ping, and how long ago that
+    /// was.
+    pub fn database(&self) -> (bool, Duration) {
+        let at = Duration::from_millis(self.sampled_at_ms.load(Ordering::Acquire));
+        (
+            self.database_up.load(Ordering::Relaxed),
+            self.epoch.elapsed().saturating_sub(at),
+        )
+    }
+}
+
+/// Samples the state gauges (and [`StoreHealth`]) every few seconds, so
+/// that an outage at a quiet hour is still seen, for as long as the service
+/// lives (it holds the service only while it samples, so shutdown is not
+/// delayed). The first sample is taken before this returns.
+pub async fn start_sampler(
+    store: &DynStore,
+    links: &Arc<Links>,
+    metrics: Arc<Metrics>,
+) -> Arc<StoreHealth> {
+    let health = Arc::new(StoreHealth::new());
     let (store, links) = (Arc::downgrade(store), Arc::downgrade(links));
+    sample(&store, &links, &metrics, &health, true).await;
+    let sampled = health.clone();
     tokio::spawn(async move {
-        for round in 0u32.. {
-            if !sample(&store, &links, &metrics, round % COUNT_ACTIVE_EVERY == 0).await {
+        for round in 1u32.. {
+            tokio::time::sleep(SAMPLE_EVERY).await;
+            let count_active = round % COUNT_ACTIVE_EVERY == 0;
+            if !sample(&store, &links, &metrics, &sampled, count_active).await {
                 return;
             }
-            tokio::time::sleep(SAMPLE_EVERY).await;
         }
     });
+    health
 }
 
 /// One sample; false once the service is gone.
@@ -239,6 +326,7 @@ async fn sample(
     store: &Weak<dyn Store>,
     links: &Weak<Links>,
     metrics: &Metrics,
+    health: &StoreHealth,
     count_active: bool,
 ) -> bool {
     let (Some(store), Some(links)) = (store.upgrade(), links.upgrade()) else {
@@ -246,10 +334,24 @@ async fn sample(
     };
     let entries = i64::try_from(links.local_entries()).unwrap_or(i64::MAX);
     metrics.cache_entries.set(entries);
+    let bytes = i64::try_from(links.local_weighted_size()).unwrap_or(i64::MAX);
+    metrics.cache_bytes.set(bytes);
     metrics.observe_pool(store.pool_stats());
+    metrics.database_pings.inc();
     let ping = tokio::time::timeout(PING_TIMEOUT, store.ping()).await;
-    let up = matches!(ping, Ok(Ok(())));
+    let up = match ping {
+        Ok(Ok(())) => true,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "database ping failed");
+            false
+        }
+        Err(_) => {
+            tracing::debug!("database ping timed out");
+            false
+        }
+    };
     metrics.database_up.set(i64::from(up));
+    health.record(up);
     if count_active && up {
         match store.count_active_urls().await {
             Ok(count) => metrics.urls_active.set(count),

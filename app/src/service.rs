@@ -58,7 +58,7 @@ impl Service {
             Ok(Err(err)) => tracing::warn!(error = %err, "cache warm-up failed; starting cold"),
             Err(_) => tracing::warn!("cache warm-up took too long; starting cold"),
         }
-        crate::metrics::spawn_sampler(&store, &links, metrics.clone());
+        let health = crate::metrics::start_sampler(&store, &links, metrics.clone()).await;
         let (clicks, click_writer) = ClickRecorder::start(
             store.clone(),
             &config.clicks,
@@ -84,11 +84,15 @@ impl Service {
             clicks,
             auth,
             rate_limit: RateLimit::new(
-                config.rate_limit_per_minute,
-                config.rate_limit_burst,
-                config.trust_proxy_headers,
-            ),
+                &config.limits,
+                config.redis_url.as_deref(),
+                &config.cache.redis_key_prefix,
+                config.cache.redis_timeout_ms,
+                metrics.clone(),
+            )
+            .context("configuring the rate limits' Redis")?,
             metrics,
+            health,
             public_base_url: config.public_base_url.clone(),
             target_policy: TargetPolicy {
                 allow_private: config.allow_private_targets,

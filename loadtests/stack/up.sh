@@ -271,6 +271,13 @@ start_app() {
     # less (the runtime sizes itself from the cgroup quota there); three
     # replicas of two workers each on two cores would mostly switch.
     TOKIO_WORKER_THREADS="${APP_WORKER_THREADS:-1}"
+    # nginx in front sets X-Forwarded-For and X-Real-IP, as ingress-nginx does.
+    TRUSTED_PROXIES=127.0.0.1/32
+    # The load generator is one client: the rate limits (on by default) would
+    # measure themselves. Set in the caller's environment to test them.
+    RATE_LIMIT_PER_MINUTE=0
+    CREATE_RATE_LIMIT_PER_MINUTE=0
+    REDIRECT_MISS_LIMIT_PER_MINUTE=0
   )
   add_passthrough_env envs
   log "starting app replica on 127.0.0.1:$port"

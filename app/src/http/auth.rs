@@ -26,6 +26,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::rate_limit::{Class, Subject};
 use crate::config::AuthMode;
 use crate::keys::sha256_hex;
 use crate::store::{Actor, ApiKey, DynStore, KeyScope, StoreResult};
@@ -76,45 +77,41 @@ impl Auth {
         })
     }
 
-    /// The caller a presented key (if any) makes; 401 when there is none.
-    pub async fn authenticate(&self, presented: Option<&str>) -> ApiResult<Caller> {
+    /// The caller, when it is known without asking the database: open
+    /// mode, `ADMIN_API_KEY`, or a key accepted within [`ACCEPTED_FOR`].
+    pub async fn known(&self, presented: Option<&str>) -> Option<Caller> {
         if self.mode == AuthMode::Open {
-            return Ok(Caller::OPEN);
+            return Some(Caller::OPEN);
         }
-        let presented = presented.ok_or(ApiError::Unauthorized)?;
+        let presented = presented?;
         if let Some(bootstrap) = &self.bootstrap {
             let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
             if bool::from(bootstrap.hash.ct_eq(&hash)) {
-                return Ok(Caller {
+                return Some(Caller {
                     key_id: Some(bootstrap.key_id),
                     scope: KeyScope::Admin,
                     user_id: None,
                 });
             }
         }
-        let hash = sha256_hex(presented);
-        let key = match self.accepted.get(&hash).await {
-            Some(key) => key,
-            None => {
-                let key = self
-                    .store
-                    .use_api_key(&hash)
-                    .await?
-                    .ok_or(ApiError::Unauthorized)?;
-                let key = Arc::new(key);
-                self.accepted.insert(hash, key.clone()).await;
-                key
-            }
-        };
+        let key = self.accepted.get(&sha256_hex(presented)).await?;
         // Remembered while live; an expiry may fall within ACCEPTED_FOR.
-        if !key.is_live(crate::domain::now()) {
-            return Err(ApiError::Unauthorized);
-        }
-        Ok(Caller {
-            key_id: Some(key.id),
-            scope: key.scope,
-            user_id: key.user_id,
-        })
+        key.is_live(crate::domain::now()).then(|| Caller::of(&key))
+    }
+
+    /// Looks a presented key up (recording its use): the caller it makes,
+    /// or 401.
+    pub async fn look_up(&self, presented: Option<&str>) -> ApiResult<Caller> {
+        let presented = presented.ok_or(ApiError::Unauthorized)?;
+        let hash = sha256_hex(presented);
+        let key = self
+            .store
+            .use_api_key(&hash)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        let caller = Caller::of(&key);
+        self.accepted.insert(hash, Arc::new(key)).await;
+        Ok(caller)
     }
 
     /// Forgets every accepted key (after a revocation on this replica).
@@ -134,6 +131,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    fn of(key: &ApiKey) -> Self {
+        Self {
+            key_id: Some(key.id),
+            scope: key.scope,
+            user_id: key.user_id,
+        }
+    }
+
     /// `AUTH_MODE=open`: anyone may do anything, as no one.
     pub const OPEN: Self = Self {
         key_id: None,
@@ -208,14 +213,37 @@ fn bearer(req: &Request) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Finds the [`Caller`] and refuses read-only keys any change. A key that
+/// must be looked up in the database (unknown to this replica, or wrong)
+/// first spends the client address's management allowance, so guessing
+/// keys is limited, and costs the database nothing once over the limit;
+/// the limit layer inside then counts the request against the key.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let caller = match state.auth.authenticate(bearer(&req)).await {
-        Ok(caller) => caller,
-        Err(err) => return err.into_response(),
+    let presented = bearer(&req);
+    let caller = match state.auth.known(presented).await {
+        Some(caller) => caller,
+        None => {
+            let client = Subject::Client(state.rate_limit.client_ip(&req));
+            let decision = state.rate_limit.check(Class::Management, &client).await;
+            if let Some(refused) = decision.rejection() {
+                return refused;
+            }
+            match state.auth.look_up(presented).await {
+                Ok(caller) => caller,
+                Err(err) => {
+                    let mut refused = err.into_response();
+                    decision.set_headers(refused.headers_mut());
+                    return refused;
+                }
+            }
+        }
     };
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
     if caller.scope == KeyScope::ReadOnly && !reads {
         return ApiError::Forbidden("this key is read-only".into()).into_response();
+    }
+    if let Some(id) = caller.key_id {
+        req.extensions_mut().insert(Subject::Key(id));
     }
     req.extensions_mut().insert(caller);
     next.run(req).await

@@ -29,7 +29,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::{Auth, Caller};
-pub use rate_limit::RateLimit;
+pub use rate_limit::{Class, Decision, RateLimit, Subject, TrustedProxies};
 
 use error::ApiError;
 
@@ -58,6 +58,8 @@ pub struct Shared {
     pub auth: Auth,
     pub rate_limit: RateLimit,
     pub metrics: Arc<Metrics>,
+    /// The stores as last sampled, for `/health`.
+    pub health: Arc<crate::metrics::StoreHealth>,
     pub public_base_url: Option<String>,
     /// Which targets links may point at.
     pub target_policy: crate::domain::TargetPolicy,
@@ -87,14 +89,15 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
         .merge(urls::routes())
         .merge(events::routes())
         .merge(keys::routes())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ))
-        // Outside the key check, so that guessing keys is limited too.
+        // Per key once the key is known (per client address in open mode);
+        // the key check outside limits key lookups per client address.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
         ));
     let router = Router::new()
         .merge(management)

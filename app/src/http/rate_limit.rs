@@ -1,104 +1,782 @@
-//! Per-client rate limiting of the management API (the redirect path is not
-//! limited: it is cheap, cached, and what the product is for).
+//! Rate limits: per class ([`Class`]) and per subject ([`Subject`]: an API
+//! key, or a client address).
 //!
-//! Each replica limits on its own (a GCRA bucket per client IP, via
-//! `governor`), so the cluster-wide allowance is the per-replica rate times
-//! the replicas behind the load balancer. That keeps Redis off the request
-//! path; it is a guard against runaway clients, not billing.
+//! With Redis configured the limits hold across all replicas: each check is
+//! one atomic round trip (a GCRA script, [`GCRA`], whose key expires once
+//! the subject's allowance is whole again). When Redis is absent, or away,
+//! or slower than `REDIS_TIMEOUT_MS`, the same limit is applied by this
+//! replica alone (`governor`, in process) and the fallback is counted: a
+//! request is never refused because Redis is down. After a Redis failure
+//! the next second of checks goes straight to the local limiter, so a sick
+//! Redis costs at most one timeout per second.
+//!
+//! Who the client is: the TCP peer, unless the peer is one of the
+//! `TRUSTED_PROXIES`; then `X-Forwarded-For` (its right-most address that is
+//! not itself a trusted proxy) or `X-Real-IP` names it ([`TrustedProxies`]).
+//!
+//! The management API is limited by [`limit`] (outside the key check, so
+//! guessing keys is limited too). Redirects are limited only on misses: a
+//! client that was answered too many 404s after lookups beyond the
+//! in-process cache is refused further such lookups for a while
+//! ([`RateLimit::refuse_miss`], [`RateLimit::record_miss`]); links in the
+//! in-process cache always redirect, and the redirect path never waits on
+//! Redis for them.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use ipnet::IpNet;
+use redis::aio::ConnectionManager;
 
 use super::AppState;
 use super::error::ErrorBody;
+use crate::config::RateLimitSettings;
+use crate::metrics::Metrics;
 
-/// How often state for clients that went quiet is dropped.
+/// How often local state for subjects that went quiet is dropped.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
+/// After a Redis failure, checks stay local this long.
+const REDIS_BACKOFF: Duration = Duration::from_secs(1);
+/// Clients refused redirect lookups, remembered per replica (bounded).
+const MISS_BLOCKS: u64 = 100_000;
+
+/// GCRA in Redis, one round trip. `KEYS[1]`: the subject's key; `ARGV[1]`:
+/// the emission interval (ms per request at the sustained rate); `ARGV[2]`:
+/// the burst. The key holds the theoretical arrival time (TAT, ms on
+/// Redis's clock, so every replica reads the same time) and expires when
+/// the allowance is whole again. Returns `{allowed, remaining, retry_ms,
+/// reset_ms}`.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = interval * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > tolerance then
+  return {0, 0, new_tat - tolerance - now, tat - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return {1, math.floor((tolerance - (new_tat - now)) / interval), 0, new_tat - now}
+";
+
+/// What a limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Every management request that is not a creation.
+    Management,
+    /// `POST /urls`, `/shorten`, `/users`, `/users/bulk`: a stricter quota.
+    Create,
+    /// Redirect misses, per client address.
+    RedirectMiss,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Management, Class::Create, Class::RedirectMiss];
+
+    /// The `class` label of the metrics, and part of the Redis key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Management => "management",
+            Class::Create => "create",
+            Class::RedirectMiss => "redirect_miss",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Class::Management => 0,
+            Class::Create => 1,
+            Class::RedirectMiss => 2,
+        }
+    }
+}
+
+/// Who a limit is counted for. An authentication layer that knows the
+/// caller's key may put a `Subject::Key` into the request's extensions
+/// before [`limit`] runs; otherwise [`limit`] counts per client address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// An API key, by its id.
+    Key(i64),
+    /// A client address. IPv6 clients are counted per /64 (one customer's
+    /// network: an address per request costs them nothing).
+    Client(IpAddr),
+}
+
+impl Subject {
+    /// The form limits are counted under: IPv4-mapped IPv6 as IPv4, and
+    /// other IPv6 addresses as their /64.
+    fn normalized(&self) -> Subject {
+        match self {
+            Subject::Key(id) => Subject::Key(*id),
+            Subject::Client(ip) => Subject::Client(match ip.to_canonical() {
+                IpAddr::V6(v6) => {
+                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                    IpAddr::V6(Ipv6Addr::from(bits))
+                }
+                v4 => v4,
+            }),
+        }
+    }
+
+    fn redis_part(&self) -> String {
+        match self {
+            Subject::Key(id) => format!("key:{id}"),
+            Subject::Client(ip) => format!("ip:{ip}"),
+        }
+    }
+}
+
+/// A sustained rate and a burst.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    per_minute: NonZeroU32,
+    burst: NonZeroU32,
+}
+
+impl Limit {
+    fn new(per_minute: u32, burst: u32) -> Option<Self> {
+        Some(Self {
+            per_minute: NonZeroU32::new(per_minute)?,
+            burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
+        })
+    }
+
+    /// Milliseconds between two requests at the sustained rate (at least 1).
+    fn interval_ms(self) -> u64 {
+        (60_000 / u64::from(self.per_minute.get())).max(1)
+    }
+
+    /// Time for a spent allowance to be whole again.
+    fn full_refill(self) -> Duration {
+        Duration::from_millis(self.interval_ms() * u64::from(self.burst.get()))
+    }
+}
+
+/// The answer to one check.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// The class is not limited.
+    Unlimited,
+    Allowed {
+        limit: u32,
+        remaining: u32,
+        reset: Duration,
+    },
+    Limited {
+        limit: u32,
+        reset: Duration,
+        retry_after: Duration,
+    },
+}
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// Whole seconds, rounded up (a client told 0 would retry at once).
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000).try_into().unwrap_or(u64::MAX)
+}
+
+impl Decision {
+    fn unlimited() -> Self {
+        Self {
+            outcome: Outcome::Unlimited,
+        }
+    }
+
+    /// Whether the request may proceed.
+    pub fn is_allowed(&self) -> bool {
+        !matches!(self.outcome, Outcome::Limited { .. })
+    }
+
+    /// Sets `RateLimit-Limit` (the burst), `RateLimit-Remaining` (requests
+    /// left now) and `RateLimit-Reset` (seconds until the allowance is
+    /// whole), and `Retry-After` when limited. Nothing when unlimited.
+    pub fn set_headers(&self, headers: &mut HeaderMap) {
+        let (limit, remaining, reset) = match self.outcome {
+            Outcome::Unlimited => return,
+            Outcome::Allowed {
+                limit,
+                remaining,
+                reset,
+            } => (limit, remaining, reset),
+            Outcome::Limited {
+                limit,
+                reset,
+                retry_after,
+            } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(ceil_secs(retry_after).max(1)),
+                );
+                (limit, 0, reset)
+            }
+        };
+        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
+        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
+        headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(reset)));
+    }
+
+    /// The 429 to answer with, when the request is over its limit.
+    pub fn rejection(&self) -> Option<Response> {
+        let Outcome::Limited { retry_after, .. } = self.outcome else {
+            return None;
+        };
+        let body = ErrorBody {
+            error: format!(
+                "too many requests; retry in {} s",
+                ceil_secs(retry_after).max(1)
+            ),
+            details: Default::default(),
+        };
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+        self.set_headers(response.headers_mut());
+        Some(response)
+    }
+}
+
+type LocalLimiter =
+    RateLimiter<Subject, DefaultKeyedStateStore<Subject>, DefaultClock, StateInformationMiddleware>;
+
+/// One class's limit and its per-replica limiter.
+struct ClassLimit {
+    limit: Limit,
+    local: Arc<LocalLimiter>,
+}
 
 pub struct RateLimit {
-    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
-    /// Take the client address from `X-Real-IP` (set by the ingress) rather
-    /// than the TCP peer (which is the ingress itself).
-    trust_proxy_headers: bool,
+    classes: [Option<ClassLimit>; 3],
+    redis: Option<RedisGcra>,
+    proxies: TrustedProxies,
+    /// Clients refused redirect lookups, until when (per replica: a client
+    /// learns of it on each replica by one more miss there, no more).
+    miss_blocks: moka::future::Cache<Subject, Instant>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a check did not reach Redis (the `reason` label of the fallbacks).
+#[derive(Debug, Clone, Copy)]
+enum Fallback {
+    /// A call failed less than [`REDIS_BACKOFF`] ago: not tried.
+    Skipped,
+    Error,
+    Timeout,
+}
+
+impl Fallback {
+    fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Skipped => "skipped",
+            Fallback::Error => "error",
+            Fallback::Timeout => "timeout",
+        }
+    }
 }
 
 impl RateLimit {
-    /// `per_minute` of 0 turns limiting off.
-    pub fn new(per_minute: u32, burst: u32, trust_proxy_headers: bool) -> Self {
-        let limiter = NonZeroU32::new(per_minute).map(|rate| {
-            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-            let limiter = Arc::new(DefaultKeyedRateLimiter::keyed(
-                Quota::per_minute(rate).allow_burst(burst),
-            ));
-            let weak = Arc::downgrade(&limiter);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(FORGET_EVERY).await;
-                    let Some(limiter) = weak.upgrade() else {
-                        return;
-                    };
-                    limiter.retain_recent();
+    /// The limits of `settings`; shared through Redis at `redis_url` when
+    /// given (nothing is dialled until the first check), under `prefix`.
+    pub fn new(
+        settings: &RateLimitSettings,
+        redis_url: Option<&str>,
+        prefix: &str,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> redis::RedisResult<Self> {
+        if settings.trust_proxy_headers.is_some() {
+            tracing::warn!(
+                "TRUST_PROXY_HEADERS is ignored: proxy headers are honoured only from TRUSTED_PROXIES"
+            );
+        }
+        let class = |per_minute, burst| {
+            Limit::new(per_minute, burst).map(|limit| ClassLimit {
+                limit,
+                local: local_limiter(limit),
+            })
+        };
+        let classes = [
+            class(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            class(
+                settings.create_rate_limit_per_minute,
+                settings.create_rate_limit_burst,
+            ),
+            class(
+                settings.redirect_miss_limit_per_minute,
+                settings.redirect_miss_burst,
+            ),
+        ];
+        let redis = redis_url
+            .map(|url| RedisGcra::new(url, prefix, timeout))
+            .transpose()?;
+        let longest_block = classes[Class::RedirectMiss.index()]
+            .as_ref()
+            .map_or(Duration::from_secs(1), |c| c.limit.full_refill());
+        Ok(Self {
+            classes,
+            redis,
+            proxies: TrustedProxies::new(settings.trusted_proxies.clone()),
+            miss_blocks: moka::future::Cache::builder()
+                .max_capacity(MISS_BLOCKS)
+                .time_to_live(longest_block)
+                .build(),
+            metrics,
+        })
+    }
+
+    /// Checks and spends one request of `class` for `subject`: through
+    /// Redis when configured and answering, else this replica's limiter.
+    /// Counted in `shortener_rate_limit_decisions_total`.
+    pub async fn check(&self, class: Class, subject: &Subject) -> Decision {
+        let Some(limits) = &self.classes[class.index()] else {
+            return Decision::unlimited();
+        };
+        let subject = subject.normalized();
+        let outcome = match &self.redis {
+            Some(redis) => match redis.check(class, limits.limit, &subject).await {
+                Ok(outcome) => outcome,
+                Err(fallback) => {
+                    self.metrics
+                        .rate_limit_fallbacks
+                        .with_label_values(&[class.as_str(), fallback.as_str()])
+                        .inc();
+                    local_check(limits, &subject)
                 }
-            });
-            limiter
-        });
-        Self {
-            limiter,
-            trust_proxy_headers,
+            },
+            None => local_check(limits, &subject),
+        };
+        let decision = Decision { outcome };
+        self.count(class, decision.is_allowed());
+        decision
+    }
+
+    fn count(&self, class: Class, allowed: bool) {
+        let label = if allowed { "allowed" } else { "limited" };
+        self.metrics
+            .rate_limit_decisions
+            .with_label_values(&[class.as_str(), label])
+            .inc();
+    }
+
+    /// The client's address: the TCP peer, or what a trusted proxy says
+    /// (see [`TrustedProxies`]). Unspecified (`0.0.0.0`) for a request
+    /// without a peer address (only in-process tests build those).
+    pub fn client_ip(&self, req: &Request) -> IpAddr {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        match peer {
+            Some(peer) => self.proxies.client(peer, req.headers()),
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         }
     }
 
-    pub fn off() -> Self {
-        Self {
-            limiter: None,
-            trust_proxy_headers: false,
-        }
+    /// A 429 for a request that needs a lookup beyond the in-process cache
+    /// from a client over its redirect-miss limit (a replica-local check:
+    /// no Redis round trip).
+    pub async fn refuse_miss(&self, client: IpAddr) -> Option<Response> {
+        let limits = self.classes[Class::RedirectMiss.index()].as_ref()?;
+        let subject = Subject::Client(client).normalized();
+        let until = self.miss_blocks.get(&subject).await?;
+        let retry_after = until.checked_duration_since(Instant::now())?;
+        self.count(Class::RedirectMiss, false);
+        let decision = Decision {
+            outcome: Outcome::Limited {
+                limit: limits.limit.burst.get(),
+                reset: limits.limit.full_refill(),
+                retry_after,
+            },
+        };
+        decision.rejection()
     }
 
-    fn client(&self, req: &Request) -> Option<IpAddr> {
-        let forwarded = self
-            .trust_proxy_headers
-            .then(|| req.headers().get("x-real-ip"))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
-        forwarded.or_else(|| {
-            req.extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip())
+    /// Spends one redirect miss (a 404 after a lookup beyond the in-process
+    /// cache) of `client`'s allowance; over it, the client's lookups are
+    /// refused until the allowance has room again.
+    pub async fn record_miss(&self, client: IpAddr) {
+        let subject = Subject::Client(client);
+        let decision = self.check(Class::RedirectMiss, &subject).await;
+        if let Outcome::Limited { retry_after, .. } = decision.outcome {
+            self.miss_blocks
+                .insert(subject.normalized(), Instant::now() + retry_after)
+                .await;
+        }
+    }
+}
+
+fn local_limiter(limit: Limit) -> Arc<LocalLimiter> {
+    let quota = Quota::per_minute(limit.per_minute).allow_burst(limit.burst);
+    let limiter =
+        Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>());
+    let weak = Arc::downgrade(&limiter);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(FORGET_EVERY).await;
+            let Some(limiter) = weak.upgrade() else {
+                return;
+            };
+            limiter.retain_recent();
+        }
+    });
+    limiter
+}
+
+fn local_check(limits: &ClassLimit, subject: &Subject) -> Outcome {
+    let limit = limits.limit;
+    let burst = limit.burst.get();
+    match limits.local.check_key(subject) {
+        Ok(snapshot) => {
+            let remaining = snapshot.remaining_burst_capacity();
+            let spent = u64::from(burst.saturating_sub(remaining));
+            Outcome::Allowed {
+                limit: burst,
+                remaining,
+                reset: Duration::from_millis(spent * limit.interval_ms()),
+            }
+        }
+        Err(not_until) => Outcome::Limited {
+            limit: burst,
+            reset: limit.full_refill(),
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        },
+    }
+}
+
+/// The shared limiter: [`GCRA`] in Redis.
+struct RedisGcra {
+    connection: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+    timeout: Duration,
+    epoch: Instant,
+    /// Milliseconds since `epoch` before which Redis is not tried.
+    skip_until_ms: AtomicU64,
+}
+
+impl RedisGcra {
+    fn new(url: &str, prefix: &str, timeout: Duration) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        Ok(Self {
+            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            script: redis::Script::new(GCRA),
+            prefix: prefix.to_owned(),
+            timeout,
+            epoch: Instant::now(),
+            skip_until_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn check(
+        &self,
+        class: Class,
+        limit: Limit,
+        subject: &Subject,
+    ) -> Result<Outcome, Fallback> {
+        if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+            return Err(Fallback::Skipped);
+        }
+        let key = format!(
+            "{}:rl:{}:{}",
+            self.prefix,
+            class.as_str(),
+            subject.redis_part()
+        );
+        let mut invocation = self.script.key(key);
+        invocation.arg(limit.interval_ms()).arg(limit.burst.get());
+        let mut conn = self.connection.clone();
+        let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "rate limit check in Redis failed; limiting locally");
+                Err(Fallback::Error)
+            }
+            Err(_) => Err(Fallback::Timeout),
+        };
+        let (allowed, remaining, retry_ms, reset_ms) = result.inspect_err(|_| {
+            let backoff = u64::try_from(REDIS_BACKOFF.as_millis()).unwrap_or(1000);
+            self.skip_until_ms
+                .store(self.now_ms() + backoff, Ordering::Relaxed);
+        })?;
+        let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
+        let burst = limit.burst.get();
+        Ok(if allowed == 1 {
+            Outcome::Allowed {
+                limit: burst,
+                remaining: u32::try_from(remaining).unwrap_or(0).min(burst),
+                reset: ms(reset_ms),
+            }
+        } else {
+            Outcome::Limited {
+                limit: burst,
+                reset: ms(reset_ms),
+                retry_after: ms(retry_ms),
+            }
         })
     }
 }
 
+/// The proxies whose word on the client's address is taken.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    pub fn new(networks: Vec<IpNet>) -> Self {
+        Self { networks }
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.networks.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client behind `peer`: `peer` itself unless it is a trusted
+    /// proxy. From a trusted proxy, `X-Forwarded-For` is read right to left
+    /// (each proxy appends the address it saw): the first address that is
+    /// not a trusted proxy is the client; anything left of it was written
+    /// by the client and proves nothing. Without `X-Forwarded-For`,
+    /// `X-Real-IP`. An unreadable hop ends the walk at the last address
+    /// vouched for.
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut vouched = peer;
+        let mut any_hop = false;
+        for value in headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(value) = value.to_str() else {
+                return vouched;
+            };
+            for hop in value.rsplit(',') {
+                any_hop = true;
+                let Some(ip) = parse_hop(hop) else {
+                    return vouched;
+                };
+                if !self.trusts(ip) {
+                    return ip;
+                }
+                vouched = ip;
+            }
+        }
+        if any_hop {
+            return vouched;
+        }
+        headers
+            .get("x-real-ip")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_hop)
+            .unwrap_or(peer)
+    }
+}
+
+/// One address of a forwarding header: `1.2.3.4`, `1.2.3.4:5678`,
+/// `2001:db8::1` or `[2001:db8::1]:5678`.
+fn parse_hop(raw: &str) -> Option<IpAddr> {
+    let raw = raw.trim();
+    raw.parse::<IpAddr>()
+        .ok()
+        .or_else(|| raw.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip| ip.to_canonical())
+}
+
+/// Creations: the stricter [`Class::Create`] quota.
+fn class_of(req: &Request) -> Class {
+    let creation = req.method() == Method::POST
+        && req.extensions().get::<MatchedPath>().is_some_and(|path| {
+            matches!(
+                path.as_str(),
+                "/urls" | "/shorten" | "/users" | "/users/bulk"
+            )
+        });
+    if creation {
+        Class::Create
+    } else {
+        Class::Management
+    }
+}
+
+/// Limits the management API: [`Class::Create`] for creations,
+/// [`Class::Management`] for the rest, per the [`Subject`] an earlier layer
+/// put in the request's extensions, else per client address. Allowed
+/// responses carry the `RateLimit-*` headers too.
 pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let rate = &state.rate_limit;
-    let (Some(limiter), Some(client)) = (&rate.limiter, rate.client(&req)) else {
-        return next.run(req).await;
+    let class = class_of(&req);
+    let subject = match req.extensions().get::<Subject>() {
+        Some(subject) => subject.clone(),
+        None => Subject::Client(rate.client_ip(&req)),
     };
-    match limiter.check_key(&client) {
-        Ok(()) => next.run(req).await,
-        Err(not_until) => {
-            state.metrics.rate_limited.inc();
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let retry_after = wait.as_secs().max(1);
-            let body = ErrorBody {
-                error: format!("too many requests; retry in {retry_after} s"),
-                details: Default::default(),
-            };
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            response
+    let decision = rate.check(class, &subject).await;
+    if let Some(refused) = decision.rejection() {
+        return refused;
+    }
+    let mut response = next.run(req).await;
+    decision.set_headers(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn proxies(nets: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(nets.iter().map(|n| n.parse().unwrap()).collect())
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
         }
+        map
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_says() {
+        let nobody = TrustedProxies::default();
+        let spoofed = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "2.2.2.2")]);
+        assert_eq!(
+            nobody.client(ip("203.0.113.9"), &spoofed),
+            ip("203.0.113.9")
+        );
+        let some = proxies(&["10.0.0.0/8"]);
+        assert_eq!(some.client(ip("203.0.113.9"), &spoofed), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn the_right_most_untrusted_hop_is_the_client() {
+        let p = proxies(&["10.0.0.0/8"]);
+        // The client wrote 1.1.1.1; the edge proxy appended what it saw.
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.4, 10.0.0.7")]);
+        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("198.51.100.4"));
+        // Several header lines are one list, in order.
+        let h = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "198.51.100.4:4431"),
+        ]);
+        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("198.51.100.4"));
+        // Only trusted hops: the furthest one vouched for.
+        let h = headers(&[("x-forwarded-for", "10.1.1.1, 10.0.0.7")]);
+        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("10.1.1.1"));
+        // Garbage ends the walk at the last address vouched for.
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, nonsense, 10.0.0.7")]);
+        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("10.0.0.7"));
+        // IPv6, bracketed with a port.
+        let h = headers(&[("x-forwarded-for", "[2001:db8::5]:443")]);
+        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("2001:db8::5"));
+    }
+
+    #[test]
+    fn x_real_ip_counts_only_from_a_trusted_peer_without_x_forwarded_for() {
+        let p = proxies(&["127.0.0.1/32"]);
+        let h = headers(&[("x-real-ip", "198.51.100.4")]);
+        assert_eq!(p.client(ip("127.0.0.1"), &h), ip("198.51.100.4"));
+        assert_eq!(p.client(ip("192.0.2.1"), &h), ip("192.0.2.1"));
+        // An IPv4-mapped peer is the IPv4 address.
+        assert_eq!(p.client(ip("::ffff:127.0.0.1"), &h), ip("198.51.100.4"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_slash_64() {
+        let a = Subject::Client(ip("2001:db8:1:2:aaaa::1")).normalized();
+        let b = Subject::Client(ip("2001:db8:1:2:bbbb::9")).normalized();
+        assert_eq!(a, b);
+        assert_eq!(a, Subject::Client(ip("2001:db8:1:2::")));
+        assert_eq!(
+            Subject::Client(ip("::ffff:192.0.2.1")).normalized(),
+            Subject::Client(ip("192.0.2.1"))
+        );
+    }
+
+    #[test]
+    fn decisions_set_the_ietf_headers() {
+        let allowed = Decision {
+            outcome: Outcome::Allowed {
+                limit: 10,
+                remaining: 7,
+                reset: Duration::from_millis(1500),
+            },
+        };
+        let mut h = HeaderMap::new();
+        allowed.set_headers(&mut h);
+        assert_eq!(h["ratelimit-limit"], "10");
+        assert_eq!(h["ratelimit-remaining"], "7");
+        assert_eq!(h["ratelimit-reset"], "2");
+        assert!(allowed.rejection().is_none());
+        let limited = Decision {
+            outcome: Outcome::Limited {
+                limit: 10,
+                reset: Duration::from_secs(60),
+                retry_after: Duration::from_millis(200),
+            },
+        };
+        let response = limited.rejection().unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["ratelimit-remaining"], "0");
+        let mut h = HeaderMap::new();
+        Decision::unlimited().set_headers(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_local_limiter_spends_the_burst_then_refuses() {
+        let limits = ClassLimit {
+            limit: Limit::new(1, 3).unwrap(),
+            local: local_limiter(Limit::new(1, 3).unwrap()),
+        };
+        let who = Subject::Client(ip("192.0.2.1"));
+        let remaining: Vec<u32> = (0..3)
+            .map(|_| match local_check(&limits, &who) {
+                Outcome::Allowed { remaining, .. } => remaining,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        assert!(matches!(
+            local_check(&limits, &who),
+            Outcome::Limited { .. }
+        ));
+        let other = Subject::Client(ip("192.0.2.2"));
+        assert!(matches!(
+            local_check(&limits, &other),
+            Outcome::Allowed { .. }
+        ));
     }
 }

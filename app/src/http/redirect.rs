@@ -1,27 +1,46 @@
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::domain::{ShortCode, now};
-use crate::links::{Resolved, Source};
+use crate::links::{Local, Resolved, Source};
 use crate::store::Click;
 
 /// Follows a short code: 302 to the original URL, recording a `redirect`
 /// event. Unknown and inactive codes are 404 and record nothing. `HEAD`
 /// answers the same but records nothing: link checkers are not visitors.
+///
+/// A client that was answered too many 404s after lookups beyond the
+/// in-process cache (a scan for codes) gets 429 instead of further such
+/// lookups for a while; links in the in-process cache always redirect, and
+/// their path never touches the rate limiter.
 #[utoipa::path(get, path = "/{short_code}", tag = "redirect",
     responses((status = 302, description = "Location: the original URL"),
               (status = 404, body = ErrorBody)))]
 pub async fn follow(
     State(state): State<AppState>,
-    method: Method,
     Path(code): Path<String>,
+    req: Request,
 ) -> ApiResult<Response> {
+    let method = req.method().clone();
     // A path no link can have is not looked up (nor cached as missing).
     let resolved = if ShortCode::could_be(&code) {
-        state.links.resolve(&code).await?
+        match state.links.resolve_local(&code).await {
+            Local::Resolved(resolved) => resolved,
+            Local::Beyond(beyond) => {
+                let client = state.rate_limit.client_ip(&req);
+                if let Some(refused) = state.rate_limit.refuse_miss(client).await {
+                    return Ok(refused);
+                }
+                let resolved = state.links.resolve_beyond(&code, beyond).await?;
+                if resolved.target.is_none() {
+                    state.rate_limit.record_miss(client).await;
+                }
+                resolved
+            }
+        }
     } else {
         Resolved {
             target: None,

@@ -58,7 +58,7 @@ enum Entry {
     Missing,
 }
 
-/// A lookup's answer.
+/// A lookup's answer beyond L1.
 pub enum Lookup {
     /// A tier knew: the target, or `None` for a code known not to exist.
     Hit(Option<Arc<RedirectTarget>>, Source),
@@ -101,6 +101,48 @@ impl Expiry<String, Cached> for TtlPerKind {
     }
 }
 
+/// Bytes an entry costs besides its strings: the key's and the target's
+/// `String` headers, the target's fields and `Arc`, the `Cached` wrapper,
+/// and the cache's own bookkeeping per entry (hash table slot, access
+/// order and expiry timer nodes). An estimate on the high side.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// How much an L1 entry weighs against `CACHE_MAX_BYTES`: its estimated
+/// bytes, and at least `budget / CACHE_CAPACITY`, so one weighed budget
+/// bounds both the bytes and the number of entries.
+#[derive(Debug, Clone, Copy)]
+struct Weight {
+    budget: u64,
+    floor: u64,
+}
+
+impl Weight {
+    fn of(settings: &CacheSettings) -> Self {
+        let budget = settings.cache_max_bytes;
+        let floor = match settings.cache_capacity {
+            // No entries at all: everything weighs more than the budget.
+            0 => budget.saturating_add(1),
+            entries => budget.div_ceil(entries),
+        };
+        Self { budget, floor }
+    }
+
+    /// Estimated bytes of an entry: its code twice (the key and the
+    /// target's copy), its URL and [`ENTRY_OVERHEAD`].
+    fn bytes(code: &str, cached: &Cached) -> u64 {
+        let target = match &cached.entry {
+            Entry::Found(t) => t.short_code.len() + t.original_url.len(),
+            Entry::Missing => 0,
+        };
+        u64::try_from(code.len() + target).map_or(u64::MAX, |n| n + ENTRY_OVERHEAD)
+    }
+
+    fn of_entry(&self, code: &str, cached: &Cached) -> u32 {
+        let weight = Self::bytes(code, cached).max(self.floor);
+        u32::try_from(weight).unwrap_or(u32::MAX)
+    }
+}
+
 pub struct LinkCache {
     local: Cache<String, Cached>,
     /// Bumped by every eviction. A fill that read the database (or Redis)
@@ -117,13 +159,18 @@ impl LinkCache {
         shared: Option<SharedCache>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let weight = Weight::of(settings);
         let local = Cache::builder()
-            .max_capacity(settings.cache_capacity)
+            .max_capacity(weight.budget)
+            .weigher(move |code: &String, cached: &Cached| weight.of_entry(code, cached))
             .expire_after(TtlPerKind {
                 found: settings.local_cache_ttl_seconds,
                 missing: settings.negative_cache_ttl_seconds,
             })
             .build();
+        metrics
+            .cache_max_bytes
+            .set(i64::try_from(weight.budget).unwrap_or(i64::MAX));
         Arc::new(Self {
             local,
             generation: AtomicU64::new(0),
@@ -132,9 +179,9 @@ impl LinkCache {
         })
     }
 
-    /// What the tiers know about a code: an answer, or a [`Miss`] to hand
-    /// back to [`LinkCache::fill`] with what the database said.
-    pub async fn lookup(&self, code: &str) -> Lookup {
+    /// What L1 knows about a code: the target (`None` for a code known
+    /// not to exist), or a [`Miss`] for [`LinkCache::lookup_shared`].
+    pub async fn lookup_local(&self, code: &str) -> Result<Option<Arc<RedirectTarget>>, Miss> {
         let miss = Miss {
             generation: self.generation.load(Ordering::Acquire),
         };
@@ -142,13 +189,19 @@ impl LinkCache {
         if let Some(cached) = self.local.get(code).await {
             if coherent || cached.at.elapsed() < SHORT_TTL {
                 self.count("local", "hit");
-                return Lookup::Hit(found(cached.entry), Source::Local);
+                return Ok(found(cached.entry));
             }
             self.count("local", "stale");
         } else {
             self.count("local", "miss");
         }
-        if !coherent {
+        Err(miss)
+    }
+
+    /// What Redis knows about a code L1 missed: an answer, or a [`Miss`] to
+    /// hand back to [`LinkCache::fill`] with what the database said.
+    pub async fn lookup_shared(&self, code: &str, miss: Miss) -> Lookup {
+        if !self.coherent() {
             self.count("shared", "bypassed");
         } else if let Some(shared) = &self.shared {
             match shared.get(code).await {
@@ -262,6 +315,16 @@ impl LinkCache {
     /// Entries in L1 (approximate; for metrics).
     pub fn local_entries(&self) -> u64 {
         self.local.entry_count()
+    }
+
+    /// L1's weighed size (see [`Weight`]; approximate until
+    /// [`LinkCache::settle_local`]).
+    pub fn local_weighted_size(&self) -> u64 {
+        self.local.weighted_size()
+    }
+
+    pub async fn settle_local(&self) {
+        self.local.run_pending_tasks().await;
     }
 
     pub fn shared(&self) -> Option<&SharedCache> {
@@ -382,4 +445,55 @@ async fn listen(
         cache.evict_local(&codes).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServeConfig;
+
+    fn target(n: usize, url_len: usize) -> RedirectTarget {
+        RedirectTarget {
+            short_code: format!("c{n:06}"),
+            url_id: i64::try_from(n).unwrap(),
+            user_id: None,
+            original_url: format!("https://e.com/{}", "x".repeat(url_len)),
+            is_active: true,
+            version: 1,
+        }
+    }
+
+    fn cache(flags: &[&str]) -> Arc<LinkCache> {
+        let settings = ServeConfig::from_flags(flags).unwrap().cache;
+        LinkCache::new(&settings, None, Arc::new(Metrics::new().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn long_targets_cannot_grow_the_cache_past_its_byte_budget() {
+        let budget: u64 = 256 * 1024;
+        let cache = cache(&["--cache-max-bytes", "262144"]);
+        // 2 000 targets of 8 KiB: 16 MiB offered to a 256 KiB budget.
+        cache
+            .warm((0..2_000).map(|n| target(n, 8 * 1024)).collect())
+            .await;
+        cache.settle_local().await;
+        let weighed = cache.local_weighted_size();
+        assert!(weighed <= budget, "{weighed} > {budget}");
+        let entries = cache.local_entries();
+        assert!(entries > 0 && entries <= 32, "{entries} entries");
+        // Each entry weighs at least its URL.
+        assert!(weighed >= entries * 8 * 1024, "{weighed} for {entries}");
+    }
+
+    #[tokio::test]
+    async fn the_entry_bound_still_holds_for_short_targets() {
+        let cache = cache(&["--cache-max-bytes", "1048576", "--cache-capacity", "100"]);
+        cache
+            .warm((0..1_000).map(|n| target(n, 10)).collect())
+            .await;
+        cache.settle_local().await;
+        let entries = cache.local_entries();
+        assert!(entries > 0 && entries <= 100, "{entries} entries");
+        assert!(cache.local_weighted_size() <= 1_048_576);
+    }
 }

@@ -37,6 +37,26 @@ pub struct Resolved {
     pub source: Source,
 }
 
+impl Resolved {
+    fn of(target: Option<Arc<RedirectTarget>>, source: Source) -> Self {
+        Self {
+            target: target.filter(|t| t.is_active),
+            source,
+        }
+    }
+}
+
+/// What the in-process cache alone says about a code.
+pub enum Local {
+    Resolved(Resolved),
+    /// Not known in process: resolving it means asking Redis or the
+    /// database ([`Links::resolve_beyond`]).
+    Beyond(Beyond),
+}
+
+/// A lookup the in-process cache could not answer.
+pub struct Beyond(cache::Miss);
+
 impl Links {
     /// The tiers over `store`; with `redis_url`, the shared tier and the
     /// invalidation feed from other replicas.
@@ -69,7 +89,24 @@ impl Links {
 
     /// L1, then Redis, then the database, filling the tiers that missed.
     pub async fn resolve(&self, code: &str) -> StoreResult<Resolved> {
-        let (target, source) = match self.cache.lookup(code).await {
+        match self.resolve_local(code).await {
+            Local::Resolved(resolved) => Ok(resolved),
+            Local::Beyond(beyond) => self.resolve_beyond(code, beyond).await,
+        }
+    }
+
+    /// L1 only: an answer, or what [`Links::resolve_beyond`] needs to ask
+    /// Redis and the database. Costs no I/O.
+    pub async fn resolve_local(&self, code: &str) -> Local {
+        match self.cache.lookup_local(code).await {
+            Ok(target) => Local::Resolved(Resolved::of(target, Source::Local)),
+            Err(miss) => Local::Beyond(Beyond(miss)),
+        }
+    }
+
+    /// Redis, then the database, filling the tiers that missed.
+    pub async fn resolve_beyond(&self, code: &str, Beyond(miss): Beyond) -> StoreResult<Resolved> {
+        let (target, source) = match self.cache.lookup_shared(code, miss).await {
             Lookup::Hit(target, source) => (target, source),
             Lookup::Miss(miss) => {
                 let target = self.store.resolve(code).await?.map(Arc::new);
@@ -77,10 +114,7 @@ impl Links {
                 (target, Source::Database)
             }
         };
-        Ok(Resolved {
-            target: target.filter(|t| t.is_active),
-            source,
-        })
+        Ok(Resolved::of(target, source))
     }
 
     /// Creates a link under `code`, or a generated code when `None`.
@@ -136,6 +170,18 @@ impl Links {
     /// Entries in this replica's L1 (approximate; for metrics).
     pub fn local_entries(&self) -> u64 {
         self.cache.local_entries()
+    }
+
+    /// The weighed size of this replica's L1: estimated bytes, bounded by
+    /// `CACHE_MAX_BYTES` (approximate; for metrics and tests).
+    pub fn local_weighted_size(&self) -> u64 {
+        self.cache.local_weighted_size()
+    }
+
+    /// Runs the L1's pending housekeeping (evictions over the budget), so
+    /// that [`Links::local_weighted_size`] is exact; for tests and metrics.
+    pub async fn settle_local(&self) {
+        self.cache.settle_local().await;
     }
 
     /// The shared tier, when configured.

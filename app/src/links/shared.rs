@@ -415,7 +415,13 @@ impl SharedCache {
         }
     }
 
-    /// For `/health`: does Redis answer right now?
+    /// Whether the last Redis call (a lookup, a write, the heartbeat)
+    /// succeeded: what `/health` reports, without a call of its own.
+    pub fn up(&self) -> bool {
+        !self.reported_down.load(Ordering::Relaxed)
+    }
+
+    /// The heartbeat: does Redis answer right now?
     pub async fn ping(&self) -> bool {
         let mut conn = self.connection.clone();
         let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };

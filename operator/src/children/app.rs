@@ -83,6 +83,16 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     if spec.ingress.enabled && spec.ingress.host.is_some() {
         data.insert("PUBLIC_BASE_URL".to_string(), instance.public_url());
     }
+    // Behind the ingress every request comes from ingress-nginx, whose
+    // X-Forwarded-For names the client. Only the ingress controller (and
+    // Prometheus) may reach the pods while the NetworkPolicies are on, so
+    // the pod networks (private ranges) are trusted then, and only then.
+    if spec.ingress.enabled && spec.network_policy.enabled {
+        data.insert(
+            "TRUSTED_PROXIES".to_string(),
+            "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7".to_string(),
+        );
+    }
     if let Some(endpoint) = &config.tracing.endpoint {
         data.insert("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), endpoint.clone());
         data.insert(
