@@ -211,3 +211,72 @@ where
 {
     serde::Deserialize::deserialize(de).map(Some)
 }
+
+/// An `i64` body field that also takes a JSON number written with a zero
+/// fraction (`3.0`, `1e3`): JSON has one number type, and JSON Schema's
+/// `integer` (what the OpenAPI document promises) admits those. A real
+/// fraction or a value outside `i64` is still a 400 naming the field.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
+    de.deserialize_any(WholeNumber)
+}
+
+/// [`whole_number`] for an optional field (absent or `null`: `None`).
+pub fn optional_whole_number<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<i64>, D::Error> {
+    de.deserialize_option(OptionalWholeNumber)
+}
+
+struct WholeNumber;
+
+impl serde::de::Visitor<'_> for WholeNumber {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // The wording serde uses for a plain `i64`, which clients and the
+        // docs already know.
+        f.write_str("i64")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+        // `i64::MIN` is exactly representable; `i64::MAX` is not, and
+        // `2^63` as a float is already out of range.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+            #[allow(clippy::cast_possible_truncation, reason = "whole and in range: exact")]
+            Ok(v as i64)
+        } else {
+            Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+        }
+    }
+}
+
+struct OptionalWholeNumber;
+
+impl<'de> serde::de::Visitor<'de> for OptionalWholeNumber {
+    type Value = Option<i64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("i64 or null")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Option<i64>, D::Error> {
+        whole_number(de).map(Some)
+    }
+}
