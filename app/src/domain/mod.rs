@@ -67,7 +67,7 @@ pub fn parse_event_type(raw: &str) -> Result<String, String> {
 
 /// Event types only the service writes: a client posting them would forge
 /// click counts.
-const RECORDED_BY_THE_SERVICE: &[&str] = &["redirect"];
+pub const RECORDED_BY_THE_SERVICE: &[&str] = &["redirect"];
 
 #[cfg(test)]
 mod tests {

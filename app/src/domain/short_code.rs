@@ -58,6 +58,8 @@ impl ShortCode {
     /// 62^7 ≈ 3.5e12 codes: a collision needs millions of links before it is
     /// even likely once, and is then retried.
     pub const GENERATED_LEN: usize = 7;
+    /// Words no custom code may be, in any letter case.
+    pub const RESERVED: &'static [&'static str] = RESERVED;
 
     /// Validates a user-chosen code.
     pub fn parse(raw: &str) -> Result<Self, ShortCodeError> {

@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::{AppState, JsonBody, QueryParams, listing};
+use super::openapi::{EventFilters, Pagination};
+use super::{AppState, JsonBody, QueryParams, listing, whole_number};
 use crate::domain::parse_event_type;
 use crate::store::{Event, EventFilter, EventSource, NewEvent};
 
@@ -18,7 +19,9 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateEvent {
+    #[serde(deserialize_with = "whole_number")]
     url_id: i64,
+    #[serde(deserialize_with = "whole_number")]
     user_id: i64,
     event_type: String,
     /// Must be a JSON object when present.
@@ -26,12 +29,11 @@ pub struct CreateEvent {
     details: Option<Map<String, Value>>,
 }
 
-#[utoipa::path(get, path = "/events", tag = "events",
-    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query),
-           ("url_id" = Option<i64>, Query), ("user_id" = Option<i64>, Query),
-           ("event_type" = Option<String>, Query)),
-    responses((status = 200, body = [Event], headers(("X-Total-Count" = i64))),
-              (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/events", tag = "events", params(Pagination, EventFilters),
+    responses((status = 200, body = [Event], headers(
+                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
+                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+              (status = 400, body = ErrorBody, description = "A bad page or filter parameter")))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

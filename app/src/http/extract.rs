@@ -211,3 +211,158 @@ where
 {
     serde::Deserialize::deserialize(de).map(Some)
 }
+
+/// An `i64` body field that also takes a JSON number written with a zero
+/// fraction (`3.0`, `1e3`): JSON has one number type, and JSON Schema's
+/// `integer` (what the OpenAPI document promises) admits those. A real
+/// fraction or a value outside `i64` is still a 400 naming the field.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
+    de.deserialize_any(WholeNumber)
+}
+
+/// [`whole_number`] for an optional field (absent or `null`: `None`).
+pub fn optional_whole_number<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<i64>, D::Error> {
+    de.deserialize_option(OptionalWholeNumber)
+}
+
+struct WholeNumber;
+
+impl serde::de::Visitor<'_> for WholeNumber {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // The wording serde uses for a plain `i64`, which clients and the
+        // docs already know.
+        f.write_str("i64")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+        // `i64::MIN` is exactly representable; `i64::MAX` is not, and
+        // `2^63` as a float is already out of range.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+            #[allow(clippy::cast_possible_truncation, reason = "whole and in range: exact")]
+            Ok(v as i64)
+        } else {
+            Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+        }
+    }
+}
+
+struct OptionalWholeNumber;
+
+impl<'de> serde::de::Visitor<'de> for OptionalWholeNumber {
+    type Value = Option<i64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("i64 or null")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Option<i64>, D::Error> {
+        whole_number(de).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn query(pairs: &[(&str, Option<String>)]) -> QueryParams {
+        QueryParams(
+            pairs
+                .iter()
+                .filter_map(|(k, v)| v.clone().map(|v| ((*k).to_owned(), v)))
+                .collect(),
+        )
+    }
+
+    fn number_or_junk() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            Just(None),
+            any::<i64>().prop_map(|n| Some(n.to_string())),
+            (-3i64..20_000).prop_map(|n| Some(n.to_string())),
+            "[ 0-9a-z.+-]{0,25}".prop_map(Some),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any page parameters: a 400 or a page whose math cannot overflow
+        /// and whose offset stays within the bound.
+        #[test]
+        fn page_math_never_overflows(
+            page in number_or_junk(),
+            per_page in number_or_junk(),
+            after_id in number_or_junk(),
+        ) {
+            let q = query(&[("page", page), ("per_page", per_page), ("after_id", after_id)]);
+            if let Ok(p) = q.page() {
+                prop_assert!(p.page >= 1);
+                prop_assert!((1..=Page::MAX_PER_PAGE).contains(&p.per_page));
+                prop_assert!(p.offset() <= Page::MAX_OFFSET);
+                prop_assert!(p.after_id.is_none() || p.page == 1);
+            }
+        }
+
+        /// Any JSON body: an object of the right shape, or a 400 naming why.
+        #[test]
+        fn whole_numbers_take_integral_json_numbers(n in any::<i64>(), f in any::<f64>()) {
+            #[derive(serde::Deserialize)]
+            struct Body {
+                #[serde(deserialize_with = "whole_number")]
+                id: i64,
+                #[serde(default, deserialize_with = "optional_whole_number")]
+                other: Option<i64>,
+            }
+            let body: Body = serde_json::from_value(serde_json::json!({"id": n, "other": null})).unwrap();
+            prop_assert_eq!(body.id, n);
+            prop_assert_eq!(body.other, None);
+            let parsed = serde_json::from_value::<Body>(serde_json::json!({"id": f}));
+            // 2^63: the first float past `i64::MAX`.
+            let limit = 2f64.powi(63);
+            let whole = f.is_finite() && f.fract() == 0.0 && (-limit..limit).contains(&f);
+            prop_assert_eq!(parsed.is_ok(), whole, "{}", f);
+        }
+    }
+
+    #[test]
+    fn whole_numbers_refuse_fractions_and_strings() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Body {
+            #[serde(deserialize_with = "whole_number")]
+            #[allow(dead_code)]
+            id: i64,
+        }
+        for bad in [
+            serde_json::json!(1.5),
+            serde_json::json!("1"),
+            serde_json::json!(1e19),
+            serde_json::json!(true),
+        ] {
+            let err = serde_json::from_value::<Body>(serde_json::json!({"id": bad})).unwrap_err();
+            assert!(err.to_string().contains("expected i64"), "{err}");
+        }
+        assert!(serde_json::from_value::<Body>(serde_json::json!({"id": 3.0})).is_ok());
+    }
+}

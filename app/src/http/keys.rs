@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::openapi::{KeyId, Pagination};
 use super::{AppState, JsonBody, PathId, QueryParams, listing};
 use crate::keys::{self, KeyRequest};
 use crate::store::{ApiKey, KeyScope};
@@ -27,11 +28,12 @@ pub struct CreateKey {
     /// What the key is for (1–100 characters), e.g. the team or job.
     name: String,
     /// `admin`, `user` (needs `user_id`) or `read-only`.
-    #[schema(value_type = String, example = "user")]
-    scope: String,
-    /// The user a `user` key (or a bound `read-only` key) is limited to.
+    scope: KeyScope,
+    /// The user a `user` key (or a bound `read-only` key) is limited to;
+    /// refused for `admin`.
     user_id: Option<i64>,
-    /// Days until the key stops working (1–3650); never when absent.
+    /// Days until the key stops working; never when absent.
+    #[schema(minimum = 1, maximum = 3650)]
     expires_in_days: Option<u32>,
 }
 
@@ -57,7 +59,7 @@ pub async fn create(
     caller.require_admin()?;
     let request = KeyRequest {
         name: body.name,
-        scope: KeyScope::parse(&body.scope).map_err(|p| ApiError::invalid_field("scope", p))?,
+        scope: body.scope,
         user_id: body.user_id,
         expires_in_days: body.expires_in_days,
         created_by: caller.key_id,
@@ -77,8 +79,7 @@ pub async fn create(
 }
 
 /// Every key, live or not, oldest first (admin keys only).
-#[utoipa::path(get, path = "/keys", tag = "keys",
-    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
+#[utoipa::path(get, path = "/keys", tag = "keys", params(Pagination),
     responses((status = 200, body = [ApiKey], headers(("X-Total-Count" = i64))),
               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
@@ -90,7 +91,7 @@ pub async fn list(
     Ok(listing(state.store.list_api_keys(query.page()?).await?))
 }
 
-#[utoipa::path(get, path = "/keys/{id}", tag = "keys",
+#[utoipa::path(get, path = "/keys/{id}", tag = "keys", params(KeyId),
     responses((status = 200, body = ApiKey), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn show(
@@ -105,7 +106,7 @@ pub async fn show(
 /// Revokes a key: refused at once by this replica, within seconds by the
 /// others. Revoking it again changes nothing. `ADMIN_API_KEY` is not
 /// revoked here: change the variable.
-#[utoipa::path(delete, path = "/keys/{id}", tag = "keys",
+#[utoipa::path(delete, path = "/keys/{id}", tag = "keys", params(KeyId),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn revoke(

@@ -29,6 +29,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::{Auth, Caller};
+pub use openapi::ApiDoc;
 pub use rate_limit::{Class, Decision, RateLimit, Subject, TrustedProxies};
 
 use error::ApiError;
@@ -353,7 +354,9 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
     replaced
 }
 
-pub(crate) use extract::{JsonBody, PathId, QueryParams, nullable};
+pub(crate) use extract::{
+    JsonBody, PathId, QueryParams, nullable, optional_whole_number, whole_number,
+};
 
 /// A listing as the API returns it: the page as a JSON array and the total
 /// in `X-Total-Count`.

@@ -1,14 +1,43 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, generated from the
+//! handlers' annotations and the request and response types. What an
+//! annotation cannot say is added here by modifiers, in one place:
+//!
+//! - [`ManagementApi`]: the bearer key, and the 401 and 429 that every
+//!   management operation can answer;
+//! - [`ErrorStatuses`]: the 413, 500 and 503 that come from layers, not
+//!   handlers;
+//! - [`InputRules`]: the rules the parsers enforce (lengths, alphabets,
+//!   reserved codes, page bounds), built from the same constants the
+//!   parsers use, and the bodies whose rules span fields (the `url` alias,
+//!   "at least one field" updates).
+//!
+//! `app/tests/openapi.rs` walks the result and fails on an undeclared path
+//! parameter, a missing error status or a missing security requirement;
+//! `scripts/schemathesis.sh` checks it against the running service.
+
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::openapi::path::{Operation, Parameter};
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::{events, health, keys, redirect, urls, users};
+use crate::domain::{
+    Email, MAX_EVENT_TYPE_CHARS, MAX_TITLE_CHARS, MAX_USERNAME_CHARS, RECORDED_BY_THE_SERVICE,
+    ShortCode, TargetUrl,
+};
+use crate::store::Page;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "shortener", description = "A URL shortener for platform teams. \
-        Management endpoints need `Authorization: Bearer <key>` unless AUTH_MODE=open."),
+        Management endpoints (`/users*`, `/urls*`, `/events*`, `/shorten`, `/keys*`) need \
+        `Authorization: Bearer <key>` unless the service runs with AUTH_MODE=open; \
+        the redirect and the health endpoints are public. Every error is \
+        `{\"error\": \"...\", \"details\"?: {field: [messages]}}`."),
     paths(
         health::health, health::live, health::ready,
         users::list, users::show, users::create, users::update, users::remove, users::bulk,
@@ -18,57 +47,617 @@ use super::{events, health, keys, redirect, urls, users};
         keys::list, keys::create, keys::show, keys::revoke,
         redirect::follow,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(super::error::ErrorBody)),
+    modifiers(&OperationIds, &InputRules, &ManagementApi, &ErrorStatuses),
 )]
 pub struct ApiDoc;
 
-/// The management API (and only it) needs the bearer key: marks those
-/// operations and adds their 401, in one place rather than on every handler.
-struct BearerAuth;
+/// The OpenAPI document of this API, generated from the handlers.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
 
-const MANAGEMENT_PREFIXES: &[&str] = &["/users", "/urls", "/events", "/shorten", "/keys"];
+/// The paging parameters of every list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "describes the query string for the OpenAPI document only"
+)]
+pub struct Pagination {
+    /// Page number, from 1 (default 1). The rows a page skips,
+    /// `(page - 1) × per_page`, may be at most 10 000: deeper is 400, and
+    /// `after_id` continues from there.
+    page: Option<i64>,
+    /// Rows per page, from 1 (default 25). More than 100 is served as 100.
+    per_page: Option<i64>,
+    /// Keyset cursor: the rows with an id greater than this one, in one
+    /// index seek at any depth. Together with a `page` other than 1: 400.
+    after_id: Option<i64>,
+}
 
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        let unauthorized = ResponseBuilder::new()
-            .description("Missing or invalid API key (AUTH_MODE=api-key)")
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            if !MANAGEMENT_PREFIXES.iter().any(|p| path.starts_with(p)) {
-                continue;
+/// The filters of `GET /urls`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "describes the query string for the OpenAPI document only"
+)]
+pub struct UrlFilters {
+    /// Only this user's URLs.
+    user_id: Option<i64>,
+    /// Only active (`true`) or inactive (`false`) URLs; `1` and `0` are
+    /// accepted too.
+    is_active: Option<bool>,
+}
+
+/// The filters of `GET /events`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "describes the query string for the OpenAPI document only"
+)]
+pub struct EventFilters {
+    /// Only this URL's events.
+    url_id: Option<i64>,
+    /// Only this user's events.
+    user_id: Option<i64>,
+    /// Only events of this type (`created`, `updated`, `deleted`,
+    /// `redirect`, or a client's own type).
+    event_type: Option<String>,
+    /// Only events the service wrote itself (`service`: the audit trail,
+    /// what stats count) or those clients posted (`client`).
+    #[param(inline)]
+    source: Option<crate::store::EventSource>,
+}
+
+/// `{id}` of an API key.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, reason = "describes the path for the OpenAPI document only")]
+pub struct KeyId {
+    /// The key's id (not the key). A segment that is not an integer names
+    /// no key: 404.
+    id: i64,
+}
+
+/// `{id}` of a user.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, reason = "describes the path for the OpenAPI document only")]
+pub struct UserId {
+    /// The user's id. A segment that is not an integer names no user: 404.
+    id: i64,
+}
+
+/// `{id}` of a URL.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, reason = "describes the path for the OpenAPI document only")]
+pub struct UrlId {
+    /// The URL's id. A segment that is not an integer names no URL: 404.
+    id: i64,
+}
+
+/// The form of `POST /users/bulk`.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the multipart body for the OpenAPI document only"
+)]
+pub struct UsersUpload {
+    /// A users CSV: a header line naming at least the `username` and
+    /// `email` columns (`id` and `created_at` may follow), then one user a
+    /// line. Lines that cannot be imported are reported, not fatal.
+    #[schema(content_media_type = "text/csv")]
+    file: String,
+}
+
+/// Routes the service serves outside this document; no link can be reached
+/// under these names (custom codes equal to them are refused anyway).
+const UNDOCUMENTED_ROUTES: &[&str] = &["metrics", "openapi.json"];
+
+/// Characters Rust's `char::is_control` refuses (Unicode category Cc), as
+/// a regular-expression class body.
+const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
+
+/// Text that is trimmed, then must be 1 to `max` characters without
+/// control characters.
+fn trimmed_text(max: usize) -> String {
+    format!(
+        r"^\s*[^\s{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^\s{CONTROL}])?\s*$",
+        inner = max - 2
+    )
+}
+
+/// Like [`trimmed_text`], but blank is allowed (and means "none").
+fn optional_trimmed_text(max: usize) -> String {
+    format!(
+        r"^\s*(?:[^\s{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^\s{CONTROL}])?)?\s*$",
+        inner = max - 2
+    )
+}
+
+/// `word` in any letter case, as a regular expression (`api` → `[Aa][Pp][Ii]`).
+fn any_case(word: &str) -> String {
+    word.chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+            } else {
+                c.to_string()
             }
-            let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-            ];
-            for operation in operations.into_iter().flatten() {
-                operation.security = Some(vec![SecurityRequirement::new(
-                    "bearer",
-                    Vec::<String>::new(),
-                )]);
-                operation
-                    .responses
-                    .responses
-                    .insert("401".into(), RefOr::T(unauthorized.clone()));
+        })
+        .collect()
+}
+
+/// A custom short code: [`ShortCode::parse`]'s rules.
+fn custom_code_pattern() -> String {
+    let reserved: Vec<String> = ShortCode::RESERVED
+        .iter()
+        .filter(|word| ShortCode::could_be(word))
+        .map(|word| any_case(word))
+        .collect();
+    format!(
+        "^(?!(?:{})$)[A-Za-z0-9_-]{{{},{}}}$",
+        reserved.join("|"),
+        ShortCode::MIN_LEN,
+        ShortCode::MAX_LEN
+    )
+}
+
+/// The email addresses documented as accepted: a conservative subset of
+/// what [`Email::parse`] takes (it also takes non-ASCII domains and more
+/// labels), bounded so that every match fits [`Email::MAX_LEN`].
+fn email_pattern() -> String {
+    const LOCAL: usize = 64;
+    const LABEL: usize = 60;
+    const _: () = assert!(LOCAL + 1 + 3 * LABEL + 2 <= Email::MAX_LEN);
+    format!(
+        r"^\s*[!-;=?A-~]{{1,{LOCAL}}}@[A-Za-z0-9-]{{1,{LABEL}}}(?:\.[A-Za-z0-9-]{{1,{LABEL}}}){{1,2}}\s*$"
+    )
+}
+
+/// The targets documented as accepted: a conservative subset of what
+/// [`TargetUrl::parse`] and the default target policy take (a domain name
+/// whose last label is 2 to 8 letters, so never `localhost` nor an IP
+/// address; printable ASCII after it), bounded to fit [`TargetUrl::MAX_LEN`].
+fn target_url_pattern() -> String {
+    const REST: usize = 3800;
+    const _: () = assert!(8 + 4 * 64 + 8 + 5 + 1 + REST <= TargetUrl::MAX_LEN);
+    format!(
+        r"^\s*[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9-]{{1,63}}\.){{0,3}}[A-Za-z]{{2,8}}(?::[0-9]{{1,4}})?(?:[/?#][!-\[\]-~]{{0,{REST}}})?\s*$"
+    )
+}
+
+const TARGET_URL_RULES: &str = "An absolute http(s) URL with a host, at most 4096 \
+    characters, trimmed; no whitespace, control or invisible formatting characters, \
+    backslashes or credentials. By default targets in private networks (IP literals \
+    in loopback, private, link-local ranges, `localhost`) are refused, and a \
+    deployment may refuse more domains (DENIED_TARGET_DOMAINS): 400. The pattern \
+    documents a subset every deployment accepts.";
+
+/// Unique operation ids, as client generators name their methods after
+/// them: the handler's name under its tag (`users_list`, `urls_list`).
+struct OperationIds;
+
+impl utoipa::Modify for OperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations(item) {
+                let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned();
+                if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+                    *id = format!("{tag}_{id}");
+                }
             }
         }
     }
 }
 
-/// The OpenAPI 3 document of this API, generated from the handlers.
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The rules the parsers enforce, on the parameters and body fields they
+/// apply to.
+struct InputRules;
+
+impl utoipa::Modify for InputRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut routes: Vec<String> = openapi
+            .paths
+            .paths
+            .keys()
+            .filter_map(|p| p.strip_prefix('/'))
+            .filter(|p| !p.contains(['/', '{']))
+            .map(str::to_owned)
+            .collect();
+        routes.extend(UNDOCUMENTED_ROUTES.iter().map(|r| (*r).to_owned()));
+        let routes: Vec<&str> = routes
+            .iter()
+            .map(String::as_str)
+            .filter(|r| ShortCode::could_be(r))
+            .collect();
+        let redirect_code = format!(
+            "^(?!(?:{})$)[A-Za-z0-9_-]{{1,{}}}$",
+            routes.join("|"),
+            ShortCode::MAX_LEN
+        );
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations(item) {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    parameter_rules(parameter, &redirect_code);
+                }
+            }
+        }
+
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let schemas = &mut components.schemas;
+        let code = custom_code_pattern();
+        let title = optional_trimmed_text(MAX_TITLE_CHARS);
+        let username = trimmed_text(MAX_USERNAME_CHARS);
+        let event_type = format!(
+            r"^\s*(?!(?:{})\s*$)[a-z0-9_.-]{{1,{MAX_EVENT_TYPE_CHARS}}}\s*$",
+            RECORDED_BY_THE_SERVICE.join("|")
+        );
+        let rules: [(&str, &str, String, &str); 13] = [
+            (
+                "CreateKey",
+                "name",
+                trimmed_text(crate::keys::MAX_NAME_LEN),
+                "Trimmed; 1 to 100 characters, no control characters.",
+            ),
+            (
+                "CreateUser",
+                "username",
+                username.clone(),
+                "Trimmed; 1 to 100 characters, no control characters. Not unique.",
+            ),
+            (
+                "CreateUser",
+                "email",
+                email_pattern(),
+                "Trimmed; one `@`, a dotted domain, at most 254 characters. Unique (case-insensitively): 409.",
+            ),
+            (
+                "UpdateUser",
+                "username",
+                username,
+                "As on creation; `null` is the same as leaving it out.",
+            ),
+            (
+                "UpdateUser",
+                "email",
+                email_pattern(),
+                "As on creation; `null` is the same as leaving it out.",
+            ),
+            (
+                "CreateUrl",
+                "original_url",
+                target_url_pattern(),
+                TARGET_URL_RULES,
+            ),
+            (
+                "CreateUrl",
+                "title",
+                title.clone(),
+                "Trimmed; at most 300 characters, no control characters; blank is no title.",
+            ),
+            (
+                "CreateUrl",
+                "short_code",
+                code.clone(),
+                "A custom code: 3 to 32 of `[A-Za-z0-9_-]`, not one of the service's reserved words (any case): 400; taken: 409. Random when absent or `null`.",
+            ),
+            (
+                "UpdateUrl",
+                "original_url",
+                target_url_pattern(),
+                TARGET_URL_RULES,
+            ),
+            (
+                "UpdateUrl",
+                "title",
+                title,
+                "As on creation; `null` clears the title.",
+            ),
+            (
+                "ShortenRequest",
+                "url",
+                target_url_pattern(),
+                TARGET_URL_RULES,
+            ),
+            (
+                "ShortenRequest",
+                "short_code",
+                code,
+                "As `short_code` of `POST /urls`.",
+            ),
+            (
+                "CreateEvent",
+                "event_type",
+                event_type,
+                "Trimmed; 1 to 64 of `[a-z0-9_.-]`; `redirect` events are recorded by the service only (400).",
+            ),
+        ];
+        for (schema, property, pattern, description) in rules {
+            if let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut(schema)
+                && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(property)
+            {
+                field.pattern = Some(pattern);
+                field.description = Some(description.to_owned());
+            }
+        }
+
+        // The upload has one field, `file`, whose first line names the
+        // username and email columns (any case, any order, among others);
+        // other fields are refused.
+        if let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut("UsersUpload") {
+            if let Some(RefOr::T(Schema::Object(file))) = object.properties.get_mut("file") {
+                let column = |name: &str| {
+                    format!(
+                        r"(?=(?:[^\r\n,]*,)*[^\S\r\n]*{}[^\S\r\n]*(?:,|\r?\n|$))",
+                        any_case(name)
+                    )
+                };
+                file.pattern = Some(format!("^{}{}", column("username"), column("email")));
+            }
+            object.additional_properties = Some(Box::new(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        }
+
+        // `url` is an alias of `original_url`: exactly one of them.
+        if let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut("CreateUrl") {
+            object.required.retain(|f| f != "original_url");
+            if let Some(original) = object.properties.get("original_url").cloned() {
+                object.properties.insert("url".into(), original);
+            }
+        }
+        require_one_of(schemas, "CreateUrl", &[&["original_url"], &["url"]], true);
+        // An update must change something: at least one field that is not
+        // `null` (a `null` title clears it, so it counts).
+        require_one_of(
+            schemas,
+            "UpdateUser",
+            &[&["username", "string"], &["email", "string"]],
+            false,
+        );
+        require_one_of(
+            schemas,
+            "UpdateUrl",
+            &[
+                &["original_url", "string"],
+                &["title"],
+                &["is_active", "boolean"],
+            ],
+            false,
+        );
+    }
+}
+
+fn parameter_rules(parameter: &mut Parameter, redirect_code: &str) {
+    let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
+        return;
+    };
+    match parameter.name.as_str() {
+        "page" => {
+            schema.minimum = Some(1.into());
+            schema.maximum = Some(utoipa::Number::Int(
+                isize::try_from(Page::MAX_OFFSET + 1).unwrap_or(isize::MAX),
+            ));
+        }
+        "per_page" => schema.minimum = Some(1.into()),
+        "short_code" => {
+            schema.pattern = Some(redirect_code.to_owned());
+            schema.min_length = Some(1);
+            schema.max_length = Some(ShortCode::MAX_LEN);
+        }
+        _ => {}
+    }
+}
+
+/// Adds to `name` the rule that one alternative of `alternatives` holds:
+/// each is `[field]` (present) or `[field, type]` (present with that type,
+/// so not `null`). `exactly`: one and only one (`oneOf`), else at least one.
+fn require_one_of(
+    schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>,
+    name: &str,
+    alternatives: &[&[&str]],
+    exactly: bool,
+) {
+    let Some(schema) = schemas.remove(name) else {
+        return;
+    };
+    let branches = alternatives.iter().map(|alternative| {
+        let mut branch = ObjectBuilder::new();
+        if let Some(field) = alternative.first() {
+            branch = branch.required(*field);
+            let ty = match alternative.get(1) {
+                Some(&"string") => Some(Type::String),
+                Some(&"boolean") => Some(Type::Boolean),
+                _ => None,
+            };
+            if let Some(ty) = ty {
+                branch = branch.property(*field, ObjectBuilder::new().schema_type(ty));
+            }
+        }
+        branch.build()
+    });
+    let rule: Schema = if exactly {
+        branches
+            .fold(OneOfBuilder::new(), |b, branch| b.item(branch))
+            .build()
+            .into()
+    } else {
+        branches
+            .fold(AnyOfBuilder::new(), |b, branch| b.item(branch))
+            .build()
+            .into()
+    };
+    let combined = AllOfBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .item(schema)
+        .item(rule)
+        .build();
+    schemas.insert(name.to_owned(), RefOr::T(Schema::AllOf(combined)));
+}
+
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn error_response(description: &str, headers: &[(&str, &str)]) -> RefOr<utoipa::openapi::Response> {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    );
+    for (name, about) in headers {
+        response = response.header(
+            *name,
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(*about))
+                .build(),
+        );
+    }
+    RefOr::T(response.build())
+}
+
+/// Path prefixes of the management API: the bearer key, and the rate limit.
+pub const MANAGEMENT_PREFIXES: &[&str] = &["/users", "/urls", "/events", "/shorten", "/keys"];
+
+/// The management API (and only it) needs the bearer key and is rate
+/// limited: marks those operations and adds their 401 and 429, in one
+/// place rather than on every handler.
+struct ManagementApi;
+
+impl utoipa::Modify for ManagementApi {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (ADMIN_API_KEY bootstraps one). Needed when the service \
+                         runs with AUTH_MODE=api-key, the default.",
+                    ))
+                    .build(),
+            ),
+        );
+        let unauthorized = error_response(
+            "Missing or invalid API key (AUTH_MODE=api-key)",
+            &[("WWW-Authenticate", "`Bearer realm=\"shortener\"`")],
+        );
+        let forbidden = error_response(
+            "The key is valid but may not do this: a read-only key asked for a change, a \
+             key bound to a user asked for someone else's data, or a non-admin key asked \
+             for an admin's operation",
+            &[],
+        );
+        let too_many = error_response(
+            "Over this key's (or, without a known key, this client address's) rate limit",
+            &[("Retry-After", "Seconds to wait")],
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !MANAGEMENT_PREFIXES.iter().any(|p| path.starts_with(p)) {
+                continue;
+            }
+            for operation in operations(item) {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                let responses = &mut operation.responses.responses;
+                responses.insert("401".into(), unauthorized.clone());
+                responses.insert("403".into(), forbidden.clone());
+                responses.insert("429".into(), too_many.clone());
+            }
+        }
+    }
+}
+
+/// Statuses that come from the layers around every handler, not from the
+/// handlers: a body over the limit (413), a panic (500), the database away
+/// or a request over REQUEST_TIMEOUT_SECS (503).
+struct ErrorStatuses;
+
+/// Probes that answer without the database, a body or a handler that can
+/// fail.
+const PROBES: &[&str] = &["/livez", "/readyz"];
+
+impl utoipa::Modify for ErrorStatuses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let too_large =
+            |limit: &str| error_response(&format!("The request body is larger than {limit}"), &[]);
+        let internal = error_response("An unexpected failure (logged on the server)", &[]);
+        let unavailable = error_response(
+            "The database is unavailable, or the request took longer than \
+             REQUEST_TIMEOUT_SECS; retry shortly",
+            &[("Retry-After", "Seconds to wait")],
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if PROBES.contains(&path.as_str()) {
+                continue;
+            }
+            let upload = path == "/users/bulk";
+            for operation in operations(item) {
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                if has_body {
+                    let limit = if upload { "16 MiB" } else { "64 KiB" };
+                    responses.insert("413".into(), too_large(limit));
+                }
+                responses
+                    .entry("500".into())
+                    .or_insert_with(|| internal.clone());
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| unavailable.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_words_match_in_any_case() {
+        assert_eq!(any_case("v1"), "[Vv]1");
+        let pattern = custom_code_pattern();
+        assert!(pattern.contains("[Hh][Ee][Aa][Ll][Tt][Hh]"), "{pattern}");
+        // Words outside the code alphabet cannot be codes anyway.
+        assert!(!pattern.contains("ico"), "{pattern}");
+    }
+
+    #[test]
+    fn text_patterns_bound_the_trimmed_length() {
+        assert!(trimmed_text(100).contains("{0,98}"));
+        assert!(optional_trimmed_text(300).contains("{0,298}"));
+    }
+
+    #[test]
+    fn the_redirect_parameter_excludes_the_service_routes() {
+        let doc = ApiDoc::openapi();
+        let json = serde_json::to_value(&doc).unwrap();
+        let params = &json["paths"]["/{short_code}"]["get"]["parameters"];
+        let pattern = params[0]["schema"]["pattern"].as_str().unwrap();
+        for route in [
+            "health", "livez", "readyz", "users", "urls", "events", "shorten", "metrics",
+        ] {
+            assert!(pattern.contains(route), "{route} missing from {pattern}");
+        }
+    }
 }

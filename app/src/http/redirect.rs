@@ -17,8 +17,12 @@ use crate::store::Click;
 /// lookups for a while; links in the in-process cache always redirect, and
 /// their path never touches the rate limiter.
 #[utoipa::path(get, path = "/{short_code}", tag = "redirect",
-    responses((status = 302, description = "Location: the original URL"),
-              (status = 404, body = ErrorBody)))]
+    params(("short_code" = String, Path, description = "The link's code")),
+    responses((status = 302, description = "To the original URL", headers(
+                  ("Location" = String, description = "The original URL"),
+                  ("X-Cache" = String, description = "`HIT` (answered from a cache) or `MISS`"))),
+              (status = 404, body = ErrorBody, description = "No active link with this code",
+                  headers(("X-Cache" = String, description = "`HIT` or `MISS`")))))]
 pub async fn follow(
     State(state): State<AppState>,
     Path(code): Path<String>,

@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::{AppState, JsonBody, PathId, QueryParams, listing, nullable};
+use super::openapi::{Pagination, UrlFilters, UrlId};
+use super::{AppState, JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
 use crate::domain::{ShortCode, TargetUrl, parse_title};
 use crate::store::{Event, EventFilter, NewUrl, Url, UrlFilter, UrlPatch, UrlStats};
 
@@ -26,6 +27,7 @@ pub struct CreateUrl {
     #[serde(alias = "url")]
     original_url: String,
     title: Option<String>,
+    #[serde(default, deserialize_with = "optional_whole_number")]
     user_id: Option<i64>,
     /// A custom code (3–32 of `[A-Za-z0-9_-]`); random when absent.
     short_code: Option<String>,
@@ -88,11 +90,11 @@ async fn visible_url(state: &AppState, caller: Caller, id: i64) -> ApiResult<Url
     Ok(url)
 }
 
-#[utoipa::path(get, path = "/urls", tag = "urls",
-    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query),
-           ("user_id" = Option<i64>, Query), ("is_active" = Option<bool>, Query)),
-    responses((status = 200, body = [Url], headers(("X-Total-Count" = i64))),
-              (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/urls", tag = "urls", params(Pagination, UrlFilters),
+    responses((status = 200, body = [Url], headers(
+                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
+                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+              (status = 400, body = ErrorBody, description = "A bad page or filter parameter")))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,7 +110,7 @@ pub async fn list(
 /// Shortens a URL; writes a `created` event.
 #[utoipa::path(post, path = "/urls", tag = "urls", request_body = CreateUrl,
     responses((status = 201, body = Url), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody, description = "user_id names no user"),
+              (status = 404, body = ErrorBody, description = "`user_id` names no user"),
               (status = 409, body = ErrorBody, description = "short_code taken")))]
 pub async fn create(
     State(state): State<AppState>,
@@ -133,7 +135,7 @@ pub async fn create(
 /// The quick path: `{"url": …}` in, the URL object plus `short_url` out.
 #[utoipa::path(post, path = "/shorten", tag = "urls", request_body = ShortenRequest,
     responses((status = 201, body = ShortenedUrl), (status = 400, body = ErrorBody),
-              (status = 409, body = ErrorBody)))]
+              (status = 409, body = ErrorBody, description = "short_code taken")))]
 pub async fn shorten(
     State(state): State<AppState>,
     caller: Caller,
@@ -167,7 +169,7 @@ pub async fn shorten(
     ))
 }
 
-#[utoipa::path(get, path = "/urls/{id}", tag = "urls",
+#[utoipa::path(get, path = "/urls/{id}", tag = "urls", params(UrlId),
     responses((status = 200, body = Url), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -179,7 +181,7 @@ pub async fn show(
 
 /// Changes any of `original_url`, `title`, `is_active`; one `updated` event
 /// per changed field.
-#[utoipa::path(put, path = "/urls/{id}", tag = "urls", request_body = UpdateUrl,
+#[utoipa::path(put, path = "/urls/{id}", tag = "urls", params(UrlId), request_body = UpdateUrl,
     responses((status = 200, body = Url), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -213,8 +215,9 @@ pub async fn update(
 }
 
 /// Soft delete: the URL stops redirecting; repeating it changes nothing.
-#[utoipa::path(delete, path = "/urls/{id}", tag = "urls",
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/urls/{id}", tag = "urls", params(UrlId),
+    responses((status = 204, description = "Deactivated (or already inactive)"),
+              (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -228,7 +231,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/urls/{id}/stats", tag = "urls",
+#[utoipa::path(get, path = "/urls/{id}/stats", tag = "urls", params(UrlId),
     responses((status = 200, body = UrlStats), (status = 404, body = ErrorBody)))]
 pub async fn stats(
     State(state): State<AppState>,
@@ -239,9 +242,11 @@ pub async fn stats(
     Ok(Json(state.store.url_stats(id).await?))
 }
 
-#[utoipa::path(get, path = "/urls/{id}/events", tag = "urls",
-    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
-    responses((status = 200, body = [Event], headers(("X-Total-Count" = i64))),
+#[utoipa::path(get, path = "/urls/{id}/events", tag = "urls", params(UrlId, Pagination),
+    responses((status = 200, body = [Event], headers(
+                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
+                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+              (status = 400, body = ErrorBody, description = "A bad page parameter"),
               (status = 404, body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,

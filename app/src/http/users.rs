@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::openapi::{Pagination, UserId, UsersUpload};
 use super::{AppState, JsonBody, PathId, QueryParams, listing};
 use crate::domain::{Email, parse_username};
 use crate::seed::csv::{LineError, MAX_UPLOADED_LINES, read_users};
@@ -54,10 +55,11 @@ fn field<T>(name: &str, parsed: Result<T, String>) -> ApiResult<T> {
 }
 
 /// List live users, oldest first.
-#[utoipa::path(get, path = "/users", tag = "users",
-    params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
-    responses((status = 200, body = [User], headers(("X-Total-Count" = i64))),
-              (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/users", tag = "users", params(Pagination),
+    responses((status = 200, body = [User], headers(
+                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
+                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+              (status = 400, body = ErrorBody, description = "A bad page parameter")))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,7 +79,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/users/{id}", tag = "users",
+#[utoipa::path(get, path = "/users/{id}", tag = "users", params(UserId),
     responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -89,7 +91,8 @@ pub async fn show(
 }
 
 #[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUser,
-    responses((status = 201, body = User), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = User), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "The email is taken")))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -106,9 +109,10 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(put, path = "/users/{id}", tag = "users", request_body = UpdateUser,
+#[utoipa::path(put, path = "/users/{id}", tag = "users", params(UserId), request_body = UpdateUser,
     responses((status = 200, body = User), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "The email is taken")))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,8 +141,8 @@ pub async fn update(
 /// Soft-deletes the user: they disappear from the API, their email is free
 /// again, and each of their active URLs is deactivated with a `deleted`
 /// event (`reason: owner_deleted`). Nothing is erased.
-#[utoipa::path(delete, path = "/users/{id}", tag = "users",
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/users/{id}", tag = "users", params(UserId),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -157,8 +161,10 @@ pub async fn remove(
 /// Imports a users CSV (`id,username,email,created_at`; `id` and
 /// `created_at` optional) sent as multipart field `file`.
 #[utoipa::path(post, path = "/users/bulk", tag = "users",
-    request_body(content_type = "multipart/form-data", description = "field `file`: a users CSV"),
-    responses((status = 201, body = BulkReport), (status = 400, body = ErrorBody)))]
+    request_body(content_type = "multipart/form-data", content = UsersUpload,
+        description = "field `file`: a users CSV"),
+    responses((status = 201, body = BulkReport),
+              (status = 400, body = ErrorBody, description = "No `file` field, or a file without the username and email columns")))]
 pub async fn bulk(
     State(state): State<AppState>,
     caller: Caller,
@@ -178,12 +184,21 @@ pub async fn bulk(
             ApiError::bad_request(format!("malformed multipart body: {e}"))
         }
     };
+    // Exactly one field, `file`: anything else is a client mistake to
+    // report, not to skip (as the OpenAPI document says).
     let mut file = None;
     while let Some(part) = form.next_field().await.map_err(upload_error)? {
-        if part.name() == Some("file") {
-            let bytes = part.bytes().await.map_err(upload_error)?;
-            file = Some(bytes);
-            break;
+        match part.name() {
+            Some("file") if file.is_none() => {
+                file = Some(part.bytes().await.map_err(upload_error)?);
+            }
+            Some("file") => return Err(ApiError::invalid_field("file", "given more than once")),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected form field '{}': send only 'file'",
+                    other.unwrap_or_default()
+                )));
+            }
         }
     }
     let file = file.ok_or_else(|| ApiError::invalid_field("file", "a CSV file is required"))?;

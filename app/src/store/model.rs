@@ -298,7 +298,8 @@ impl Page {
     }
 
     pub fn offset(self) -> i64 {
-        i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
+        // Saturating: (2^32 - 1)^2 does not fit an i64.
+        i64::from(self.page.saturating_sub(1)).saturating_mul(i64::from(self.per_page))
     }
 }
 
