@@ -51,7 +51,8 @@ base="http://127.0.0.1:$port"
   exec env -u DATABASE_URL -u REDIS_URL -u RUST_LOG -u OTEL_EXPORTER_OTLP_ENDPOINT \
     -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT \
     LISTEN_ADDR="127.0.0.1:$port" DATA_DIR="$work/data" AUTH_MODE=api-key \
-    ADMIN_API_KEY="$key" RATE_LIMIT_PER_MINUTE=0 LOG_FORMAT=text ACCESS_LOG=errors \
+    ADMIN_API_KEY="$key" RATE_LIMIT_PER_MINUTE=0 CREATE_RATE_LIMIT_PER_MINUTE=0 \
+    REDIRECT_MISS_LIMIT_PER_MINUTE=0 LOG_FORMAT=text ACCESS_LOG=errors \
     "$bin" serve
 ) >"$work/server.log" 2>&1 &
 server_pid=$!
@@ -85,7 +86,8 @@ status=0
   cd "$work"
   "$venv/bin/schemathesis" --config-file "$OLDPWD/scripts/schemathesis.toml" run "$base/openapi.json" \
     --header "Authorization: Bearer $key" \
-    --checks all --max-examples "$EXAMPLES" --seed "$SEED" \
+    --checks all --exclude-checks use_after_free \
+    --max-examples "$EXAMPLES" --seed "$SEED" \
     --generation-database none --workers 1 --no-color \
     --report junit --report-dir "$work/report"
 ) 2>&1 | tee "$work/schemathesis.out" || status=$?

@@ -36,7 +36,7 @@ use crate::store::Page;
     info(title = "shortener", description = "A URL shortener for platform teams. \
         Management endpoints (`/users*`, `/urls*`, `/events*`, `/shorten`, `/keys*`) need \
         `Authorization: Bearer <key>` unless the service runs with AUTH_MODE=open; \
-        the redirect and the health endpoints are public. Every error is \
+        the redirect and the health endpoints are public. A key without the right gets 403 (scopes: admin, user-bound, read-only). Every error is \
         `{\"error\": \"...\", \"details\"?: {field: [messages]}}`."),
     paths(
         health::health, health::live, health::ready,
