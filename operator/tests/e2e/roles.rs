@@ -269,8 +269,12 @@ async fn pod_of(ctx: &Ctx, component: &str) -> Result<String> {
 }
 
 /// The eviction subresource's answer: Ok when the pod was evicted, the API's code otherwise.
+/// Asked once: kube's default client retries a 429 (a budget's refusal) for minutes.
 async fn evict(ctx: &Ctx, pod: &str) -> Result<std::result::Result<(), u16>> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let mut config = kube::Config::infer().await?;
+    config.default_retry = false;
+    let client = kube::Client::try_from(config)?;
+    let pods: Api<Pod> = Api::namespaced(client, &ctx.ns);
     match pods.evict(pod, &EvictParams::default()).await {
         Ok(_) => Ok(Ok(())),
         Err(kube::Error::Api(status)) => Ok(Err(status.code)),
