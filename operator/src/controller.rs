@@ -363,23 +363,31 @@ mod tests {
         let (result, recorded, _) = pass(&s, Scenario::FirstCreation(s.clone())).await;
         assert_eq!(result.unwrap(), Action::requeue(PROGRESS_REQUEUE));
 
-        assert_eq!(recorded.created_secrets.len(), 3);
-        let db = &recorded.created_secrets[0]["stringData"];
+        assert_eq!(recorded.created_secrets.len(), 5);
+        let string_data = |n: usize| recorded.created_secrets[n]["stringData"].clone();
+        let db = string_data(0);
         let password = db["password"].as_str().unwrap();
         assert_eq!(password.len(), 32);
         assert_ne!(password, "generated-by-operator");
+        // One generated password per role, each its own.
+        let owner = string_data(1);
+        let runtime = string_data(2);
+        let owner_password = owner["password"].as_str().unwrap();
+        let runtime_password = runtime["password"].as_str().unwrap();
+        let admin_password = runtime["pgbouncer-admin-password"].as_str().unwrap();
+        let all = [password, owner_password, runtime_password, admin_password];
+        for (n, a) in all.iter().enumerate() {
+            assert_eq!(a.len(), 32);
+            assert!(all[n + 1..].iter().all(|b| a != b), "{all:?}");
+        }
         assert_eq!(
-            db["userlist.txt"],
-            format!("\"shortener\" \"{password}\"\n")
+            runtime["userlist.txt"],
+            format!(
+                "\"shortener_app\" \"{runtime_password}\"\n\"pgbouncer_admin\" \"{admin_password}\"\n"
+            )
         );
-        assert_eq!(
-            recorded.created_secrets[1]["stringData"]["api-key"]
-                .as_str()
-                .unwrap()
-                .len(),
-            40
-        );
-        let redis = &recorded.created_secrets[2]["stringData"];
+        assert_eq!(string_data(3)["api-key"].as_str().unwrap().len(), 40);
+        let redis = string_data(4);
         let redis_password = redis["password"].as_str().unwrap();
         assert_eq!(redis_password.len(), 32);
         assert_ne!(redis_password, password);
@@ -388,7 +396,7 @@ mod tests {
             format!("requirepass {redis_password}\n")
         );
 
-        assert_eq!(recorded.applied.len(), 22);
+        assert_eq!(recorded.applied.len(), 27);
         assert_eq!(
             recorded.condition("Ready"),
             ("False".into(), "ComponentsNotReady".into())
@@ -831,6 +839,7 @@ mod tests {
                 "ConfigMap/links-dashboard",
                 "Service/links-redis",
                 "Deployment/links-redis",
+                "PodDisruptionBudget/links-redis",
                 "NetworkPolicy/links-redis",
                 "ServiceMonitor/links",
             ]

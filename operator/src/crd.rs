@@ -81,6 +81,21 @@ pub struct ShortenerSpec {
     /// NetworkPolicies isolating the instance's pods.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    /// Node maintenance: what a drain may evict.
+    #[serde(default)]
+    pub maintenance_window: MaintenanceWindowSpec,
+}
+
+/// The embedded PostgreSQL's PodDisruptionBudget forbids evicting its only pod, so a
+/// `kubectl drain` of its node waits. Set `inProgress` for the maintenance window: the
+/// budget then allows one eviction (a restart of the database of a minute or so, longer if
+/// its volume must move), and the drain proceeds. Unset it afterwards.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindowSpec {
+    /// Let a drain evict the PostgreSQL pod.
+    #[serde(default)]
+    pub in_progress: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -289,6 +304,9 @@ pub struct PostgresSpec {
     pub storage: StorageSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Limits of the role the service's requests run as.
+    #[serde(default)]
+    pub runtime_role: RuntimeRoleSpec,
 }
 
 impl Default for PostgresSpec {
@@ -298,6 +316,36 @@ impl Default for PostgresSpec {
             image: None,
             storage: StorageSpec::default(),
             resources: None,
+            runtime_role: RuntimeRoleSpec::default(),
+        }
+    }
+}
+
+/// Set on the runtime role itself (`ALTER ROLE ... SET`), since PgBouncer's transaction
+/// pooling cannot carry per-connection options: every server connection PgBouncer opens for
+/// the service gets them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeRoleSpec {
+    /// `statement_timeout`: the default is the service's request timeout
+    /// (`REQUEST_TIMEOUT_SECS`, 10 s); a statement outliving its request is work for nobody.
+    #[serde(default = "default_statement_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(transform = without_format)]
+    pub statement_timeout_seconds: u32,
+    /// `idle_in_transaction_session_timeout`: ends a session left inside a transaction
+    /// (holding its locks and a pooled server connection) this long.
+    #[serde(default = "default_idle_in_transaction_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(transform = without_format)]
+    pub idle_in_transaction_timeout_seconds: u32,
+}
+
+impl Default for RuntimeRoleSpec {
+    fn default() -> Self {
+        Self {
+            statement_timeout_seconds: default_statement_timeout(),
+            idle_in_transaction_timeout_seconds: default_idle_in_transaction_timeout(),
         }
     }
 }
@@ -578,6 +626,12 @@ fn default_postgres_version() -> String {
 }
 fn default_storage_size() -> Quantity {
     Quantity(DEFAULT_STORAGE_SIZE.into())
+}
+fn default_statement_timeout() -> u32 {
+    10
+}
+fn default_idle_in_transaction_timeout() -> u32 {
+    30
 }
 fn default_url_key() -> String {
     "url".into()

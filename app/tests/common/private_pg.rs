@@ -178,6 +178,13 @@ impl PrivatePgBouncer {
     /// defaults otherwise (`server_login_retry` 15 s, `query_wait_timeout`
     /// 120 s), as production runs it.
     pub fn start(pg: &PrivatePostgres) -> Self {
+        Self::in_front_of(pg.port, "\"postgres\" \"\"\n", "auth_type = trust\n")
+    }
+
+    /// The same in front of the PostgreSQL on `pg_port`, with this
+    /// `userlist.txt` and these authentication settings (`auth_type`,
+    /// `admin_users`, ...), as the operator configures them.
+    pub fn in_front_of(pg_port: u16, userlist: &str, auth: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("shortener-pgbouncer")
             .tempdir()
@@ -188,18 +195,17 @@ impl PrivatePgBouncer {
         std::fs::copy(pgbouncer_binary(), &bin).unwrap();
         let port = free_port();
         let ini = dir.path().join("pgbouncer.ini");
-        std::fs::write(dir.path().join("userlist.txt"), "\"postgres\" \"\"\n").unwrap();
+        std::fs::write(dir.path().join("userlist.txt"), userlist).unwrap();
         std::fs::write(
             &ini,
             format!(
                 "[databases]\n* = host=127.0.0.1 port={pg_port}\n\n[pgbouncer]\n\
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
-                 auth_type = trust\nauth_file = {dir}/userlist.txt\n\
+                 {auth}auth_file = {dir}/userlist.txt\n\
                  pool_mode = transaction\ndefault_pool_size = 10\nmax_client_conn = 200\n\
                  max_prepared_statements = 200\nserver_reset_query = DISCARD ALL\n\
                  ignore_startup_parameters = extra_float_digits,options\n\
                  logfile = {dir}/pgbouncer.log\n",
-                pg_port = pg.port,
                 dir = dir.path().display(),
             ),
         )

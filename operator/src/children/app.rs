@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pgbouncer,
-    pod_security, postgres, redis, resources, restricted_container_security, typed,
+    pod_security, postgres, redis, resources, restricted_container_security, roles, typed,
 };
 use crate::crd::AuthMode;
 use crate::error::Result;
@@ -19,7 +19,9 @@ pub const HTTP_PORT: i32 = 8080;
 /// uid of the distroless `nonroot` user the app image runs as.
 pub const APP_UID: i64 = 65532;
 pub const DATABASE_NAME: &str = "shortener";
-pub const DATABASE_USER: &str = "shortener";
+/// The embedded PostgreSQL's superuser (`POSTGRES_USER`). Only the role-setup Job logs in as
+/// it; the service uses `roles::OWNER_ROLE` for migrations and `roles::APP_ROLE` for requests.
+pub const SUPERUSER: &str = "shortener";
 
 /// Three of these fit the 1 vCPU / 1 GiB budget next to the data stores.
 pub const BUDGET: ResourceBudget = ResourceBudget {
@@ -130,27 +132,36 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
             ));
         }
         None => {
-            // The password is referenced, never copied: $(DB_PASSWORD) is expanded by the
-            // kubelet, so the URL with the secret never appears in the Deployment.
+            // The passwords are referenced, never copied: $(APP_DB_PASSWORD) is expanded by
+            // the kubelet, so the URL with the secret never appears in the Deployment.
+            // Requests run as the runtime role (rows only), through the pooler.
             env.push(secret_env(
-                "DB_PASSWORD",
-                &instance.database_secret_name(),
+                "APP_DB_PASSWORD",
+                &instance.runtime_secret_name(),
                 "password",
             ));
             env.push(json!({
                 "name": "DATABASE_URL",
                 "value": format!(
-                    "postgres://{DATABASE_USER}:$(DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
+                    "postgres://{}:$(APP_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
+                    roles::APP_ROLE,
                     instance.child_name(Component::PgBouncer),
                     pgbouncer::PORT
                 ),
             }));
-            // Migrations take advisory locks and run DDL, which a transaction-mode pooler
-            // cannot carry, so they go straight to PostgreSQL.
+            // Migrations run at start as the schema owner. They take advisory locks and run
+            // DDL, which a transaction-mode pooler cannot carry, so they go straight to
+            // PostgreSQL.
+            env.push(secret_env(
+                "OWNER_DB_PASSWORD",
+                &instance.owner_secret_name(),
+                "password",
+            ));
             env.push(json!({
                 "name": "MIGRATION_DATABASE_URL",
                 "value": format!(
-                    "postgres://{DATABASE_USER}:$(DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
+                    "postgres://{}:$(OWNER_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
+                    roles::OWNER_ROLE,
                     instance.child_name(Component::Postgres),
                     postgres::PORT
                 ),
@@ -293,18 +304,10 @@ pub fn service(instance: &Instance<'_>) -> Result<Service> {
     super::cluster_ip_service(instance, Component::App, "http", 80, "app Service")
 }
 
+/// One pod at a time may be evicted: drains proceed, the other replicas serve (with a single
+/// replica a drain means a short outage: raise `app.replicas` to avoid it).
 pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBudget> {
-    let value = json!({
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": instance.meta(instance.child_name(Component::App), Component::App),
-        "spec": {
-            // One pod at a time may be evicted: drains proceed, the service stays up.
-            "maxUnavailable": 1,
-            "selector": { "matchLabels": instance.selector_labels(Component::App) },
-        },
-    });
-    typed("app PodDisruptionBudget", value)
+    super::pod_disruption_budget(instance, Component::App, 1)
 }
 
 /// Annotations of `spec.ingress.annotations` that inject raw configuration into the ingress
@@ -468,18 +471,44 @@ mod tests {
                 .and_then(|e| e.value.clone())
                 .unwrap()
         };
+        // Requests as the runtime role through the pooler; the owner only for migrations,
+        // straight to PostgreSQL; the superuser nowhere.
         assert_eq!(
             value("DATABASE_URL"),
-            "postgres://shortener:$(DB_PASSWORD)@links-pgbouncer:6432/shortener"
+            "postgres://shortener_app:$(APP_DB_PASSWORD)@links-pgbouncer:6432/shortener"
         );
         assert_eq!(
             value("MIGRATION_DATABASE_URL"),
-            "postgres://shortener:$(DB_PASSWORD)@links-postgres:5432/shortener"
+            "postgres://shortener_owner:$(OWNER_DB_PASSWORD)@links-postgres:5432/shortener"
         );
-        // DB_PASSWORD must precede its users, or the kubelet leaves $(DB_PASSWORD) unexpanded.
+        let secret = |name: &str| {
+            let e = env.iter().find(|e| e.name == name).unwrap();
+            let r = e
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            (r.name.clone(), r.key.clone())
+        };
+        assert_eq!(
+            secret("APP_DB_PASSWORD"),
+            ("links-db-app".into(), "password".into())
+        );
+        assert_eq!(
+            secret("OWNER_DB_PASSWORD"),
+            ("links-db-owner".into(), "password".into())
+        );
+        assert!(
+            !env.iter()
+                .any(|e| serde_json::to_string(e).unwrap().contains("\"links-db\""))
+        );
+        // A password must precede its users, or the kubelet leaves $(VAR) unexpanded.
         let names = env_names(&deployment(&i, &config_map(&i)).unwrap());
         let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
-        assert!(pos("DB_PASSWORD") < pos("DATABASE_URL"));
+        assert!(pos("APP_DB_PASSWORD") < pos("DATABASE_URL"));
+        assert!(pos("OWNER_DB_PASSWORD") < pos("MIGRATION_DATABASE_URL"));
         assert!(names.contains(&"ADMIN_API_KEY".to_string()));
     }
 

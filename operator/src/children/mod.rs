@@ -9,11 +9,13 @@ pub mod network;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod redis;
+pub mod roles;
 pub mod secrets;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -44,6 +46,8 @@ pub enum Component {
     PgBouncer,
     Redis,
     Monitoring,
+    /// The Job that sets up the database roles.
+    RoleSetup,
 }
 
 impl Component {
@@ -54,6 +58,7 @@ impl Component {
             Self::PgBouncer => "pgbouncer",
             Self::Redis => "redis",
             Self::Monitoring => "monitoring",
+            Self::RoleSetup => "postgres-roles",
         }
     }
 }
@@ -145,6 +150,17 @@ impl<'a> Instance<'a> {
         format!("{}-db", self.name)
     }
 
+    /// The schema owner's credentials (runs the migrations).
+    pub fn owner_secret_name(&self) -> String {
+        format!("{}-db-owner", self.name)
+    }
+
+    /// The runtime role's credentials, with PgBouncer's userlist (which must hold that very
+    /// password, so both are generated and stored together) and its console user's.
+    pub fn runtime_secret_name(&self) -> String {
+        format!("{}-db-app", self.name)
+    }
+
     pub fn admin_secret_name(&self) -> String {
         format!("{}-admin", self.name)
     }
@@ -206,6 +222,7 @@ pub enum Child {
     StatefulSet(StatefulSet),
     Deployment(Deployment),
     PodDisruptionBudget(PodDisruptionBudget),
+    Job(Job),
     Ingress(Ingress),
     NetworkPolicy(NetworkPolicy),
     Monitoring(ApiResource, DynamicObject),
@@ -222,6 +239,7 @@ macro_rules! on_child {
             Child::StatefulSet($o) => $typed,
             Child::Deployment($o) => $typed,
             Child::PodDisruptionBudget($o) => $typed,
+            Child::Job($o) => $typed,
             Child::Ingress($o) => $typed,
             Child::NetworkPolicy($o) => $typed,
             Child::Monitoring($r, $d) => $dynamic,
@@ -246,6 +264,7 @@ child_from!(
     StatefulSet,
     Deployment,
     PodDisruptionBudget,
+    Job,
     Ingress,
     NetworkPolicy
 );
@@ -298,6 +317,7 @@ pub fn managed_kinds(monitoring_crds: bool) -> Vec<ApiResource> {
         ApiResource::erase::<StatefulSet>(&()),
         ApiResource::erase::<Deployment>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
+        ApiResource::erase::<Job>(&()),
         ApiResource::erase::<Ingress>(&()),
         ApiResource::erase::<NetworkPolicy>(&()),
     ];
@@ -329,7 +349,11 @@ pub struct Observed {
 /// Generated credentials, or placeholders when rendering without a cluster.
 #[derive(Clone, Debug)]
 pub struct Credentials {
+    /// The superuser's: used by the role-setup Job only.
     pub database_password: String,
+    pub owner_password: String,
+    pub runtime_password: String,
+    pub pgbouncer_admin_password: String,
     pub admin_api_key: String,
     pub redis_password: String,
 }
@@ -338,6 +362,9 @@ impl Credentials {
     pub fn generate() -> Self {
         Self {
             database_password: secrets::random_token(32),
+            owner_password: secrets::random_token(32),
+            runtime_password: secrets::random_token(32),
+            pgbouncer_admin_password: secrets::random_token(32),
             admin_api_key: secrets::random_token(40),
             redis_password: secrets::random_token(32),
         }
@@ -347,6 +374,9 @@ impl Credentials {
     pub fn placeholder() -> Self {
         Self {
             database_password: "generated-by-operator".into(),
+            owner_password: "generated-by-operator".into(),
+            runtime_password: "generated-by-operator".into(),
+            pgbouncer_admin_password: "generated-by-operator".into(),
             admin_api_key: "generated-by-operator".into(),
             redis_password: "generated-by-operator".into(),
         }
@@ -368,6 +398,12 @@ pub fn desired_state(
             instance,
             &credentials.database_password,
         ));
+        secrets.push(secrets::owner_secret(instance, &credentials.owner_password));
+        secrets.push(secrets::runtime_secret(
+            instance,
+            &credentials.runtime_password,
+            &credentials.pgbouncer_admin_password,
+        ));
     }
     if spec.app.config.auth_mode == crate::crd::AuthMode::ApiKey {
         secrets.push(secrets::admin_secret(instance, &credentials.admin_api_key));
@@ -388,16 +424,20 @@ pub fn desired_state(
         let size = observed.postgres_template_size.as_deref();
         children.push(postgres::headless_service(instance)?.into());
         children.push(postgres::stateful_set(instance, &postgres, size)?.into());
+        children.push(postgres::pod_disruption_budget(instance)?.into());
+        children.push(roles::job(instance, &postgres)?.into());
         let pgbouncer_config = pgbouncer::config_map(instance);
         children.push(pgbouncer_config.clone().into());
         children.push(pgbouncer::service(instance)?.into());
         children.push(pgbouncer::deployment(instance, &pgbouncer_config)?.into());
+        children.push(pod_disruption_budget(instance, Component::PgBouncer, 1)?.into());
     }
     if spec.redis.external.is_none() {
         let redis_config = redis::config_map(instance);
         children.push(redis_config.clone().into());
         children.push(redis::service(instance)?.into());
         children.push(redis::deployment(instance, &redis_config)?.into());
+        children.push(pod_disruption_budget(instance, Component::Redis, 1)?.into());
     }
 
     children.push(app::service(instance)?.into());
@@ -421,6 +461,28 @@ pub fn desired_state(
     }
 
     Ok(DesiredState { secrets, children })
+}
+
+/// The PodDisruptionBudget of one component's pods: at most `max_unavailable` of them may be
+/// evicted at a time (0: none; a drain of their node waits). What each budget means for a
+/// drain is in docs/operator.md ("Node drains").
+pub fn pod_disruption_budget(
+    instance: &Instance<'_>,
+    component: Component,
+    max_unavailable: i32,
+) -> Result<PodDisruptionBudget> {
+    typed(
+        "PodDisruptionBudget",
+        json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": instance.meta(instance.child_name(component), component),
+            "spec": {
+                "maxUnavailable": max_unavailable,
+                "selector": { "matchLabels": instance.selector_labels(component) },
+            },
+        }),
+    )
 }
 
 /// Container security settings shared by every container of the stack.
@@ -613,6 +675,10 @@ mod tests {
             &Credentials::placeholder(),
         )
         .unwrap();
+        let role_job = format!(
+            "Job/{}",
+            roles::job_name(&instance, &crate::crd::PostgresSpec::default())
+        );
         assert_eq!(
             kinds(&state),
             vec![
@@ -622,15 +688,20 @@ mod tests {
                 "NetworkPolicy/links",
                 "NetworkPolicy/links-pgbouncer",
                 "NetworkPolicy/links-postgres",
+                "NetworkPolicy/links-postgres-roles",
                 "NetworkPolicy/links-redis",
                 "Service/links-postgres",
                 "StatefulSet/links-postgres",
+                "PodDisruptionBudget/links-postgres",
+                role_job.as_str(),
                 "ConfigMap/links-pgbouncer",
                 "Service/links-pgbouncer",
                 "Deployment/links-pgbouncer",
+                "PodDisruptionBudget/links-pgbouncer",
                 "ConfigMap/links-redis",
                 "Service/links-redis",
                 "Deployment/links-redis",
+                "PodDisruptionBudget/links-redis",
                 "Service/links",
                 "Deployment/links",
                 "PodDisruptionBudget/links",
@@ -647,7 +718,13 @@ mod tests {
             .collect();
         assert_eq!(
             secret_names,
-            vec!["links-db", "links-admin", "links-redis-auth"]
+            vec![
+                "links-db",
+                "links-db-owner",
+                "links-db-app",
+                "links-admin",
+                "links-redis-auth"
+            ]
         );
     }
 

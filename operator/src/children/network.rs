@@ -166,10 +166,22 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
             vec![between(
                 instance,
                 "from",
-                &[Component::PgBouncer, Component::App],
+                &[Component::PgBouncer, Component::App, Component::RoleSetup],
                 postgres::PORT,
             )],
             Vec::new(),
+        )?);
+        // The role-setup Job: to PostgreSQL only.
+        all.push(component_policy(
+            instance,
+            Component::RoleSetup,
+            Vec::new(),
+            vec![between(
+                instance,
+                "to",
+                &[Component::Postgres],
+                postgres::PORT,
+            )],
         )?);
     }
     if spec.redis.external.is_none() {
@@ -216,6 +228,7 @@ mod tests {
                 "links",
                 "links-pgbouncer",
                 "links-postgres",
+                "links-postgres-roles",
                 "links-redis"
             ]
         );

@@ -6,7 +6,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use serde_json::json;
 
-use super::app::{DATABASE_NAME, DATABASE_USER};
+use super::app::DATABASE_NAME;
+use super::roles::PGBOUNCER_ADMIN;
 use super::{
     CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pod_security,
     postgres, resources, restricted_container_security, typed,
@@ -28,7 +29,8 @@ pub fn config_map_name(instance: &Instance<'_>) -> String {
     instance.child_name(Component::PgBouncer)
 }
 
-/// `pgbouncer.ini`. The password lives in `userlist.txt`, which comes from the database Secret.
+/// `pgbouncer.ini`. The passwords live in `userlist.txt`, which comes from the runtime role's
+/// Secret: the service's role and the console's own admin, the only user allowed there.
 pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     let spec = &instance.spec().pgbouncer;
     let ini = format!(
@@ -49,8 +51,8 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
          max_prepared_statements = 200\n\
          server_reset_query = DISCARD ALL\n\
          ignore_startup_parameters = extra_float_digits,options\n\
-         admin_users = {DATABASE_USER}\n\
-         stats_users = {DATABASE_USER}\n\
+         admin_users = {PGBOUNCER_ADMIN}\n\
+         stats_users = {PGBOUNCER_ADMIN}\n\
          log_connections = 0\n\
          log_disconnections = 0\n",
         host = instance.child_name(Component::Postgres),
@@ -132,7 +134,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                             "projected": {
                                 "sources": [
                                     { "configMap": { "name": config_map_name(instance), "items": [{ "key": "pgbouncer.ini", "path": "pgbouncer.ini" }] } },
-                                    { "secret": { "name": instance.database_secret_name(), "items": [{ "key": "userlist.txt", "path": "userlist.txt" }] } },
+                                    { "secret": { "name": instance.runtime_secret_name(), "items": [{ "key": "userlist.txt", "path": "userlist.txt" }] } },
                                 ],
                                 "defaultMode": 0o440,
                             },
@@ -165,6 +167,10 @@ mod tests {
         assert!(ini.contains("max_client_conn = 200\n"));
         assert!(ini.contains("listen_port = 6432\n"));
         assert!(!ini.contains("password"), "no credentials in a ConfigMap");
+        // The console is the pooler's own admin's; the service's role has no rights there.
+        assert!(ini.contains("admin_users = pgbouncer_admin\n"));
+        assert!(ini.contains("stats_users = pgbouncer_admin\n"));
+        assert!(!ini.contains("shortener_app"));
     }
 
     #[test]
@@ -200,7 +206,7 @@ mod tests {
             sources[0].config_map.as_ref().unwrap().name,
             "links-pgbouncer"
         );
-        assert_eq!(sources[1].secret.as_ref().unwrap().name, "links-db");
+        assert_eq!(sources[1].secret.as_ref().unwrap().name, "links-db-app");
         assert_hardened(&serde_json::to_value(&pod).unwrap());
     }
 

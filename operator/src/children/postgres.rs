@@ -4,7 +4,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
-use super::app::{DATABASE_NAME, DATABASE_USER};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+use super::app::{DATABASE_NAME, SUPERUSER};
 use super::{
     Component, Instance, ResourceBudget, pod_security, resources, restricted_container_security,
     typed,
@@ -58,7 +60,7 @@ pub fn stateful_set(
     let name = instance.child_name(Component::Postgres);
     let probe = |period: i32, failures: i32| {
         json!({
-            "exec": { "command": ["pg_isready", "-h", "127.0.0.1", "-U", DATABASE_USER, "-d", DATABASE_NAME] },
+            "exec": { "command": ["pg_isready", "-h", "127.0.0.1", "-U", SUPERUSER, "-d", DATABASE_NAME] },
             "periodSeconds": period,
             "timeoutSeconds": 5,
             "failureThreshold": failures,
@@ -98,7 +100,7 @@ pub fn stateful_set(
                         "imagePullPolicy": "IfNotPresent",
                         "ports": [{ "name": "postgres", "containerPort": PORT, "protocol": "TCP" }],
                         "env": [
-                            { "name": "POSTGRES_USER", "value": DATABASE_USER },
+                            { "name": "POSTGRES_USER", "value": SUPERUSER },
                             { "name": "POSTGRES_DB", "value": DATABASE_NAME },
                             {
                                 "name": "POSTGRES_PASSWORD",
@@ -137,6 +139,13 @@ pub fn stateful_set(
         },
     });
     typed("postgres StatefulSet", value)
+}
+
+/// The only PostgreSQL pod may not be evicted, unless `spec.maintenanceWindow.inProgress`:
+/// a drain of its node waits for that window (docs/operator.md, "Node drains").
+pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBudget> {
+    let evictable = instance.spec().maintenance_window.in_progress;
+    super::pod_disruption_budget(instance, Component::Postgres, i32::from(evictable))
 }
 
 #[cfg(test)]
@@ -233,6 +242,26 @@ mod tests {
             ..PostgresSpec::default()
         };
         assert_eq!(pg.image(), "registry.local/postgres:17.5");
+    }
+
+    #[test]
+    fn eviction_is_refused_unless_a_maintenance_window_is_in_progress() {
+        let max_unavailable = |spec: ShortenerSpec| {
+            let s = shortener(spec);
+            let i = Instance::new(&s).unwrap();
+            let pdb = pod_disruption_budget(&i).unwrap();
+            assert_owned(&pdb.metadata, "postgres");
+            let spec = pdb.spec.unwrap();
+            let selector = spec.selector.unwrap().match_labels.unwrap();
+            assert_eq!(selector, i.selector_labels(Component::Postgres));
+            assert_eq!(spec.min_available, None);
+            spec.max_unavailable.unwrap()
+        };
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let mut spec = ShortenerSpec::default();
+        assert_eq!(max_unavailable(spec.clone()), IntOrString::Int(0));
+        spec.maintenance_window.in_progress = true;
+        assert_eq!(max_unavailable(spec), IntOrString::Int(1));
     }
 
     #[test]

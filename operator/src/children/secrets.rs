@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::Secret;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
-use super::app::DATABASE_USER;
+use super::app::SUPERUSER;
+use super::roles::{APP_ROLE, OWNER_ROLE, PGBOUNCER_ADMIN};
 use super::{Component, Instance};
 
 /// Alphanumeric only, so the value can sit in a URL and a PgBouncer userlist unescaped.
@@ -19,18 +20,54 @@ pub fn random_token(len: usize) -> String {
         .collect()
 }
 
-/// Password of the `shortener` database role, plus the PgBouncer userlist derived from it.
+/// Password of the embedded PostgreSQL's superuser, which only the role-setup Job uses.
+/// (Instances created before the roles existed also carry a `userlist.txt` here, unused now.)
 pub fn database_secret(instance: &Instance<'_>, password: &str) -> Secret {
     Secret {
         metadata: instance.meta(instance.database_secret_name(), Component::App),
         type_: Some("Opaque".into()),
         string_data: Some(BTreeMap::from([
             ("password".to_string(), password.to_string()),
-            ("username".to_string(), DATABASE_USER.to_string()),
+            ("username".to_string(), SUPERUSER.to_string()),
+        ])),
+        ..Secret::default()
+    }
+}
+
+/// The schema owner's credentials: the migrations run as it.
+pub fn owner_secret(instance: &Instance<'_>, password: &str) -> Secret {
+    Secret {
+        metadata: instance.meta(instance.owner_secret_name(), Component::App),
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([
+            ("password".to_string(), password.to_string()),
+            ("username".to_string(), OWNER_ROLE.to_string()),
+        ])),
+        ..Secret::default()
+    }
+}
+
+/// The runtime role's credentials and PgBouncer's `userlist.txt`: that role and the
+/// pooler's console admin, a user of PgBouncer only. The superuser and the owner are not in
+/// it, so neither can log in through the pooler.
+pub fn runtime_secret(instance: &Instance<'_>, password: &str, pgbouncer_admin: &str) -> Secret {
+    let userlist =
+        format!("\"{APP_ROLE}\" \"{password}\"\n\"{PGBOUNCER_ADMIN}\" \"{pgbouncer_admin}\"\n");
+    Secret {
+        metadata: instance.meta(instance.runtime_secret_name(), Component::App),
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([
+            ("password".to_string(), password.to_string()),
+            ("username".to_string(), APP_ROLE.to_string()),
             (
-                "userlist.txt".to_string(),
-                format!("\"{DATABASE_USER}\" \"{password}\"\n"),
+                "pgbouncer-admin-password".to_string(),
+                pgbouncer_admin.to_string(),
             ),
+            (
+                "pgbouncer-admin-username".to_string(),
+                PGBOUNCER_ADMIN.to_string(),
+            ),
+            ("userlist.txt".to_string(), userlist),
         ])),
         ..Secret::default()
     }
@@ -82,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn database_secret_holds_password_and_matching_userlist() {
+    fn database_secrets_hold_one_role_each_and_the_matching_userlist() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
         let secret = database_secret(&i, "s3cret");
@@ -90,7 +127,23 @@ mod tests {
         assert_eq!(secret.metadata.name.as_deref(), Some("links-db"));
         let data = secret.string_data.unwrap();
         assert_eq!(data["password"], "s3cret");
-        assert_eq!(data["userlist.txt"], "\"shortener\" \"s3cret\"\n");
+        assert_eq!(data["username"], "shortener");
+        assert!(!data.contains_key("userlist.txt"));
+
+        let owner = owner_secret(&i, "own").string_data.unwrap();
+        assert_eq!(owner["username"], "shortener_owner");
+        assert_eq!(owner["password"], "own");
+
+        let runtime = runtime_secret(&i, "run", "adm");
+        assert_eq!(runtime.metadata.name.as_deref(), Some("links-db-app"));
+        let data = runtime.string_data.unwrap();
+        assert_eq!(data["username"], "shortener_app");
+        assert_eq!(data["password"], "run");
+        assert_eq!(data["pgbouncer-admin-username"], "pgbouncer_admin");
+        assert_eq!(
+            data["userlist.txt"],
+            "\"shortener_app\" \"run\"\n\"pgbouncer_admin\" \"adm\"\n"
+        );
     }
 
     #[test]

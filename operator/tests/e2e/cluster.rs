@@ -142,6 +142,7 @@ pub const CHILD_KINDS: &[(&str, &str, &str)] = &[
     ("apps/v1", "StatefulSet", "statefulsets"),
     ("apps/v1", "Deployment", "deployments"),
     ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ("batch/v1", "Job", "jobs"),
     ("networking.k8s.io/v1", "Ingress", "ingresses"),
     ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     (

@@ -383,6 +383,14 @@ pub async fn network_policies_admit_only_the_stack_flows(ctx: &Ctx) -> Result {
     }
     let [app, pgbouncer, redis, postgres] =
         <[Endpoint; 4]>::try_from(stack).map_err(|_| "four workloads")?;
+    let mut role_setup = Endpoint::new("role-setup Job", ns, &[]);
+    let job = crate::roles::role_setup_job(ctx).await?;
+    role_setup.labels = serde_json::from_value(
+        job.data
+            .pointer("/spec/template/metadata/labels")
+            .cloned()
+            .unwrap_or_default(),
+    )?;
     let ingress_nginx = Endpoint::new(
         "ingress-nginx",
         "ingress-nginx",
@@ -417,7 +425,13 @@ pub async fn network_policies_admit_only_the_stack_flows(ctx: &Ctx) -> Result {
         flow(&app, &redis, 6379, "TCP", true),
         flow(&app, &postgres, 5432, "TCP", true), // migrations bypass the pooler
         flow(&pgbouncer, &postgres, 5432, "TCP", true),
+        flow(&role_setup, &postgres, 5432, "TCP", true),
         // Anything else.
+        flow(&role_setup, &redis, 6379, "TCP", false),
+        flow(&role_setup, &pgbouncer, 6432, "TCP", false),
+        flow(&role_setup, &app, 8080, "TCP", false),
+        flow(&role_setup, &stranger, 443, "TCP", false),
+        flow(&app, &role_setup, 5432, "TCP", false),
         flow(&ingress_nginx, &app, 9090, "TCP", false),
         flow(&ingress_nginx, &redis, 6379, "TCP", false),
         flow(&ingress_nginx, &postgres, 5432, "TCP", false),
@@ -437,7 +451,7 @@ pub async fn network_policies_admit_only_the_stack_flows(ctx: &Ctx) -> Result {
         flow(&postgres, &stranger, 443, "TCP", false),
         flow(&app, &other_instance, 8080, "TCP", false),
     ];
-    for pod in [&app, &pgbouncer, &redis, &postgres] {
+    for pod in [&app, &pgbouncer, &redis, &postgres, &role_setup] {
         flows.push(flow(pod, &dns, 53, "UDP", true));
         flows.push(flow(pod, &dns, 53, "TCP", true));
         flows.push(flow(pod, &neighbour, 53, "UDP", false));

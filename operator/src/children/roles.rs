@@ -1,0 +1,215 @@
+//! Database roles of the embedded PostgreSQL, set up by a Job.
+//!
+//! The superuser (`POSTGRES_USER`, whose password is in the `-db` Secret) stays what the
+//! image makes it and serves only this Job. The Job runs `sql/roles.sql`, the file the
+//! service's tests apply to a real PostgreSQL, which creates or brings back two roles: the
+//! schema owner, which runs the migrations, and the runtime role the service's requests use.
+//!
+//! A Job rather than `docker-entrypoint-initdb.d`, which runs only on an empty data
+//! directory and so would never reach an instance created before the roles existed. Its name
+//! carries a digest of the SQL and its settings: a new version of either is a new Job (whose
+//! pod template is immutable anyway), and the old one is pruned.
+
+use k8s_openapi::api::batch::v1::Job;
+use serde_json::{Value, json};
+
+use super::app::{DATABASE_NAME, SUPERUSER};
+use super::{
+    Component, Instance, ResourceBudget, config_digest, pod_security, postgres, resources,
+    restricted_container_security, typed,
+};
+use crate::crd::PostgresSpec;
+use crate::error::Result;
+
+/// Owns the schema and runs the migrations.
+pub const OWNER_ROLE: &str = "shortener_owner";
+/// Serves the requests: rows only.
+pub const APP_ROLE: &str = "shortener_app";
+/// PgBouncer's console user (`admin_users`, `stats_users`); exists in PgBouncer only.
+pub const PGBOUNCER_ADMIN: &str = "pgbouncer_admin";
+
+/// Idempotent; inputs as session settings (see the file's header).
+pub const ROLES_SQL: &str = include_str!("../../sql/roles.sql");
+
+const BUDGET: ResourceBudget = ResourceBudget {
+    cpu_request: "10m",
+    memory_request: "16Mi",
+    cpu_limit: "100m",
+    memory_limit: "64Mi",
+};
+
+/// Waits for the server (a new instance's first start runs initdb first), then runs the SQL
+/// in one transaction (`psql -1`), stopping at the first error.
+const SCRIPT: &str = "until pg_isready -q; do sleep 2; done; \
+                      printf '%s' \"$ROLES_SQL\" | psql -X -1 -v ON_ERROR_STOP=1 -f -";
+
+/// The settings the SQL reads, as `(name, value)`; passwords as `$(VAR)` references the
+/// kubelet expands from the Secrets, so the Job's spec holds none.
+fn settings(postgres: &PostgresSpec) -> Vec<(&'static str, String)> {
+    let role = &postgres.runtime_role;
+    vec![
+        ("shortener.owner_role", OWNER_ROLE.to_string()),
+        ("shortener.owner_password", "$(OWNER_PASSWORD)".to_string()),
+        ("shortener.app_role", APP_ROLE.to_string()),
+        ("shortener.app_password", "$(APP_PASSWORD)".to_string()),
+        (
+            "shortener.statement_timeout",
+            format!("{}s", role.statement_timeout_seconds),
+        ),
+        (
+            "shortener.idle_in_transaction_session_timeout",
+            format!("{}s", role.idle_in_transaction_timeout_seconds),
+        ),
+    ]
+}
+
+/// `PGOPTIONS`: each setting as `-c name=value` (values are alphanumeric: no escaping).
+fn pg_options(postgres: &PostgresSpec) -> String {
+    settings(postgres)
+        .iter()
+        .map(|(name, value)| format!("-c {name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Short digest of everything the Job does, for its name.
+pub fn revision(postgres: &PostgresSpec) -> String {
+    let mut inputs: std::collections::BTreeMap<String, String> = settings(postgres)
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+    inputs.insert("sql".into(), ROLES_SQL.into());
+    config_digest(&inputs)[..10].to_string()
+}
+
+pub fn job_name(instance: &Instance<'_>, postgres: &PostgresSpec) -> String {
+    format!(
+        "{}-{}",
+        instance.child_name(Component::RoleSetup),
+        revision(postgres)
+    )
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": secret, "key": key } } })
+}
+
+pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Result<Job> {
+    let value = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": instance.meta(job_name(instance, postgres), Component::RoleSetup),
+        "spec": {
+            // psql failures (a wrong password, an SQL error) are retried a few times, then
+            // the Job is Failed and stays so, visible, until deleted (the next pass then
+            // creates it again). Waiting for the server is not a failure: no deadline.
+            "backoffLimit": 6,
+            "template": {
+                "metadata": { "labels": instance.labels(Component::RoleSetup) },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": instance.child_name(Component::App),
+                    "automountServiceAccountToken": false,
+                    "securityContext": pod_security(postgres::POSTGRES_UID, None),
+                    "containers": [{
+                        "name": "roles",
+                        "image": postgres.image(),
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["sh", "-c", SCRIPT],
+                        "env": [
+                            { "name": "PGHOST", "value": instance.child_name(Component::Postgres) },
+                            { "name": "PGPORT", "value": postgres::PORT.to_string() },
+                            { "name": "PGDATABASE", "value": DATABASE_NAME },
+                            { "name": "PGUSER", "value": SUPERUSER },
+                            secret_env("PGPASSWORD", &instance.database_secret_name(), "password"),
+                            secret_env("OWNER_PASSWORD", &instance.owner_secret_name(), "password"),
+                            secret_env("APP_PASSWORD", &instance.runtime_secret_name(), "password"),
+                            { "name": "PGOPTIONS", "value": pg_options(postgres) },
+                            { "name": "ROLES_SQL", "value": ROLES_SQL },
+                        ],
+                        "resources": resources(None, BUDGET),
+                        "securityContext": restricted_container_security(true),
+                    }],
+                },
+            },
+        },
+    });
+    typed("role-setup Job", value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::{assert_owned, shortener};
+    use crate::crd::ShortenerSpec;
+
+    fn env(job: &Job) -> std::collections::BTreeMap<String, Value> {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), serde_json::to_value(e).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_job_runs_the_role_sql_as_the_superuser_with_the_roles_passwords() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let pg = PostgresSpec::default();
+        let job = job(&i, &pg).unwrap();
+        assert_owned(&job.metadata, "postgres-roles");
+        assert_eq!(job.metadata.name, Some(job_name(&i, &pg)));
+        assert!(job_name(&i, &pg).starts_with("links-postgres-roles-"));
+        let env = env(&job);
+        assert_eq!(env["ROLES_SQL"]["value"], ROLES_SQL);
+        assert_eq!(env["PGUSER"]["value"], "shortener");
+        assert_eq!(env["PGHOST"]["value"], "links-postgres");
+        let secret = |name: &str| env[name]["valueFrom"]["secretKeyRef"]["name"].clone();
+        assert_eq!(secret("PGPASSWORD"), "links-db");
+        assert_eq!(secret("OWNER_PASSWORD"), "links-db-owner");
+        assert_eq!(secret("APP_PASSWORD"), "links-db-app");
+        let options = env["PGOPTIONS"]["value"].as_str().unwrap();
+        assert!(options.contains("-c shortener.app_role=shortener_app"));
+        assert!(options.contains("-c shortener.owner_role=shortener_owner"));
+        assert!(options.contains("-c shortener.app_password=$(APP_PASSWORD)"));
+        assert!(options.contains("-c shortener.statement_timeout=10s"));
+        assert!(options.contains("-c shortener.idle_in_transaction_session_timeout=30s"));
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    /// Every input the SQL reads is given, and nothing it does not read.
+    #[test]
+    fn settings_match_what_the_sql_reads() {
+        let mut read: Vec<&str> = ROLES_SQL
+            .split("current_setting('")
+            .skip(1)
+            .filter_map(|rest| rest.split('\'').next())
+            .collect();
+        read.sort();
+        let mut given: Vec<&str> = settings(&PostgresSpec::default())
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        given.sort();
+        assert_eq!(read, given);
+    }
+
+    #[test]
+    fn a_new_timeout_is_a_new_job() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let mut pg = PostgresSpec::default();
+        let before = job_name(&i, &pg);
+        assert_eq!(before, job_name(&i, &pg.clone()));
+        pg.runtime_role.statement_timeout_seconds = 5;
+        let after = job_name(&i, &pg);
+        assert_ne!(before, after);
+        let job = job(&i, &pg).unwrap();
+        let options = env(&job)["PGOPTIONS"]["value"].clone();
+        assert!(options.as_str().unwrap().contains("statement_timeout=5s"));
+    }
+}
