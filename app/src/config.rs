@@ -61,6 +61,12 @@ pub struct ServeConfig {
     #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
 
+    /// Seconds a replica takes an accepted API key on trust before looking
+    /// it up again (which also records its use). With Redis a revocation
+    /// reaches every replica at once; without it, within this time.
+    #[arg(long, env = "KEY_TRUST_SECS", default_value = "5", value_parser = seconds(1..=3600))]
+    pub key_trust_secs: Duration,
+
     #[command(flatten)]
     pub limits: RateLimitSettings,
 

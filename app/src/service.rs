@@ -71,10 +71,16 @@ impl Service {
                 config.database.data_dir.display()
             )
         })?;
+        let revocations = links.shared().map(|shared| http::Revocations {
+            client: shared.client().clone(),
+            channel: format!("{}:keys-revoked", config.cache.redis_key_prefix),
+        });
         let auth = Auth::new(
             config.auth_mode,
             config.admin_api_key.as_deref(),
             store.clone(),
+            config.key_trust_secs,
+            revocations,
         )
         .await
         .context("registering ADMIN_API_KEY")?;

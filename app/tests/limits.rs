@@ -369,3 +369,35 @@ async fn each_key_has_its_own_allowance_and_guessing_is_limited_per_address() {
     // The bootstrap admin key's allowance is its own too.
     assert_eq!(app.get("/keys").await.status(), StatusCode::OK);
 }
+
+/// A key revoked on one replica is refused by another at once when they
+/// share Redis, although that replica had just accepted it and would take
+/// it on trust for ten minutes (`--key-trust-secs 600`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_every_replica_through_redis() {
+    let db = Arc::new(TestDatabase::new(Backend::Sqlite).await);
+    let (redis, prefix) = (redis_url(), unique_prefix());
+    let mut all = flags(Some(&redis), &prefix, &["--key-trust-secs", "600"]);
+    all.extend(["--auth-mode", "api-key"]);
+    let a = TestApp::start(db.clone(), &all).await;
+    let b = TestApp::start(db, &all).await;
+    let res = a
+        .post("/keys", json!({"name": "ci", "scope": "read-only"}))
+        .await;
+    let issued = common::expect_json(res, StatusCode::CREATED).await;
+    let key = issued["secret"].as_str().unwrap().to_owned();
+    let with_key = |app: &TestApp| {
+        app.client
+            .get(format!("{}/urls", app.base))
+            .bearer_auth(&key)
+            .send()
+    };
+    assert_eq!(with_key(&b).await.unwrap().status(), StatusCode::OK);
+    let res = a.delete(&format!("/keys/{}", issued["id"])).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while with_key(&b).await.unwrap().status() != StatusCode::UNAUTHORIZED {
+        assert!(Instant::now() < deadline, "replica b still takes the key");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

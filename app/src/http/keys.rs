@@ -103,8 +103,8 @@ pub async fn show(
     Ok(Json(state.store.get_api_key(id).await?))
 }
 
-/// Revokes a key: refused at once by this replica, within seconds by the
-/// others. Revoking it again changes nothing. `ADMIN_API_KEY` is not
+/// Revokes a key: refused at once by this replica, and by the others as
+/// soon as they hear of it through Redis (within `KEY_TRUST_SECS` without). Revoking it again changes nothing. `ADMIN_API_KEY` is not
 /// revoked here: change the variable.
 #[utoipa::path(delete, path = "/keys/{id}", tag = "keys", params(KeyId),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -121,7 +121,7 @@ pub async fn revoke(
         ));
     }
     let key = state.store.revoke_api_key(id).await?;
-    state.auth.forget_accepted();
+    state.auth.revoked(key.id).await;
     tracing::info!(key_id = key.id, by = ?caller.key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }
