@@ -5,8 +5,10 @@
 //! `ADMIN_API_KEY` (compared in constant time with the hash kept in
 //! memory) or a key issued by `shortener keys create` or `POST /keys`
 //! (looked up by its SHA-256; see [`crate::keys`]). Accepted keys are
-//! remembered for [`ACCEPTED_FOR`], so a revoked key stops working at once
-//! on the replica that revoked it and within that time on the others.
+//! remembered for `KEY_TRUST_SECS` (5 s). A revocation empties that memory
+//! on the replica that made it and, through a Redis channel, on every other
+//! one; without Redis (or while it is away) the others follow within
+//! `KEY_TRUST_SECS`.
 //!
 //! The middleware puts a [`Caller`] on the request; handlers take it as an
 //! extractor and ask it what the key may do: read-only keys are refused any
@@ -31,17 +33,26 @@ use crate::config::AuthMode;
 use crate::keys::sha256_hex;
 use crate::store::{Actor, ApiKey, DynStore, KeyScope, StoreResult};
 
-/// How long an accepted key is taken on trust before it is looked up again
-/// (which also records its use).
-pub const ACCEPTED_FOR: Duration = Duration::from_secs(5);
 /// Most accepted keys remembered at once.
 const ACCEPTED_CAPACITY: u64 = 10_000;
+/// Longest wait for Redis when announcing or following revocations.
+const REDIS_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Accepted keys by hash: taken on trust for a while.
+type Accepted = moka::future::Cache<String, Arc<ApiKey>>;
 
 pub struct Auth {
     mode: AuthMode,
     bootstrap: Option<Bootstrap>,
     store: DynStore,
-    accepted: moka::future::Cache<String, Arc<ApiKey>>,
+    accepted: Arc<Accepted>,
+    revocations: Option<Revocations>,
+}
+
+/// The Redis channel on which replicas announce revocations.
+pub struct Revocations {
+    pub client: redis::Client,
+    pub channel: String,
 }
 
 /// `ADMIN_API_KEY`: its hash, and the id of the row that names it in events.
@@ -51,11 +62,14 @@ struct Bootstrap {
 }
 
 impl Auth {
-    /// With `admin_key`, makes sure a row names it (for event attribution).
+    /// With `admin_key`, makes sure a row names it (for event attribution);
+    /// with `revocations`, follows the other replicas' revocations.
     pub async fn new(
         mode: AuthMode,
         admin_key: Option<&str>,
         store: DynStore,
+        trust: Duration,
+        revocations: Option<Revocations>,
     ) -> StoreResult<Self> {
         let bootstrap = match admin_key {
             Some(key) => Some(Bootstrap {
@@ -66,14 +80,21 @@ impl Auth {
             }),
             None => None,
         };
+        let accepted = Arc::new(
+            moka::future::Cache::builder()
+                .max_capacity(ACCEPTED_CAPACITY)
+                .time_to_live(trust)
+                .build(),
+        );
+        if let Some(revocations) = &revocations {
+            follow_revocations(revocations, Arc::downgrade(&accepted));
+        }
         Ok(Self {
             mode,
             bootstrap,
             store,
-            accepted: moka::future::Cache::builder()
-                .max_capacity(ACCEPTED_CAPACITY)
-                .time_to_live(ACCEPTED_FOR)
-                .build(),
+            accepted,
+            revocations,
         })
     }
 
@@ -114,9 +135,34 @@ impl Auth {
         Ok(caller)
     }
 
-    /// Forgets every accepted key (after a revocation on this replica).
-    pub fn forget_accepted(&self) {
+    /// After a revocation: forgets every accepted key here, and tells the
+    /// other replicas to do the same. If Redis cannot be told, they follow
+    /// within `KEY_TRUST_SECS`.
+    pub async fn revoked(&self, key_id: i64) {
         self.accepted.invalidate_all();
+        let Some(revocations) = &self.revocations else {
+            return;
+        };
+        let announce = async {
+            let mut conn = revocations
+                .client
+                .get_multiplexed_async_connection()
+                .await?;
+            redis::AsyncCommands::publish::<_, _, i64>(&mut conn, &revocations.channel, key_id)
+                .await
+        };
+        match tokio::time::timeout(REDIS_PATIENCE, announce).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(
+                key_id,
+                error = %err,
+                "revocation not announced; other replicas follow within KEY_TRUST_SECS"
+            ),
+            Err(_) => tracing::warn!(
+                key_id,
+                "revocation not announced (Redis too slow); other replicas follow within KEY_TRUST_SECS"
+            ),
+        }
     }
 }
 
@@ -199,6 +245,53 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             ApiError::Internal
         })
     }
+}
+
+/// Empties `accepted` whenever a replica announces a revocation, and each
+/// time the subscription is (re)made (announcements may have been missed
+/// meanwhile), for as long as `accepted` lives.
+fn follow_revocations(revocations: &Revocations, accepted: std::sync::Weak<Accepted>) {
+    let (client, channel) = (revocations.client.clone(), revocations.channel.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = listen_for_revocations(&client, &channel, &accepted).await {
+                tracing::debug!(error = %err, "revocation feed interrupted");
+            }
+            if accepted.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+async fn listen_for_revocations(
+    client: &redis::Client,
+    channel: &str,
+    accepted: &std::sync::Weak<Accepted>,
+) -> redis::RedisResult<()> {
+    use futures_util::StreamExt;
+
+    let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "Redis timed out"));
+    let mut pubsub = tokio::time::timeout(REDIS_PATIENCE, client.get_async_pubsub())
+        .await
+        .map_err(|_| timed_out())??;
+    tokio::time::timeout(REDIS_PATIENCE, pubsub.subscribe(channel))
+        .await
+        .map_err(|_| timed_out())??;
+    let Some(live) = accepted.upgrade() else {
+        return Ok(());
+    };
+    live.invalidate_all();
+    drop(live);
+    let mut messages = pubsub.into_on_message();
+    while messages.next().await.is_some() {
+        let Some(live) = accepted.upgrade() else {
+            return Ok(());
+        };
+        live.invalidate_all();
+    }
+    Ok(())
 }
 
 /// The bearer token of a request, if it has one.
