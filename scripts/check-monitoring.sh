@@ -467,6 +467,12 @@ INHIBITION = [
         ({"alertname": "RedisDown", "severity": "warning", "job": "redis", "signal": "exporter"}, False),
         ({"alertname": "ShortenerRedisDown", "severity": "warning", "job": "links", "instance": "a"}, True),
         ({"alertname": "ShortenerCacheHitRatioLow", "severity": "warning", "job": "links"}, True),
+        ({"alertname": "ShortenerRateLimitFallback", "severity": "warning", "job": "links", "instance": "a"}, True),
+    ]),
+    ("one replica cannot reach Redis", [
+        ({"alertname": "ShortenerRedisDown", "severity": "warning", "job": "links", "instance": "a"}, False),
+        ({"alertname": "ShortenerRateLimitFallback", "severity": "warning", "job": "links", "instance": "a"}, True),
+        ({"alertname": "ShortenerRateLimitFallback", "severity": "warning", "job": "links", "instance": "b"}, False),
     ]),
 ]
 
