@@ -13,6 +13,8 @@
 #
 #   scripts/schemathesis.sh                       the CI run
 #   EXAMPLES=200 SEED=7 scripts/schemathesis.sh   a longer or different run
+#   SHORTENER_BIN=path scripts/schemathesis.sh    that binary instead of a
+#                                                 fresh debug build (A/B runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,9 +32,14 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VER
     "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$VALIDATOR_VERSION"
 fi
 
-echo "== building the service"
-cargo build --quiet --locked -p shortener --bin shortener
-bin="$(cargo metadata --format-version 1 --no-deps | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/shortener"
+if [ -n "${SHORTENER_BIN:-}" ]; then
+  bin=$(realpath "$SHORTENER_BIN")
+  echo "== using $bin"
+else
+  echo "== building the service"
+  cargo build --quiet --locked -p shortener --bin shortener
+  bin="$(cargo metadata --format-version 1 --no-deps | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/shortener"
+fi
 
 rm -rf target/schemathesis
 work=$(mktemp -d)
