@@ -138,7 +138,10 @@ pub fn role_setup_failure(applied: &[Child]) -> Option<Refusal> {
         Some(Refusal {
             reason: ROLE_SETUP_FAILED,
             message: format!(
-                "role-setup Job {name} failed ({why}); until the database roles exist, new app                  pods wait in their migrate init container. See `kubectl logs job/{name}`; once                  the cause is fixed, delete the Job and the operator runs it again                  (docs/runbooks/RoleSetupFailed.md)"
+                "role-setup Job {name} failed ({why}); until the database roles exist, new \
+                 app pods wait in their migrate init container. See `kubectl logs job/{name}`; \
+                 once the cause is fixed, delete the Job and the operator runs it again \
+                 (docs/operator.md, \"Database roles\")"
             ),
         })
     })
