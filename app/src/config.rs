@@ -43,6 +43,12 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseConfig,
 
+    /// Apply pending migrations at start (over MIGRATION_DATABASE_URL when given). `false`:
+    /// change nothing, and refuse to start unless every migration of this build has been
+    /// applied (by `shortener migrate`); the runtime role then needs no DDL rights.
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
     /// Redis for the shared cache (`redis://…`); optional.
     #[arg(long, env = "REDIS_URL", value_parser = starting_with(&["redis://", "rediss://"]))]
     pub redis_url: Option<String>,
@@ -357,6 +363,34 @@ pub enum TraceSampler {
     ParentBasedTraceIdRatio,
 }
 
+/// `shortener migrate`: the database of [`DatabaseConfig`], migrated over
+/// MIGRATION_DATABASE_URL when given, else DATABASE_URL (or the embedded default).
+#[derive(Debug, Clone, Args)]
+pub struct MigrateConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Seconds to wait for a database that is not reachable yet (still starting).
+    #[arg(long, env = "MIGRATE_WAIT_SECS", default_value = "60", value_parser = seconds(0..=3_600))]
+    pub wait_secs: Duration,
+
+    /// Also wait (within MIGRATE_WAIT_SECS) while the login is refused: the role may not
+    /// exist yet, as when a setup job creates it next to this run. Off: a refused login is a
+    /// wrong password, reported at once.
+    #[arg(long, env = "MIGRATE_WAIT_FOR_ROLE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub wait_for_role: bool,
+}
+
+impl MigrateConfig {
+    /// The URL migrations run over (creating the embedded default's data directory).
+    pub fn url(&self) -> std::io::Result<String> {
+        match &self.database.migration_database_url {
+            Some(url) => Ok(url.clone()),
+            None => self.database.resolve(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// `postgres://…` or `sqlite://…`. Unset: an embedded SQLite file in
@@ -556,6 +590,14 @@ mod tests {
         let config = ServeConfig::from_flags(["--trusted-proxies", "10.0.0.0/8,127.0.0.1"])
             .expect("a list parses");
         assert_eq!(config.limits.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn serve_migrates_at_start_unless_told_not_to() {
+        let config = ServeConfig::from_flags(Vec::<String>::new()).expect("defaults parse");
+        assert!(config.migrate_on_start);
+        let config = ServeConfig::from_flags(["--migrate-on-start", "false"]).expect("parses");
+        assert!(!config.migrate_on_start);
     }
 
     #[test]

@@ -2,9 +2,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shortener::config::{DatabaseConfig, LogFormat, ServeConfig};
+use shortener::config::{DatabaseConfig, LogFormat, MigrateConfig, ServeConfig};
 use shortener::service::{self, Service};
-use shortener::store::{KeyScope, Page};
+use shortener::store::{KeyScope, Page, Schema};
 use shortener::{keys, seed, telemetry};
 
 /// The service allocates a little per request (headers, the click, the
@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API.
     Serve(Box<ServeConfig>),
+    /// Apply the database migrations, print what was applied, and exit (idempotent; runs
+    /// started together apply each migration once).
+    Migrate(MigrateConfig),
     /// Seed data in the platform's CSV format.
     #[command(subcommand)]
     Seed(SeedCommand),
@@ -113,6 +116,34 @@ async fn main() -> anyhow::Result<()> {
             telemetry.shutdown().await;
             result
         }
+        Command::Migrate(config) => {
+            let _logs = telemetry::init(LogFormat::Text, None)?;
+            let report = service::migrate(&config).await?;
+            for migration in &report.applied {
+                println!("applied migration {migration}");
+            }
+            if report.applied.is_empty() {
+                println!(
+                    "nothing to apply: the {} migrations of this build were already applied",
+                    report.already
+                );
+            } else {
+                println!(
+                    "applied {} migration(s); {} were already applied",
+                    report.applied.len(),
+                    report.already
+                );
+            }
+            if !report.unknown.is_empty() {
+                let versions: Vec<String> =
+                    report.unknown.iter().map(ToString::to_string).collect();
+                println!(
+                    "the database also has migration(s) {} of a newer build (left as they are)",
+                    versions.join(", ")
+                );
+            }
+            Ok(())
+        }
         Command::Seed(SeedCommand::Generate { out }) => {
             seed::generate::write_dir(&out)
                 .with_context(|| format!("writing {}", out.display()))?;
@@ -124,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Seed(SeedCommand::Load { dir, database }) => {
             let _logs = telemetry::init(LogFormat::Text, None)?;
-            let store = service::connect(&database).await?;
+            let store = service::connect(&database, Schema::Migrate).await?;
             let outcome = seed::load_dir(store.as_ref(), &dir).await?;
             println!(
                 "loaded {} users, {} urls, {} events from {} (rows already present were skipped)",
@@ -161,7 +192,7 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
             if let Err((field, problem)) = request.check() {
                 anyhow::bail!("--{}: {problem}", field.replace('_', "-"));
             }
-            let store = service::connect(&database).await?;
+            let store = service::connect(&database, Schema::Migrate).await?;
             let issued = keys::issue(store.as_ref(), request).await?;
             eprintln!(
                 "issued key {} ({}, scope {}); it is shown only this once:",
@@ -170,7 +201,7 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
             println!("{}", issued.secret);
         }
         KeysCommand::List { database } => {
-            let store = service::connect(&database).await?;
+            let store = service::connect(&database, Schema::Migrate).await?;
             println!("id\tscope\tuser\tprefix\tcreated\texpires\trevoked\tlast used\tname");
             let show = |t: Option<shortener::domain::Timestamp>| {
                 t.map_or_else(
@@ -206,7 +237,7 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id, database } => {
-            let store = service::connect(&database).await?;
+            let store = service::connect(&database, Schema::Migrate).await?;
             let key = store.get_api_key(id).await?;
             if key.bootstrap {
                 anyhow::bail!("key {id} is ADMIN_API_KEY: change the variable to replace it");

@@ -2,7 +2,7 @@
 //! road from configuration to a listening socket and back to a clean stop.
 //!
 //! [`Service::start`] connects (waiting for a database that is still
-//! starting), migrates, builds the parts and warms the caches;
+//! starting), migrates (or checks that `shortener migrate` did), builds the parts and warms the caches;
 //! [`Service::serve`] answers on a listener until shutdown, then finishes
 //! in-flight requests and flushes queued clicks within the grace period.
 
@@ -13,12 +13,12 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::clicks::ClickRecorder;
-use crate::config::{AuthMode, DatabaseConfig, ServeConfig};
+use crate::config::{AuthMode, DatabaseConfig, MigrateConfig, ServeConfig};
 use crate::domain::TargetPolicy;
 use crate::http::{self, AppState, Auth, RateLimit};
 use crate::links::Links;
 use crate::metrics::Metrics;
-use crate::store::{self, DynStore, StoreError};
+use crate::store::{self, DynStore, MigrationReport, Schema, StoreError};
 
 /// How long start-up waits for the database (it may start after us).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
@@ -44,7 +44,12 @@ impl Service {
                 "AUTH_MODE=api-key without ADMIN_API_KEY: every management request will be refused"
             );
         }
-        let store = connect(&config.database).await?;
+        let schema = if config.migrate_on_start {
+            Schema::Migrate
+        } else {
+            Schema::RequireMigrated
+        };
+        let store = connect(&config.database, schema).await?;
         let metrics = Arc::new(Metrics::new()?);
         let links = Arc::new(Links::new(
             store.clone(),
@@ -229,19 +234,74 @@ async fn serve_http1(
 }
 
 /// Connects, retrying while the database is unreachable (it may still be
-/// starting), and applies migrations.
-pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DynStore> {
+/// starting), and applies pending migrations or checks them (`schema`).
+pub async fn connect(config: &DatabaseConfig, schema: Schema) -> anyhow::Result<DynStore> {
     let url = config.resolve().context("creating the data directory")?;
     let migration_url = config.migration_database_url.as_deref();
-    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    if schema == Schema::RequireMigrated && migration_url.is_some() {
+        tracing::info!("MIGRATE_ON_START=false: MIGRATION_DATABASE_URL is not used");
+    }
+    let connect = || store::connect(&url, config.pool_size, migration_url, schema);
+    patiently(CONNECT_PATIENCE, Waiting::ForServer, connect)
+        .await
+        .context("opening the database")
+}
+
+/// `shortener migrate`: applies the pending migrations, waiting (as [`connect`] does, and
+/// also for the role when asked) for a database that cannot be used yet.
+pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<MigrationReport> {
+    let url = config.url().context("creating the data directory")?;
+    let waiting = if config.wait_for_role {
+        Waiting::ForServerAndRole
+    } else {
+        Waiting::ForServer
+    };
+    patiently(config.wait_secs, waiting, || store::migrate(&url))
+        .await
+        .context("migrating the database")
+}
+
+/// What start-up waits out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// A database that cannot be reached yet, or is starting or overloaded.
+    ForServer,
+    /// That, and a refused login: the role does not exist yet (the operator's role-setup Job
+    /// creates it while the app's migrations start).
+    ForServerAndRole,
+}
+
+impl Waiting {
+    fn covers(self, err: &StoreError) -> bool {
+        matches!(err, StoreError::Unavailable(_))
+            || (self == Waiting::ForServerAndRole && err.is_login_refused())
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails with an error `waiting` does not cover, or
+/// `patience` has passed, a second between attempts.
+async fn patiently<T, F, Fut>(
+    patience: Duration,
+    waiting: Waiting,
+    mut attempt: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
-        match store::connect(&url, config.pool_size, migration_url).await {
-            Ok(store) => return Ok(store),
-            Err(StoreError::Unavailable(err)) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %err, "database not reachable yet; retrying");
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(err) if waiting.covers(&err) && tokio::time::Instant::now() < deadline => {
+                if err.is_login_refused() {
+                    tracing::warn!(error = %err, "login refused (the role may not exist yet); retrying");
+                } else {
+                    tracing::warn!(error = %err, "database not reachable yet; retrying");
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(err) => return Err(err).context("opening the database"),
+            Err(err) => return Err(err),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The database roles the operator sets up (`operator/sql/roles.sql`, the very file its
-//! role-setup Job runs) on a real PostgreSQL: the schema owner runs the migrations, the
-//! runtime role serves a whole create/redirect/update/delete cycle, directly and through
+//! role-setup Job runs) on a real PostgreSQL: the schema owner runs the migrations
+//! (`shortener migrate`, waiting for its role as the operator's init container does), the
+//! runtime role, with migrate-on-start off, serves a whole create/redirect/update/delete cycle, directly and through
 //! PgBouncer in transaction pooling, and can do nothing else: no DDL, no ownership, no
 //! superuser, and the statement timeout set on the role itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -151,18 +152,37 @@ async fn assert_console_is_the_admins(bouncer: &PrivatePgBouncer, roles: &Roles,
     assert!(wrong.is_err(), "PgBouncer let a wrong password in");
 }
 
-/// The service as deployed: requests as the runtime role on `runtime`, migrations as the
-/// owner, straight to PostgreSQL.
+/// `shortener migrate` (the real binary) as the schema owner, straight to PostgreSQL, as the
+/// operator's init container runs it: waiting while its role does not exist yet.
+fn spawn_migrate(db: &TestDatabase, roles: &Roles, log: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(common::server::BIN)
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env("MIGRATION_DATABASE_URL", as_user(&db.url, &roles.owner))
+        .env("MIGRATE_WAIT_FOR_ROLE", "true")
+        .env("MIGRATE_WAIT_SECS", "60")
+        .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn migrate_as_owner(db: &TestDatabase, roles: &Roles) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("migrate.log");
+    let status = spawn_migrate(db, roles, &log).wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "migrate as the owner: {stderr}");
+}
+
+/// The service as deployed: `shortener migrate` ran as the owner, then `serve` as the runtime
+/// role with migrate-on-start off (it has no URL with the owner's password at all).
 async fn serve(db: &Arc<TestDatabase>, roles: &Roles, runtime: &str) -> TestApp {
-    let migrations = as_user(&db.url, &roles.owner);
+    migrate_as_owner(db, roles);
     TestApp::start(
         db.clone(),
-        &[
-            "--database-url",
-            runtime,
-            "--migration-database-url",
-            &migrations,
-        ],
+        &["--database-url", runtime, "--migrate-on-start", "false"],
     )
     .await
 }
@@ -313,9 +333,38 @@ async fn runtime_role_serves_requests_and_cannot_change_the_schema() {
     // Declared first, dropped last: after the database that refers to the roles.
     let roles = Roles::new();
     let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
+
+    // The init container may start before the role-setup Job has run: its login is refused
+    // ("role does not exist") and it waits, then migrates once the roles are there.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("migrate.log");
+    let mut early = spawn_migrate(&db, &roles, &log);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("login refused")
+    {
+        assert!(
+            early.try_wait().unwrap().is_none(),
+            "migrate gave up at once"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no login attempt seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     roles.apply(&db.url).await;
     // Idempotent: a second run (the next version of the Job) changes nothing that matters.
     roles.apply(&db.url).await;
+    let status = early.wait().unwrap();
+    let stdout = std::fs::read_to_string(log.with_extension("out")).unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(stdout.contains("applied migration 1 (init)"), "{stdout}");
 
     let app = serve(&db, &roles, &as_user(&db.url, &roles.app)).await;
     full_cycle(&app).await;

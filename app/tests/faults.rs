@@ -28,9 +28,9 @@ use shortener::domain::{ShortCode, TargetUrl};
 use shortener::metrics::Metrics;
 use shortener::store::{
     Actor, ApiKey, BatchOrigin, Click, ClickBatch, Event, EventFilter, ImportOutcome, ImportedUser,
-    Listing, NewApiKey, NewEvent, NewUrl, NewUser, Page, PoolStats, RedirectTarget, SeedData,
-    SeedOutcome, Store, StoreError, StoreResult, Url, UrlFilter, UrlPatch, UrlStats, User,
-    UserDeletion, UserPatch,
+    Listing, NewApiKey, NewEvent, NewUrl, NewUser, Page, PoolStats, RedirectTarget, Schema,
+    SeedData, SeedOutcome, Store, StoreError, StoreResult, Url, UrlFilter, UrlPatch, UrlStats,
+    User, UserDeletion, UserPatch,
 };
 
 const DATABASE: &str = "shortener";
@@ -436,7 +436,9 @@ impl Store for AnswerLost {
 async fn a_committed_write_whose_answer_was_lost_is_not_counted_twice() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let inner = shortener::store::connect(&url, 1, None).await.unwrap();
+    let inner = shortener::store::connect(&url, 1, None, Schema::Migrate)
+        .await
+        .unwrap();
     let store = Arc::new(AnswerLost {
         inner,
         lose_next: AtomicBool::new(true),
@@ -485,10 +487,10 @@ async fn what_pgbouncer_and_a_restarting_postgres_answer_is_unavailable() {
     let pg = PrivatePostgres::start();
     pg.create_database(DATABASE);
     let bouncer = PrivatePgBouncer::start(&pg);
-    let direct = shortener::store::connect(&pg.url(DATABASE), 2, None)
+    let direct = shortener::store::connect(&pg.url(DATABASE), 2, None, Schema::Migrate)
         .await
         .unwrap();
-    let pooled = shortener::store::connect(&bouncer.url(DATABASE), 2, None)
+    let pooled = shortener::store::connect(&bouncer.url(DATABASE), 2, None, Schema::Migrate)
         .await
         .unwrap();
     direct.ping().await.unwrap();

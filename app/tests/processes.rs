@@ -11,6 +11,7 @@ use common::server::{BIN, Server, call, client};
 use common::{ADMIN_KEY, Backend, TestDatabase};
 use reqwest::StatusCode;
 use serde_json::json;
+use sqlx::Connection;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_agree() {
@@ -307,4 +308,149 @@ async fn sigkill_under_load_loses_no_answered_click() {
     // Recorded may exceed answered (committed, then killed before the
     // response left), never the other way round.
     assert!(stats.redirect_count >= i64::try_from(answered).unwrap());
+}
+
+/// `shortener migrate` with `env`, from a fresh working directory: (success, stdout, stderr).
+fn migrate(env: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("MIGRATION_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The migrations of this build, as `shortener migrate` names them.
+fn migration_count() -> usize {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+/// The deployment's order, with the real binary: `serve` that may not migrate refuses an
+/// unmigrated database, naming what is missing; `migrate` applies everything once (a second
+/// run, and runs started together, apply nothing more); `serve` then starts and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_command_applies_once_and_serve_without_migrating_requires_it() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let known = migration_count();
+
+    let mut refused = Server::start(&db.url, &[("MIGRATE_ON_START", "false")]);
+    let status = refused.child.wait().unwrap();
+    assert!(!status.success(), "serve started on an unmigrated database");
+    let logs = refused.logs();
+    assert!(
+        logs.contains("the database lacks migration(s) 1 (init), 2 (redirect count shards)")
+            && logs.contains("shortener migrate"),
+        "{logs}"
+    );
+    // It changed nothing: not even the history table exists.
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let history: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(history, None, "serve without migrating created the history");
+
+    // Over MIGRATION_DATABASE_URL, which wins over DATABASE_URL.
+    let (ok, stdout, stderr) = migrate(&[
+        ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nowhere"),
+        ("MIGRATION_DATABASE_URL", &db.url),
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.matches("applied migration ").count(),
+        known,
+        "{stdout}"
+    );
+    assert!(stdout.contains("applied migration 1 (init)"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "applied {known} migration(s); 0 were already applied"
+        )),
+        "{stdout}"
+    );
+
+    // Again, twice at once: nothing left to apply, and the lock makes both agree.
+    let url = db.url.clone();
+    let again = std::thread::spawn(move || migrate(&[("DATABASE_URL", url.as_str())]));
+    let (ok, stdout, stderr) = migrate(&[("DATABASE_URL", &db.url)]);
+    assert!(ok, "{stderr}");
+    let (ok2, stdout2, stderr2) = again.join().unwrap();
+    assert!(ok2, "{stderr2}");
+    for out in [stdout, stdout2] {
+        assert!(
+            out.contains(&format!(
+                "nothing to apply: the {known} migrations of this build were already applied"
+            )),
+            "{out}"
+        );
+    }
+
+    let mut server = Server::start(&db.url, &[("MIGRATE_ON_START", "false")]);
+    let http = client();
+    server.wait_ready(&http, "/health").await;
+    let (status, _) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/urls", server.base),
+        Some(json!({"original_url": "https://example.com/migrated"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(server.terminate().success());
+}
+
+/// A migration the database has and this build does not (the image was rolled back) is
+/// reported and allowed, by `migrate` and by `serve` that may not migrate (which logs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_builds_migration_is_allowed_with_a_warning() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let (ok, _, stderr) = migrate(&[("DATABASE_URL", &db.url)]);
+    assert!(ok, "{stderr}");
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from a newer build', true, '\\x00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (ok, stdout, stderr) = migrate(&[("DATABASE_URL", &db.url)]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("also has migration(s) 99990101000000 of a newer build"),
+        "{stdout}"
+    );
+    let mut server = Server::start(&db.url, &[("MIGRATE_ON_START", "false")]);
+    let http = client();
+    server.wait_ready(&http, "/health").await;
+    assert!(server.terminate().success());
+}
+
+/// A database that never answers, or refuses the login: `migrate` gives up with the cause,
+/// within its patience, and exits non-zero.
+#[test]
+fn migrate_command_fails_clearly() {
+    let port = common::server::free_port();
+    let nowhere = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let (ok, _, stderr) = migrate(&[("DATABASE_URL", &nowhere), ("MIGRATE_WAIT_SECS", "1")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("migrating the database") && stderr.contains("database unavailable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not reachable yet; retrying"),
+        "it waited first: {stderr}"
+    );
 }

@@ -172,6 +172,7 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
         };
 
     refusals.extend(more_refusals);
+    refusals.extend(status::role_setup_failure(&applied));
     let readiness = Readiness::of(&applied);
     let monitoring_crds = observed.monitoring_crds;
     let new = status::reconciled(

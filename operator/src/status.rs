@@ -108,6 +108,45 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// The Degraded reason of a role-setup Job that failed.
+pub const ROLE_SETUP_FAILED: &str = "RoleSetupFailed";
+
+/// A role-setup Job the Job controller marked Failed (its retries, `backoffLimit`, are used
+/// up), as a Degraded reason naming the Job. Until the roles exist, the app's init container
+/// cannot log in to migrate, so new app pods do not start; the Job stays Failed until deleted,
+/// and the next pass creates it again. `None` while the Job runs or once it has succeeded.
+pub fn role_setup_failure(applied: &[Child]) -> Option<Refusal> {
+    applied.iter().find_map(|child| {
+        let Child::Job(job) = child else {
+            return None;
+        };
+        let labels = job.metadata.labels.as_ref();
+        let component = labels.and_then(|l| l.get("app.kubernetes.io/component"));
+        if component.map(String::as_str) != Some(Component::RoleSetup.as_str()) {
+            return None;
+        }
+        let status = job.status.as_ref()?;
+        let mut conditions = status.conditions.iter().flatten();
+        let failed = conditions.find(|c| c.type_ == "Failed" && c.status == "True")?;
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let why = match (failed.reason.as_deref(), failed.message.as_deref()) {
+            (Some(reason), Some(message)) => format!("{reason}: {message}"),
+            (Some(reason), None) => reason.to_string(),
+            (None, Some(message)) => message.to_string(),
+            (None, None) => "no reason given".to_string(),
+        };
+        Some(Refusal {
+            reason: ROLE_SETUP_FAILED,
+            message: format!(
+                "role-setup Job {name} failed ({why}); until the database roles exist, new \
+                 app pods wait in their migrate init container. See `kubectl logs job/{name}`; \
+                 once the cause is fixed, delete the Job and the operator runs it again \
+                 (docs/operator.md, \"Database roles\")"
+            ),
+        })
+    })
+}
+
 /// (type, status, reason, message) of one condition.
 type Entry<'a> = (&'a str, bool, &'a str, &'a str);
 
@@ -332,6 +371,7 @@ mod tests {
     use crate::children::testing::shortener;
     use crate::crd::ShortenerSpec;
     use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet};
+    use k8s_openapi::api::batch::v1::Job;
     use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
 
@@ -520,5 +560,88 @@ mod tests {
             notices[1].note
         );
         assert_eq!(notices[1].type_, EventType::Warning);
+    }
+
+    /// A role-setup Job as the API server returns it, with these status conditions.
+    fn role_job(conditions: serde_json::Value) -> Child {
+        let job: Job = serde_json::from_value(json!({
+            "metadata": { "name": "links-postgres-roles-0123456789",
+                          "labels": { "app.kubernetes.io/component": "postgres-roles" } },
+            "spec": { "template": {} },
+            "status": { "conditions": conditions },
+        }))
+        .unwrap();
+        Child::Job(job)
+    }
+
+    #[test]
+    fn a_failed_role_setup_job_degrades_the_shortener_until_it_succeeds() {
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let ready = deployment("app", 3, 3, 3);
+        let failed = role_job(json!([
+            { "type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+              "message": "Job has reached the specified backoff limit" },
+            { "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+              "message": "Job has reached the specified backoff limit" },
+        ]));
+        let applied = [ready.clone(), failed];
+        let refusal = role_setup_failure(&applied).unwrap();
+        assert_eq!(refusal.reason, "RoleSetupFailed");
+        assert!(
+            refusal.message.starts_with(
+                "role-setup Job links-postgres-roles-0123456789 failed (BackoffLimitExceeded: \
+                 Job has reached the specified backoff limit)"
+            ),
+            "{}",
+            refusal.message
+        );
+        let readiness = Readiness::of(&applied);
+        let degraded = reconciled(
+            &instance,
+            &Default::default(),
+            true,
+            &readiness,
+            &[refusal],
+            &time(1),
+        );
+        let condition = degraded
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .unwrap();
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("True", "RoleSetupFailed")
+        );
+        assert!(
+            condition
+                .message
+                .contains("links-postgres-roles-0123456789")
+        );
+        let events = notices(&Default::default(), &degraded, &Pass::default());
+        let warned = events.iter().find(|n| n.reason == "Degraded").unwrap();
+        assert_eq!(warned.type_, EventType::Warning);
+        assert!(warned.note.contains("links-postgres-roles-0123456789"));
+
+        // Running, then succeeded (the Job the next pass made): nothing to report, and the
+        // condition clears.
+        for conditions in [
+            json!([]),
+            json!([{ "type": "Complete", "status": "True" },
+                   { "type": "SuccessCriteriaMet", "status": "True" }]),
+        ] {
+            let applied = [ready.clone(), role_job(conditions)];
+            assert_eq!(role_setup_failure(&applied), None);
+        }
+        let cleared = reconciled(&instance, &degraded, true, &readiness, &[], &time(2));
+        assert!(condition_is(&cleared, DEGRADED, "False"));
+        // A Job of another component is not the role setup's.
+        let Child::Job(mut other) = role_job(json!([{ "type": "Failed", "status": "True" }]))
+        else {
+            unreachable!()
+        };
+        other.metadata.labels = None;
+        assert_eq!(role_setup_failure(&[Child::Job(other)]), None);
     }
 }

@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use sqlx::Postgres;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection, Postgres};
 
 use futures_util::future::BoxFuture;
 
+use super::migrations::{self, MigrationReport};
 use super::sql::{Dialect, SqlStore, sql};
-use super::{BatchOrigin, Click, StoreResult};
+use super::{BatchOrigin, Click, Schema, StoreResult};
 use crate::domain::{Timestamp, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -113,24 +114,18 @@ impl Dialect for Postgres {
 }
 
 impl PgStore {
-    /// Connects and applies pending migrations. sqlx's migrator holds a
-    /// PostgreSQL advisory lock while it runs, so replicas starting together
-    /// apply each migration exactly once. That lock lives in a session, so
-    /// behind PgBouncer in transaction mode pass `migration_url`, a direct
-    /// connection to PostgreSQL, for the migrations.
+    /// Connects, and applies pending migrations or checks that none is pending (`schema`).
+    /// Migrations go over `migration_url` when given: they hold a session advisory lock (see
+    /// `migrations.rs`), which PgBouncer in transaction mode cannot keep, and run DDL, which
+    /// the runtime role may not.
     pub async fn connect(
         database_url: &str,
         pool_size: u32,
         migration_url: Option<&str>,
+        schema: Schema,
     ) -> StoreResult<Self> {
-        if let Some(url) = migration_url {
-            let direct = PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(url.parse::<PgConnectOptions>()?)
-                .await?;
-            MIGRATOR.run(&direct).await?;
-            direct.close().await;
+        if let (Schema::Migrate, Some(url)) = (schema, migration_url) {
+            migrate(url).await?;
         }
         let options: PgConnectOptions = database_url.parse()?;
         let pool = PgPoolOptions::new()
@@ -140,12 +135,50 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
-        if migration_url.is_none() {
-            MIGRATOR.run(&pool).await?;
+        match schema {
+            Schema::Migrate if migration_url.is_none() => {
+                let mut conn = pool.acquire().await?;
+                migrations::apply(&MIGRATOR, &mut *conn).await?;
+            }
+            Schema::Migrate => {}
+            Schema::RequireMigrated => {
+                let applied = match sqlx::query_as(migrations::READ_HISTORY)
+                    .fetch_all(&pool)
+                    .await
+                {
+                    Ok(applied) => applied,
+                    Err(err) if migrations::is_missing_history(&err) => Vec::new(),
+                    Err(err) => return Err(err.into()),
+                };
+                migrations::compare(&MIGRATOR, &applied).require_current()?;
+            }
         }
         Ok(Self {
             writer: pool.clone(),
             pool,
         })
     }
+}
+
+/// Longest the connection for migrations may take to open (a pool's acquire timeout bounds
+/// the others): an unanswered connect is then retried like a refused one.
+const MIGRATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Applies the pending migrations over one direct connection to `url`.
+pub async fn migrate(url: &str) -> StoreResult<MigrationReport> {
+    let options = url.parse::<PgConnectOptions>()?;
+    let connecting = PgConnection::connect_with(&options);
+    let mut conn = match tokio::time::timeout(MIGRATION_CONNECT_TIMEOUT, connecting).await {
+        Ok(conn) => conn?,
+        Err(_) => {
+            let timeout = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting for the migrations timed out",
+            );
+            return Err(sqlx::Error::Io(timeout).into());
+        }
+    };
+    let report = migrations::apply(&MIGRATOR, &mut conn).await?;
+    conn.close().await?;
+    Ok(report)
 }

@@ -4,11 +4,14 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Sqlite;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, Sqlite};
 
-use super::StoreResult;
+use super::migrations::{self, MigrationReport};
 use super::sql::{Dialect, GET_URL, SqlStore, sql};
+use super::{Schema, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -35,21 +38,32 @@ impl Dialect for Sqlite {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database file and applies migrations.
-    pub async fn connect(database_url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(database_url)?
-            .create_if_missing(true)
-            // WAL lets readers proceed while the writer commits.
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+    /// Opens (creating if missing) the database file, and applies pending migrations or
+    /// checks that none is pending (`schema`).
+    pub async fn connect(database_url: &str, schema: Schema) -> StoreResult<Self> {
+        let options = options(database_url)?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
-        MIGRATOR.run(&writer).await?;
+        match schema {
+            Schema::Migrate => {
+                let mut conn = writer.acquire().await?;
+                migrations::apply(&MIGRATOR, &mut *conn).await?;
+            }
+            Schema::RequireMigrated => {
+                let applied = match sqlx::query_as(migrations::READ_HISTORY)
+                    .fetch_all(&writer)
+                    .await
+                {
+                    Ok(applied) => applied,
+                    Err(err) if migrations::is_missing_history(&err) => Vec::new(),
+                    Err(err) => return Err(err.into()),
+                };
+                migrations::compare(&MIGRATOR, &applied).require_current()?;
+            }
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(3))
@@ -57,4 +71,22 @@ impl SqliteStore {
             .await?;
         Ok(Self { pool, writer })
     }
+}
+
+fn options(database_url: &str) -> StoreResult<SqliteConnectOptions> {
+    Ok(SqliteConnectOptions::from_str(database_url)?
+        .create_if_missing(true)
+        // WAL lets readers proceed while the writer commits.
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5)))
+}
+
+/// Applies the pending migrations to the file at `database_url` (creating it if missing).
+pub async fn migrate(database_url: &str) -> StoreResult<MigrationReport> {
+    let mut conn = SqliteConnection::connect_with(&options(database_url)?).await?;
+    let report = migrations::apply(&MIGRATOR, &mut conn).await?;
+    conn.close().await?;
+    Ok(report)
 }

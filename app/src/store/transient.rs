@@ -102,9 +102,32 @@ pub fn is_transient_error(err: &sqlx::Error) -> bool {
     }
 }
 
+/// SQLSTATEs of a refused login: invalid_password (also what PostgreSQL answers for a role
+/// that does not exist, under password authentication) and
+/// invalid_authorization_specification (no such role, no `pg_hba.conf` entry). Never
+/// transient in general; worth waiting out only where the role is known to be on its way.
+const LOGIN_REFUSED: &[&str] = &["28P01", "28000"];
+
+/// Whether the server refused the login.
+pub fn is_login_refused(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| LOGIN_REFUSED.contains(&code.as_ref())),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_login_is_not_transient() {
+        for code in LOGIN_REFUSED {
+            assert!(!is_transient(Some(code), "password authentication failed"));
+        }
+    }
 
     #[test]
     fn connection_loss_and_shutdowns_are_transient() {

@@ -115,9 +115,14 @@ impl TestDatabase {
     }
 
     pub async fn store(&self) -> DynStore {
-        store::connect(&self.url, 10, self.migration_url.as_deref())
-            .await
-            .unwrap()
+        store::connect(
+            &self.url,
+            10,
+            self.migration_url.as_deref(),
+            store::Schema::Migrate,
+        )
+        .await
+        .unwrap()
     }
 
     /// The same database reached through `addr` (a fault-injection proxy).

@@ -125,6 +125,8 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
                 &external.secret_name,
                 &external.key,
             ));
+            // One URL for both: the service migrates at start over it (an external
+            // database's roles are its administrator's; see docs/operator.md).
             env.push(secret_env(
                 "MIGRATION_DATABASE_URL",
                 &external.secret_name,
@@ -149,23 +151,10 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
                     pgbouncer::PORT
                 ),
             }));
-            // Migrations run at start as the schema owner. They take advisory locks and run
-            // DDL, which a transaction-mode pooler cannot carry, so they go straight to
-            // PostgreSQL.
-            env.push(secret_env(
-                "OWNER_DB_PASSWORD",
-                &instance.owner_secret_name(),
-                "password",
-            ));
-            env.push(json!({
-                "name": "MIGRATION_DATABASE_URL",
-                "value": format!(
-                    "postgres://{}:$(OWNER_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
-                    roles::OWNER_ROLE,
-                    instance.child_name(Component::Postgres),
-                    postgres::PORT
-                ),
-            }));
+            // The migrations run before, in the init container, as the schema owner: this
+            // container has no credential that can change the schema, and checks the schema
+            // instead of migrating it.
+            env.push(json!({ "name": "MIGRATE_ON_START", "value": "false" }));
         }
     }
     match &spec.redis.external {
@@ -214,6 +203,47 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
     env
 }
 
+/// How long the init container waits for PostgreSQL and the owner role (a new instance runs
+/// initdb, then the role-setup Job); past it, it exits and the kubelet starts it again.
+const MIGRATE_WAIT_SECS: u32 = 300;
+
+/// The init container of the embedded database: `shortener migrate` as the schema owner,
+/// straight to PostgreSQL (migrations take a session advisory lock and run DDL, which a
+/// transaction-mode pooler cannot carry). The only container that sees the owner's password.
+/// `None` for an external database, whose URL the service migrates over at start.
+fn migrate_container(instance: &Instance<'_>) -> Option<Value> {
+    let spec = instance.spec();
+    if spec.database.external.is_some() {
+        return None;
+    }
+    Some(json!({
+        "name": "migrate",
+        "image": spec.app.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["migrate"],
+        "env": [
+            // Referenced, never copied: the kubelet expands $(OWNER_DB_PASSWORD).
+            secret_env("OWNER_DB_PASSWORD", &instance.owner_secret_name(), "password"),
+            {
+                "name": "MIGRATION_DATABASE_URL",
+                "value": format!(
+                    "postgres://{}:$(OWNER_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
+                    roles::OWNER_ROLE,
+                    instance.child_name(Component::Postgres),
+                    postgres::PORT
+                ),
+            },
+            // The role-setup Job may not have created the owner yet: a refused login
+            // is waited out, like a server that is still starting.
+            { "name": "MIGRATE_WAIT_FOR_ROLE", "value": "true" },
+            { "name": "MIGRATE_WAIT_SECS", "value": MIGRATE_WAIT_SECS.to_string() },
+            { "name": "RUST_LOG", "value": spec.app.log_level },
+        ],
+        "resources": resources(spec.app.resources.as_ref(), BUDGET),
+        "securityContext": restricted_container_security(true),
+    }))
+}
+
 pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
     let spec = instance.spec();
     let name = instance.child_name(Component::App);
@@ -230,7 +260,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
             "failureThreshold": failures,
         })
     };
-    let value = json!({
+    let mut value = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": instance.meta(name.clone(), Component::App),
@@ -297,6 +327,9 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
             },
         },
     });
+    if let Some(migrate) = migrate_container(instance) {
+        value["spec"]["template"]["spec"]["initContainers"] = json!([migrate]);
+    }
     typed("app Deployment", value)
 }
 
@@ -458,58 +491,105 @@ mod tests {
         assert_hardened(&serde_json::to_value(pod).unwrap());
     }
 
+    /// `(name, secret name)` of each variable of `container` read from a Secret.
+    fn secret_refs(container: &k8s_openapi::api::core::v1::Container) -> Vec<(String, String)> {
+        let env = container.env.clone().unwrap_or_default();
+        env.iter()
+            .filter_map(|e| {
+                let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                Some((e.name.clone(), r.name.clone()))
+            })
+            .collect()
+    }
+
+    fn value_of(container: &k8s_openapi::api::core::v1::Container, name: &str) -> Option<String> {
+        let env = container.env.as_ref()?;
+        env.iter().find(|e| e.name == name)?.value.clone()
+    }
+
     #[test]
-    fn deployment_wires_database_through_pgbouncer_and_migrations_direct() {
+    fn the_owner_secret_reaches_only_the_init_container_that_migrates() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
         let d = deployment(&i, &config_map(&i)).unwrap();
         let pod = d.spec.unwrap().template.spec.unwrap();
-        let env = pod.containers[0].env.clone().unwrap();
-        let value = |name: &str| {
-            env.iter()
-                .find(|e| e.name == name)
-                .and_then(|e| e.value.clone())
-                .unwrap()
-        };
-        // Requests as the runtime role through the pooler; the owner only for migrations,
-        // straight to PostgreSQL; the superuser nowhere.
+
+        // The init container: `shortener migrate` as the owner, straight to PostgreSQL,
+        // waiting for the role-setup Job's roles.
+        let init = pod.init_containers.clone().unwrap();
+        assert_eq!(init.len(), 1);
+        let migrate = &init[0];
+        assert_eq!(migrate.args, Some(vec!["migrate".to_string()]));
+        assert_eq!(migrate.image, pod.containers[0].image);
         assert_eq!(
-            value("DATABASE_URL"),
-            "postgres://shortener_app:$(APP_DB_PASSWORD)@links-pgbouncer:6432/shortener"
-        );
-        assert_eq!(
-            value("MIGRATION_DATABASE_URL"),
-            "postgres://shortener_owner:$(OWNER_DB_PASSWORD)@links-postgres:5432/shortener"
-        );
-        let secret = |name: &str| {
-            let e = env.iter().find(|e| e.name == name).unwrap();
-            let r = e
-                .value_from
-                .as_ref()
-                .unwrap()
-                .secret_key_ref
-                .as_ref()
-                .unwrap();
-            (r.name.clone(), r.key.clone())
-        };
-        assert_eq!(
-            secret("APP_DB_PASSWORD"),
-            ("links-db-app".into(), "password".into())
+            value_of(migrate, "MIGRATION_DATABASE_URL").as_deref(),
+            Some("postgres://shortener_owner:$(OWNER_DB_PASSWORD)@links-postgres:5432/shortener")
         );
         assert_eq!(
-            secret("OWNER_DB_PASSWORD"),
-            ("links-db-owner".into(), "password".into())
+            value_of(migrate, "MIGRATE_WAIT_FOR_ROLE").as_deref(),
+            Some("true")
         );
-        assert!(
-            !env.iter()
-                .any(|e| serde_json::to_string(e).unwrap().contains("\"links-db\""))
+        assert_eq!(
+            secret_refs(migrate),
+            vec![(
+                "OWNER_DB_PASSWORD".to_string(),
+                "links-db-owner".to_string()
+            )]
         );
-        // A password must precede its users, or the kubelet leaves $(VAR) unexpanded.
+        let names: Vec<_> = migrate
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        assert!(pos("OWNER_DB_PASSWORD") < pos("MIGRATION_DATABASE_URL"));
+        assert_hardened(&serde_json::to_value(&pod).unwrap());
+
+        // The serving container: the runtime role through the pooler, no migration.
+        let serving = &pod.containers[0];
+        assert_eq!(
+            value_of(serving, "DATABASE_URL").as_deref(),
+            Some("postgres://shortener_app:$(APP_DB_PASSWORD)@links-pgbouncer:6432/shortener")
+        );
+        assert_eq!(
+            value_of(serving, "MIGRATE_ON_START").as_deref(),
+            Some("false")
+        );
+        assert_eq!(value_of(serving, "MIGRATION_DATABASE_URL"), None);
+        let secrets: Vec<_> = secret_refs(serving).into_iter().map(|(_, s)| s).collect();
+        assert!(secrets.contains(&"links-db-app".to_string()), "{secrets:?}");
+        // Neither the owner's Secret nor the superuser's, in any form.
+        let serving_text = serde_json::to_string(serving).unwrap();
+        assert!(!serving_text.contains("links-db-owner"), "{serving_text}");
+        assert!(!serving_text.contains("\"links-db\""), "{serving_text}");
+        assert!(!serving_text.contains("shortener_owner"), "{serving_text}");
         let names = env_names(&deployment(&i, &config_map(&i)).unwrap());
         let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
         assert!(pos("APP_DB_PASSWORD") < pos("DATABASE_URL"));
-        assert!(pos("OWNER_DB_PASSWORD") < pos("MIGRATION_DATABASE_URL"));
         assert!(names.contains(&"ADMIN_API_KEY".to_string()));
+    }
+
+    #[test]
+    fn an_external_database_is_migrated_by_the_service_at_start() {
+        let mut spec = ShortenerSpec::default();
+        spec.database.external = Some(ExternalSecretRef {
+            secret_name: "pg".into(),
+            key: "dsn".into(),
+        });
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let d = deployment(&i, &config_map(&i)).unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        assert!(pod.init_containers.is_none());
+        let serving = &pod.containers[0];
+        assert_eq!(
+            value_of(serving, "MIGRATE_ON_START"),
+            None,
+            "the default: true"
+        );
+        let refs = secret_refs(serving);
+        assert!(refs.contains(&("MIGRATION_DATABASE_URL".into(), "pg".into())));
     }
 
     #[test]

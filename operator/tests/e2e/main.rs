@@ -94,6 +94,7 @@ fn tests() -> Vec<Test> {
         test!(privilege::an_object_it_did_not_create_is_left_alone),
         test!(privilege::namespaced_install_grants_nothing_outside_its_namespaces),
         test!(roles::each_database_role_has_its_own_credentials_and_the_setup_job_runs_the_sql),
+        test!(roles::a_failed_role_setup_job_is_reported_until_it_succeeds),
         test!(roles::postgres_eviction_waits_for_a_maintenance_window),
         test!(drift::deleted_service_and_edited_deployment_are_restored),
         test!(pruning::disabled_components_are_pruned_and_lookalikes_survive),

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ResourceQuota, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
@@ -14,7 +14,7 @@ use kube::api::{DynamicObject, EvictParams, ListParams};
 use serde_json::{Value, json};
 
 use crate::changes::ready_minimal;
-use crate::cluster::{Result, TIMEOUT, api_of, at, eventually};
+use crate::cluster::{Result, TIMEOUT, api_of, at, eventually, kubectl};
 use crate::stack::{patch_spec, wait_ready};
 use crate::{Ctx, ensure};
 
@@ -62,8 +62,8 @@ fn secret_ref(var: &Value) -> (String, String) {
 }
 
 /// Superuser, schema owner, runtime role and PgBouncer's console admin each have a generated
-/// password of their own; the app connects as the runtime role through the pooler and as
-/// the owner only for its migrations; the pooler's userlist holds the runtime role and its
+/// password of their own; the app serves as the runtime role through the pooler, and only its
+/// init container, which migrates, has the owner's; the pooler's userlist holds the runtime role and its
 /// admin only; the role-setup Job runs the repository's role SQL as the superuser, and a new
 /// timeout is a new Job, the old one pruned.
 pub async fn each_database_role_has_its_own_credentials_and_the_setup_job_runs_the_sql(
@@ -107,28 +107,52 @@ pub async fn each_database_role_has_its_own_credentials_and_the_setup_job_runs_t
         "PgBouncer's userlist holds more or other than the runtime role and its admin"
     );
 
-    // The app: requests as the runtime role through the pooler, migrations as the owner
-    // straight to PostgreSQL, the superuser's Secret nowhere.
+    // The app: requests as the runtime role through the pooler with migrate-on-start off;
+    // the migrations in the init container, as the owner straight to PostgreSQL; the owner's
+    // Secret referenced by the init container only, the superuser's nowhere.
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let app = serde_json::to_value(deployments.get("links").await?)?;
-    let container = &app["spec"]["template"]["spec"]["containers"][0];
+    let pod = &app["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
     ensure!(
         env_var(container, "DATABASE_URL")["value"]
             == "postgres://shortener_app:$(APP_DB_PASSWORD)@links-pgbouncer:6432/shortener"
             && secret_ref(&env_var(container, "APP_DB_PASSWORD"))
-                == ("links-db-app".into(), "password".into()),
-        "DATABASE_URL: {} from {}",
+                == ("links-db-app".into(), "password".into())
+            && env_var(container, "MIGRATE_ON_START")["value"] == "false",
+        "serving container: DATABASE_URL {} from {}, MIGRATE_ON_START {}",
         env_var(container, "DATABASE_URL"),
-        env_var(container, "APP_DB_PASSWORD")
+        env_var(container, "APP_DB_PASSWORD"),
+        env_var(container, "MIGRATE_ON_START")
     );
+    let serving = container.to_string();
     ensure!(
-        env_var(container, "MIGRATION_DATABASE_URL")["value"]
+        !serving.contains("links-db-owner")
+            && !serving.contains("shortener_owner")
+            && env_var(container, "MIGRATION_DATABASE_URL").is_null(),
+        "the serving container can reach the owner's credentials: {serving}"
+    );
+    let init = pod["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        init.len() == 1 && init[0]["args"] == json!(["migrate"]),
+        "init containers: {init:?}"
+    );
+    let migrate = &init[0];
+    ensure!(
+        env_var(migrate, "MIGRATION_DATABASE_URL")["value"]
             == "postgres://shortener_owner:$(OWNER_DB_PASSWORD)@links-postgres:5432/shortener"
-            && secret_ref(&env_var(container, "OWNER_DB_PASSWORD"))
-                == ("links-db-owner".into(), "password".into()),
-        "MIGRATION_DATABASE_URL: {} from {}",
-        env_var(container, "MIGRATION_DATABASE_URL"),
-        env_var(container, "OWNER_DB_PASSWORD")
+            && secret_ref(&env_var(migrate, "OWNER_DB_PASSWORD"))
+                == ("links-db-owner".into(), "password".into())
+            && env_var(migrate, "MIGRATE_WAIT_FOR_ROLE")["value"] == "true",
+        "init container: {migrate}"
+    );
+    let owner_refs = app.to_string().matches("\"links-db-owner\"").count();
+    ensure!(
+        owner_refs == 1,
+        "the owner's Secret is referenced {owner_refs} times in the app Deployment"
     );
     let app_text = app.to_string();
     ensure!(
@@ -367,4 +391,167 @@ pub async fn postgres_eviction_waits_for_a_maintenance_window(ctx: &Ctx) -> Resu
 
 fn ns(ctx: &Ctx) -> &str {
     &ctx.ns
+}
+
+/// Waits for the role-setup Job named other than `old` and returns its name.
+async fn new_role_setup_job(ctx: &Ctx, old: &str) -> Result<String> {
+    eventually("a new role-setup Job", TIMEOUT, || async move {
+        let jobs = role_setup_jobs(ctx).await.map_err(|e| e.to_string())?;
+        let names: Vec<String> = jobs
+            .iter()
+            .filter_map(|j| j.metadata.name.clone())
+            .collect();
+        match names.as_slice() {
+            [name] if name != old => Ok(name.clone()),
+            _ => Err(format!("role-setup Jobs: {names:?}")),
+        }
+    })
+    .await
+}
+
+/// The Degraded condition's (status, reason, message).
+async fn degraded(ctx: &Ctx) -> Result<(String, String, String)> {
+    let s = crate::stack::shortener(&ctx.client, &ctx.ns, "links").await?;
+    let condition = at(&s.data, "/status/conditions")
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+        .cloned()
+        .unwrap_or_default();
+    let text = |key: &str| condition[key].as_str().unwrap_or_default().to_string();
+    Ok((text("status"), text("reason"), text("message")))
+}
+
+/// A role-setup Job that failed is reported (Degraded, RoleSetupFailed, naming the Job) until,
+/// the cause fixed and the Job deleted as the runbook says, the Job the operator creates again
+/// succeeds. kwok completes every Job pod it runs, so the failure is made as follows: a
+/// ResourceQuota leaves no room for the new Job's pod (the Job controller cannot create it),
+/// and the Job's status subresource is then set as the Job controller sets it once
+/// `backoffLimit` is used up (FailureTarget and Failed, BackoffLimitExceeded); a finished Job
+/// is left alone by the Job controller from then on.
+pub async fn a_failed_role_setup_job_is_reported_until_it_succeeds(ctx: &Ctx) -> Result {
+    ready_minimal(ctx).await?;
+    let ns = ctx.ns.as_str();
+    let first = role_setup_job(ctx).await?.metadata.name.unwrap_or_default();
+
+    // No room for another pod in the namespace.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let running = pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .count();
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": { "name": "no-more-pods", "namespace": ns },
+        "spec": { "hard": { "pods": running.to_string() } },
+    }))?;
+    let quotas: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), ns);
+    quotas
+        .create(&kube::api::PostParams::default(), &quota)
+        .await?;
+    let quotas = &quotas;
+    eventually("the quota's usage computed", TIMEOUT, || async move {
+        let quota = quotas
+            .get("no-more-pods")
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = quota.status.unwrap_or_default();
+        if status.used.is_some_and(|used| used.contains_key("pods")) {
+            Ok(())
+        } else {
+            Err(format!("status: {:?}", status.hard))
+        }
+    })
+    .await?;
+
+    // A new revision of the role SQL's settings: a new Job, whose pod cannot be created.
+    patch_spec(
+        ns,
+        "links",
+        json!({ "database": { "postgres": { "runtimeRole": { "statementTimeoutSeconds": 7 } } } }),
+    )?;
+    let job = new_role_setup_job(ctx, &first).await?;
+    let jobs = api_of(&ctx.client, ns, "Job")?;
+    let (jobs, job) = (&jobs, job.as_str());
+    let started = eventually("the new Job started", TIMEOUT, || async move {
+        let j = jobs.get(job).await.map_err(|e| e.to_string())?;
+        let start = at(&j.data, "/status/startTime");
+        let active = at(&j.data, "/status/active").as_i64().unwrap_or(0);
+        match start.as_str() {
+            Some(start) if active == 0 => Ok(start.to_string()),
+            _ => Err(format!("status: {}", at(&j.data, "/status"))),
+        }
+    })
+    .await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let failed = json!({ "status": {
+        "startTime": started,
+        "active": 0,
+        "failed": 7,
+        "terminating": 0,
+        "conditions": [
+            { "type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+              "message": "Job has reached the specified backoff limit",
+              "lastProbeTime": now, "lastTransitionTime": now },
+            { "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+              "message": "Job has reached the specified backoff limit",
+              "lastProbeTime": now, "lastTransitionTime": now },
+        ],
+    } });
+    kubectl(&[
+        "patch",
+        "job",
+        job,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &failed.to_string(),
+    ])?;
+
+    let reported = eventually("Degraded RoleSetupFailed", TIMEOUT, || async move {
+        let (status, reason, message) = degraded(ctx).await.map_err(|e| e.to_string())?;
+        if status == "True" && reason == "RoleSetupFailed" {
+            Ok(message)
+        } else {
+            Err(format!("Degraded {status} {reason}: {message}"))
+        }
+    })
+    .await?;
+    ensure!(
+        reported.contains(job) && reported.contains("BackoffLimitExceeded"),
+        "Degraded message: {reported}"
+    );
+
+    // The runbook: fix the cause (here, the quota), delete the Job; the operator creates it
+    // again, kwok runs its pod to completion, and the condition clears.
+    quotas
+        .delete("no-more-pods", &kube::api::DeleteParams::default())
+        .await?;
+    jobs.delete(job, &kube::api::DeleteParams::background())
+        .await?;
+    eventually("Degraded cleared", TIMEOUT, || async move {
+        let (status, reason, message) = degraded(ctx).await.map_err(|e| e.to_string())?;
+        let j = jobs.get(job).await.map_err(|e| e.to_string())?;
+        let complete = at(&j.data, "/status/conditions")
+            .as_array()
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Complete" && c["status"] == "True")
+            });
+        if status == "False" && complete {
+            Ok(())
+        } else {
+            Err(format!(
+                "Job complete {complete}; Degraded {status} {reason}: {message}"
+            ))
+        }
+    })
+    .await?;
+    Ok(())
 }
