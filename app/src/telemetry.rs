@@ -24,7 +24,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::{Level, Metadata, Subscriber};
-use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -93,9 +93,23 @@ fn subscriber(
     format: LogFormat,
     provider: Option<&SdkTracerProvider>,
 ) -> Box<dyn Subscriber + Send + Sync> {
-    let env_filter =
+    // `RUST_LOG` filters globally, ahead of every layer. As a per-layer
+    // filter it lost log lines: a library asking `enabled!` about a
+    // callsite it then does not emit (sqlx does, for every query) left the
+    // per-layer filter's state set, and the next event on that thread was
+    // dropped (on PostgreSQL, "listening" and access-log lines went
+    // missing). What the trace layer needs passes the global filter too.
+    let mut env_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let log_filter = env_filter.and(filter_fn(|meta| meta.target() != TRACE_TARGET));
+    if provider.is_some() {
+        match format!("{TRACE_TARGET}=debug").parse() {
+            Ok(directive) => env_filter = env_filter.add_directive(directive),
+            Err(err) => eprintln!("trace spans not exported: {err}"),
+        }
+    }
+    // Only a test of the target: it never disables what a library asks
+    // `enabled!` about.
+    let log_filter = filter_fn(|meta| meta.target() != TRACE_TARGET);
     let log_layer: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -123,9 +137,11 @@ fn subscriber(
                     .with_filter(
                         filter_fn(wanted_in_traces).with_max_level_hint(LevelFilter::DEBUG),
                     ),
-            ),
+            )
+            // Outermost, so that what it refuses reaches no layer's filter.
+            .with(env_filter),
         ),
-        None => Box::new(logs),
+        None => Box::new(logs.with(env_filter)),
     }
 }
 

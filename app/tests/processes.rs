@@ -434,6 +434,43 @@ async fn a_newer_builds_migration_is_allowed_with_a_warning() {
     let mut server = Server::start(&db.url, &[("MIGRATE_ON_START", "false")]);
     let http = client();
     server.wait_ready(&http, "/health").await;
+    let logs = server.logs();
+    assert!(
+        logs.contains("the database has migrations this build does not know"),
+        "{logs}"
+    );
+    assert!(server.terminate().success());
+}
+
+/// Every log line is written, on PostgreSQL too: the start-up lines, and
+/// the access log of requests that queried the database. (A per-layer log
+/// filter once dropped the line after each query that sqlx asked
+/// `enabled!` about.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_after_database_queries_are_written() {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let mut server = Server::start(&db.url, &[("ACCESS_LOG", "all"), ("AUTH_MODE", "open")]);
+    let http = client();
+    server.wait_ready(&http, "/readyz").await;
+    for path in ["/urls", "/users", "/events"] {
+        let res = http
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let logs = server.logs();
+    for line in ["cache warmed", "listening"] {
+        assert!(logs.contains(line), "no '{line}' in: {logs}");
+    }
+    for path in ["/urls", "/users", "/events"] {
+        let served = logs
+            .lines()
+            .filter(|l| l.contains("request served") && l.contains(&format!("\"path\":\"{path}\"")))
+            .count();
+        assert_eq!(served, 1, "access log of {path} in: {logs}");
+    }
     assert!(server.terminate().success());
 }
 
