@@ -87,7 +87,7 @@ BEGIN
         owner_role, app_role);
     -- The migration history is the owner's; the runtime role may read it, not rewrite it.
     -- (On a new instance the table appears with the first migration, after this ran: the
-    -- next run of this file, at the next change of it, narrows the grant.)
+    -- service's migration 6 narrows the grant in that same first run.)
     IF to_regclass('public._sqlx_migrations') IS NOT NULL THEN
         EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON public._sqlx_migrations FROM %I',
             app_role);
