@@ -187,7 +187,7 @@ pub struct CacheSettings {
 
     /// Prefix of every Redis key and channel: installations sharing one
     /// Redis must use different prefixes.
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "shortener", value_parser = parse_key_prefix)]
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = DEFAULT_REDIS_KEY_PREFIX, value_parser = parse_key_prefix)]
     pub redis_key_prefix: String,
 
     /// Milliseconds a Redis call may take before the database is asked
@@ -389,6 +389,23 @@ impl MigrateConfig {
             None => self.database.resolve(),
         }
     }
+}
+
+/// The Redis key prefix when `REDIS_KEY_PREFIX` is unset.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "shortener";
+
+/// Where `shortener keys revoke` announces a revocation: the Redis the
+/// replicas share, under their prefix.
+#[derive(Debug, Clone, Args)]
+pub struct RevocationFeed {
+    /// The replicas' Redis (`redis://…`); without it, they refuse a revoked
+    /// key within `KEY_TRUST_SECS`.
+    #[arg(long, env = "REDIS_URL", value_parser = starting_with(&["redis://", "rediss://"]))]
+    pub redis_url: Option<String>,
+
+    /// The replicas' `REDIS_KEY_PREFIX`.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = DEFAULT_REDIS_KEY_PREFIX, value_parser = parse_key_prefix)]
+    pub redis_key_prefix: String,
 }
 
 #[derive(Debug, Clone, Args)]

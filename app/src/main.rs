@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shortener::config::{DatabaseConfig, LogFormat, MigrateConfig, ServeConfig};
+use shortener::config::{DatabaseConfig, LogFormat, MigrateConfig, RevocationFeed, ServeConfig};
+use shortener::http::Revocations;
 use shortener::service::{self, Service};
 use shortener::store::{KeyScope, Page, Schema};
 use shortener::{keys, seed, telemetry};
@@ -63,11 +64,14 @@ enum KeysCommand {
         #[command(flatten)]
         database: DatabaseConfig,
     },
-    /// Revoke a key: running replicas refuse it within seconds.
+    /// Revoke a key: running replicas refuse it at once when told through
+    /// their Redis (`REDIS_URL`), within `KEY_TRUST_SECS` otherwise.
     Revoke {
         id: i64,
         #[command(flatten)]
         database: DatabaseConfig,
+        #[command(flatten)]
+        feed: RevocationFeed,
     },
 }
 
@@ -236,7 +240,7 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
                 page.after_id = Some(last);
             }
         }
-        KeysCommand::Revoke { id, database } => {
+        KeysCommand::Revoke { id, database, feed } => {
             let store = service::connect(&database, Schema::Migrate).await?;
             let key = store.get_api_key(id).await?;
             if key.bootstrap {
@@ -244,6 +248,23 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
             }
             let key = store.revoke_api_key(id).await?;
             println!("revoked key {} ({})", key.id, key.name);
+            let told = match &feed.redis_url {
+                Some(url) => match redis::Client::open(url.as_str()) {
+                    Ok(client) => {
+                        Revocations::new(client, &feed.redis_key_prefix)
+                            .announce(key.id)
+                            .await
+                    }
+                    Err(err) => Err(err.to_string()),
+                },
+                None => Err("no REDIS_URL".to_owned()),
+            };
+            match told {
+                Ok(()) => println!("running replicas told through Redis"),
+                Err(err) => eprintln!(
+                    "running replicas not told ({err}): they refuse the key within KEY_TRUST_SECS"
+                ),
+            }
         }
     }
     Ok(())

@@ -76,9 +76,8 @@ impl Service {
                 config.database.data_dir.display()
             )
         })?;
-        let revocations = links.shared().map(|shared| http::Revocations {
-            client: shared.client().clone(),
-            channel: format!("{}:keys-revoked", config.cache.redis_key_prefix),
+        let revocations = links.shared().map(|shared| {
+            http::Revocations::new(shared.client().clone(), &config.cache.redis_key_prefix)
         });
         let auth = Auth::new(
             config.auth_mode,

@@ -166,15 +166,19 @@ async fn seed_load_command_is_idempotent() {
 
 /// `shortener keys` on the database a running service uses: a key issued
 /// there works at once, `list` shows it without the key, and a revoked key
-/// is refused.
+/// is refused at once, the replica told through the Redis they share
+/// (although it would take an accepted key on trust for ten minutes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_command_issues_lists_and_revokes() {
     let db = TestDatabase::new(Backend::Postgres).await;
+    let (redis, prefix) = (common::redis_url(), common::unique_prefix());
     let keys = |args: &[&str]| {
         let out = Command::new(BIN)
             .arg("keys")
             .args(args)
             .env("DATABASE_URL", &db.url)
+            .env("REDIS_URL", &redis)
+            .env("REDIS_KEY_PREFIX", &prefix)
             .output()
             .unwrap();
         (
@@ -191,7 +195,12 @@ async fn keys_command_issues_lists_and_revokes() {
     let (ok, _, stderr) = keys(&["create", "--name", "x", "--scope", "user"]);
     assert!(!ok && stderr.contains("--user-id"), "{stderr}");
 
-    let mut server = Server::start(&db.url, &[]);
+    let replica = [
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("KEY_TRUST_SECS", "600"),
+    ];
+    let mut server = Server::start(&db.url, &replica);
     let http = client();
     server.wait_ready(&http, "/health").await;
     let with_key = |key: String| {
@@ -226,8 +235,11 @@ async fn keys_command_issues_lists_and_revokes() {
         .to_owned();
     let (ok, out, stderr) = keys(&["revoke", &id]);
     assert!(ok && out.contains("revoked"), "{stderr}");
-    // Refused once this replica stops taking it on trust (seconds).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    assert!(
+        out.contains("running replicas told through Redis"),
+        "{out}{stderr}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while with_key(key.clone()).await != StatusCode::UNAUTHORIZED {
         assert!(
             std::time::Instant::now() < deadline,

@@ -51,8 +51,35 @@ pub struct Auth {
 
 /// The Redis channel on which replicas announce revocations.
 pub struct Revocations {
-    pub client: redis::Client,
-    pub channel: String,
+    client: redis::Client,
+    channel: String,
+}
+
+impl Revocations {
+    /// The channel of the replicas whose Redis keys start with `prefix`.
+    pub fn new(client: redis::Client, prefix: &str) -> Self {
+        Self {
+            client,
+            channel: format!("{prefix}:keys-revoked"),
+        }
+    }
+
+    /// Tells every replica following this channel that key `key_id` is
+    /// revoked (they forget the keys they took on trust).
+    pub async fn announce(&self, key_id: i64) -> Result<(), String> {
+        let announce = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            redis::AsyncCommands::publish::<_, _, i64>(&mut conn, &self.channel, key_id).await
+        };
+        match tokio::time::timeout(REDIS_PATIENCE, announce).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
+                "Redis did not answer within {} s",
+                REDIS_PATIENCE.as_secs()
+            )),
+        }
+    }
 }
 
 /// `ADMIN_API_KEY`: its hash, and the id of the row that names it in events.
@@ -143,25 +170,12 @@ impl Auth {
         let Some(revocations) = &self.revocations else {
             return;
         };
-        let announce = async {
-            let mut conn = revocations
-                .client
-                .get_multiplexed_async_connection()
-                .await?;
-            redis::AsyncCommands::publish::<_, _, i64>(&mut conn, &revocations.channel, key_id)
-                .await
-        };
-        match tokio::time::timeout(REDIS_PATIENCE, announce).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::warn!(
+        if let Err(err) = revocations.announce(key_id).await {
+            tracing::warn!(
                 key_id,
                 error = %err,
                 "revocation not announced; other replicas follow within KEY_TRUST_SECS"
-            ),
-            Err(_) => tracing::warn!(
-                key_id,
-                "revocation not announced (Redis too slow); other replicas follow within KEY_TRUST_SECS"
-            ),
+            );
         }
     }
 }
