@@ -11,7 +11,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::domain::Timestamp;
-use crate::store::{ApiKey, KeyScope, NewApiKey, Store, StoreResult};
+use crate::store::{ApiKey, KeyScope, NewApiKey, Store, StoreError, StoreResult};
 
 const PREFIX: &str = "shk_";
 const RANDOM_LEN: usize = 32;
@@ -95,6 +95,29 @@ pub async fn issue(store: &dyn Store, request: KeyRequest) -> StoreResult<Issued
         })
         .await?;
     Ok(Issued { key, secret })
+}
+
+/// Why a key was not revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// The row stands for `ADMIN_API_KEY`, which is checked against the
+    /// environment: revoking the row would change nothing.
+    #[error(
+        "this key is ADMIN_API_KEY: change the variable (or the instance's Secret) to replace it"
+    )]
+    Bootstrap,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Revokes key `id` (the same road for `DELETE /keys/{id}` and `shortener
+/// keys revoke`); revoking it again changes nothing. Telling the running
+/// replicas is the caller's part.
+pub async fn revoke(store: &dyn Store, id: i64) -> Result<ApiKey, RevokeError> {
+    if store.get_api_key(id).await?.bootstrap {
+        return Err(RevokeError::Bootstrap);
+    }
+    Ok(store.revoke_api_key(id).await?)
 }
 
 fn generate() -> String {

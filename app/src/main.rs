@@ -242,11 +242,7 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id, database, feed } => {
             let store = service::connect(&database, Schema::Migrate).await?;
-            let key = store.get_api_key(id).await?;
-            if key.bootstrap {
-                anyhow::bail!("key {id} is ADMIN_API_KEY: change the variable to replace it");
-            }
-            let key = store.revoke_api_key(id).await?;
+            let key = keys::revoke(store.as_ref(), id).await?;
             println!("revoked key {} ({})", key.id, key.name);
             let told = match &feed.redis_url {
                 Some(url) => match redis::Client::open(url.as_str()) {

@@ -23,7 +23,6 @@ use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
@@ -82,9 +81,10 @@ impl Revocations {
     }
 }
 
-/// `ADMIN_API_KEY`: its hash, and the id of the row that names it in events.
+/// `ADMIN_API_KEY`: its hash (as [`sha256_hex`] writes it), and the id of
+/// the row that names it in events.
 struct Bootstrap {
-    hash: [u8; 32],
+    hash: String,
     key_id: i64,
 }
 
@@ -98,12 +98,10 @@ impl Auth {
         trust: Duration,
         revocations: Option<Revocations>,
     ) -> StoreResult<Self> {
-        let bootstrap = match admin_key {
-            Some(key) => Some(Bootstrap {
-                hash: Sha256::digest(key.as_bytes()).into(),
-                key_id: store
-                    .bootstrap_api_key(&sha256_hex(key), "ADMIN_API_KEY")
-                    .await?,
+        let bootstrap = match admin_key.map(sha256_hex) {
+            Some(hash) => Some(Bootstrap {
+                key_id: store.bootstrap_api_key(&hash, "ADMIN_API_KEY").await?,
+                hash,
             }),
             None => None,
         };
@@ -126,32 +124,31 @@ impl Auth {
     }
 
     /// The caller, when it is known without asking the database: open
-    /// mode, `ADMIN_API_KEY`, or a key accepted within [`ACCEPTED_FOR`].
-    pub async fn known(&self, presented: Option<&str>) -> Option<Caller> {
+    /// mode, `ADMIN_API_KEY`, or a key accepted within `KEY_TRUST_SECS`.
+    /// `hash`: the presented key's, by [`sha256_hex`].
+    pub async fn known(&self, hash: Option<&str>) -> Option<Caller> {
         if self.mode == AuthMode::Open {
             return Some(Caller::OPEN);
         }
-        let presented = presented?;
-        if let Some(bootstrap) = &self.bootstrap {
-            let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-            if bool::from(bootstrap.hash.ct_eq(&hash)) {
-                return Some(Caller {
-                    key_id: Some(bootstrap.key_id),
-                    scope: KeyScope::Admin,
-                    user_id: None,
-                });
-            }
+        let hash = hash?;
+        if let Some(bootstrap) = &self.bootstrap
+            && bool::from(bootstrap.hash.as_bytes().ct_eq(hash.as_bytes()))
+        {
+            return Some(Caller {
+                key_id: Some(bootstrap.key_id),
+                scope: KeyScope::Admin,
+                user_id: None,
+            });
         }
-        let key = self.accepted.get(&sha256_hex(presented)).await?;
-        // Remembered while live; an expiry may fall within ACCEPTED_FOR.
+        let key = self.accepted.get(hash).await?;
+        // Remembered while live; an expiry may fall within KEY_TRUST_SECS.
         key.is_live(crate::domain::now()).then(|| Caller::of(&key))
     }
 
-    /// Looks a presented key up (recording its use): the caller it makes,
-    /// or 401.
-    pub async fn look_up(&self, presented: Option<&str>) -> ApiResult<Caller> {
-        let presented = presented.ok_or(ApiError::Unauthorized)?;
-        let hash = sha256_hex(presented);
+    /// Looks the key with this hash up (recording its use): the caller it
+    /// makes, or 401.
+    pub async fn look_up(&self, hash: Option<String>) -> ApiResult<Caller> {
+        let hash = hash.ok_or(ApiError::Unauthorized)?;
         let key = self
             .store
             .use_api_key(&hash)
@@ -326,8 +323,8 @@ fn bearer(req: &Request) -> Option<&str> {
 /// keys is limited, and costs the database nothing once over the limit;
 /// the limit layer inside then counts the request against the key.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let presented = bearer(&req);
-    let caller = match state.auth.known(presented).await {
+    let hash = bearer(&req).map(sha256_hex);
+    let caller = match state.auth.known(hash.as_deref()).await {
         Some(caller) => caller,
         None => {
             let client = Subject::Client(state.rate_limit.client_ip(&req));
@@ -335,7 +332,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
             if let Some(refused) = decision.rejection() {
                 return refused;
             }
-            match state.auth.look_up(presented).await {
+            match state.auth.look_up(hash).await {
                 Ok(caller) => caller,
                 Err(err) => {
                     let mut refused = err.into_response();
@@ -348,9 +345,6 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
     if caller.scope == KeyScope::ReadOnly && !reads {
         return ApiError::Forbidden("this key is read-only".into()).into_response();
-    }
-    if let Some(id) = caller.key_id {
-        req.extensions_mut().insert(Subject::Key(id));
     }
     req.extensions_mut().insert(caller);
     next.run(req).await

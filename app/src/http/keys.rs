@@ -115,12 +115,12 @@ pub async fn revoke(
     PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    if state.store.get_api_key(id).await?.bootstrap {
-        return Err(ApiError::bad_request(
-            "this key is ADMIN_API_KEY: change the variable (or the instance's Secret) to replace it",
-        ));
-    }
-    let key = state.store.revoke_api_key(id).await?;
+    let key = keys::revoke(state.store.as_ref(), id)
+        .await
+        .map_err(|err| match err {
+            keys::RevokeError::Bootstrap => ApiError::bad_request(err.to_string()),
+            keys::RevokeError::Store(err) => err.into(),
+        })?;
     state.auth.revoked(key.id).await;
     tracing::info!(key_id = key.id, by = ?caller.key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)

@@ -14,8 +14,10 @@
 //! `TRUSTED_PROXIES`; then `X-Forwarded-For` (its right-most address that is
 //! not itself a trusted proxy) or `X-Real-IP` names it ([`TrustedProxies`]).
 //!
-//! The management API is limited by [`limit`] (outside the key check, so
-//! guessing keys is limited too). Redirects are limited only on misses: a
+//! The management API is limited by [`limit`], inside the key check: per
+//! key once the key is known (per client address in open mode); the key
+//! check itself spends the client address's allowance before it looks a
+//! key up, so guessing keys is limited too. Redirects are limited only on misses: a
 //! client that was answered too many 404s after lookups beyond the
 //! in-process cache is refused further such lookups for a while
 //! ([`RateLimit::refuse_miss`], [`RateLimit::record_miss`]); links in the
@@ -40,6 +42,7 @@ use ipnet::IpNet;
 use redis::aio::ConnectionManager;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ErrorBody;
 use crate::config::RateLimitSettings;
 use crate::metrics::Metrics;
@@ -104,9 +107,7 @@ impl Class {
     }
 }
 
-/// Who a limit is counted for. An authentication layer that knows the
-/// caller's key may put a `Subject::Key` into the request's extensions
-/// before [`limit`] runs; otherwise [`limit`] counts per client address.
+/// Who a limit is counted for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     /// An API key, by its id.
@@ -628,14 +629,15 @@ fn class_of(req: &Request) -> Class {
 }
 
 /// Limits the management API: [`Class::Create`] for creations,
-/// [`Class::Management`] for the rest, per the [`Subject`] an earlier layer
-/// put in the request's extensions, else per client address. Allowed
-/// responses carry the `RateLimit-*` headers too.
+/// [`Class::Management`] for the rest, per the key of the [`Caller`] the key
+/// check found, else (open mode) per client address. Allowed responses
+/// carry the `RateLimit-*` headers too.
 pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let rate = &state.rate_limit;
     let class = class_of(&req);
-    let subject = match req.extensions().get::<Subject>() {
-        Some(subject) => subject.clone(),
+    let key = req.extensions().get::<Caller>().and_then(|c| c.key_id);
+    let subject = match key {
+        Some(id) => Subject::Key(id),
         None => Subject::Client(rate.client_ip(&req)),
     };
     let decision = rate.check(class, &subject).await;

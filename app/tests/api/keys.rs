@@ -185,30 +185,16 @@ pub async fn a_user_key_sees_and_changes_only_its_user(backend: Backend) {
     )
     .await;
     assert_eq!(expect_json(res, StatusCode::OK).await["title"], "mine");
-    let res = call(
-        &app,
-        &key,
-        Method::POST,
-        "/urls",
-        Some(json!({"original_url": "https://e.com/new"})),
-    )
-    .await;
-    assert_eq!(
-        expect_json(res, StatusCode::CREATED).await["user_id"],
-        ada_id
-    );
-    let res = call(
-        &app,
-        &key,
-        Method::POST,
-        "/shorten",
-        Some(json!({"url": "https://e.com/quick"})),
-    )
-    .await;
-    assert_eq!(
-        expect_json(res, StatusCode::CREATED).await["user_id"],
-        ada_id
-    );
+    for (path, body) in [
+        ("/urls", json!({"original_url": "https://e.com/new"})),
+        ("/shorten", json!({"url": "https://e.com/quick"})),
+    ] {
+        let res = call(&app, &key, Method::POST, path, Some(body)).await;
+        assert_eq!(
+            expect_json(res, StatusCode::CREATED).await["user_id"],
+            ada_id
+        );
+    }
     let body = json!({"url_id": ada_url["id"], "user_id": ada_id, "event_type": "note"});
     let res = call(&app, &key, Method::POST, "/events", Some(body)).await;
     expect_json(res, StatusCode::CREATED).await;
