@@ -1,13 +1,84 @@
 //! Configuration, from the environment (12-factor) or the equivalent flags.
 //! Every value is validated before anything starts; a bad one stops the
 //! process with a message naming the variable.
+//!
+//! Each argument's variable, default, range and help belong to the settings
+//! description (crate `shortener-settings`), which the operator's Shortener
+//! schema is derived from too: [`described`] gives them to the command line,
+//! and the types here only say what each value becomes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::TypedValueParser as _;
+use clap::builder::{RangedU64ValueParser, TypedValueParser as _};
 use clap::{Args, ValueEnum};
+use shortener_settings::{self as settings, Kind, Setting};
+
+/// `command` with every argument that is a service setting given its
+/// variable, default and help from the settings description (in every
+/// subcommand too). Arguments that are not settings are left as they are.
+pub fn described(command: clap::Command) -> clap::Command {
+    command.mut_args(describe).mut_subcommands(described)
+}
+
+fn describe(arg: clap::Arg) -> clap::Arg {
+    let Some(setting) = arg.get_long().and_then(Setting::by_flag) else {
+        return arg;
+    };
+    let mut arg = arg.env(setting.env).help(setting.help);
+    if let Some(default) = setting.default_value() {
+        arg = arg.default_value(default).required(false);
+    }
+    match setting.kind {
+        Kind::Secret => arg.hide_env_values(true),
+        Kind::Replaced { .. } => arg.hide(true),
+        _ => arg,
+    }
+}
+
+/// The bounds of an integer setting. The description is constant: a
+/// setting parsed as a number that is not one is a defect every test of the
+/// command line finds.
+fn bounds(setting: &Setting) -> std::ops::RangeInclusive<u64> {
+    match setting.kind {
+        Kind::Integer { min, max, .. } => min..=max,
+        _ => panic!("{} is not described as an integer", setting.env),
+    }
+}
+
+/// A whole number within the setting's bounds.
+fn integer(setting: &Setting) -> RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(bounds(setting))
+}
+
+/// As [`integer`], for settings whose bounds fit a `u32`.
+fn small(setting: &Setting) -> impl clap::builder::TypedValueParser<Value = u32> {
+    integer(setting).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// As [`integer`], a count of things held in memory.
+fn count(setting: &Setting) -> impl clap::builder::TypedValueParser<Value = usize> {
+    integer(setting).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Whole seconds within the setting's bounds, as a duration.
+fn seconds(setting: &Setting) -> impl clap::builder::TypedValueParser<Value = Duration> {
+    integer(setting).map(Duration::from_secs)
+}
+
+/// Milliseconds within the setting's bounds, as a duration.
+fn millis(setting: &Setting) -> impl clap::builder::TypedValueParser<Value = Duration> {
+    integer(setting).map(Duration::from_millis)
+}
+
+/// One of the setting's choices.
+fn choices(setting: &Setting) -> clap::builder::PossibleValuesParser {
+    match setting.kind {
+        Kind::Choice { choices, .. } => choices.into(),
+        _ => panic!("{} is not described as a choice", setting.env),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
@@ -25,6 +96,9 @@ pub enum AccessLog {
     /// 4xx, 5xx and requests slower than a second (the ingress logs the
     /// rest; a line per redirect would cost more than the redirect).
     Errors,
+    /// No access log. `off` is accepted too (YAML 1.1 readers, kubectl's
+    /// among them, take an unquoted `off` for `false`).
+    #[value(name = "none", alias = "off")]
     Off,
 }
 
@@ -36,21 +110,16 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// Address to listen on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long)]
     pub listen_addr: SocketAddr,
 
     #[command(flatten)]
     pub database: DatabaseConfig,
 
-    /// Apply pending migrations at start (over MIGRATION_DATABASE_URL when given). `false`:
-    /// change nothing, and refuse to start unless every migration of this build has been
-    /// applied (by `shortener migrate`); the runtime role then needs no DDL rights.
-    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
 
-    /// Redis for the shared cache (`redis://…`); optional.
-    #[arg(long, env = "REDIS_URL", value_parser = starting_with(&["redis://", "rediss://"]))]
+    #[arg(long, value_parser = starting_with(&["redis://", "rediss://"]))]
     pub redis_url: Option<String>,
 
     #[command(flatten)]
@@ -59,57 +128,40 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub clicks: ClickSettings,
 
-    /// `api-key` (default) or `open`.
-    #[arg(long, env = "AUTH_MODE", value_enum, default_value = "api-key")]
+    #[arg(long, value_enum)]
     pub auth_mode: AuthMode,
 
-    /// The admin API key (at least 16 characters). Kept only as a hash.
-    #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
+    #[arg(long)]
     pub admin_api_key: Option<String>,
 
-    /// Seconds a replica takes an accepted API key on trust before looking
-    /// it up again (which also records its use). With Redis a revocation
-    /// reaches every replica at once; without it, within this time.
-    #[arg(long, env = "KEY_TRUST_SECS", default_value = "5", value_parser = seconds(1..=3600))]
+    #[arg(long, value_parser = seconds(&settings::KEY_TRUST_SECS))]
     pub key_trust_secs: Duration,
 
     #[command(flatten)]
     pub limits: RateLimitSettings,
 
-    /// Accept targets whose host is `localhost` or an IP literal in a
-    /// loopback, private, link-local (cloud metadata) or shared range.
-    #[arg(long, env = "ALLOW_PRIVATE_TARGETS", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, action = clap::ArgAction::Set)]
     pub allow_private_targets: bool,
 
-    /// Domains refused as targets, with all their subdomains
-    /// (comma-separated).
-    #[arg(long, env = "DENIED_TARGET_DOMAINS", value_delimiter = ',', value_parser = parse_domain)]
+    #[arg(long, value_delimiter = ',', value_parser = parse_domain)]
     pub denied_target_domains: Vec<String>,
 
-    /// Base of the `short_url` returned by `POST /shorten`, e.g.
-    /// `https://sho.rt`. Defaults to the request's Host.
-    #[arg(long, env = "PUBLIC_BASE_URL", value_parser = parse_base_url)]
+    #[arg(long, value_parser = parse_base_url)]
     pub public_base_url: Option<String>,
 
-    /// Longest a request may take before it is answered with 503.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value = "10", value_parser = seconds(1..=300))]
+    #[arg(long, value_parser = seconds(&settings::REQUEST_TIMEOUT_SECS))]
     pub request_timeout_secs: Duration,
 
-    /// Seconds a client may take to send a request's headers; a slower one
-    /// is disconnected (one idle socket per slow client is all it costs).
-    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value = "10", value_parser = seconds(1..=300))]
+    #[arg(long, value_parser = seconds(&settings::HEADER_READ_TIMEOUT_SECS))]
     pub header_read_timeout_secs: Duration,
 
-    /// Seconds to finish in-flight requests after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "20", value_parser = seconds(0..=600))]
+    #[arg(long, value_parser = seconds(&settings::SHUTDOWN_GRACE_SECS))]
     pub shutdown_grace_secs: Duration,
 
-    /// Access log: `all`, `errors` (default: 4xx, 5xx, slow) or `off`.
-    #[arg(long, env = "ACCESS_LOG", value_enum, default_value = "errors")]
+    #[arg(long, value_enum)]
     pub access_log: AccessLog,
 
-    /// `json` (default) or `text`.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(long, value_enum)]
     pub log_format: LogFormat,
 
     #[command(flatten)]
@@ -136,7 +188,7 @@ impl ServeConfig {
     {
         use clap::{CommandFactory as _, FromArgMatches as _};
         // A later flag wins over an earlier one, as in a shell wrapper.
-        let command = Flags::command()
+        let command = described(Flags::command())
             .args_override_self(true)
             .mut_args(|arg| arg.env(None));
         let flags = std::iter::once(std::ffi::OsString::from("serve"))
@@ -149,6 +201,30 @@ impl ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// The configuration `shortener serve` would run with in an environment
+    /// holding exactly `variables` (as a ConfigMap gives them), or why it
+    /// would refuse to start. A variable the service does not read is
+    /// refused too: a misspelt one would otherwise be ignored.
+    pub fn from_variables<'a>(
+        variables: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, String> {
+        let mut flags = Vec::new();
+        for (name, value) in variables {
+            let setting = Setting::named(name).ok_or_else(|| format!("{name} is not a setting"))?;
+            match setting.read_by {
+                settings::ReadBy::Flag => flags.push(format!("--{}={value}", setting.flag())),
+                settings::ReadBy::Environment if name == settings::RUST_LOG.env => {
+                    tracing_subscriber::EnvFilter::try_new(value)
+                        .map_err(|e| format!("RUST_LOG: {e}"))?;
+                }
+                settings::ReadBy::Environment => {}
+            }
+        }
+        Self::from_flags(flags).map_err(|e| e.to_string())
+    }
+}
+
 /// [`ServeConfig`] as a command of its own, for [`ServeConfig::from_flags`].
 #[derive(clap::Parser)]
 struct Flags {
@@ -158,72 +234,49 @@ struct Flags {
 
 #[derive(Debug, Clone, Args)]
 pub struct CacheSettings {
-    /// Entries kept in each replica's in-process cache.
-    #[arg(long, env = "CACHE_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    #[arg(long, value_parser = integer(&settings::CACHE_CAPACITY))]
     pub cache_capacity: u64,
 
-    /// Bytes the in-process cache may take (each entry weighed by its code,
-    /// its target and a fixed overhead): long targets cannot grow it past
-    /// this, whatever their number.
-    #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
+    #[arg(long, value_parser = integer(&settings::CACHE_MAX_BYTES))]
     pub cache_max_bytes: u64,
 
-    /// Seconds an in-process entry may be served without news of a change
-    /// (changes normally arrive at once over Redis; this bounds a missed one).
-    #[arg(long, env = "LOCAL_CACHE_TTL_SECONDS", default_value = "30", value_parser = seconds(1..=86_400))]
+    #[arg(long, value_parser = seconds(&settings::LOCAL_CACHE_TTL_SECONDS))]
     pub local_cache_ttl_seconds: Duration,
 
-    /// Seconds an entry lives in Redis.
-    #[arg(long, env = "CACHE_TTL_SECONDS", default_value = "300", value_parser = seconds(1..=604_800))]
+    #[arg(long, value_parser = seconds(&settings::CACHE_TTL_SECONDS))]
     pub cache_ttl_seconds: Duration,
 
-    /// Seconds "no such short code" is remembered in process.
-    #[arg(long, env = "NEGATIVE_CACHE_TTL_SECONDS", default_value = "5", value_parser = seconds(1..=3_600))]
+    #[arg(long, value_parser = seconds(&settings::NEGATIVE_CACHE_TTL_SECONDS))]
     pub negative_cache_ttl_seconds: Duration,
 
-    /// Most recent active URLs loaded into the caches at start.
-    #[arg(long, env = "CACHE_WARM_ENTRIES", default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    #[arg(long, value_parser = integer(&settings::CACHE_WARM_ENTRIES).map(|n| i64::try_from(n).unwrap_or(i64::MAX)))]
     pub cache_warm_entries: i64,
 
-    /// Prefix of every Redis key and channel: installations sharing one
-    /// Redis must use different prefixes.
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = DEFAULT_REDIS_KEY_PREFIX, value_parser = parse_key_prefix)]
+    #[arg(long, value_parser = parse_key_prefix)]
     pub redis_key_prefix: String,
 
-    /// Milliseconds a Redis call may take before the database is asked
-    /// instead.
-    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value = "50", value_parser = clap::value_parser!(u64).range(1..=10_000).map(Duration::from_millis))]
+    #[arg(long, value_parser = millis(&settings::REDIS_TIMEOUT_MS))]
     pub redis_timeout_ms: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ClickSettings {
-    /// Most clicks written in one INSERT.
-    #[arg(long, env = "CLICK_BATCH_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000).map(as_usize))]
+    #[arg(long, value_parser = count(&settings::CLICK_BATCH_MAX))]
     pub click_batch_max: usize,
 
-    /// Clicks that may queue for the writer before redirects wait.
-    #[arg(long, env = "CLICK_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(as_usize))]
+    #[arg(long, value_parser = count(&settings::CLICK_QUEUE_CAPACITY))]
     pub click_queue_capacity: usize,
 
-    /// Clicks kept (on disk, in DATA_DIR/clicks.spill, and in memory) while
-    /// the database is unavailable; beyond it new clicks are dropped and
-    /// counted.
-    #[arg(long, env = "CLICK_SPILL_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000).map(as_usize))]
+    #[arg(long, value_parser = count(&settings::CLICK_SPILL_CAPACITY))]
     pub click_spill_capacity: usize,
 
-    /// Bytes the spill file may take (about 100 bytes a click).
-    #[arg(long, env = "CLICK_SPILL_MAX_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..=1 << 40))]
+    #[arg(long, value_parser = integer(&settings::CLICK_SPILL_MAX_BYTES))]
     pub click_spill_max_bytes: u64,
 
-    /// Milliseconds a click write may take; past it the batch is spilled
-    /// and its redirects answered.
-    #[arg(long, env = "CLICK_WRITE_TIMEOUT_MS", default_value = "2000", value_parser = clap::value_parser!(u64).range(10..=60_000).map(Duration::from_millis))]
+    #[arg(long, value_parser = millis(&settings::CLICK_WRITE_TIMEOUT_MS))]
     pub click_write_timeout_ms: Duration,
 
-    /// Click batches written at once (PostgreSQL; SQLite always writes one
-    /// at a time). Each holds a database connection while it writes.
-    #[arg(long, env = "CLICK_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64).map(as_usize))]
+    #[arg(long, value_parser = count(&settings::CLICK_WRITERS))]
     pub click_writers: usize,
 }
 
@@ -233,46 +286,28 @@ pub struct ClickSettings {
 /// burst (requests allowed at once); a rate of 0 turns that class off.
 #[derive(Debug, Clone, Args)]
 pub struct RateLimitSettings {
-    /// Management requests per minute per client (or API key); 0 = off.
-    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    #[arg(long, value_parser = small(&settings::RATE_LIMIT_PER_MINUTE))]
     pub rate_limit_per_minute: u32,
 
-    /// Management requests a client may make at once above the sustained
-    /// rate.
-    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, value_parser = small(&settings::RATE_LIMIT_BURST))]
     pub rate_limit_burst: u32,
 
-    /// Creations (`POST /urls`, `/shorten`, `/users`, `/users/bulk`) per
-    /// minute per client (or API key); 0 = off. Counted instead of the
-    /// management limit for those requests.
-    #[arg(long, env = "CREATE_RATE_LIMIT_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    #[arg(long, value_parser = small(&settings::CREATE_RATE_LIMIT_PER_MINUTE))]
     pub create_rate_limit_per_minute: u32,
 
-    /// Creations a client may make at once above the sustained rate.
-    #[arg(long, env = "CREATE_RATE_LIMIT_BURST", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, value_parser = small(&settings::CREATE_RATE_LIMIT_BURST))]
     pub create_rate_limit_burst: u32,
 
-    /// Redirect misses (404 after a lookup beyond the in-process cache) per
-    /// minute per client IP; past it, lookups beyond the in-process cache
-    /// are answered 429 (cached links keep redirecting); 0 = off.
-    #[arg(long, env = "REDIRECT_MISS_LIMIT_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    #[arg(long, value_parser = small(&settings::REDIRECT_MISS_LIMIT_PER_MINUTE))]
     pub redirect_miss_limit_per_minute: u32,
 
-    /// Redirect misses a client may cause at once above the sustained rate.
-    #[arg(long, env = "REDIRECT_MISS_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, value_parser = small(&settings::REDIRECT_MISS_BURST))]
     pub redirect_miss_burst: u32,
 
-    /// Networks of the proxies in front of the service (comma-separated
-    /// CIDRs, e.g. `10.0.0.0/8,fd00::/8`). `X-Forwarded-For` (the right-most
-    /// address outside these networks) and `X-Real-IP` name the client
-    /// only when the TCP peer is inside one of them. Empty (the default):
-    /// the peer is the client, and those headers are ignored.
-    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    #[arg(long, value_delimiter = ',', value_parser = parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
-    /// Replaced by TRUSTED_PROXIES: accepted so that old deployments
-    /// start, but ignored (it trusted `X-Real-IP` from anyone).
-    #[arg(long, env = "TRUST_PROXY_HEADERS", hide = true, action = clap::ArgAction::Set)]
+    #[arg(long, action = clap::ArgAction::Set)]
     pub trust_proxy_headers: Option<bool>,
 }
 
@@ -285,53 +320,26 @@ fn parse_network(raw: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| "must be a CIDR network such as 10.0.0.0/8 or an IP address".into())
 }
 
-/// The ranges above fit any `usize` this builds for; saturate regardless.
-fn as_usize(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
-}
-
-/// Whole seconds within `range`, as a duration.
-fn seconds(
-    range: std::ops::RangeInclusive<u64>,
-) -> impl clap::builder::TypedValueParser<Value = Duration> {
-    clap::value_parser!(u64)
-        .range(range)
-        .map(Duration::from_secs)
-}
-
 /// Trace export over OTLP/HTTP with protobuf bodies: off unless an endpoint
 /// is set. The variables are OpenTelemetry's standard ones.
 #[derive(Debug, Clone, Args)]
 pub struct TraceSettings {
-    /// Base URL of an OTLP/HTTP collector (`http://otel-collector:4318`);
-    /// traces go to `<base>/v1/traces`. Unset: no traces are exported.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    #[arg(long, value_parser = parse_otlp_endpoint)]
     pub otel_exporter_otlp_endpoint: Option<String>,
 
-    /// The full URL traces are sent to; overrides OTEL_EXPORTER_OTLP_ENDPOINT.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    #[arg(long, value_parser = parse_otlp_endpoint)]
     pub otel_exporter_otlp_traces_endpoint: Option<String>,
 
-    /// Only `http/protobuf` is built in (no gRPC).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "http/protobuf", value_parser = ["http/protobuf"])]
+    #[arg(long, value_parser = choices(&settings::OTEL_EXPORTER_OTLP_PROTOCOL))]
     pub otel_exporter_otlp_protocol: String,
 
-    /// `service.name` of every exported span.
-    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "shortener", value_parser = parse_service_name)]
+    #[arg(long, value_parser = parse_service_name)]
     pub otel_service_name: String,
 
-    /// Which traces are kept; the `parentbased_*` samplers follow the
-    /// caller's decision in an incoming `traceparent`.
-    #[arg(
-        long,
-        env = "OTEL_TRACES_SAMPLER",
-        value_enum,
-        default_value = "parentbased_traceidratio"
-    )]
+    #[arg(long, value_enum)]
     pub otel_traces_sampler: TraceSampler,
 
-    /// The ratio of the `*traceidratio` samplers, 0 to 1.
-    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = parse_ratio)]
+    #[arg(long, value_parser = parse_ratio)]
     pub otel_traces_sampler_arg: f64,
 }
 
@@ -370,14 +378,10 @@ pub struct MigrateConfig {
     #[command(flatten)]
     pub database: DatabaseConfig,
 
-    /// Seconds to wait for a database that is not reachable yet (still starting).
-    #[arg(long, env = "MIGRATE_WAIT_SECS", default_value = "60", value_parser = seconds(0..=3_600))]
+    #[arg(long = "migrate-wait-secs", value_parser = seconds(&settings::MIGRATE_WAIT_SECS))]
     pub wait_secs: Duration,
 
-    /// Also wait (within MIGRATE_WAIT_SECS) while the login is refused: the role may not
-    /// exist yet, as when a setup job creates it next to this run. Off: a refused login is a
-    /// wrong password, reported at once.
-    #[arg(long, env = "MIGRATE_WAIT_FOR_ROLE", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long = "migrate-wait-for-role", action = clap::ArgAction::Set)]
     pub wait_for_role: bool,
 }
 
@@ -391,43 +395,29 @@ impl MigrateConfig {
     }
 }
 
-/// The Redis key prefix when `REDIS_KEY_PREFIX` is unset.
-pub const DEFAULT_REDIS_KEY_PREFIX: &str = "shortener";
-
 /// Where `shortener keys revoke` announces a revocation: the Redis the
 /// replicas share, under their prefix.
 #[derive(Debug, Clone, Args)]
 pub struct RevocationFeed {
-    /// The replicas' Redis (`redis://…`); without it, they refuse a revoked
-    /// key within `KEY_TRUST_SECS`.
-    #[arg(long, env = "REDIS_URL", value_parser = starting_with(&["redis://", "rediss://"]))]
+    #[arg(long, value_parser = starting_with(&["redis://", "rediss://"]))]
     pub redis_url: Option<String>,
 
-    /// The replicas' `REDIS_KEY_PREFIX`.
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = DEFAULT_REDIS_KEY_PREFIX, value_parser = parse_key_prefix)]
+    #[arg(long, value_parser = parse_key_prefix)]
     pub redis_key_prefix: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
-    /// `postgres://…` or `sqlite://…`. Unset: an embedded SQLite file in
-    /// DATA_DIR.
-    #[arg(long, env = "DATABASE_URL", value_parser = starting_with(&["postgres://", "postgresql://", "sqlite:"]))]
+    #[arg(long, value_parser = starting_with(&["postgres://", "postgresql://", "sqlite:"]))]
     pub database_url: Option<String>,
 
-    /// A direct PostgreSQL URL for migrations, when DATABASE_URL goes through
-    /// PgBouncer in transaction mode (migrations hold a session advisory
-    /// lock, which transaction pooling cannot keep).
-    #[arg(long, env = "MIGRATION_DATABASE_URL", value_parser = starting_with(&["postgres://", "postgresql://"]))]
+    #[arg(long, value_parser = starting_with(&["postgres://", "postgresql://"]))]
     pub migration_database_url: Option<String>,
 
-    /// Where the embedded database lives when DATABASE_URL is unset, and
-    /// the click spill file always (one directory per replica).
-    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    #[arg(long)]
     pub data_dir: PathBuf,
 
-    /// Connections per replica to PostgreSQL (or PgBouncer).
-    #[arg(long = "database-pool-size", value_name = "DATABASE_POOL_SIZE", env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=500))]
+    #[arg(long = "database-pool-size", value_parser = small(&settings::DATABASE_POOL_SIZE))]
     pub pool_size: u32,
 }
 
@@ -553,6 +543,110 @@ mod tests {
             otel_traces_sampler: TraceSampler::ParentBasedTraceIdRatio,
             otel_traces_sampler_arg: 1.0,
         }
+    }
+
+    /// The commands that run the service, as `main` builds them.
+    fn commands() -> Vec<clap::Command> {
+        use clap::CommandFactory as _;
+        #[derive(clap::Parser)]
+        struct Migrate {
+            #[command(flatten)]
+            config: MigrateConfig,
+        }
+        #[derive(clap::Parser)]
+        struct Revoke {
+            #[command(flatten)]
+            feed: RevocationFeed,
+        }
+        vec![
+            described(Flags::command()),
+            described(Migrate::command()),
+            described(Revoke::command()),
+        ]
+    }
+
+    #[test]
+    fn every_argument_is_a_described_setting_and_every_setting_an_argument() {
+        let mut seen = std::collections::BTreeSet::new();
+        for command in commands() {
+            for arg in command.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if long == "help" {
+                    continue;
+                }
+                let setting = Setting::by_flag(long)
+                    .unwrap_or_else(|| panic!("--{long} is not in the settings description"));
+                assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(setting.env));
+                if let Kind::Choice { choices, .. } = setting.kind {
+                    let values: Vec<String> = arg
+                        .get_possible_values()
+                        .iter()
+                        .map(|v| v.get_name().to_string())
+                        .collect();
+                    assert_eq!(values, choices, "{}", setting.env);
+                }
+                seen.insert(setting.env);
+            }
+        }
+        for setting in settings::ALL {
+            if setting.read_by == settings::ReadBy::Flag {
+                assert!(seen.contains(setting.env), "{} is no argument", setting.env);
+            }
+        }
+    }
+
+    #[test]
+    fn integer_settings_take_exactly_their_described_range() {
+        for command in commands() {
+            for arg in command.get_arguments() {
+                let Some(setting) = arg.get_long().and_then(Setting::by_flag) else {
+                    continue;
+                };
+                let Kind::Integer { min, max, .. } = setting.kind else {
+                    continue;
+                };
+                let parse = |value: u64| {
+                    command
+                        .clone()
+                        .try_get_matches_from([
+                            "x".to_string(),
+                            format!("--{}={value}", setting.flag()),
+                        ])
+                        .is_ok()
+                };
+                assert!(parse(min) && parse(max), "{}", setting.env);
+                assert!(!parse(max + 1), "{} above its range", setting.env);
+                if min > 0 {
+                    assert!(!parse(min - 1), "{} below its range", setting.env);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_the_description() {
+        let config = ServeConfig::from_flags(Vec::<String>::new()).expect("defaults parse");
+        let Kind::Integer { default, .. } = settings::CACHE_TTL_SECONDS.kind else {
+            panic!("an integer");
+        };
+        assert_eq!(config.cache.cache_ttl_seconds, Duration::from_secs(default));
+        assert_eq!(config.cache.redis_key_prefix, "shortener");
+        assert_eq!(config.auth_mode, AuthMode::ApiKey);
+    }
+
+    #[test]
+    fn variables_parse_as_the_environment_would() {
+        let config = ServeConfig::from_variables([
+            ("CACHE_TTL_SECONDS", "60"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.1"),
+            ("RUST_LOG", "info,shortener=debug"),
+        ])
+        .expect("parses");
+        assert_eq!(config.cache.cache_ttl_seconds, Duration::from_secs(60));
+        assert_eq!(config.limits.trusted_proxies.len(), 2);
+        assert!(ServeConfig::from_variables([("CACHE_TTL_SECONDS", "0")]).is_err());
+        assert!(ServeConfig::from_variables([("CACHE_TTL_SECOND", "5")]).is_err());
+        assert!(ServeConfig::from_variables([("RUST_LOG", "shortener=loud")]).is_err());
     }
 
     #[test]

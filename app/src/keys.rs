@@ -7,7 +7,6 @@
 //! only slow every request down. Its first 12 characters are kept to
 //! recognise it by.
 
-use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::domain::Timestamp;
@@ -16,7 +15,6 @@ use crate::store::{ApiKey, KeyScope, NewApiKey, Store, StoreError, StoreResult};
 const PREFIX: &str = "shk_";
 const RANDOM_LEN: usize = 32;
 const SHOWN_LEN: usize = 12;
-const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Longest key name accepted.
 pub const MAX_NAME_LEN: usize = 100;
@@ -121,10 +119,7 @@ pub async fn revoke(store: &dyn Store, id: i64) -> Result<ApiKey, RevokeError> {
 }
 
 fn generate() -> String {
-    let mut rng = rand::rng();
-    let random: String = (0..RANDOM_LEN)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect();
+    let random = crate::domain::random_alphanumeric(&mut rand::rng(), RANDOM_LEN);
     format!("{PREFIX}{random}")
 }
 

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use shortener::config::{DatabaseConfig, LogFormat, MigrateConfig, RevocationFeed, ServeConfig};
 use shortener::http::Revocations;
 use shortener::service::{self, Service};
@@ -92,7 +92,11 @@ enum SeedCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // The settings' variables, defaults and help come from their description.
+    let cli = shortener::config::described(Cli::command())
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .unwrap_or_else(|err| err.exit());
     match cli.command {
         Command::Serve(config) => {
             if let Err(problem) = config.validate() {

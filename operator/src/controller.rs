@@ -495,7 +495,7 @@ mod tests {
         let mut s = reconciled_and_ready().await;
         let (_, before, _) = pass(&s, Scenario::NoOp(s.clone())).await;
         s.spec.app.replicas = 5;
-        s.spec.app.config.cache_ttl_seconds = 60;
+        s.spec.app.config.cache_ttl_seconds = Some(60);
         s.metadata.generation = Some(2);
         let (result, after, _) =
             pass(&s, Scenario::ExistingStack(s.clone(), Workloads::Ready)).await;

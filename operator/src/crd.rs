@@ -9,6 +9,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::settings_schema;
+
 pub const API_GROUP: &str = "shortener.dev";
 pub const API_VERSION: &str = "shortener.dev/v1alpha1";
 
@@ -131,66 +133,151 @@ impl Default for AppSpec {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Behaviour of the service. Every field is one of the service's settings (the
+/// variable is named in its description): its bounds, choices, pattern, default and
+/// description come from the settings description the service's own parser uses
+/// (crate `shortener-settings`), so the API server admits only values the service
+/// starts with. The operator writes each into the app's ConfigMap; an unset field
+/// takes the service's default.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = settings_schema::app_config)]
 pub struct AppConfig {
-    /// `api-key` requires the generated admin key for writes; `open` lets anyone shorten.
-    #[serde(default)]
-    pub auth_mode: AuthMode,
-    /// How long a resolved link stays in Redis.
-    #[serde(default = "default_cache_ttl")]
-    #[schemars(range(min = 0, max = 604800))]
-    #[schemars(transform = without_format)]
-    pub cache_ttl_seconds: u32,
-    /// How long a lookup miss stays in Redis, so unknown codes do not hammer PostgreSQL.
-    #[serde(default = "default_negative_cache_ttl")]
-    #[schemars(range(min = 0, max = 86400))]
-    #[schemars(transform = without_format)]
-    pub negative_cache_ttl_seconds: u32,
-    /// Per-client request limit.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_mode: Option<AuthMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_pool_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_trust_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_private_targets: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied_target_domains: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_cache_ttl_seconds: Option<u32>,
+    /// Each replica's in-process cache.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub cache: CacheConfig,
+    /// How the service uses Redis.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub redis: RedisConfig,
+    /// Click recording.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub clicks: ClickConfig,
+    /// Request limits per client.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub rate_limit: RateLimit,
     /// Trace export (OpenTelemetry over OTLP/HTTP); off unless an endpoint is set.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub tracing: TracingSpec,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+impl AppConfig {
+    pub fn auth_mode(&self) -> AuthMode {
+        self.auth_mode.unwrap_or_default()
+    }
+
+    /// The service's variables this configuration sets, for the ConfigMap: every
+    /// field of the settings description, set or defaulted (fields without a default
+    /// are left out while unset). The trace settings are written only when an
+    /// endpoint is set: without one nothing is exported, whatever they say.
+    pub fn variables(&self) -> BTreeMap<String, String> {
+        let set = settings_schema::as_json(self);
+        let tracing = self.tracing.endpoint.is_some();
+        shortener_settings::ALL
+            .iter()
+            .filter_map(|setting| {
+                let path = setting.field()?;
+                if path.starts_with("tracing.") && !tracing {
+                    return None;
+                }
+                let value = path
+                    .split('.')
+                    .try_fold(&set, |value, step| value.get(step))
+                    .and_then(settings_schema::variable_value)
+                    .or_else(|| setting.default_value())?;
+                Some((setting.env.to_string(), value))
+            })
+            .collect()
+    }
+
+    /// `SHUTDOWN_GRACE_SECS` as the service will read it.
+    pub fn shutdown_grace_seconds(&self) -> u32 {
+        self.variables()
+            .get(shortener_settings::SHUTDOWN_GRACE_SECS.env)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = settings_schema::cache)]
+pub struct CacheConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ttl_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_entries: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = settings_schema::redis)]
+pub struct RedisConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = settings_schema::clicks)]
+pub struct ClickConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_max: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_capacity: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_capacity: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_timeout_ms: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = settings_schema::tracing)]
 pub struct TracingSpec {
-    /// Base URL of an OTLP/HTTP collector (plain `http://`, e.g.
-    /// `http://otel-collector.observability:4318`); unset: no traces are exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Share of new traces kept (a caller's sampling decision in `traceparent` is followed).
-    #[serde(default = "default_sample_ratio")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub sample_ratio: f64,
-}
-
-impl Default for TracingSpec {
-    fn default() -> Self {
-        Self {
-            endpoint: None,
-            sample_ratio: default_sample_ratio(),
-        }
-    }
-}
-
-fn default_sample_ratio() -> f64 {
-    1.0
-}
-
-impl Default for AppConfig {
-    fn default() -> Self {
-        Self {
-            auth_mode: AuthMode::default(),
-            cache_ttl_seconds: default_cache_ttl(),
-            negative_cache_ttl_seconds: default_negative_cache_ttl(),
-            rate_limit: RateLimit::default(),
-            tracing: TracingSpec::default(),
-        }
-    }
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -210,28 +297,24 @@ impl AuthMode {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// With Redis the limits hold across all replicas; without it (or while it is away)
+/// each replica applies them on its own. A rate of 0 turns that class off.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = settings_schema::rate_limit)]
 pub struct RateLimit {
-    /// Sustained requests per minute per client IP; 0 disables limiting.
-    #[serde(default = "default_rate_per_minute")]
-    #[schemars(range(min = 0, max = 1000000))]
-    #[schemars(transform = without_format)]
-    pub requests_per_minute: u32,
-    /// Extra requests allowed in a burst above the sustained rate.
-    #[serde(default = "default_rate_burst")]
-    #[schemars(range(min = 0, max = 100000))]
-    #[schemars(transform = without_format)]
-    pub burst: u32,
-}
-
-impl Default for RateLimit {
-    fn default() -> Self {
-        Self {
-            requests_per_minute: default_rate_per_minute(),
-            burst: default_rate_burst(),
-        }
-    }
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_miss_per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_miss_burst: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -400,7 +483,10 @@ pub struct ExternalSecretRef {
 pub struct PgBouncerSpec {
     #[serde(default = "default_pgbouncer_image")]
     pub image: String,
-    /// `transaction` suits the service's short queries; `session` is needed only for session features.
+    /// `transaction`, the only mode the service runs under: `statement` pooling forbids the
+    /// transactions it writes in (click batches, bulk imports), and `session` pooling would
+    /// pin one server connection to each of the replicas' pooled client connections, so
+    /// that replicas × `databasePoolSize` above `defaultPoolSize` would wait forever.
     #[serde(default)]
     pub pool_mode: PoolMode,
     /// Server connections per database/user pair.
@@ -432,18 +518,14 @@ impl Default for PgBouncerSpec {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
-    Session,
     #[default]
     Transaction,
-    Statement,
 }
 
 impl PoolMode {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Session => "session",
             Self::Transaction => "transaction",
-            Self::Statement => "statement",
         }
     }
 }
@@ -576,18 +658,6 @@ fn default_app_replicas() -> i32 {
 }
 fn default_log_level() -> String {
     "info".into()
-}
-fn default_cache_ttl() -> u32 {
-    300
-}
-fn default_negative_cache_ttl() -> u32 {
-    30
-}
-fn default_rate_per_minute() -> u32 {
-    600
-}
-fn default_rate_burst() -> u32 {
-    100
 }
 fn default_ingress_class() -> String {
     "nginx".into()

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod prune;
 pub mod render;
 pub mod server;
+pub mod settings_schema;
 pub mod status;
 
 #[cfg(test)]

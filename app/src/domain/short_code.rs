@@ -21,45 +21,42 @@ pub enum ShortCodeError {
     Reserved(String),
 }
 
-const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-/// Paths the service serves itself or may serve later; a custom code equal to
-/// one of them (case-insensitively) would shadow or be shadowed by a route.
-const RESERVED: &[&str] = &[
-    "admin",
-    "api",
-    "docs",
-    "events",
-    "favicon.ico",
-    "health",
-    "healthz",
-    "keys",
-    "livez",
-    "login",
-    "logout",
-    "metrics",
-    "openapi",
-    "openapi.json",
-    "readyz",
-    "robots.txt",
-    "shorten",
-    "static",
-    "status",
-    "swagger",
-    "urls",
-    "users",
-    "v1",
-    "v2",
-];
-
 impl ShortCode {
+    /// Paths the service serves itself or may serve later; a custom code equal
+    /// to one of them (in any letter case) would shadow or be shadowed by a
+    /// route.
+    pub const RESERVED: &'static [&'static str] = &[
+        "admin",
+        "api",
+        "docs",
+        "events",
+        "favicon.ico",
+        "health",
+        "healthz",
+        "keys",
+        "livez",
+        "login",
+        "logout",
+        "metrics",
+        "openapi",
+        "openapi.json",
+        "readyz",
+        "robots.txt",
+        "shorten",
+        "static",
+        "status",
+        "swagger",
+        "urls",
+        "users",
+        "v1",
+        "v2",
+    ];
+
     pub const MIN_LEN: usize = 3;
     pub const MAX_LEN: usize = 32;
     /// 62^7 ≈ 3.5e12 codes: a collision needs millions of links before it is
     /// even likely once, and is then retried.
     pub const GENERATED_LEN: usize = 7;
-    /// Words no custom code may be, in any letter case.
-    pub const RESERVED: &'static [&'static str] = RESERVED;
 
     /// Validates a user-chosen code.
     pub fn parse(raw: &str) -> Result<Self, ShortCodeError> {
@@ -86,7 +83,7 @@ impl ShortCode {
 
     /// Whether `raw` names one of the service's own routes.
     pub fn is_reserved(raw: &str) -> bool {
-        RESERVED.iter().any(|r| r.eq_ignore_ascii_case(raw))
+        Self::RESERVED.iter().any(|r| r.eq_ignore_ascii_case(raw))
     }
 
     /// A fresh random code from the thread-local CSPRNG.
@@ -101,10 +98,7 @@ impl ShortCode {
     }
 
     pub fn generate_len_with<R: Rng + ?Sized>(rng: &mut R, len: usize) -> Self {
-        let code = (0..len)
-            .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-            .collect();
-        Self(code)
+        Self(super::random_alphanumeric(rng, len))
     }
 
     pub fn as_str(&self) -> &str {
@@ -125,6 +119,19 @@ impl fmt::Display for ShortCode {
 
 #[cfg(test)]
 mod tests {
+    /// docs/api.md lists exactly the reserved words.
+    #[test]
+    fn the_api_reference_lists_every_reserved_word() {
+        let doc = include_str!("../../../docs/api.md");
+        let start = doc
+            .find("not a reserved word (case-insensitive): ")
+            .expect("the validation rules name the reserved words");
+        let rest = &doc[start..];
+        let list = &rest[..rest.find(". ").expect("the list ends a sentence")];
+        let listed: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
+        assert_eq!(listed, ShortCode::RESERVED);
+    }
+
     use super::*;
 
     #[test]

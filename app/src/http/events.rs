@@ -11,7 +11,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::openapi::{EventFilters, Pagination};
 use super::{AppState, JsonBody, QueryParams, listing, whole_number};
 use crate::domain::parse_event_type;
-use crate::store::{Event, EventFilter, EventSource, NewEvent};
+use crate::store::{Event, EventFilter, EventSource, NewEvent, StoreError};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/events", get(list).post(create))
@@ -43,8 +43,18 @@ pub async fn list(
         .text("source")
         .map(|raw| EventSource::parse(&raw).map_err(|p| ApiError::invalid_field("source", p)))
         .transpose()?;
+    let url_id = query.int("url_id")?;
+    if let (Some(url_id), Some(_)) = (url_id, caller.bound_user()) {
+        // Another user's URL is 403 here as it is by id; one that does not
+        // exist lists nothing, as for any key.
+        match state.store.get_url(url_id).await {
+            Ok(url) => caller.may_see(url.user_id)?,
+            Err(StoreError::NotFound(_)) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
     let filter = EventFilter {
-        url_id: query.int("url_id")?,
+        url_id,
         user_id: caller.user_filter(query.int("user_id")?)?,
         event_type: query.text("event_type"),
         source,

@@ -42,16 +42,19 @@ use crate::store::DynStore;
 
 /// Largest JSON body accepted; CSV uploads have their own, larger limit.
 const MAX_JSON_BODY: usize = 64 * 1024;
-const MAX_UPLOAD_BODY: usize = 16 * 1024 * 1024;
+/// Largest CSV upload (`POST /users/bulk`).
+pub(crate) const UPLOAD_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Everything a handler may use. Cloned for every request by each layer
 /// and extractor that takes it, so it is one `Arc`: a clone is one atomic
-/// increment, not seven plus a string copy.
+/// increment, whatever it holds.
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
-    /// Reads that no cache holds (lists, stats, events).
+    /// Users, keys, events and every read that no cache holds; what
+    /// resolves or changes a link goes through `links` instead, which keeps
+    /// the caches and the other replicas told.
     pub store: DynStore,
     /// Everything that resolves or changes a link.
     pub links: Arc<Links>,
@@ -372,5 +375,3 @@ pub(crate) fn listing<T: serde::Serialize>(listing: crate::store::Listing<T>) ->
     }
     response
 }
-
-pub(crate) const UPLOAD_LIMIT: usize = MAX_UPLOAD_BODY;

@@ -23,7 +23,7 @@ const INSERT_CLICKS: &str = sql!("INSERT INTO events (" EVENT ") \
 /// [`INSERT_CLICKS`] of a direct write, which also records its batch as
 /// writer `$5`'s last (`$6`, at `$7`) in the same statement, so that the
 /// common path costs no extra round trip.
-const INSERT_CLICKS_OF_WRITER: &str = sql!("WITH progress AS (" RECORD_WRITER_PROGRESS_5 ") \
+const INSERT_CLICKS_OF_WRITER: &str = sql!("WITH progress AS (" (RECORD_WRITER_PROGRESS "$5" "$6" "$7") ") \
      INSERT INTO events (" EVENT ") \
      SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
      FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \

@@ -26,9 +26,12 @@ macro_rules! sql {
     (@ API_KEY) => { "id, name, scope, user_id, prefix, bootstrap, created_at, created_by, \
          expires_at, revoked_at, last_used_at" };
     (@ COUNTER) => { "url_id, shard, redirect_count, last_redirect_at" };
-    (@ RECORD_WRITER_PROGRESS_5) => { "INSERT INTO click_writers (writer, last_batch, updated_at) \
-         VALUES ($5, $6, $7) ON CONFLICT (writer) DO UPDATE SET \
-         last_batch = excluded.last_batch, updated_at = excluded.updated_at" };
+    // Records batch `$b` as writer `$w`'s last committed one (at `$t`); the
+    // placeholders are given, as the statement runs alone and inside another.
+    (@ (RECORD_WRITER_PROGRESS $w:literal $b:literal $t:literal)) => { concat!(
+        "INSERT INTO click_writers (writer, last_batch, updated_at) VALUES (", $w, ", ", $b, ", ", $t,
+        ") ON CONFLICT (writer) DO UPDATE SET \
+         last_batch = excluded.last_batch, updated_at = excluded.updated_at") };
     (@ TARGET) => { "short_code, id AS url_id, user_id, original_url, is_active, version" };
     (@ $text:literal) => { $text };
     ($($part:tt)+) => { concat!($(sql!(@ $part)),+) };
@@ -135,9 +138,7 @@ const MARK_BATCH_APPLIED: &str =
 const FORGET_APPLIED_BATCHES: &str = "DELETE FROM click_batches WHERE applied_at < $1";
 /// Records batch `$2` as writer `$1`'s last committed one (at `$3`), in the
 /// transaction of the batch's clicks.
-const RECORD_WRITER_PROGRESS: &str = "INSERT INTO click_writers (writer, last_batch, updated_at) \
-     VALUES ($1, $2, $3) ON CONFLICT (writer) DO UPDATE SET \
-     last_batch = excluded.last_batch, updated_at = excluded.updated_at";
+const RECORD_WRITER_PROGRESS: &str = sql!((RECORD_WRITER_PROGRESS "$1" "$2" "$3"));
 /// Writer `$1`'s last committed batch (0: none). An upsert rather than a
 /// read, so that it waits for a transaction of that writer still
 /// finishing: that transaction holds the row's lock, or is inserting the

@@ -145,6 +145,7 @@ pub async fn a_user_key_sees_and_changes_only_its_user(backend: Backend) {
         refused.push((Method::DELETE, format!("/urls/{id}"), None));
         let note = json!({"url_id": id, "user_id": ada_id, "event_type": "note"});
         refused.push((Method::POST, "/events".into(), Some(note)));
+        refused.push((Method::GET, format!("/events?url_id={id}"), None));
     }
     for path in [
         format!("/urls?user_id={bob_id}"),

@@ -50,30 +50,11 @@ pub fn config_map_name(instance: &Instance<'_>) -> String {
 /// Non-secret settings of the service, consumed as environment variables.
 pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     let spec = instance.spec();
-    let config = &spec.app.config;
-    let mut data = BTreeMap::from([
+    // Every setting of spec.app.config, by the settings description.
+    let mut data = spec.app.config.variables();
+    data.extend([
         ("LISTEN_ADDR".to_string(), format!("0.0.0.0:{HTTP_PORT}")),
-        (
-            "AUTH_MODE".to_string(),
-            config.auth_mode.as_str().to_string(),
-        ),
         ("RUST_LOG".to_string(), spec.app.log_level.clone()),
-        (
-            "CACHE_TTL_SECONDS".to_string(),
-            config.cache_ttl_seconds.to_string(),
-        ),
-        (
-            "NEGATIVE_CACHE_TTL_SECONDS".to_string(),
-            config.negative_cache_ttl_seconds.to_string(),
-        ),
-        (
-            "RATE_LIMIT_PER_MINUTE".to_string(),
-            config.rate_limit.requests_per_minute.to_string(),
-        ),
-        (
-            "RATE_LIMIT_BURST".to_string(),
-            config.rate_limit.burst.to_string(),
-        ),
         ("LOG_FORMAT".to_string(), "json".to_string()),
         // The click spill file: clicks of redirects answered while the
         // database is away, kept across container restarts (an emptyDir
@@ -85,22 +66,21 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     if spec.ingress.enabled && spec.ingress.host.is_some() {
         data.insert("PUBLIC_BASE_URL".to_string(), instance.public_url());
     }
-    // Behind the ingress every request comes from ingress-nginx, whose
+    // Behind the ingress every request comes from the ingress controller, whose
     // X-Forwarded-For names the client. Only the ingress controller (and
     // Prometheus) may reach the pods while the NetworkPolicies are on, so
-    // the pod networks (private ranges) are trusted then, and only then.
-    if spec.ingress.enabled && spec.network_policy.enabled {
+    // the pod networks (private ranges) are trusted then, and only then,
+    // unless the Shortener names the proxies itself.
+    if spec.ingress.enabled
+        && spec.network_policy.enabled
+        && spec.app.config.trusted_proxies.is_none()
+    {
         data.insert(
             "TRUSTED_PROXIES".to_string(),
             "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7".to_string(),
         );
     }
-    if let Some(endpoint) = &config.tracing.endpoint {
-        data.insert("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), endpoint.clone());
-        data.insert(
-            "OTEL_TRACES_SAMPLER_ARG".to_string(),
-            config.tracing.sample_ratio.to_string(),
-        );
+    if spec.app.config.tracing.endpoint.is_some() {
         data.insert("OTEL_SERVICE_NAME".to_string(), instance.name.to_string());
     }
     ConfigMap {
@@ -180,7 +160,7 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
             }));
         }
     }
-    if spec.app.config.auth_mode == AuthMode::ApiKey {
+    if spec.app.config.auth_mode() == AuthMode::ApiKey {
         env.push(secret_env(
             "ADMIN_API_KEY",
             &instance.admin_secret_name(),
@@ -283,7 +263,9 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                     "serviceAccountName": name,
                     "automountServiceAccountToken": false,
                     "securityContext": pod_security(APP_UID, None),
-                    "terminationGracePeriodSeconds": 30,
+                    // The service's own grace for in-flight requests, plus time to flush clicks
+                    // and exit.
+                    "terminationGracePeriodSeconds": spec.app.config.shutdown_grace_seconds() + 10,
                     // ScheduleAnyway: spread when the cluster has room, still schedule on a
                     // single node.
                     "topologySpreadConstraints": [
@@ -627,7 +609,7 @@ mod tests {
     #[test]
     fn open_mode_with_external_stores_reads_urls_from_secrets() {
         let mut spec = ShortenerSpec::default();
-        spec.app.config.auth_mode = AuthMode::Open;
+        spec.app.config.auth_mode = Some(AuthMode::Open);
         spec.database.external = Some(ExternalSecretRef {
             secret_name: "pg".into(),
             key: "dsn".into(),
@@ -669,7 +651,7 @@ mod tests {
 
         let mut spec = ShortenerSpec::default();
         spec.app.config.tracing.endpoint = Some("http://otel-collector.obs:4318".into());
-        spec.app.config.tracing.sample_ratio = 0.25;
+        spec.app.config.tracing.sample_ratio = Some(0.25);
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
         let cm = config_map(&i);
@@ -700,7 +682,7 @@ mod tests {
         assert_eq!(data["LISTEN_ADDR"], "0.0.0.0:8080");
         let before = deployment(&i, &cm).unwrap();
 
-        spec.app.config.cache_ttl_seconds = 60;
+        spec.app.config.cache_ttl_seconds = Some(60);
         let s2 = shortener(spec);
         let i2 = Instance::new(&s2).unwrap();
         let after = deployment(&i2, &config_map(&i2)).unwrap();

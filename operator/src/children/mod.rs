@@ -405,7 +405,7 @@ pub fn desired_state(
             &credentials.pgbouncer_admin_password,
         ));
     }
-    if spec.app.config.auth_mode == crate::crd::AuthMode::ApiKey {
+    if spec.app.config.auth_mode() == crate::crd::AuthMode::ApiKey {
         secrets.push(secrets::admin_secret(instance, &credentials.admin_api_key));
     }
     if spec.redis.external.is_none() {
@@ -759,7 +759,7 @@ mod tests {
             secret_name: "cache".into(),
             key: "url".into(),
         });
-        spec.app.config.auth_mode = crate::crd::AuthMode::Open;
+        spec.app.config.auth_mode = Some(crate::crd::AuthMode::Open);
         let s = shortener(spec);
         let instance = Instance::new(&s).unwrap();
         let state =

@@ -176,13 +176,13 @@ mod tests {
     #[test]
     fn config_follows_pool_settings() {
         let mut spec = ShortenerSpec::default();
-        spec.pgbouncer.pool_mode = PoolMode::Session;
+        spec.pgbouncer.pool_mode = PoolMode::Transaction;
         spec.pgbouncer.default_pool_size = 7;
         spec.pgbouncer.max_client_connections = 50;
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
         let ini = config_map(&i).data.unwrap()["pgbouncer.ini"].clone();
-        assert!(ini.contains("pool_mode = session\n"));
+        assert!(ini.contains("pool_mode = transaction\n"));
         assert!(ini.contains("default_pool_size = 7\n"));
         assert!(ini.contains("max_db_connections = 12\n"));
         assert!(ini.contains("max_client_conn = 50\n"));

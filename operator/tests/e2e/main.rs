@@ -28,6 +28,7 @@ mod operator;
 mod privilege;
 mod pruning;
 mod roles;
+mod settings;
 mod stack;
 
 use std::future::Future;
@@ -86,6 +87,7 @@ fn tests() -> Vec<Test> {
         test!(changes::scale_through_the_subresource_and_the_spec),
         test!(changes::app_setting_change_rolls_the_deployment),
         test!(changes::cel_rules_reject_shrink_and_immutable_changes),
+        test!(settings::the_api_server_admits_exactly_the_described_ranges),
         test!(changes::volume_growth_the_cluster_refuses_is_reported),
         test!(privilege::redis_requires_the_generated_password),
         test!(privilege::metrics_are_not_routed_and_the_examples_require_the_api_key),
