@@ -1,5 +1,6 @@
-//! The requests of a reconcile pass, pruning aside: the facts the desired state depends on,
-//! the generated Secrets, server-side apply of each child, volume growth and the status write.
+//! The requests of a reconcile pass: the facts the desired state depends on, the generated
+//! Secrets, the children ([`ClusterResources`]: apply what is ours, remember it, prune the
+//! rest), volume growth and the status write.
 
 use std::fmt::Debug;
 
@@ -17,6 +18,7 @@ use crate::children::{
 };
 use crate::crd::{API_VERSION, Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
+use crate::prune;
 use crate::status::Refusal;
 
 /// Facts from the cluster the desired state depends on.
@@ -76,8 +78,7 @@ pub async fn ensure_secrets(
     for secret in &desired.secrets {
         let name = secret.name_any();
         if let Some(existing) = api.get_opt(&name).await.map_err(Error::Kube)? {
-            let owners = existing.metadata.owner_references.iter().flatten();
-            if !owners.clone().any(|o| o.uid == instance.owner.uid) {
+            if !instance.owns(&existing.metadata) {
                 refusals.push(Refusal {
                     reason: "ObjectNotOwned",
                     message: format!(
@@ -102,9 +103,68 @@ pub async fn ensure_secrets(
     Ok((created, refusals))
 }
 
-/// An object of the child's name that this Shortener does not own (no owner reference with
-/// its uid), reported instead of applied: a forced server-side apply would take it over.
-pub async fn foreign_object(
+/// The owner of "apply, remember, prune, is it ours" for one pass over one Shortener's
+/// children: each child is applied unless an object of its name exists that is not ours
+/// (then it is refused, never taken over); what was applied is remembered; [`Self::prune`]
+/// then deletes what is ours but was not applied.
+pub struct ClusterResources<'a> {
+    client: &'a Client,
+    instance: &'a Instance<'a>,
+    applied: Vec<Child>,
+    refusals: Vec<Refusal>,
+}
+
+/// What a pass wrote: the stored children, the pruned `Kind/name`s, and what the cluster
+/// refused without stopping the pass.
+pub struct Written {
+    pub applied: Vec<Child>,
+    pub pruned: Vec<String>,
+    pub refusals: Vec<Refusal>,
+}
+
+impl<'a> ClusterResources<'a> {
+    pub fn new(client: &'a Client, instance: &'a Instance<'a>) -> Self {
+        Self {
+            client,
+            instance,
+            applied: Vec::new(),
+            refusals: Vec::new(),
+        }
+    }
+
+    /// Server-side apply `child`, unless an object of its name is not ours.
+    pub async fn apply(&mut self, child: &Child) -> Result<()> {
+        match foreign_object(self.client, self.instance, child).await? {
+            Some(refusal) => self.refusals.push(refusal),
+            None => {
+                let stored = apply(self.client, &self.instance.namespace, child).await?;
+                self.applied.push(stored);
+            }
+        }
+        Ok(())
+    }
+
+    /// Something the cluster refused that does not stop the pass.
+    pub fn refused(&mut self, refusal: Option<Refusal>) {
+        self.refusals.extend(refusal);
+    }
+
+    /// Delete what is ours but was not applied in this pass (call only once every apply
+    /// succeeded: a child that failed would otherwise look unwanted).
+    pub async fn prune(self, monitoring_crds: bool) -> Result<Written> {
+        let wanted = self.applied.iter().map(Child::key).collect();
+        let pruned = prune::prune(self.client, self.instance, &wanted, monitoring_crds).await?;
+        Ok(Written {
+            applied: self.applied,
+            pruned,
+            refusals: self.refusals,
+        })
+    }
+}
+
+/// An object of the child's name that is not ours, reported instead of applied: a forced
+/// server-side apply would take it over.
+async fn foreign_object(
     client: &Client,
     instance: &Instance<'_>,
     child: &Child,
@@ -123,8 +183,7 @@ pub async fn foreign_object(
     let Some(existing) = existing else {
         return Ok(None);
     };
-    let owners = existing.metadata.owner_references.iter().flatten();
-    if owners.clone().any(|o| o.uid == instance.owner.uid) {
+    if instance.owns(&existing.metadata) {
         return Ok(None);
     }
     Ok(Some(Refusal {
@@ -140,7 +199,7 @@ pub async fn foreign_object(
 }
 
 /// Server-side apply one child; returns the object as stored, status included.
-pub async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child> {
+async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child> {
     on_child!(child,
         object => patch(&Api::namespaced(client.clone(), namespace), object).await.map(Child::from),
         (resource, object) => {

@@ -16,12 +16,12 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::children::{self, Child, Credentials, DesiredState, Instance, MANAGED_BY, Observed};
+use crate::children::{self, Credentials, DesiredState, Instance, MANAGED_BY, Observed};
+use crate::cluster::{self, ClusterResources, Written};
 use crate::crd::{Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::status::{self, Notice, Pass, Readiness, Refusal};
-use crate::{cluster, prune};
+use crate::status::{self, Notice, Pass, Readiness};
 
 /// Requeue interval once everything is ready; owned-object watches cover faster changes.
 const STEADY_REQUEUE: Duration = Duration::from_secs(300);
@@ -162,14 +162,17 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
     let (created_secrets, mut refusals) =
         cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
-    let (applied, pruned, more_refusals) =
-        match write_children(&ctx.client, &instance, &desired, &observed).await {
-            Ok(written) => written,
-            Err(error) => {
-                report_failure(ctx, shortener, &api, &old, &error, &now).await;
-                return Err(error);
-            }
-        };
+    let Written {
+        applied,
+        pruned,
+        refusals: more_refusals,
+    } = match write_children(&ctx.client, &instance, &desired, &observed).await {
+        Ok(written) => written,
+        Err(error) => {
+            report_failure(ctx, shortener, &api, &old, &error, &now).await;
+            return Err(error);
+        }
+    };
 
     refusals.extend(more_refusals);
     refusals.extend(status::role_setup_failure(&applied));
@@ -220,10 +223,6 @@ fn refused_annotations(shortener: &Shortener, allowed: bool) -> Option<String> {
     ))
 }
 
-/// What `write_children` wrote: the stored children, the pruned `Kind/name`s, and what the
-/// cluster refused without stopping the pass.
-type Written = (Vec<Child>, Vec<String>, Vec<Refusal>);
-
 /// Apply every desired child in order, grow the data volume, then prune what is no longer
 /// desired (only after every apply succeeded). A refused resize is reported, not fatal.
 async fn write_children(
@@ -232,20 +231,15 @@ async fn write_children(
     desired: &DesiredState,
     observed: &Observed,
 ) -> Result<Written> {
-    let mut applied = Vec::with_capacity(desired.children.len());
-    let mut refusals = Vec::new();
+    let mut resources = ClusterResources::new(client, instance);
     for child in &desired.children {
-        match cluster::foreign_object(client, instance, child).await? {
-            Some(refusal) => refusals.push(refusal),
-            None => applied.push(cluster::apply(client, &instance.namespace, child).await?),
-        }
+        resources.apply(child).await?;
     }
     if let Some(pg) = instance.spec().database.embedded() {
         let size = &pg.storage.size.0;
-        refusals.extend(cluster::grow_postgres_volume(client, instance, observed, size).await?);
+        resources.refused(cluster::grow_postgres_volume(client, instance, observed, size).await?);
     }
-    let pruned = prune::prune(client, instance, &applied, observed.monitoring_crds).await?;
-    Ok((applied, pruned, refusals))
+    resources.prune(observed.monitoring_crds).await
 }
 
 async fn report_failure(

@@ -1,10 +1,10 @@
 //! Pruning: once a pass has applied every desired child, delete what this Shortener made
 //! earlier that the spec no longer asks for (an Ingress after `ingress.enabled: false`, Redis
-//! after `redis.external`, a ServiceMonitor after turning it off).
+//! after `redis.external`, a ServiceMonitor after turning it off). Called by
+//! `cluster::ClusterResources::prune`, which holds the record of what the pass applied.
 //!
-//! The record of what a pass wants is the set of children it applied. Candidates are listed
-//! kind by kind with the instance's label selector; one is deleted only if it is also owned
-//! by this Shortener (an owner reference with its uid) and not in that set. An object someone
+//! Candidates are listed kind by kind with the instance's label selector; one is deleted
+//! only if it is also ours (`Instance::owns`) and not among the applied children. An object someone
 //! else made, even with the same labels, is never touched. Not pruned: generated Secrets
 //! (created once, they hold credentials; listing them would widen the operator's access) and
 //! the PostgreSQL data volume, which belongs to the StatefulSet, not to the Shortener (see
@@ -18,18 +18,17 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Preconditions, PropagationPolicy,
 };
 
-use crate::children::{self, Child, Instance};
+use crate::children::{self, Instance, object_key};
 use crate::error::{Error, Result};
 
-/// Delete the owned children of `instance` that `applied` does not contain; returns their
-/// `Kind/name`.
+/// Delete the owned children of `instance` whose `Kind/name` is not in `wanted`; returns
+/// their `Kind/name`.
 pub async fn prune(
     client: &Client,
     instance: &Instance<'_>,
-    applied: &[Child],
+    wanted: &BTreeSet<String>,
     monitoring_crds: bool,
 ) -> Result<Vec<String>> {
-    let wanted: BTreeSet<String> = applied.iter().map(Child::key).collect();
     let selector = ListParams::default().labels(&instance.instance_selector());
     let mut pruned = Vec::new();
     for resource in children::managed_kinds(monitoring_crds) {
@@ -43,8 +42,8 @@ pub async fn prune(
                 source,
             })?;
         for meta in listed.items.iter().map(|o| &o.metadata) {
-            if let Some((name, uid)) = orphan(&resource, meta, &instance.owner.uid, &wanted) {
-                let key = format!("{}/{name}", resource.kind);
+            if let Some((name, uid)) = orphan(instance, &resource, meta, wanted) {
+                let key = object_key(&resource.kind, &name);
                 if delete(&api, &name, uid)
                     .await
                     .map_err(|source| Error::Prune {
@@ -60,19 +59,18 @@ pub async fn prune(
     Ok(pruned)
 }
 
-/// Name and uid of a listed object to delete: owned by the Shortener with `owner_uid`, not
-/// wanted, and not already on its way out.
+/// Name and uid of a listed object to delete: ours, not wanted, and not already on its way
+/// out.
 fn orphan(
+    instance: &Instance<'_>,
     resource: &ApiResource,
     meta: &ObjectMeta,
-    owner_uid: &str,
     wanted: &BTreeSet<String>,
 ) -> Option<(String, String)> {
-    let owners = meta.owner_references.as_deref().unwrap_or_default();
-    let owned = owners.iter().any(|o| o.uid == owner_uid);
     let name = meta.name.clone()?;
-    let stale = !wanted.contains(&format!("{}/{name}", resource.kind));
-    (owned && stale && meta.deletion_timestamp.is_none()).then_some((name, meta.uid.clone()?))
+    let stale = !wanted.contains(&object_key(&resource.kind, &name));
+    (instance.owns(meta) && stale && meta.deletion_timestamp.is_none())
+        .then_some((name, meta.uid.clone()?))
 }
 
 /// Delete one object, but only the very object that was listed (a uid precondition): one
@@ -120,7 +118,10 @@ mod tests {
     fn only_owned_objects_the_pass_did_not_apply_are_orphans() {
         let resource = ApiResource::erase::<Ingress>(&());
         let wanted = BTreeSet::from(["Ingress/links".to_string()]);
-        let orphan = |meta: &ObjectMeta| orphan(&resource, meta, OWNER, &wanted);
+        let shortener = crate::children::testing::shortener(Default::default());
+        let instance = Instance::new(&shortener).unwrap();
+        assert_eq!(instance.owner.uid, OWNER);
+        let orphan = |meta: &ObjectMeta| orphan(&instance, &resource, meta, &wanted);
 
         assert_eq!(orphan(&listed("links", Some(OWNER))), None, "still wanted");
         assert_eq!(

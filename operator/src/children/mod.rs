@@ -72,6 +72,12 @@ pub struct Instance<'a> {
     pub owner: OwnerReference,
 }
 
+/// `Kind/name`: how an object is named in messages and events, and how a pass tells
+/// the children it applied from those it did not.
+pub fn object_key(kind: &str, name: &str) -> String {
+    format!("{kind}/{name}")
+}
+
 impl<'a> Instance<'a> {
     pub fn new(shortener: &'a Shortener) -> Result<Self> {
         let name = shortener
@@ -100,6 +106,13 @@ impl<'a> Instance<'a> {
 
     pub fn spec(&self) -> &crate::crd::ShortenerSpec {
         &self.shortener.spec
+    }
+
+    /// Whether this Shortener made the object: an owner reference with its uid. The one
+    /// test of "ours": what is not ours is never changed, taken over or deleted.
+    pub fn owns(&self, meta: &ObjectMeta) -> bool {
+        let owners = meta.owner_references.iter().flatten();
+        owners.clone().any(|o| o.uid == self.owner.uid)
     }
 
     /// Name of a child of the given component: the app keeps the bare instance name.
@@ -292,7 +305,7 @@ impl Child {
 
     /// `Kind/name`, as children are named in messages and events.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.kind(), self.name())
+        object_key(&self.kind(), &self.name())
     }
 
     /// The object as JSON, with apiVersion and kind, exactly as sent in the apply patch.
@@ -663,11 +676,7 @@ mod tests {
     use crate::crd::{ExternalSecretRef, ShortenerSpec};
 
     fn kinds(state: &DesiredState) -> Vec<String> {
-        state
-            .children
-            .iter()
-            .map(|c| format!("{}/{}", c.kind(), c.name()))
-            .collect()
+        state.children.iter().map(Child::key).collect()
     }
 
     #[test]
