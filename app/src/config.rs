@@ -181,6 +181,12 @@ pub struct CacheSettings {
     #[arg(long, env = "NEGATIVE_CACHE_TTL_SECONDS", default_value = "5", value_parser = seconds(1..=3_600))]
     pub negative_cache_ttl_seconds: Duration,
 
+    /// Seconds an in-process copy of a link may still be served when
+    /// neither Redis nor the database can answer (stale-if-error, answered
+    /// with `X-Cache: STALE`); 0 turns it off.
+    #[arg(long, env = "STALE_IF_ERROR_SECS", default_value = "3600", value_parser = seconds(0..=86_400))]
+    pub stale_if_error_secs: Duration,
+
     /// Most recent active URLs loaded into the caches at start.
     #[arg(long, env = "CACHE_WARM_ENTRIES", default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub cache_warm_entries: i64,
