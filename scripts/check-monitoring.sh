@@ -17,12 +17,18 @@
 #     metric name the rules and the dashboard use has series there (absent ones are listed;
 #     with REQUIRE_METRICS=1 each absent one fails unless METRICS_EXPECTED_ABSENT, one
 #     "name reason" per line, explains it); every selector without series is listed too
+# Every check of asynchronous state (a server started, alerts received and inhibited, rules
+# loaded, series scraped) polls until it holds or PATIENCE_SECS (default 30) have passed, and
+# says so when the deadline passes: a busy machine is slower, not wrong.
 # Installs prometheus and prometheus-alertmanager (Debian) if promtool or amtool is missing.
 #
 # Usage: scripts/check-monitoring.sh
 #        PROMETHEUS_URL=http://127.0.0.1:19090 scripts/check-monitoring.sh
 #        loadtests/stack/check-monitoring-live.sh   (the local stack, with its expectations)
 set -euo pipefail
+
+PATIENCE_SECS=${PATIENCE_SECS:-30}
+export PATIENCE_SECS
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -117,6 +123,26 @@ DASHBOARD = "monitoring/dashboard.json"
 RUNBOOKS = "docs/runbooks"
 SECTIONS = ["## Meaning", "## Impact", "## Confirm", "## Causes", "## Mitigate", "## Verify recovery"]
 SEVERITIES = {"critical", "warning", "info"}
+
+# How long a check of asynchronous state waits for it to hold (see the top of the script).
+PATIENCE = float(os.environ.get("PATIENCE_SECS", "30"))
+
+def poll(attempt, interval=0.2):
+    """Calls attempt() until it returns (True, value) or PATIENCE seconds have passed;
+    returns the last (held, value). An attempt that raises counts as not holding."""
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        try:
+            held, value = attempt()
+        except Exception as e:
+            held, value = False, e
+        if held or time.monotonic() >= deadline:
+            return held, value
+        time.sleep(interval)
+
+def late(held):
+    """What to add to a failure's detail when the deadline passed first."""
+    return "" if held else f" (still so after {PATIENCE:.0f} s)"
 
 def out(status, name, detail=""):
     flat = lambda text: " ".join(str(text).split())
@@ -335,14 +361,17 @@ def http_json(url, data=None):
 
 def cmd_evaluate(base):
     base = base.rstrip("/")
-    try:
+    wanted = {a["alert"] for a in alerts()}
+    def loaded_rules():
         loaded = http_json(f"{base}/api/v1/rules?type=alert")
         names = {r["name"] for g in loaded["data"]["groups"] for r in g["rules"]}
-    except Exception as e:
-        out("FAIL", f"{base} answers /api/v1/rules", str(e))
+        missing = sorted(wanted - names)
+        return not missing, missing
+    held, missing = poll(loaded_rules)
+    if isinstance(missing, Exception):
+        out("FAIL", f"{base} answers /api/v1/rules", f"{missing}{late(held)}")
         return
-    missing = sorted({a["alert"] for a in alerts()} - names)
-    out("FAIL" if missing else "ok", f"{base} has the alerts of {RULES} loaded", "missing: " + ", ".join(missing))
+    out("FAIL" if missing else "ok", f"{base} has the alerts of {RULES} loaded", "missing: " + ", ".join(missing) + late(held))
     holding, empty = [], []
     for src, expr in all_exprs():
         url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -410,12 +439,23 @@ def cmd_metrics(base):
     def series(query):
         body = http_json(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": query}))
         return body["data"]["result"]
+    # Series appear as targets are scraped: with REQUIRE_METRICS=1, wait (PATIENCE) until
+    # every name that must have series has some.
+    def presence():
+        found = {}
+        for name in sorted(users):
+            try:
+                found[name] = series(f'count by (job) ({{__name__="{name}"}})')
+            except Exception as e:
+                found[name] = e
+        waiting = [n for n, r in found.items() if not isinstance(r, list) or (not r and require and n not in expected)]
+        return not waiting, found
+    held, found = poll(presence) if require else (True, presence()[1])
     absent = []
     for name in sorted(users):
-        try:
-            result = series(f'count by (job) ({{__name__="{name}"}})')
-        except Exception as e:
-            out("FAIL", f"series of {name} on {base}", str(e))
+        result = found[name]
+        if isinstance(result, Exception):
+            out("FAIL", f"series of {name} on {base}", f"{result}{late(held)}")
             continue
         if result:
             jobs = ", ".join(sorted(f"{r['metric'].get('job', '-')} ({r['value'][1]})" for r in result))
@@ -426,7 +466,7 @@ def cmd_metrics(base):
         else:
             absent.append(name)
             where = "; ".join(sorted(set(users[name]))[:3])
-            out("FAIL" if require else "note", f"no series: {name}", f"used by {where}")
+            out("FAIL" if require else "note", f"no series: {name}", f"used by {where}{late(held)}")
     for name in sorted(set(expected) - set(users)):
         out("FAIL", f"METRICS_EXPECTED_ABSENT names {name}", "no rule or panel uses it")
     out("note", f"metric names used by the rules and the dashboard: {len(users)}, without series on {base}: {len(absent)}")
@@ -476,33 +516,54 @@ INHIBITION = [
     ]),
 ]
 
+# Posted after the scenarios, in a place of its own: a pair whose target the inhibitor mutes
+# only once it has processed the pair's source, so (processing alerts in the order they were
+# posted) every scenario's alert too. Its state is the barrier the scenarios are read after.
+BARRIER = [
+    ({"alertname": "ShortenerDown", "severity": "critical", "job": "shortener", "namespace": "barrier"}, False),
+    ({"alertname": "ShortenerReplicaDown", "severity": "warning", "job": "shortener", "instance": "a", "namespace": "barrier"}, True),
+]
+
 def cmd_inhibition(base):
     base = base.rstrip("/")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    posted = []
-    for i, (scenario, alerts_) in enumerate(INHIBITION):
-        # The first scenario runs without a namespace, like the local stack.
-        for labels, _ in alerts_:
-            labels = dict(labels, **({"namespace": f"scenario-{i}"} if i else {}))
-            posted.append({"labels": labels, "annotations": {"summary": scenario}, "startsAt": now})
-    http_json(f"{base}/api/v2/alerts", json.dumps(posted).encode())
-    got = {}
-    for _ in range(50):
-        got = {tuple(sorted(a["labels"].items())): a["status"] for a in http_json(f"{base}/api/v2/alerts")}
-        if len(got) >= len(posted):
-            break
-        time.sleep(0.1)
-    for i, (scenario, alerts_) in enumerate(INHIBITION):
-        problems = []
+    def scenarios():
+        for i, (scenario, alerts_) in enumerate(INHIBITION):
+            # The first scenario runs without a namespace, like the local stack.
+            yield scenario, [(dict(labels, **({"namespace": f"scenario-{i}"} if i else {})), inhibited)
+                             for labels, inhibited in alerts_]
+    def post(alerts_, summary):
+        posted = [{"labels": labels, "annotations": {"summary": summary}, "startsAt": now} for labels, _ in alerts_]
+        http_json(f"{base}/api/v2/alerts", json.dumps(posted).encode())
+    for scenario, alerts_ in scenarios():
+        post(alerts_, scenario)
+    post(BARRIER, "barrier")
+    def problems(got, alerts_):
+        found = []
         for labels, inhibited in alerts_:
-            labels = dict(labels, **({"namespace": f"scenario-{i}"} if i else {}))
             status = got.get(tuple(sorted(labels.items())))
             desc = f"{labels['alertname']}{{{labels['severity']}}}"
             if status is None:
-                problems.append(f"{desc} not received")
+                found.append(f"{desc} not received")
             elif bool(status.get("inhibitedBy")) != inhibited:
-                problems.append(f"{desc} {'not ' if inhibited else ''}inhibited")
-        out("FAIL" if problems else "ok", f"alertmanager inhibition: {scenario}", "; ".join(problems))
+                found.append(f"{desc} {'not ' if inhibited else ''}inhibited")
+        return found
+    # Inhibition is computed as the inhibitor catches up with the posted alerts: wait for the
+    # barrier (and every alert to be received), then read the scenarios from that same state.
+    def settled():
+        got = {tuple(sorted(a["labels"].items())): a["status"] for a in http_json(f"{base}/api/v2/alerts")}
+        waiting = problems(got, BARRIER) + [p for _, a in scenarios() for p in problems(got, a) if p.endswith("not received")]
+        return not waiting, (got, waiting)
+    held, state = poll(settled)
+    if isinstance(state, Exception):
+        out("FAIL", "alertmanager answers /api/v2/alerts", f"{state}{late(held)}")
+        return
+    got, waiting = state
+    if not held:
+        out("FAIL", "alertmanager processed every posted alert (the barrier pair)", "; ".join(waiting) + late(held))
+    for scenario, alerts_ in scenarios():
+        found = problems(got, alerts_)
+        out("FAIL" if found else "ok", f"alertmanager inhibition: {scenario}", "; ".join(found) + (late(held) if found else ""))
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
@@ -549,15 +610,17 @@ check_alertmanager() {
     --web.listen-address="127.0.0.1:$port" --cluster.listen-address= --log.level=warn \
     >"$WORK/alertmanager.log" 2>&1 &
   AM_PID=$!
-  local ready=0
-  for _ in $(seq 50); do
-    if curl -fsS "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1; then ready=1; break; fi
+  local ready=0 deadline=$((SECONDS + PATIENCE_SECS))
+  while :; do
+    if curl -fsS --max-time 5 "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1; then ready=1; break; fi
+    kill -0 "$AM_PID" 2>/dev/null || break
+    ((SECONDS < deadline)) || break
     sleep 0.2
   done
   if [[ "$ready" == 1 ]]; then
     tally < <(helper inhibition "http://127.0.0.1:$port")
   else
-    fail "alertmanager started for the inhibition checks"
+    fail "alertmanager started for the inhibition checks (not ready within $PATIENCE_SECS s, or exited)"
     sed 's/^/      /' "$WORK/alertmanager.log"
   fi
   kill "$AM_PID" 2>/dev/null || true

@@ -26,7 +26,11 @@ fn describe(arg: clap::Arg) -> clap::Arg {
     let Some(setting) = arg.get_long().and_then(Setting::by_flag) else {
         return arg;
     };
-    let mut arg = arg.env(setting.env).help(setting.help);
+    // The value is named by its variable, so that a refusal names what to fix.
+    let mut arg = arg
+        .env(setting.env)
+        .value_name(setting.env)
+        .help(setting.help);
     if let Some(default) = setting.default_value() {
         arg = arg.default_value(default).required(false);
     }
@@ -248,6 +252,9 @@ pub struct CacheSettings {
 
     #[arg(long, value_parser = seconds(&settings::NEGATIVE_CACHE_TTL_SECONDS))]
     pub negative_cache_ttl_seconds: Duration,
+
+    #[arg(long, value_parser = seconds(&settings::STALE_IF_ERROR_SECS))]
+    pub stale_if_error_secs: Duration,
 
     #[arg(long, value_parser = integer(&settings::CACHE_WARM_ENTRIES).map(|n| i64::try_from(n).unwrap_or(i64::MAX)))]
     pub cache_warm_entries: i64,

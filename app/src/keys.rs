@@ -1,11 +1,17 @@
-//! API keys: how a key is made, what is kept of it, and issuing one (the
-//! same road for `shortener keys create` and `POST /keys`).
+//! API keys: how a key is made, what is kept of it, issuing one (the same
+//! road for `shortener keys create` and `POST /keys`), what a replica takes
+//! on trust, and revoking (one road for `DELETE /keys/{id}`, `shortener
+//! keys revoke` and the deletion of a key's user: [`Trust::revoked`] on a
+//! replica, [`Revocations::announce`] from the command line).
 //!
 //! A key is `shk_` and 32 characters of `[A-Za-z0-9]` from the thread-local
 //! CSPRNG (about 190 bits). Only its SHA-256 is stored: with that much
 //! entropy there is nothing to brute-force, so a slow password hash would
 //! only slow every request down. Its first 12 characters are kept to
 //! recognise it by.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -108,14 +114,168 @@ pub enum RevokeError {
     Store(#[from] StoreError),
 }
 
-/// Revokes key `id` (the same road for `DELETE /keys/{id}` and `shortener
-/// keys revoke`); revoking it again changes nothing. Telling the running
-/// replicas is the caller's part.
+/// Revokes key `id` in the store (the same road for `DELETE /keys/{id}`
+/// and `shortener keys revoke`); revoking it again changes nothing. The
+/// replicas must then hear of it: [`Trust::revoked`] on a replica,
+/// [`Revocations::announce`] elsewhere. (Deleting a user revokes their keys
+/// in the same transaction, and tells the replicas the same way.)
 pub async fn revoke(store: &dyn Store, id: i64) -> Result<ApiKey, RevokeError> {
     if store.get_api_key(id).await?.bootstrap {
         return Err(RevokeError::Bootstrap);
     }
     Ok(store.revoke_api_key(id).await?)
+}
+
+/// Most accepted keys remembered at once.
+const ACCEPTED_CAPACITY: u64 = 10_000;
+/// Longest wait for Redis when announcing or following revocations.
+const REDIS_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Accepted keys by hash: taken on trust for a while.
+type Accepted = moka::future::Cache<String, Arc<ApiKey>>;
+
+/// The Redis channel on which replicas announce revocations.
+pub struct Revocations {
+    client: redis::Client,
+    channel: String,
+}
+
+impl Revocations {
+    /// The channel of the replicas whose Redis keys start with `prefix`.
+    pub fn new(client: redis::Client, prefix: &str) -> Self {
+        Self {
+            client,
+            channel: format!("{prefix}:keys-revoked"),
+        }
+    }
+
+    /// Tells every replica following this channel that keys `key_ids` are
+    /// revoked (they forget the keys they took on trust).
+    pub async fn announce(&self, key_ids: &[i64]) -> Result<(), String> {
+        let announce = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            for key_id in key_ids {
+                redis::AsyncCommands::publish::<_, _, i64>(&mut conn, &self.channel, key_id)
+                    .await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        match tokio::time::timeout(REDIS_PATIENCE, announce).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
+                "Redis did not answer within {} s",
+                REDIS_PATIENCE.as_secs()
+            )),
+        }
+    }
+}
+
+/// A replica's memory of the keys it accepted, taken on trust for
+/// `KEY_TRUST_SECS`, and forgotten at every revocation: its own (through
+/// [`Trust::revoked`]) or another replica's (heard on the Redis channel).
+pub struct Trust {
+    accepted: Arc<Accepted>,
+    revocations: Option<Revocations>,
+}
+
+impl Trust {
+    /// Remembers accepted keys for `trust`; with `revocations`, follows the
+    /// other replicas' revocations and announces its own.
+    pub fn new(trust: Duration, revocations: Option<Revocations>) -> Self {
+        let accepted = Arc::new(
+            moka::future::Cache::builder()
+                .max_capacity(ACCEPTED_CAPACITY)
+                .time_to_live(trust)
+                .build(),
+        );
+        if let Some(revocations) = &revocations {
+            follow_revocations(revocations, Arc::downgrade(&accepted));
+        }
+        Self {
+            accepted,
+            revocations,
+        }
+    }
+
+    /// The key with this hash, if it was accepted within the trust window
+    /// and no revocation was heard since.
+    pub async fn get(&self, hash: &str) -> Option<Arc<ApiKey>> {
+        self.accepted.get(hash).await
+    }
+
+    /// Remembers a key the store just accepted.
+    pub async fn accept(&self, hash: String, key: ApiKey) {
+        self.accepted.insert(hash, Arc::new(key)).await;
+    }
+
+    /// After keys were revoked in the store (by id, or with their user):
+    /// forgets every accepted key here, and tells the other replicas to do
+    /// the same. If Redis cannot be told, they follow within
+    /// `KEY_TRUST_SECS`.
+    pub async fn revoked(&self, key_ids: &[i64]) {
+        if key_ids.is_empty() {
+            return;
+        }
+        self.accepted.invalidate_all();
+        let Some(revocations) = &self.revocations else {
+            return;
+        };
+        if let Err(err) = revocations.announce(key_ids).await {
+            tracing::warn!(
+                key_ids = ?key_ids,
+                error = %err,
+                "revocation not announced; other replicas follow within KEY_TRUST_SECS"
+            );
+        }
+    }
+}
+
+/// Empties `accepted` whenever a replica announces a revocation, and each
+/// time the subscription is (re)made (announcements may have been missed
+/// meanwhile), for as long as `accepted` lives.
+fn follow_revocations(revocations: &Revocations, accepted: Weak<Accepted>) {
+    let (client, channel) = (revocations.client.clone(), revocations.channel.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = listen_for_revocations(&client, &channel, &accepted).await {
+                tracing::debug!(error = %err, "revocation feed interrupted");
+            }
+            if accepted.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+async fn listen_for_revocations(
+    client: &redis::Client,
+    channel: &str,
+    accepted: &Weak<Accepted>,
+) -> redis::RedisResult<()> {
+    use futures_util::StreamExt;
+
+    let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "Redis timed out"));
+    let mut pubsub = tokio::time::timeout(REDIS_PATIENCE, client.get_async_pubsub())
+        .await
+        .map_err(|_| timed_out())??;
+    tokio::time::timeout(REDIS_PATIENCE, pubsub.subscribe(channel))
+        .await
+        .map_err(|_| timed_out())??;
+    let Some(live) = accepted.upgrade() else {
+        return Ok(());
+    };
+    live.invalidate_all();
+    drop(live);
+    let mut messages = pubsub.into_on_message();
+    while messages.next().await.is_some() {
+        let Some(live) = accepted.upgrade() else {
+            return Ok(());
+        };
+        live.invalidate_all();
+    }
+    Ok(())
 }
 
 fn generate() -> String {

@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use shortener::config::{DatabaseConfig, LogFormat, MigrateConfig, RevocationFeed, ServeConfig};
-use shortener::http::Revocations;
 use shortener::service::{self, Service};
 use shortener::store::{KeyScope, Page, Schema};
 use shortener::{keys, seed, telemetry};
@@ -251,8 +250,8 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
             let told = match &feed.redis_url {
                 Some(url) => match redis::Client::open(url.as_str()) {
                     Ok(client) => {
-                        Revocations::new(client, &feed.redis_key_prefix)
-                            .announce(key.id)
+                        keys::Revocations::new(client, &feed.redis_key_prefix)
+                            .announce(&[key.id])
                             .await
                     }
                     Err(err) => Err(err.to_string()),

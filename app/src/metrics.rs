@@ -41,6 +41,7 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub cache_invalidations_pending: IntGauge,
     pub cache_coherent: IntGauge,
+    pub cache_stale_served: IntCounter,
     pub db_connections: IntGaugeVec,
     pub urls_active: IntGauge,
     pub rate_limit_decisions: IntCounterVec,
@@ -172,6 +173,10 @@ impl Metrics {
             cache_invalidations_pending: gauge(
                 "shortener_cache_invalidations_pending",
                 "Cache changes not yet delivered to Redis (retried in the background)",
+            )?,
+            cache_stale_served: counter(
+                "shortener_cache_stale_served_total",
+                "Redirect lookups answered from an in-process copy because neither Redis nor the database could answer (STALE_IF_ERROR_SECS)",
             )?,
             cache_coherent: gauge(
                 "shortener_cache_coherent",

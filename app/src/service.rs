@@ -77,7 +77,7 @@ impl Service {
             )
         })?;
         let revocations = links.shared().map(|shared| {
-            http::Revocations::new(shared.client().clone(), &config.cache.redis_key_prefix)
+            crate::keys::Revocations::new(shared.client().clone(), &config.cache.redis_key_prefix)
         });
         let auth = Auth::new(
             config.auth_mode,

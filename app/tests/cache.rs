@@ -524,3 +524,195 @@ async fn a_switched_off_link_stops_redirecting_everywhere_while_redis_is_unrelia
     .await;
     eprintln!("A's Redis slow: B stopped redirecting {took:?} after it was fast again");
 }
+
+/// One replica as `shortener serve` runs (the binary, configured by its
+/// environment), for the tests that stop what it depends on.
+struct Replica {
+    server: common::server::Server,
+    http: reqwest::Client,
+}
+
+impl Replica {
+    async fn start(database_url: &str, env: &[(&str, &str)]) -> Self {
+        let mut server = common::server::Server::start(database_url, env);
+        let http = common::server::client();
+        server.wait_ready(&http, "/health").await;
+        Self { server, http }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        let url = format!("{}{path}", self.server.base);
+        self.http.get(url).send().await.unwrap()
+    }
+
+    /// A redirect: the status, `Location` and `X-Cache`.
+    async fn follow(&self, code: &str) -> (StatusCode, Option<String>, String) {
+        let res = self.get(&format!("/{code}")).await;
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        (
+            res.status(),
+            header("location"),
+            header("x-cache").unwrap_or_default(),
+        )
+    }
+
+    /// The value of one unlabelled series (0 when absent).
+    async fn metric(&self, series: &str) -> u64 {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    async fn local_hits(&self) -> u64 {
+        self.metric(r#"shortener_cache_lookups_total{result="hit",tier="local"}"#)
+            .await
+    }
+
+    /// Polls until this replica serves `code` from its L1 (a local hit),
+    /// twice over a pause (a late announcement of the creation may evict a
+    /// first fill).
+    async fn cache(&self, code: &str) {
+        let from_l1 = || async {
+            let before = self.local_hits().await;
+            assert_eq!(self.follow(code).await.0, StatusCode::FOUND);
+            self.local_hits().await > before
+        };
+        let patience = Duration::from_secs(30);
+        eventually_within(patience, "the replica serves the link from its L1", from_l1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        eventually_within(patience, "the replica still serves it from its L1", from_l1).await;
+    }
+}
+
+/// Stale-if-error, with the real binary. Redis and PostgreSQL away
+/// together: a link every replica holds in its L1 keeps redirecting from
+/// that copy once the copy is past the short trust of an unreliable feed
+/// (`X-Cache: STALE`, counted), and every click of those redirects is
+/// counted once the database is back. A copy older than
+/// `STALE_IF_ERROR_SECS` is not served: replica C, whose bound (1 s) is
+/// shorter than that short trust (2 s), answers from its cache only while
+/// it trusts it, then 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_links_are_served_stale_while_redis_and_the_database_are_away() {
+    let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
+    db.store().await; // migrate directly
+    let db_proxy = Proxy::start(db.server_addr()).await;
+    let via_proxy = db.url_via(db_proxy.addr);
+    let (redis, redis_db) = redis_addr().await;
+    let redis_proxy = Proxy::start(redis).await;
+    let redis_via = format!("redis://{}/{redis_db}", redis_proxy.addr);
+    let prefix = unique_prefix();
+    let env = [
+        ("REDIS_URL", redis_via.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("LOCAL_CACHE_TTL_SECONDS", "600"),
+        ("NEGATIVE_CACHE_TTL_SECONDS", "600"),
+        ("DATABASE_POOL_SIZE", "4"),
+    ];
+    let a = Replica::start(&via_proxy, &env).await;
+    let b = Replica::start(&via_proxy, &env).await;
+    let mut short = env.to_vec();
+    short.push(("STALE_IF_ERROR_SECS", "1"));
+    let c = Replica::start(&via_proxy, &short).await;
+    subscribed(&prefix, 3).await;
+    eventually_within(
+        Duration::from_secs(15),
+        "every replica coherent",
+        || async {
+            let mut all = true;
+            for replica in [&a, &b, &c] {
+                all &= replica.metric("shortener_cache_coherent").await == 1;
+            }
+            all
+        },
+    )
+    .await;
+    let (status, url) = common::server::call(
+        &a.http,
+        reqwest::Method::POST,
+        format!("{}/urls", a.server.base),
+        Some(json!({"original_url": "https://e.com/hot"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (id, code) = (
+        url["id"].as_i64().unwrap(),
+        url["short_code"].as_str().unwrap(),
+    );
+    for replica in [&a, &b, &c] {
+        replica.cache(code).await;
+    }
+    let stats = || async {
+        let (status, stats) = common::server::call(
+            &a.http,
+            reqwest::Method::GET,
+            format!("{}/urls/{id}/stats", a.server.base),
+            None,
+        )
+        .await;
+        (status == StatusCode::OK).then(|| stats["redirect_count"].as_u64().unwrap())
+    };
+    // The database is up: every redirect so far was committed before its answer.
+    let before = stats().await.unwrap();
+
+    redis_proxy.cut();
+    db_proxy.cut();
+    let mut answered = 0;
+    // A and B: the copy is trusted (HIT) until the replica notices the feed
+    // is down and the copy is 2 s old; from then on every redirect is STALE.
+    for replica in [&a, &b] {
+        let mut stale = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stale < 3 {
+            let (status, target, x_cache) = replica.follow(code).await;
+            assert_eq!(
+                (status, target.as_deref()),
+                (StatusCode::FOUND, Some("https://e.com/hot")),
+                "X-Cache {x_cache}"
+            );
+            answered += 1;
+            match x_cache.as_str() {
+                "STALE" => stale += 1,
+                "HIT" => assert_eq!(stale, 0, "trusted again after a STALE answer"),
+                other => panic!("X-Cache {other}"),
+            }
+            assert!(Instant::now() < deadline, "no STALE answer in time");
+        }
+        assert_eq!(
+            replica.metric("shortener_cache_stale_served_total").await,
+            3
+        );
+    }
+    // C: its cache answers while trusted, then nothing can: 503, never STALE.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _, x_cache) = c.follow(code).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert_eq!((status, x_cache.as_str()), (StatusCode::FOUND, "HIT"));
+        answered += 1;
+        assert!(Instant::now() < deadline, "C kept answering past its bound");
+    }
+    assert_eq!(c.metric("shortener_cache_stale_served_total").await, 0);
+    eprintln!("redirects answered during the outage: {answered} (A and B: 3 STALE each)");
+
+    db_proxy.restore();
+    redis_proxy.restore();
+    // Every answered redirect is counted once the spilled clicks are written back.
+    let expected = before + answered;
+    eventually_within(
+        Duration::from_secs(60),
+        "every answered redirect is counted once the database is back",
+        || async { stats().await == Some(expected) },
+    )
+    .await;
+    for mut replica in [a, b, c] {
+        assert!(replica.server.terminate().success());
+    }
+}

@@ -401,3 +401,96 @@ async fn a_revocation_reaches_every_replica_through_redis() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Deleting a user revokes their keys the way `DELETE /keys/{id}` revokes
+/// one: a replica that had just accepted the user's key, and would take it
+/// on trust for ten minutes, refuses it at once when the replicas share
+/// Redis, and nothing the key asks afterwards changes data.
+async fn deleting_a_user_revokes_their_keys_on_every_replica(backend: Backend) {
+    let db = Arc::new(TestDatabase::new(backend).await);
+    let (redis, prefix) = (redis_url(), unique_prefix());
+    let mut all = flags(Some(&redis), &prefix, &["--key-trust-secs", "600"]);
+    all.extend(["--auth-mode", "api-key"]);
+    let a = TestApp::start(db.clone(), &all).await;
+    let b = TestApp::start(db, &all).await;
+    let user = a.create_user("dora", "dora@example.com").await;
+    let link = a
+        .create_url(json!({"original_url": "https://example.com/dora", "user_id": user["id"]}))
+        .await;
+    let res = a
+        .post(
+            "/keys",
+            json!({"name": "dora", "scope": "user", "user_id": user["id"]}),
+        )
+        .await;
+    let issued = common::expect_json(res, StatusCode::CREATED).await;
+    let key = issued["secret"].as_str().unwrap().to_owned();
+    let link_path = format!("/urls/{}", link["id"]);
+    let as_user = |app: &TestApp, method: Method, body: Option<serde_json::Value>| {
+        let mut req = app
+            .client
+            .request(method, format!("{}{link_path}", app.base))
+            .bearer_auth(&key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send()
+    };
+    // Both replicas accept the key, and would now take it on trust.
+    for app in [&a, &b] {
+        let res = as_user(app, Method::GET, None).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    let res = a.delete(&format!("/users/{}", user["id"])).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    for (name, app) in [("b", &b), ("a", &a)] {
+        loop {
+            let status = as_user(app, Method::GET, None).await.unwrap().status();
+            if status == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {name} still takes the deleted user's key ({status})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    // The deleted user's key cannot bring their link back, on either replica.
+    let takeover = json!({"original_url": "https://example.com/taken", "is_active": true});
+    for app in [&b, &a] {
+        let res = as_user(app, Method::PUT, Some(takeover.clone()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let stored = a.get_json(&link_path).await;
+    assert_eq!(stored["original_url"], "https://example.com/dora");
+    assert_eq!(stored["is_active"], false);
+    let code = link["short_code"].as_str().unwrap();
+    for app in [&a, &b] {
+        let res = app.get(&format!("/{code}")).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+    let events = a.get_json(&format!("/events?url_id={}", link["id"])).await;
+    let by_key: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["key_id"] == issued["id"])
+        .collect();
+    assert!(by_key.is_empty(), "events by the revoked key: {by_key:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_user_revokes_their_keys_on_every_replica_sqlite() {
+    deleting_a_user_revokes_their_keys_on_every_replica(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_user_revokes_their_keys_on_every_replica_postgres() {
+    deleting_a_user_revokes_their_keys_on_every_replica(Backend::Postgres).await;
+}

@@ -238,6 +238,8 @@ pub struct CacheConfig {
     pub local_ttl_seconds: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_entries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_if_error_seconds: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

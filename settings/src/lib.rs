@@ -264,6 +264,12 @@ settings! {
         shortener: Shortener::Field("negativeCacheTtlSeconds"),
         read_by: ReadBy::Flag,
     }
+    STALE_IF_ERROR_SECS {
+        help: "How old an in-process copy of a link may be and still be served when neither Redis nor the database can answer (stale-if-error: answered with `X-Cache: STALE`, counted in `shortener_cache_stale_served_total`, the click spilled); 0 = off.",
+        kind: Kind::Integer { min: 0, max: SECONDS_A_DAY, default: 3_600 },
+        shortener: Shortener::Field("cache.staleIfErrorSeconds"),
+        read_by: ReadBy::Flag,
+    }
     CACHE_WARM_ENTRIES {
         help: "Most recent active links loaded into the caches at start.",
         kind: Kind::Integer { min: 0, max: 1_000_000, default: 10_000 },

@@ -15,7 +15,6 @@
 //! change here, centrally; everything about ownership is decided by the
 //! handler, which knows whose data it touches.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -29,56 +28,14 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::rate_limit::{Class, Subject};
 use crate::config::AuthMode;
-use crate::keys::sha256_hex;
+use crate::keys::{Revocations, Trust, sha256_hex};
 use crate::store::{Actor, ApiKey, DynStore, KeyScope, StoreResult};
-
-/// Most accepted keys remembered at once.
-const ACCEPTED_CAPACITY: u64 = 10_000;
-/// Longest wait for Redis when announcing or following revocations.
-const REDIS_PATIENCE: Duration = Duration::from_secs(2);
-
-/// Accepted keys by hash: taken on trust for a while.
-type Accepted = moka::future::Cache<String, Arc<ApiKey>>;
 
 pub struct Auth {
     mode: AuthMode,
     bootstrap: Option<Bootstrap>,
     store: DynStore,
-    accepted: Arc<Accepted>,
-    revocations: Option<Revocations>,
-}
-
-/// The Redis channel on which replicas announce revocations.
-pub struct Revocations {
-    client: redis::Client,
-    channel: String,
-}
-
-impl Revocations {
-    /// The channel of the replicas whose Redis keys start with `prefix`.
-    pub fn new(client: redis::Client, prefix: &str) -> Self {
-        Self {
-            client,
-            channel: format!("{prefix}:keys-revoked"),
-        }
-    }
-
-    /// Tells every replica following this channel that key `key_id` is
-    /// revoked (they forget the keys they took on trust).
-    pub async fn announce(&self, key_id: i64) -> Result<(), String> {
-        let announce = async {
-            let mut conn = self.client.get_multiplexed_async_connection().await?;
-            redis::AsyncCommands::publish::<_, _, i64>(&mut conn, &self.channel, key_id).await
-        };
-        match tokio::time::timeout(REDIS_PATIENCE, announce).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!(
-                "Redis did not answer within {} s",
-                REDIS_PATIENCE.as_secs()
-            )),
-        }
-    }
+    trust: Trust,
 }
 
 /// `ADMIN_API_KEY`: its hash (as [`sha256_hex`] writes it), and the id of
@@ -105,21 +62,11 @@ impl Auth {
             }),
             None => None,
         };
-        let accepted = Arc::new(
-            moka::future::Cache::builder()
-                .max_capacity(ACCEPTED_CAPACITY)
-                .time_to_live(trust)
-                .build(),
-        );
-        if let Some(revocations) = &revocations {
-            follow_revocations(revocations, Arc::downgrade(&accepted));
-        }
         Ok(Self {
             mode,
             bootstrap,
             store,
-            accepted,
-            revocations,
+            trust: Trust::new(trust, revocations),
         })
     }
 
@@ -140,7 +87,7 @@ impl Auth {
                 user_id: None,
             });
         }
-        let key = self.accepted.get(hash).await?;
+        let key = self.trust.get(hash).await?;
         // Remembered while live; an expiry may fall within KEY_TRUST_SECS.
         key.is_live(crate::domain::now()).then(|| Caller::of(&key))
     }
@@ -155,25 +102,15 @@ impl Auth {
             .await?
             .ok_or(ApiError::Unauthorized)?;
         let caller = Caller::of(&key);
-        self.accepted.insert(hash, Arc::new(key)).await;
+        self.trust.accept(hash, key).await;
         Ok(caller)
     }
 
-    /// After a revocation: forgets every accepted key here, and tells the
-    /// other replicas to do the same. If Redis cannot be told, they follow
-    /// within `KEY_TRUST_SECS`.
-    pub async fn revoked(&self, key_id: i64) {
-        self.accepted.invalidate_all();
-        let Some(revocations) = &self.revocations else {
-            return;
-        };
-        if let Err(err) = revocations.announce(key_id).await {
-            tracing::warn!(
-                key_id,
-                error = %err,
-                "revocation not announced; other replicas follow within KEY_TRUST_SECS"
-            );
-        }
+    /// After keys were revoked in the store (`DELETE /keys/{id}`, or with
+    /// their user by `DELETE /users/{id}`): this replica and the others
+    /// stop taking them on trust ([`Trust::revoked`]).
+    pub async fn revoked(&self, key_ids: &[i64]) {
+        self.trust.revoked(key_ids).await;
     }
 }
 
@@ -256,53 +193,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             ApiError::Internal
         })
     }
-}
-
-/// Empties `accepted` whenever a replica announces a revocation, and each
-/// time the subscription is (re)made (announcements may have been missed
-/// meanwhile), for as long as `accepted` lives.
-fn follow_revocations(revocations: &Revocations, accepted: std::sync::Weak<Accepted>) {
-    let (client, channel) = (revocations.client.clone(), revocations.channel.clone());
-    tokio::spawn(async move {
-        loop {
-            if let Err(err) = listen_for_revocations(&client, &channel, &accepted).await {
-                tracing::debug!(error = %err, "revocation feed interrupted");
-            }
-            if accepted.strong_count() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
-}
-
-async fn listen_for_revocations(
-    client: &redis::Client,
-    channel: &str,
-    accepted: &std::sync::Weak<Accepted>,
-) -> redis::RedisResult<()> {
-    use futures_util::StreamExt;
-
-    let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "Redis timed out"));
-    let mut pubsub = tokio::time::timeout(REDIS_PATIENCE, client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out())??;
-    tokio::time::timeout(REDIS_PATIENCE, pubsub.subscribe(channel))
-        .await
-        .map_err(|_| timed_out())??;
-    let Some(live) = accepted.upgrade() else {
-        return Ok(());
-    };
-    live.invalidate_all();
-    drop(live);
-    let mut messages = pubsub.into_on_message();
-    while messages.next().await.is_some() {
-        let Some(live) = accepted.upgrade() else {
-            return Ok(());
-        };
-        live.invalidate_all();
-    }
-    Ok(())
 }
 
 /// The bearer token of a request, if it has one.

@@ -121,7 +121,7 @@ pub async fn revoke(
             keys::RevokeError::Bootstrap => ApiError::bad_request(err.to_string()),
             keys::RevokeError::Store(err) => err.into(),
         })?;
-    state.auth.revoked(key.id).await;
+    state.auth.revoked(&[key.id]).await;
     tracing::info!(key_id = key.id, by = ?caller.key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -28,7 +28,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub use auth::{Auth, Caller, Revocations};
+pub use auth::{Auth, Caller};
 pub use openapi::ApiDoc;
 pub use rate_limit::{Class, Decision, RateLimit, Subject, TrustedProxies};
 

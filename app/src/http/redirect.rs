@@ -20,9 +20,9 @@ use crate::store::Click;
     params(("short_code" = String, Path, description = "The link's code")),
     responses((status = 302, description = "To the original URL", headers(
                   ("Location" = String, description = "The original URL"),
-                  ("X-Cache" = String, description = "`HIT` (answered from a cache) or `MISS`"))),
+                  ("X-Cache" = String, description = "`HIT` (answered from a cache), `MISS` (from the database) or `STALE` (this replica's last copy: neither Redis nor the database could answer)"))),
               (status = 404, body = ErrorBody, description = "No active link with this code",
-                  headers(("X-Cache" = String, description = "`HIT` or `MISS`")))))]
+                  headers(("X-Cache" = String, description = "`HIT`, `MISS` or `STALE`")))))]
 pub async fn follow(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -51,11 +51,7 @@ pub async fn follow(
             source: Source::Local,
         }
     };
-    let x_cache = HeaderValue::from_static(if resolved.source.is_hit() {
-        "HIT"
-    } else {
-        "MISS"
-    });
+    let x_cache = HeaderValue::from_static(resolved.source.x_cache());
     let Some(target) = resolved.target else {
         state
             .metrics
@@ -99,5 +95,6 @@ pub async fn follow(
 }
 
 /// `HIT` when the lookup was answered by a cache, `MISS` when it went to the
-/// database.
+/// database, `STALE` when neither Redis nor the database could answer and
+/// this replica's last copy did ([`Source::x_cache`]).
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");

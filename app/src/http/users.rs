@@ -139,8 +139,9 @@ pub async fn update(
 }
 
 /// Soft-deletes the user: they disappear from the API, their email is free
-/// again, and each of their active URLs is deactivated with a `deleted`
-/// event (`reason: owner_deleted`). Nothing is erased.
+/// again, each of their active URLs is deactivated with a `deleted` event
+/// (`reason: owner_deleted`), and their keys are revoked, on every replica
+/// as `DELETE /keys/{id}` revokes one. Nothing is erased.
 #[utoipa::path(delete, path = "/users/{id}", tag = "users", params(UserId),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
 pub async fn remove(
@@ -150,9 +151,13 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     let deletion = state.links.delete_owner(id, caller.actor()).await?;
+    // Revoked in the deletion's transaction; now every replica must stop
+    // taking them on trust, exactly as after `DELETE /keys/{id}`.
+    state.auth.revoked(&deletion.revoked_keys).await;
     tracing::info!(
         user_id = id,
         deactivated_urls = deletion.deactivated.len(),
+        revoked_keys = deletion.revoked_keys.len(),
         "user deleted"
     );
     Ok(StatusCode::NO_CONTENT)

@@ -21,6 +21,11 @@
 //! may have been missed meanwhile. Hence the bound in
 //! docs/architecture.md: a switched-off link stops redirecting everywhere
 //! within a few seconds, Redis or not.
+//!
+//! Stale-if-error: an L1 entry of a link is kept past its trust (up to
+//! `STALE_IF_ERROR_SECS`), for [`LinkCache::stale`] to answer with when no
+//! source of truth can ([`super::Links::resolve_beyond`]: Redis did not
+//! answer, and the database is unavailable). A change still evicts it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,11 +84,21 @@ pub enum Source {
     Local,
     Shared,
     Database,
+    /// This replica's last copy, past its trust: neither Redis nor the
+    /// database could answer (stale-if-error).
+    Stale,
 }
 
 impl Source {
-    pub fn is_hit(self) -> bool {
-        self != Source::Database
+    /// The `X-Cache` value: `HIT` when a cache answered, `MISS` when the
+    /// database did, `STALE` for a copy served because nothing else could
+    /// answer.
+    pub fn x_cache(self) -> &'static str {
+        match self {
+            Source::Local | Source::Shared => "HIT",
+            Source::Database => "MISS",
+            Source::Stale => "STALE",
+        }
     }
 }
 
@@ -145,6 +160,12 @@ impl Weight {
 
 pub struct LinkCache {
     local: Cache<String, Cached>,
+    /// How long an entry of a link is served (`LOCAL_CACHE_TTL_SECONDS`);
+    /// it is kept up to [`LinkCache::stale_for`] if that is longer.
+    fresh_for: Duration,
+    /// How old a copy [`LinkCache::stale`] may answer with
+    /// (`STALE_IF_ERROR_SECS`; zero: never).
+    stale_for: Duration,
     /// Bumped by every eviction. A fill that read the database (or Redis)
     /// before an eviction must not land after it, or it would bring back
     /// the stale value: fills only happen if the generation is unchanged.
@@ -164,7 +185,9 @@ impl LinkCache {
             .max_capacity(weight.budget)
             .weigher(move |code: &String, cached: &Cached| weight.of_entry(code, cached))
             .expire_after(TtlPerKind {
-                found: settings.local_cache_ttl_seconds,
+                found: settings
+                    .local_cache_ttl_seconds
+                    .max(settings.stale_if_error_secs),
                 missing: settings.negative_cache_ttl_seconds,
             })
             .build();
@@ -173,6 +196,8 @@ impl LinkCache {
             .set(i64::try_from(weight.budget).unwrap_or(i64::MAX));
         Arc::new(Self {
             local,
+            fresh_for: settings.local_cache_ttl_seconds,
+            stale_for: settings.stale_if_error_secs,
             generation: AtomicU64::new(0),
             shared,
             metrics,
@@ -186,16 +211,38 @@ impl LinkCache {
             generation: self.generation.load(Ordering::Acquire),
         };
         let coherent = self.coherent();
-        if let Some(cached) = self.local.get(code).await {
-            if coherent || cached.at.elapsed() < SHORT_TTL {
-                self.count("local", "hit");
-                return Ok(found(cached.entry));
+        match self.local.get(code).await {
+            Some(cached) => {
+                let age = cached.at.elapsed();
+                // Kept past its TTL only for stale-if-error: a miss here.
+                let expired = matches!(cached.entry, Entry::Found(_)) && age >= self.fresh_for;
+                if expired {
+                    self.count("local", "miss");
+                } else if coherent || age < SHORT_TTL {
+                    self.count("local", "hit");
+                    return Ok(found(cached.entry));
+                } else {
+                    self.count("local", "stale");
+                }
             }
-            self.count("local", "stale");
-        } else {
-            self.count("local", "miss");
+            None => self.count("local", "miss"),
         }
         Err(miss)
+    }
+
+    /// Stale-if-error: this replica's copy of a code, however untrusted, if
+    /// it is younger than `STALE_IF_ERROR_SECS`; for when neither Redis nor
+    /// the database can answer. Counted when it answers.
+    pub async fn stale(&self, code: &str) -> Option<Option<Arc<RedirectTarget>>> {
+        if self.stale_for.is_zero() {
+            return None;
+        }
+        let cached = self.local.get(code).await?;
+        if cached.at.elapsed() > self.stale_for {
+            return None;
+        }
+        self.metrics.cache_stale_served.inc();
+        Some(found(cached.entry))
     }
 
     /// What Redis knows about a code L1 missed: an answer, or a [`Miss`] to
@@ -483,6 +530,23 @@ mod tests {
         assert!(entries > 0 && entries <= 32, "{entries} entries");
         // Each entry weighs at least its URL.
         assert!(weighed >= entries * 8 * 1024, "{weighed} for {entries}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_copy_is_served_only_when_allowed_and_counted() {
+        let off = cache(&["--stale-if-error-secs", "0"]);
+        off.warm(vec![target(1, 10)]).await;
+        assert!(off.stale("c000001").await.is_none());
+        assert_eq!(off.metrics.cache_stale_served.get(), 0);
+        let on = cache(&[]);
+        on.warm(vec![target(1, 10)]).await;
+        let copy = on.stale("c000001").await.flatten();
+        assert_eq!(copy.map(|t| t.url_id), Some(1));
+        assert!(on.stale("c000002").await.is_none(), "nothing to serve");
+        assert_eq!(on.metrics.cache_stale_served.get(), 1);
+        // A change evicts the copy: it is never served after one.
+        on.evict_local(&["c000001"]).await;
+        assert!(on.stale("c000001").await.is_none());
     }
 
     #[tokio::test]

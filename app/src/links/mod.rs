@@ -20,7 +20,7 @@ use crate::config::CacheSettings;
 use crate::domain::ShortCode;
 use crate::metrics::Metrics;
 use crate::store::{
-    Actor, DynStore, NewUrl, RedirectTarget, StoreResult, Url, UrlPatch, UserDeletion,
+    Actor, DynStore, NewUrl, RedirectTarget, StoreError, StoreResult, Url, UrlPatch, UserDeletion,
 };
 
 pub struct Links {
@@ -104,15 +104,25 @@ impl Links {
         }
     }
 
-    /// Redis, then the database, filling the tiers that missed.
+    /// Redis, then the database, filling the tiers that missed. When
+    /// neither answers (Redis did not have it or was not asked, and the
+    /// database is unavailable), this replica's last copy if it has one
+    /// young enough (stale-if-error, [`Source::Stale`]).
     pub async fn resolve_beyond(&self, code: &str, Beyond(miss): Beyond) -> StoreResult<Resolved> {
         let (target, source) = match self.cache.lookup_shared(code, miss).await {
             Lookup::Hit(target, source) => (target, source),
-            Lookup::Miss(miss) => {
-                let target = self.store.resolve(code).await?.map(Arc::new);
-                self.cache.fill(code, miss, target.as_ref()).await;
-                (target, Source::Database)
-            }
+            Lookup::Miss(miss) => match self.store.resolve(code).await {
+                Ok(target) => {
+                    let target = target.map(Arc::new);
+                    self.cache.fill(code, miss, target.as_ref()).await;
+                    (target, Source::Database)
+                }
+                Err(err @ StoreError::Unavailable(_)) => match self.cache.stale(code).await {
+                    Some(target) => (target, Source::Stale),
+                    None => return Err(err),
+                },
+                Err(err) => return Err(err),
+            },
         };
         Ok(Resolved::of(target, source))
     }

@@ -31,6 +31,9 @@ pub struct UserPatch {
 pub struct UserDeletion {
     /// The user's URLs that were active and are now deactivated.
     pub deactivated: Vec<Url>,
+    /// The ids of the user's keys that were live and are now revoked: the
+    /// replicas must hear of them ([`crate::keys::Trust::revoked`]).
+    pub revoked_keys: Vec<i64>,
 }
 
 /// One row of a users CSV (`id` and `created_at` may be absent).

@@ -51,9 +51,10 @@ const SOFT_DELETE_USER: &str =
 /// runs before [`Dialect::DEACTIVATE_USER_URLS`] in the same transaction.
 const OWNER_DELETED_EVENTS: &str = sql!("INSERT INTO events (" ATTRIBUTED_EVENT ") \
      SELECT id, user_id, 'deleted', $2, $3, 'service', $4 FROM urls WHERE user_id = $1 AND is_active");
-/// A deleted user's keys stop working with them.
+/// A deleted user's keys stop working with them: the ids of those revoked
+/// now, for the replicas that may hold them on trust.
 const REVOKE_USER_KEYS: &str =
-    "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+    "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id";
 
 const INSERT_URL: &str = sql!("INSERT INTO urls \
      (user_id, short_code, original_url, title, is_active, created_at, updated_at) \
@@ -496,10 +497,10 @@ where
                 .bind(by.key_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(REVOKE_USER_KEYS)
+            let revoked_keys = sqlx::query_scalar::<_, i64>(REVOKE_USER_KEYS)
                 .bind(id)
                 .bind(at)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
             let deactivated = sqlx::query_as(DB::DEACTIVATE_USER_URLS)
                 .bind(id)
@@ -507,7 +508,10 @@ where
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(UserDeletion { deactivated })
+            Ok(UserDeletion {
+                deactivated,
+                revoked_keys,
+            })
         })
     }
 
