@@ -8,6 +8,7 @@
 //! active links) are sampled by one task ([`start_sampler`]). A scrape only
 //! renders: it never waits on the database.
 
+use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -18,7 +19,6 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::links::Links;
 use crate::store::{DynStore, Store};
 
 pub struct Metrics {
@@ -305,20 +305,22 @@ impl StoreHealth {
 /// that an outage at a quiet hour is still seen, for as long as the service
 /// lives (it holds the service only while it samples, so shutdown is not
 /// delayed). The first sample is taken before this returns.
+/// `also` samples what lives elsewhere (the link cache's size) each round, and says
+/// false once the service is gone.
 pub async fn start_sampler(
     store: &DynStore,
-    links: &Arc<Links>,
     metrics: Arc<Metrics>,
+    mut also: impl FnMut() -> BoxFuture<'static, bool> + Send + 'static,
 ) -> Arc<StoreHealth> {
     let health = Arc::new(StoreHealth::new());
-    let (store, links) = (Arc::downgrade(store), Arc::downgrade(links));
-    sample(&store, &links, &metrics, &health, true).await;
+    let store = Arc::downgrade(store);
+    sample(&store, &mut also, &metrics, &health, true).await;
     let sampled = health.clone();
     tokio::spawn(async move {
         for round in 1u32.. {
             tokio::time::sleep(SAMPLE_EVERY).await;
             let count_active = round % COUNT_ACTIVE_EVERY == 0;
-            if !sample(&store, &links, &metrics, &sampled, count_active).await {
+            if !sample(&store, &mut also, &metrics, &sampled, count_active).await {
                 return;
             }
         }
@@ -329,18 +331,17 @@ pub async fn start_sampler(
 /// One sample; false once the service is gone.
 async fn sample(
     store: &Weak<dyn Store>,
-    links: &Weak<Links>,
+    also: &mut (impl FnMut() -> BoxFuture<'static, bool> + Send),
     metrics: &Metrics,
     health: &StoreHealth,
     count_active: bool,
 ) -> bool {
-    let (Some(store), Some(links)) = (store.upgrade(), links.upgrade()) else {
+    let Some(store) = store.upgrade() else {
         return false;
     };
-    let entries = i64::try_from(links.local_entries()).unwrap_or(i64::MAX);
-    metrics.cache_entries.set(entries);
-    let bytes = i64::try_from(links.local_weighted_size()).unwrap_or(i64::MAX);
-    metrics.cache_bytes.set(bytes);
+    if !also().await {
+        return false;
+    }
     metrics.observe_pool(store.pool_stats());
     metrics.database_pings.inc();
     let ping = tokio::time::timeout(PING_TIMEOUT, store.ping()).await;

@@ -63,7 +63,16 @@ impl Service {
             Ok(Err(err)) => tracing::warn!(error = %err, "cache warm-up failed; starting cold"),
             Err(_) => tracing::warn!("cache warm-up took too long; starting cold"),
         }
-        let health = crate::metrics::start_sampler(&store, &links, metrics.clone()).await;
+        let sized = Arc::downgrade(&links);
+        let health = crate::metrics::start_sampler(&store, metrics.clone(), move || {
+            let links = sized.upgrade();
+            Box::pin(async move {
+                let Some(links) = links else { return false };
+                links.sample_size().await;
+                true
+            })
+        })
+        .await;
         let (clicks, click_writer) = ClickRecorder::start(
             store.clone(),
             &config.clicks,

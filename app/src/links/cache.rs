@@ -370,6 +370,8 @@ impl LinkCache {
         self.local.weighted_size()
     }
 
+    /// Runs L1's pending housekeeping (insertions and evictions over the
+    /// budget are counted lazily), so that its size is exact.
     pub async fn settle_local(&self) {
         self.local.run_pending_tasks().await;
     }

@@ -87,14 +87,6 @@ impl Links {
         })
     }
 
-    /// L1, then Redis, then the database, filling the tiers that missed.
-    pub async fn resolve(&self, code: &str) -> StoreResult<Resolved> {
-        match self.resolve_local(code).await {
-            Local::Resolved(resolved) => Ok(resolved),
-            Local::Beyond(beyond) => self.resolve_beyond(code, beyond).await,
-        }
-    }
-
     /// L1 only: an answer, or what [`Links::resolve_beyond`] needs to ask
     /// Redis and the database. Costs no I/O.
     pub async fn resolve_local(&self, code: &str) -> Local {
@@ -182,16 +174,16 @@ impl Links {
         self.cache.local_entries()
     }
 
-    /// The weighed size of this replica's L1: estimated bytes, bounded by
-    /// `CACHE_MAX_BYTES` (approximate; for metrics and tests).
-    pub fn local_weighted_size(&self) -> u64 {
-        self.cache.local_weighted_size()
-    }
-
-    /// Runs the L1's pending housekeeping (evictions over the budget), so
-    /// that [`Links::local_weighted_size`] is exact; for tests and metrics.
-    pub async fn settle_local(&self) {
+    /// Sets the L1's size gauges: entries, and weighed bytes (estimated,
+    /// bounded by `CACHE_MAX_BYTES`). Settles the cache first: it counts
+    /// lazily, and a quiet cache would otherwise report what it held at its
+    /// last busy moment.
+    pub async fn sample_size(&self) {
         self.cache.settle_local().await;
+        let entries = i64::try_from(self.local_entries()).unwrap_or(i64::MAX);
+        self.metrics.cache_entries.set(entries);
+        let bytes = i64::try_from(self.cache.local_weighted_size()).unwrap_or(i64::MAX);
+        self.metrics.cache_bytes.set(bytes);
     }
 
     /// The shared tier, when configured.

@@ -67,6 +67,27 @@ pub async fn metrics_are_exported(backend: Backend) {
     ] {
         assert!(text.contains(name), "{name} missing");
     }
+    // The sampler reports the in-process cache, which now holds the link.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        let value = |family: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{family} ")))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        if value("shortener_cache_local_entries") >= 1.0
+            && value("shortener_cache_local_bytes") > 0.0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache gauges were never sampled: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Values of `label` on the lines of metric family `family`.
