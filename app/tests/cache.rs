@@ -63,7 +63,11 @@ async fn subscribed(prefix: &str, replicas: i64) {
 }
 
 async fn location(app: &TestApp, code: &str) -> (StatusCode, Option<String>, String) {
-    let res = app.get(&format!("/{code}")).await;
+    redirect_parts(app.get(&format!("/{code}")).await)
+}
+
+/// A redirect's status, `Location` and `X-Cache`.
+fn redirect_parts(res: reqwest::Response) -> (StatusCode, Option<String>, String) {
     let header = |name: &str| {
         res.headers()
             .get(name)
@@ -547,17 +551,7 @@ impl Replica {
 
     /// A redirect: the status, `Location` and `X-Cache`.
     async fn follow(&self, code: &str) -> (StatusCode, Option<String>, String) {
-        let res = self.get(&format!("/{code}")).await;
-        let header = |name: &str| {
-            res.headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_owned())
-        };
-        (
-            res.status(),
-            header("location"),
-            header("x-cache").unwrap_or_default(),
-        )
+        redirect_parts(self.get(&format!("/{code}")).await)
     }
 
     /// The value of one unlabelled series (0 when absent).
