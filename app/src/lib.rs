@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod links;
 pub mod metrics;
 pub mod seed;

@@ -15,7 +15,8 @@ use anyhow::Context;
 use crate::clicks::ClickRecorder;
 use crate::config::{AuthMode, DatabaseConfig, MigrateConfig, ServeConfig};
 use crate::domain::TargetPolicy;
-use crate::http::{self, AppState, Auth, RateLimit};
+use crate::http::{self, AppState, Auth, TrustedProxies};
+use crate::limits::RateLimit;
 use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore, MigrationReport, Schema, StoreError};
@@ -110,6 +111,7 @@ impl Service {
                 metrics.clone(),
             )
             .context("configuring the rate limits' Redis")?,
+            proxies: TrustedProxies::new(config.limits.trusted_proxies.clone()),
             metrics,
             health,
             public_base_url: config.public_base_url.clone(),

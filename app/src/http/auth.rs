@@ -26,9 +26,9 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::rate_limit::{Class, Subject};
 use crate::config::AuthMode;
 use crate::keys::{Revocations, Trust, sha256_hex};
+use crate::limits::{Class, Subject};
 use crate::store::{Actor, ApiKey, DynStore, KeyScope, StoreResult};
 
 pub struct Auth {
@@ -217,9 +217,9 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     let caller = match state.auth.known(hash.as_deref()).await {
         Some(caller) => caller,
         None => {
-            let client = Subject::Client(state.rate_limit.client_ip(&req));
+            let client = Subject::Client(state.proxies.client_of(&req));
             let decision = state.rate_limit.check(Class::Management, &client).await;
-            if let Some(refused) = decision.rejection() {
+            if let Some(refused) = super::error::rejection(&decision) {
                 return refused;
             }
             match state.auth.look_up(hash).await {

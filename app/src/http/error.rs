@@ -136,3 +136,15 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+/// The 429 to answer with, when `decision` refuses the request: JSON as
+/// every error, with `Retry-After` and the `RateLimit-*` headers.
+pub fn rejection(decision: &crate::limits::Decision) -> Option<Response> {
+    let retry_after = decision.retry_after_secs()?;
+    let body = ErrorBody {
+        error: format!("too many requests; retry in {retry_after} s"),
+        details: Default::default(),
+    };
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    decision.set_headers(response.headers_mut());
+    Some(response)
+}

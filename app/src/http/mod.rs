@@ -1,13 +1,14 @@
 //! The HTTP API: one module per resource, one error type, one router.
 
 mod auth;
+mod client;
 pub mod error;
 mod events;
 mod extract;
 mod health;
 mod keys;
+mod limit;
 mod openapi;
-mod rate_limit;
 mod redirect;
 mod urls;
 mod users;
@@ -29,13 +30,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::{Auth, Caller};
+pub use client::TrustedProxies;
 pub use openapi::ApiDoc;
-pub use rate_limit::{Class, Decision, RateLimit, Subject, TrustedProxies};
 
 use error::ApiError;
 
 use crate::clicks::ClickRecorder;
 use crate::config::{AccessLog, ServeConfig};
+use crate::limits::RateLimit;
 use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::store::DynStore;
@@ -61,6 +63,8 @@ pub struct Shared {
     pub clicks: ClickRecorder,
     pub auth: Auth,
     pub rate_limit: RateLimit,
+    /// Who may name the client instead of the TCP peer.
+    pub proxies: TrustedProxies,
     pub metrics: Arc<Metrics>,
     /// The stores as last sampled, for `/health`.
     pub health: Arc<crate::metrics::StoreHealth>,
@@ -95,10 +99,7 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
         .merge(keys::routes())
         // Per key once the key is known (per client address in open mode);
         // the key check outside limits key lookups per client address.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit::limit,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit::limit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

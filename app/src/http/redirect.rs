@@ -34,8 +34,9 @@ pub async fn follow(
         match state.links.resolve_local(&code).await {
             Local::Resolved(resolved) => resolved,
             Local::Beyond(beyond) => {
-                let client = state.rate_limit.client_ip(&req);
-                if let Some(refused) = state.rate_limit.refuse_miss(client).await {
+                let client = state.proxies.client_of(&req);
+                let refusal = state.rate_limit.refuse_miss(client).await;
+                if let Some(refused) = refusal.as_ref().and_then(super::error::rejection) {
                     return Ok(refused);
                 }
                 let resolved = state.links.resolve_beyond(&code, beyond).await?;

@@ -1,5 +1,7 @@
 //! Rate limits: per class ([`Class`]) and per subject ([`Subject`]: an API
-//! key, or a client address).
+//! key, or a client address). A service of its own: the HTTP side
+//! (`http/limit.rs`) decides which class a request counts against and turns
+//! a refusal into a 429.
 //!
 //! With Redis configured the limits hold across all replicas: each check is
 //! one atomic round trip (a GCRA script, [`GCRA`], whose key expires once
@@ -10,40 +12,25 @@
 //! the next second of checks goes straight to the local limiter, so a sick
 //! Redis costs at most one timeout per second.
 //!
-//! Who the client is: the TCP peer, unless the peer is one of the
-//! `TRUSTED_PROXIES`; then `X-Forwarded-For` (its right-most address that is
-//! not itself a trusted proxy) or `X-Real-IP` names it ([`TrustedProxies`]).
-//!
-//! The management API is limited by [`limit`], inside the key check: per
-//! key once the key is known (per client address in open mode); the key
-//! check itself spends the client address's allowance before it looks a
-//! key up, so guessing keys is limited too. Redirects are limited only on misses: a
-//! client that was answered too many 404s after lookups beyond the
-//! in-process cache is refused further such lookups for a while
-//! ([`RateLimit::refuse_miss`], [`RateLimit::record_miss`]); links in the
-//! in-process cache always redirect, and the redirect path never waits on
-//! Redis for them.
+//! Redirects are limited only on misses: a client that was answered too
+//! many 404s after lookups beyond the in-process cache is refused further
+//! such lookups for a while ([`RateLimit::refuse_miss`],
+//! [`RateLimit::record_miss`]); links in the in-process cache always
+//! redirect, and the redirect path never waits on Redis for them.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use ipnet::IpNet;
 use redis::aio::ConnectionManager;
 
-use super::AppState;
-use super::auth::Caller;
-use super::error::ErrorBody;
 use crate::config::RateLimitSettings;
 use crate::metrics::Metrics;
 
@@ -199,9 +186,22 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 impl Decision {
-    fn unlimited() -> Self {
+    pub(crate) fn unlimited() -> Self {
         Self {
             outcome: Outcome::Unlimited,
+        }
+    }
+
+    /// A refusal (limit 10, whole again in a minute, retry in 200 ms), for
+    /// the tests of what answers it.
+    #[cfg(test)]
+    pub fn limited_for_tests() -> Self {
+        Self {
+            outcome: Outcome::Limited {
+                limit: 10,
+                reset: Duration::from_secs(60),
+                retry_after: Duration::from_millis(200),
+            },
         }
     }
 
@@ -238,21 +238,13 @@ impl Decision {
         headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(reset)));
     }
 
-    /// The 429 to answer with, when the request is over its limit.
-    pub fn rejection(&self) -> Option<Response> {
-        let Outcome::Limited { retry_after, .. } = self.outcome else {
-            return None;
-        };
-        let body = ErrorBody {
-            error: format!(
-                "too many requests; retry in {} s",
-                ceil_secs(retry_after).max(1)
-            ),
-            details: Default::default(),
-        };
-        let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-        self.set_headers(response.headers_mut());
-        Some(response)
+    /// Whole seconds to wait (at least 1), when the request is over its
+    /// limit.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self.outcome {
+            Outcome::Limited { retry_after, .. } => Some(ceil_secs(retry_after).max(1)),
+            _ => None,
+        }
     }
 }
 
@@ -268,7 +260,6 @@ struct ClassLimit {
 pub struct RateLimit {
     classes: [Option<ClassLimit>; 3],
     redis: Option<RedisGcra>,
-    proxies: TrustedProxies,
     /// Clients refused redirect lookups, until when (per replica: a client
     /// learns of it on each replica by one more miss there, no more).
     miss_blocks: moka::future::Cache<Subject, Instant>,
@@ -335,7 +326,6 @@ impl RateLimit {
         Ok(Self {
             classes,
             redis,
-            proxies: TrustedProxies::new(settings.trusted_proxies.clone()),
             miss_blocks: moka::future::Cache::builder()
                 .max_capacity(MISS_BLOCKS)
                 .time_to_live(longest_block)
@@ -378,37 +368,22 @@ impl RateLimit {
             .inc();
     }
 
-    /// The client's address: the TCP peer, or what a trusted proxy says
-    /// (see [`TrustedProxies`]). Unspecified (`0.0.0.0`) for a request
-    /// without a peer address (only in-process tests build those).
-    pub fn client_ip(&self, req: &Request) -> IpAddr {
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        match peer {
-            Some(peer) => self.proxies.client(peer, req.headers()),
-            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        }
-    }
-
-    /// A 429 for a request that needs a lookup beyond the in-process cache
-    /// from a client over its redirect-miss limit (a replica-local check:
-    /// no Redis round trip).
-    pub async fn refuse_miss(&self, client: IpAddr) -> Option<Response> {
+    /// The refusal of a request that needs a lookup beyond the in-process
+    /// cache from a client over its redirect-miss limit (a replica-local
+    /// check: no Redis round trip).
+    pub async fn refuse_miss(&self, client: IpAddr) -> Option<Decision> {
         let limits = self.classes[Class::RedirectMiss.index()].as_ref()?;
         let subject = Subject::Client(client).normalized();
         let until = self.miss_blocks.get(&subject).await?;
         let retry_after = until.checked_duration_since(Instant::now())?;
         self.count(Class::RedirectMiss, false);
-        let decision = Decision {
+        Some(Decision {
             outcome: Outcome::Limited {
                 limit: limits.limit.burst.get(),
                 reset: limits.limit.full_refill(),
                 retry_after,
             },
-        };
-        decision.rejection()
+        })
     }
 
     /// Spends one redirect miss (a 404 after a lookup beyond the in-process
@@ -546,172 +521,12 @@ impl RedisGcra {
     }
 }
 
-/// The proxies whose word on the client's address is taken.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies {
-    networks: Vec<IpNet>,
-}
-
-impl TrustedProxies {
-    pub fn new(networks: Vec<IpNet>) -> Self {
-        Self { networks }
-    }
-
-    fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.networks.iter().any(|net| net.contains(&ip))
-    }
-
-    /// The client behind `peer`: `peer` itself unless it is a trusted
-    /// proxy. From a trusted proxy, `X-Forwarded-For` is read right to left
-    /// (each proxy appends the address it saw): the first address that is
-    /// not a trusted proxy is the client; anything left of it was written
-    /// by the client and proves nothing. Without `X-Forwarded-For`,
-    /// `X-Real-IP`. An unreadable hop ends the walk at the last address
-    /// vouched for.
-    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let peer = peer.to_canonical();
-        if !self.trusts(peer) {
-            return peer;
-        }
-        let mut vouched = peer;
-        let mut any_hop = false;
-        for value in headers.get_all("x-forwarded-for").iter().rev() {
-            let Ok(value) = value.to_str() else {
-                return vouched;
-            };
-            for hop in value.rsplit(',') {
-                any_hop = true;
-                let Some(ip) = parse_hop(hop) else {
-                    return vouched;
-                };
-                if !self.trusts(ip) {
-                    return ip;
-                }
-                vouched = ip;
-            }
-        }
-        if any_hop {
-            return vouched;
-        }
-        headers
-            .get("x-real-ip")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_hop)
-            .unwrap_or(peer)
-    }
-}
-
-/// One address of a forwarding header: `1.2.3.4`, `1.2.3.4:5678`,
-/// `2001:db8::1` or `[2001:db8::1]:5678`.
-fn parse_hop(raw: &str) -> Option<IpAddr> {
-    let raw = raw.trim();
-    raw.parse::<IpAddr>()
-        .ok()
-        .or_else(|| raw.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        .map(|ip| ip.to_canonical())
-}
-
-/// Creations: the stricter [`Class::Create`] quota.
-fn class_of(req: &Request) -> Class {
-    let creation = req.method() == Method::POST
-        && req.extensions().get::<MatchedPath>().is_some_and(|path| {
-            matches!(
-                path.as_str(),
-                "/urls" | "/shorten" | "/users" | "/users/bulk"
-            )
-        });
-    if creation {
-        Class::Create
-    } else {
-        Class::Management
-    }
-}
-
-/// Limits the management API: [`Class::Create`] for creations,
-/// [`Class::Management`] for the rest, per the key of the [`Caller`] the key
-/// check found, else (open mode) per client address. Allowed responses
-/// carry the `RateLimit-*` headers too.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let rate = &state.rate_limit;
-    let class = class_of(&req);
-    let key = req.extensions().get::<Caller>().and_then(|c| c.key_id);
-    let subject = match key {
-        Some(id) => Subject::Key(id),
-        None => Subject::Client(rate.client_ip(&req)),
-    };
-    let decision = rate.check(class, &subject).await;
-    if let Some(refused) = decision.rejection() {
-        return refused;
-    }
-    let mut response = next.run(req).await;
-    decision.set_headers(response.headers_mut());
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    fn proxies(nets: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(nets.iter().map(|n| n.parse().unwrap()).collect())
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
-
-    #[test]
-    fn an_untrusted_peer_is_the_client_whatever_it_says() {
-        let nobody = TrustedProxies::default();
-        let spoofed = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "2.2.2.2")]);
-        assert_eq!(
-            nobody.client(ip("203.0.113.9"), &spoofed),
-            ip("203.0.113.9")
-        );
-        let some = proxies(&["10.0.0.0/8"]);
-        assert_eq!(some.client(ip("203.0.113.9"), &spoofed), ip("203.0.113.9"));
-    }
-
-    #[test]
-    fn the_right_most_untrusted_hop_is_the_client() {
-        let p = proxies(&["10.0.0.0/8"]);
-        // The client wrote 1.1.1.1; the edge proxy appended what it saw.
-        let h = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.4, 10.0.0.7")]);
-        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("198.51.100.4"));
-        // Several header lines are one list, in order.
-        let h = headers(&[
-            ("x-forwarded-for", "1.1.1.1"),
-            ("x-forwarded-for", "198.51.100.4:4431"),
-        ]);
-        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("198.51.100.4"));
-        // Only trusted hops: the furthest one vouched for.
-        let h = headers(&[("x-forwarded-for", "10.1.1.1, 10.0.0.7")]);
-        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("10.1.1.1"));
-        // Garbage ends the walk at the last address vouched for.
-        let h = headers(&[("x-forwarded-for", "1.1.1.1, nonsense, 10.0.0.7")]);
-        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("10.0.0.7"));
-        // IPv6, bracketed with a port.
-        let h = headers(&[("x-forwarded-for", "[2001:db8::5]:443")]);
-        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("2001:db8::5"));
-    }
-
-    #[test]
-    fn x_real_ip_counts_only_from_a_trusted_peer_without_x_forwarded_for() {
-        let p = proxies(&["127.0.0.1/32"]);
-        let h = headers(&[("x-real-ip", "198.51.100.4")]);
-        assert_eq!(p.client(ip("127.0.0.1"), &h), ip("198.51.100.4"));
-        assert_eq!(p.client(ip("192.0.2.1"), &h), ip("192.0.2.1"));
-        // An IPv4-mapped peer is the IPv4 address.
-        assert_eq!(p.client(ip("::ffff:127.0.0.1"), &h), ip("198.51.100.4"));
     }
 
     #[test]
@@ -740,18 +555,13 @@ mod tests {
         assert_eq!(h["ratelimit-limit"], "10");
         assert_eq!(h["ratelimit-remaining"], "7");
         assert_eq!(h["ratelimit-reset"], "2");
-        assert!(allowed.rejection().is_none());
-        let limited = Decision {
-            outcome: Outcome::Limited {
-                limit: 10,
-                reset: Duration::from_secs(60),
-                retry_after: Duration::from_millis(200),
-            },
-        };
-        let response = limited.rejection().unwrap();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers()["retry-after"], "1");
-        assert_eq!(response.headers()["ratelimit-remaining"], "0");
+        assert!(allowed.retry_after_secs().is_none());
+        let limited = Decision::limited_for_tests();
+        assert_eq!(limited.retry_after_secs(), Some(1));
+        let mut h = HeaderMap::new();
+        limited.set_headers(&mut h);
+        assert_eq!(h["retry-after"], "1");
+        assert_eq!(h["ratelimit-remaining"], "0");
         let mut h = HeaderMap::new();
         Decision::unlimited().set_headers(&mut h);
         assert!(h.is_empty());
