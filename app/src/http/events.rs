@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::openapi::{EventFilters, Pagination};
+use super::params::{EventFilters, Pagination};
 use super::{AppState, JsonBody, QueryParams, listing, whole_number};
 use crate::domain::parse_event_type;
 use crate::store::{Event, EventFilter, EventSource, NewEvent, StoreError};

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::openapi::{KeyId, Pagination};
+use super::params::{KeyId, Pagination};
 use super::{AppState, JsonBody, PathId, QueryParams, listing};
 use crate::keys::{self, KeyRequest};
 use crate::store::{ApiKey, KeyScope};

@@ -9,6 +9,7 @@ mod health;
 mod keys;
 mod limit;
 mod openapi;
+mod params;
 mod redirect;
 mod urls;
 mod users;

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::openapi::{Pagination, UrlFilters, UrlId};
+use super::params::{Pagination, UrlFilters, UrlId};
 use super::{AppState, JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
 use crate::domain::{ShortCode, TargetUrl, parse_title};
 use crate::store::{Event, EventFilter, NewUrl, Url, UrlFilter, UrlPatch, UrlStats};

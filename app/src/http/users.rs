@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::openapi::{Pagination, UserId, UsersUpload};
+use super::params::{Pagination, UserId, UsersUpload};
 use super::{AppState, JsonBody, PathId, QueryParams, listing};
 use crate::domain::{Email, parse_username};
 use crate::seed::csv::{LineError, MAX_UPLOADED_LINES, read_users};

@@ -1,0 +1,104 @@
+//! The documented shapes of the path and query parameters the handlers
+//! read (and of the bulk upload form): shared by the handlers, which name
+//! them in their annotations, and the OpenAPI document, which is generated
+//! from those annotations. The values themselves are read by the extractors
+//! (`extract.rs`).
+
+use utoipa::{IntoParams, ToSchema};
+
+/// The paging parameters of every list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "describes the query string for the OpenAPI document only"
+)]
+pub struct Pagination {
+    /// Page number, from 1 (default 1). The rows a page skips,
+    /// `(page - 1) × per_page`, may be at most 10 000: deeper is 400, and
+    /// `after_id` continues from there.
+    page: Option<i64>,
+    /// Rows per page, from 1 (default 25). More than 100 is served as 100.
+    per_page: Option<i64>,
+    /// Keyset cursor: the rows with an id greater than this one, in one
+    /// index seek at any depth. Together with a `page` other than 1: 400.
+    after_id: Option<i64>,
+}
+
+/// The filters of `GET /urls`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "describes the query string for the OpenAPI document only"
+)]
+pub struct UrlFilters {
+    /// Only this user's URLs.
+    user_id: Option<i64>,
+    /// Only active (`true`) or inactive (`false`) URLs; `1` and `0` are
+    /// accepted too.
+    is_active: Option<bool>,
+}
+
+/// The filters of `GET /events`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "describes the query string for the OpenAPI document only"
+)]
+pub struct EventFilters {
+    /// Only this URL's events.
+    url_id: Option<i64>,
+    /// Only this user's events.
+    user_id: Option<i64>,
+    /// Only events of this type (`created`, `updated`, `deleted`,
+    /// `redirect`, or a client's own type).
+    event_type: Option<String>,
+    /// Only events the service wrote itself (`service`: the audit trail,
+    /// what stats count) or those clients posted (`client`).
+    #[param(inline)]
+    source: Option<crate::store::EventSource>,
+}
+
+/// `{id}` of an API key.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, reason = "describes the path for the OpenAPI document only")]
+pub struct KeyId {
+    /// The key's id (not the key). A segment that is not an integer names
+    /// no key: 404.
+    id: i64,
+}
+
+/// `{id}` of a user.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, reason = "describes the path for the OpenAPI document only")]
+pub struct UserId {
+    /// The user's id. A segment that is not an integer names no user: 404.
+    id: i64,
+}
+
+/// `{id}` of a URL.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, reason = "describes the path for the OpenAPI document only")]
+pub struct UrlId {
+    /// The URL's id. A segment that is not an integer names no URL: 404.
+    id: i64,
+}
+
+/// The form of `POST /users/bulk`.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the multipart body for the OpenAPI document only"
+)]
+pub struct UsersUpload {
+    /// A users CSV: a header line naming at least the `username` and
+    /// `email` columns (`id` and `created_at` may follow), then one user a
+    /// line. Lines that cannot be imported are reported, not fatal.
+    #[schema(content_media_type = "text/csv")]
+    file: String,
+}
