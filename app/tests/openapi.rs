@@ -12,7 +12,20 @@ fn document() -> Value {
 }
 
 const METHODS: [&str; 6] = ["get", "put", "post", "delete", "patch", "head"];
-const MANAGEMENT: [&str; 5] = ["/users", "/urls", "/events", "/shorten", "/keys"];
+/// The operations anyone may call; every other one must be in the
+/// management route table (so a new route cannot be public by omission).
+const PUBLIC: [(&str, &str); 4] = [
+    ("get", "/health"),
+    ("get", "/livez"),
+    ("get", "/readyz"),
+    ("get", "/{short_code}"),
+];
+
+fn is_management(path: &str, method: &str) -> bool {
+    shortener::http::routes::MANAGEMENT
+        .iter()
+        .any(|r| r.path == path && r.method.as_str().eq_ignore_ascii_case(method))
+}
 const PROBES: [&str; 2] = ["/livez", "/readyz"];
 
 /// Every operation as (path, method, operation).
@@ -121,7 +134,11 @@ fn management_operations_need_the_key_and_public_ones_do_not() {
         "bearer"
     );
     for (path, method, op) in operations(&doc) {
-        let management = MANAGEMENT.iter().any(|p| path.starts_with(p));
+        let management = is_management(&path, &method);
+        assert!(
+            management || PUBLIC.contains(&(method.as_str(), path.as_str())),
+            "{method} {path} is neither public nor in the management route table"
+        );
         let statuses = statuses(&op);
         if management {
             assert_eq!(
@@ -141,6 +158,26 @@ fn management_operations_need_the_key_and_public_ones_do_not() {
             assert!(op.get("security").is_none(), "{method} {path} is public");
             assert!(!statuses.contains(&"401".to_owned()), "{method} {path}");
         }
+    }
+}
+
+#[test]
+fn every_management_route_is_documented_with_its_limit() {
+    let doc = document();
+    for route in shortener::http::routes::MANAGEMENT {
+        let method = route.method.as_str().to_ascii_lowercase();
+        let op = &doc["paths"][route.path][&method];
+        assert!(op.is_object(), "{method} {} is not documented", route.path);
+        let too_many = op["responses"]["429"]["description"].as_str().unwrap();
+        let limit = match route.class {
+            shortener::limits::Class::Create => "creation limit",
+            _ => "management limit",
+        };
+        assert!(
+            too_many.contains(limit),
+            "{method} {}: {too_many}",
+            route.path
+        );
     }
 }
 

@@ -1,7 +1,6 @@
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -12,10 +11,6 @@ use super::params::{EventFilters, Pagination};
 use super::{AppState, JsonBody, QueryParams, listing, whole_number};
 use crate::domain::parse_event_type;
 use crate::store::{Event, EventFilter, EventSource, NewEvent, StoreError};
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/events", get(list).post(create))
-}
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateEvent {

@@ -2,11 +2,10 @@
 //! key is shown once, in the answer to its creation; afterwards only its
 //! prefix.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -16,12 +15,6 @@ use super::params::{KeyId, Pagination};
 use super::{AppState, JsonBody, PathId, QueryParams, listing};
 use crate::keys::{self, KeyRequest};
 use crate::store::{ApiKey, KeyScope};
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/keys", get(list).post(create))
-        .route("/keys/{id}", get(show).delete(revoke))
-}
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateKey {

@@ -1,8 +1,7 @@
-//! The management API's rate limit, as middleware: which class a request
-//! counts against, whose allowance it spends, and the 429 of a refusal.
+//! The management API's rate limit, as middleware: whose allowance a
+//! request spends, of the class its route counts against.
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -11,29 +10,16 @@ use super::auth::Caller;
 use super::error::rejection;
 use crate::limits::{Class, Subject};
 
-/// Creations: the stricter [`Class::Create`] quota.
-fn class_of(req: &Request) -> Class {
-    let creation = req.method() == Method::POST
-        && req.extensions().get::<MatchedPath>().is_some_and(|path| {
-            matches!(
-                path.as_str(),
-                "/urls" | "/shorten" | "/users" | "/users/bulk"
-            )
-        });
-    if creation {
-        Class::Create
-    } else {
-        Class::Management
-    }
-}
-
-/// Limits the management API: [`Class::Create`] for creations,
-/// [`Class::Management`] for the rest, per the key of the [`Caller`] the key
-/// check found, else (open mode) per client address. Allowed responses
-/// carry the `RateLimit-*` headers too.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Limits a management route by its `class` (from the route table,
+/// `routes.rs`), per the key of the [`Caller`] the key check found, else
+/// (open mode) per client address. Allowed responses carry the
+/// `RateLimit-*` headers too.
+pub async fn limit(
+    State((state, class)): State<(AppState, Class)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let rate = &state.rate_limit;
-    let class = class_of(&req);
     let key = req.extensions().get::<Caller>().and_then(|c| c.key_id);
     let subject = match key {
         Some(id) => Subject::Key(id),

@@ -11,6 +11,7 @@ mod limit;
 mod openapi;
 mod params;
 mod redirect;
+pub mod routes;
 mod urls;
 mod users;
 
@@ -93,20 +94,8 @@ impl std::ops::Deref for AppState {
 pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
     let request_timeout = config.request_timeout_secs;
     let request_id = HeaderName::from_static("x-request-id");
-    let management = Router::new()
-        .merge(users::routes())
-        .merge(urls::routes())
-        .merge(events::routes())
-        .merge(keys::routes())
-        // Per key once the key is known (per client address in open mode);
-        // the key check outside limits key lookups per client address.
-        .route_layer(middleware::from_fn_with_state(state.clone(), limit::limit))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
     let router = Router::new()
-        .merge(management)
+        .merge(routes::management(&state))
         .route("/health", get(health::health))
         .route("/livez", get(health::live))
         .route("/readyz", get(health::ready))

@@ -29,6 +29,7 @@ use crate::domain::{
     Email, MAX_EVENT_TYPE_CHARS, MAX_TITLE_CHARS, MAX_USERNAME_CHARS, RECORDED_BY_THE_SERVICE,
     ShortCode, TargetUrl,
 };
+use crate::limits::Class;
 use crate::store::Page;
 
 #[derive(OpenApi)]
@@ -416,6 +417,23 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut
     .flatten()
 }
 
+/// The operation of `method` in `item`.
+fn operation<'a>(
+    item: &'a mut utoipa::openapi::PathItem,
+    method: &axum::http::Method,
+) -> Option<&'a mut Operation> {
+    use axum::http::Method;
+    match *method {
+        Method::GET => item.get.as_mut(),
+        Method::POST => item.post.as_mut(),
+        Method::PUT => item.put.as_mut(),
+        Method::DELETE => item.delete.as_mut(),
+        Method::PATCH => item.patch.as_mut(),
+        Method::HEAD => item.head.as_mut(),
+        _ => None,
+    }
+}
+
 fn error_response(description: &str, headers: &[(&str, &str)]) -> RefOr<utoipa::openapi::Response> {
     let mut response = ResponseBuilder::new().description(description).content(
         "application/json",
@@ -435,12 +453,10 @@ fn error_response(description: &str, headers: &[(&str, &str)]) -> RefOr<utoipa::
     RefOr::T(response.build())
 }
 
-/// Path prefixes of the management API: the bearer key, and the rate limit.
-pub const MANAGEMENT_PREFIXES: &[&str] = &["/users", "/urls", "/events", "/shorten", "/keys"];
-
-/// The management API (and only it) needs the bearer key and is rate
-/// limited: marks those operations and adds their 401 and 429, in one
-/// place rather than on every handler.
+/// The management API (and only it, the operations of the route table
+/// [`super::routes::MANAGEMENT`]) needs the bearer key and is rate limited:
+/// marks those operations and adds their 401, 403 and 429 (naming the limit
+/// each counts against), in one place rather than on every handler.
 struct ManagementApi;
 
 impl utoipa::Modify for ManagementApi {
@@ -468,24 +484,35 @@ impl utoipa::Modify for ManagementApi {
              for an admin's operation",
             &[],
         );
-        let too_many = error_response(
-            "Over this key's (or, without a known key, this client address's) rate limit",
-            &[("Retry-After", "Seconds to wait")],
-        );
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            if !MANAGEMENT_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        let too_many = |class: Class| {
+            let limit = match class {
+                Class::Create => "creation limit (CREATE_RATE_LIMIT_*)",
+                _ => "management limit (RATE_LIMIT_*)",
+            };
+            error_response(
+                &format!(
+                    "Over this key's (or, without a known key, this client address's) {limit}"
+                ),
+                &[("Retry-After", "Seconds to wait")],
+            )
+        };
+        for route in super::routes::MANAGEMENT {
+            let Some(operation) = openapi
+                .paths
+                .paths
+                .get_mut(route.path)
+                .and_then(|item| operation(item, &route.method))
+            else {
                 continue;
-            }
-            for operation in operations(item) {
-                operation.security = Some(vec![SecurityRequirement::new(
-                    "bearer",
-                    Vec::<String>::new(),
-                )]);
-                let responses = &mut operation.responses.responses;
-                responses.insert("401".into(), unauthorized.clone());
-                responses.insert("403".into(), forbidden.clone());
-                responses.insert("429".into(), too_many.clone());
-            }
+            };
+            operation.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+            let responses = &mut operation.responses.responses;
+            responses.insert("401".into(), unauthorized.clone());
+            responses.insert("403".into(), forbidden.clone());
+            responses.insert("429".into(), too_many(route.class));
         }
     }
 }

@@ -1,7 +1,6 @@
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,15 +10,6 @@ use super::params::{Pagination, UrlFilters, UrlId};
 use super::{AppState, JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
 use crate::domain::{ShortCode, TargetUrl, parse_title};
 use crate::store::{Event, EventFilter, NewUrl, Url, UrlFilter, UrlPatch, UrlStats};
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/urls", get(list).post(create))
-        .route("/urls/{id}", get(show).put(update).delete(remove))
-        .route("/urls/{id}/stats", get(stats))
-        .route("/urls/{id}/events", get(events))
-        .route("/shorten", post(shorten))
-}
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUrl {

@@ -1,9 +1,8 @@
+use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -14,16 +13,6 @@ use super::{AppState, JsonBody, PathId, QueryParams, listing};
 use crate::domain::{Email, parse_username};
 use crate::seed::csv::{LineError, MAX_UPLOADED_LINES, read_users};
 use crate::store::{Listing, NewUser, User, UserPatch};
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/users", get(list).post(create))
-        .route(
-            "/users/bulk",
-            post(bulk).layer(axum::extract::DefaultBodyLimit::max(super::UPLOAD_LIMIT)),
-        )
-        .route("/users/{id}", get(show).put(update).delete(remove))
-}
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
