@@ -16,6 +16,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::domain::Timestamp;
+use crate::shared_redis::SharedRedis;
 use crate::store::{ApiKey, KeyScope, NewApiKey, Store, StoreError, StoreResult};
 
 const PREFIX: &str = "shk_";
@@ -136,38 +137,33 @@ type Accepted = moka::future::Cache<String, Arc<ApiKey>>;
 
 /// The Redis channel on which replicas announce revocations.
 pub struct Revocations {
-    client: redis::Client,
+    redis: Arc<SharedRedis>,
     channel: String,
 }
 
 impl Revocations {
-    /// The channel of the replicas whose Redis keys start with `prefix`.
-    pub fn new(client: redis::Client, prefix: &str) -> Self {
-        Self {
-            client,
-            channel: format!("{prefix}:keys-revoked"),
-        }
+    /// The channel of the replicas sharing `redis` (and its key prefix).
+    pub fn new(redis: Arc<SharedRedis>) -> Self {
+        let channel = redis.key("keys-revoked");
+        Self { redis, channel }
     }
 
     /// Tells every replica following this channel that keys `key_ids` are
-    /// revoked (they forget the keys they took on trust).
+    /// revoked (they forget the keys they took on trust). Tried even while
+    /// Redis is being skipped after a failure: it is rare, and worth it.
     pub async fn announce(&self, key_ids: &[i64]) -> Result<(), String> {
+        let mut conn = self.redis.connection();
         let announce = async {
-            let mut conn = self.client.get_multiplexed_async_connection().await?;
             for key_id in key_ids {
                 redis::AsyncCommands::publish::<_, _, i64>(&mut conn, &self.channel, key_id)
                     .await?;
             }
-            Ok::<_, redis::RedisError>(())
+            Ok(())
         };
-        match tokio::time::timeout(REDIS_PATIENCE, announce).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!(
-                "Redis did not answer within {} s",
-                REDIS_PATIENCE.as_secs()
-            )),
-        }
+        self.redis
+            .call_patiently(REDIS_PATIENCE, announce)
+            .await
+            .map_err(|failure| format!("Redis: {failure}"))
     }
 }
 
@@ -235,10 +231,10 @@ impl Trust {
 /// time the subscription is (re)made (announcements may have been missed
 /// meanwhile), for as long as `accepted` lives.
 fn follow_revocations(revocations: &Revocations, accepted: Weak<Accepted>) {
-    let (client, channel) = (revocations.client.clone(), revocations.channel.clone());
+    let (redis, channel) = (revocations.redis.clone(), revocations.channel.clone());
     tokio::spawn(async move {
         loop {
-            if let Err(err) = listen_for_revocations(&client, &channel, &accepted).await {
+            if let Err(err) = listen_for_revocations(&redis, &channel, &accepted).await {
                 tracing::debug!(error = %err, "revocation feed interrupted");
             }
             if accepted.strong_count() == 0 {
@@ -250,19 +246,13 @@ fn follow_revocations(revocations: &Revocations, accepted: Weak<Accepted>) {
 }
 
 async fn listen_for_revocations(
-    client: &redis::Client,
+    redis: &SharedRedis,
     channel: &str,
     accepted: &Weak<Accepted>,
 ) -> redis::RedisResult<()> {
     use futures_util::StreamExt;
 
-    let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "Redis timed out"));
-    let mut pubsub = tokio::time::timeout(REDIS_PATIENCE, client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out())??;
-    tokio::time::timeout(REDIS_PATIENCE, pubsub.subscribe(channel))
-        .await
-        .map_err(|_| timed_out())??;
+    let pubsub = redis.subscribe(channel, REDIS_PATIENCE).await?;
     let Some(live) = accepted.upgrade() else {
         return Ok(());
     };

@@ -17,6 +17,7 @@ pub mod links;
 pub mod metrics;
 pub mod seed;
 pub mod service;
+pub mod shared_redis;
 pub mod store;
 pub mod telemetry;
 

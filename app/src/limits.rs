@@ -21,7 +21,6 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -29,15 +28,13 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use redis::aio::ConnectionManager;
 
 use crate::config::RateLimitSettings;
 use crate::metrics::Metrics;
+use crate::shared_redis::{SharedRedis, Unavailable};
 
 /// How often local state for subjects that went quiet is dropped.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
-/// After a Redis failure, checks stay local this long.
-const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 /// Clients refused redirect lookups, remembered per replica (bounded).
 const MISS_BLOCKS: u64 = 100_000;
 
@@ -266,35 +263,13 @@ pub struct RateLimit {
     metrics: Arc<Metrics>,
 }
 
-/// Why a check did not reach Redis (the `reason` label of the fallbacks).
-#[derive(Debug, Clone, Copy)]
-enum Fallback {
-    /// A call failed less than [`REDIS_BACKOFF`] ago: not tried.
-    Skipped,
-    Error,
-    Timeout,
-}
-
-impl Fallback {
-    fn as_str(self) -> &'static str {
-        match self {
-            Fallback::Skipped => "skipped",
-            Fallback::Error => "error",
-            Fallback::Timeout => "timeout",
-        }
-    }
-}
-
 impl RateLimit {
-    /// The limits of `settings`; shared through Redis at `redis_url` when
-    /// given (nothing is dialled until the first check), under `prefix`.
+    /// The limits of `settings`; shared through `redis` when given.
     pub fn new(
         settings: &RateLimitSettings,
-        redis_url: Option<&str>,
-        prefix: &str,
-        timeout: Duration,
+        redis: Option<Arc<SharedRedis>>,
         metrics: Arc<Metrics>,
-    ) -> redis::RedisResult<Self> {
+    ) -> Self {
         if settings.trust_proxy_headers.is_some() {
             tracing::warn!(
                 "TRUST_PROXY_HEADERS is ignored: proxy headers are honoured only from TRUSTED_PROXIES"
@@ -317,13 +292,14 @@ impl RateLimit {
                 settings.redirect_miss_burst,
             ),
         ];
-        let redis = redis_url
-            .map(|url| RedisGcra::new(url, prefix, timeout))
-            .transpose()?;
+        let redis = redis.map(|redis| RedisGcra {
+            redis,
+            script: redis::Script::new(GCRA),
+        });
         let longest_block = classes[Class::RedirectMiss.index()]
             .as_ref()
             .map_or(Duration::from_secs(1), |c| c.limit.full_refill());
-        Ok(Self {
+        Self {
             classes,
             redis,
             miss_blocks: moka::future::Cache::builder()
@@ -331,7 +307,7 @@ impl RateLimit {
                 .time_to_live(longest_block)
                 .build(),
             metrics,
-        })
+        }
     }
 
     /// Checks and spends one request of `class` for `subject`: through
@@ -345,6 +321,8 @@ impl RateLimit {
         let outcome = match &self.redis {
             Some(redis) => match redis.check(class, limits.limit, &subject).await {
                 Ok(outcome) => outcome,
+                // The `reason` label: skipped (Redis failed less than a
+                // second ago), error or timeout.
                 Err(fallback) => {
                     self.metrics
                         .rate_limit_fallbacks
@@ -440,69 +418,32 @@ fn local_check(limits: &ClassLimit, subject: &Subject) -> Outcome {
 
 /// The shared limiter: [`GCRA`] in Redis.
 struct RedisGcra {
-    connection: ConnectionManager,
+    redis: Arc<SharedRedis>,
     script: redis::Script,
-    prefix: String,
-    timeout: Duration,
-    epoch: Instant,
-    /// Milliseconds since `epoch` before which Redis is not tried.
-    skip_until_ms: AtomicU64,
 }
 
 impl RedisGcra {
-    fn new(url: &str, prefix: &str, timeout: Duration) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        Ok(Self {
-            connection: ConnectionManager::new_lazy_with_config(client, config)?,
-            script: redis::Script::new(GCRA),
-            prefix: prefix.to_owned(),
-            timeout,
-            epoch: Instant::now(),
-            skip_until_ms: AtomicU64::new(0),
-        })
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     async fn check(
         &self,
         class: Class,
         limit: Limit,
         subject: &Subject,
-    ) -> Result<Outcome, Fallback> {
-        if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
-            return Err(Fallback::Skipped);
-        }
-        let key = format!(
-            "{}:rl:{}:{}",
-            self.prefix,
+    ) -> Result<Outcome, Unavailable> {
+        let key = self.redis.key(format_args!(
+            "rl:{}:{}",
             class.as_str(),
             subject.redis_part()
-        );
+        ));
         let mut invocation = self.script.key(key);
         invocation.arg(limit.interval_ms()).arg(limit.burst.get());
-        let mut conn = self.connection.clone();
+        let mut conn = self.redis.connection();
         let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "rate limit check in Redis failed; limiting locally");
-                Err(Fallback::Error)
-            }
-            Err(_) => Err(Fallback::Timeout),
-        };
-        let (allowed, remaining, retry_ms, reset_ms) = result.inspect_err(|_| {
-            let backoff = u64::try_from(REDIS_BACKOFF.as_millis()).unwrap_or(1000);
-            self.skip_until_ms
-                .store(self.now_ms() + backoff, Ordering::Relaxed);
-        })?;
+        let (allowed, remaining, retry_ms, reset_ms) =
+            self.redis.call(call).await.inspect_err(|failure| {
+                if let Unavailable::Error(err) = failure {
+                    tracing::debug!(error = %err, "rate limit check in Redis failed; limiting locally");
+                }
+            })?;
         let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
         let burst = limit.burst.get();
         Ok(if allowed == 1 {

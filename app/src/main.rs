@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use shortener::config::{DatabaseConfig, LogFormat, MigrateConfig, RevocationFeed, ServeConfig};
 use shortener::service::{self, Service};
+use shortener::shared_redis::SharedRedis;
 use shortener::store::{KeyScope, Page, Schema};
 use shortener::{keys, seed, telemetry};
 
@@ -88,6 +89,9 @@ enum SeedCommand {
         database: DatabaseConfig,
     },
 }
+
+/// How long `keys revoke` waits for Redis to take the announcement.
+const REDIS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -248,14 +252,12 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
             let key = keys::revoke(store.as_ref(), id).await?;
             println!("revoked key {} ({})", key.id, key.name);
             let told = match &feed.redis_url {
-                Some(url) => match redis::Client::open(url.as_str()) {
-                    Ok(client) => {
-                        keys::Revocations::new(client, &feed.redis_key_prefix)
-                            .announce(&[key.id])
-                            .await
+                Some(url) => {
+                    match SharedRedis::open(url, &feed.redis_key_prefix, REDIS_PATIENCE, None) {
+                        Ok(redis) => keys::Revocations::new(redis).announce(&[key.id]).await,
+                        Err(err) => Err(err.to_string()),
                     }
-                    Err(err) => Err(err.to_string()),
-                },
+                }
                 None => Err("no REDIS_URL".to_owned()),
             };
             match told {

@@ -19,6 +19,7 @@ use crate::http::{self, AppState, Auth, TrustedProxies};
 use crate::limits::RateLimit;
 use crate::links::Links;
 use crate::metrics::Metrics;
+use crate::shared_redis::SharedRedis;
 use crate::store::{self, DynStore, MigrationReport, Schema, StoreError};
 
 /// How long start-up waits for the database (it may start after us).
@@ -52,12 +53,27 @@ impl Service {
         };
         let store = connect(&config.database, schema).await?;
         let metrics = Arc::new(Metrics::new()?);
+        // One connection to the shared Redis for the cache, the limits and
+        // revocations (nothing is dialled until the first call).
+        let redis = config
+            .redis_url
+            .as_deref()
+            .map(|url| {
+                SharedRedis::open(
+                    url,
+                    &config.cache.redis_key_prefix,
+                    config.cache.redis_timeout_ms,
+                    Some(metrics.clone()),
+                )
+            })
+            .transpose()
+            .context("REDIS_URL")?;
         let links = Arc::new(Links::new(
             store.clone(),
             &config.cache,
-            config.redis_url.as_deref(),
+            redis.clone(),
             metrics.clone(),
-        )?);
+        ));
         let warm = links.warm(config.cache.cache_warm_entries);
         match tokio::time::timeout(WARM_PATIENCE, warm).await {
             Ok(Ok(count)) => tracing::info!(entries = count, "cache warmed"),
@@ -86,9 +102,7 @@ impl Service {
                 config.database.data_dir.display()
             )
         })?;
-        let revocations = links.shared().map(|shared| {
-            crate::keys::Revocations::new(shared.client().clone(), &config.cache.redis_key_prefix)
-        });
+        let revocations = redis.clone().map(crate::keys::Revocations::new);
         let auth = Auth::new(
             config.auth_mode,
             config.admin_api_key.as_deref(),
@@ -103,14 +117,7 @@ impl Service {
             links,
             clicks,
             auth,
-            rate_limit: RateLimit::new(
-                &config.limits,
-                config.redis_url.as_deref(),
-                &config.cache.redis_key_prefix,
-                config.cache.redis_timeout_ms,
-                metrics.clone(),
-            )
-            .context("configuring the rate limits' Redis")?,
+            rate_limit: RateLimit::new(&config.limits, redis, metrics.clone()),
             proxies: TrustedProxies::new(config.limits.trusted_proxies.clone()),
             metrics,
             health,

@@ -14,6 +14,7 @@ use common::{Backend, TestApp, TestDatabase, expect_error, redis_url, unique_pre
 use reqwest::StatusCode;
 use serde_json::json;
 use shortener::links::SharedCache;
+use shortener::shared_redis::SharedRedis;
 use shortener::store::RedirectTarget;
 
 every_backend!(redirects_are_served_from_cache_after_the_first);
@@ -215,14 +216,14 @@ async fn redis_down_means_the_database_answers() {
 #[tokio::test]
 async fn an_older_value_never_replaces_a_newer_one_in_redis() {
     let metrics = Arc::new(shortener::metrics::Metrics::new().unwrap());
-    let shared = SharedCache::new(
+    let redis = SharedRedis::open(
         &redis_url(),
         &unique_prefix(),
-        Duration::from_secs(60),
         Duration::from_millis(500),
-        metrics,
+        None,
     )
     .unwrap();
+    let shared = SharedCache::new(redis, Duration::from_secs(60), metrics);
     let target = |version: i64, to: &str| RedirectTarget {
         short_code: "abc".into(),
         url_id: 1,

@@ -408,12 +408,12 @@ impl LinkCache {
     /// whole L1 is dropped: messages sent while we were away are lost.
     pub fn spawn_invalidation_listener(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
         let shared = self.shared.as_ref()?;
-        let (client, channel) = (shared.client().clone(), shared.channel());
+        let channel = shared.channel();
         let cache = Arc::downgrade(self);
         Some(tokio::spawn(async move {
             let mut reconnect = false;
             loop {
-                if let Err(err) = listen(&client, &channel, &cache, reconnect).await {
+                if let Err(err) = listen(&channel, &cache, reconnect).await {
                     tracing::debug!(error = %err, "invalidation feed interrupted");
                 }
                 let Some(live) = cache.upgrade() else {
@@ -459,22 +459,27 @@ impl LinkCache {
 }
 
 async fn listen(
-    client: &redis::Client,
     channel: &str,
     cache: &std::sync::Weak<LinkCache>,
     reconnect: bool,
 ) -> redis::RedisResult<()> {
     use futures_util::StreamExt;
 
-    let mut pubsub = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+    let Some(subscribing) = cache.upgrade() else {
+        return Ok(());
+    };
+    let Some(shared) = subscribing.shared() else {
+        return Ok(());
+    };
     // Bounded: a connection that never answers (seen: a socket connected
     // to itself while Redis was down on the same host) must not hold the
     // feed forever.
-    tokio::time::timeout(Duration::from_secs(2), pubsub.subscribe(channel))
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out")))??;
+    let pubsub = shared
+        .redis()
+        .subscribe(channel, Duration::from_secs(2))
+        .await;
+    drop(subscribing);
+    let pubsub = pubsub?;
     if let Some(cache) = cache.upgrade() {
         if reconnect {
             cache.evict_all_local();

@@ -19,6 +19,7 @@ pub use shared::SharedCache;
 use crate::config::CacheSettings;
 use crate::domain::ShortCode;
 use crate::metrics::Metrics;
+use crate::shared_redis::SharedRedis;
 use crate::store::{
     Actor, DynStore, NewUrl, RedirectTarget, StoreError, StoreResult, Url, UrlPatch, UserDeletion,
 };
@@ -58,33 +59,24 @@ pub enum Local {
 pub struct Beyond(cache::Miss);
 
 impl Links {
-    /// The tiers over `store`; with `redis_url`, the shared tier and the
+    /// The tiers over `store`; with `redis`, the shared tier and the
     /// invalidation feed from other replicas.
     pub fn new(
         store: DynStore,
         settings: &CacheSettings,
-        redis_url: Option<&str>,
+        redis: Option<Arc<SharedRedis>>,
         metrics: Arc<Metrics>,
-    ) -> redis::RedisResult<Self> {
-        let shared = redis_url
-            .map(|url| {
-                SharedCache::new(
-                    url,
-                    &settings.redis_key_prefix,
-                    settings.cache_ttl_seconds,
-                    settings.redis_timeout_ms,
-                    metrics.clone(),
-                )
-            })
-            .transpose()?;
+    ) -> Self {
+        let shared =
+            redis.map(|redis| SharedCache::new(redis, settings.cache_ttl_seconds, metrics.clone()));
         let cache = LinkCache::new(settings, shared, metrics.clone());
         cache.spawn_invalidation_listener();
         cache.spawn_maintenance();
-        Ok(Self {
+        Self {
             store,
             cache,
             metrics,
-        })
+        }
     }
 
     /// L1 only: an answer, or what [`Links::resolve_beyond`] needs to ask

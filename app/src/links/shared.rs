@@ -1,6 +1,7 @@
-//! The Redis tier: shared by all replicas, reached with short timeouts, and
-//! skipped for a moment after a failure so that a sick Redis costs the
-//! redirect path at most one timeout per second, not one per request.
+//! The Redis tier: shared by all replicas, reached through the replica's
+//! one Redis connection ([`SharedRedis`]: short time limits, and skipped for
+//! a second after a failure, so that a sick Redis costs the redirect path at
+//! most one timeout per second, not one per request).
 //!
 //! It also keeps the state coherence depends on: changes whose write or
 //! announcement failed (retried in the background until delivered), and
@@ -12,22 +13,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Client};
+use redis::AsyncCommands;
 
 use crate::metrics::Metrics;
+use crate::shared_redis::{self, SharedRedis};
 use crate::store::RedirectTarget;
 
 /// Channel (under the key prefix) on which replicas announce changed short
 /// codes, space-separated (codes never contain spaces).
 const INVALIDATION_CHANNEL: &str = "invalidate";
-/// After a failure, Redis is left alone this long.
-const BACKOFF: Duration = Duration::from_secs(1);
 const WARM_CHUNK: usize = 500;
 /// After a Redis failure, or after the invalidation feed comes back, the
 /// feed is not trusted for this long: a change another replica made
 /// meanwhile may not have been announced yet (its retry runs every
-/// [`super::cache::REPAIR_INTERVAL`], after at most one [`BACKOFF`]).
+/// [`super::cache::REPAIR_INTERVAL`], after at most the second Redis is
+/// skipped after a failure).
 pub const UNRELIABLE_FOR: Duration = Duration::from_secs(5);
 
 /// Stores `ARGV[2]` under `KEYS[1]` unless the value there has a higher
@@ -45,17 +45,10 @@ return 1
 ";
 
 pub struct SharedCache {
-    client: Client,
-    /// Keeps several installations apart on one Redis.
-    prefix: String,
-    connection: ConnectionManager,
+    redis: Arc<SharedRedis>,
     ttl_secs: u64,
-    timeout: Duration,
     put_if_newer: redis::Script,
     epoch: Instant,
-    /// Milliseconds since `epoch` before which Redis is not tried.
-    skip_until_ms: AtomicU64,
-    reported_down: AtomicBool,
     /// The invalidation feed is subscribed.
     feed_up: AtomicBool,
     /// Milliseconds since `epoch` before which the feed is not trusted.
@@ -122,78 +115,44 @@ impl Unavailable {
 }
 
 impl SharedCache {
-    /// Prepares a connection to `url`; nothing is dialled until first use,
-    /// so the service starts (and serves from the database) while Redis is
-    /// down.
-    pub fn new(
-        url: &str,
-        prefix: &str,
-        ttl: Duration,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> redis::RedisResult<Self> {
-        let client = Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(Self {
-            client,
-            prefix: prefix.to_owned(),
-            connection,
+    /// The tier on `redis`, its entries living `ttl`.
+    pub fn new(redis: Arc<SharedRedis>, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        Self {
+            redis,
             ttl_secs: ttl.as_secs().max(1),
-            timeout,
             put_if_newer: redis::Script::new(PUT_IF_NEWER),
             epoch: Instant::now(),
-            skip_until_ms: AtomicU64::new(0),
-            reported_down: AtomicBool::new(false),
             feed_up: AtomicBool::new(false),
             unreliable_until_ms: AtomicU64::new(0),
             gap: AtomicBool::new(false),
             pending: Mutex::new(HashMap::new()),
             pending_len: AtomicUsize::new(0),
             metrics,
-        })
+        }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The replica's Redis.
+    pub fn redis(&self) -> &SharedRedis {
+        &self.redis
     }
 
     fn key(&self, code: &str) -> String {
-        format!("{}:code:{code}", self.prefix)
+        self.redis.key(format_args!("code:{code}"))
     }
 
     pub fn channel(&self) -> String {
-        format!("{}:{INVALIDATION_CHANNEL}", self.prefix)
+        self.redis.key(INVALIDATION_CHANNEL)
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn available(&self) -> bool {
-        self.now_ms() >= self.skip_until_ms.load(Ordering::Relaxed)
-    }
-
+    /// A call failed, or was skipped because one failed a moment ago
+    /// (whoever made it): messages of the feed may have been missed.
     fn failed(&self, what: &str, err: &dyn std::fmt::Display) {
-        let backoff_ms = u64::try_from(BACKOFF.as_millis()).unwrap_or(1000);
-        self.skip_until_ms
-            .store(self.now_ms() + backoff_ms, Ordering::Relaxed);
         self.distrust_feed();
-        self.metrics.redis_up.set(0);
-        if !self.reported_down.swap(true, Ordering::Relaxed) {
-            tracing::warn!(error = %err, operation = what, "Redis unavailable; serving from the database");
-        }
-    }
-
-    fn succeeded(&self) {
-        self.metrics.redis_up.set(1);
-        if self.reported_down.swap(false, Ordering::Relaxed) {
-            tracing::info!("Redis is back");
-        }
+        tracing::debug!(error = %err, operation = what, "Redis call for the cache failed");
     }
 
     /// The feed may have missed messages: not trusted until
@@ -316,25 +275,19 @@ impl SharedCache {
         left
     }
 
-    /// Runs one Redis call under the timeout, recording failures.
+    /// Runs one Redis call, recording failures.
     async fn call<T, F>(&self, what: &str, call: F) -> Result<T, Unavailable>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        if !self.available() {
-            return Err(Unavailable::Skipped);
-        }
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => {
-                self.succeeded();
-                Ok(value)
+        match self.redis.call(call).await {
+            Ok(value) => Ok(value),
+            Err(shared_redis::Unavailable::Skipped) => {
+                self.distrust_feed();
+                Err(Unavailable::Skipped)
             }
-            Ok(Err(err)) => {
-                self.failed(what, &err);
-                Err(Unavailable::Failed)
-            }
-            Err(_) => {
-                self.failed(what, &"timed out");
+            Err(failure) => {
+                self.failed(what, &failure);
                 Err(Unavailable::Failed)
             }
         }
@@ -342,7 +295,7 @@ impl SharedCache {
 
     #[tracing::instrument(target = "shortener::trace", name = "cache.get", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "GET", cache.tier = "redis", cache.result = tracing::field::Empty))]
     pub async fn get(&self, code: &str) -> Result<Option<RedirectTarget>, Unavailable> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.redis.connection();
         let raw: Result<Option<String>, _> = self.call("get", conn.get(self.key(code))).await;
         let found = raw.map(|raw| raw.and_then(|raw| decode(code, &raw)));
         let result = match &found {
@@ -356,7 +309,7 @@ impl SharedCache {
 
     #[tracing::instrument(target = "shortener::trace", name = "cache.put", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA", cache.tier = "redis", cache.result = tracing::field::Empty))]
     pub async fn put_if_newer(&self, target: &RedirectTarget) -> Result<bool, Unavailable> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.redis.connection();
         let mut invocation = self.put_if_newer.prepare_invoke();
         invocation
             .key(self.key(&target.short_code))
@@ -378,7 +331,7 @@ impl SharedCache {
     /// Evicts `codes` on every replica (they evict on the message).
     #[tracing::instrument(target = "shortener::trace", name = "cache.invalidate", level = "debug", skip_all, fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "PUBLISH", cache.tier = "redis", cache.codes = codes.len(), cache.result = tracing::field::Empty))]
     pub async fn publish(&self, codes: &[&str]) -> Result<(), Unavailable> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.redis.connection();
         let message = codes.join(" ");
         let published: Result<i64, _> = self
             .call("publish", conn.publish(self.channel(), message))
@@ -404,7 +357,7 @@ impl SharedCache {
                     .arg("NX")
                     .ignore();
             }
-            let mut conn = self.connection.clone();
+            let mut conn = self.redis.connection();
             if self
                 .call("warm", pipe.query_async::<()>(&mut conn))
                 .await
@@ -418,24 +371,18 @@ impl SharedCache {
     /// Whether the last Redis call (a lookup, a write, the heartbeat)
     /// succeeded: what `/health` reports, without a call of its own.
     pub fn up(&self) -> bool {
-        !self.reported_down.load(Ordering::Relaxed)
+        self.redis.up()
     }
 
     /// The heartbeat: does Redis answer right now?
     pub async fn ping(&self) -> bool {
-        let mut conn = self.connection.clone();
+        let mut conn = self.redis.connection();
         let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
-        match tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), ping).await {
-            Ok(Ok(_)) => {
-                self.succeeded();
-                true
-            }
-            Ok(Err(err)) => {
-                self.failed("ping", &err);
-                false
-            }
-            Err(_) => {
-                self.failed("ping", &"timed out");
+        let patience = self.redis.timeout().max(Duration::from_millis(500));
+        match self.redis.call_patiently(patience, ping).await {
+            Ok(_) => true,
+            Err(failure) => {
+                self.failed("ping", &failure);
                 false
             }
         }
