@@ -181,15 +181,19 @@ build_node() {
   ensure_node_packages
   go_env
   mkdir -p "$bin" "$node_bin"
-  exec 9>"$cache/.build.lock"
-  flock 9
   local start=$SECONDS b
-  kubelet_module
-  for b in kubelet kube-proxy; do build_k8s "$b"; done
+  # These have their own cache directory; the Kubernetes ones share the control plane's
+  # module and build lock.
+  exec 9>"$node_cache/.build.lock"
+  flock 9
   node_go_install crictl "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" \
     "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
   node_go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION" "-s -w"
   build_pause
+  exec 9>"$cache/.build.lock"
+  flock 9
+  kubelet_module
+  for b in kubelet kube-proxy; do build_k8s "$b"; done
   log "node binaries ready in $((SECONDS - start))s"
   exec 9>&-
 }
