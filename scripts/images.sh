@@ -118,7 +118,7 @@ assemble() { # out layer.tar tag umoci-config-option...
   work=$(mktemp -d "$cache/work.XXXXXX")
   umoci init --layout "$work/oci"
   umoci new --image "$work/oci:$tag"
-  umoci raw add-layer --no-history --image "$work/oci:$tag" "$layer"
+  umoci raw add-layer --history.created_by "scripts/images.sh" --image "$work/oci:$tag" "$layer"
   umoci config --no-history --image "$work/oci:$tag" --os linux --architecture amd64 "$@"
   umoci gc --layout "$work/oci"
   tar -C "$work/oci" -cf "$out.tmp" .
@@ -132,7 +132,7 @@ debian_files() { # dir package...
   local dir=$1 debs=$cache/debs pkg deb
   shift
   mkdir -p "$debs"
-  (cd "$debs" && apt-get download -q "$@" >&2) || die "apt-get download $* failed"
+  (cd "$debs" && apt-get download -q -o APT::Sandbox::User=root "$@" >&2) || die "apt-get download $* failed"
   for pkg in "$@"; do
     deb=$(find "$debs" -name "${pkg}_*.deb" -printf '%T@ %p\n' | sort -n | tail -n1 | cut -d' ' -f2)
     dpkg-deb -x "$deb" "$dir"
