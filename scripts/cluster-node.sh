@@ -551,7 +551,8 @@ start_node() {
   write_containerd_config
   launch containerd --config "$state/containerd/config.toml"
   wait_for containerd 60 "containerd's socket" containerd_ready
-  "$(dirname "${BASH_SOURCE[0]}")/images.sh" load pause >&2 || fail containerd "loading the pause image failed"
+  SHORTENER_PAUSE_BINARY="$node_bin/pause" CONTAINERD_ADDRESS="$containerd_sock" \
+    "$(dirname "${BASH_SOURCE[0]}")/images.sh" load pause >&2 || fail containerd "loading the pause image failed"
   write_kubelet_config
   launch kubelet --config="$state/node/kubelet.yaml" --kubeconfig="$state/kubelet.kubeconfig" \
     --root-dir="$state/kubelet" --cert-dir="$pki/kubelet-certs" \
@@ -651,9 +652,10 @@ iptables_cleanup() {
     command -v "$tool" >/dev/null || continue
     for table in filter nat mangle raw; do
       "$tool" -t "$table" -S >/dev/null 2>&1 || continue
-      # Rules that jump to one of our chains, then the chains.
-      "$tool" -t "$table" -S 2>/dev/null | grep -E -- '-j KUBE-|"'"$cni_network"'"' | grep '^-A' |
-        while read -r -a rule; do rule[0]=-D; "$tool" -t "$table" "${rule[@]}" 2>/dev/null || true; done
+      # Rules that jump to one of our chains (xargs keeps their quoted comments whole), then
+      # the chains.
+      "$tool" -t "$table" -S 2>/dev/null | grep -E -- '-j KUBE-|"'"$cni_network"'"' | grep '^-A ' |
+        sed 's/^-A /-D /' | xargs -r -L1 "$tool" -t "$table" 2>/dev/null || true
       for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }'); do
         "$tool" -t "$table" -F "$chain" 2>/dev/null || true
       done
@@ -691,8 +693,10 @@ node_host_cleanup() {
   kill_all "${pids[@]}"
   mapfile -t pids < <(pod_processes)
   kill_all "${pids[@]}"
-  unmount_under "$state/" /run/containerd/ /run/netns/
+  # Our pods' network namespaces (and with them their veths) before any unmounting: they
+  # are recognised by their address, which needs them mounted.
   for ns in $(our_netns); do ip netns delete "$ns" 2>/dev/null || log "could not delete netns $ns"; done
+  unmount_under "$state/" /run/containerd/
   for p in "$cni_bridge" "$node_iface"; do
     [ -e "/sys/class/net/$p" ] && { ip link delete "$p" || log "could not delete interface $p"; }
   done
