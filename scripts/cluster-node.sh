@@ -221,12 +221,18 @@ record_host_paths() {
   for p in "${node_host_paths[@]}"; do [ -e "$p" ] || echo "$p"; done >"$f"
 }
 
+# The node's address lives on a dummy interface; a kernel without the dummy driver (this
+# machine's) gets it on the loopback interface instead, which serves the same: a local
+# address that is not 127.0.0.0/8, reachable from the pods through their gateway, routed
+# nowhere else.
 host_network_up() {
-  if [ ! -e "/sys/class/net/$node_iface" ]; then
-    ip link add "$node_iface" type dummy
+  if [ -e "/sys/class/net/$node_iface" ] || ip link add "$node_iface" type dummy 2>/dev/null; then
+    ip addr replace "$node_ip/32" dev "$node_iface"
+    ip link set "$node_iface" up
+  else
+    log "no dummy interfaces in this kernel: the node's address $node_ip goes on lo"
+    ip addr replace "$node_ip/32" dev lo
   fi
-  ip addr replace "$node_ip/32" dev "$node_iface"
-  ip link set "$node_iface" up
   # The bridge plugin needs bridged traffic to pass netfilter (Service NAT between pods on
   # the same bridge) and forwarding (pod -> Service -> pod is routed through the host).
   [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || modprobe br_netfilter 2>/dev/null ||
@@ -543,7 +549,6 @@ node_prepare() {
   save_sysctls
   record_host_paths
   host_network_up
-  node_pki
 }
 
 start_node() {
@@ -586,8 +591,10 @@ EOF
 
 node_leftovers() {
   [ -f "$state/real-node" ] || [ -e "/sys/class/net/$node_iface" ] || [ -e "/sys/class/net/$cni_bridge" ] ||
-    [ -d "/sys/fs/cgroup/memory/$cgroup_root" ]
+    [ -d "/sys/fs/cgroup/memory/$cgroup_root" ] || node_ip_on_lo
 }
+
+node_ip_on_lo() { ip -4 -o addr show dev lo 2>/dev/null | grep -qF " $node_ip/"; }
 
 # Shims of our containerd (its socket on their command line).
 our_shims() {
@@ -700,6 +707,7 @@ node_host_cleanup() {
   for p in "$cni_bridge" "$node_iface"; do
     [ -e "/sys/class/net/$p" ] && { ip link delete "$p" || log "could not delete interface $p"; }
   done
+  if node_ip_on_lo; then ip addr delete "$node_ip/32" dev lo || log "could not remove $node_ip from lo"; fi
   nft_cleanup
   iptables_cleanup
   cgroups_cleanup

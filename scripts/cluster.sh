@@ -536,6 +536,7 @@ up() {
   mkdir -p "$state/run" "$state/logs"
   mkdir -p "$state/etcd" && chmod 700 "$state/etcd" # etcd insists on a private data directory
   make_pki
+  [ -z "$real_node" ] || node_pki
   write_kubeconfig "$kubeconfig" admin
   local c
   for c in kube-controller-manager kube-scheduler kwok; do write_kubeconfig "$state/$c.kubeconfig" "$c"; done
@@ -625,7 +626,7 @@ status() {
     fi
   done
   if [ -s "$pki/admin.crt" ] && apiserver_ready; then
-    printf '%-24s ready (https://127.0.0.1:%s, kubeconfig %s)\n' apiserver "$apiserver_port" "$kubeconfig"
+    printf '%-24s ready (https://%s:%s, kubeconfig %s)\n' apiserver "$apiserver_host" "$apiserver_port" "$kubeconfig"
   else
     printf '%-24s not ready\n' apiserver; rc=1
   fi
