@@ -357,7 +357,10 @@ launch() { # component args...
   log "starting $name"
   printf '==== %s: %s %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$state/logs/$name.log"
   setsid "$(exe_of "$name")" "$@" >>"$state/logs/$name.log" 2>&1 </dev/null 8>&- &
-  echo $! >"$state/run/$name.pid"
+  local pid=$! deadline=$((SECONDS + 10))
+  echo "$pid" >"$state/run/$name.pid"
+  # Until setsid has exec'd the program, the pid runs setsid: pid_of would call it gone.
+  while alive "$pid" && ! pid_of "$name" >/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.05; done
 }
 
 fail() { # component message
