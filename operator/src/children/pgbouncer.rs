@@ -228,7 +228,11 @@ mod tests {
             .unwrap();
         let config = pod.volumes.as_ref().unwrap()[0].projected.as_ref().unwrap();
         let mode = config.default_mode.unwrap();
-        assert_eq!(mode & 0o004, 0, "the userlist holds passwords: not world-readable");
+        assert_eq!(
+            mode & 0o004,
+            0,
+            "the userlist holds passwords: not world-readable"
+        );
         assert_eq!(mode & 0o040, 0o040, "readable by the group");
         let security = pod.security_context.unwrap();
         assert_eq!(security.run_as_user, Some(PGBOUNCER_UID));
