@@ -530,7 +530,9 @@ up() {
   ensure_tools
   if all_running && apiserver_ready; then echo "$kubeconfig"; return 0; fi
   if [ -n "$real_node" ]; then
-    # A half-running real node (a crash, a reboot) is not resumed: it is cleaned and started anew.
+    # A half-running real node is stopped and started anew. After a crash that killed every
+    # daemon, node_prepare cleans the host of what the pods left (processes, mounts,
+    # namespaces, rules) and the cluster's objects come back, as after a reboot.
     if [ -n "$(stragglers)" ]; then log "stopping what is left of an earlier cluster"; down; fi
     node_prepare
   elif [ -f "$state/real-node" ]; then
