@@ -50,7 +50,7 @@ coredns_health_port=${SHORTENER_CLUSTER_COREDNS_HEALTH_PORT:-56451}
 cgroup_root=shortener-node
 pause_image=shortener.local/pause:$PAUSE_VERSION
 containerd_sock=${state:?}/containerd/containerd.sock
-local_volumes=8
+local_volumes=4 # of each StorageClass
 # What the kubelet (and the bridge plugin, and kube-proxy) may change; saved before the first
 # start, restored by `down`.
 node_sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
@@ -470,44 +470,50 @@ ports:
 EOF
 }
 
-# Storage: no provisioner runs here, so the default StorageClass binds claims to local
-# volumes made in advance (directories under the state directory, on this node), when the
-# first pod using the claim is scheduled. The kubelet applies fsGroup to local volumes, so a
-# non-root database owns its data directory. Reclaim policy Retain: a released volume is not
-# reused (a deleted claim's data stays until `down`).
+# Storage: no provisioner runs here, so claims bind to local volumes made in advance
+# (directories under the state directory, on this node), when the first pod using the claim
+# is scheduled. Two classes: `local`, the default, and `standard`, the name kind's default
+# class has, which manifests written for kind (manifests/examples/full.yaml) ask for. The
+# kubelet applies fsGroup to local volumes, so a non-root database owns its data directory.
+# Reclaim policy Retain: a released volume is not reused (its data stays until `down`).
 storage_objects() {
-  local i
+  local class i default
   {
-    cat <<EOF
+    for class in local standard; do
+      default=false
+      [ "$class" != local ] || default=true
+      cat <<EOF
+---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
-  name: local
-  annotations: { storageclass.kubernetes.io/is-default-class: "true" }
+  name: $class
+  annotations: { storageclass.kubernetes.io/is-default-class: "$default" }
 provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Retain
 EOF
-    for ((i = 0; i < local_volumes; i++)); do
-      mkdir -p "$state/volumes/local-$i"
-      cat <<EOF
+      for ((i = 0; i < local_volumes; i++)); do
+        mkdir -p "$state/volumes/$class-$i"
+        cat <<EOF
 ---
 apiVersion: v1
 kind: PersistentVolume
 metadata:
-  name: local-$i
+  name: $class-$i
 spec:
   capacity: { storage: 10Gi }
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Retain
-  storageClassName: local
-  local: { path: $state/volumes/local-$i }
+  storageClassName: $class
+  local: { path: $state/volumes/$class-$i }
   nodeAffinity:
     required:
       nodeSelectorTerms:
       - matchExpressions:
         - { key: kubernetes.io/hostname, operator: In, values: [$real_node_name] }
 EOF
+      done
     done
   } | kc apply -f - >/dev/null
 }
