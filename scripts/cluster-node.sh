@@ -562,7 +562,7 @@ start_node() {
   write_containerd_config
   launch containerd --config "$state/containerd/config.toml"
   wait_for containerd 60 "containerd's socket" containerd_ready
-  SHORTENER_PAUSE_BINARY="$node_bin/pause" CONTAINERD_ADDRESS="$containerd_sock" \
+  SHORTENER_PAUSE_BINARY="$node_bin/pause" SHORTENER_PAUSE_IMAGE="$pause_image" CONTAINERD_ADDRESS="$containerd_sock" \
     "$(dirname "${BASH_SOURCE[0]}")/images.sh" load pause >&2 || fail containerd "loading the pause image failed"
   write_kubelet_config
   launch kubelet --config="$state/node/kubelet.yaml" --kubeconfig="$state/kubelet.kubeconfig" \

@@ -77,7 +77,8 @@ operator_ref() {
 refs_of() {
   local image=$1 ref
   case $image in
-    pause) echo "shortener.local/pause:1" ;;
+    # The sandbox image the node's containerd is configured with (scripts/cluster-node.sh).
+    pause) echo "${SHORTENER_PAUSE_IMAGE:-shortener.local/pause:1}" ;;
     operator) normalize "$(operator_ref)" ;;
     *)
       for ref in $(rendered_refs); do
