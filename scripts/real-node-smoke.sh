@@ -93,4 +93,18 @@ code=$(printf '%s' "$created" | sed -n 's/.*"short_code":"\([^"]*\)".*/\1/p')
 answer=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code} %{redirect_url}' "http://$ip:$port/$code")
 [ "$answer" = "302 https://example.com/real-node" ] || fail "GET /$code answered: $answer"
 say "GET /$code -> $answer"
+
+say "the data stores, through kubectl exec"
+# Redis refuses a client without the password, answers the probes' client with it, and holds
+# the link the redirect cached.
+noauth=$(kubectl exec deploy/links-redis -- sh -c 'REDISCLI_AUTH= redis-cli ping' 2>&1 || true)
+case $noauth in *NOAUTH*) ;; *) fail "Redis answered a client without the password: $noauth" ;; esac
+[ "$(kubectl exec deploy/links-redis -- redis-cli ping)" = PONG ] || fail "Redis refused its password"
+keys=$(kubectl exec deploy/links-redis -- redis-cli dbsize)
+[ "${keys:-0}" -gt 0 ] || fail "nothing cached in Redis after a redirect"
+roles=$(kubectl exec links-postgres-0 -- psql -X -At -U shortener -d shortener \
+  -c "select string_agg(rolname, ',' order by rolname) from pg_roles where rolname like 'shortener%'")
+[ "$roles" = shortener,shortener_app,shortener_owner ] || fail "PostgreSQL roles: $roles"
+kubectl logs deploy/links --tail=1 >/dev/null || fail "kubectl logs failed"
+say "Redis: password required, $keys key(s) cached; PostgreSQL roles: $roles"
 say "all checks passed"
