@@ -7,14 +7,18 @@
 #   eval "$(scripts/cluster.sh env)"            # KUBECONFIG, and PATH with kubectl and helm
 #   scripts/cluster.sh status                   # what runs (exit 1 if anything is down)
 #   scripts/cluster.sh down                     # stop everything, remove the state directory
-#   scripts/cluster.sh bin | build              # the binaries' directory / just build them
+#   scripts/cluster.sh bin | build [--real-node] # the binaries' directory / just build them
+#   scripts/cluster.sh up --real-node           # a real node instead of kwok (root; see cluster-node.sh)
 #
 # Everything is compiled from the Go module proxy (no release downloads): etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm,
 # cached in ${SHORTENER_CLUSTER_CACHE:-${XDG_CACHE_HOME:-~/.cache}/shortener-cluster}/<versions>/bin.
-# There is no kubelet and no container runtime: kwok plays one fake node and
-# moves scheduled pods to Running/Ready, so no image is ever pulled or run.
-# Everything listens on 127.0.0.1 only; state and logs are in
+# By default there is no kubelet and no container runtime: kwok plays one fake
+# node and moves scheduled pods to Running/Ready, so no image is ever pulled or
+# run. With --real-node a kubelet, containerd, CNI, kube-proxy and CoreDNS run
+# a real node instead (scripts/cluster-node.sh; images: scripts/images.sh).
+# Everything listens on 127.0.0.1 only (with --real-node: also on the node's
+# address, on a dummy interface made for it); state and logs are in
 # ${SHORTENER_CLUSTER_DIR:-/tmp/shortener-cluster}.
 set -euo pipefail
 
@@ -48,10 +52,18 @@ service_cidr=10.96.0.0/16
 service_ip=10.96.0.1 # first address of service_cidr: the `kubernetes` Service
 pod_cidr=10.244.0.0/16
 node_name=kwok-node-0
+apiserver_host=127.0.0.1
 
 # Start order; `down` stops them in reverse.
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+
+# The real node (kubelet, containerd, CNI, kube-proxy, CoreDNS) lives in its own file.
+# shellcheck source=scripts/cluster-node.sh
+. "$(dirname "${BASH_SOURCE[0]}")/cluster-node.sh"
+# `up --real-node` records the mode in the state directory, so that down, status and env
+# of the same cluster know it without the flag.
+[ ! -f "$state/real-node" ] || real_node_mode
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -274,7 +286,7 @@ make_pki() {
   issue etcd-server "/CN=etcd-server" serverAuth,clientAuth "IP:127.0.0.1,DNS:localhost"
   issue etcd-client "/CN=kube-apiserver-etcd-client" clientAuth
   issue kube-apiserver "/CN=kube-apiserver" serverAuth \
-    "IP:127.0.0.1,IP:$service_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "IP:127.0.0.1,${real_node:+IP:$node_ip,}IP:$service_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   issue admin "/O=system:masters/CN=shortener-admin" clientAuth
   issue kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
   issue kube-scheduler "/CN=system:kube-scheduler" clientAuth
@@ -300,7 +312,7 @@ kind: Config
 clusters:
 - name: shortener
   cluster:
-    server: https://127.0.0.1:$apiserver_port
+    server: https://$apiserver_host:$apiserver_port
     certificate-authority: $pki/ca.crt
 users:
 - name: $2
@@ -344,8 +356,11 @@ launch() { # component args...
   pid_of "$name" >/dev/null && return 0
   log "starting $name"
   printf '==== %s: %s %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$state/logs/$name.log"
-  setsid "$bin/$name" "$@" >>"$state/logs/$name.log" 2>&1 </dev/null 8>&- &
-  echo $! >"$state/run/$name.pid"
+  setsid "$(exe_of "$name")" "$@" >>"$state/logs/$name.log" 2>&1 </dev/null 8>&- &
+  local pid=$! deadline=$((SECONDS + 10))
+  echo "$pid" >"$state/run/$name.pid"
+  # Until setsid has exec'd the program, the pid runs setsid: pid_of would call it gone.
+  while alive "$pid" && ! pid_of "$name" >/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.05; done
 }
 
 fail() { # component message
@@ -375,7 +390,7 @@ etcd_healthy() {
 }
 apiserver_ready() {
   curl -sf --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-    "https://127.0.0.1:$apiserver_port/readyz" >/dev/null
+    "https://$apiserver_host:$apiserver_port/readyz" >/dev/null
 }
 # These two serve a self-signed certificate made in memory; /healthz needs no login.
 healthz() { curl -skf --max-time 2 "https://127.0.0.1:$1/healthz" >/dev/null; }
@@ -401,7 +416,7 @@ start_apiserver() {
   # PodSecurity, ResourceQuota, webhooks, ...). --advertise-address is needed
   # because a loopback-only machine has no default route to guess it from.
   launch kube-apiserver \
-    --advertise-address=127.0.0.1 --bind-address=127.0.0.1 --secure-port="$apiserver_port" \
+    --advertise-address="$apiserver_host" --bind-address="$apiserver_host" --secure-port="$apiserver_port" \
     --etcd-servers="https://127.0.0.1:$etcd_port" --etcd-cafile="$pki/ca.crt" \
     --etcd-certfile="$pki/etcd-client.crt" --etcd-keyfile="$pki/etcd-client.key" \
     --tls-cert-file="$pki/kube-apiserver.crt" --tls-private-key-file="$pki/kube-apiserver.key" \
@@ -413,7 +428,8 @@ start_apiserver() {
     --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key"
+    --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
+    ${real_node:+"${apiserver_node_args[@]}"}
   wait_for kube-apiserver 120 "the apiserver's /readyz" apiserver_ready
 }
 
@@ -491,13 +507,14 @@ start_controllers() {
     --authentication-kubeconfig="$state/kube-scheduler.kubeconfig" \
     --authorization-kubeconfig="$state/kube-scheduler.kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$scheduler_port" --leader-elect=false
+  wait_for kube-controller-manager 60 "the controller manager's /healthz" healthz "$kcm_port"
+  wait_for kube-scheduler 60 "the scheduler's /healthz" healthz "$scheduler_port"
+  [ -z "$real_node" ] || return 0
   launch kwok \
     --kubeconfig="$state/kwok.kubeconfig" --config="$cache/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 --cidr=10.244.0.1/24 --node-lease-duration-seconds=40 \
     --server-address="127.0.0.1:$kwok_port"
-  wait_for kube-controller-manager 60 "the controller manager's /healthz" healthz "$kcm_port"
-  wait_for kube-scheduler 60 "the scheduler's /healthz" healthz "$scheduler_port"
   wait_for kwok 60 "kwok's /healthz" kwok_healthy
 }
 
@@ -509,21 +526,38 @@ all_running() {
 up() {
   local start=$SECONDS
   build_all
+  [ -z "$real_node" ] || build_node
   ensure_tools
   if all_running && apiserver_ready; then echo "$kubeconfig"; return 0; fi
+  if [ -n "$real_node" ]; then
+    # A half-running real node is stopped and started anew. After a crash that killed every
+    # daemon, node_prepare cleans the host of what the pods left (processes, mounts,
+    # namespaces, rules) and the cluster's objects come back, as after a reboot.
+    if [ -n "$(stragglers)" ]; then log "stopping what is left of an earlier cluster"; down; fi
+    node_prepare
+  elif [ -f "$state/real-node" ]; then
+    die "a real-node cluster's state is in $state: stop it with: $0 down"
+  fi
   mkdir -p "$state/run" "$state/logs"
   mkdir -p "$state/etcd" && chmod 700 "$state/etcd" # etcd insists on a private data directory
   make_pki
+  [ -z "$real_node" ] || node_pki
   write_kubeconfig "$kubeconfig" admin
   local c
   for c in kube-controller-manager kube-scheduler kwok; do write_kubeconfig "$state/$c.kubeconfig" "$c"; done
   start_etcd
   start_apiserver
-  bootstrap_objects
+  if [ -n "$real_node" ]; then node_bootstrap_objects; else bootstrap_objects; fi
   start_controllers
   wait_for kube-controller-manager 60 "the default ServiceAccount" kc -n default get serviceaccount default
-  wait_for kwok 90 "node $node_name to become Ready" node_ready
-  log "control plane $K8S_VERSION up in $((SECONDS - start))s (logs: $state/logs)"
+  if [ -n "$real_node" ]; then
+    start_node
+    wait_for kubelet 120 "node $node_name to become Ready" node_ready
+    log "control plane $K8S_VERSION and node $node_name up in $((SECONDS - start))s (logs: $state/logs)"
+  else
+    wait_for kwok 90 "node $node_name to become Ready" node_ready
+    log "control plane $K8S_VERSION up in $((SECONDS - start))s (logs: $state/logs)"
+  fi
   echo "$kubeconfig"
 }
 
@@ -562,6 +596,8 @@ stop_pids() { # pid...
 
 down() {
   local c pid clients=() all=()
+  # The real node first (also what a crashed real node left behind).
+  if node_leftovers; then real_node_mode; node_down; fi
   # Clients of the apiserver first, together; then the apiserver's store.
   for c in kwok kube-scheduler kube-controller-manager kube-apiserver; do
     if pid=$(pid_of "$c"); then log "stopping $c (pid $pid)"; clients+=("$pid"); fi
@@ -595,7 +631,7 @@ status() {
     fi
   done
   if [ -s "$pki/admin.crt" ] && apiserver_ready; then
-    printf '%-24s ready (https://127.0.0.1:%s, kubeconfig %s)\n' apiserver "$apiserver_port" "$kubeconfig"
+    printf '%-24s ready (https://%s:%s, kubeconfig %s)\n' apiserver "$apiserver_host" "$apiserver_port" "$kubeconfig"
   else
     printf '%-24s not ready\n' apiserver; rc=1
   fi
@@ -603,7 +639,7 @@ status() {
 }
 
 usage() {
-  sed -n '6,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '6,11p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -616,18 +652,30 @@ serialize() {
 }
 
 main() {
+  case ${2:-} in
+    --real-node) real_node_mode ;;
+    '') ;;
+    *) usage ;;
+  esac
   case ${1:-} in
     up) serialize; up ;;
     down) serialize; down ;;
     status) status ;;
-    build) build_all ;;
+    build) build_all; [ -z "$real_node" ] || build_node ;;
     bin) build_all; echo "$bin" ;;
+    node-bin) build_all; build_node; echo "$node_bin" ;;
     env)
       build_all
       all_running || log "the cluster is not running; start it with: $0 up"
       printf 'export KUBECONFIG=%q\n' "$kubeconfig"
-      # shellcheck disable=SC2016 # $PATH is for the caller's eval to expand
-      printf 'export PATH=%q:"$PATH"\n' "$bin"
+      if [ -n "$real_node" ]; then
+        printf 'export CONTAINERD_ADDRESS=%q\n' "$containerd_sock"
+        # shellcheck disable=SC2016 # $PATH is for the caller's eval to expand
+        printf 'export PATH=%q:%q:"$PATH"\n' "$bin" "$node_bin"
+      else
+        # shellcheck disable=SC2016 # $PATH is for the caller's eval to expand
+        printf 'export PATH=%q:"$PATH"\n' "$bin"
+      fi
       ;;
     *) usage ;;
   esac

@@ -42,6 +42,11 @@ pub fn service_account(instance: &Instance<'_>) -> ServiceAccount {
 
 /// The service's DATA_DIR in the container (the root filesystem is read-only).
 const DATA_DIR: &str = "/var/lib/shortener";
+/// How long `shortener serve` waits at start for its database before it listens (the
+/// service's `CONNECT_PATIENCE`). The startup probe allows longer, so the liveness probe
+/// does not restart a replica that is still waiting, say for a PgBouncer being replaced.
+const SERVE_CONNECT_PATIENCE_SECS: i32 = 60;
+const STARTUP_PROBE_PERIOD_SECS: i32 = 5;
 
 pub fn config_map_name(instance: &Instance<'_>) -> String {
     format!("{}-config", instance.name)
@@ -292,6 +297,11 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                         "env": credential_env(instance),
                         "resources": resources(spec.app.resources.as_ref(), BUDGET),
                         "securityContext": restricted_container_security(true),
+                        "startupProbe": probe(
+                            "/livez",
+                            STARTUP_PROBE_PERIOD_SECS,
+                            SERVE_CONNECT_PATIENCE_SECS / STARTUP_PROBE_PERIOD_SECS + 6,
+                        ),
                         "readinessProbe": probe("/readyz", 5, 3),
                         "livenessProbe": probe("/livez", 10, 3),
                         "volumeMounts": [
@@ -423,6 +433,30 @@ mod tests {
             .iter()
             .map(|e| e.name.clone())
             .collect()
+    }
+
+    /// Found on the real node: with PgBouncer down, `serve` waits up to 60 s for the database
+    /// before it listens, and the liveness probe (3 x 10 s) restarted every replica first,
+    /// into CrashLoopBackOff. Liveness starts only once the startup probe has passed, and that
+    /// one allows more than the service's own patience.
+    #[test]
+    fn liveness_waits_out_the_services_start_up_patience() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let pod = deployment(&i, &config_map(&i))
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let c = &pod.containers[0];
+        let startup = c.startup_probe.as_ref().expect("a startup probe");
+        let allowed = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
+        assert!(allowed > SERVE_CONNECT_PATIENCE_SECS, "{allowed} s");
+        let path =
+            |p: &k8s_openapi::api::core::v1::Probe| p.http_get.as_ref().unwrap().path.clone();
+        assert_eq!(path(startup), path(c.liveness_probe.as_ref().unwrap()));
     }
 
     #[test]

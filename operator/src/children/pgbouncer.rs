@@ -111,7 +111,9 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                 "spec": {
                     "serviceAccountName": instance.child_name(Component::App),
                     "automountServiceAccountToken": false,
-                    "securityContext": pod_security(PGBOUNCER_UID, None),
+                    // fsGroup: the projected config and userlist are root's, mode 0440; the
+                    // pooler (uid 70) reads them as their group.
+                    "securityContext": pod_security(PGBOUNCER_UID, Some(PGBOUNCER_UID)),
                     "containers": [{
                         "name": "pgbouncer",
                         "image": spec.image,
@@ -208,6 +210,33 @@ mod tests {
         );
         assert_eq!(sources[1].secret.as_ref().unwrap().name, "links-db-app");
         assert_hardened(&serde_json::to_value(&pod).unwrap());
+    }
+
+    /// The projected files are root's and not world-readable: the pooler reads them through
+    /// the pod's fsGroup (found on the real node: without it PgBouncer could not open its
+    /// pgbouncer.ini, "Permission denied").
+    #[test]
+    fn the_pooler_can_read_its_config_through_its_group() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let pod = deployment(&i, &config_map(&i))
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let config = pod.volumes.as_ref().unwrap()[0].projected.as_ref().unwrap();
+        let mode = config.default_mode.unwrap();
+        assert_eq!(
+            mode & 0o004,
+            0,
+            "the userlist holds passwords: not world-readable"
+        );
+        assert_eq!(mode & 0o040, 0o040, "readable by the group");
+        let security = pod.security_context.unwrap();
+        assert_eq!(security.run_as_user, Some(PGBOUNCER_UID));
+        assert_eq!(security.fs_group, Some(PGBOUNCER_UID));
     }
 
     #[test]
