@@ -8,20 +8,16 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::{Value, json};
 
+use super::stack::{
+    APP_ROLE, APP_UID, DATABASE_NAME, HTTP_PORT, OWNER_ROLE, PGBOUNCER_PORT, POSTGRES_PORT,
+    REDIS_PORT,
+};
 use super::{
-    CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pgbouncer,
-    pod_security, postgres, redis, resources, restricted_container_security, roles, typed,
+    CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pod_security,
+    resources, restricted_container_security, typed,
 };
 use crate::crd::AuthMode;
 use crate::error::Result;
-
-pub const HTTP_PORT: i32 = 8080;
-/// uid of the distroless `nonroot` user the app image runs as.
-pub const APP_UID: i64 = 65532;
-pub const DATABASE_NAME: &str = "shortener";
-/// The embedded PostgreSQL's superuser (`POSTGRES_USER`). Only the role-setup Job logs in as
-/// it; the service uses `roles::OWNER_ROLE` for migrations and `roles::APP_ROLE` for requests.
-pub const SUPERUSER: &str = "shortener";
 
 /// Three of these fit the 1 vCPU / 1 GiB budget next to the data stores.
 pub const BUDGET: ResourceBudget = ResourceBudget {
@@ -131,9 +127,9 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
                 "name": "DATABASE_URL",
                 "value": format!(
                     "postgres://{}:$(APP_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
-                    roles::APP_ROLE,
+                    APP_ROLE,
                     instance.child_name(Component::PgBouncer),
-                    pgbouncer::PORT
+                    PGBOUNCER_PORT
                 ),
             }));
             // The migrations run before, in the init container, as the schema owner: this
@@ -160,7 +156,7 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
                 "value": format!(
                     "redis://:$(REDIS_PASSWORD)@{}:{}",
                     instance.child_name(Component::Redis),
-                    redis::PORT
+                    REDIS_PORT
                 ),
             }));
         }
@@ -213,9 +209,9 @@ fn migrate_container(instance: &Instance<'_>) -> Option<Value> {
                 "name": "MIGRATION_DATABASE_URL",
                 "value": format!(
                     "postgres://{}:$(OWNER_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
-                    roles::OWNER_ROLE,
+                    OWNER_ROLE,
                     instance.child_name(Component::Postgres),
-                    postgres::PORT
+                    POSTGRES_PORT
                 ),
             },
             // The role-setup Job may not have created the owner yet: a refused login

@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod redis;
 pub mod roles;
 pub mod secrets;
+pub mod stack;
 
 use std::collections::BTreeMap;
 

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 
-use super::{Component, Instance, app, pgbouncer, postgres, redis, typed};
+use super::stack::{HTTP_PORT, PGBOUNCER_PORT, POSTGRES_PORT, REDIS_PORT};
+use super::{Component, Instance, typed};
 use crate::error::Result;
 
 /// Where cluster DNS runs (kube-dns or CoreDNS keep this label for compatibility).
@@ -108,13 +109,13 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
     if spec.ingress.enabled {
         ingress.push(json!({
             "from": [namespaces(&spec.network_policy.ingress_controller_namespace_selector)],
-            "ports": [tcp(app::HTTP_PORT)],
+            "ports": [tcp(HTTP_PORT)],
         }));
     }
     if spec.monitoring.service_monitor {
         ingress.push(json!({
             "from": [namespaces(&spec.network_policy.prometheus_namespace_selector)],
-            "ports": [tcp(app::HTTP_PORT)],
+            "ports": [tcp(HTTP_PORT)],
         }));
     }
     let mut egress = Vec::new();
@@ -123,17 +124,17 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
             instance,
             "to",
             &[Component::PgBouncer],
-            pgbouncer::PORT,
+            PGBOUNCER_PORT,
         ));
         egress.push(between(
             instance,
             "to",
             &[Component::Postgres],
-            postgres::PORT,
+            POSTGRES_PORT,
         ));
     }
     if spec.redis.external.is_none() {
-        egress.push(between(instance, "to", &[Component::Redis], redis::PORT));
+        egress.push(between(instance, "to", &[Component::Redis], REDIS_PORT));
     }
     // An external database or cache lives at an address the operator cannot know.
     if spec.database.external.is_some() || spec.redis.external.is_some() {
@@ -147,17 +148,12 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
         all.push(component_policy(
             instance,
             Component::PgBouncer,
-            vec![between(
-                instance,
-                "from",
-                &[Component::App],
-                pgbouncer::PORT,
-            )],
+            vec![between(instance, "from", &[Component::App], PGBOUNCER_PORT)],
             vec![between(
                 instance,
                 "to",
                 &[Component::Postgres],
-                postgres::PORT,
+                POSTGRES_PORT,
             )],
         )?);
         all.push(component_policy(
@@ -167,7 +163,7 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
                 instance,
                 "from",
                 &[Component::PgBouncer, Component::App, Component::RoleSetup],
-                postgres::PORT,
+                POSTGRES_PORT,
             )],
             Vec::new(),
         )?);
@@ -180,7 +176,7 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
                 instance,
                 "to",
                 &[Component::Postgres],
-                postgres::PORT,
+                POSTGRES_PORT,
             )],
         )?);
     }
@@ -188,7 +184,7 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
         all.push(component_policy(
             instance,
             Component::Redis,
-            vec![between(instance, "from", &[Component::App], redis::PORT)],
+            vec![between(instance, "from", &[Component::App], REDIS_PORT)],
             Vec::new(),
         )?);
     }

@@ -6,17 +6,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use serde_json::json;
 
-use super::app::DATABASE_NAME;
-use super::roles::PGBOUNCER_ADMIN;
+use super::stack::{DATABASE_NAME, PGBOUNCER_ADMIN, PGBOUNCER_PORT, PGBOUNCER_UID, POSTGRES_PORT};
 use super::{
     CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pod_security,
-    postgres, resources, restricted_container_security, typed,
+    resources, restricted_container_security, typed,
 };
 use crate::error::Result;
-
-pub const PORT: i32 = 6432;
-/// uid of the `postgres` user in the Alpine-based PgBouncer image.
-pub const PGBOUNCER_UID: i64 = 70;
 
 pub const BUDGET: ResourceBudget = ResourceBudget {
     cpu_request: "25m",
@@ -39,7 +34,7 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
          \n\
          [pgbouncer]\n\
          listen_addr = 0.0.0.0\n\
-         listen_port = {PORT}\n\
+         listen_port = {PGBOUNCER_PORT}\n\
          unix_socket_dir =\n\
          auth_type = scram-sha-256\n\
          auth_file = /etc/pgbouncer/userlist.txt\n\
@@ -56,7 +51,7 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
          log_connections = 0\n\
          log_disconnections = 0\n",
         host = instance.child_name(Component::Postgres),
-        pg_port = postgres::PORT,
+        pg_port = POSTGRES_PORT,
         pool_mode = spec.pool_mode.as_str(),
         pool_size = spec.default_pool_size,
         max_clients = spec.max_client_connections,
@@ -75,7 +70,7 @@ pub fn service(instance: &Instance<'_>) -> Result<Service> {
         instance,
         Component::PgBouncer,
         "pgbouncer",
-        PORT,
+        PGBOUNCER_PORT,
         "pgbouncer Service",
     )
 }
@@ -120,7 +115,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                         "imagePullPolicy": "IfNotPresent",
                         // Skip the image's entrypoint, which writes a config from env vars.
                         "command": ["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"],
-                        "ports": [{ "name": "pgbouncer", "containerPort": PORT, "protocol": "TCP" }],
+                        "ports": [{ "name": "pgbouncer", "containerPort": PGBOUNCER_PORT, "protocol": "TCP" }],
                         "resources": resources(spec.resources.as_ref(), BUDGET),
                         "securityContext": restricted_container_security(true),
                         "readinessProbe": probe(5),

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
-use super::app::{DATABASE_NAME, SUPERUSER};
+use super::stack::{DATABASE_NAME, POSTGRES_PORT, POSTGRES_UID, SUPERUSER};
 use super::{
     Component, Instance, ResourceBudget, pod_security, resources, restricted_container_security,
     typed,
@@ -14,9 +14,6 @@ use super::{
 use crate::crd::PostgresSpec;
 use crate::error::Result;
 
-pub const PORT: i32 = 5432;
-/// uid/gid of the `postgres` user in the official Debian-based image.
-pub const POSTGRES_UID: i64 = 999;
 pub const DATA_VOLUME: &str = "data";
 
 pub const BUDGET: ResourceBudget = ResourceBudget {
@@ -43,7 +40,7 @@ pub fn headless_service(instance: &Instance<'_>) -> Result<Service> {
             // Headless: the StatefulSet's stable DNS name, and no kube-proxy hop.
             "clusterIP": "None",
             "selector": instance.selector_labels(Component::Postgres),
-            "ports": [{ "name": "postgres", "port": PORT, "targetPort": "postgres", "protocol": "TCP" }],
+            "ports": [{ "name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres", "protocol": "TCP" }],
         },
     });
     typed("postgres Service", value)
@@ -98,7 +95,7 @@ pub fn stateful_set(
                         "name": "postgres",
                         "image": postgres.image(),
                         "imagePullPolicy": "IfNotPresent",
-                        "ports": [{ "name": "postgres", "containerPort": PORT, "protocol": "TCP" }],
+                        "ports": [{ "name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP" }],
                         "env": [
                             { "name": "POSTGRES_USER", "value": SUPERUSER },
                             { "name": "POSTGRES_DB", "value": DATABASE_NAME },

@@ -6,18 +6,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use serde_json::json;
 
+use super::stack::{REDIS_AUTH_CONF_KEY, REDIS_PORT, REDIS_UID};
 use super::{
     CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pod_security,
     resources, restricted_container_security, typed,
 };
 use crate::error::Result;
 
-pub const PORT: i32 = 6379;
-/// Key of the generated Secret holding the `requirepass` line the server includes.
-pub const AUTH_CONF_KEY: &str = "auth.conf";
 const AUTH_DIR: &str = "/etc/redis-auth";
-/// uid of the `redis` user in the official Alpine image.
-pub const REDIS_UID: i64 = 999;
 
 /// The limit sits above the default 48mb `maxmemory` to leave room for Redis' own overhead.
 pub const BUDGET: ResourceBudget = ResourceBudget {
@@ -38,13 +34,13 @@ pub fn config_map_name(instance: &Instance<'_>) -> String {
 pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     let spec = &instance.spec().redis;
     let conf = format!(
-        "port {PORT}\n\
+        "port {REDIS_PORT}\n\
          maxmemory {}\n\
          maxmemory-policy allkeys-lru\n\
          save \"\"\n\
          appendonly no\n\
          protected-mode yes\n\
-         include {AUTH_DIR}/{AUTH_CONF_KEY}\n",
+         include {AUTH_DIR}/{REDIS_AUTH_CONF_KEY}\n",
         spec.max_memory
     );
     ConfigMap {
@@ -55,7 +51,13 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
 }
 
 pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    super::cluster_ip_service(instance, Component::Redis, "redis", PORT, "redis Service")
+    super::cluster_ip_service(
+        instance,
+        Component::Redis,
+        "redis",
+        REDIS_PORT,
+        "redis Service",
+    )
 }
 
 pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
@@ -93,7 +95,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                         "image": spec.image,
                         "imagePullPolicy": "IfNotPresent",
                         "command": ["redis-server", "/etc/redis/redis.conf"],
-                        "ports": [{ "name": "redis", "containerPort": PORT, "protocol": "TCP" }],
+                        "ports": [{ "name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP" }],
                         // redis-cli (the probes) reads the password from REDISCLI_AUTH.
                         "env": [{
                             "name": "REDISCLI_AUTH",
@@ -117,7 +119,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                             "name": "auth",
                             "secret": {
                                 "secretName": instance.redis_secret_name(),
-                                "items": [{ "key": AUTH_CONF_KEY, "path": AUTH_CONF_KEY }],
+                                "items": [{ "key": REDIS_AUTH_CONF_KEY, "path": REDIS_AUTH_CONF_KEY }],
                                 // Readable by the redis group (fsGroup), nobody else.
                                 "defaultMode": 0o440,
                             },

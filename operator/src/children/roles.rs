@@ -13,20 +13,13 @@
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{Value, json};
 
-use super::app::{DATABASE_NAME, SUPERUSER};
+use super::stack::{APP_ROLE, DATABASE_NAME, OWNER_ROLE, POSTGRES_PORT, POSTGRES_UID, SUPERUSER};
 use super::{
-    Component, Instance, ResourceBudget, config_digest, pod_security, postgres, resources,
+    Component, Instance, ResourceBudget, config_digest, pod_security, resources,
     restricted_container_security, typed,
 };
 use crate::crd::PostgresSpec;
 use crate::error::Result;
-
-/// Owns the schema and runs the migrations.
-pub const OWNER_ROLE: &str = "shortener_owner";
-/// Serves the requests: rows only.
-pub const APP_ROLE: &str = "shortener_app";
-/// PgBouncer's console user (`admin_users`, `stats_users`); exists in PgBouncer only.
-pub const PGBOUNCER_ADMIN: &str = "pgbouncer_admin";
 
 /// Idempotent; inputs as session settings (see the file's header).
 pub const ROLES_SQL: &str = include_str!("../../sql/roles.sql");
@@ -110,7 +103,7 @@ pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Result<Job> {
                     "restartPolicy": "Never",
                     "serviceAccountName": instance.child_name(Component::App),
                     "automountServiceAccountToken": false,
-                    "securityContext": pod_security(postgres::POSTGRES_UID, None),
+                    "securityContext": pod_security(POSTGRES_UID, None),
                     "containers": [{
                         "name": "roles",
                         "image": postgres.image(),
@@ -118,7 +111,7 @@ pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Result<Job> {
                         "command": ["sh", "-c", SCRIPT],
                         "env": [
                             { "name": "PGHOST", "value": instance.child_name(Component::Postgres) },
-                            { "name": "PGPORT", "value": postgres::PORT.to_string() },
+                            { "name": "PGPORT", "value": POSTGRES_PORT.to_string() },
                             { "name": "PGDATABASE", "value": DATABASE_NAME },
                             { "name": "PGUSER", "value": SUPERUSER },
                             secret_env("PGPASSWORD", &instance.database_secret_name(), "password"),

@@ -7,8 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
-use super::app::SUPERUSER;
-use super::roles::{APP_ROLE, OWNER_ROLE, PGBOUNCER_ADMIN};
+use super::stack::{APP_ROLE, OWNER_ROLE, PGBOUNCER_ADMIN, REDIS_AUTH_CONF_KEY, SUPERUSER};
 use super::{Component, Instance};
 
 /// Alphanumeric only, so the value can sit in a URL and a PgBouncer userlist unescaped.
@@ -95,7 +94,7 @@ pub fn redis_secret(instance: &Instance<'_>, password: &str) -> Secret {
         string_data: Some(BTreeMap::from([
             ("password".to_string(), password.to_string()),
             (
-                super::redis::AUTH_CONF_KEY.to_string(),
+                REDIS_AUTH_CONF_KEY.to_string(),
                 format!("requirepass {password}\n"),
             ),
         ])),
