@@ -6,7 +6,12 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use std::sync::RwLock;
+
+use kube::api::{
+    Api, ApiResource, DynamicObject, PartialObjectMeta, Patch, PatchParams, PostParams,
+};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -110,6 +115,7 @@ pub async fn ensure_secrets(
 pub struct ClusterResources<'a> {
     client: &'a Client,
     instance: &'a Instance<'a>,
+    seen: &'a SeenChildren,
     applied: Vec<Child>,
     refusals: Vec<Refusal>,
 }
@@ -123,18 +129,26 @@ pub struct Written {
 }
 
 impl<'a> ClusterResources<'a> {
-    pub fn new(client: &'a Client, instance: &'a Instance<'a>) -> Self {
+    pub fn new(client: &'a Client, instance: &'a Instance<'a>, seen: &'a SeenChildren) -> Self {
         Self {
             client,
             instance,
+            seen,
             applied: Vec::new(),
             refusals: Vec::new(),
         }
     }
 
-    /// Server-side apply `child`, unless an object of its name is not ours.
+    /// Server-side apply `child`, unless an object of its name is not ours. The watch cache
+    /// answers that for every child it has seen (every pass after the first); a GET only
+    /// for the others.
     pub async fn apply(&mut self, child: &Child) -> Result<()> {
-        match foreign_object(self.client, self.instance, child).await? {
+        let refusal = match self.seen.of(self.instance, child) {
+            Seen::Ours => None,
+            Seen::NotOurs => Some(not_ours(child)),
+            Seen::Unknown => foreign_object(self.client, self.instance, child).await?,
+        };
+        match refusal {
             Some(refusal) => self.refusals.push(refusal),
             None => {
                 let stored = apply(self.client, &self.instance.namespace, child).await?;
@@ -186,7 +200,12 @@ async fn foreign_object(
     if instance.owns(&existing.metadata) {
         return Ok(None);
     }
-    Ok(Some(Refusal {
+    Ok(Some(not_ours(child)))
+}
+
+/// The refusal of a child whose name an object not ours already has.
+fn not_ours(child: &Child) -> Refusal {
+    Refusal {
         reason: "ObjectNotOwned",
         message: format!(
             "{} {} already exists and was not created by this Shortener (no owner reference to \
@@ -195,7 +214,7 @@ async fn foreign_object(
             child.kind(),
             child.name()
         ),
-    }))
+    }
 }
 
 /// Server-side apply one child; returns the object as stored, status included.
@@ -282,4 +301,48 @@ pub async fn write_status(
         .await
         .map_err(Error::Kube)?;
     Ok(())
+}
+
+/// What the owned-kind watches have seen of the children: one store per kind (and per
+/// watched namespace). The controller's own watches fill them, so a pass learns whether an
+/// object of a child's name exists, and whose it is, without a request of its own.
+#[derive(Default)]
+pub struct SeenChildren {
+    stores: RwLock<Vec<(ApiResource, Store<PartialObjectMeta<DynamicObject>>)>>,
+}
+
+/// Whether an object of a child's name is ours, as far as the watches know.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    Ours,
+    NotOurs,
+    /// Not in the watch cache: absent, made without the operator's label, or not seen yet.
+    Unknown,
+}
+
+impl SeenChildren {
+    /// Keeps a watch's store of `kind`.
+    pub fn add(&self, kind: ApiResource, store: Store<PartialObjectMeta<DynamicObject>>) {
+        if let Ok(mut stores) = self.stores.write() {
+            stores.push((kind, store));
+        }
+    }
+
+    /// What the watches know of `child`.
+    pub fn of(&self, instance: &Instance<'_>, child: &Child) -> Seen {
+        let Ok(stores) = self.stores.read() else {
+            return Seen::Unknown;
+        };
+        let resource = child.resource();
+        let key = ObjectRef::new_with(&child.name(), resource.clone()).within(&instance.namespace);
+        let found = stores
+            .iter()
+            .filter(|(kind, _)| kind == &resource)
+            .find_map(|(_, store)| store.get(&key));
+        match found {
+            Some(meta) if instance.owns(&meta.metadata) => Seen::Ours,
+            Some(_) => Seen::NotOurs,
+            None => Seen::Unknown,
+        }
+    }
 }

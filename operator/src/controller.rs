@@ -9,15 +9,15 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::children::{self, Credentials, DesiredState, Instance, MANAGED_BY, Observed};
-use crate::cluster::{self, ClusterResources, Written};
+use crate::cluster::{self, ClusterResources, SeenChildren, Written};
 use crate::crd::{Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -39,6 +39,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Apply Ingress annotations that inject raw controller configuration (`*-snippet`).
     allow_snippet_annotations: bool,
+    /// What the owned-kind watches have seen of the children.
+    pub seen: SeenChildren,
 }
 
 impl Context {
@@ -53,6 +55,7 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             allow_snippet_annotations: false,
+            seen: SeenChildren::default(),
         }
     }
 
@@ -166,7 +169,7 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
         applied,
         pruned,
         refusals: more_refusals,
-    } = match write_children(&ctx.client, &instance, &desired, &observed).await {
+    } = match write_children(&ctx.client, &ctx.seen, &instance, &desired, &observed).await {
         Ok(written) => written,
         Err(error) => {
             report_failure(ctx, shortener, &api, &old, &error, &now).await;
@@ -227,11 +230,12 @@ fn refused_annotations(shortener: &Shortener, allowed: bool) -> Option<String> {
 /// desired (only after every apply succeeded). A refused resize is reported, not fatal.
 async fn write_children(
     client: &Client,
+    seen: &SeenChildren,
     instance: &Instance<'_>,
     desired: &DesiredState,
     observed: &Observed,
 ) -> Result<Written> {
-    let mut resources = ClusterResources::new(client, instance);
+    let mut resources = ClusterResources::new(client, instance, seen);
     for child in &desired.children {
         resources.apply(child).await?;
     }
@@ -311,11 +315,24 @@ async fn run_in(
     children::managed_kinds(false)
         .into_iter()
         .fold(controller, |controller, kind| {
+            // Metadata only: owner references and labels are all it needs.
             let api = match namespace {
-                Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &kind),
-                None => Api::<DynamicObject>::all_with(client.clone(), &kind),
+                Some(ns) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(
+                    client.clone(),
+                    ns,
+                    &kind,
+                ),
+                None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &kind),
             };
-            controller.owns_with(api, kind, owned.clone())
+            // The watch that triggers a reconcile on drift also fills the store that tells a
+            // pass what exists (cluster::SeenChildren), so applies need no GET first.
+            let writer = reflector::store::Writer::new(kind.clone());
+            ctx.seen.add(kind.clone(), writer.as_reader());
+            // Deletions must trigger too (a deleted child is recreated): touched, not applied.
+            #[allow(deprecated)]
+            let stream =
+                reflector(writer, watcher(api, owned.clone()).default_backoff()).touched_objects();
+            controller.owns_stream_with(stream, kind)
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -747,6 +764,49 @@ mod tests {
         let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
         let message = &degraded.unwrap().message;
         assert!(message.contains("ConfigMap links-config"), "{message}");
+    }
+
+    /// Every pass after the first: the watches have seen the children, so each apply goes
+    /// out without a read first (the script fails on any request it does not expect).
+    #[tokio::test]
+    async fn children_the_watches_have_seen_are_applied_without_a_read() {
+        let s = reconciled_and_ready().await;
+        let (ctx, server) = Context::test();
+        crate::fixtures::seen_by_the_watches(&ctx, &s, None);
+        let script = server.run(Scenario::Watched(s.clone(), None));
+        let result = reconcile(Arc::new(s.clone()), ctx.clone()).await;
+        let recorded = finish(script).await;
+        assert_eq!(result.unwrap(), Action::requeue(STEADY_REQUEUE));
+        assert!(recorded.applied("Deployment", "links").is_object());
+        assert!(
+            recorded.status.is_none(),
+            "unchanged status must not be written"
+        );
+    }
+
+    /// The watches know whose an object is too: one of a child's name made by someone
+    /// else is refused without a read, as after one.
+    #[tokio::test]
+    async fn a_watched_object_made_by_someone_else_is_not_taken_over() {
+        let s = reconciled_and_ready().await;
+        let (ctx, server) = Context::test();
+        let foreign = Some(("ConfigMap", "links-config"));
+        crate::fixtures::seen_by_the_watches(&ctx, &s, foreign);
+        let script = server.run(Scenario::Watched(s.clone(), foreign));
+        let result = reconcile(Arc::new(s.clone()), ctx.clone()).await;
+        let recorded = finish(script).await;
+        result.unwrap();
+        assert!(
+            recorded
+                .applied
+                .iter()
+                .all(|v| v["kind"] != "ConfigMap" || v["metadata"]["name"] != "links-config"),
+            "the foreign ConfigMap was applied over"
+        );
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "ObjectNotOwned".into())
+        );
     }
 
     #[tokio::test]

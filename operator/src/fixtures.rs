@@ -106,6 +106,57 @@ pub enum Scenario {
     SpecShrunk(Box<Shortener>, Shortener, Vec<Value>),
     /// As `SpecShrunk`, but the operator's role may not delete.
     DeleteForbidden(Box<Shortener>, Shortener),
+    /// The stack exists and the owned-kind watches have seen every child (the named one,
+    /// if any, made by someone else): applies without reads. Fill the context's watch
+    /// cache with [`seen_by_the_watches`] first.
+    Watched(Shortener, Option<(&'static str, &'static str)>),
+}
+
+/// Fills `ctx`'s watch cache as the owned-kind watches would after they listed the stack
+/// of `shortener` (the object named by `foreign`, made by someone else).
+pub fn seen_by_the_watches(
+    ctx: &Context,
+    shortener: &Shortener,
+    foreign: Option<(&'static str, &'static str)>,
+) {
+    use kube::api::{DynamicObject, PartialObjectMeta};
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    let instance = Instance::new(shortener).unwrap();
+    let observed = Observed {
+        monitoring_crds: true,
+        postgres_template_size: Some("1Gi".into()),
+    };
+    let desired = children::desired_state(&instance, &observed, &Credentials::placeholder());
+    let mut writers: Vec<(ApiResource, Writer<PartialObjectMeta<DynamicObject>>)> = Vec::new();
+    for child in desired.unwrap().children {
+        let resource = child.resource();
+        let mut meta = child.meta().clone();
+        if foreign == Some((child.kind().as_str(), child.name().as_str())) {
+            meta.owner_references = None;
+        }
+        let object = PartialObjectMeta::<DynamicObject> {
+            types: Some(kube::core::TypeMeta {
+                api_version: resource.api_version.clone(),
+                kind: resource.kind.clone(),
+            }),
+            metadata: meta,
+            _phantom: Default::default(),
+        };
+        let position = match writers.iter().position(|(kind, _)| kind == &resource) {
+            Some(i) => i,
+            None => {
+                let writer = Writer::new(resource.clone());
+                ctx.seen.add(resource.clone(), writer.as_reader());
+                writers.push((resource.clone(), writer));
+                writers.len() - 1
+            }
+        };
+        writers[position]
+            .1
+            .apply_watcher_event(&Event::Apply(object));
+    }
 }
 
 struct Plan {
@@ -122,6 +173,8 @@ struct Plan {
     refuse_resize: bool,
     /// (kind, name) of an object someone else created under a child's name.
     foreign: Option<(&'static str, &'static str)>,
+    /// The watch cache knows every child: no read before an apply.
+    watched: bool,
 }
 
 impl Scenario {
@@ -137,6 +190,7 @@ impl Scenario {
             forbid_deletes: false,
             refuse_resize: false,
             foreign: None,
+            watched: false,
         };
         match self {
             Self::FirstCreation(s) => Plan {
@@ -186,6 +240,11 @@ impl Scenario {
                     ..base(after)
                 }
             }
+            Self::Watched(s, foreign) => Plan {
+                foreign,
+                watched: true,
+                ..base(s)
+            },
             Self::DeleteForbidden(before, after) => Plan {
                 forbid_deletes: true,
                 ..Self::SpecShrunk(before, after, Vec::new()).plan()
@@ -256,6 +315,59 @@ fn query_encoded(selector: &str) -> String {
 }
 
 impl ApiServerVerifier {
+    /// The server-side apply of `child`: answered as stored, or refused as the plan says
+    /// (then false: the pass stops there).
+    async fn expect_apply(&mut self, plan: &Plan, child: &children::Child, ns: &str) -> bool {
+        let (request, send) = self.next().await;
+        assert_eq!(
+            request.method(),
+            Method::PATCH,
+            "{} {}",
+            child.kind(),
+            child.name()
+        );
+        assert_eq!(
+            request.uri().path(),
+            resource_path(&child.resource(), ns, &child.name())
+        );
+        assert!(
+            query_has(&request, "fieldManager=shortener-operator"),
+            "{}",
+            request.uri()
+        );
+        assert!(query_has(&request, "force=true"), "{}", request.uri());
+        assert_eq!(
+            request.headers().get("content-type").unwrap(),
+            "application/apply-patch+yaml"
+        );
+        let body = body_json(request).await;
+        assert_eq!(
+            body,
+            child.to_value().unwrap(),
+            "{} {}",
+            child.kind(),
+            child.name()
+        );
+        self.recorded.applied.push(body.clone());
+        if plan.reject_kind == Some(child.kind().as_str()) {
+            send.send_response(status_error(
+                422,
+                "Invalid",
+                &format!(
+                    "{} \"{}\" is invalid: spec.template.spec.containers[0].image: Required value",
+                    child.kind(),
+                    child.name()
+                ),
+            ));
+            return false;
+        }
+        send.send_response(json_response(
+            StatusCode::OK,
+            &as_stored(body, plan.workloads),
+        ));
+        true
+    }
+
     pub fn run(self, scenario: Scenario) -> tokio::task::JoinHandle<Recorded> {
         tokio::spawn(async move {
             let plan = scenario.plan();
@@ -375,9 +487,20 @@ impl ApiServerVerifier {
             self.recorded.created_secrets.push(body);
         }
 
-        // 4. Server-side apply of every child, in order, each after a read of its metadata:
-        // an object of that name the Shortener does not own is left alone.
+        // 4. Server-side apply of every child, in order, each after a read of its metadata
+        // unless the watches have seen it: an object of that name the Shortener does not own
+        // is left alone.
         for child in &desired.children {
+            let foreign = plan.foreign == Some((child.kind().as_str(), child.name().as_str()));
+            if plan.watched && foreign {
+                continue;
+            }
+            if plan.watched {
+                if !self.expect_apply(plan, child, &ns).await {
+                    return self;
+                }
+                continue;
+            }
             let (request, send) = self.next().await;
             assert_eq!(
                 request.method(),
@@ -414,49 +537,9 @@ impl ApiServerVerifier {
             } else {
                 send.send_response(status_error(404, "NotFound", "not found"));
             }
-            let (request, send) = self.next().await;
-            assert_eq!(
-                request.method(),
-                Method::PATCH,
-                "{} {}",
-                child.kind(),
-                child.name()
-            );
-            assert_eq!(
-                request.uri().path(),
-                resource_path(&child.resource(), &ns, &child.name())
-            );
-            assert!(
-                query_has(&request, "fieldManager=shortener-operator"),
-                "{}",
-                request.uri()
-            );
-            assert!(query_has(&request, "force=true"), "{}", request.uri());
-            assert_eq!(
-                request.headers().get("content-type").unwrap(),
-                "application/apply-patch+yaml"
-            );
-            let body = body_json(request).await;
-            assert_eq!(
-                body,
-                child.to_value().unwrap(),
-                "{} {}",
-                child.kind(),
-                child.name()
-            );
-            self.recorded.applied.push(body.clone());
-            if plan.reject_kind == Some(child.kind().as_str()) {
-                send.send_response(status_error(
-                    422,
-                    "Invalid",
-                    &format!("{} \"{}\" is invalid: spec.template.spec.containers[0].image: Required value", child.kind(), child.name()),
-                ));
+            if !self.expect_apply(plan, child, &ns).await {
                 return self;
             }
-            send.send_response(json_response(
-                StatusCode::OK,
-                &as_stored(body, plan.workloads),
-            ));
         }
 
         // 5. A grown storage size goes straight to the PVC.
