@@ -579,8 +579,20 @@ pub(crate) fn cluster_ip_service(
     typed(what, value)
 }
 
+/// A child written as JSON, as its Kubernetes type. A field the type does not have is an
+/// error, not dropped: every child is built in the unit tests, so a misspelt one fails them.
 pub(crate) fn typed<K: serde::de::DeserializeOwned>(what: &'static str, value: Value) -> Result<K> {
-    serde_json::from_value(value).map_err(|e| Error::Build(what, e))
+    let mut unknown = Vec::new();
+    let typed = serde_ignored::deserialize(value, |path| {
+        // `?` marks an optional step of the path; the field names are what helps.
+        unknown.push(path.to_string().replace(".?", ""))
+    })
+    .map_err(|e| Error::Build(what, e))?;
+    if unknown.is_empty() {
+        Ok(typed)
+    } else {
+        Err(Error::UnknownFields(what, unknown))
+    }
 }
 
 /// Hex SHA-256 of configuration contents, for the pod template annotation.
@@ -887,6 +899,22 @@ mod tests {
         }
         assert_eq!((millicpu, mebibytes), (300, 544), "update docs/operator.md");
         assert!(millicpu <= 1000 && mebibytes <= 1024);
+    }
+
+    #[test]
+    fn a_misspelt_field_of_a_child_is_an_error_not_dropped() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let misspelt = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "x", "lables": { "a": "b" } },
+            "dta": { "a": "b" },
+        });
+        let error = typed::<ConfigMap>("ConfigMap", misspelt).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("metadata.lables") && message.contains("dta"),
+            "{message}"
+        );
     }
 
     #[test]
