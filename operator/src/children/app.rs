@@ -416,7 +416,7 @@ pub fn ingress(instance: &Instance<'_>) -> Result<Ingress> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::children::testing::{assert_hardened, assert_owned, shortener};
+    use crate::children::testing::{assert_hardened, assert_owned, pod_of, shortener};
     use crate::crd::{ExternalSecretRef, ShortenerSpec};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -439,13 +439,7 @@ mod tests {
     fn liveness_waits_out_the_services_start_up_patience() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let pod = deployment(&i, &config_map(&i))
-            .unwrap()
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod = pod_of(deployment(&i, &config_map(&i)).unwrap());
         let c = &pod.containers[0];
         let startup = c.startup_probe.as_ref().expect("a startup probe");
         let allowed = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();

@@ -625,6 +625,13 @@ pub(crate) mod testing {
         s
     }
 
+    /// The pod template's spec of a Deployment.
+    pub fn pod_of(
+        deployment: k8s_openapi::api::apps::v1::Deployment,
+    ) -> k8s_openapi::api::core::v1::PodSpec {
+        deployment.spec.unwrap().template.spec.unwrap()
+    }
+
     /// Every container in a pod spec, as JSON, for the security and resource checks.
     pub fn containers(pod_spec: &Value) -> Vec<Value> {
         let mut all = Vec::new();

@@ -148,7 +148,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::children::testing::{assert_hardened, assert_owned, shortener};
+    use crate::children::testing::{assert_hardened, assert_owned, pod_of, shortener};
     use crate::crd::{PoolMode, ShortenerSpec};
 
     #[test]
@@ -214,13 +214,7 @@ mod tests {
     fn the_pooler_can_read_its_config_through_its_group() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let pod = deployment(&i, &config_map(&i))
-            .unwrap()
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod = pod_of(deployment(&i, &config_map(&i)).unwrap());
         let config = pod.volumes.as_ref().unwrap()[0].projected.as_ref().unwrap();
         let mode = config.default_mode.unwrap();
         assert_eq!(
