@@ -328,8 +328,11 @@ pub struct IngressSpec {
     /// IngressClass that serves the Ingress.
     #[serde(default = "default_ingress_class")]
     pub class_name: String,
-    /// Public host name; without it the Ingress matches any host.
+    /// Public host name; without it the Ingress matches any host. Lowercase DNS labels, the
+    /// last one starting with a letter (it also becomes the service's `PUBLIC_BASE_URL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([a-z0-9]+(-[a-z0-9]+)*\.)*[a-z][a-z0-9]*(-[a-z0-9]+)*$"))]
+    #[schemars(length(max = 253))]
     pub host: Option<String>,
     /// Secret of type kubernetes.io/tls holding the certificate for `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

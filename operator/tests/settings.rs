@@ -230,6 +230,29 @@ fn every_example_and_the_empty_spec_start_the_service() {
     }
 }
 
+/// The Ingress host becomes the service's `PUBLIC_BASE_URL`: every host the schema admits
+/// is one the service's URL parser takes, with and without TLS.
+#[test]
+fn every_ingress_host_the_schema_admits_starts_the_service() {
+    let crd = serde_json::to_value(Shortener::crd()).expect("the CRD serialises");
+    let host = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["ingress"]["properties"]["host"];
+    let pattern = host["pattern"].as_str().expect("the host has a pattern");
+    let mut hosts = matching(pattern, 64);
+    hosts.extend(["sho.rt", "links.example.com", "a-b.c-d.io"].map(String::from));
+    for host in hosts {
+        for tls in [None, Some("tls")] {
+            let mut manifest = with_field("authMode", &json!("api-key"));
+            manifest["spec"]["ingress"] = json!({ "host": host, "tlsSecretName": tls });
+            let variables = config_map_of(&manifest);
+            assert!(variables.iter().any(|(k, _)| k == "PUBLIC_BASE_URL"));
+            if let Err(problem) = service_parses(&variables) {
+                panic!("ingress.host = {host}: the service refuses it: {problem}");
+            }
+        }
+    }
+}
+
 #[test]
 fn the_typed_choices_of_the_crd_are_the_described_ones() {
     use shortener_operator::crd::AuthMode;
