@@ -370,11 +370,16 @@ systemReserved:
   cpu: "$((cpus - 1))"
   memory: ${reserved_kib}Ki
 enforceNodeAllocatable: [pods]
+# The node shares the host's disk with builds (a workspace's target/ takes tens of GiB):
+# a share of it would taint the node with DiskPressure whenever builds fill the disk (seen:
+# 12 GiB free of 252, under 5 %, and no pod scheduled). Absolute floors instead, and a short
+# transition period, so the node recovers as soon as space is freed.
 evictionHard:
   memory.available: ${eviction_mib}Mi
-  nodefs.available: 5%
-  imagefs.available: 5%
+  nodefs.available: 1Gi
+  imagefs.available: 1Gi
   nodefs.inodesFree: 5%
+evictionPressureTransitionPeriod: 30s
 imageGCHighThresholdPercent: 95
 imageGCLowThresholdPercent: 90
 serializeImagePulls: false
