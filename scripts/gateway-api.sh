@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The Gateway API CRDs (standard channel) of the one version the project tests against:
+# the version the Traefik built for the real node implements (its go.mod), so the
+# operator's HTTPRoute, the controller serving it and the CRDs agree.
+#
+#   scripts/gateway-api.sh dir       # prints the directory of the CRD manifests
+#                                    # (fetched once through the Go module proxy)
+#   scripts/gateway-api.sh install   # applies them to the cluster of $KUBECONFIG and
+#                                    # waits until they are served
+set -euo pipefail
+
+VERSION=v1.6.1
+
+die() { printf 'gateway-api: %s\n' "$*" >&2; exit 1; }
+
+crd_dir() {
+  command -v go >/dev/null || die "go is not on PATH"
+  local dir
+  dir=$(GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  [ -d "$dir/config/crd/standard" ] || die "no config/crd/standard in sigs.k8s.io/gateway-api@$VERSION"
+  printf '%s\n' "$dir/config/crd/standard"
+}
+
+case ${1:-} in
+  dir) crd_dir ;;
+  install)
+    dir=$(crd_dir)
+    kubectl apply --server-side --force-conflicts -f "$dir" >&2
+    for crd in gatewayclasses gateways httproutes referencegrants; do
+      kubectl wait --for condition=Established --timeout=60s \
+        "crd/$crd.gateway.networking.k8s.io" >&2
+    done
+    ;;
+  *) die "usage: scripts/gateway-api.sh dir|install" ;;
+esac
