@@ -28,9 +28,15 @@ CRICTL_VERSION=${SHORTENER_CLUSTER_CRICTL_VERSION:-v1.36.0}
 COREDNS_VERSION=${SHORTENER_CLUSTER_COREDNS_VERSION:-v1.14.2}
 # The pause program is ours: bump this when pause.go changes.
 PAUSE_VERSION=1
+# The add-ons: the Ingress and Gateway API controller (run as a pod) and the NetworkPolicy
+# enforcer (a node daemon). See docs/decisions.md for why these two.
+TRAEFIK_VERSION=${SHORTENER_CLUSTER_TRAEFIK_VERSION:-v3.6.12}
+KUBE_ROUTER_VERSION=${SHORTENER_CLUSTER_KUBE_ROUTER_VERSION:-v2.1.0}
 
 node_cache=${cache_root:?}/node.crictl-$CRICTL_VERSION.coredns-$COREDNS_VERSION.pause-$PAUSE_VERSION
 node_bin=$node_cache/bin
+addons_cache=$cache_root/addons.traefik-$TRAEFIK_VERSION.kube-router-$KUBE_ROUTER_VERSION
+addons_bin=$addons_cache/bin
 real_node_name=shortener-node
 # A private address, only on the dummy interface below: the API server's, the kubelet's and
 # CoreDNS's. Away from the pod (10.244/16) and service (10.96/16) ranges.
@@ -46,6 +52,14 @@ kubelet_healthz_port=${SHORTENER_CLUSTER_KUBELET_HEALTHZ_PORT:-56448}
 proxy_healthz_port=${SHORTENER_CLUSTER_PROXY_HEALTHZ_PORT:-56446}
 proxy_metrics_port=${SHORTENER_CLUSTER_PROXY_METRICS_PORT:-56449}
 coredns_health_port=${SHORTENER_CLUSTER_COREDNS_HEALTH_PORT:-56451}
+# Where the Ingress controller's two entry points are published on the host (loopback only):
+# Ingresses of class nginx on the first, the shared Gateway's HTTP listener on the second.
+ingress_port=${SHORTENER_CLUSTER_INGRESS_PORT:-56480}
+gateway_port=${SHORTENER_CLUSTER_GATEWAY_PORT:-56481}
+# The namespace the controller runs in is the one the Shortener's NetworkPolicy admits by
+# default (spec.networkPolicy.ingressControllerNamespaceSelector).
+ingress_namespace=ingress-nginx
+traefik_image=shortener.local/traefik:$TRAEFIK_VERSION
 # The kubelet's cgroupRoot, in every cgroup v1 hierarchy: everything a pod runs is below it.
 cgroup_root=shortener-node
 pause_image=shortener.local/pause:$PAUSE_VERSION
@@ -61,7 +75,8 @@ node_sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_
 # Written outside their roots whatever their flags (the kubelet's device-plugin socket
 # directory and container-log links, containerd's shim sockets, the CNI plugins' cache,
 # the runtime's network namespaces); removed by `down` when `up` created them.
-node_host_paths=(/var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /var/lib/cni /run/netns)
+node_host_paths=(/var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /var/lib/cni /run/netns
+  /var/lib/kube-router)
 
 real_node=
 apiserver_node_args=()
@@ -71,7 +86,7 @@ real_node_mode() {
   real_node=1
   apiserver_host=$node_ip
   node_name=$real_node_name
-  components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns)
+  components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns kube-router)
   # Logs and exec through the kubelet's InternalIP, with a client certificate, checking the
   # kubelet's serving certificate against the cluster CA.
   apiserver_node_args=(
@@ -86,6 +101,7 @@ exe_of() {
   case $1 in
     containerd) command -v containerd ;;
     coredns | crictl | pause) echo "$node_bin/$1" ;;
+    kube-router | traefik) echo "$addons_bin/$1" ;;
     *) echo "$bin/$1" ;;
   esac
 }
@@ -101,7 +117,7 @@ need_root() { [ "$(id -u)" -eq 0 ] || die "the real node needs root (containers,
 ensure_node_packages() {
   local missing=() pair cmd pkg
   for pair in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
-    nft:nftables iptables:iptables conntrack:conntrack ip:iproute2 umoci:umoci mmdebstrap:mmdebstrap; do
+    nft:nftables iptables:iptables ipset:ipset conntrack:conntrack ip:iproute2 umoci:umoci mmdebstrap:mmdebstrap; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     if [[ $cmd == /* ]]; then [ -e "$cmd" ] || missing+=("$pkg")
     else command -v "$cmd" >/dev/null || missing+=("$pkg"); fi
@@ -119,6 +135,7 @@ node_built() {
   local b
   for b in kubelet kube-proxy; do [ -x "$bin/$b" ] || return 1; done
   for b in crictl coredns pause; do [ -x "$node_bin/$b" ] || return 1; done
+  for b in traefik kube-router; do [ -x "$addons_bin/$b" ] || return 1; done
 }
 
 # The kubelet and kube-proxy come from the control plane's wrapper module; their packages
@@ -176,6 +193,26 @@ EOF
   timed_build pause go_build "$dir" "$node_bin/pause" . "-s -w"
 }
 
+# Traefik's go.mod has `replace` lines, which `go install` refuses: it is built in its own
+# module directory instead. kube-router installs as any module.
+build_addons() {
+  mkdir -p "$addons_bin"
+  if [ ! -x "$addons_bin/traefik" ]; then
+    local dir
+    dir=$(mod_field "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" Dir)
+    [ -d "$dir" ] || die "could not download github.com/traefik/traefik/v3@$TRAEFIK_VERSION"
+    timed_build traefik go_build "$dir" "$addons_bin/traefik" ./cmd/traefik \
+      "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
+  fi
+  if [ ! -x "$addons_bin/kube-router" ]; then
+    local tmp=$addons_cache/tmp-kube-router
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    timed_build kube-router env GOBIN="$tmp" "$GO" install -trimpath -ldflags "-s -w" \
+      "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+    mv "$tmp/kube-router" "$addons_bin/kube-router"; rm -rf "$tmp"
+  fi
+}
+
 build_node() {
   node_built && return 0
   ensure_node_packages
@@ -190,6 +227,7 @@ build_node() {
     "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
   node_go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION" "-s -w"
   build_pause
+  build_addons
   exec 9>"$cache/.build.lock"
   flock 9
   kubelet_module
@@ -392,12 +430,14 @@ node_pki() {
   issue kube-apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client" clientAuth
   issue kube-proxy "/CN=system:kube-proxy" clientAuth
   issue coredns "/CN=shortener-cluster:coredns" clientAuth
+  issue kube-router "/CN=shortener-cluster:kube-router" clientAuth
   local c
-  for c in kubelet kube-proxy coredns; do write_kubeconfig "$state/$c.kubeconfig" "$c"; done
+  for c in kubelet kube-proxy coredns kube-router; do write_kubeconfig "$state/$c.kubeconfig" "$c"; done
 }
 
 # The API server's kubelet client may use the kubelet API (logs, exec); CoreDNS reads what it
-# serves. The built-in roles cover the kubelet (Node authorizer) and kube-proxy.
+# serves; kube-router reads the policies and the pods and namespaces they select. The
+# built-in roles cover the kubelet (Node authorizer) and kube-proxy.
 node_bootstrap_objects() {
   kc apply -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
@@ -437,6 +477,34 @@ subjects:
 - apiGroup: rbac.authorization.k8s.io
   kind: User
   name: shortener-cluster:coredns
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: shortener-cluster:kube-router
+rules:
+- apiGroups: [""]
+  resources: [namespaces, pods, services, endpoints, nodes]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: shortener-cluster:kube-router
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: shortener-cluster:kube-router
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: shortener-cluster:kube-router
 EOF
 }
 
@@ -523,6 +591,150 @@ EOF
   } | kc apply -f - >/dev/null
 }
 
+# The Ingress and Gateway API controller: Traefik as a pod in the namespace an ingress-nginx
+# installation would use, serving Ingresses of class `nginx` (its ingress-nginx provider,
+# the migration path off the retired ingress-nginx; on every plain-HTTP entry point, the
+# only choice of this version) and the shared Gateway `public` (class `traefik`, routes from
+# every namespace, its listener on the second entry point only). Both are
+# published on loopback ports of the host through the portmap plugin, so traffic reaches
+# the apps from the controller's pod, as in a cluster, and NetworkPolicies apply to it.
+ingress_objects() {
+  SHORTENER_TRAEFIK_BINARY="$addons_bin/traefik" SHORTENER_TRAEFIK_IMAGE="$traefik_image" \
+    CONTAINERD_ADDRESS="$containerd_sock" "$(dirname "${BASH_SOURCE[0]}")/images.sh" load traefik >&2 ||
+    fail containerd "loading the Traefik image failed"
+  PATH=$bin:$PATH KUBECONFIG=$kubeconfig "$(dirname "${BASH_SOURCE[0]}")/gateway-api.sh" install ||
+    die "installing the Gateway API CRDs failed"
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $ingress_namespace
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: traefik
+  namespace: $ingress_namespace
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: shortener-cluster:traefik
+rules:
+- apiGroups: [""]
+  resources: [services, endpoints, secrets, namespaces, nodes, pods, configmaps]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses, ingressclasses]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses/status]
+  verbs: [update, patch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gatewayclasses, gateways, httproutes, grpcroutes, referencegrants, backendtlspolicies, tcproutes, tlsroutes]
+  verbs: [get, list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gatewayclasses/status, gateways/status, httproutes/status, grpcroutes/status, backendtlspolicies/status, tcproutes/status, tlsroutes/status]
+  verbs: [update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: shortener-cluster:traefik
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: shortener-cluster:traefik
+subjects:
+- kind: ServiceAccount
+  name: traefik
+  namespace: $ingress_namespace
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: nginx
+spec:
+  controller: k8s.io/ingress-nginx
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: traefik
+spec:
+  controllerName: traefik.io/gateway-controller
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: public
+  namespace: $ingress_namespace
+spec:
+  gatewayClassName: traefik
+  listeners:
+  - name: http
+    protocol: HTTP
+    port: 8001
+    allowedRoutes:
+      namespaces: { from: All }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: traefik
+  namespace: $ingress_namespace
+  labels: { app.kubernetes.io/name: traefik }
+spec:
+  replicas: 1
+  selector:
+    matchLabels: { app.kubernetes.io/name: traefik }
+  template:
+    metadata:
+      labels: { app.kubernetes.io/name: traefik }
+    spec:
+      serviceAccountName: traefik
+      securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532 }
+      containers:
+      - name: traefik
+        image: $traefik_image
+        imagePullPolicy: Never
+        args:
+        - --entryPoints.web.address=:8000
+        - --entryPoints.gateway.address=:8001
+        - --entryPoints.ping.address=:8080
+        - --ping.entryPoint=ping
+        - --providers.kubernetesIngressNGINX.ingressClass=nginx
+        - --providers.kubernetesGateway
+        - --log.level=INFO
+        ports:
+        - { name: web, containerPort: 8000, hostPort: $ingress_port, hostIP: 127.0.0.1 }
+        - { name: gateway, containerPort: 8001, hostPort: $gateway_port, hostIP: 127.0.0.1 }
+        - { name: ping, containerPort: 8080 }
+        readinessProbe:
+          httpGet: { path: /ping, port: ping }
+          periodSeconds: 2
+        resources:
+          requests: { cpu: 50m, memory: 64Mi }
+          limits: { memory: 256Mi }
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: { drop: [ALL] }
+EOF
+}
+
+ingress_ready() {
+  [ "$(kc -n "$ingress_namespace" get deployment traefik -o jsonpath='{.status.readyReplicas}')" = 1 ] &&
+    curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$ingress_port/" &&
+    curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$gateway_port/"
+}
+
+# kube-router's NetworkPolicy controller only: iptables and ipset rules on the pods' traffic.
+kube_router_ready() { iptables -S KUBE-ROUTER-FORWARD >/dev/null 2>&1; }
+
 write_corefile() {
   cat >"$state/node/Corefile" <<EOF
 .:53 {
@@ -594,6 +806,14 @@ EOF
   wait_for kubelet 120 "the kubelet's /healthz" kubelet_healthy
   wait_for kube-proxy 60 "kube-proxy's /healthz" proxy_healthy
   wait_for coredns 60 "CoreDNS's /health" coredns_healthy
+  # kube-router finds its node by name: after the kubelet has registered it.
+  wait_for kubelet 60 "the node registered" kc get node "$real_node_name"
+  launch kube-router --kubeconfig="$state/kube-router.kubeconfig" --hostname-override="$real_node_name" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-ipv6=false \
+    --service-cluster-ip-range="$service_cidr" --health-port=0 --metrics-port=0 --v=1
+  wait_for kube-router 60 "kube-router's firewall chains" kube_router_ready
+  ingress_objects
+  wait_for kubelet 180 "Traefik serving on 127.0.0.1:$ingress_port and :$gateway_port" ingress_ready
 }
 
 # ---------------------------------------------------------------------------
@@ -653,6 +873,11 @@ unmount_under() { # prefix...
   done
 }
 
+# kube-router's sets (after the rules using them are gone).
+ipset_cleanup() {
+  command -v ipset >/dev/null || return 0
+  ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router)' | xargs -r -n1 ipset destroy 2>/dev/null || true
+}
 nft_cleanup() {
   local family
   command -v nft >/dev/null || return 0
@@ -721,6 +946,7 @@ node_host_cleanup() {
   if node_ip_on_lo; then ip addr delete "$node_ip/32" dev lo || log "could not remove $node_ip from lo"; fi
   nft_cleanup
   iptables_cleanup
+  ipset_cleanup
   cgroups_cleanup
   restore_sysctls
   if [ -f "$state/node/created-paths" ]; then
@@ -745,7 +971,7 @@ node_down() {
     log "removing every pod sandbox"
     crictl_cmd rmp --all --force >/dev/null 2>&1 || log "crictl rmp failed; cleaning up by hand"
   fi
-  for c in coredns kube-proxy containerd; do
+  for c in kube-router coredns kube-proxy containerd; do
     if pid=$(pid_of "$c"); then log "stopping $c (pid $pid)"; stop_pids "$pid"; fi
   done
   node_host_cleanup

@@ -4,7 +4,8 @@
 # collection) where Docker, kind and prebuilt release binaries are unavailable.
 #
 #   export KUBECONFIG=$(scripts/cluster.sh up)  # build once, start, wait; prints the admin kubeconfig
-#   eval "$(scripts/cluster.sh env)"            # KUBECONFIG, and PATH with kubectl and helm
+#   eval "$(scripts/cluster.sh env)"            # KUBECONFIG, PATH with kubectl and helm; with the
+#                                               # real node also SHORTENER_INGRESS_URL, SHORTENER_GATEWAY_URL
 #   scripts/cluster.sh status                   # what runs (exit 1 if anything is down)
 #   scripts/cluster.sh down                     # stop everything, remove the state directory
 #   scripts/cluster.sh bin | build [--real-node] # the binaries' directory / just build them
@@ -639,7 +640,7 @@ status() {
 }
 
 usage() {
-  sed -n '6,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '6,12p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -668,8 +669,10 @@ main() {
       build_all
       all_running || log "the cluster is not running; start it with: $0 up"
       printf 'export KUBECONFIG=%q\n' "$kubeconfig"
-      if [ -n "$real_node" ]; then
+      if [ -n "$real_node" ] || [ -f "$state/real-node" ]; then
         printf 'export CONTAINERD_ADDRESS=%q\n' "$containerd_sock"
+        printf 'export SHORTENER_INGRESS_URL=http://127.0.0.1:%s\n' "$ingress_port"
+        printf 'export SHORTENER_GATEWAY_URL=http://127.0.0.1:%s\n' "$gateway_port"
         # shellcheck disable=SC2016 # $PATH is for the caller's eval to expand
         printf 'export PATH=%q:%q:"$PATH"\n' "$bin" "$node_bin"
       else

@@ -6,6 +6,13 @@
 # leader election and the chart's upgrade/uninstall.
 #
 #   scripts/e2e.sh [NAME-FILTER...]
+#   scripts/e2e.sh --real-node [NAME-FILTER...]
+#
+# --real-node runs the real tier instead (operator/tests/real/): the real node of
+# `scripts/cluster.sh up --real-node` (root), our release binaries built into images and
+# loaded into its runtime (scripts/images.sh), the operator chart installed with the
+# operator running in the cluster, the examples applied as written, traffic through the
+# node's Ingress controller and Gateway, NetworkPolicies enforced, pods deleted under load.
 #
 # With KUBECONFIG set, runs against that cluster (kind, or any cluster where
 # you are an admin; kubectl and helm must be on PATH). Without it, brings up
@@ -18,6 +25,8 @@ cd "$(dirname "$0")/.."
 started=$SECONDS
 cluster_started=
 suite_group=
+real_node=
+if [ "${1:-}" = --real-node ]; then real_node=1; shift; fi
 
 # The suite runs in its own process group (setsid), so stopping it also stops the
 # operator processes it started, even if the test binary itself died first.
@@ -38,7 +47,8 @@ stop_suite() {
 # shellcheck disable=SC2317 # called from the EXIT trap
 stop_cluster() {
   if [ -n "$cluster_started" ]; then
-    scripts/cluster.sh down || echo "e2e: scripts/cluster.sh down failed" >&2
+    # shellcheck disable=SC2086 # empty or one flag
+    scripts/cluster.sh down ${real_node:+--real-node} || echo "e2e: scripts/cluster.sh down failed" >&2
   fi
 }
 # shellcheck disable=SC2317 # called from the EXIT trap
@@ -54,7 +64,13 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if [ -z "${KUBECONFIG:-}" ]; then
+if [ -n "$real_node" ] && [ -z "${KUBECONFIG:-}" ]; then
+  echo "== local control plane and real node (scripts/cluster.sh up --real-node)"
+  cluster_started=1
+  scripts/cluster.sh up --real-node >/dev/null
+  # KUBECONFIG, kubectl and helm, the runtime's socket, the Ingress and Gateway entry points.
+  eval "$(scripts/cluster.sh env)"
+elif [ -z "${KUBECONFIG:-}" ]; then
   echo "== local control plane (scripts/cluster.sh)"
   cluster_started=1
   KUBECONFIG=$(scripts/cluster.sh up)
@@ -70,12 +86,20 @@ else
 fi
 kubectl version
 
-echo "== build"
-cargo build --locked -p shortener-operator
-cargo test --locked -p shortener-operator --test e2e --no-run
+suite=e2e
+if [ -n "$real_node" ]; then
+  suite=real
+  echo "== images (release binaries, scripts/images.sh)"
+  cargo build --release --locked -p shortener -p shortener-operator
+  scripts/images.sh load
+else
+  echo "== build"
+  cargo build --locked -p shortener-operator
+fi
+cargo test --locked -p shortener-operator --test "$suite" --no-run
 
-echo "== suite"
-setsid cargo test --locked -p shortener-operator --test e2e -- --ignored --test-threads=1 "$@" &
+echo "== suite ($suite)"
+setsid cargo test --locked -p shortener-operator --test "$suite" -- --ignored --test-threads=1 "$@" &
 suite_group=$!
 status=0
 wait "$suite_group" || status=$?

@@ -9,7 +9,7 @@
 #                                    # waits until they are served
 set -euo pipefail
 
-VERSION=v1.6.1
+VERSION=v1.4.1
 
 die() { printf 'gateway-api: %s\n' "$*" >&2; exit 1; }
 

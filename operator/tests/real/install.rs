@@ -1,0 +1,236 @@
+//! Installing as a newcomer does: the operator chart, then an example, then traffic through
+//! the Ingress controller.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use reqwest::StatusCode;
+
+use crate::cluster::{Result, eventually, kubectl, must};
+use crate::stack::{
+    FIRST_START, admin_key, check_first_start, is_ready, redirects_by_pod, wait_shortener_ready,
+};
+use crate::traffic::{Api as Service, Link};
+use crate::{OPERATOR_NAMESPACE, RELEASE, Real, ensure};
+
+/// `helm install` as docs/operator.md gives it; the operator then runs from the image
+/// `scripts/images.sh` loaded under the chart's default reference, holds the Lease, and
+/// passes its probes.
+pub async fn the_operator_runs_in_the_cluster_from_its_image(real: &'static Real) -> Result {
+    let chart = real.root.join("charts/shortener-operator");
+    must(
+        "helm",
+        &[
+            "upgrade",
+            "--install",
+            RELEASE,
+            &chart.to_string_lossy(),
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
+        None,
+    )?;
+    let deployments: Api<Deployment> = Api::namespaced(real.client.clone(), OPERATOR_NAMESPACE);
+    let deployment = deployments.get(RELEASE).await?;
+    let image = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let pods = crate::stack::pods_labelled(
+        &real.client,
+        OPERATOR_NAMESPACE,
+        "app.kubernetes.io/name=shortener-operator",
+    )
+    .await?;
+    let ready: Vec<_> = pods.iter().filter(|p| is_ready(p)).collect();
+    ensure!(
+        ready.len() == 1,
+        "{} operator pods Ready, want 1",
+        ready.len()
+    );
+    let pod = ready[0];
+    let status = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    let running_image = status
+        .and_then(|s| s.first())
+        .map(|c| c.image.clone())
+        .unwrap_or_default();
+    ensure!(
+        running_image.ends_with(&image),
+        "the operator runs {running_image}, the chart names {image}"
+    );
+    let leases: Api<Lease> = Api::namespaced(real.client.clone(), OPERATOR_NAMESPACE);
+    let name = pod.name_any();
+    eventually(
+        "the operator's pod holding the Lease",
+        Duration::from_secs(120),
+        || async {
+            let lease = leases.get(RELEASE).await.map_err(|e| e.to_string())?;
+            let holder = lease
+                .spec
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default();
+            if holder == name {
+                Ok(())
+            } else {
+                Err(format!("held by {holder:?}"))
+            }
+        },
+    )
+    .await?;
+    println!("    operator {name} runs {running_image} and holds the Lease");
+    Ok(())
+}
+
+/// `kubectl apply -f manifests/examples/minimal.yaml` as it is written; the stack becomes
+/// Ready through its real probes and serves through the Ingress.
+pub async fn the_minimal_example_serves_through_the_ingress(real: &'static Real) -> Result {
+    let manifest = real.root.join("manifests/examples/minimal.yaml");
+    kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
+    let started = std::time::Instant::now();
+    wait_shortener_ready(&real.client, "default", "links", FIRST_START).await?;
+    println!(
+        "    Ready {:.0}s after the apply",
+        started.elapsed().as_secs_f64()
+    );
+    check_first_start(&real.client, "default", "links", 3).await?;
+    let key = admin_key(&real.client, "default", "links").await?;
+    let api = Service::new(&real.ingress_url, None, &key)?;
+    serves(real, &api, "default", "links", 3).await
+}
+
+/// Through one entry point: a user and links created with the admin key, every redirect
+/// answered 302 to its target by every app pod, and every one of them counted.
+pub async fn serves(
+    real: &Real,
+    api: &Service,
+    ns: &str,
+    instance: &str,
+    replicas: usize,
+) -> Result {
+    api.wait_serving().await?;
+    let user = api.create_user(&format!("real-{ns}")).await?;
+    let mut links: Vec<Link> = Vec::new();
+    for i in 0..3 {
+        links.push(
+            api.create_link(user, &format!("https://example.com/{ns}/{i}"))
+                .await?,
+        );
+    }
+    let before: BTreeMap<String, f64> = redirects_by_pod(&real.client, ns, instance)
+        .await?
+        .into_iter()
+        .collect();
+    let mut answered = BTreeMap::new();
+    for round in 0..20 {
+        for link in &links {
+            let (status, location) = api.follow(&link.code).await?;
+            ensure!(
+                status == StatusCode::FOUND && location.as_deref() == Some(link.target.as_str()),
+                "round {round}: GET /{} answered {status} {location:?}",
+                link.code
+            );
+            *answered.entry(link.code.clone()).or_insert(0u64) += 1;
+        }
+    }
+    api.expect_counts(&answered, &links).await?;
+    let after = redirects_by_pod(&real.client, ns, instance).await?;
+    let served: Vec<&String> = after
+        .iter()
+        .filter(|(pod, count)| *count > before.get(pod).copied().unwrap_or(0.0))
+        .map(|(pod, _)| pod)
+        .collect();
+    ensure!(
+        served.len() == replicas,
+        "{} of {replicas} app pods answered redirects: {after:?} (before: {before:?})",
+        served.len()
+    );
+    println!(
+        "    60 redirects through {}, answered by {} pods, all counted",
+        api.base(),
+        served.len()
+    );
+    Ok(())
+}
+
+/// Deleting the Shortener collects every child through its owner reference and keeps the
+/// database's volume.
+pub async fn deleting_the_shortener_keeps_the_volume(real: &'static Real) -> Result {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(real.client.clone(), "default");
+    let instance = ListParams::default().labels("app.kubernetes.io/instance=links");
+    let kept: Vec<String> = claims
+        .list(&instance)
+        .await?
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    ensure!(!kept.is_empty(), "no claim of default/links to keep");
+    kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "shortener",
+        "links",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    eventually("every child of default/links gone", Duration::from_secs(180), || async {
+        let left = kubectl(&[
+            "-n", "default", "get",
+            "deployments,statefulsets,services,ingresses,jobs,pods,configmaps,secrets,networkpolicies",
+            "-l", "app.kubernetes.io/instance=links", "-o", "name",
+        ])
+        .map_err(|e| e.to_string())?;
+        if left.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left: {}", left.trim().replace('\n', ", ")))
+        }
+    })
+    .await?;
+    let now: Vec<String> = claims
+        .list(&instance)
+        .await?
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    ensure!(now == kept, "claims were {kept:?}, now {now:?}");
+    kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "pvc",
+        "-l",
+        "app.kubernetes.io/instance=links",
+        "--wait=false",
+    ])?;
+    Ok(())
+}
+
+/// `manifests/examples/full.yaml` in its namespace: every field set, its own host.
+pub async fn the_full_example_serves_through_the_ingress(real: &'static Real) -> Result {
+    kubectl(&["create", "namespace", "shortener"])?;
+    let manifest = real.root.join("manifests/examples/full.yaml");
+    kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
+    wait_shortener_ready(&real.client, "shortener", "links", FIRST_START).await?;
+    check_first_start(&real.client, "shortener", "links", 3).await?;
+    let key = admin_key(&real.client, "shortener", "links").await?;
+    let api = Service::new(&real.ingress_url, Some("sho.rt"), &key)?;
+    serves(real, &api, "shortener", "links", 3).await
+}

@@ -1,0 +1,271 @@
+//! The real tier of the end-to-end suite: the stack on a node that runs containers.
+//!
+//! Runs against the real node of `scripts/cluster.sh up --real-node` (`$KUBECONFIG`, with
+//! `kubectl` and `helm` on PATH, and `SHORTENER_INGRESS_URL` / `SHORTENER_GATEWAY_URL`, the
+//! node's Ingress controller on loopback ports): `scripts/e2e.sh --real-node` brings it up,
+//! loads our images (`scripts/images.sh load`) and runs this.
+//!
+//! ```text
+//! cargo test -p shortener-operator --test real -- --ignored [NAME-FILTER...]
+//! ```
+//!
+//! Unlike the kwok tier, nothing here is simulated: the operator chart is installed as a
+//! newcomer installs it and the operator runs in the cluster from its image, the examples are
+//! applied as they are written, every pod becomes Ready through its real probes, and every
+//! request goes through the Ingress controller's pod to the app's pods. The tests run in the
+//! order below and share the installation; the last ones delete what the first created.
+
+#[path = "../e2e/cluster.rs"]
+#[allow(dead_code)] // shared with the kwok tier, which uses all of it
+mod cluster;
+mod faults;
+mod install;
+mod network;
+mod stack;
+mod traffic;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use futures::FutureExt;
+use kube::Client;
+
+use crate::cluster::{Result, run};
+
+/// Where the operator chart is installed, as its README says.
+pub const OPERATOR_NAMESPACE: &str = "shortener-system";
+pub const RELEASE: &str = "shortener-operator";
+
+type TestFuture<'a> = Pin<Box<dyn Future<Output = Result> + 'a>>;
+
+struct Test {
+    name: &'static str,
+    run: fn(&'static Real) -> TestFuture<'static>,
+}
+
+macro_rules! test {
+    ($module:ident :: $name:ident) => {{
+        fn run(real: &'static Real) -> TestFuture<'static> {
+            Box::pin($module::$name(real))
+        }
+        Test {
+            name: concat!(stringify!($module), "::", stringify!($name)),
+            run,
+        }
+    }};
+}
+
+/// Every test, in the order they run.
+fn tests() -> Vec<Test> {
+    vec![
+        test!(install::the_operator_runs_in_the_cluster_from_its_image),
+        test!(install::the_minimal_example_serves_through_the_ingress),
+        test!(network::network_policies_are_enforced),
+        test!(faults::no_answered_redirect_loses_its_click_when_pods_die),
+        test!(faults::rollout_and_scale_out_fail_no_request),
+        test!(install::deleting_the_shortener_keeps_the_volume),
+        test!(install::the_full_example_serves_through_the_ingress),
+    ]
+}
+
+/// What the tests share.
+pub struct Real {
+    pub client: Client,
+    /// Repository root (charts/, manifests/).
+    pub root: PathBuf,
+    /// The Ingress controller's entry point for Ingresses of class nginx.
+    pub ingress_url: String,
+    /// Its entry point for the shared Gateway's HTTP listener.
+    pub gateway_url: Option<String>,
+}
+
+impl Real {
+    async fn set_up(root: PathBuf) -> Result<Self> {
+        let client = Client::try_default().await.map_err(|e| {
+            format!("no cluster: {e}; run scripts/e2e.sh --real-node, or set KUBECONFIG")
+        })?;
+        let ingress_url = std::env::var("SHORTENER_INGRESS_URL").map_err(|_| {
+            "SHORTENER_INGRESS_URL is not set: eval \"$(scripts/cluster.sh env)\" with the real node up"
+        })?;
+        Ok(Self {
+            client,
+            root,
+            ingress_url,
+            gateway_url: std::env::var("SHORTENER_GATEWAY_URL").ok(),
+        })
+    }
+
+    /// Leaves the cluster as found: what the tests created, then the chart.
+    async fn tear_down(&self) {
+        for (ns, what) in [
+            ("default", "shortener/links"),
+            ("shortener", "shortener/links"),
+        ] {
+            report(run(
+                "kubectl",
+                &[
+                    "-n",
+                    ns,
+                    "delete",
+                    what,
+                    "--ignore-not-found",
+                    "--wait=true",
+                    "--timeout=120s",
+                ],
+                None,
+            ));
+        }
+        report(run(
+            "kubectl",
+            &[
+                "delete",
+                "namespace",
+                "shortener",
+                "network-check",
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        ));
+        report(run(
+            "helm",
+            &[
+                "uninstall",
+                RELEASE,
+                "-n",
+                OPERATOR_NAMESPACE,
+                "--wait",
+                "--ignore-not-found",
+            ],
+            None,
+        ));
+    }
+}
+
+fn report(result: Result<cluster::Output>) {
+    match result {
+        Ok(out) if !out.success => eprintln!("real: cleanup: {}", out.stderr.trim()),
+        Ok(_) => {}
+        Err(error) => eprintln!("real: cleanup: {error}"),
+    }
+}
+
+struct Args {
+    list: bool,
+    ignored: bool,
+    filters: Vec<String>,
+}
+
+/// The libtest options cargo passes (`--ignored`, `--list`, name filters); the others are
+/// accepted and ignored: the tests run in order, one at a time.
+fn parse_args() -> Args {
+    let mut args = Args {
+        list: false,
+        ignored: false,
+        filters: Vec::new(),
+    };
+    let mut raw = std::env::args().skip(1);
+    while let Some(arg) = raw.next() {
+        match arg.as_str() {
+            "--list" => args.list = true,
+            "--ignored" | "--include-ignored" => args.ignored = true,
+            "--test-threads" | "--format" | "--color" | "-Z" | "--skip" => {
+                raw.next();
+            }
+            other if other.starts_with('-') => {}
+            filter => args.filters.push(filter.to_string()),
+        }
+    }
+    args
+}
+
+fn main() -> ExitCode {
+    let args = parse_args();
+    let selected: Vec<Test> = tests()
+        .into_iter()
+        .filter(|t| {
+            args.filters.is_empty() || args.filters.iter().any(|f| t.name.contains(f.as_str()))
+        })
+        .collect();
+    if args.list {
+        for test in &selected {
+            println!("{}: test", test.name);
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !args.ignored {
+        println!(
+            "real: {} tests skipped: they need the real node. Run scripts/e2e.sh --real-node.",
+            selected.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("real: no async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    runtime.block_on(run_suite(root, selected))
+}
+
+async fn run_suite(root: PathBuf, tests: Vec<Test>) -> ExitCode {
+    let started = Instant::now();
+    println!("running {} tests", tests.len());
+    let real: &'static Real = match Real::set_up(root).await {
+        Ok(real) => Box::leak(Box::new(real)),
+        Err(error) => {
+            eprintln!("real: setting up failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = Vec::new();
+    for test in &tests {
+        let test_started = Instant::now();
+        let outcome = match std::panic::AssertUnwindSafe((test.run)(real))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(panic) => Err(panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into())),
+        };
+        let elapsed = test_started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => println!("test {} ... ok ({elapsed:.1}s)", test.name),
+            Err(error) => {
+                println!("test {} ... FAILED ({elapsed:.1}s)\n    {error}", test.name);
+                stack::diagnose();
+                failed.push(test.name);
+            }
+        }
+    }
+    if std::env::var_os("REAL_KEEP").is_none() {
+        real.tear_down().await;
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; finished in {:.0}s",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        tests.len() - failed.len(),
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("failures:\n    {}", failed.join("\n    "));
+        ExitCode::FAILURE
+    }
+}

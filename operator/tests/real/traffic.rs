@@ -1,0 +1,273 @@
+//! Requests as an API client sends them through the Ingress controller: the management API
+//! with the generated admin key, and streams of redirects that count every answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::cluster::{Result, eventually};
+use crate::ensure;
+
+/// The service's API behind one entry point (an Ingress or a Gateway listener).
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    host: Option<String>,
+    key: String,
+}
+
+/// A link made for a test: its id, code and target.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub id: i64,
+    pub code: String,
+    pub target: String,
+}
+
+impl Api {
+    /// `host`: the Host header to send, for an Ingress or route that matches one host only.
+    pub fn new(base: &str, host: Option<&str>, key: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(16)
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            host: host.map(str::to_string),
+            key: key.to_string(),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(host) = &self.host {
+            request = request.header(reqwest::header::HOST, host);
+        }
+        request
+    }
+
+    async fn send_json(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
+        let response = self
+            .request(method.clone(), path)
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(
+            status.is_success(),
+            "{method} {path} answered {status}: {text}"
+        );
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .bearer_auth(&self.key)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status.is_success(), "GET {path} answered {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Waits until the API answers through this entry point (the controller has the route
+    /// and the app's endpoints).
+    pub async fn wait_serving(&self) -> Result {
+        eventually(
+            &format!("the API answering at {}", self.base),
+            Duration::from_secs(180),
+            || async {
+                match self.get_json("/urls?per_page=1").await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn create_user(&self, name: &str) -> Result<i64> {
+        let user = self
+            .send_json(
+                reqwest::Method::POST,
+                "/users",
+                json!({ "username": name, "email": format!("{name}@example.com") }),
+            )
+            .await?;
+        user["id"]
+            .as_i64()
+            .ok_or_else(|| format!("POST /users answered {user}").into())
+    }
+
+    pub async fn create_link(&self, user_id: i64, target: &str) -> Result<Link> {
+        let url = self
+            .send_json(
+                reqwest::Method::POST,
+                "/urls",
+                json!({ "original_url": target, "user_id": user_id }),
+            )
+            .await?;
+        match (url["id"].as_i64(), url["short_code"].as_str()) {
+            (Some(id), Some(code)) => Ok(Link {
+                id,
+                code: code.to_string(),
+                target: target.to_string(),
+            }),
+            _ => Err(format!("POST /urls answered {url}").into()),
+        }
+    }
+
+    /// One redirect: the status and the Location header.
+    pub async fn follow(&self, code: &str) -> Result<(StatusCode, Option<String>)> {
+        let response = self
+            .request(reqwest::Method::GET, &format!("/{code}"))
+            .send()
+            .await?;
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((response.status(), location))
+    }
+
+    pub async fn redirect_count(&self, link: &Link) -> Result<u64> {
+        let stats = self.get_json(&format!("/urls/{}/stats", link.id)).await?;
+        stats["redirect_count"]
+            .as_u64()
+            .ok_or_else(|| format!("GET /urls/{}/stats answered {stats}", link.id).into())
+    }
+
+    /// Waits until every link's recorded redirects equal the answered ones. Recording is
+    /// asynchronous only while a store is away (the clicks wait in the service's spill), so
+    /// this polls to a deadline; a count above the answered one fails at once.
+    pub async fn expect_counts(&self, answered: &BTreeMap<String, u64>, links: &[Link]) -> Result {
+        eventually(
+            "every answered redirect recorded",
+            Duration::from_secs(180),
+            || async {
+                let mut wrong = Vec::new();
+                for link in links {
+                    let want = answered.get(&link.code).copied().unwrap_or(0);
+                    let got = self.redirect_count(link).await.map_err(|e| e.to_string())?;
+                    if got > want {
+                        return Err(format!(
+                            "{}: {got} recorded, more than the {want} answered",
+                            link.code
+                        ));
+                    }
+                    if got != want {
+                        wrong.push(format!("{}: {got} of {want}", link.code));
+                    }
+                }
+                if wrong.is_empty() {
+                    Ok(())
+                } else {
+                    Err(wrong.join(", "))
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// What a stream of redirects saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Redirects answered 302 to the right target, by code.
+    pub answered: BTreeMap<String, u64>,
+    /// Everything else: when, and what.
+    pub failures: Vec<(Duration, String)>,
+}
+
+impl Seen {
+    pub fn total(&self) -> u64 {
+        self.answered.values().sum()
+    }
+}
+
+/// Clients following the links in a loop, each at its own pace, until stopped.
+pub struct Stream {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Stream {
+    /// `clients` loops, each sending one redirect every `pace` (so the rate stays below the
+    /// rate limits of the examples: the stream measures availability, not throughput).
+    pub fn start(api: &Api, links: &[Link], clients: usize, pace: Duration) -> Self {
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let tasks = (0..clients)
+            .map(|client| {
+                let (api, links) = (api.clone(), links.to_vec());
+                let (stop, seen) = (stop.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let mut next = client;
+                    while !stop.load(Ordering::SeqCst) {
+                        let link = &links[next % links.len()];
+                        next += 1;
+                        let outcome = api.follow(&link.code).await;
+                        let mut seen = seen.lock().await;
+                        match outcome {
+                            Ok((StatusCode::FOUND, Some(location))) if location == link.target => {
+                                *seen.answered.entry(link.code.clone()).or_default() += 1;
+                            }
+                            Ok((status, location)) => seen.failures.push((
+                                started.elapsed(),
+                                format!("GET /{}: {status} {location:?}", link.code),
+                            )),
+                            Err(error) => seen
+                                .failures
+                                .push((started.elapsed(), format!("GET /{}: {error}", link.code))),
+                        }
+                        drop(seen);
+                        tokio::time::sleep(pace).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            seen,
+            tasks,
+        }
+    }
+
+    /// Failures seen so far.
+    pub async fn failures(&self) -> usize {
+        self.seen.lock().await.failures.len()
+    }
+
+    /// Answered redirects so far.
+    pub async fn answered(&self) -> u64 {
+        self.seen.lock().await.total()
+    }
+
+    pub async fn stop(self) -> Result<Seen> {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await?;
+        }
+        let seen = std::mem::take(&mut *self.seen.lock().await);
+        Ok(seen)
+    }
+}
