@@ -8,8 +8,9 @@
 #   - CNI from Debian's containernetworking-plugins: a bridge (hairpin mode) with host-local
 #     addresses, portmap and loopback; the pod network stays on this host;
 #   - kubelet and kube-proxy (nftables mode) built from the control plane's Kubernetes module;
-#   - CoreDNS built from the Go module proxy, run on the node (like kube-proxy) and published as
-#     the `kube-dns` Service, so pods resolve `*.svc.cluster.local`;
+#   - CoreDNS built from the Go module proxy, run as a pod in kube-system labelled
+#     `k8s-app: kube-dns` behind the `kube-dns` Service, as clusters run it (NetworkPolicies
+#     that admit DNS name those pods), so pods resolve `*.svc.cluster.local`;
 #   - a pause image built here (a static Go program that sleeps and reaps);
 #   - a default StorageClass of local volumes under the state directory.
 # The API server binds and advertises the node's address, on a dummy interface made for it
@@ -51,7 +52,6 @@ kubelet_port=${SHORTENER_CLUSTER_KUBELET_PORT:-56450}
 kubelet_healthz_port=${SHORTENER_CLUSTER_KUBELET_HEALTHZ_PORT:-56448}
 proxy_healthz_port=${SHORTENER_CLUSTER_PROXY_HEALTHZ_PORT:-56446}
 proxy_metrics_port=${SHORTENER_CLUSTER_PROXY_METRICS_PORT:-56449}
-coredns_health_port=${SHORTENER_CLUSTER_COREDNS_HEALTH_PORT:-56451}
 # Where the Ingress controller's two entry points are published on the host (loopback only):
 # Ingresses of class nginx on the first, the shared Gateway's HTTP listener on the second.
 ingress_port=${SHORTENER_CLUSTER_INGRESS_PORT:-56480}
@@ -60,6 +60,7 @@ gateway_port=${SHORTENER_CLUSTER_GATEWAY_PORT:-56481}
 # default (spec.networkPolicy.ingressControllerNamespaceSelector).
 ingress_namespace=ingress-nginx
 traefik_image=shortener.local/traefik:$TRAEFIK_VERSION
+coredns_image=shortener.local/coredns:$COREDNS_VERSION
 # The kubelet's cgroupRoot, in every cgroup v1 hierarchy: everything a pod runs is below it.
 cgroup_root=shortener-node
 pause_image=shortener.local/pause:$PAUSE_VERSION
@@ -86,7 +87,7 @@ real_node_mode() {
   real_node=1
   apiserver_host=$node_ip
   node_name=$real_node_name
-  components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns kube-router)
+  components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router)
   # Logs and exec through the kubelet's InternalIP, with a client certificate, checking the
   # kubelet's serving certificate against the cluster CA.
   apiserver_node_args=(
@@ -429,10 +430,9 @@ node_pki() {
   issue kubelet-server "/CN=$real_node_name" serverAuth "IP:$node_ip,DNS:$real_node_name"
   issue kube-apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client" clientAuth
   issue kube-proxy "/CN=system:kube-proxy" clientAuth
-  issue coredns "/CN=shortener-cluster:coredns" clientAuth
   issue kube-router "/CN=shortener-cluster:kube-router" clientAuth
   local c
-  for c in kubelet kube-proxy coredns kube-router; do write_kubeconfig "$state/$c.kubeconfig" "$c"; done
+  for c in kubelet kube-proxy kube-router; do write_kubeconfig "$state/$c.kubeconfig" "$c"; done
 }
 
 # The API server's kubelet client may use the kubelet API (logs, exec); CoreDNS reads what it
@@ -474,9 +474,9 @@ roleRef:
   kind: ClusterRole
   name: shortener-cluster:coredns
 subjects:
-- apiGroup: rbac.authorization.k8s.io
-  kind: User
-  name: shortener-cluster:coredns
+- kind: ServiceAccount
+  name: coredns
+  namespace: kube-system
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -508,10 +508,79 @@ subjects:
 EOF
 }
 
-# Cluster DNS: CoreDNS listens on the node's address; the `kube-dns` Service (the kubelet's
-# clusterDNS) has no selector and one hand-made EndpointSlice pointing there.
+# Cluster DNS: CoreDNS as a pod of kube-system labelled `k8s-app: kube-dns` (what the
+# Shortener's NetworkPolicies admit DNS from, as in any cluster), unprivileged on port 1053,
+# behind the `kube-dns` Service at the kubelet's clusterDNS address.
 dns_objects() {
+  load_node_image coredns "$node_bin/coredns" "$coredns_image"
   kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: coredns
+  namespace: kube-system
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: coredns
+  namespace: kube-system
+data:
+  Corefile: |
+    .:1053 {
+        errors
+        health :8080
+        ready :8181
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+        }
+        cache 30
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: coredns
+  namespace: kube-system
+  labels: { k8s-app: kube-dns }
+spec:
+  replicas: 1
+  selector:
+    matchLabels: { k8s-app: kube-dns }
+  template:
+    metadata:
+      labels: { k8s-app: kube-dns }
+    spec:
+      serviceAccountName: coredns
+      priorityClassName: system-cluster-critical
+      securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532 }
+      containers:
+      - name: coredns
+        image: $coredns_image
+        imagePullPolicy: Never
+        args: [-conf, /etc/coredns/Corefile]
+        ports:
+        - { name: dns, containerPort: 1053, protocol: UDP }
+        - { name: dns-tcp, containerPort: 1053, protocol: TCP }
+        livenessProbe:
+          httpGet: { path: /health, port: 8080 }
+        readinessProbe:
+          httpGet: { path: /ready, port: 8181 }
+          periodSeconds: 2
+        resources:
+          requests: { cpu: 20m, memory: 32Mi }
+          limits: { memory: 128Mi }
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: { drop: [ALL] }
+        volumeMounts:
+        - { name: config, mountPath: /etc/coredns }
+      volumes:
+      - name: config
+        configMap: { name: coredns }
+---
 apiVersion: v1
 kind: Service
 metadata:
@@ -520,27 +589,21 @@ metadata:
   labels: { k8s-app: kube-dns }
 spec:
   clusterIP: $dns_ip
+  selector: { k8s-app: kube-dns }
   ports:
-  - { name: dns, port: 53, protocol: UDP, targetPort: 53 }
-  - { name: dns-tcp, port: 53, protocol: TCP, targetPort: 53 }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: kube-dns-node
-  namespace: kube-system
-  labels:
-    kubernetes.io/service-name: kube-dns
-    endpointslice.kubernetes.io/managed-by: shortener-cluster
-addressType: IPv4
-endpoints:
-- addresses: ["$node_ip"]
-  conditions: { ready: true }
-  nodeName: $real_node_name
-ports:
-- { name: dns, port: 53, protocol: UDP }
-- { name: dns-tcp, port: 53, protocol: TCP }
+  - { name: dns, port: 53, protocol: UDP, targetPort: 1053 }
+  - { name: dns-tcp, port: 53, protocol: TCP, targetPort: 1053 }
 EOF
+}
+
+dns_ready() {
+  [ "$(kc -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}')" = 1 ]
+}
+
+# A static binary of the node's add-ons as an image in the runtime (scripts/images.sh).
+load_node_image() { # name binary reference
+  SHORTENER_STATIC_BINARY="$2" SHORTENER_STATIC_IMAGE="$3" CONTAINERD_ADDRESS="$containerd_sock" \
+    "$(dirname "${BASH_SOURCE[0]}")/images.sh" load "$1" >&2 || fail containerd "loading the $1 image failed"
 }
 
 # Storage: no provisioner runs here, so claims bind to local volumes made in advance
@@ -599,9 +662,7 @@ EOF
 # published on loopback ports of the host through the portmap plugin, so traffic reaches
 # the apps from the controller's pod, as in a cluster, and NetworkPolicies apply to it.
 ingress_objects() {
-  SHORTENER_TRAEFIK_BINARY="$addons_bin/traefik" SHORTENER_TRAEFIK_IMAGE="$traefik_image" \
-    CONTAINERD_ADDRESS="$containerd_sock" "$(dirname "${BASH_SOURCE[0]}")/images.sh" load traefik >&2 ||
-    fail containerd "loading the Traefik image failed"
+  load_node_image traefik "$addons_bin/traefik" "$traefik_image"
   PATH=$bin:$PATH KUBECONFIG=$kubeconfig "$(dirname "${BASH_SOURCE[0]}")/gateway-api.sh" install ||
     die "installing the Gateway API CRDs failed"
   kc apply -f - >/dev/null <<EOF
@@ -735,33 +796,19 @@ ingress_ready() {
 # kube-router's NetworkPolicy controller only: iptables and ipset rules on the pods' traffic.
 kube_router_ready() { iptables -S KUBE-ROUTER-FORWARD >/dev/null 2>&1; }
 
-write_corefile() {
-  cat >"$state/node/Corefile" <<EOF
-.:53 {
-    bind $node_ip
-    errors
-    health 127.0.0.1:$coredns_health_port
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-        kubeconfig $state/coredns.kubeconfig shortener
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-    }
-    cache 30
-}
-EOF
-}
-
 containerd_ready() { ctr_cmd version; }
 ctr_cmd() { ctr --address "$containerd_sock" --namespace k8s.io "$@"; }
 crictl_cmd() { "$node_bin/crictl" --runtime-endpoint "unix://$containerd_sock" --image-endpoint "unix://$containerd_sock" --timeout 30s "$@"; }
 kubelet_healthy() { curl -sf --max-time 2 "http://127.0.0.1:$kubelet_healthz_port/healthz" >/dev/null; }
 proxy_healthy() { curl -sf --max-time 2 "http://127.0.0.1:$proxy_healthz_port/healthz" >/dev/null; }
-coredns_healthy() { curl -sf --max-time 2 "http://127.0.0.1:$coredns_health_port/health" >/dev/null; }
 
 # Before the control plane: a clean host (a crashed run's leftovers removed), the packages,
 # the node's address for the API server to bind.
 node_prepare() {
   need_root
+  if node_owned_elsewhere; then
+    die "the real node of $(node_owner) runs on this machine; stop it first: SHORTENER_CLUSTER_DIR=$(node_owner) $0 down"
+  fi
   ensure_node_packages
   if node_leftovers; then
     log "cleaning what an earlier real node left behind"
@@ -769,6 +816,7 @@ node_prepare() {
   fi
   mkdir -p "$state/node"
   touch "$state/real-node"
+  echo "$state" >"$node_owner_file"
   save_sysctls
   record_host_paths
   host_network_up
@@ -799,13 +847,11 @@ nodePortAddresses: ["$node_ip/32"]
 conntrack: { maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s }
 EOF
   launch kube-proxy --config="$state/node/kube-proxy.yaml"
-  write_corefile
   dns_objects
-  launch coredns -conf "$state/node/Corefile"
   storage_objects
   wait_for kubelet 120 "the kubelet's /healthz" kubelet_healthy
   wait_for kube-proxy 60 "kube-proxy's /healthz" proxy_healthy
-  wait_for coredns 60 "CoreDNS's /health" coredns_healthy
+  wait_for kubelet 120 "CoreDNS Ready" dns_ready
   # kube-router finds its node by name: after the kubelet has registered it.
   wait_for kubelet 60 "the node registered" kc get node "$real_node_name"
   launch kube-router --kubeconfig="$state/kube-router.kubeconfig" --hostname-override="$real_node_name" \
@@ -820,7 +866,20 @@ EOF
 # Teardown (also of a crashed run)
 # ---------------------------------------------------------------------------
 
+# One real node per machine (it takes host paths, an address, a bridge): the state directory
+# of the one that runs is written here, so that a cluster of another state directory (a kwok
+# one on other ports) neither starts a second node nor takes this one's host setup for the
+# leftovers of a crash and removes it.
+node_owner_file=/run/shortener-real-node
+node_owner() { cat "$node_owner_file" 2>/dev/null; }
+node_owned_elsewhere() {
+  local owner
+  owner=$(node_owner) || return 1
+  [ -n "$owner" ] && [ "$owner" != "$state" ] && [ -d "$owner" ]
+}
+
 node_leftovers() {
+  node_owned_elsewhere && return 1
   [ -f "$state/real-node" ] || [ -e "/sys/class/net/$node_iface" ] || [ -e "/sys/class/net/$cni_bridge" ] ||
     [ -d "/sys/fs/cgroup/memory/$cgroup_root" ] || node_ip_on_lo
 }
@@ -956,6 +1015,7 @@ node_host_cleanup() {
   fi
   # The CNI cache of our network, should /var/lib/cni have existed before.
   rm -rf "/var/lib/cni/results/$cni_network"-* "/var/lib/cni/networks/$cni_network" 2>/dev/null
+  [ "$(node_owner)" != "$state" ] || rm -f "$node_owner_file"
   return 0
 }
 
@@ -971,7 +1031,7 @@ node_down() {
     log "removing every pod sandbox"
     crictl_cmd rmp --all --force >/dev/null 2>&1 || log "crictl rmp failed; cleaning up by hand"
   fi
-  for c in kube-router coredns kube-proxy containerd; do
+  for c in kube-router kube-proxy containerd; do
     if pid=$(pid_of "$c"); then log "stopping $c (pid $pid)"; stop_pids "$pid"; fi
   done
   node_host_cleanup

@@ -18,8 +18,9 @@
 #                        made with mmdebstrap from Debian packages and honouring the interface
 #                        the operator relies on (see each builder below)
 #   pause                the pod sandbox (scripts/cluster-node.sh builds the program)
-#   traefik              the real node's Ingress and Gateway API controller, from the binary
-#                        scripts/cluster-node.sh builds (static, uid 65532, CA certificates)
+#   traefik, coredns     the real node's Ingress/Gateway controller and cluster DNS, from the
+#                        static binaries scripts/cluster-node.sh builds (uid 65532, CA
+#                        certificates); the node loads them itself
 # Archives are cached in ${SHORTENER_IMAGES_CACHE:-~/.cache/shortener-images}, keyed by
 # their inputs; a second build of unchanged inputs does nothing.
 set -euo pipefail
@@ -40,7 +41,7 @@ redis_suite=bookworm
 # Bump when a builder changes what it makes from the same inputs.
 builder_version=1
 
-# What `build` and `load` make without arguments; the node loads traefik itself when it starts.
+# What `build` and `load` make without arguments; the node loads its add-ons itself.
 all_images=(pause shortener operator postgres pgbouncer redis)
 
 # ---------------------------------------------------------------------------
@@ -82,7 +83,7 @@ refs_of() {
   case $image in
     # The sandbox image the node's containerd is configured with (scripts/cluster-node.sh).
     pause) echo "${SHORTENER_PAUSE_IMAGE:-shortener.local/pause:1}" ;;
-    traefik) echo "${SHORTENER_TRAEFIK_IMAGE:?the real node names the Traefik image it runs}" ;;
+    traefik | coredns) echo "${SHORTENER_STATIC_IMAGE:?the real node names the image of its $image}" ;;
     operator) normalize "$(operator_ref)" ;;
     *)
       for ref in $(rendered_refs); do
@@ -212,24 +213,24 @@ pause_image() {
   echo "$out"
 }
 
-# A static Go binary (the real node's Traefik) as uid 65532, with the CA certificates and a
+# A static Go binary of the real node's add-ons as uid 65532, with the CA certificates and a
 # writable /tmp; nothing else.
-traefik_image() {
-  local binary=${SHORTENER_TRAEFIK_BINARY:?the real node names the Traefik binary} out key dir
-  [ -x "$binary" ] || die "no Traefik binary at $binary"
+static_image() { # name
+  local name=$1 binary=${SHORTENER_STATIC_BINARY:?the real node names the binary} out key dir
+  [ -x "$binary" ] || die "no $name binary at $binary"
   key=$({ echo "$builder_version"; sha256sum "$binary"; } | key_of)
-  out=$cache/traefik-$key.tar
+  out=$cache/$name-$key.tar
   [ -s "$out" ] && { echo "$out"; return 0; }
-  log "building traefik from $binary"
+  log "building $name from $binary"
   dir=$(mktemp -d "$cache/rootfs.XXXXXX")
   mkdir -p "$dir/usr/local/bin" "$dir/etc/ssl/certs" "$dir/tmp"
-  install -m 0755 "$binary" "$dir/usr/local/bin/traefik"
+  install -m 0755 "$binary" "$dir/usr/local/bin/$name"
   cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/"
   printf 'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n' >"$dir/etc/passwd"
   printf 'nonroot:x:65532:\n' >"$dir/etc/group"
   chmod 1777 "$dir/tmp"
   tar -C "$dir" --numeric-owner --owner=0 --group=0 -cf "$dir.tar" .
-  assemble "$out" "$dir.tar" latest --config.user 65532:65532 --config.entrypoint /usr/local/bin/traefik
+  assemble "$out" "$dir.tar" latest --config.user 65532:65532 --config.entrypoint "/usr/local/bin/$name"
   rm -rf "$dir" "$dir.tar"
   echo "$out"
 }
@@ -323,13 +324,13 @@ build_one() { # image; prints the archive
   mkdir -p "$cache"
   case $1 in
     pause) pause_image ;;
-    traefik) traefik_image ;;
+    traefik | coredns) static_image "$1" ;;
     shortener) build_rust shortener "$target/release/shortener" serve ;;
     operator) build_rust operator "$(operator_binary)" run ;;
     postgres) postgres_image ;;
     pgbouncer) pgbouncer_image ;;
     redis) redis_image ;;
-    *) die "unknown image $1 (one of: ${all_images[*]} traefik)" ;;
+    *) die "unknown image $1 (one of: ${all_images[*]} traefik coredns)" ;;
   esac
 }
 
