@@ -509,8 +509,10 @@ EOF
 }
 
 # Cluster DNS: CoreDNS as a pod of kube-system labelled `k8s-app: kube-dns` (what the
-# Shortener's NetworkPolicies admit DNS from, as in any cluster), unprivileged on port 1053,
-# behind the `kube-dns` Service at the kubelet's clusterDNS address.
+# Shortener's NetworkPolicies admit DNS from, as in any cluster), on port 53 as in any cluster
+# (policies name the pod's port) without root: the pod lowers its own network namespace's
+# unprivileged port floor (a safe sysctl). Behind the `kube-dns` Service at the kubelet's
+# clusterDNS address.
 dns_objects() {
   load_node_image coredns "$node_bin/coredns" "$coredns_image"
   kc apply -f - >/dev/null <<EOF
@@ -527,7 +529,7 @@ metadata:
   namespace: kube-system
 data:
   Corefile: |
-    .:1053 {
+    .:53 {
         errors
         health :8080
         ready :8181
@@ -554,15 +556,19 @@ spec:
     spec:
       serviceAccountName: coredns
       priorityClassName: system-cluster-critical
-      securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532 }
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        sysctls: [{ name: net.ipv4.ip_unprivileged_port_start, value: "53" }]
       containers:
       - name: coredns
         image: $coredns_image
         imagePullPolicy: Never
         args: [-conf, /etc/coredns/Corefile]
         ports:
-        - { name: dns, containerPort: 1053, protocol: UDP }
-        - { name: dns-tcp, containerPort: 1053, protocol: TCP }
+        - { name: dns, containerPort: 53, protocol: UDP }
+        - { name: dns-tcp, containerPort: 53, protocol: TCP }
         livenessProbe:
           httpGet: { path: /health, port: 8080 }
         readinessProbe:
@@ -591,8 +597,8 @@ spec:
   clusterIP: $dns_ip
   selector: { k8s-app: kube-dns }
   ports:
-  - { name: dns, port: 53, protocol: UDP, targetPort: 1053 }
-  - { name: dns-tcp, port: 53, protocol: TCP, targetPort: 1053 }
+  - { name: dns, port: 53, protocol: UDP, targetPort: 53 }
+  - { name: dns-tcp, port: 53, protocol: TCP, targetPort: 53 }
 EOF
 }
 
