@@ -71,7 +71,7 @@ operator_binary() {
 without_custom_resources() {
   python3 - "$1" "$2" <<'PY'
 import sys, yaml
-custom = ("monitoring.coreos.com/", "shortener.dev/")
+custom = ("monitoring.coreos.com/", "shortener.dev/", "gateway.networking.k8s.io/")
 kept, skipped = [], []
 for doc in yaml.safe_load_all(open(sys.argv[1])):
     if not doc:

@@ -18,17 +18,18 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::children::{
-    Child, Component, DesiredState, FIELD_MANAGER, Instance, Observed, monitoring, on_child,
-    postgres,
+    Child, Component, DesiredState, FIELD_MANAGER, Instance, Observed, OptionalApis, monitoring,
+    on_child, postgres,
 };
 use crate::crd::{API_VERSION, Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
+use crate::gateway_api;
 use crate::prune;
 use crate::status::Refusal;
 
 /// Facts from the cluster the desired state depends on.
 pub async fn observe(client: &Client, instance: &Instance<'_>) -> Result<Observed> {
-    let monitoring_crds = monitoring_crds_installed(client).await?;
+    let apis = served_apis(client).await?;
     let mut postgres_template_size = None;
     if instance.spec().database.embedded().is_some() {
         let api: Api<StatefulSet> = Api::namespaced(client.clone(), &instance.namespace);
@@ -45,20 +46,35 @@ pub async fn observe(client: &Client, instance: &Instance<'_>) -> Result<Observe
         }
     }
     Ok(Observed {
-        monitoring_crds,
+        apis,
         postgres_template_size,
     })
 }
 
-/// Discovery of the Prometheus Operator API group; a 404 means its CRDs are not installed.
-pub async fn monitoring_crds_installed(client: &Client) -> Result<bool> {
-    match client
-        .list_api_group_resources(monitoring::MONITORING_VERSION)
-        .await
-    {
+/// Which optional APIs the cluster serves, by discovery of each group-version: the one owner
+/// of that question (see `OptionalApis`). A CRD installed or removed later is seen by the next
+/// pass.
+pub async fn served_apis(client: &Client) -> Result<OptionalApis> {
+    let monitoring = serves(
+        client,
+        monitoring::MONITORING_VERSION,
+        &["servicemonitors", "prometheusrules"],
+    )
+    .await?;
+    let gateway = serves(client, gateway_api::GATEWAY_VERSION, &["httproutes"]).await?;
+    Ok(OptionalApis {
+        monitoring,
+        gateway,
+    })
+}
+
+/// Whether `group_version` serves every one of `plurals`; a 404 means its CRDs are not
+/// installed.
+async fn serves(client: &Client, group_version: &str, plurals: &[&str]) -> Result<bool> {
+    match client.list_api_group_resources(group_version).await {
         Ok(list) => {
-            let served = |plural: &str| list.resources.iter().any(|r| r.name == plural);
-            Ok(served("servicemonitors") && served("prometheusrules"))
+            let served = |plural: &&str| list.resources.iter().any(|r| r.name == *plural);
+            Ok(plurals.iter().all(served))
         }
         // The real API server answers an unserved group with a plain-text `404 page not
         // found`, not a Status object, so only the code is there to match (kube's
@@ -165,9 +181,9 @@ impl<'a> ClusterResources<'a> {
 
     /// Delete what is ours but was not applied in this pass (call only once every apply
     /// succeeded: a child that failed would otherwise look unwanted).
-    pub async fn prune(self, monitoring_crds: bool) -> Result<Written> {
+    pub async fn prune(self, apis: OptionalApis) -> Result<Written> {
         let wanted = self.applied.iter().map(Child::key).collect();
-        let pruned = prune::prune(self.client, self.instance, &wanted, monitoring_crds).await?;
+        let pruned = prune::prune(self.client, self.instance, &wanted, apis).await?;
         Ok(Written {
             applied: self.applied,
             pruned,

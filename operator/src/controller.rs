@@ -16,10 +16,13 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::children::{self, Credentials, DesiredState, Instance, MANAGED_BY, Observed};
+use crate::children::{
+    self, Credentials, DesiredState, Instance, MANAGED_BY, Observed, OptionalApis,
+};
 use crate::cluster::{self, ClusterResources, SeenChildren, Written};
 use crate::crd::{Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
+use crate::gateway_api;
 use crate::metrics::Metrics;
 use crate::status::{self, Notice, Pass, Readiness};
 
@@ -41,6 +44,9 @@ pub struct Context {
     allow_snippet_annotations: bool,
     /// What the owned-kind watches have seen of the children.
     pub seen: SeenChildren,
+    /// The optional APIs the last pass found served; the watch of an optional kind starts
+    /// once its API is (see `run_in`).
+    served: tokio::sync::watch::Sender<OptionalApis>,
 }
 
 impl Context {
@@ -56,7 +62,17 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             allow_snippet_annotations: false,
             seen: SeenChildren::default(),
+            served: tokio::sync::watch::Sender::new(OptionalApis::default()),
         }
+    }
+
+    /// Record what a pass discovered; wakes the watches waiting for an optional API.
+    fn discovered(&self, apis: OptionalApis) {
+        self.served.send_if_modified(|known| {
+            let changed = *known != apis;
+            *known = apis;
+            changed
+        });
     }
 
     /// Let Shorteners carry snippet annotations (`--allow-snippet-annotations`).
@@ -162,6 +178,7 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
     }
 
     let observed = cluster::observe(&ctx.client, &instance).await?;
+    ctx.discovered(observed.apis);
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
     let (created_secrets, mut refusals) =
         cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
@@ -179,14 +196,16 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
 
     refusals.extend(more_refusals);
     refusals.extend(status::role_setup_failure(&applied));
+    let route = status::route_acceptance(&instance, observed.apis, &applied, &old, &now);
+    refusals.extend(route.as_ref().and_then(|r| r.refusal()));
     let readiness = Readiness::of(&applied);
-    let monitoring_crds = observed.monitoring_crds;
     let new = status::reconciled(
         &instance,
         &old,
-        monitoring_crds,
+        observed.apis,
         &readiness,
         &refusals,
+        route.as_ref(),
         &now,
     );
     cluster::write_status(&api, &instance.name, &old, &new).await?;
@@ -199,8 +218,11 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
         .await;
 
     info!(shortener = %object_key(shortener), ready = readiness.all_ready(), "reconciled");
+    // A route waiting for its Gateways' answer is looked at again soon, so that the wait is
+    // reported once it outlasts its patience even if no watch event comes.
+    let waiting = route.as_ref().is_some_and(|r| r.pending());
     Ok(Action::requeue(
-        if readiness.all_ready() && refusals.is_empty() {
+        if readiness.all_ready() && refusals.is_empty() && !waiting {
             STEADY_REQUEUE
         } else {
             PROGRESS_REQUEUE
@@ -213,9 +235,11 @@ const SNIPPETS_REFUSED: &str = "SnippetAnnotationRefused";
 /// Why the spec cannot be applied at all: snippet annotations on the Ingress, unless allowed.
 /// Refused before any write, so the stack keeps running as last applied.
 fn refused_annotations(shortener: &Shortener, allowed: bool) -> Option<String> {
-    let ingress = &shortener.spec.ingress;
-    let snippets = children::app::snippet_annotations(&ingress.annotations);
-    if allowed || !ingress.enabled || snippets.is_empty() {
+    let Ok(crate::crd::Exposure::Ingress(ingress)) = shortener.spec.exposure() else {
+        return None;
+    };
+    let snippets = children::exposure::snippet_annotations(&ingress.annotations);
+    if allowed || snippets.is_empty() {
         return None;
     }
     Some(format!(
@@ -243,7 +267,7 @@ async fn write_children(
         let size = &pg.storage.size.0;
         resources.refused(cluster::grow_postgres_volume(client, instance, observed, size).await?);
     }
-    resources.prune(observed.monitoring_crds).await
+    resources.prune(observed.apis).await
 }
 
 async fn report_failure(
@@ -312,28 +336,29 @@ async fn run_in(
     };
     let owned = watcher::Config::default().labels(&managed_selector());
     let controller = Controller::new(shorteners, watcher::Config::default().any_semantic());
-    children::managed_kinds(false)
+    // The kinds every cluster serves are watched from the start; the HTTPRoute's watch starts
+    // once a pass has found the Gateway API served (a watch of a kind not served would fail
+    // and retry forever). ServiceMonitor and PrometheusRule are not watched: re-applied at the
+    // periodic requeue.
+    let controller = children::managed_kinds(OptionalApis::default())
         .into_iter()
         .fold(controller, |controller, kind| {
-            // Metadata only: owner references and labels are all it needs.
-            let api = match namespace {
-                Some(ns) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(
-                    client.clone(),
-                    ns,
-                    &kind,
-                ),
-                None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &kind),
-            };
-            // The watch that triggers a reconcile on drift also fills the store that tells a
-            // pass what exists (cluster::SeenChildren), so applies need no GET first.
-            let writer = reflector::store::Writer::new(kind.clone());
-            ctx.seen.add(kind.clone(), writer.as_reader());
-            // Deletions must trigger too (a deleted child is recreated): touched, not applied.
-            #[allow(deprecated)]
-            let stream =
-                reflector(writer, watcher(api, owned.clone()).default_backoff()).touched_objects();
+            let stream = owned_watch(&client, namespace, &ctx, kind.clone(), owned.clone());
             controller.owns_stream_with(stream, kind)
-        })
+        });
+    let route = gateway_api::http_route_resource();
+    let route_watch = owned_watch(&client, namespace, &ctx, route.clone(), owned);
+    let mut served = ctx.served.subscribe();
+    let once_served = futures::stream::once(async move {
+        // Only a dropped context ends the wait, and then nothing is left to watch for.
+        if served.wait_for(|apis| apis.gateway).await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+        route_watch
+    })
+    .flatten();
+    let controller = controller.owns_stream_with(once_served, route);
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -343,6 +368,30 @@ async fn run_in(
             }
         })
         .await;
+}
+
+/// The label-filtered metadata watch of one owned kind: it triggers a reconcile of the owner
+/// on every change (deletions too: a deleted child is recreated) and fills the store that
+/// tells a pass what exists (cluster::SeenChildren), so applies need no GET first.
+fn owned_watch(
+    client: &Client,
+    namespace: Option<&str>,
+    ctx: &Context,
+    kind: kube::api::ApiResource,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send + 'static
+{
+    // Metadata only: owner references and labels are all it needs.
+    let api = match namespace {
+        Some(ns) => {
+            Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(client.clone(), ns, &kind)
+        }
+        None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &kind),
+    };
+    let writer = reflector::store::Writer::new(kind.clone());
+    ctx.seen.add(kind, writer.as_reader());
+    #[allow(deprecated)]
+    reflector(writer, watcher(api, config).default_backoff()).touched_objects()
 }
 
 #[cfg(test)]
@@ -847,7 +896,7 @@ mod tests {
     async fn turning_the_ingress_off_deletes_the_owned_ingress_and_nothing_else() {
         let before = reconciled_and_ready().await;
         let mut after = before.clone();
-        after.spec.ingress.enabled = false;
+        after.spec.ingress.enabled = Some(false);
         after.metadata.generation = Some(2);
         let foreign = vec![
             ingress("links-by-hand", None),
@@ -907,7 +956,7 @@ mod tests {
     async fn a_refused_delete_marks_the_shortener_degraded() {
         let before = reconciled_and_ready().await;
         let mut after = before.clone();
-        after.spec.ingress.enabled = false;
+        after.spec.ingress.enabled = Some(false);
         after.metadata.generation = Some(2);
         let scenario = Scenario::DeleteForbidden(Box::new(before), after.clone());
         let (result, recorded, _) = pass(&after, scenario).await;
@@ -925,5 +974,148 @@ mod tests {
             recorded.events,
             vec![("PruneFailed".to_string(), "Warning".to_string())]
         );
+    }
+
+    fn routed(mut s: Shortener) -> Shortener {
+        s.spec.http_route = Some(crate::crd::HttpRouteSpec {
+            parent_refs: vec![crate::crd::GatewayParentRef {
+                name: "public".into(),
+                namespace: Some("infra".into()),
+                section_name: Some("https".into()),
+                port: None,
+            }],
+            hostnames: vec!["sho.rt".into()],
+            scheme: crate::crd::PublicScheme::Https,
+            annotations: Default::default(),
+        });
+        s
+    }
+
+    /// `status.parents` of the route as a Gateway controller writes it.
+    fn answered(accepted: (&str, &str, &str), resolved: &str) -> serde_json::Value {
+        let (status, reason, message) = accepted;
+        serde_json::json!([{
+            "parentRef": { "group": "gateway.networking.k8s.io", "kind": "Gateway",
+                           "namespace": "infra", "name": "public", "sectionName": "https" },
+            "controllerName": "example.net/gateway-controller",
+            "conditions": [
+                { "type": "Accepted", "status": status, "reason": reason, "message": message,
+                  "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z" },
+                { "type": "ResolvedRefs", "status": resolved, "reason": "ResolvedRefs",
+                  "message": "", "observedGeneration": 1,
+                  "lastTransitionTime": "2026-01-01T00:00:00Z" },
+            ],
+        }])
+    }
+
+    #[tokio::test]
+    async fn a_route_the_gateway_accepts_is_reported_and_replaces_the_ingress() {
+        let s = routed(shortener(ShortenerSpec::default()));
+        let parents = answered(("True", "Accepted", "accepted"), "True");
+        let (result, recorded, _) = pass(&s, Scenario::RouteAnswered(s.clone(), parents)).await;
+        assert_eq!(result.unwrap(), Action::requeue(STEADY_REQUEUE));
+        let route = recorded.applied("HTTPRoute", "links");
+        assert_eq!(route["spec"]["hostnames"], serde_json::json!(["sho.rt"]));
+        assert!(recorded.applied.iter().all(|v| v["kind"] != "Ingress"));
+        assert_eq!(
+            recorded.condition("RouteAccepted"),
+            ("True".into(), "Accepted".into())
+        );
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("False".into(), "ReconcileSucceeded".into())
+        );
+        let status = recorded.status.as_ref().unwrap();
+        assert_eq!(status.url.as_deref(), Some("https://sho.rt"));
+        let config = recorded.applied("ConfigMap", "links-config");
+        assert_eq!(config["data"]["PUBLIC_BASE_URL"], "https://sho.rt");
+    }
+
+    #[tokio::test]
+    async fn a_route_the_gateway_refuses_degrades_with_the_gateways_words() {
+        let s = routed(shortener(ShortenerSpec::default()));
+        let parents = answered(
+            (
+                "False",
+                "NotAllowedByListeners",
+                "namespace web is not allowed",
+            ),
+            "True",
+        );
+        let (result, recorded, _) = pass(&s, Scenario::RouteAnswered(s.clone(), parents)).await;
+        assert_eq!(result.unwrap(), Action::requeue(PROGRESS_REQUEUE));
+        assert_eq!(
+            recorded.condition("RouteAccepted"),
+            ("False".into(), "NotAllowedByListeners".into())
+        );
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "RouteNotAccepted".into())
+        );
+        let status = recorded.status.as_ref().unwrap();
+        let route = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "RouteAccepted");
+        let message = &route.unwrap().message;
+        assert!(
+            message.contains("Gateway infra/public listener https")
+                && message.contains("namespace web is not allowed"),
+            "{message}"
+        );
+        assert!(recorded.event_reasons().contains(&"Degraded"));
+    }
+
+    #[tokio::test]
+    async fn a_route_without_the_gateway_api_is_reported_and_the_rest_applied() {
+        let s = routed(shortener(ShortenerSpec::default()));
+        let (result, recorded, _) = pass(&s, Scenario::GatewayApiMissing(s.clone())).await;
+        assert_eq!(result.unwrap(), Action::requeue(PROGRESS_REQUEUE));
+        assert!(
+            recorded
+                .applied
+                .iter()
+                .all(|v| v["kind"] != "HTTPRoute" && v["kind"] != "Ingress")
+        );
+        assert!(recorded.applied("Deployment", "links").is_object());
+        assert_eq!(
+            recorded.condition("RouteAccepted"),
+            ("False".into(), "GatewayAPINotInstalled".into())
+        );
+        assert_eq!(
+            recorded.condition("Degraded"),
+            ("True".into(), "GatewayAPINotInstalled".into())
+        );
+        assert_eq!(
+            recorded.condition("Ready"),
+            ("True".into(), "AllComponentsReady".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn switching_to_a_route_prunes_the_ingress_and_back() {
+        let before = reconciled_and_ready().await;
+        let mut after = routed(before.clone());
+        after.metadata.generation = Some(2);
+        let scenario = Scenario::SpecShrunk(Box::new(before.clone()), after.clone(), Vec::new());
+        let (result, recorded, _) = pass(&after, scenario).await;
+        result.unwrap();
+        assert_eq!(recorded.deleted, vec!["Ingress/links"]);
+        assert!(recorded.applied("HTTPRoute", "links").is_object());
+        // No Gateway has answered yet.
+        assert_eq!(
+            recorded.condition("RouteAccepted"),
+            ("Unknown".into(), "Pending".into())
+        );
+
+        let mut back = before.clone();
+        back.metadata.generation = Some(3);
+        let scenario = Scenario::SpecShrunk(Box::new(after), back.clone(), Vec::new());
+        let (result, recorded, _) = pass(&back, scenario).await;
+        result.unwrap();
+        assert_eq!(recorded.deleted, vec!["HTTPRoute/links"]);
+        assert!(recorded.applied("Ingress", "links").is_object());
+        let status = recorded.status.unwrap();
+        assert!(!status.conditions.iter().any(|c| c.type_ == "RouteAccepted"));
     }
 }

@@ -29,6 +29,7 @@ pub const API_VERSION: &str = "shortener.dev/v1alpha1";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
+    printcolumn = r#"{"name":"Route","type":"string","jsonPath":".status.conditions[?(@.type==\"RouteAccepted\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     scale(
         spec_replicas_path = ".spec.app.replicas",
@@ -57,6 +58,13 @@ pub const API_VERSION: &str = "shortener.dev/v1alpha1";
     postgres_field("self", "version", &format!("'{DEFAULT_POSTGRES_VERSION}'")),
     postgres_field("oldSelf", "version", &format!("'{DEFAULT_POSTGRES_VERSION}'")),
 )).message("postgres.version is immutable: a major upgrade needs pg_upgrade or a dump and restore"))]
+// One exposure at a time. `ingress.enabled` has no schema default (absent: an Ingress unless
+// `httpRoute` is set), so a Shortener that sets only `httpRoute` needs no `ingress` at all;
+// Shorteners stored before `httpRoute` existed hold `enabled: true` (the old default) and must
+// turn it off to switch, which the message says.
+#[x_kube(validation = Rule::new(
+    "!has(self.httpRoute) || !has(self.ingress) || !has(self.ingress.enabled) || !self.ingress.enabled"
+).message(BOTH_EXPOSURES))]
 #[serde(rename_all = "camelCase")]
 pub struct ShortenerSpec {
     /// Stop reconciling: children are left exactly as they are until this is false again.
@@ -65,9 +73,13 @@ pub struct ShortenerSpec {
     /// The HTTP service.
     #[serde(default)]
     pub app: AppSpec,
-    /// How the service is exposed outside the cluster.
+    /// Exposure by an Ingress: the default while `httpRoute` is not set.
     #[serde(default)]
     pub ingress: IngressSpec,
+    /// Exposure by a Gateway API HTTPRoute attached to Gateways the platform team owns,
+    /// instead of the Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<HttpRouteSpec>,
     /// Where links are stored.
     #[serde(default)]
     pub database: DatabaseSpec,
@@ -319,19 +331,26 @@ pub struct RateLimit {
     pub redirect_miss_burst: Option<u32>,
 }
 
+/// The host pattern of `ingress.host` and `httpRoute.hostnames`: lowercase DNS labels, the last
+/// one starting with a letter. Only such hosts become a `PUBLIC_BASE_URL` the service takes
+/// (`operator/tests/settings.rs`); Gateway API hostnames are a superset (wildcards aside).
+pub const HOST_PATTERN: &str = r"^([a-z0-9]+(-[a-z0-9]+)*\.)*[a-z][a-z0-9]*(-[a-z0-9]+)*$";
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
-    /// Create an Ingress at all; without one the service is reachable only in-cluster.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// IngressClass that serves the Ingress.
+    /// Create an Ingress. Unset: an Ingress unless `httpRoute` is set; false: no Ingress (with
+    /// neither, the service is reachable only in-cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// IngressClass that serves the Ingress. Only `nginx` (ingress-nginx) gets what is
+    /// specific to ingress-nginx (its alerts); any other class gets a plain Ingress.
     #[serde(default = "default_ingress_class")]
     pub class_name: String,
     /// Public host name; without it the Ingress matches any host. Lowercase DNS labels, the
     /// last one starting with a letter (it also becomes the service's `PUBLIC_BASE_URL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([a-z0-9]+(-[a-z0-9]+)*\.)*[a-z][a-z0-9]*(-[a-z0-9]+)*$"))]
+    #[schemars(regex(pattern = HOST_PATTERN))]
     #[schemars(length(max = 253))]
     pub host: Option<String>,
     /// Secret of type kubernetes.io/tls holding the certificate for `host`.
@@ -345,7 +364,7 @@ pub struct IngressSpec {
 impl Default for IngressSpec {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: None,
             class_name: default_ingress_class(),
             host: None,
             tls_secret_name: None,
@@ -353,6 +372,150 @@ impl Default for IngressSpec {
         }
     }
 }
+
+/// The IngressClass of ingress-nginx.
+pub const NGINX_CLASS: &str = "nginx";
+
+impl IngressSpec {
+    /// Served by ingress-nginx: what only ingress-nginx understands applies.
+    pub fn is_nginx(&self) -> bool {
+        self.class_name == NGINX_CLASS
+    }
+}
+
+/// An HTTPRoute (gateway.networking.k8s.io/v1) attached to Gateways the platform team owns.
+/// The operator writes its rules: everything to the app Service but `/metrics`, which the
+/// Gateway answers itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    /// The Gateways (or their listeners) the route attaches to, as in an HTTPRoute's
+    /// `parentRefs`; each Gateway's listeners must allow routes from this namespace.
+    #[schemars(length(min = 1, max = 32))]
+    pub parent_refs: Vec<GatewayParentRef>,
+    /// Host names the route serves, as in an HTTPRoute's `hostnames` (no wildcards); the
+    /// first also becomes the service's `PUBLIC_BASE_URL`. Empty: every host the listeners
+    /// accept, and the service uses each request's Host header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(inner(regex(pattern = HOST_PATTERN), length(min = 1, max = 253)))]
+    pub hostnames: Vec<String>,
+    /// Scheme of the public URL: `https` when the Gateway's listener terminates TLS (the
+    /// Gateway, not the Shortener, holds the certificate), `http` otherwise.
+    #[serde(default)]
+    pub scheme: PublicScheme,
+    /// Extra annotations for the HTTPRoute (e.g. external-dns).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A Gateway the route attaches to (`group` and `kind` are always the Gateway API's Gateway).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayParentRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Gateway; the Shortener's own when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// One listener of the Gateway, by name; all that accept the route when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
+    /// The listeners of the Gateway on this port; all when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PublicScheme {
+    #[default]
+    Https,
+    Http,
+}
+
+impl PublicScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Https => "https",
+            Self::Http => "http",
+        }
+    }
+}
+
+/// How the service is reached from outside the cluster: the one reading of `ingress` and
+/// `httpRoute` every builder asks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Exposure<'a> {
+    Ingress(&'a IngressSpec),
+    HttpRoute(&'a HttpRouteSpec),
+    /// Reachable in-cluster only.
+    None,
+}
+
+impl<'a> Exposure<'a> {
+    /// `scheme://host` for `PUBLIC_BASE_URL` and `status.url`, when the exposure names a host.
+    pub fn public_base_url(&self) -> Option<String> {
+        match self {
+            Self::Ingress(ingress) => {
+                let scheme = match ingress.tls_secret_name {
+                    Some(_) => "https",
+                    None => "http",
+                };
+                ingress
+                    .host
+                    .as_ref()
+                    .map(|host| format!("{scheme}://{host}"))
+            }
+            Self::HttpRoute(route) => {
+                let host = route.hostnames.first()?;
+                Some(format!("{}://{host}", route.scheme.as_str()))
+            }
+            Self::None => None,
+        }
+    }
+
+    /// Whether requests arrive through a proxy (an ingress controller or a Gateway).
+    pub fn is_proxied(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+
+    /// The Ingress, when that is the exposure.
+    pub fn ingress(&self) -> Option<&'a IngressSpec> {
+        match self {
+            Self::Ingress(ingress) => Some(ingress),
+            _ => None,
+        }
+    }
+
+    /// The HTTPRoute, when that is the exposure.
+    pub fn http_route(&self) -> Option<&'a HttpRouteSpec> {
+        match self {
+            Self::HttpRoute(route) => Some(route),
+            _ => None,
+        }
+    }
+}
+
+impl ShortenerSpec {
+    /// The exposure this spec asks for. Both at once is refused by the API server (CEL);
+    /// a manifest that never went through it (`render -f`) is refused here with the same words.
+    pub fn exposure(&self) -> Result<Exposure<'_>, String> {
+        match (&self.http_route, self.ingress.enabled) {
+            (Some(_), Some(true)) => Err(BOTH_EXPOSURES.to_string()),
+            (Some(route), _) => Ok(Exposure::HttpRoute(route)),
+            (None, Some(false)) => Ok(Exposure::None),
+            (None, _) => Ok(Exposure::Ingress(&self.ingress)),
+        }
+    }
+}
+
+/// The API server's message (and `render`'s) for a spec asking for both exposures.
+pub const BOTH_EXPOSURES: &str = "expose the Shortener by spec.ingress or by spec.httpRoute, not both: remove spec.httpRoute, or set spec.ingress.enabled to false (Shorteners created before spec.httpRoute existed have it stored as true)";
 
 /// Either the embedded PostgreSQL (`postgres`) or an existing one (`external`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -600,9 +763,16 @@ pub struct NetworkPolicySpec {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Labels of the namespace(s) of the ingress controller, the only source of traffic to
-    /// the app's HTTP port besides Prometheus.
+    /// the app's HTTP port besides Prometheus while the service is exposed by an Ingress.
     #[serde(default = "default_ingress_controller_namespace")]
     pub ingress_controller_namespace_selector: BTreeMap<String, String>,
+    /// Labels of the namespace(s) where the Gateway implementation's proxies run, the only
+    /// source of traffic to the app's HTTP port besides Prometheus while the service is
+    /// exposed by an HTTPRoute. Unset: the namespaces of `httpRoute.parentRefs` (where most
+    /// implementations run a Gateway's proxies); set it when they run elsewhere, e.g.
+    /// `kubernetes.io/metadata.name: envoy-gateway-system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_namespace_selector: Option<BTreeMap<String, String>>,
     /// Labels of the namespace(s) of Prometheus, which scrapes the app's `/metrics`.
     #[serde(default = "default_prometheus_namespace")]
     pub prometheus_namespace_selector: BTreeMap<String, String>,
@@ -613,6 +783,7 @@ impl Default for NetworkPolicySpec {
         Self {
             enabled: true,
             ingress_controller_namespace_selector: default_ingress_controller_namespace(),
+            gateway_namespace_selector: None,
             prometheus_namespace_selector: default_prometheus_namespace(),
         }
     }
@@ -635,7 +806,7 @@ pub struct ShortenerStatus {
     /// The `metadata.generation` the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded, Paused and MonitoringAvailable.
+    /// Ready, Progressing, Degraded, Paused, MonitoringAvailable and RouteAccepted.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// App pods that pass their readiness probe.
@@ -665,7 +836,7 @@ fn default_log_level() -> String {
     "info".into()
 }
 fn default_ingress_class() -> String {
-    "nginx".into()
+    NGINX_CLASS.into()
 }
 const DEFAULT_POSTGRES_VERSION: &str = "17";
 const DEFAULT_STORAGE_SIZE: &str = "1Gi";

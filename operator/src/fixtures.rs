@@ -15,7 +15,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tower_test::mock::{Handle, SendResponse};
 
-use crate::children::{self, Credentials, Instance, Observed, postgres};
+use crate::children::{self, Credentials, Instance, Observed, OptionalApis, postgres};
 use crate::controller::Context;
 use crate::crd::{Shortener, ShortenerStatus};
 use crate::metrics::Metrics;
@@ -89,6 +89,10 @@ pub enum Scenario {
     NoOp(Shortener),
     /// The monitoring.coreos.com group is not served.
     MonitoringCrdsMissing(Shortener),
+    /// The gateway.networking.k8s.io group is not served.
+    GatewayApiMissing(Shortener),
+    /// The stack exists; the applied HTTPRoute comes back with this `status.parents`.
+    RouteAnswered(Shortener, Value),
     /// spec.paused: only the status is touched.
     Paused(Shortener),
     /// The API server rejects the apply of the given kind.
@@ -125,7 +129,7 @@ pub fn seen_by_the_watches(
 
     let instance = Instance::new(shortener).unwrap();
     let observed = Observed {
-        monitoring_crds: true,
+        apis: OptionalApis::ALL,
         postgres_template_size: Some("1Gi".into()),
     };
     let desired = children::desired_state(&instance, &observed, &Credentials::placeholder());
@@ -161,7 +165,7 @@ pub fn seen_by_the_watches(
 
 struct Plan {
     shortener: Shortener,
-    monitoring_crds: bool,
+    apis: OptionalApis,
     statefulset_size: Option<String>,
     secrets_exist: bool,
     workloads: Workloads,
@@ -175,13 +179,15 @@ struct Plan {
     foreign: Option<(&'static str, &'static str)>,
     /// The watch cache knows every child: no read before an apply.
     watched: bool,
+    /// `status.parents` of the HTTPRoute as the API server returns it after the apply.
+    route_parents: Option<Value>,
 }
 
 impl Scenario {
     fn plan(self) -> Plan {
         let base = |shortener: Shortener| Plan {
             shortener,
-            monitoring_crds: true,
+            apis: OptionalApis::ALL,
             statefulset_size: Some("1Gi".into()),
             secrets_exist: true,
             workloads: Workloads::Ready,
@@ -191,6 +197,7 @@ impl Scenario {
             refuse_resize: false,
             foreign: None,
             watched: false,
+            route_parents: None,
         };
         match self {
             Self::FirstCreation(s) => Plan {
@@ -205,7 +212,21 @@ impl Scenario {
             },
             Self::NoOp(s) | Self::Paused(s) | Self::Refused(s) => base(s),
             Self::MonitoringCrdsMissing(s) => Plan {
-                monitoring_crds: false,
+                apis: OptionalApis {
+                    monitoring: false,
+                    ..OptionalApis::ALL
+                },
+                ..base(s)
+            },
+            Self::GatewayApiMissing(s) => Plan {
+                apis: OptionalApis {
+                    gateway: false,
+                    ..OptionalApis::ALL
+                },
+                ..base(s)
+            },
+            Self::RouteAnswered(s, parents) => Plan {
+                route_parents: Some(parents),
                 ..base(s)
             },
             Self::ApplyRejected(s, kind) => Plan {
@@ -227,7 +248,7 @@ impl Scenario {
             Self::SpecShrunk(before, after, mut cluster) => {
                 let instance = Instance::new(&before).unwrap();
                 let observed = Observed {
-                    monitoring_crds: true,
+                    apis: OptionalApis::ALL,
                     postgres_template_size: Some("1Gi".into()),
                 };
                 let earlier =
@@ -315,6 +336,31 @@ fn query_encoded(selector: &str) -> String {
 }
 
 impl ApiServerVerifier {
+    /// The discovery of one optional group-version: its resources, or the plain-text 404
+    /// kube-apiserver sends for a group it does not serve.
+    async fn expect_discovery(&mut self, group_version: &str, served: bool, resources: Value) {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), format!("/apis/{group_version}"));
+        if served {
+            send.send_response(json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": "APIResourceList", "apiVersion": "v1",
+                    "groupVersion": group_version, "resources": resources,
+                }),
+            ));
+        } else {
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .header("content-type", "text/plain; charset=utf-8")
+                    .body(Body::from(b"404 page not found\n".to_vec()))
+                    .unwrap(),
+            );
+        }
+    }
+
     /// The server-side apply of `child`: answered as stored, or refused as the plan says
     /// (then false: the pass stops there).
     async fn expect_apply(&mut self, plan: &Plan, child: &children::Child, ns: &str) -> bool {
@@ -361,10 +407,11 @@ impl ApiServerVerifier {
             ));
             return false;
         }
-        send.send_response(json_response(
-            StatusCode::OK,
-            &as_stored(body, plan.workloads),
-        ));
+        let mut stored = as_stored(body, plan.workloads);
+        if let (Some(parents), "HTTPRoute") = (&plan.route_parents, child.kind().as_str()) {
+            stored["status"] = json!({ "parents": parents });
+        }
+        send.send_response(json_response(StatusCode::OK, &stored));
         true
     }
 
@@ -374,7 +421,7 @@ impl ApiServerVerifier {
             let mut this = self;
             this.forbid_deletes = plan.forbid_deletes;
             let annotations = &plan.shortener.spec.ingress.annotations;
-            let refused = !crate::children::app::snippet_annotations(annotations).is_empty()
+            let refused = !crate::children::exposure::snippet_annotations(annotations).is_empty()
                 && !this.allow_snippets;
             if plan.shortener.spec.paused || refused {
                 this = this.handle_status_patch(&plan.shortener).await;
@@ -397,33 +444,25 @@ impl ApiServerVerifier {
         let instance = Instance::new(shortener).unwrap();
         let ns = instance.namespace.clone();
 
-        // 1. Discovery of the monitoring group.
-        let (request, send) = self.next().await;
-        assert_eq!(request.method(), Method::GET);
-        assert_eq!(request.uri().path(), "/apis/monitoring.coreos.com/v1");
-        if plan.monitoring_crds {
-            send.send_response(json_response(
-                StatusCode::OK,
-                &json!({
-                    "kind": "APIResourceList", "apiVersion": "v1",
-                    "groupVersion": "monitoring.coreos.com/v1",
-                    "resources": [
-                        {"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true, "kind": "ServiceMonitor", "verbs": ["get", "patch"]},
-                        {"name": "prometheusrules", "singularName": "prometheusrule", "namespaced": true, "kind": "PrometheusRule", "verbs": ["get", "patch"]},
-                    ],
-                }),
-            ));
-        } else {
-            // What kube-apiserver really sends for a group it does not serve: plain text,
-            // not a Status object.
-            send.send_response(
-                Response::builder()
-                    .status(StatusCode::NOT_FOUND)
-                    .header("content-type", "text/plain; charset=utf-8")
-                    .body(Body::from(b"404 page not found\n".to_vec()))
-                    .unwrap(),
-            );
-        }
+        // 1. Discovery of the optional groups.
+        self.expect_discovery(
+            "monitoring.coreos.com/v1",
+            plan.apis.monitoring,
+            json!([
+                {"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true, "kind": "ServiceMonitor", "verbs": ["get", "patch"]},
+                {"name": "prometheusrules", "singularName": "prometheusrule", "namespaced": true, "kind": "PrometheusRule", "verbs": ["get", "patch"]},
+            ]),
+        )
+        .await;
+        self.expect_discovery(
+            "gateway.networking.k8s.io/v1",
+            plan.apis.gateway,
+            json!([
+                {"name": "gateways", "singularName": "gateway", "namespaced": true, "kind": "Gateway", "verbs": ["get", "patch"]},
+                {"name": "httproutes", "singularName": "httproute", "namespaced": true, "kind": "HTTPRoute", "verbs": ["get", "patch"]},
+            ]),
+        )
+        .await;
 
         // 2. The existing StatefulSet, for its immutable claim template.
         let embedded = shortener.spec.database.embedded();
@@ -452,7 +491,7 @@ impl ApiServerVerifier {
 
         // 3. Generated Secrets: read, and created only when absent.
         let observed = Observed {
-            monitoring_crds: plan.monitoring_crds,
+            apis: plan.apis,
             postgres_template_size: plan.statefulset_size.clone(),
         };
         let desired =
@@ -584,7 +623,7 @@ impl ApiServerVerifier {
                 cluster.push(object.clone());
             }
         }
-        for resource in children::managed_kinds(plan.monitoring_crds) {
+        for resource in children::managed_kinds(plan.apis) {
             let Some((request, send)) = self.next_answering_deletes(&ns).await else {
                 return self; // A refused delete ends the pass.
             };
@@ -640,7 +679,7 @@ impl ApiServerVerifier {
         send: SendResponse<Response<Body>>,
     ) {
         let path = request.uri().path().to_string();
-        let kind = children::managed_kinds(true)
+        let kind = children::managed_kinds(OptionalApis::ALL)
             .into_iter()
             .find(|r| path.starts_with(&format!("{}/", collection_path(r, ns))))
             .unwrap_or_else(|| panic!("delete of an unmanaged kind: {path}"))

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod gateway_api;
 pub mod metrics;
 pub mod prune;
 pub mod render;

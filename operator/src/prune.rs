@@ -1,5 +1,6 @@
 //! Pruning: once a pass has applied every desired child, delete what this Shortener made
-//! earlier that the spec no longer asks for (an Ingress after `ingress.enabled: false`, Redis
+//! earlier that the spec no longer asks for (an Ingress after `ingress.enabled: false` or a
+//! switch to an HTTPRoute, the HTTPRoute after a switch back, Redis
 //! after `redis.external`, a ServiceMonitor after turning it off). Called by
 //! `cluster::ClusterResources::prune`, which holds the record of what the pass applied.
 //!
@@ -18,7 +19,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Preconditions, PropagationPolicy,
 };
 
-use crate::children::{self, Instance, object_key};
+use crate::children::{self, Instance, OptionalApis, object_key};
 use crate::error::{Error, Result};
 
 /// Delete the owned children of `instance` whose `Kind/name` is not in `wanted`; returns
@@ -27,11 +28,11 @@ pub async fn prune(
     client: &Client,
     instance: &Instance<'_>,
     wanted: &BTreeSet<String>,
-    monitoring_crds: bool,
+    apis: OptionalApis,
 ) -> Result<Vec<String>> {
     let selector = ListParams::default().labels(&instance.instance_selector());
     let mut pruned = Vec::new();
-    for resource in children::managed_kinds(monitoring_crds) {
+    for resource in children::managed_kinds(apis) {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &instance.namespace, &resource);
         let listed = api

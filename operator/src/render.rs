@@ -3,7 +3,7 @@
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::children::{self, Credentials, Instance, Observed, RENDER_UID};
+use crate::children::{self, Credentials, Instance, Observed, OptionalApis, RENDER_UID};
 use crate::crd::Shortener;
 use crate::error::{Error, Result};
 
@@ -23,12 +23,13 @@ pub fn load(yaml: &str) -> Result<Shortener> {
     Ok(shortener)
 }
 
-/// Every child as one multi-document YAML stream, assuming the monitoring CRDs are installed.
+/// Every child as one multi-document YAML stream, assuming the optional APIs (the Prometheus
+/// Operator's, the Gateway API) are served.
 /// Generated Secrets carry placeholder values: the real ones are random and created once.
 pub fn render(shortener: &Shortener) -> Result<String> {
     let instance = Instance::new(shortener)?;
     let observed = Observed {
-        monitoring_crds: true,
+        apis: OptionalApis::ALL,
         postgres_template_size: None,
     };
     let desired = children::desired_state(&instance, &observed, &Credentials::placeholder())?;

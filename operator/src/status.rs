@@ -5,14 +5,16 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::EventType;
 
-use crate::children::{Child, Component, Instance};
-use crate::crd::ShortenerStatus;
+use crate::children::{Child, Component, Instance, OptionalApis};
+use crate::crd::{Exposure, ShortenerStatus};
+use crate::gateway_api::HTTPRoute;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const PAUSED: &str = "Paused";
 pub const MONITORING: &str = "MonitoringAvailable";
+pub const ROUTE: &str = "RouteAccepted";
 
 pub const MONITORING_MISSING: &str = "the monitoring.coreos.com CRDs are not installed, so no ServiceMonitor or PrometheusRule was created; install the Prometheus Operator (for example kube-prometheus-stack) or disable spec.monitoring.serviceMonitor and spec.monitoring.prometheusRule";
 
@@ -147,6 +149,185 @@ pub fn role_setup_failure(applied: &[Child]) -> Option<Refusal> {
     })
 }
 
+/// How long an HTTPRoute may wait for a Gateway controller's answer (`status.parents`) before
+/// the wait is reported as a failure: long enough for a busy controller, short enough that a
+/// Gateway nobody serves (a wrong name, a class without a controller) shows.
+pub const ROUTE_PATIENCE_SECONDS: i64 = 120;
+
+/// The Degraded reasons of an HTTPRoute the Gateways did not take.
+pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
+pub const GATEWAY_API_MISSING: &str = "GatewayAPINotInstalled";
+
+pub const GATEWAY_API_MISSING_MESSAGE: &str = "spec.httpRoute asks for an HTTPRoute, but the cluster does not serve the Gateway API (gateway.networking.k8s.io/v1 httproutes), so none was created and the service is reachable in-cluster only; install the Gateway API CRDs (standard channel) with a Gateway implementation, or expose the Shortener by spec.ingress";
+
+/// The RouteAccepted condition: what the Gateways named in `httpRoute.parentRefs` answered in
+/// the HTTPRoute's `status.parents` (their `Accepted` and `ResolvedRefs` conditions for the
+/// route's current generation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteAcceptance {
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
+    /// `Accepted`, `Pending`, `NoGatewayAnswered`, `GatewayAPINotInstalled`, `NotApplied`, or
+    /// the Gateway's own reason when it refused the route.
+    pub reason: String,
+    pub message: String,
+}
+
+impl RouteAcceptance {
+    fn new(status: &'static str, reason: &str, message: String) -> Self {
+        Self {
+            status,
+            reason: reason.to_string(),
+            message,
+        }
+    }
+
+    /// The Degraded reason this acceptance amounts to, if any: a route no Gateway serves.
+    pub fn refusal(&self) -> Option<Refusal> {
+        if self.status != "False" {
+            return None;
+        }
+        let reason = if self.reason == GATEWAY_API_MISSING {
+            GATEWAY_API_MISSING
+        } else {
+            ROUTE_NOT_ACCEPTED
+        };
+        Some(Refusal {
+            reason,
+            message: self.message.clone(),
+        })
+    }
+
+    /// Still waiting for an answer: worth an early requeue.
+    pub fn pending(&self) -> bool {
+        self.status == "Unknown"
+    }
+}
+
+/// What one Gateway said of the route.
+enum ParentAnswer {
+    Accepted,
+    /// Accepted=False or ResolvedRefs=False: (the Gateway's reason, its words).
+    Refused(String, String),
+    /// No condition for the route's current generation yet.
+    Silent,
+}
+
+/// `namespace/name` of a parent, with its listener or port if it names one.
+fn parent_name(parent: &crate::gateway_api::ParentReference, route_namespace: &str) -> String {
+    let namespace = parent.namespace.as_deref().unwrap_or(route_namespace);
+    let mut name = format!("Gateway {namespace}/{}", parent.name);
+    if let Some(section) = &parent.section_name {
+        name.push_str(&format!(" listener {section}"));
+    }
+    if let Some(port) = parent.port {
+        name.push_str(&format!(" port {port}"));
+    }
+    name
+}
+
+fn answer_of(route: &HTTPRoute, parent: &crate::gateway_api::ParentReference) -> ParentAnswer {
+    let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
+    let generation = route.metadata.generation;
+    let statuses = route.status.iter().flat_map(|s| s.parents.iter());
+    let mut conditions = statuses
+        .filter(|p| p.parent_ref.same_parent(parent, namespace))
+        .flat_map(|p| p.conditions.iter())
+        // An answer about an earlier generation says nothing about this one.
+        .filter(|c| c.observed_generation.is_none() || c.observed_generation == generation);
+    let (mut accepted, mut resolved) = (None, None);
+    for condition in conditions.by_ref() {
+        match condition.type_.as_str() {
+            "Accepted" => accepted = Some(condition),
+            "ResolvedRefs" => resolved = Some(condition),
+            _ => {}
+        }
+    }
+    let refused = |c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition| {
+        ParentAnswer::Refused(c.reason.clone(), c.message.clone())
+    };
+    match (accepted, resolved) {
+        (Some(a), _) if a.status == "False" => refused(a),
+        (Some(a), Some(r)) if a.status == "True" && r.status == "False" => refused(r),
+        (Some(a), _) if a.status == "True" => ParentAnswer::Accepted,
+        _ => ParentAnswer::Silent,
+    }
+}
+
+/// The RouteAccepted condition of a pass, or `None` when the spec asks for no HTTPRoute (the
+/// condition is then removed). `old` and `now` time the wait for an answer.
+pub fn route_acceptance(
+    instance: &Instance<'_>,
+    apis: OptionalApis,
+    applied: &[Child],
+    old: &ShortenerStatus,
+    now: &Time,
+) -> Option<RouteAcceptance> {
+    let Exposure::HttpRoute(_) = instance.exposure() else {
+        return None;
+    };
+    if !apis.gateway {
+        let message = GATEWAY_API_MISSING_MESSAGE.to_string();
+        return Some(RouteAcceptance::new("False", GATEWAY_API_MISSING, message));
+    }
+    let route = applied.iter().find_map(|child| match child {
+        Child::HTTPRoute(route) => Some(route),
+        _ => None,
+    });
+    let Some(route) = route else {
+        let message = "the HTTPRoute was not applied; see the Degraded condition".to_string();
+        return Some(RouteAcceptance::new("Unknown", "NotApplied", message));
+    };
+    let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
+    let (mut accepted, mut refused, mut silent) = (Vec::new(), Vec::new(), Vec::new());
+    for parent in &route.spec.parent_refs {
+        let name = parent_name(parent, namespace);
+        match answer_of(route, parent) {
+            ParentAnswer::Accepted => accepted.push(name),
+            ParentAnswer::Refused(reason, message) => refused.push((name, reason, message)),
+            ParentAnswer::Silent => silent.push(name),
+        }
+    }
+    let mut parts = Vec::new();
+    for (name, reason, message) in &refused {
+        parts.push(format!(
+            "{name} did not take the route: {reason}: {message}"
+        ));
+    }
+    if !silent.is_empty() {
+        parts.push(format!("no answer yet from {}", silent.join(", ")));
+    }
+    if !accepted.is_empty() {
+        parts.push(format!("accepted by {}", accepted.join(", ")));
+    }
+    let message = parts.join("; ");
+    if let Some((_, reason, _)) = refused.first() {
+        return Some(RouteAcceptance::new("False", reason, message));
+    }
+    if silent.is_empty() {
+        return Some(RouteAcceptance::new("True", "Accepted", message));
+    }
+    // Waiting: past the patience (counted from when the wait began) it is a failure.
+    let previous = old.conditions.iter().find(|c| c.type_ == ROUTE);
+    let waited_out = previous.is_some_and(|c| match (c.status.as_str(), c.reason.as_str()) {
+        ("False", "NoGatewayAnswered") => true,
+        ("Unknown", "Pending") => {
+            now.0.as_second() - c.last_transition_time.0.as_second() >= ROUTE_PATIENCE_SECONDS
+        }
+        _ => false,
+    });
+    if waited_out {
+        let message = format!(
+            "{message}; after {ROUTE_PATIENCE_SECONDS} s no Gateway controller has answered: \
+             check that the Gateways exist and that their GatewayClass has a running controller \
+             (`kubectl get gateway -A`, `kubectl describe httproute -n {namespace} {}`)",
+            instance.child_name(Component::App)
+        );
+        return Some(RouteAcceptance::new("False", "NoGatewayAnswered", message));
+    }
+    Some(RouteAcceptance::new("Unknown", "Pending", message))
+}
+
 /// (type, status, reason, message) of one condition.
 type Entry<'a> = (&'a str, bool, &'a str, &'a str);
 
@@ -167,9 +348,10 @@ pub fn paused(old: &ShortenerStatus, generation: Option<i64>, now: &Time) -> Sho
 pub fn reconciled(
     instance: &Instance<'_>,
     old: &ShortenerStatus,
-    monitoring_crds: bool,
+    apis: OptionalApis,
     readiness: &Readiness,
     refusals: &[Refusal],
+    route: Option<&RouteAcceptance>,
     now: &Time,
 ) -> ShortenerStatus {
     let generation = instance.shortener.metadata.generation;
@@ -202,13 +384,22 @@ pub fn reconciled(
     let monitoring = &instance.spec().monitoring;
     if !(monitoring.service_monitor || monitoring.prometheus_rule) {
         status.conditions.retain(|c| c.type_ != MONITORING);
-    } else if monitoring_crds {
+    } else if apis.monitoring {
         let applied = "ServiceMonitor and PrometheusRule are applied";
         entries.push((MONITORING, true, "CRDsInstalled", applied));
     } else {
         entries.push((MONITORING, false, "CRDNotInstalled", MONITORING_MISSING));
     }
     set_conditions(&mut status.conditions, &entries, generation, now);
+    match route {
+        Some(route) => set_condition(
+            &mut status.conditions,
+            (ROUTE, route.status, &route.reason, &route.message),
+            generation,
+            now,
+        ),
+        None => status.conditions.retain(|c| c.type_ != ROUTE),
+    }
     status
 }
 
@@ -234,24 +425,41 @@ pub fn set_conditions(
     now: &Time,
 ) {
     for &(type_, value, reason, message) in entries {
-        let status = if value { "True" } else { "False" }.to_string();
-        let existing = conditions.iter().position(|c| c.type_ == type_);
-        let last_transition_time = match existing.map(|i| &conditions[i]) {
-            Some(old) if old.status == status => old.last_transition_time.clone(),
-            _ => now.clone(),
-        };
-        let new = Condition {
-            type_: type_.to_string(),
-            status,
-            reason: reason.to_string(),
-            message: message.to_string(),
-            last_transition_time,
-            observed_generation: generation,
-        };
-        match existing {
-            Some(i) => conditions[i] = new,
-            None => conditions.push(new),
-        }
+        let status = if value { "True" } else { "False" };
+        set_condition(
+            conditions,
+            (type_, status, reason, message),
+            generation,
+            now,
+        );
+    }
+}
+
+/// Insert or update one condition of any status (`True`, `False`, `Unknown`), moving
+/// `lastTransitionTime` only when its status flips.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    (type_, status, reason, message): (&str, &str, &str, &str),
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = status.to_string();
+    let existing = conditions.iter().position(|c| c.type_ == type_);
+    let last_transition_time = match existing.map(|i| &conditions[i]) {
+        Some(old) if old.status == status => old.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    let new = Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time,
+        observed_generation: generation,
+    };
+    match existing {
+        Some(i) => conditions[i] = new,
+        None => conditions.push(new),
     }
 }
 
@@ -448,7 +656,15 @@ mod tests {
         let s = shortener(ShortenerSpec::default());
         let instance = Instance::new(&s).unwrap();
         let ready = Readiness::of(&[deployment("app", 3, 3, 3)]);
-        let status = reconciled(&instance, &Default::default(), true, &ready, &[], &time(1));
+        let status = reconciled(
+            &instance,
+            &Default::default(),
+            OptionalApis::ALL,
+            &ready,
+            &[],
+            None,
+            &time(1),
+        );
         assert_eq!(status.observed_generation, Some(1));
         assert_eq!((status.ready_replicas, status.replicas), (3, 3));
         let conditions: Vec<_> = status
@@ -473,7 +689,15 @@ mod tests {
         let s = shortener(spec);
         let instance = Instance::new(&s).unwrap();
         let starting = Readiness::of(&[deployment("app", 3, 3, 0)]);
-        let later = reconciled(&instance, &status, true, &starting, &[], &time(2));
+        let later = reconciled(
+            &instance,
+            &status,
+            OptionalApis::ALL,
+            &starting,
+            &[],
+            None,
+            &time(2),
+        );
         assert!(condition_is(&later, READY, "False"));
         assert!(!later.conditions.iter().any(|c| c.type_ == MONITORING));
         let degraded = later
@@ -525,7 +749,15 @@ mod tests {
         let s = shortener(ShortenerSpec::default());
         let instance = Instance::new(&s).unwrap();
         let ready = Readiness::of(&[deployment("app", 3, 3, 3)]);
-        let first = reconciled(&instance, &Default::default(), false, &ready, &[], &time(1));
+        let first = reconciled(
+            &instance,
+            &Default::default(),
+            OptionalApis::default(),
+            &ready,
+            &[],
+            None,
+            &time(1),
+        );
         let pass = Pass {
             applied: 15,
             pruned: vec!["Ingress/links".into()],
@@ -551,7 +783,15 @@ mod tests {
         assert!(super::notices(&paused, &paused, &Pass::default()).is_empty());
 
         let starting = Readiness::of(&[deployment("app", 3, 3, 1)]);
-        let resumed = reconciled(&instance, &paused, false, &starting, &[], &time(3));
+        let resumed = reconciled(
+            &instance,
+            &paused,
+            OptionalApis::default(),
+            &starting,
+            &[],
+            None,
+            &time(3),
+        );
         let notices = super::notices(&paused, &resumed, &Pass::default());
         assert_eq!(reasons(&notices), vec!["Resumed", "NotReady"]);
         assert!(
@@ -600,9 +840,10 @@ mod tests {
         let degraded = reconciled(
             &instance,
             &Default::default(),
-            true,
+            OptionalApis::ALL,
             &readiness,
             &[refusal],
+            None,
             &time(1),
         );
         let condition = degraded
@@ -634,7 +875,15 @@ mod tests {
             let applied = [ready.clone(), role_job(conditions)];
             assert_eq!(role_setup_failure(&applied), None);
         }
-        let cleared = reconciled(&instance, &degraded, true, &readiness, &[], &time(2));
+        let cleared = reconciled(
+            &instance,
+            &degraded,
+            OptionalApis::ALL,
+            &readiness,
+            &[],
+            None,
+            &time(2),
+        );
         assert!(condition_is(&cleared, DEGRADED, "False"));
         // A Job of another component is not the role setup's.
         let Child::Job(mut other) = role_job(json!([{ "type": "Failed", "status": "True" }]))
@@ -643,5 +892,119 @@ mod tests {
         };
         other.metadata.labels = None;
         assert_eq!(role_setup_failure(&[Child::Job(other)]), None);
+    }
+
+    #[test]
+    fn a_route_no_gateway_answers_is_pending_then_reported() {
+        use crate::crd::{GatewayParentRef, HttpRouteSpec, PublicScheme};
+        let spec = ShortenerSpec {
+            http_route: Some(HttpRouteSpec {
+                parent_refs: vec![GatewayParentRef {
+                    name: "public".into(),
+                    namespace: None,
+                    section_name: None,
+                    port: None,
+                }],
+                hostnames: vec![],
+                scheme: PublicScheme::Https,
+                annotations: Default::default(),
+            }),
+            ..ShortenerSpec::default()
+        };
+        let s = shortener(spec);
+        let instance = Instance::new(&s).unwrap();
+        let route = crate::children::exposure::http_route(
+            &instance,
+            instance.exposure().http_route().unwrap(),
+        )
+        .unwrap();
+        let mut stored = route.clone();
+        stored.metadata.generation = Some(2);
+        let applied = [Child::HTTPRoute(stored.clone())];
+        let ready = Readiness::of(&[deployment("app", 3, 3, 3)]);
+        let apis = OptionalApis::ALL;
+        let at = |old: &ShortenerStatus, second: i64| {
+            let route = route_acceptance(&instance, apis, &applied, old, &time(second)).unwrap();
+            let refusal: Vec<_> = route.refusal().into_iter().collect();
+            reconciled(
+                &instance,
+                old,
+                apis,
+                &ready,
+                &refusal,
+                Some(&route),
+                &time(second),
+            )
+        };
+        let route_condition = |status: &ShortenerStatus| {
+            let c = status.conditions.iter().find(|c| c.type_ == ROUTE).unwrap();
+            (c.status.clone(), c.reason.clone())
+        };
+        let first = at(&Default::default(), 1_000);
+        assert_eq!(
+            route_condition(&first),
+            ("Unknown".into(), "Pending".into())
+        );
+        assert!(condition_is(&first, DEGRADED, "False"));
+        let still = at(&first, 1_000 + ROUTE_PATIENCE_SECONDS - 1);
+        assert_eq!(
+            route_condition(&still),
+            ("Unknown".into(), "Pending".into())
+        );
+        let late = at(&still, 1_000 + ROUTE_PATIENCE_SECONDS);
+        assert_eq!(
+            route_condition(&late),
+            ("False".into(), "NoGatewayAnswered".into())
+        );
+        assert!(condition_is(&late, DEGRADED, "True"));
+        let later = at(&late, 5_000);
+        assert_eq!(route_condition(&later).1, "NoGatewayAnswered");
+
+        // An answer about an earlier generation of the route is no answer.
+        let mut stale = stored.clone();
+        stale.status = Some(
+            serde_json::from_value(json!({ "parents": [{
+                "parentRef": { "name": "public" },
+                "controllerName": "example.net/gateway",
+                "conditions": [{ "type": "Accepted", "status": "True", "reason": "Accepted",
+                  "message": "", "observedGeneration": 1,
+                  "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+            }] }))
+            .unwrap(),
+        );
+        let answer = route_acceptance(
+            &instance,
+            apis,
+            &[Child::HTTPRoute(stale.clone())],
+            &first,
+            &time(1_001),
+        )
+        .unwrap();
+        assert_eq!(answer.reason, "Pending");
+        stale.metadata.generation = Some(1);
+        let answer = route_acceptance(
+            &instance,
+            apis,
+            &[Child::HTTPRoute(stale)],
+            &first,
+            &time(1_001),
+        )
+        .unwrap();
+        assert_eq!(
+            (answer.status, answer.reason.as_str()),
+            ("True", "Accepted")
+        );
+        assert!(
+            answer.message.contains("accepted by Gateway web/public"),
+            "{}",
+            answer.message
+        );
+
+        // No HTTPRoute asked for: no condition.
+        let plain = shortener(ShortenerSpec::default());
+        let plain = Instance::new(&plain).unwrap();
+        assert_eq!(route_acceptance(&plain, apis, &[], &first, &time(1)), None);
+        let cleared = reconciled(&plain, &late, apis, &ready, &[], None, &time(6_000));
+        assert!(!cleared.conditions.iter().any(|c| c.type_ == ROUTE));
     }
 }

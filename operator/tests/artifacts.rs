@@ -21,7 +21,7 @@ fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-const EXAMPLES: [&str; 3] = ["minimal", "full", "external-database"];
+const EXAMPLES: [&str; 4] = ["minimal", "full", "external-database", "gateway"];
 
 fn example(name: &str) -> String {
     read(&format!("manifests/examples/{name}.yaml"))

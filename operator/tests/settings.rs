@@ -253,6 +253,39 @@ fn every_ingress_host_the_schema_admits_starts_the_service() {
     }
 }
 
+/// The HTTPRoute's first hostname becomes `PUBLIC_BASE_URL` the same way: every hostname the
+/// schema admits is one the service's URL parser takes, in either scheme.
+#[test]
+fn every_route_hostname_the_schema_admits_starts_the_service() {
+    let crd = serde_json::to_value(Shortener::crd()).expect("the CRD serialises");
+    let hostnames = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["httpRoute"]["properties"]["hostnames"];
+    let pattern = hostnames["items"]["pattern"]
+        .as_str()
+        .expect("the hostnames have a pattern");
+    let mut hosts = matching(pattern, 64);
+    hosts.extend(["sho.rt", "links.example.com", "a-b.c-d.io"].map(String::from));
+    for host in hosts {
+        for scheme in ["https", "http"] {
+            let mut manifest = with_field("authMode", &json!("api-key"));
+            manifest["spec"]["httpRoute"] = json!({
+                "parentRefs": [{ "name": "public" }],
+                "hostnames": [host],
+                "scheme": scheme,
+            });
+            let variables = config_map_of(&manifest);
+            assert!(
+                variables
+                    .iter()
+                    .any(|(k, v)| k == "PUBLIC_BASE_URL" && v == &format!("{scheme}://{host}"))
+            );
+            if let Err(problem) = service_parses(&variables) {
+                panic!("httpRoute.hostnames = [{host}]: the service refuses it: {problem}");
+            }
+        }
+    }
+}
+
 #[test]
 fn the_typed_choices_of_the_crd_are_the_described_ones() {
     use shortener_operator::crd::AuthMode;

@@ -1,10 +1,8 @@
-//! The HTTP service: Deployment, Service, ConfigMap, ServiceAccount, PodDisruptionBudget, Ingress.
-
-use std::collections::BTreeMap;
+//! The HTTP service: Deployment, Service, ConfigMap, ServiceAccount, PodDisruptionBudget (its
+//! Ingress or HTTPRoute: `exposure.rs`).
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::{Value, json};
 
@@ -64,15 +62,14 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     ]);
     // Only a public host makes a meaningful base for returned short links; without one the
     // app falls back to the request's Host header.
-    if spec.ingress.enabled && spec.ingress.host.is_some() {
-        data.insert("PUBLIC_BASE_URL".to_string(), instance.public_url());
+    if let Some(base) = instance.public_base_url() {
+        data.insert("PUBLIC_BASE_URL".to_string(), base);
     }
-    // Behind the ingress every request comes from the ingress controller, whose
-    // X-Forwarded-For names the client. Only the ingress controller (and
-    // Prometheus) may reach the pods while the NetworkPolicies are on, so
-    // the pod networks (private ranges) are trusted then, and only then,
-    // unless the Shortener names the proxies itself.
-    if spec.ingress.enabled
+    // Behind an Ingress or a Gateway every request comes from their proxies, whose
+    // X-Forwarded-For names the client. Only those proxies (and Prometheus) may reach
+    // the pods while the NetworkPolicies are on, so the pod networks (private ranges)
+    // are trusted then, and only then, unless the Shortener names the proxies itself.
+    if instance.exposure().is_proxied()
         && spec.network_policy.enabled
         && spec.app.config.trusted_proxies.is_none()
     {
@@ -329,88 +326,6 @@ pub fn service(instance: &Instance<'_>) -> Result<Service> {
 /// replica a drain means a short outage: raise `app.replicas` to avoid it).
 pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBudget> {
     super::pod_disruption_budget(instance, Component::App, 1)
-}
-
-/// Annotations of `spec.ingress.annotations` that inject raw configuration into the ingress
-/// controller (ingress-nginx `configuration-snippet`, `server-snippet`, `auth-snippet`,
-/// `stream-snippet`, `modsecurity-snippet`; NGINX Inc.'s `server-snippets`, `location-snippets`):
-/// whoever may edit a Shortener could otherwise read other tenants' traffic or the controller's
-/// secrets (CVE-2021-25742, CVE-2025-1974).
-pub fn snippet_annotations(annotations: &BTreeMap<String, String>) -> Vec<String> {
-    let is_snippet = |key: &str| {
-        let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
-        name.ends_with("snippet") || name.ends_with("snippets")
-    };
-    let keys = annotations.keys().filter(|k| is_snippet(k));
-    keys.cloned().collect()
-}
-
-/// Paths the app serves on its public port that must not leave the cluster.
-pub const PRIVATE_PATHS: [&str; 1] = ["/metrics"];
-
-/// The Service the private paths are routed to. The operator never creates it, so
-/// ingress-nginx has no endpoints for it and answers 503 without reaching the app.
-pub fn unrouted_service_name(instance: &Instance<'_>) -> String {
-    format!("{}-unrouted", instance.name)
-}
-
-/// Short codes live at the root, so the public routes cannot be listed: everything under `/`
-/// goes to the app, except the private paths, routed as `Exact` to a backend that does not
-/// exist. ingress-nginx renders an Exact path as `location = /metrics`, which nginx matches
-/// before any prefix, after decoding `%XX` and merging slashes, whatever the query string.
-pub fn ingress(instance: &Instance<'_>) -> Result<Ingress> {
-    let spec = &instance.spec().ingress;
-    let mut metadata = instance.meta(instance.child_name(Component::App), Component::App);
-    if !spec.annotations.is_empty() {
-        metadata.annotations = Some(spec.annotations.clone());
-    }
-    let mut paths: Vec<Value> = PRIVATE_PATHS
-        .iter()
-        .map(|path| {
-            json!({
-                "path": path,
-                "pathType": "Exact",
-                "backend": {
-                    "service": {
-                        "name": unrouted_service_name(instance),
-                        "port": { "number": 80 },
-                    },
-                },
-            })
-        })
-        .collect();
-    paths.push(json!({
-        "path": "/",
-        "pathType": "Prefix",
-        "backend": {
-            "service": {
-                "name": instance.child_name(Component::App),
-                "port": { "name": "http" },
-            },
-        },
-    }));
-    let mut rule = json!({ "http": { "paths": paths } });
-    if let Some(host) = &spec.host {
-        rule["host"] = json!(host);
-    }
-    let mut ingress_spec = json!({
-        "ingressClassName": spec.class_name,
-        "rules": [rule],
-    });
-    if let Some(secret) = &spec.tls_secret_name {
-        let mut tls = json!({ "secretName": secret });
-        if let Some(host) = &spec.host {
-            tls["hosts"] = json!([host]);
-        }
-        ingress_spec["tls"] = json!([tls]);
-    }
-    let value = json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": metadata,
-        "spec": ingress_spec,
-    });
-    typed("app Ingress", value)
 }
 
 #[cfg(test)]
@@ -767,82 +682,6 @@ mod tests {
         assert_eq!(
             pdb_spec.selector.unwrap().match_labels.unwrap(),
             i.selector_labels(Component::App)
-        );
-    }
-
-    #[test]
-    fn ingress_uses_nginx_class_host_and_tls() {
-        let mut spec = ShortenerSpec::default();
-        let s = shortener(spec.clone());
-        let i = Instance::new(&s).unwrap();
-        let ing = ingress(&i).unwrap().spec.unwrap();
-        assert_eq!(ing.ingress_class_name.as_deref(), Some("nginx"));
-        assert!(ing.tls.is_none());
-        assert!(ing.rules.as_ref().unwrap()[0].host.is_none());
-
-        spec.ingress.host = Some("sho.rt".into());
-        spec.ingress.tls_secret_name = Some("sho-rt-tls".into());
-        spec.ingress.annotations.insert(
-            "cert-manager.io/cluster-issuer".into(),
-            "letsencrypt".into(),
-        );
-        let s = shortener(spec);
-        let i = Instance::new(&s).unwrap();
-        let full = ingress(&i).unwrap();
-        assert_eq!(
-            full.metadata.annotations.unwrap()["cert-manager.io/cluster-issuer"],
-            "letsencrypt"
-        );
-        let ing = full.spec.unwrap();
-        assert_eq!(ing.rules.unwrap()[0].host.as_deref(), Some("sho.rt"));
-        let tls = &ing.tls.unwrap()[0];
-        assert_eq!(tls.secret_name.as_deref(), Some("sho-rt-tls"));
-        assert_eq!(tls.hosts, Some(vec!["sho.rt".to_string()]));
-    }
-
-    #[test]
-    fn ingress_routes_everything_but_metrics_to_the_app() {
-        let s = shortener(ShortenerSpec::default());
-        let i = Instance::new(&s).unwrap();
-        let ing = serde_json::to_value(ingress(&i).unwrap()).unwrap();
-        let paths = &ing["spec"]["rules"][0]["http"]["paths"];
-        assert_eq!(paths[0]["path"], "/metrics");
-        assert_eq!(paths[0]["pathType"], "Exact");
-        assert_eq!(paths[0]["backend"]["service"]["name"], "links-unrouted");
-        assert_eq!(paths[1]["path"], "/");
-        assert_eq!(paths[1]["pathType"], "Prefix");
-        assert_eq!(paths[1]["backend"]["service"]["name"], "links");
-        // The deny backend is never one of the children.
-        let state = crate::children::desired_state(
-            &i,
-            &crate::children::Observed::default(),
-            &crate::children::Credentials::placeholder(),
-        )
-        .unwrap();
-        assert!(state.children.iter().all(|c| c.name() != "links-unrouted"));
-    }
-
-    #[test]
-    fn snippet_annotations_are_recognised_whatever_the_prefix() {
-        let annotations: BTreeMap<String, String> = [
-            "nginx.ingress.kubernetes.io/configuration-snippet",
-            "nginx.ingress.kubernetes.io/server-snippet",
-            "nginx.ingress.kubernetes.io/auth-snippet",
-            "nginx.org/location-snippets",
-            "cert-manager.io/cluster-issuer",
-            "nginx.ingress.kubernetes.io/proxy-body-size",
-        ]
-        .into_iter()
-        .map(|k| (k.to_string(), "x".to_string()))
-        .collect();
-        assert_eq!(
-            snippet_annotations(&annotations),
-            vec![
-                "nginx.ingress.kubernetes.io/auth-snippet",
-                "nginx.ingress.kubernetes.io/configuration-snippet",
-                "nginx.ingress.kubernetes.io/server-snippet",
-                "nginx.org/location-snippets",
-            ]
         );
     }
 

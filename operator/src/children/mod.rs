@@ -4,6 +4,7 @@
 //! reconciler applies, so the same code backs `render`, the reconciler and the tests.
 
 pub mod app;
+pub mod exposure;
 pub mod monitoring;
 pub mod network;
 pub mod pgbouncer;
@@ -25,8 +26,9 @@ use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
-use crate::crd::Shortener;
+use crate::crd::{Exposure, Shortener};
 use crate::error::{Error, Result};
+use crate::gateway_api::{self, HTTPRoute};
 
 /// Field manager for every server-side apply; one owner for all children keeps conflicts visible.
 pub const FIELD_MANAGER: &str = "shortener-operator";
@@ -71,6 +73,7 @@ pub struct Instance<'a> {
     pub name: String,
     pub namespace: String,
     pub owner: OwnerReference,
+    exposure: Exposure<'a>,
 }
 
 /// `Kind/name`: how an object is named in messages and events, and how a pass tells
@@ -97,12 +100,19 @@ impl<'a> Instance<'a> {
         // kube leaves blockOwnerDeletion unset; with it, a foreground deletion of the
         // Shortener waits for its children (what the `shorteners/finalizers` RBAC rule is for).
         owner.block_owner_deletion = Some(true);
+        let exposure = shortener.spec.exposure().map_err(Error::InvalidSpec)?;
         Ok(Self {
             shortener,
             name,
             namespace,
             owner,
+            exposure,
         })
+    }
+
+    /// How the service is reached from outside the cluster.
+    pub fn exposure(&self) -> Exposure<'a> {
+        self.exposure
     }
 
     pub fn spec(&self) -> &crate::crd::ShortenerSpec {
@@ -197,24 +207,21 @@ impl<'a> Instance<'a> {
         selector(&labels)
     }
 
-    /// Where users reach the service: the ingress host when there is one, else the in-cluster URL.
+    /// `PUBLIC_BASE_URL`: the public host of the Ingress or the HTTPRoute, when it names one.
+    /// The one derivation of the public URL; `public_url` and the ConfigMap read it.
+    pub fn public_base_url(&self) -> Option<String> {
+        self.exposure.public_base_url()
+    }
+
+    /// Where users reach the service: the public host when there is one, else the in-cluster URL.
     pub fn public_url(&self) -> String {
-        let ingress = &self.spec().ingress;
-        match (&ingress.host, ingress.enabled) {
-            (Some(host), true) => {
-                let scheme = if ingress.tls_secret_name.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{host}")
-            }
-            _ => format!(
+        self.public_base_url().unwrap_or_else(|| {
+            format!(
                 "http://{}.{}.svc.cluster.local",
                 self.child_name(Component::App),
                 self.namespace
-            ),
-        }
+            )
+        })
     }
 }
 
@@ -226,8 +233,8 @@ fn selector(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-/// One object to server-side apply: typed where k8s-openapi has bindings; the Prometheus
-/// Operator's kinds have none and stay dynamic.
+/// One object to server-side apply: typed where k8s-openapi (or `gateway_api`) has bindings;
+/// the Prometheus Operator's kinds have none and stay dynamic.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Child {
     ServiceAccount(ServiceAccount),
@@ -238,6 +245,7 @@ pub enum Child {
     PodDisruptionBudget(PodDisruptionBudget),
     Job(Job),
     Ingress(Ingress),
+    HTTPRoute(HTTPRoute),
     NetworkPolicy(NetworkPolicy),
     Monitoring(ApiResource, DynamicObject),
 }
@@ -255,6 +263,7 @@ macro_rules! on_child {
             Child::PodDisruptionBudget($o) => $typed,
             Child::Job($o) => $typed,
             Child::Ingress($o) => $typed,
+            Child::HTTPRoute($o) => $typed,
             Child::NetworkPolicy($o) => $typed,
             Child::Monitoring($r, $d) => $dynamic,
         }
@@ -280,6 +289,7 @@ child_from!(
     PodDisruptionBudget,
     Job,
     Ingress,
+    HTTPRoute,
     NetworkPolicy
 );
 
@@ -321,9 +331,29 @@ impl Child {
     }
 }
 
+/// The optional APIs the operator writes to, each only while the cluster serves it: the
+/// Prometheus Operator's ServiceMonitor and PrometheusRule, the Gateway API's HTTPRoute.
+/// Discovered once per pass (`cluster::served_apis`); everything that depends on whether one
+/// is served (what is built, watched, pruned, and the conditions) reads this.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptionalApis {
+    /// `monitoring.coreos.com/v1` serves servicemonitors and prometheusrules.
+    pub monitoring: bool,
+    /// `gateway.networking.k8s.io/v1` serves httproutes.
+    pub gateway: bool,
+}
+
+impl OptionalApis {
+    /// Every optional API served, as `render` assumes.
+    pub const ALL: Self = Self {
+        monitoring: true,
+        gateway: true,
+    };
+}
+
 /// The kinds `desired_state` applies, Secrets aside (created once, never pruned): the owned
-/// watches and pruning cover exactly these. The monitoring kinds count only while served.
-pub fn managed_kinds(monitoring_crds: bool) -> Vec<ApiResource> {
+/// watches and pruning cover exactly these. The optional kinds count only while served.
+pub fn managed_kinds(apis: OptionalApis) -> Vec<ApiResource> {
     let mut kinds = vec![
         ApiResource::erase::<ServiceAccount>(&()),
         ApiResource::erase::<ConfigMap>(&()),
@@ -335,7 +365,10 @@ pub fn managed_kinds(monitoring_crds: bool) -> Vec<ApiResource> {
         ApiResource::erase::<Ingress>(&()),
         ApiResource::erase::<NetworkPolicy>(&()),
     ];
-    if monitoring_crds {
+    if apis.gateway {
+        kinds.push(gateway_api::http_route_resource());
+    }
+    if apis.monitoring {
         kinds.push(monitoring::service_monitor_resource());
         kinds.push(monitoring::prometheus_rule_resource());
     }
@@ -354,8 +387,8 @@ pub struct DesiredState {
 /// What the reconciler learned from the cluster before building.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
-    /// Whether the Prometheus Operator's CRDs are served.
-    pub monitoring_crds: bool,
+    /// Which optional APIs the cluster serves.
+    pub apis: OptionalApis,
     /// Storage size in the existing PostgreSQL StatefulSet's claim template (immutable there).
     pub postgres_template_size: Option<String>,
 }
@@ -457,15 +490,20 @@ pub fn desired_state(
     children.push(app::service(instance)?.into());
     children.push(app::deployment(instance, &app_config)?.into());
     children.push(app::pod_disruption_budget(instance)?.into());
-    if spec.ingress.enabled {
-        children.push(app::ingress(instance)?.into());
+    match instance.exposure() {
+        Exposure::Ingress(ingress) => children.push(exposure::ingress(instance, ingress)?.into()),
+        // Without the Gateway API there is nothing to write it to: the status says so.
+        Exposure::HttpRoute(route) if observed.apis.gateway => {
+            children.push(exposure::http_route(instance, route)?.into())
+        }
+        Exposure::HttpRoute(_) | Exposure::None => {}
     }
 
     let monitoring = &spec.monitoring;
     if monitoring.grafana_dashboard {
         children.push(monitoring::dashboard_config_map(instance)?.into());
     }
-    if observed.monitoring_crds {
+    if observed.apis.monitoring {
         if monitoring.service_monitor {
             children.push(monitoring::service_monitor(instance)?);
         }
@@ -706,7 +744,7 @@ mod tests {
         let state = desired_state(
             &instance,
             &Observed {
-                monitoring_crds: true,
+                apis: OptionalApis::ALL,
                 ..Observed::default()
             },
             &Credentials::placeholder(),
@@ -809,7 +847,7 @@ mod tests {
         let state = desired_state(
             &instance,
             &Observed {
-                monitoring_crds: true,
+                apis: OptionalApis::ALL,
                 ..Observed::default()
             },
             &Credentials::placeholder(),
@@ -832,19 +870,19 @@ mod tests {
         let s = shortener(ShortenerSpec::default());
         let instance = Instance::new(&s).unwrap();
         let observed = Observed {
-            monitoring_crds: true,
+            apis: OptionalApis::ALL,
             ..Observed::default()
         };
         let state = desired_state(&instance, &observed, &Credentials::placeholder()).unwrap();
         for child in &state.children {
             assert!(
-                managed_kinds(true).contains(&child.resource()),
+                managed_kinds(OptionalApis::ALL).contains(&child.resource()),
                 "{}",
                 child.key()
             );
         }
         assert!(
-            !managed_kinds(false)
+            !managed_kinds(OptionalApis::default())
                 .iter()
                 .any(|k| k.group == monitoring::MONITORING_GROUP)
         );

@@ -78,14 +78,21 @@ fn group_applies(group: &str, instance: &Instance<'_>) -> bool {
     match group {
         "shortener-database" => spec.database.embedded().is_some(),
         "shortener-redis" => spec.redis.external.is_none(),
-        "shortener-ingress" => spec.ingress.enabled,
-        "shortener-tls" => {
-            spec.ingress.enabled
-                && spec.ingress.host.is_some()
-                && spec.ingress.tls_secret_name.is_some()
-        }
+        // Both watch ingress-nginx's own metrics: with another class (or an HTTPRoute) they
+        // would match nothing and never fire.
+        "shortener-ingress" => nginx_ingress(instance).is_some(),
+        "shortener-tls" => nginx_ingress(instance)
+            .is_some_and(|ingress| ingress.host.is_some() && ingress.tls_secret_name.is_some()),
         _ => true,
     }
+}
+
+/// The Ingress, when the service is exposed by one that ingress-nginx serves.
+fn nginx_ingress<'a>(instance: &Instance<'a>) -> Option<&'a crate::crd::IngressSpec> {
+    instance
+        .exposure()
+        .ingress()
+        .filter(|ingress| ingress.is_nginx())
 }
 
 /// A string as a PromQL double-quoted literal.
@@ -147,7 +154,7 @@ pub fn rule_scope(instance: &Instance<'_>) -> Vec<(&'static str, String)> {
             format!("name={}", promql_string(&instance.name)),
         ),
     ];
-    if let Some(host) = &instance.spec().ingress.host {
+    if let Some(host) = nginx_ingress(instance).and_then(|ingress| ingress.host.as_ref()) {
         scope.push((r#"host!="_""#, format!("host={}", promql_string(host))));
     }
     scope
@@ -474,7 +481,7 @@ mod tests {
             secret_name: "cache".into(),
             key: "url".into(),
         });
-        spec.ingress.enabled = false;
+        spec.ingress.enabled = Some(false);
         spec.ingress.host = Some("sho.rt".into());
         spec.ingress.tls_secret_name = Some("sho-rt-tls".into());
         let s = shortener(spec);
@@ -482,6 +489,58 @@ mod tests {
         assert_eq!(
             group_names(&alert_groups(&i).unwrap()),
             vec!["shortener.links", "shortener-operator.links"]
+        );
+    }
+
+    /// The ingress and certificate alerts read ingress-nginx's metrics: only an nginx-class
+    /// Ingress gets them.
+    #[test]
+    fn ingress_nginx_alerts_only_for_the_nginx_class() {
+        let names = |spec: ShortenerSpec| {
+            let s = shortener(spec);
+            let groups = alert_groups(&Instance::new(&s).unwrap()).unwrap();
+            group_names(&groups)
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let mut nginx = ShortenerSpec::default();
+        nginx.ingress.host = Some("sho.rt".into());
+        nginx.ingress.tls_secret_name = Some("sho-rt-tls".into());
+        let groups = names(nginx.clone());
+        assert!(groups.contains(&"shortener-ingress.links".to_string()));
+        assert!(groups.contains(&"shortener-tls.links".to_string()));
+
+        let mut traefik = nginx.clone();
+        traefik.ingress.class_name = "traefik".into();
+        let groups = names(traefik);
+        assert!(
+            !groups.iter().any(|g| g.starts_with("shortener-ingress")),
+            "{groups:?}"
+        );
+        assert!(
+            !groups.iter().any(|g| g.starts_with("shortener-tls")),
+            "{groups:?}"
+        );
+
+        let routed = ShortenerSpec {
+            http_route: Some(crate::crd::HttpRouteSpec {
+                parent_refs: vec![crate::crd::GatewayParentRef {
+                    name: "public".into(),
+                    namespace: None,
+                    section_name: None,
+                    port: None,
+                }],
+                hostnames: vec!["sho.rt".into()],
+                scheme: crate::crd::PublicScheme::Https,
+                annotations: BTreeMap::new(),
+            }),
+            ..ShortenerSpec::default()
+        };
+        let groups = names(routed);
+        assert!(
+            !groups.iter().any(|g| g.starts_with("shortener-ingress")),
+            "{groups:?}"
         );
     }
 

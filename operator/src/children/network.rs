@@ -1,13 +1,14 @@
 //! NetworkPolicies isolating each instance: every pod of the instance denies all traffic but
 //! DNS, and one policy per component opens exactly the flows the stack needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 
 use super::stack::{HTTP_PORT, PGBOUNCER_PORT, POSTGRES_PORT, REDIS_PORT};
 use super::{Component, Instance, typed};
+use crate::crd::{Exposure, HttpRouteSpec};
 use crate::error::Result;
 
 /// Where cluster DNS runs (kube-dns or CoreDNS keep this label for compatibility).
@@ -28,6 +29,21 @@ fn pods(instance: &Instance<'_>, component: Component) -> Value {
 
 fn namespaces(labels: &BTreeMap<String, String>) -> Value {
     json!({ "namespaceSelector": { "matchLabels": labels } })
+}
+
+/// The namespaces of the route's Gateways, where most implementations run a Gateway's proxies
+/// (the default of `networkPolicy.gatewayNamespaceSelector`).
+fn gateway_namespaces(instance: &Instance<'_>, route: &HttpRouteSpec) -> Value {
+    let names: BTreeSet<&str> = route
+        .parent_refs
+        .iter()
+        .map(|parent| parent.namespace.as_deref().unwrap_or(&instance.namespace))
+        .collect();
+    json!({ "namespaceSelector": { "matchExpressions": [{
+        "key": "kubernetes.io/metadata.name",
+        "operator": "In",
+        "values": names,
+    }] } })
 }
 
 fn policy(
@@ -103,14 +119,23 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
         vec![dns],
     )?);
 
-    // The app: from the ingress controller and Prometheus; to the pooler, PostgreSQL (the
+    // The app: from the ingress controller or the Gateway's proxies, and Prometheus; to the pooler, PostgreSQL (the
     // migrations bypass the pooler) and Redis, or anywhere for external stores and tracing.
     let mut ingress = Vec::new();
-    if spec.ingress.enabled {
-        ingress.push(json!({
-            "from": [namespaces(&spec.network_policy.ingress_controller_namespace_selector)],
+    let selectors = &spec.network_policy;
+    match instance.exposure() {
+        Exposure::Ingress(_) => ingress.push(json!({
+            "from": [namespaces(&selectors.ingress_controller_namespace_selector)],
             "ports": [tcp(HTTP_PORT)],
-        }));
+        })),
+        Exposure::HttpRoute(route) => {
+            let from = match &selectors.gateway_namespace_selector {
+                Some(labels) => namespaces(labels),
+                None => gateway_namespaces(instance, route),
+            };
+            ingress.push(json!({ "from": [from], "ports": [tcp(HTTP_PORT)] }));
+        }
+        Exposure::None => {}
     }
     if spec.monitoring.service_monitor {
         ingress.push(json!({
@@ -264,6 +289,70 @@ mod tests {
         assert_eq!(names(&all), vec!["links-default-deny", "links"]);
         let app = serde_json::to_value(&all[1]).unwrap();
         assert_eq!(app["spec"]["egress"], json!([{}]));
+    }
+
+    #[test]
+    fn behind_a_route_the_app_admits_the_gateways_namespaces() {
+        use crate::crd::{GatewayParentRef, HttpRouteSpec, PublicScheme};
+        let parent = |name: &str, namespace: Option<&str>| GatewayParentRef {
+            name: name.into(),
+            namespace: namespace.map(str::to_string),
+            section_name: None,
+            port: None,
+        };
+        let mut spec = ShortenerSpec {
+            http_route: Some(HttpRouteSpec {
+                parent_refs: vec![
+                    parent("public", Some("infra")),
+                    parent("local", None),
+                    parent("other-listener", Some("infra")),
+                ],
+                hostnames: vec![],
+                scheme: PublicScheme::Https,
+                annotations: BTreeMap::new(),
+            }),
+            ..ShortenerSpec::default()
+        };
+        let app = |spec: &ShortenerSpec| {
+            let s = shortener(spec.clone());
+            let all = policies(&Instance::new(&s).unwrap()).unwrap();
+            serde_json::to_value(&all[1]).unwrap()
+        };
+        let v = app(&spec);
+        assert_eq!(
+            v["spec"]["ingress"][0]["from"][0]["namespaceSelector"],
+            json!({ "matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "In", "values": ["infra", "web"],
+            }] })
+        );
+        // Not the ingress controller's namespace any more.
+        assert!(!v.to_string().contains("ingress-nginx"), "{v}");
+        assert_eq!(v["spec"]["ingress"][0]["ports"][0]["port"], 8080);
+
+        spec.network_policy.gateway_namespace_selector = Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            "envoy-gateway-system".to_string(),
+        )]));
+        let v = app(&spec);
+        assert_eq!(
+            v["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"],
+            json!({ "kubernetes.io/metadata.name": "envoy-gateway-system" })
+        );
+    }
+
+    #[test]
+    fn without_exposure_only_prometheus_reaches_the_app() {
+        let mut spec = ShortenerSpec::default();
+        spec.ingress.enabled = Some(false);
+        let s = shortener(spec);
+        let all = policies(&Instance::new(&s).unwrap()).unwrap();
+        let app = serde_json::to_value(&all[1]).unwrap();
+        let rules = app["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0]["from"][0]["namespaceSelector"]["matchLabels"],
+            json!({ "kubernetes.io/metadata.name": "monitoring" })
+        );
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub const CHILD_KINDS: &[(&str, &str, &str)] = &[
     ("batch/v1", "Job", "jobs"),
     ("networking.k8s.io/v1", "Ingress", "ingresses"),
     ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
     (
         "monitoring.coreos.com/v1",
         "ServiceMonitor",
@@ -169,7 +170,8 @@ pub fn api_of(client: &Client, ns: &str, kind: &str) -> Result<Api<DynamicObject
     ))
 }
 
-/// `Kind/name` of every object of the child kinds in `ns` matching `selector`.
+/// `Kind/name` of every object of the child kinds in `ns` matching `selector` (a kind the
+/// cluster does not serve, such as HTTPRoute before the Gateway API is installed, has none).
 pub async fn objects_labelled(
     client: &Client,
     ns: &str,
@@ -178,11 +180,12 @@ pub async fn objects_labelled(
     let mut found = BTreeSet::new();
     for (_, kind, _) in CHILD_KINDS {
         let api = api_of(client, ns, kind)?;
-        for object in api
-            .list(&ListParams::default().labels(selector))
-            .await?
-            .items
-        {
+        let listed = match api.list(&ListParams::default().labels(selector)).await {
+            Ok(list) => list.items,
+            Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+            Err(error) => return Err(error.into()),
+        };
+        for object in listed {
             found.insert(format!("{kind}/{}", object.name_any()));
         }
     }

@@ -45,7 +45,7 @@ pub async fn operator_chart_installs_without_warnings(ctx: &Ctx) -> Result {
         .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
         .unwrap_or_default();
     ensure!(
-        columns == ["Ready", "Replicas", "URL", "Age"],
+        columns == ["Ready", "Replicas", "URL", "Route", "Age"],
         "printer columns: {columns:?}"
     );
     ensure!(

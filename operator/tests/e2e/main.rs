@@ -21,6 +21,7 @@ mod changes;
 mod chart;
 mod cluster;
 mod drift;
+mod gateway;
 mod install;
 mod leader;
 mod lifecycle;
@@ -89,6 +90,11 @@ fn tests() -> Vec<Test> {
         test!(changes::cel_rules_reject_shrink_and_immutable_changes),
         test!(settings::the_api_server_admits_exactly_the_described_ranges),
         test!(changes::volume_growth_the_cluster_refuses_is_reported),
+        // Before the Gateway API is installed (by the next ones, for the rest of the suite).
+        test!(gateway::a_route_without_the_gateway_api_is_reported),
+        test!(gateway::the_api_server_refuses_an_ingress_and_a_route_together),
+        test!(gateway::the_route_attaches_to_the_gateway_and_reports_its_answer),
+        test!(gateway::switching_between_ingress_and_route_prunes_the_other),
         test!(privilege::redis_requires_the_generated_password),
         test!(privilege::metrics_are_not_routed_and_the_examples_require_the_api_key),
         test!(privilege::network_policies_admit_only_the_stack_flows),
@@ -120,6 +126,9 @@ pub struct Suite {
     pub operators: tokio::sync::Mutex<Vec<OperatorProcess>>,
     pub chart_installed: AtomicBool,
     monitoring_crds_installed_here: bool,
+    /// The suite installed the Gateway API CRDs (`scripts/gateway-api.sh install`), so it
+    /// removes them at the end.
+    pub gateway_api_installed_here: AtomicBool,
 }
 
 /// One test's view: the suite and its own namespace.
@@ -210,6 +219,7 @@ impl Suite {
             operators: tokio::sync::Mutex::new(Vec::new()),
             chart_installed: AtomicBool::new(true),
             monitoring_crds_installed_here,
+            gateway_api_installed_here: AtomicBool::new(false),
         };
         Ok(suite)
     }
@@ -278,6 +288,15 @@ impl Suite {
                 report(run(
                     "kubectl",
                     &["delete", "crd", crd, "--ignore-not-found"],
+                    None,
+                ));
+            }
+        }
+        if self.gateway_api_installed_here.load(Ordering::SeqCst) {
+            for crd in gateway::GATEWAY_API_CRDS {
+                report(run(
+                    "kubectl",
+                    &["delete", "crd", crd, "--ignore-not-found", "--wait=false"],
                     None,
                 ));
             }

@@ -716,6 +716,8 @@ pub async fn namespaced_install_grants_nothing_outside_its_namespaces(ctx: &Ctx)
         ("patch", "deployments.apps"),
         ("create", "serviceaccounts"),
         ("list", "shorteners.shortener.dev"),
+        ("patch", "httproutes.gateway.networking.k8s.io"),
+        ("watch", "httproutes.gateway.networking.k8s.io"),
     ] {
         if can(verb, resource, Some(ns))? != "yes" {
             wrong.push(format!("may not {verb} {resource} in {ns}"));
@@ -732,6 +734,8 @@ pub async fn namespaced_install_grants_nothing_outside_its_namespaces(ctx: &Ctx)
             ("create", "serviceaccounts"),
             ("patch", "serviceaccounts"),
             ("list", "shorteners.shortener.dev"),
+            ("patch", "httproutes.gateway.networking.k8s.io"),
+            ("list", "gateways.gateway.networking.k8s.io"),
         ] {
             if can(verb, resource, Some(other))? != "no" {
                 wrong.push(format!("may {verb} {resource} in {other}"));
@@ -742,6 +746,7 @@ pub async fn namespaced_install_grants_nothing_outside_its_namespaces(ctx: &Ctx)
         ("list", "secrets"),
         ("list", "deployments.apps"),
         ("list", "serviceaccounts"),
+        ("list", "httproutes.gateway.networking.k8s.io"),
     ] {
         if can(verb, resource, None)? != "no" {
             wrong.push(format!("may {verb} {resource} in all namespaces"));

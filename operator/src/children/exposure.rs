@@ -1,0 +1,342 @@
+//! How the service is reached from outside the cluster: an Ingress of any class, or a
+//! Gateway API HTTPRoute attached to the platform team's Gateways. Both route every path to
+//! the app Service but the private ones (`/metrics`), which the Ingress's controller or the
+//! Gateway answers itself.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::Ingress;
+use serde_json::{Value, json};
+
+use super::{Component, Instance, typed};
+use crate::crd::{HttpRouteSpec, IngressSpec};
+use crate::error::Result;
+use crate::gateway_api::{GATEWAY_GROUP, HTTPRoute};
+
+/// Annotations of `spec.ingress.annotations` that inject raw configuration into the ingress
+/// controller (ingress-nginx `configuration-snippet`, `server-snippet`, `auth-snippet`,
+/// `stream-snippet`, `modsecurity-snippet`; NGINX Inc.'s `server-snippets`, `location-snippets`):
+/// whoever may edit a Shortener could otherwise read other tenants' traffic or the controller's
+/// secrets (CVE-2021-25742, CVE-2025-1974).
+pub fn snippet_annotations(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    let is_snippet = |key: &str| {
+        let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
+        name.ends_with("snippet") || name.ends_with("snippets")
+    };
+    let keys = annotations.keys().filter(|k| is_snippet(k));
+    keys.cloned().collect()
+}
+
+/// Paths the app serves on its public port that must not leave the cluster.
+pub const PRIVATE_PATHS: [&str; 1] = ["/metrics"];
+
+/// The Service the private paths are routed to by the Ingress. The operator never creates it,
+/// so ingress-nginx has no endpoints for it and answers 503 without reaching the app. (Other
+/// controllers may differ: Traefik's Ingress provider drops a path whose Service does not
+/// exist, see docs/security.md.)
+pub fn unrouted_service_name(instance: &Instance<'_>) -> String {
+    format!("{}-unrouted", instance.name)
+}
+
+/// Short codes live at the root, so the public routes cannot be listed: everything under `/`
+/// goes to the app, except the private paths, routed as `Exact` to a backend that does not
+/// exist. ingress-nginx renders an Exact path as `location = /metrics`, which nginx matches
+/// before any prefix, after decoding `%XX` and merging slashes, whatever the query string.
+pub fn ingress(instance: &Instance<'_>, spec: &IngressSpec) -> Result<Ingress> {
+    let mut metadata = instance.meta(instance.child_name(Component::App), Component::App);
+    if !spec.annotations.is_empty() {
+        metadata.annotations = Some(spec.annotations.clone());
+    }
+    let mut paths: Vec<Value> = PRIVATE_PATHS
+        .iter()
+        .map(|path| {
+            json!({
+                "path": path,
+                "pathType": "Exact",
+                "backend": {
+                    "service": {
+                        "name": unrouted_service_name(instance),
+                        "port": { "number": 80 },
+                    },
+                },
+            })
+        })
+        .collect();
+    paths.push(json!({
+        "path": "/",
+        "pathType": "Prefix",
+        "backend": {
+            "service": {
+                "name": instance.child_name(Component::App),
+                "port": { "name": "http" },
+            },
+        },
+    }));
+    let mut rule = json!({ "http": { "paths": paths } });
+    if let Some(host) = &spec.host {
+        rule["host"] = json!(host);
+    }
+    let mut ingress_spec = json!({
+        "ingressClassName": spec.class_name,
+        "rules": [rule],
+    });
+    if let Some(secret) = &spec.tls_secret_name {
+        let mut tls = json!({ "secretName": secret });
+        if let Some(host) = &spec.host {
+            tls["hosts"] = json!([host]);
+        }
+        ingress_spec["tls"] = json!([tls]);
+    }
+    let value = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata,
+        "spec": ingress_spec,
+    });
+    typed("app Ingress", value)
+}
+
+/// The app Service's port the routes send to (the Service maps it to the pods' `http`).
+const APP_SERVICE_PORT: i32 = 80;
+
+/// The HTTPRoute: the private paths as `Exact` matches of a rule without backends, so the
+/// Gateway answers them itself (500: "a rule with no backendRefs and no filters", which
+/// leaves the route's `ResolvedRefs` True, unlike a backend that does not exist); everything
+/// else by a `PathPrefix /` rule to the app Service. The Gateway API gives an `Exact` match
+/// precedence over every prefix match whatever the order of the rules, and matches paths
+/// element by element, so `/metrics/` or `/metrics?x` are no way around it: the first goes
+/// to the app, which serves no such path, the second is `/metrics` (queries are not part of
+/// a path match).
+pub fn http_route(instance: &Instance<'_>, spec: &HttpRouteSpec) -> Result<HTTPRoute> {
+    let mut metadata = instance.meta(instance.child_name(Component::App), Component::App);
+    if !spec.annotations.is_empty() {
+        metadata.annotations = Some(spec.annotations.clone());
+    }
+    let parent_refs: Vec<Value> = spec
+        .parent_refs
+        .iter()
+        .map(|parent| {
+            let mut reference = json!({
+                "group": GATEWAY_GROUP,
+                "kind": "Gateway",
+                "namespace": parent.namespace.as_deref().unwrap_or(&instance.namespace),
+                "name": parent.name,
+            });
+            if let Some(section) = &parent.section_name {
+                reference["sectionName"] = json!(section);
+            }
+            if let Some(port) = parent.port {
+                reference["port"] = json!(port);
+            }
+            reference
+        })
+        .collect();
+    let private: Vec<Value> = PRIVATE_PATHS
+        .iter()
+        .map(|path| json!({ "path": { "type": "Exact", "value": path } }))
+        .collect();
+    let mut route_spec = json!({
+        "parentRefs": parent_refs,
+        "rules": [
+            { "matches": private },
+            {
+                "matches": [{ "path": { "type": "PathPrefix", "value": "/" } }],
+                "backendRefs": [{
+                    "name": instance.child_name(Component::App),
+                    "port": APP_SERVICE_PORT,
+                }],
+            },
+        ],
+    });
+    if !spec.hostnames.is_empty() {
+        route_spec["hostnames"] = json!(spec.hostnames);
+    }
+    // apiVersion and kind come from the type (its serialisation writes them).
+    typed(
+        "app HTTPRoute",
+        json!({ "metadata": metadata, "spec": route_spec }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::{assert_owned, shortener};
+    use crate::crd::{GatewayParentRef, PublicScheme, ShortenerSpec};
+
+    fn ingress_of(s: &crate::crd::Shortener) -> Ingress {
+        let i = Instance::new(s).unwrap();
+        let spec = i.exposure().ingress().expect("an Ingress exposure");
+        ingress(&i, spec).unwrap()
+    }
+
+    #[test]
+    fn ingress_uses_nginx_class_host_and_tls() {
+        let mut spec = ShortenerSpec::default();
+        let s = shortener(spec.clone());
+        let ing = ingress_of(&s).spec.unwrap();
+        assert_eq!(ing.ingress_class_name.as_deref(), Some("nginx"));
+        assert!(ing.tls.is_none());
+        assert!(ing.rules.as_ref().unwrap()[0].host.is_none());
+
+        spec.ingress.host = Some("sho.rt".into());
+        spec.ingress.tls_secret_name = Some("sho-rt-tls".into());
+        spec.ingress.annotations.insert(
+            "cert-manager.io/cluster-issuer".into(),
+            "letsencrypt".into(),
+        );
+        let s = shortener(spec);
+        let full = ingress_of(&s);
+        assert_eq!(
+            full.metadata.annotations.unwrap()["cert-manager.io/cluster-issuer"],
+            "letsencrypt"
+        );
+        let ing = full.spec.unwrap();
+        assert_eq!(ing.rules.unwrap()[0].host.as_deref(), Some("sho.rt"));
+        let tls = &ing.tls.unwrap()[0];
+        assert_eq!(tls.secret_name.as_deref(), Some("sho-rt-tls"));
+        assert_eq!(tls.hosts, Some(vec!["sho.rt".to_string()]));
+    }
+
+    #[test]
+    fn ingress_routes_everything_but_metrics_to_the_app() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let ing = serde_json::to_value(ingress_of(&s)).unwrap();
+        let paths = &ing["spec"]["rules"][0]["http"]["paths"];
+        assert_eq!(paths[0]["path"], "/metrics");
+        assert_eq!(paths[0]["pathType"], "Exact");
+        assert_eq!(paths[0]["backend"]["service"]["name"], "links-unrouted");
+        assert_eq!(paths[1]["path"], "/");
+        assert_eq!(paths[1]["pathType"], "Prefix");
+        assert_eq!(paths[1]["backend"]["service"]["name"], "links");
+        // The deny backend is never one of the children.
+        let state = crate::children::desired_state(
+            &i,
+            &crate::children::Observed::default(),
+            &crate::children::Credentials::placeholder(),
+        )
+        .unwrap();
+        assert!(state.children.iter().all(|c| c.name() != "links-unrouted"));
+    }
+
+    #[test]
+    fn snippet_annotations_are_recognised_whatever_the_prefix() {
+        let annotations: BTreeMap<String, String> = [
+            "nginx.ingress.kubernetes.io/configuration-snippet",
+            "nginx.ingress.kubernetes.io/server-snippet",
+            "nginx.ingress.kubernetes.io/auth-snippet",
+            "nginx.org/location-snippets",
+            "cert-manager.io/cluster-issuer",
+            "nginx.ingress.kubernetes.io/proxy-body-size",
+        ]
+        .into_iter()
+        .map(|k| (k.to_string(), "x".to_string()))
+        .collect();
+        assert_eq!(
+            snippet_annotations(&annotations),
+            vec![
+                "nginx.ingress.kubernetes.io/auth-snippet",
+                "nginx.ingress.kubernetes.io/configuration-snippet",
+                "nginx.ingress.kubernetes.io/server-snippet",
+                "nginx.org/location-snippets",
+            ]
+        );
+    }
+
+    fn route_spec() -> HttpRouteSpec {
+        HttpRouteSpec {
+            parent_refs: vec![
+                GatewayParentRef {
+                    name: "public".into(),
+                    namespace: Some("infra".into()),
+                    section_name: Some("https".into()),
+                    port: None,
+                },
+                GatewayParentRef {
+                    name: "internal".into(),
+                    namespace: None,
+                    section_name: None,
+                    port: Some(8443),
+                },
+            ],
+            hostnames: vec!["sho.rt".into(), "www.sho.rt".into()],
+            scheme: PublicScheme::Https,
+            annotations: BTreeMap::from([(
+                "external-dns.alpha.kubernetes.io/ttl".to_string(),
+                "60".to_string(),
+            )]),
+        }
+    }
+
+    #[test]
+    fn the_route_attaches_to_the_named_gateways_with_the_hostnames() {
+        let spec = ShortenerSpec {
+            http_route: Some(route_spec()),
+            ..ShortenerSpec::default()
+        };
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let route = http_route(&i, i.exposure().http_route().unwrap()).unwrap();
+        assert_owned(&route.metadata, "app");
+        assert_eq!(route.metadata.name.as_deref(), Some("links"));
+        assert_eq!(
+            route.metadata.annotations.as_ref().unwrap()["external-dns.alpha.kubernetes.io/ttl"],
+            "60"
+        );
+        let v = serde_json::to_value(&route).unwrap();
+        assert_eq!(v["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(
+            v["spec"]["parentRefs"],
+            json!([
+                { "group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "infra",
+                  "name": "public", "sectionName": "https" },
+                { "group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "web",
+                  "name": "internal", "port": 8443 },
+            ])
+        );
+        assert_eq!(v["spec"]["hostnames"], json!(["sho.rt", "www.sho.rt"]));
+        assert_eq!(i.public_base_url().as_deref(), Some("https://sho.rt"));
+
+        // No hostnames: the route takes every host its listeners accept.
+        let mut bare = route_spec();
+        bare.hostnames.clear();
+        bare.scheme = PublicScheme::Http;
+        let s = shortener(ShortenerSpec {
+            http_route: Some(bare),
+            ..ShortenerSpec::default()
+        });
+        let i = Instance::new(&s).unwrap();
+        let v = serde_json::to_value(http_route(&i, i.exposure().http_route().unwrap()).unwrap())
+            .unwrap();
+        assert!(v["spec"].get("hostnames").is_none(), "{v}");
+        assert_eq!(i.public_base_url(), None);
+        assert_eq!(i.public_url(), "http://links.web.svc.cluster.local");
+    }
+
+    /// Mirrors the Ingress: `/metrics` is an Exact match the Gateway answers itself (a rule
+    /// without backends), the rest a prefix match to the app Service.
+    #[test]
+    fn the_route_sends_everything_but_metrics_to_the_app() {
+        let s = shortener(ShortenerSpec {
+            http_route: Some(route_spec()),
+            ..ShortenerSpec::default()
+        });
+        let i = Instance::new(&s).unwrap();
+        let v = serde_json::to_value(http_route(&i, i.exposure().http_route().unwrap()).unwrap())
+            .unwrap();
+        assert_eq!(
+            v["spec"]["rules"],
+            json!([
+                { "matches": [{ "path": { "type": "Exact", "value": "/metrics" } }] },
+                {
+                    "matches": [{ "path": { "type": "PathPrefix", "value": "/" } }],
+                    "backendRefs": [{ "name": "links", "port": 80 }],
+                },
+            ])
+        );
+        // The app Service's port 80 is the one the route names.
+        let service = serde_json::to_value(crate::children::app::service(&i).unwrap()).unwrap();
+        assert_eq!(service["spec"]["ports"][0]["port"], APP_SERVICE_PORT);
+    }
+}
