@@ -457,7 +457,7 @@ mod tests {
             format!("requirepass {redis_password}\n")
         );
 
-        assert_eq!(recorded.applied.len(), 27);
+        assert_eq!(recorded.applied.len(), 28);
         assert_eq!(
             recorded.condition("Ready"),
             ("False".into(), "ComponentsNotReady".into())
@@ -908,7 +908,10 @@ mod tests {
         let scenario = Scenario::SpecShrunk(Box::new(before), after.clone(), foreign);
         let (result, recorded, _) = pass(&after, scenario).await;
         assert_eq!(result.unwrap(), Action::requeue(STEADY_REQUEUE));
-        assert_eq!(recorded.deleted, vec!["Ingress/links"]);
+        assert_eq!(
+            recorded.deleted,
+            vec!["Ingress/links", "Service/links-unrouted"]
+        );
         assert!(recorded.applied.iter().all(|v| v["kind"] != "Ingress"));
         assert_eq!(recorded.event_reasons(), vec!["Applied", "Pruned"]);
         assert_eq!(
@@ -933,14 +936,15 @@ mod tests {
         result.unwrap();
         assert_eq!(
             recorded.deleted,
+            // In prune order: the reverse of the order children are applied.
             vec![
+                "ServiceMonitor/links",
+                "NetworkPolicy/links-redis",
+                "PodDisruptionBudget/links-redis",
+                "Deployment/links-redis",
+                "Service/links-redis",
                 "ConfigMap/links-redis",
                 "ConfigMap/links-dashboard",
-                "Service/links-redis",
-                "Deployment/links-redis",
-                "PodDisruptionBudget/links-redis",
-                "NetworkPolicy/links-redis",
-                "ServiceMonitor/links",
             ]
         );
         // The PrometheusRule is still wanted; the PostgreSQL StatefulSet (and so its data) stays.
@@ -1100,7 +1104,10 @@ mod tests {
         let scenario = Scenario::SpecShrunk(Box::new(before.clone()), after.clone(), Vec::new());
         let (result, recorded, _) = pass(&after, scenario).await;
         result.unwrap();
-        assert_eq!(recorded.deleted, vec!["Ingress/links"]);
+        assert_eq!(
+            recorded.deleted,
+            vec!["Ingress/links", "Service/links-unrouted"]
+        );
         assert!(recorded.applied("HTTPRoute", "links").is_object());
         // No Gateway has answered yet.
         assert_eq!(

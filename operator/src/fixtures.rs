@@ -623,7 +623,7 @@ impl ApiServerVerifier {
                 cluster.push(object.clone());
             }
         }
-        for resource in children::managed_kinds(plan.apis) {
+        for resource in children::prune_order(plan.apis) {
             let Some((request, send)) = self.next_answering_deletes(&ns).await else {
                 return self; // A refused delete ends the pass.
             };

@@ -32,7 +32,7 @@ pub async fn prune(
 ) -> Result<Vec<String>> {
     let selector = ListParams::default().labels(&instance.instance_selector());
     let mut pruned = Vec::new();
-    for resource in children::managed_kinds(apis) {
+    for resource in children::prune_order(apis) {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &instance.namespace, &resource);
         let listed = api

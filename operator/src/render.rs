@@ -75,8 +75,8 @@ mod tests {
     fn render_emits_one_document_per_object() {
         let s = load("apiVersion: shortener.dev/v1alpha1\nkind: Shortener\nmetadata:\n  name: demo\nspec: {}\n").unwrap();
         let out = render(&s).unwrap();
-        // 5 secrets + 27 applied children for the default spec.
-        assert_eq!(out.matches("---\n").count(), 32);
+        // 5 secrets + 28 applied children for the default spec.
+        assert_eq!(out.matches("---\n").count(), 33);
         assert!(out.contains("kind: ServiceMonitor"));
         assert!(out.contains(&format!("uid: {RENDER_UID}")));
         assert!(out.contains("password: generated-by-operator"));

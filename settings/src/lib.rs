@@ -409,7 +409,7 @@ settings! {
         read_by: ReadBy::Flag,
     }
     SHUTDOWN_GRACE_SECS {
-        help: "Time to finish in-flight requests after SIGTERM (the operator gives the pod this plus 10 s to stop).",
+        help: "Time to finish in-flight requests after SIGTERM (the operator drains the pod for 5 s before SIGTERM and gives it this plus 15 s in all).",
         kind: Kind::Integer { min: 0, max: 600, default: 20 },
         shortener: Shortener::Field("shutdownGraceSeconds"),
         read_by: ReadBy::Flag,

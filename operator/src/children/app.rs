@@ -41,6 +41,10 @@ const DATA_DIR: &str = "/var/lib/shortener";
 /// does not restart a replica that is still waiting, say for a PgBouncer being replaced.
 const SERVE_CONNECT_PATIENCE_SECS: i32 = 60;
 const STARTUP_PROBE_PERIOD_SECS: i32 = 5;
+/// How long a terminating app pod keeps serving before SIGTERM: long enough for endpoint
+/// removal to reach kube-proxy and the Ingress controller or Gateway (a rollout through
+/// Traefik on the real node failed requests without it).
+pub const DRAIN_SECS: u32 = 5;
 
 pub fn config_map_name(instance: &Instance<'_>) -> String {
     format!("{}-config", instance.name)
@@ -261,9 +265,11 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                     "serviceAccountName": name,
                     "automountServiceAccountToken": false,
                     "securityContext": pod_security(APP_UID, None),
-                    // The service's own grace for in-flight requests, plus time to flush clicks
-                    // and exit.
-                    "terminationGracePeriodSeconds": spec.app.config.shutdown_grace_seconds() + 10,
+                    // The drain before SIGTERM, the service's own grace for in-flight
+                    // requests, plus time to flush clicks and exit.
+                    "terminationGracePeriodSeconds": DRAIN_SECS
+                        + spec.app.config.shutdown_grace_seconds()
+                        + 10,
                     // ScheduleAnyway: spread when the cluster has room, still schedule on a
                     // single node.
                     "topologySpreadConstraints": [
@@ -297,6 +303,10 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                         ),
                         "readinessProbe": probe("/readyz", 5, 3),
                         "livenessProbe": probe("/livez", 10, 3),
+                        // A terminating pod keeps serving while the Ingress controller or
+                        // Gateway and kube-proxy take it out of their endpoints; only then
+                        // does SIGTERM stop its listener (no shell needed: the kubelet sleeps).
+                        "lifecycle": { "preStop": { "sleep": { "seconds": DRAIN_SECS } } },
                         "volumeMounts": [
                             { "name": "tmp", "mountPath": "/tmp" },
                             { "name": "data", "mountPath": DATA_DIR },
@@ -362,6 +372,29 @@ mod tests {
         let path =
             |p: &k8s_openapi::api::core::v1::Probe| p.http_get.as_ref().unwrap().path.clone();
         assert_eq!(path(startup), path(c.liveness_probe.as_ref().unwrap()));
+    }
+
+    /// Found on the real node: a rollout through Traefik failed requests (502, reset
+    /// connections) because SIGTERM closed the listener while the controller still sent to
+    /// the pod. The kubelet now sleeps before SIGTERM, and the grace period covers the sleep,
+    /// the service's own grace and the flush.
+    #[test]
+    fn a_terminating_pod_drains_before_sigterm_within_its_grace_period() {
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let d = deployment(&i, &config_map(&i)).unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let sleep = pod.containers[0]
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.sleep.as_ref())
+            .expect("a preStop sleep")
+            .seconds;
+        assert!(sleep >= 5, "drain of {sleep} s");
+        let grace = pod.termination_grace_period_seconds.unwrap();
+        let service_grace = i64::from(s.spec.app.config.shutdown_grace_seconds());
+        assert!(grace > sleep + service_grace, "grace {grace} s");
     }
 
     #[test]

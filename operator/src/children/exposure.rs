@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{Value, json};
 
@@ -30,12 +31,27 @@ pub fn snippet_annotations(annotations: &BTreeMap<String, String>) -> Vec<String
 /// Paths the app serves on its public port that must not leave the cluster.
 pub const PRIVATE_PATHS: [&str; 1] = ["/metrics"];
 
-/// The Service the private paths are routed to by the Ingress. The operator never creates it,
-/// so ingress-nginx has no endpoints for it and answers 503 without reaching the app. (Other
-/// controllers may differ: Traefik's Ingress provider drops a path whose Service does not
-/// exist, see docs/security.md.)
+/// The Service the private paths are routed to by the Ingress: the operator's own, without a
+/// selector, so it never has endpoints and every controller answers 503 without reaching the
+/// app. It used to be left uncreated, which ingress-nginx also answers with 503, but Traefik's
+/// ingress-nginx provider drops a path whose Service does not exist and sent `/metrics` to the
+/// app through the `/` rule (seen on the real node); and a Service of that name anyone made
+/// would have received the path.
 pub fn unrouted_service_name(instance: &Instance<'_>) -> String {
     format!("{}-unrouted", instance.name)
+}
+
+pub fn unrouted_service(instance: &Instance<'_>) -> Result<Service> {
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": instance.meta(unrouted_service_name(instance), Component::App),
+        "spec": {
+            "type": "ClusterIP",
+            "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }],
+        },
+    });
+    typed("unrouted Service", value)
 }
 
 /// Short codes live at the root, so the public routes cannot be listed: everything under `/`
@@ -210,14 +226,19 @@ mod tests {
         assert_eq!(paths[1]["path"], "/");
         assert_eq!(paths[1]["pathType"], "Prefix");
         assert_eq!(paths[1]["backend"]["service"]["name"], "links");
-        // The deny backend is never one of the children.
+        // The deny backend is a child without a selector: it never has endpoints.
         let state = crate::children::desired_state(
             &i,
             &crate::children::Observed::default(),
             &crate::children::Credentials::placeholder(),
         )
         .unwrap();
-        assert!(state.children.iter().all(|c| c.name() != "links-unrouted"));
+        let unrouted = state.children.iter().find(|c| c.name() == "links-unrouted");
+        let crate::children::Child::Service(unrouted) = unrouted.expect("the unrouted Service")
+        else {
+            panic!("links-unrouted is not a Service");
+        };
+        assert_eq!(unrouted.spec.as_ref().unwrap().selector, None);
     }
 
     #[test]

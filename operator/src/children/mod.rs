@@ -375,6 +375,15 @@ pub fn managed_kinds(apis: OptionalApis) -> Vec<ApiResource> {
     kinds
 }
 
+/// The order orphans are pruned in: the reverse of the order children are applied, so what
+/// routes to a Service goes before the Service (an Ingress whose `/metrics` backend went
+/// first would, for a moment, send `/metrics` to the app on some controllers).
+pub fn prune_order(apis: OptionalApis) -> Vec<ApiResource> {
+    let mut kinds = managed_kinds(apis);
+    kinds.reverse();
+    kinds
+}
+
 /// Everything the reconciler writes for one Shortener.
 #[derive(Clone, Debug)]
 pub struct DesiredState {
@@ -491,7 +500,10 @@ pub fn desired_state(
     children.push(app::deployment(instance, &app_config)?.into());
     children.push(app::pod_disruption_budget(instance)?.into());
     match instance.exposure() {
-        Exposure::Ingress(ingress) => children.push(exposure::ingress(instance, ingress)?.into()),
+        Exposure::Ingress(ingress) => {
+            children.push(exposure::unrouted_service(instance)?.into());
+            children.push(exposure::ingress(instance, ingress)?.into());
+        }
         // Without the Gateway API there is nothing to write it to: the status says so.
         Exposure::HttpRoute(route) if observed.apis.gateway => {
             children.push(exposure::http_route(instance, route)?.into())
@@ -780,6 +792,7 @@ mod tests {
                 "Service/links",
                 "Deployment/links",
                 "PodDisruptionBudget/links",
+                "Service/links-unrouted",
                 "Ingress/links",
                 "ConfigMap/links-dashboard",
                 "ServiceMonitor/links",

@@ -123,6 +123,11 @@ pub async fn serves(
     replicas: usize,
 ) -> Result {
     api.wait_serving().await?;
+    ensure!(
+        !api.metrics_exposed().await?,
+        "/metrics answers through {}: the service's metrics are public",
+        api.base()
+    );
     let user = api.create_user(&format!("real-{ns}")).await?;
     let mut links: Vec<Link> = Vec::new();
     for i in 0..3 {
@@ -232,5 +237,17 @@ pub async fn the_full_example_serves_through_the_ingress(real: &'static Real) ->
     check_first_start(&real.client, "shortener", "links", 3).await?;
     let key = admin_key(&real.client, "shortener", "links").await?;
     let api = Service::new(&real.ingress_url, Some("sho.rt"), &key)?;
-    serves(real, &api, "shortener", "links", 3).await
+    serves(real, &api, "shortener", "links", 3).await?;
+    // The node has room for one stack at a time (1 CPU, 1 GiB).
+    kubectl(&[
+        "-n",
+        "shortener",
+        "delete",
+        "shortener",
+        "links",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    kubectl(&["delete", "namespace", "shortener", "--wait=false"])?;
+    Ok(())
 }

@@ -19,6 +19,7 @@
 #[allow(dead_code)] // shared with the kwok tier, which uses all of it
 mod cluster;
 mod faults;
+mod gateway;
 mod install;
 mod network;
 mod stack;
@@ -68,6 +69,7 @@ fn tests() -> Vec<Test> {
         test!(faults::rollout_and_scale_out_fail_no_request),
         test!(install::deleting_the_shortener_keeps_the_volume),
         test!(install::the_full_example_serves_through_the_ingress),
+        test!(gateway::an_httproute_serves_through_the_gateway),
     ]
 }
 

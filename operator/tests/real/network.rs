@@ -84,7 +84,8 @@ pub async fn network_policies_are_enforced(_real: &'static Real) -> Result {
         ("PgBouncer", svc("links-pgbouncer", 6432)),
         ("Redis", svc("links-redis", 6379)),
     ];
-    let app = svc("links", 8080);
+    // The app's Service listens on 80 and sends to the pods' 8080 (HTTP and /metrics).
+    let app = svc("links", 80);
 
     start_prober("network-check")?;
     start_prober("ingress-nginx")?;

@@ -156,14 +156,22 @@ pub async fn check_first_start(
         "no bound PersistentVolumeClaim of {ns}/{instance}"
     );
 
+    // The Job's name carries a hash of what it runs; it is found by its labels.
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let job = jobs.get(&format!("{instance}-postgres-roles")).await?;
-    let succeeded = job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0);
-    ensure!(
-        succeeded >= 1,
-        "the role-setup Job has not completed: {:?}",
-        job.status
-    );
+    let roles = jobs
+        .list(&ListParams::default().labels(&selector(instance, "postgres-roles")))
+        .await?
+        .items;
+    ensure!(!roles.is_empty(), "no role-setup Job of {ns}/{instance}");
+    for job in &roles {
+        let succeeded = job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0);
+        ensure!(
+            succeeded >= 1,
+            "the role-setup Job {} has not completed: {:?}",
+            job.name_any(),
+            job.status
+        );
+    }
 
     let app = wait_pods_ready(client, ns, instance, "app", replicas, RECOVERY).await?;
     for pod in &app {

@@ -133,6 +133,18 @@ impl Api {
         }
     }
 
+    /// Whether the service's `/metrics` answers through this entry point (it must not: it
+    /// is for Prometheus, inside the cluster).
+    pub async fn metrics_exposed(&self) -> Result<bool> {
+        let response = self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await?;
+        let ok = response.status().is_success();
+        let text = response.text().await?;
+        Ok(ok && text.contains("shortener_http_requests_total"))
+    }
+
     /// One redirect: the status and the Location header.
     pub async fn follow(&self, code: &str) -> Result<(StatusCode, Option<String>)> {
         let response = self
@@ -245,16 +257,27 @@ impl Stream {
                 })
             })
             .collect();
-        Self {
-            stop,
-            seen,
-            tasks,
-        }
+        Self { stop, seen, tasks }
     }
 
     /// Failures seen so far.
     pub async fn failures(&self) -> usize {
         self.seen.lock().await.failures.len()
+    }
+
+    /// The failures after the first `from`, counted by kind (the answer without the code).
+    pub async fn failures_since(&self, from: usize) -> BTreeMap<String, usize> {
+        let mut kinds = BTreeMap::new();
+        for (_, what) in self.seen.lock().await.failures.iter().skip(from) {
+            let kind = what.split_once(": ").map_or(what.as_str(), |(_, k)| k);
+            let kind = if kind.starts_with("error sending request") {
+                "connection error"
+            } else {
+                kind
+            };
+            *kinds.entry(kind.to_string()).or_default() += 1;
+        }
+        kinds
     }
 
     /// Answered redirects so far.
