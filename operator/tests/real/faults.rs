@@ -132,18 +132,23 @@ pub async fn rollout_and_scale_out_fail_no_request(real: &'static Real) -> Resul
     wait_pods_ready(&real.client, "default", "links", "app", 3, RECOVERY).await?;
     let rolled = at.elapsed();
     flowing(&stream, 20).await?;
+    let rollout_failures = stream.failures_since(0).await;
+    let before_scale = stream.failures().await;
     let at = Instant::now();
     kubectl(&["-n", "default", "scale", "shortener/links", "--replicas=5"])?;
     wait_pods_ready(&real.client, "default", "links", "app", 5, RECOVERY).await?;
     let scaled = at.elapsed();
     flowing(&stream, 20).await?;
+    let scale_failures = stream.failures_since(before_scale).await;
     let seen = stream.stop().await?;
     ensure!(
         seen.failures.is_empty(),
-        "{} of {} requests failed during the rollout and the scale-out: {:?}",
+        "{} of {} requests failed: during the rollout ({:.0}s) {rollout_failures:?}, during the scale-out ({:.0}s) {scale_failures:?}; first: {:?}",
         seen.failures.len(),
         seen.total() + seen.failures.len() as u64,
-        seen.failures.iter().take(5).collect::<Vec<_>>()
+        rolled.as_secs_f64(),
+        scaled.as_secs_f64(),
+        seen.failures.iter().take(3).collect::<Vec<_>>()
     );
     api.expect_counts(&seen.answered, &links).await?;
     println!(

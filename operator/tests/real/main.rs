@@ -92,6 +92,16 @@ impl Real {
         let ingress_url = std::env::var("SHORTENER_INGRESS_URL").map_err(|_| {
             "SHORTENER_INGRESS_URL is not set: eval \"$(scripts/cluster.sh env)\" with the real node up"
         })?;
+        // A CRD left by an earlier installation is not upgraded by `helm upgrade` (Helm
+        // installs crds/ once): apply the chart's, as the upgrade notes tell users to.
+        let crds = root.join("charts/shortener-operator/crds");
+        crate::cluster::kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &crds.to_string_lossy(),
+        ])?;
         Ok(Self {
             client,
             root,
@@ -140,6 +150,17 @@ impl Real {
                 "-n",
                 OPERATOR_NAMESPACE,
                 "--wait",
+                "--ignore-not-found",
+            ],
+            None,
+        ));
+        // Helm leaves crds/ in place; the suite applied it, so it removes it.
+        report(run(
+            "kubectl",
+            &[
+                "delete",
+                "crd",
+                "shorteners.shortener.dev",
                 "--ignore-not-found",
             ],
             None,
