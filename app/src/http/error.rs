@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::keys::Forbidden;
 use crate::store::{Conflict, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +27,8 @@ pub enum ApiError {
     #[error("missing or invalid API key")]
     Unauthorized,
     /// The key is valid but may not do this.
-    #[error("{0}")]
-    Forbidden(String),
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("the database is unavailable; retry shortly")]
@@ -147,4 +148,21 @@ pub fn rejection(decision: &crate::limits::Decision) -> Option<Response> {
     let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
     decision.set_headers(response.headers_mut());
     Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Decision;
+
+    #[test]
+    fn a_refusal_is_a_429_with_the_ietf_headers() {
+        let allowed = Decision::unlimited();
+        assert!(rejection(&allowed).is_none());
+        let limited = Decision::limited_for_tests();
+        let response = rejection(&limited).unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["ratelimit-remaining"], "0");
+    }
 }

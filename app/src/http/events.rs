@@ -5,11 +5,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::params::{EventFilters, Pagination};
 use super::{AppState, JsonBody, QueryParams, listing, whole_number};
 use crate::domain::parse_event_type;
+use crate::keys::Caller;
 use crate::store::{Event, EventFilter, EventSource, NewEvent, StoreError};
 
 #[derive(Deserialize, ToSchema)]

@@ -9,11 +9,10 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::params::{KeyId, Pagination};
 use super::{AppState, JsonBody, PathId, QueryParams, listing};
-use crate::keys::{self, KeyRequest};
+use crate::keys::{self, Caller, KeyRequest};
 use crate::store::{ApiKey, KeyScope};
 
 #[derive(Deserialize, ToSchema)]
@@ -114,7 +113,7 @@ pub async fn revoke(
             keys::RevokeError::Bootstrap => ApiError::bad_request(err.to_string()),
             keys::RevokeError::Store(err) => err.into(),
         })?;
-    state.auth.revoked(&[key.id]).await;
+    state.keys.revoked(&[key.id]).await;
     tracing::info!(key_id = key.id, by = ?caller.key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -31,7 +31,6 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub use auth::{Auth, Caller};
 pub use client::TrustedProxies;
 pub use openapi::ApiDoc;
 
@@ -39,6 +38,7 @@ use error::ApiError;
 
 use crate::clicks::ClickRecorder;
 use crate::config::{AccessLog, ServeConfig};
+use crate::keys::KeyCheck;
 use crate::limits::RateLimit;
 use crate::links::Links;
 use crate::metrics::Metrics;
@@ -63,7 +63,7 @@ pub struct Shared {
     /// Everything that resolves or changes a link.
     pub links: Arc<Links>,
     pub clicks: ClickRecorder,
-    pub auth: Auth,
+    pub keys: KeyCheck,
     pub rate_limit: RateLimit,
     /// Who may name the client instead of the TCP peer.
     pub proxies: TrustedProxies,

@@ -4,11 +4,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::params::{Pagination, UrlFilters, UrlId};
 use super::{AppState, JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
 use crate::domain::{ShortCode, TargetUrl, parse_title};
+use crate::keys::Caller;
 use crate::store::{Event, EventFilter, NewUrl, Url, UrlFilter, UrlPatch, UrlStats};
 
 #[derive(Deserialize, ToSchema)]

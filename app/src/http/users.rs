@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::params::{Pagination, UserId, UsersUpload};
 use super::{AppState, JsonBody, PathId, QueryParams, listing};
 use crate::domain::{Email, parse_username};
+use crate::keys::Caller;
 use crate::seed::csv::{LineError, MAX_UPLOADED_LINES, read_users};
 use crate::store::{Listing, NewUser, User, UserPatch};
 
@@ -142,7 +142,7 @@ pub async fn remove(
     let deletion = state.links.delete_owner(id, caller.actor()).await?;
     // Revoked in the deletion's transaction; now every replica must stop
     // taking them on trust, exactly as after `DELETE /keys/{id}`.
-    state.auth.revoked(&deletion.revoked_keys).await;
+    state.keys.revoked(&deletion.revoked_keys).await;
     tracing::info!(
         user_id = id,
         deactivated_urls = deletion.deactivated.len(),

@@ -32,7 +32,7 @@ pub struct UserDeletion {
     /// The user's URLs that were active and are now deactivated.
     pub deactivated: Vec<Url>,
     /// The ids of the user's keys that were live and are now revoked: the
-    /// replicas must hear of them ([`crate::keys::Trust::revoked`]).
+    /// replicas must hear of them ([`crate::keys::KeyCheck::revoked`]).
     pub revoked_keys: Vec<i64>,
 }
 
