@@ -15,8 +15,8 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::state::AppState;
 use crate::keys::{Caller, sha256_hex};
 use crate::limits::{Class, Subject};
 

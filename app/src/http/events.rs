@@ -6,8 +6,9 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JsonBody, QueryParams, listing, whole_number};
 use super::params::{EventFilters, Pagination};
-use super::{AppState, JsonBody, QueryParams, listing, whole_number};
+use super::state::AppState;
 use crate::domain::parse_event_type;
 use crate::keys::Caller;
 use crate::store::{Event, EventFilter, EventSource, NewEvent, StoreError};

@@ -3,7 +3,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::AppState;
+use super::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JsonBody, PathId, QueryParams, listing};
 use super::params::{KeyId, Pagination};
-use super::{AppState, JsonBody, PathId, QueryParams, listing};
+use super::state::AppState;
 use crate::keys::{self, Caller, KeyRequest};
 use crate::store::{ApiKey, KeyScope};
 

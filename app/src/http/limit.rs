@@ -5,8 +5,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::AppState;
 use super::error::rejection;
+use super::state::AppState;
 use crate::keys::Caller;
 use crate::limits::{Class, Subject};
 

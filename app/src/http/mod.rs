@@ -12,6 +12,7 @@ mod openapi;
 mod params;
 mod redirect;
 pub mod routes;
+mod state;
 mod urls;
 mod users;
 
@@ -33,61 +34,14 @@ use tower_http::trace::TraceLayer;
 
 pub use client::TrustedProxies;
 pub use openapi::ApiDoc;
+pub use state::{AppState, Shared};
 
 use error::ApiError;
 
-use crate::clicks::ClickRecorder;
 use crate::config::{AccessLog, ServeConfig};
-use crate::keys::KeyCheck;
-use crate::limits::RateLimit;
-use crate::links::Links;
-use crate::metrics::Metrics;
-use crate::store::DynStore;
 
 /// Largest JSON body accepted; CSV uploads have their own, larger limit.
 const MAX_JSON_BODY: usize = 64 * 1024;
-/// Largest CSV upload (`POST /users/bulk`).
-pub(crate) const UPLOAD_LIMIT: usize = 16 * 1024 * 1024;
-
-/// Everything a handler may use. Cloned for every request by each layer
-/// and extractor that takes it, so it is one `Arc`: a clone is one atomic
-/// increment, whatever it holds.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-pub struct Shared {
-    /// Users, keys, events and every read that no cache holds; what
-    /// resolves or changes a link goes through `links` instead, which keeps
-    /// the caches and the other replicas told.
-    pub store: DynStore,
-    /// Everything that resolves or changes a link.
-    pub links: Arc<Links>,
-    pub clicks: ClickRecorder,
-    pub keys: KeyCheck,
-    pub rate_limit: RateLimit,
-    /// Who may name the client instead of the TCP peer.
-    pub proxies: TrustedProxies,
-    pub metrics: Arc<Metrics>,
-    /// The stores as last sampled, for `/health`.
-    pub health: Arc<crate::metrics::StoreHealth>,
-    pub public_base_url: Option<String>,
-    /// Which targets links may point at.
-    pub target_policy: crate::domain::TargetPolicy,
-}
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
 
 /// The whole API. `traces`: give every request a server span (only worth
 /// its cost when spans are exported).
@@ -346,23 +300,4 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     }
     replaced
-}
-
-pub(crate) use extract::{
-    JsonBody, PathId, QueryParams, nullable, optional_whole_number, whole_number,
-};
-
-/// A listing as the API returns it: the page as a JSON array and the total
-/// in `X-Total-Count`.
-pub(crate) fn listing<T: serde::Serialize>(listing: crate::store::Listing<T>) -> Response {
-    let mut response = axum::Json(listing.items).into_response();
-    let headers = response.headers_mut();
-    headers.insert("x-total-count", header::HeaderValue::from(listing.total));
-    if listing.estimated {
-        headers.insert(
-            "x-total-count-estimated",
-            header::HeaderValue::from_static("true"),
-        );
-    }
-    response
 }

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
 use super::params::{Pagination, UrlFilters, UrlId};
-use super::{AppState, JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
+use super::state::AppState;
 use crate::domain::{ShortCode, TargetUrl, parse_title};
 use crate::keys::Caller;
 use crate::store::{Event, EventFilter, NewUrl, Url, UrlFilter, UrlPatch, UrlStats};

@@ -7,12 +7,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JsonBody, PathId, QueryParams, listing};
 use super::params::{Pagination, UserId, UsersUpload};
-use super::{AppState, JsonBody, PathId, QueryParams, listing};
+use super::state::AppState;
 use crate::domain::{Email, parse_username};
 use crate::keys::Caller;
 use crate::seed::csv::{LineError, MAX_UPLOADED_LINES, read_users};
 use crate::store::{Listing, NewUser, User, UserPatch};
+
+/// Largest CSV upload (`POST /users/bulk`).
+pub(super) const UPLOAD_LIMIT: usize = 16 * 1024 * 1024;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
@@ -172,7 +176,7 @@ pub async fn bulk(
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!(
                 "the upload is larger than {} MiB",
-                super::UPLOAD_LIMIT / (1024 * 1024)
+                UPLOAD_LIMIT / (1024 * 1024)
             ))
         } else {
             ApiError::bad_request(format!("malformed multipart body: {e}"))

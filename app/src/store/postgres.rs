@@ -7,9 +7,9 @@ use sqlx::{Connection, Postgres};
 
 use futures_util::future::BoxFuture;
 
-use super::migrations::{self, MigrationReport};
+use super::migrations::{self, MigrationReport, Schema};
 use super::sql::{Dialect, SqlStore, sql};
-use super::{BatchOrigin, Click, Schema, StoreResult};
+use super::{BatchOrigin, Click, StoreResult};
 use crate::domain::{Timestamp, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -142,15 +142,9 @@ impl PgStore {
             }
             Schema::Migrate => {}
             Schema::RequireMigrated => {
-                let applied = match sqlx::query_as(migrations::READ_HISTORY)
-                    .fetch_all(&pool)
-                    .await
-                {
-                    Ok(applied) => applied,
-                    Err(err) if migrations::is_missing_history(&err) => Vec::new(),
-                    Err(err) => return Err(err.into()),
-                };
-                migrations::compare(&MIGRATOR, &applied).require_current()?;
+                migrations::compare_with(&MIGRATOR, &pool)
+                    .await?
+                    .require_current()?;
             }
         }
         Ok(Self {
