@@ -215,24 +215,7 @@ impl Metrics {
                 "Database pings by the state sampler (GET /health answers from the last one)",
             )?,
             registry,
-        }
-        .with_label_sets())
-    }
-
-    /// Every series of the fixed label sets exists from the start (at 0),
-    /// so a rate over them is defined before the first event.
-    fn with_label_sets(self) -> Self {
-        for class in ["management", "create", "redirect_miss"] {
-            for decision in ["allowed", "limited"] {
-                self.rate_limit_decisions
-                    .with_label_values(&[class, decision]);
-            }
-            for reason in ["skipped", "error", "timeout"] {
-                self.rate_limit_fallbacks
-                    .with_label_values(&[class, reason]);
-            }
-        }
-        self
+        })
     }
 
     /// Records a pool snapshot.

@@ -47,7 +47,16 @@ pub struct ErrorBody {
 }
 
 /// Seconds a client should wait before retrying after a 503.
-const RETRY_AFTER_SECS: &str = "5";
+pub(super) const RETRY_AFTER_SECS: &str = "5";
+
+/// `{"error": message}` with `status`: an error that is not about fields.
+pub(super) fn error_response(status: StatusCode, message: String) -> Response {
+    let body = ErrorBody {
+        error: message,
+        details: BTreeMap::new(),
+    };
+    (status, Json(body)).into_response()
+}
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -141,11 +150,10 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// every error, with `Retry-After` and the `RateLimit-*` headers.
 pub fn rejection(decision: &crate::limits::Decision) -> Option<Response> {
     let retry_after = decision.retry_after_secs()?;
-    let body = ErrorBody {
-        error: format!("too many requests; retry in {retry_after} s"),
-        details: Default::default(),
-    };
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many requests; retry in {retry_after} s"),
+    );
     decision.set_headers(response.headers_mut());
     Some(response)
 }

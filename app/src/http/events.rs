@@ -26,9 +26,7 @@ pub struct CreateEvent {
 }
 
 #[utoipa::path(get, path = "/events", tag = "events", params(Pagination, EventFilters),
-    responses((status = 200, body = [Event], headers(
-                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
-                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+    responses((status = 200, body = [Event]),
               (status = 400, body = ErrorBody, description = "A bad page or filter parameter")))]
 pub async fn list(
     State(state): State<AppState>,

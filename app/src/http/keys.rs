@@ -73,7 +73,7 @@ pub async fn create(
 
 /// Every key, live or not, oldest first (admin keys only).
 #[utoipa::path(get, path = "/keys", tag = "keys", params(Pagination),
-    responses((status = 200, body = [ApiKey], headers(("X-Total-Count" = i64))),
+    responses((status = 200, body = [ApiKey]),
               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,

@@ -47,7 +47,7 @@ const MAX_JSON_BODY: usize = 64 * 1024;
 /// its cost when spans are exported).
 pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
     let request_timeout = config.request_timeout_secs;
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = HeaderName::from_static(REQUEST_ID);
     let router = Router::new()
         .merge(routes::management(&state))
         .route("/health", get(health::health))
@@ -90,13 +90,20 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
         .with_state(state)
 }
 
+/// The header that carries a request's id, given or made here.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The request's id, as `SetRequestId` left it.
+fn request_id(req: &Request) -> &str {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+}
+
 /// Every log line inside a request carries its id, method and path.
 fn request_span(req: &Request) -> tracing::Span {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
+    let id = request_id(req);
     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
 }
 
@@ -122,11 +129,7 @@ async fn server_span(req: Request, next: Next) -> Response {
         Some(route) => format!("{method} {route}"),
         None => method.to_owned(),
     };
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
+    let request_id = request_id(&req);
     let span = tracing::info_span!(
         target: crate::telemetry::TRACE_TARGET,
         "http.server",
@@ -209,14 +212,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(error::ErrorBody {
-            error: "method not allowed".into(),
-            details: Default::default(),
-        }),
-    )
-        .into_response()
+    error::error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -279,14 +275,7 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
         return response;
     }
     let message = status.canonical_reason().unwrap_or("error").to_lowercase();
-    let mut replaced = (
-        status,
-        axum::Json(error::ErrorBody {
-            error: message,
-            details: Default::default(),
-        }),
-    )
-        .into_response();
+    let mut replaced = error::error_response(status, message);
     for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::ALLOW] {
         if let Some(value) = response.headers().get(&name) {
             replaced.headers_mut().insert(name, value.clone());
@@ -295,9 +284,10 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
     if status == StatusCode::SERVICE_UNAVAILABLE
         && !replaced.headers().contains_key(header::RETRY_AFTER)
     {
-        replaced
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        replaced.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from_static(error::RETRY_AFTER_SECS),
+        );
     }
     replaced
 }

@@ -2,6 +2,7 @@
 //! handlers' annotations and the request and response types. What an
 //! annotation cannot say is added here by modifiers, in one place:
 //!
+//! - [`Listings`]: the headers every page of a list carries;
 //! - [`ManagementApi`]: the bearer key, and the 401 and 429 that every
 //!   management operation can answer;
 //! - [`ErrorStatuses`]: the 413, 500 and 503 that come from layers, not
@@ -19,7 +20,8 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::path::{Operation, Parameter};
 use utoipa::openapi::schema::{
-    AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+    AllOfBuilder, AnyOfBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat,
+    SchemaType, Type,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
@@ -49,7 +51,7 @@ use crate::store::Page;
         redirect::follow,
     ),
     components(schemas(super::error::ErrorBody)),
-    modifiers(&OperationIds, &InputRules, &ManagementApi, &ErrorStatuses),
+    modifiers(&OperationIds, &InputRules, &Listings, &ManagementApi, &ErrorStatuses),
 )]
 pub struct ApiDoc;
 
@@ -451,6 +453,47 @@ fn error_response(description: &str, headers: &[(&str, &str)]) -> RefOr<utoipa::
         );
     }
     RefOr::T(response.build())
+}
+
+/// What [`super::extract::listing`] puts on every page of a list (the
+/// operations that take `page`): the total, and whether it is estimated.
+struct Listings;
+
+impl utoipa::Modify for Listings {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let header = |schema: ObjectBuilder, about: &str| {
+            HeaderBuilder::new()
+                .schema(schema)
+                .description(Some(about))
+                .build()
+        };
+        let int64 = SchemaFormat::KnownFormat(KnownFormat::Int64);
+        let total = header(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(int64)),
+            "Rows matching the filters",
+        );
+        let estimated = header(
+            ObjectBuilder::new().schema_type(Type::Boolean),
+            "Present (`true`) when the count is an estimate",
+        );
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations(item) {
+                let paged = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name == "page");
+                let ok = operation.responses.responses.get_mut("200");
+                if let (true, Some(RefOr::T(ok))) = (paged, ok) {
+                    ok.headers.insert("X-Total-Count".into(), total.clone());
+                    ok.headers
+                        .insert("X-Total-Count-Estimated".into(), estimated.clone());
+                }
+            }
+        }
+    }
 }
 
 /// The management API (and only it, the operations of the route table

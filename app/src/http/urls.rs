@@ -56,6 +56,13 @@ fn target(state: &AppState, field: &str, raw: &str) -> ApiResult<TargetUrl> {
         .map_err(|problem| ApiError::invalid_field(field, problem))
 }
 
+/// A title as given (`None`: none), blank being none too.
+fn title(raw: Option<String>) -> ApiResult<Option<String>> {
+    raw.map(|t| parse_title(&t).map_err(|p| ApiError::invalid_field("title", p)))
+        .transpose()
+        .map(Option::flatten)
+}
+
 fn custom_code(raw: &str) -> ApiResult<ShortCode> {
     ShortCode::parse(raw)
         .map_err(|problem| ApiError::invalid_field("short_code", problem.to_string()))
@@ -82,9 +89,7 @@ async fn visible_url(state: &AppState, caller: Caller, id: i64) -> ApiResult<Url
 }
 
 #[utoipa::path(get, path = "/urls", tag = "urls", params(Pagination, UrlFilters),
-    responses((status = 200, body = [Url], headers(
-                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
-                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+    responses((status = 200, body = [Url]),
               (status = 400, body = ErrorBody, description = "A bad page or filter parameter")))]
 pub async fn list(
     State(state): State<AppState>,
@@ -111,11 +116,7 @@ pub async fn create(
     let url = NewUrl {
         user_id: caller.user_filter(body.user_id)?,
         original_url: target(&state, "original_url", &body.original_url)?,
-        title: body
-            .title
-            .map(|t| parse_title(&t).map_err(|p| ApiError::invalid_field("title", p)))
-            .transpose()?
-            .flatten(),
+        title: title(body.title)?,
     };
     Ok((
         StatusCode::CREATED,
@@ -185,14 +186,7 @@ pub async fn update(
             .original_url
             .map(|u| target(&state, "original_url", &u))
             .transpose()?,
-        title: body
-            .title
-            .map(|t| {
-                t.map(|t| parse_title(&t).map_err(|p| ApiError::invalid_field("title", p)))
-                    .transpose()
-                    .map(Option::flatten)
-            })
-            .transpose()?,
+        title: body.title.map(title).transpose()?,
         is_active: body.is_active,
     };
     if patch.is_empty() {
@@ -234,9 +228,7 @@ pub async fn stats(
 }
 
 #[utoipa::path(get, path = "/urls/{id}/events", tag = "urls", params(UrlId, Pagination),
-    responses((status = 200, body = [Event], headers(
-                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
-                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+    responses((status = 200, body = [Event]),
               (status = 400, body = ErrorBody, description = "A bad page parameter"),
               (status = 404, body = ErrorBody)))]
 pub async fn events(

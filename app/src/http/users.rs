@@ -49,9 +49,7 @@ fn field<T>(name: &str, parsed: Result<T, String>) -> ApiResult<T> {
 
 /// List live users, oldest first.
 #[utoipa::path(get, path = "/users", tag = "users", params(Pagination),
-    responses((status = 200, body = [User], headers(
-                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
-                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+    responses((status = 200, body = [User]),
               (status = 400, body = ErrorBody, description = "A bad page parameter")))]
 pub async fn list(
     State(state): State<AppState>,
