@@ -353,6 +353,12 @@ impl Revocations {
         Self { redis, channel }
     }
 
+    /// The channel on the Redis at `url`, under `prefix`, for a process
+    /// that is not a replica (`shortener keys revoke`).
+    pub fn open(url: &str, prefix: &str) -> redis::RedisResult<Self> {
+        SharedRedis::open(url, prefix, REDIS_PATIENCE, None).map(Self::new)
+    }
+
     /// Tells every replica following this channel that keys `key_ids` are
     /// revoked (they forget the keys they took on trust). Tried even while
     /// Redis is being skipped after a failure: it is rare, and worth it.
