@@ -88,10 +88,14 @@ impl KeyRequest {
     }
 }
 
-/// A key just issued: the stored row and the key itself, shown this once.
-#[derive(Debug, Clone)]
+/// A key just issued: the stored row and the key itself, shown this once
+/// (the answer to `POST /keys`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = CreatedKey)]
 pub struct Issued {
+    #[serde(flatten)]
     pub key: ApiKey,
+    /// The key itself. Shown only here: store it now.
     pub secret: String,
 }
 

@@ -146,6 +146,11 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A parser's verdict on field `name`: its value, or a 400 naming it.
+pub fn field<T, E: ToString>(name: &str, parsed: Result<T, E>) -> ApiResult<T> {
+    parsed.map_err(|problem| ApiError::invalid_field(name, problem.to_string()))
+}
 /// The 429 to answer with, when `decision` refuses the request: JSON as
 /// every error, with `Retry-After` and the `RateLimit-*` headers.
 pub fn rejection(decision: &crate::limits::Decision) -> Option<Response> {

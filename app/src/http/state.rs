@@ -7,6 +7,7 @@ use crate::keys::KeyCheck;
 use crate::limits::RateLimit;
 use crate::links::Links;
 use crate::metrics::Metrics;
+use crate::shared_redis::SharedRedis;
 use crate::store::DynStore;
 
 use super::client::TrustedProxies;
@@ -27,6 +28,9 @@ pub struct Shared {
     pub clicks: ClickRecorder,
     pub keys: KeyCheck,
     pub rate_limit: RateLimit,
+    /// The Redis the replicas share, when configured: whether it answers is
+    /// what `/health` reports of the cache.
+    pub redis: Option<Arc<SharedRedis>>,
     /// Who may name the client instead of the TCP peer.
     pub proxies: TrustedProxies,
     pub metrics: Arc<Metrics>,

@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, field};
 use super::extract::{JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
 use super::params::{Pagination, UrlFilters, UrlId};
 use super::state::AppState;
@@ -50,22 +50,16 @@ pub struct ShortenedUrl {
 
 /// A target as the deployment's policy allows it (on creation and on every
 /// change alike).
-fn target(state: &AppState, field: &str, raw: &str) -> ApiResult<TargetUrl> {
-    TargetUrl::parse(raw)
-        .and_then(|target| state.target_policy.check(&target).map(|()| target))
-        .map_err(|problem| ApiError::invalid_field(field, problem))
+fn target(state: &AppState, name: &str, raw: &str) -> ApiResult<TargetUrl> {
+    let target = field(name, TargetUrl::parse(raw))?;
+    field(name, state.target_policy.check(&target))?;
+    Ok(target)
 }
 
 /// A title as given (`None`: none), blank being none too.
 fn title(raw: Option<String>) -> ApiResult<Option<String>> {
-    raw.map(|t| parse_title(&t).map_err(|p| ApiError::invalid_field("title", p)))
-        .transpose()
-        .map(Option::flatten)
-}
-
-fn custom_code(raw: &str) -> ApiResult<ShortCode> {
-    ShortCode::parse(raw)
-        .map_err(|problem| ApiError::invalid_field("short_code", problem.to_string()))
+    let title = raw.map(|t| field("title", parse_title(&t))).transpose()?;
+    Ok(title.flatten())
 }
 
 async fn create_with(
@@ -74,7 +68,9 @@ async fn create_with(
     url: NewUrl,
     code: Option<String>,
 ) -> ApiResult<Url> {
-    let code = code.as_deref().map(custom_code).transpose()?;
+    let code = code
+        .map(|c| field("short_code", ShortCode::parse(&c)))
+        .transpose()?;
     Ok(state
         .links
         .create(url, code.as_ref(), caller.actor())

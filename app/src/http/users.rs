@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, field};
 use super::extract::{JsonBody, PathId, QueryParams, listing};
 use super::params::{Pagination, UserId, UsersUpload};
 use super::state::AppState;
@@ -41,10 +41,6 @@ pub struct BulkReport {
     errors: Vec<LineError>,
     /// Bad lines beyond those listed in `errors`.
     errors_omitted: u64,
-}
-
-fn field<T>(name: &str, parsed: Result<T, String>) -> ApiResult<T> {
-    parsed.map_err(|problem| ApiError::invalid_field(name, problem))
 }
 
 /// List live users, oldest first.

@@ -172,9 +172,4 @@ impl Links {
         let bytes = i64::try_from(self.cache.local_weighted_size()).unwrap_or(i64::MAX);
         self.metrics.cache_bytes.set(bytes);
     }
-
-    /// The shared tier, when configured.
-    pub fn shared(&self) -> Option<&SharedCache> {
-        self.cache.shared()
-    }
 }
