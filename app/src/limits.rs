@@ -1,7 +1,7 @@
 //! Rate limits: per class ([`Class`]) and per subject ([`Subject`]: an API
-//! key, or a client address). A service of its own: the HTTP side
-//! (`http/limit.rs`) decides which class a request counts against and turns
-//! a refusal into a 429.
+//! key, or a client address). A service of its own: the HTTP side decides
+//! which class a request counts against (the route table, `http/routes.rs`)
+//! and turns a refusal into a 429 (`http/error.rs`).
 //!
 //! With Redis configured the limits hold across all replicas: each check is
 //! one atomic round trip (a GCRA script, [`GCRA`], whose key expires once

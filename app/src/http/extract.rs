@@ -14,6 +14,10 @@ use serde_json::Value;
 use super::error::ApiError;
 use crate::store::{Listing, Page};
 
+/// Largest JSON body accepted; CSV uploads have their own, larger limit
+/// (`users::UPLOAD_LIMIT`).
+pub(super) const MAX_JSON_BODY: usize = 64 * 1024;
+
 /// A JSON object body deserialized into `T`.
 ///
 /// Refuses (400) a missing or non-JSON Content-Type, bodies that are not

@@ -40,9 +40,6 @@ use error::ApiError;
 
 use crate::config::{AccessLog, ServeConfig};
 
-/// Largest JSON body accepted; CSV uploads have their own, larger limit.
-const MAX_JSON_BODY: usize = 64 * 1024;
-
 /// The whole API. `traces`: give every request a server span (only worth
 /// its cost when spans are exported).
 pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
@@ -61,7 +58,7 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
         // Inner to outer: everything a layer produces passes through the
         // layers listed after it, so a timeout or a panic still becomes a
         // JSON error, and still counts in the metrics.
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_JSON_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,

@@ -26,6 +26,8 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
 
+use super::extract::MAX_JSON_BODY;
+use super::users::UPLOAD_LIMIT;
 use super::{events, health, keys, redirect, urls, users};
 use crate::domain::{
     Email, MAX_EVENT_TYPE_CHARS, MAX_TITLE_CHARS, MAX_USERNAME_CHARS, RECORDED_BY_THE_SERVICE,
@@ -150,12 +152,10 @@ struct OperationIds;
 
 impl utoipa::Modify for OperationIds {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            for operation in operations(item) {
-                let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned();
-                if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
-                    *id = format!("{tag}_{id}");
-                }
+        for operation in openapi.paths.paths.values_mut().flat_map(operations) {
+            let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned();
+            if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+                *id = format!("{tag}_{id}");
             }
         }
     }
@@ -186,11 +186,9 @@ impl utoipa::Modify for InputRules {
             routes.join("|"),
             ShortCode::MAX_LEN
         );
-        for item in openapi.paths.paths.values_mut() {
-            for operation in operations(item) {
-                for parameter in operation.parameters.iter_mut().flatten() {
-                    parameter_rules(parameter, &redirect_code);
-                }
+        for operation in openapi.paths.paths.values_mut().flat_map(operations) {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                parameter_rules(parameter, &redirect_code);
             }
         }
 
@@ -478,18 +476,17 @@ impl utoipa::Modify for Listings {
             ObjectBuilder::new().schema_type(Type::Boolean),
             "Present (`true`) when the count is an estimate",
         );
-        for item in openapi.paths.paths.values_mut() {
-            for operation in operations(item) {
-                let paged = operation
-                    .parameters
-                    .iter()
-                    .flatten()
-                    .any(|p| p.name == "page");
-                let ok = operation.responses.responses.get_mut("200");
-                if let (true, Some(RefOr::T(ok))) = (paged, ok) {
-                    ok.headers.insert("X-Total-Count".into(), total.clone());
-                    ok.headers
-                        .insert("X-Total-Count-Estimated".into(), estimated.clone());
+        for operation in openapi.paths.paths.values_mut().flat_map(operations) {
+            let mut parameters = operation.parameters.iter().flatten();
+            if !parameters.any(|p| p.name == "page") {
+                continue;
+            }
+            if let Some(RefOr::T(ok)) = operation.responses.responses.get_mut("200") {
+                for (name, header) in [
+                    ("X-Total-Count", &total),
+                    ("X-Total-Count-Estimated", &estimated),
+                ] {
+                    ok.headers.insert(name.into(), header.clone());
                 }
             }
         }
@@ -588,8 +585,12 @@ impl utoipa::Modify for ErrorStatuses {
                 let has_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
                 if has_body {
-                    let limit = if upload { "16 MiB" } else { "64 KiB" };
-                    responses.insert("413".into(), too_large(limit));
+                    let limit = if upload {
+                        format!("{} MiB", UPLOAD_LIMIT / (1024 * 1024))
+                    } else {
+                        format!("{} KiB", MAX_JSON_BODY / 1024)
+                    };
+                    responses.insert("413".into(), too_large(&limit));
                 }
                 responses
                     .entry("500".into())

@@ -228,10 +228,6 @@ pub struct Actor {
 impl Actor {
     /// No key: `AUTH_MODE=open`, the command line, the seed loader.
     pub const NONE: Self = Self { key_id: None };
-
-    pub fn key(id: i64) -> Self {
-        Self { key_id: Some(id) }
-    }
 }
 
 /// An event posted by a client (always `source = client`).
