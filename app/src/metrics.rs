@@ -250,8 +250,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the sampler last saw of the database. `GET /health` answers from
 /// it, so a public endpoint called at any rate costs the database nothing:
 /// it is pinged once per [`SAMPLE_EVERY`]. (Whether Redis answers is
-/// [`crate::shared_redis::SharedRedis::up`], kept by every call to it and
-/// the cache's heartbeat, every second.)
+/// `SharedRedis::up`, kept by every call to it.)
 pub struct StoreHealth {
     epoch: Instant,
     database_up: AtomicBool,

@@ -70,21 +70,22 @@ const UNDOCUMENTED_ROUTES: &[&str] = &["metrics", "openapi.json"];
 /// a regular-expression class body.
 const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
 
+/// 1 to `max` characters without control characters, neither the first
+/// nor the last blank: what is left of a value once trimmed.
+fn text_between_blanks(max: usize) -> String {
+    let inner = max - 2;
+    format!(r"[^\s{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^\s{CONTROL}])?")
+}
+
 /// Text that is trimmed, then must be 1 to `max` characters without
 /// control characters.
 fn trimmed_text(max: usize) -> String {
-    format!(
-        r"^\s*[^\s{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^\s{CONTROL}])?\s*$",
-        inner = max - 2
-    )
+    format!(r"^\s*{}\s*$", text_between_blanks(max))
 }
 
 /// Like [`trimmed_text`], but blank is allowed (and means "none").
 fn optional_trimmed_text(max: usize) -> String {
-    format!(
-        r"^\s*(?:[^\s{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^\s{CONTROL}])?)?\s*$",
-        inner = max - 2
-    )
+    format!(r"^\s*(?:{})?\s*$", text_between_blanks(max))
 }
 
 /// `word` in any letter case, as a regular expression (`api` → `[Aa][Pp][Ii]`).
