@@ -22,7 +22,7 @@ use async_trait::async_trait;
 pub use connect::{connect, migrate};
 pub use migrations::{MigrationName, MigrationReport, NotMigrated, Schema};
 pub use model::*;
-pub use transient::{is_login_refused, is_transient, is_transient_error};
+use transient::{is_login_refused, is_transient_error};
 
 use crate::domain::ShortCode;
 
