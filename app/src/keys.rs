@@ -1,23 +1,34 @@
 //! API keys: how a key is made, what is kept of it, issuing one (the same
-//! road for `shortener keys create` and `POST /keys`), what a replica takes
-//! on trust, and revoking (one road for `DELETE /keys/{id}`, `shortener
-//! keys revoke` and the deletion of a key's user: [`Trust::revoked`] on a
-//! replica, [`Revocations::announce`] from the command line).
+//! road for `shortener keys create` and `POST /keys`), checking a presented
+//! one ([`KeyCheck`]: who is calling, as a [`Caller`], and what they may
+//! do), what a replica takes on trust, and revoking (one road for
+//! `DELETE /keys/{id}`, `shortener keys revoke` and the deletion of a key's
+//! user: [`KeyCheck::revoked`] on a replica, [`Revocations::announce`] from
+//! the command line).
 //!
 //! A key is `shk_` and 32 characters of `[A-Za-z0-9]` from the thread-local
 //! CSPRNG (about 190 bits). Only its SHA-256 is stored: with that much
 //! entropy there is nothing to brute-force, so a slow password hash would
 //! only slow every request down. Its first 12 characters are kept to
 //! recognise it by.
+//!
+//! A presented key is either `ADMIN_API_KEY` (compared in constant time with
+//! the hash kept in memory) or an issued key, looked up by its SHA-256.
+//! Accepted keys are remembered for `KEY_TRUST_SECS` (5 s). A revocation
+//! empties that memory on the replica that made it and, through a Redis
+//! channel, on every other one; without Redis (or while it is away) the
+//! others follow within `KEY_TRUST_SECS`.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
+use crate::config::AuthMode;
 use crate::domain::Timestamp;
 use crate::shared_redis::SharedRedis;
-use crate::store::{ApiKey, KeyScope, NewApiKey, Store, StoreError, StoreResult};
+use crate::store::{Actor, ApiKey, DynStore, KeyScope, NewApiKey, Store, StoreError, StoreResult};
 
 const PREFIX: &str = "shk_";
 const RANDOM_LEN: usize = 32;
@@ -77,10 +88,14 @@ impl KeyRequest {
     }
 }
 
-/// A key just issued: the stored row and the key itself, shown this once.
-#[derive(Debug, Clone)]
+/// A key just issued: the stored row and the key itself, shown this once
+/// (the answer to `POST /keys`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = CreatedKey)]
 pub struct Issued {
+    #[serde(flatten)]
     pub key: ApiKey,
+    /// The key itself. Shown only here: store it now.
     pub secret: String,
 }
 
@@ -117,7 +132,7 @@ pub enum RevokeError {
 
 /// Revokes key `id` in the store (the same road for `DELETE /keys/{id}`
 /// and `shortener keys revoke`); revoking it again changes nothing. The
-/// replicas must then hear of it: [`Trust::revoked`] on a replica,
+/// replicas must then hear of it: [`KeyCheck::revoked`] on a replica,
 /// [`Revocations::announce`] elsewhere. (Deleting a user revokes their keys
 /// in the same transaction, and tells the replicas the same way.)
 pub async fn revoke(store: &dyn Store, id: i64) -> Result<ApiKey, RevokeError> {
@@ -125,6 +140,200 @@ pub async fn revoke(store: &dyn Store, id: i64) -> Result<ApiKey, RevokeError> {
         return Err(RevokeError::Bootstrap);
     }
     Ok(store.revoke_api_key(id).await?)
+}
+
+/// The key check of a replica: who presented a key (by its hash, as
+/// [`sha256_hex`] writes it), asking the store only for keys neither
+/// `ADMIN_API_KEY` nor accepted within `KEY_TRUST_SECS`. The keys it
+/// accepted are taken on trust that long, and forgotten at every
+/// revocation: its own ([`KeyCheck::revoked`]) or another replica's (heard
+/// on the Redis channel).
+pub struct KeyCheck {
+    mode: AuthMode,
+    bootstrap: Option<Bootstrap>,
+    store: DynStore,
+    accepted: Arc<Accepted>,
+    revocations: Option<Revocations>,
+}
+
+/// `ADMIN_API_KEY`: its hash, and the id of the row that names it in events.
+struct Bootstrap {
+    hash: String,
+    key_id: i64,
+}
+
+impl KeyCheck {
+    /// With `admin_key`, makes sure a row names it (for event attribution);
+    /// remembers accepted keys for `trust`; with `revocations`, follows the
+    /// other replicas' revocations and announces its own.
+    pub async fn new(
+        mode: AuthMode,
+        admin_key: Option<&str>,
+        store: DynStore,
+        trust: Duration,
+        revocations: Option<Revocations>,
+    ) -> StoreResult<Self> {
+        let bootstrap = match admin_key.map(sha256_hex) {
+            Some(hash) => Some(Bootstrap {
+                key_id: store.bootstrap_api_key(&hash, "ADMIN_API_KEY").await?,
+                hash,
+            }),
+            None => None,
+        };
+        let accepted = Arc::new(
+            moka::future::Cache::builder()
+                .max_capacity(ACCEPTED_CAPACITY)
+                .time_to_live(trust)
+                .build(),
+        );
+        if let Some(revocations) = &revocations {
+            follow_revocations(revocations, Arc::downgrade(&accepted));
+        }
+        Ok(Self {
+            mode,
+            bootstrap,
+            store,
+            accepted,
+            revocations,
+        })
+    }
+
+    /// The caller, when it is known without asking the database: open
+    /// mode, `ADMIN_API_KEY`, or a key accepted within `KEY_TRUST_SECS`.
+    pub async fn known(&self, hash: Option<&str>) -> Option<Caller> {
+        if self.mode == AuthMode::Open {
+            return Some(Caller::OPEN);
+        }
+        let hash = hash?;
+        if let Some(bootstrap) = &self.bootstrap
+            && bool::from(bootstrap.hash.as_bytes().ct_eq(hash.as_bytes()))
+        {
+            return Some(Caller {
+                key_id: Some(bootstrap.key_id),
+                scope: KeyScope::Admin,
+                user_id: None,
+            });
+        }
+        let key = self.accepted.get(hash).await?;
+        // Remembered while live; an expiry may fall within KEY_TRUST_SECS.
+        key.is_live(crate::domain::now()).then(|| Caller::of(&key))
+    }
+
+    /// Looks the key with this hash up (recording its use): the caller it
+    /// makes, or `None` for a key that is unknown, revoked or expired.
+    pub async fn look_up(&self, hash: String) -> StoreResult<Option<Caller>> {
+        let Some(key) = self.store.use_api_key(&hash).await? else {
+            return Ok(None);
+        };
+        let caller = Caller::of(&key);
+        self.accepted.insert(hash, Arc::new(key)).await;
+        Ok(Some(caller))
+    }
+
+    /// After keys were revoked in the store (`DELETE /keys/{id}`, or with
+    /// their user by `DELETE /users/{id}`): forgets every accepted key
+    /// here, and tells the other replicas to do the same. If Redis cannot
+    /// be told, they follow within `KEY_TRUST_SECS`.
+    pub async fn revoked(&self, key_ids: &[i64]) {
+        if key_ids.is_empty() {
+            return;
+        }
+        self.accepted.invalidate_all();
+        let Some(revocations) = &self.revocations else {
+            return;
+        };
+        if let Err(err) = revocations.announce(key_ids).await {
+            tracing::warn!(
+                key_ids = ?key_ids,
+                error = %err,
+                "revocation not announced; other replicas follow within KEY_TRUST_SECS"
+            );
+        }
+    }
+}
+
+/// The key behind a request, as far as access goes. The rules of what it
+/// may do live here; handlers ask them about the data they touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// `None` in `AUTH_MODE=open`.
+    pub key_id: Option<i64>,
+    pub scope: KeyScope,
+    /// The one user a bound key may see.
+    pub user_id: Option<i64>,
+}
+
+/// What a valid key may not do (a 403 in the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Forbidden(&'static str);
+
+impl Caller {
+    fn of(key: &ApiKey) -> Self {
+        Self {
+            key_id: Some(key.id),
+            scope: key.scope,
+            user_id: key.user_id,
+        }
+    }
+
+    /// `AUTH_MODE=open`: anyone may do anything, as no one.
+    pub const OPEN: Self = Self {
+        key_id: None,
+        scope: KeyScope::Admin,
+        user_id: None,
+    };
+
+    /// Who to record on the events a change writes.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            key_id: self.key_id,
+        }
+    }
+
+    /// Refused unless the key may change things (it is not read-only).
+    pub fn may_change(&self) -> Result<(), Forbidden> {
+        match self.scope {
+            KeyScope::ReadOnly => Err(Forbidden("this key is read-only")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refused unless this is an admin key.
+    pub fn require_admin(&self) -> Result<(), Forbidden> {
+        match self.scope {
+            KeyScope::Admin => Ok(()),
+            _ => Err(Forbidden("this needs an admin key")),
+        }
+    }
+
+    /// The user this key is bound to, if it is.
+    pub fn bound_user(&self) -> Option<i64> {
+        self.user_id
+    }
+
+    /// Refused unless the key may see data owned by `owner`.
+    pub fn may_see(&self, owner: Option<i64>) -> Result<(), Forbidden> {
+        match self.user_id {
+            Some(bound) if owner != Some(bound) => {
+                Err(Forbidden("this key may only use its own user's data"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The `user_id` a list must be filtered by: what was asked for, or the
+    /// bound user; refused when a bound key asks for someone else's.
+    pub fn user_filter(&self, asked: Option<i64>) -> Result<Option<i64>, Forbidden> {
+        match (self.user_id, asked) {
+            (None, asked) => Ok(asked),
+            (Some(bound), None) => Ok(Some(bound)),
+            (Some(bound), Some(asked)) => {
+                self.may_see(Some(asked))?;
+                Ok(Some(bound))
+            }
+        }
+    }
 }
 
 /// Most accepted keys remembered at once.
@@ -148,6 +357,12 @@ impl Revocations {
         Self { redis, channel }
     }
 
+    /// The channel on the Redis at `url`, under `prefix`, for a process
+    /// that is not a replica (`shortener keys revoke`).
+    pub fn open(url: &str, prefix: &str) -> redis::RedisResult<Self> {
+        SharedRedis::open(url, prefix, REDIS_PATIENCE, None).map(Self::new)
+    }
+
     /// Tells every replica following this channel that keys `key_ids` are
     /// revoked (they forget the keys they took on trust). Tried even while
     /// Redis is being skipped after a failure: it is rare, and worth it.
@@ -164,66 +379,6 @@ impl Revocations {
             .call_patiently(REDIS_PATIENCE, announce)
             .await
             .map_err(|failure| format!("Redis: {failure}"))
-    }
-}
-
-/// A replica's memory of the keys it accepted, taken on trust for
-/// `KEY_TRUST_SECS`, and forgotten at every revocation: its own (through
-/// [`Trust::revoked`]) or another replica's (heard on the Redis channel).
-pub struct Trust {
-    accepted: Arc<Accepted>,
-    revocations: Option<Revocations>,
-}
-
-impl Trust {
-    /// Remembers accepted keys for `trust`; with `revocations`, follows the
-    /// other replicas' revocations and announces its own.
-    pub fn new(trust: Duration, revocations: Option<Revocations>) -> Self {
-        let accepted = Arc::new(
-            moka::future::Cache::builder()
-                .max_capacity(ACCEPTED_CAPACITY)
-                .time_to_live(trust)
-                .build(),
-        );
-        if let Some(revocations) = &revocations {
-            follow_revocations(revocations, Arc::downgrade(&accepted));
-        }
-        Self {
-            accepted,
-            revocations,
-        }
-    }
-
-    /// The key with this hash, if it was accepted within the trust window
-    /// and no revocation was heard since.
-    pub async fn get(&self, hash: &str) -> Option<Arc<ApiKey>> {
-        self.accepted.get(hash).await
-    }
-
-    /// Remembers a key the store just accepted.
-    pub async fn accept(&self, hash: String, key: ApiKey) {
-        self.accepted.insert(hash, Arc::new(key)).await;
-    }
-
-    /// After keys were revoked in the store (by id, or with their user):
-    /// forgets every accepted key here, and tells the other replicas to do
-    /// the same. If Redis cannot be told, they follow within
-    /// `KEY_TRUST_SECS`.
-    pub async fn revoked(&self, key_ids: &[i64]) {
-        if key_ids.is_empty() {
-            return;
-        }
-        self.accepted.invalidate_all();
-        let Some(revocations) = &self.revocations else {
-            return;
-        };
-        if let Err(err) = revocations.announce(key_ids).await {
-            tracing::warn!(
-                key_ids = ?key_ids,
-                error = %err,
-                "revocation not announced; other replicas follow within KEY_TRUST_SECS"
-            );
-        }
     }
 }
 
@@ -320,6 +475,43 @@ mod tests {
             request(KeyScope::Admin, Some(3)).check().unwrap_err().0,
             "user_id"
         );
+    }
+
+    fn bound(scope: KeyScope, user: i64) -> Caller {
+        Caller {
+            key_id: Some(1),
+            scope,
+            user_id: Some(user),
+        }
+    }
+
+    #[test]
+    fn a_bound_key_sees_only_its_user() {
+        let caller = bound(KeyScope::User, 7);
+        assert!(caller.may_see(Some(7)).is_ok());
+        assert!(caller.may_see(Some(8)).is_err());
+        assert!(caller.may_see(None).is_err());
+        assert_eq!(caller.user_filter(None).unwrap(), Some(7));
+        assert_eq!(caller.user_filter(Some(7)).unwrap(), Some(7));
+        assert!(caller.user_filter(Some(8)).is_err());
+        assert!(caller.require_admin().is_err());
+    }
+
+    #[test]
+    fn unbound_keys_see_everything_as_asked() {
+        for scope in [KeyScope::Admin, KeyScope::ReadOnly] {
+            let caller = Caller {
+                key_id: Some(1),
+                scope,
+                user_id: None,
+            };
+            assert!(caller.may_see(None).is_ok());
+            assert!(caller.may_see(Some(3)).is_ok());
+            assert_eq!(caller.user_filter(Some(3)).unwrap(), Some(3));
+            assert_eq!(caller.user_filter(None).unwrap(), None);
+        }
+        assert!(Caller::OPEN.require_admin().is_ok());
+        assert_eq!(Caller::OPEN.actor(), Actor::NONE);
     }
 
     #[test]

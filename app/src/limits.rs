@@ -1,7 +1,7 @@
 //! Rate limits: per class ([`Class`]) and per subject ([`Subject`]: an API
-//! key, or a client address). A service of its own: the HTTP side
-//! (`http/limit.rs`) decides which class a request counts against and turns
-//! a refusal into a 429.
+//! key, or a client address). A service of its own: the HTTP side decides
+//! which class a request counts against (the route table, `http/routes.rs`)
+//! and turns a refusal into a 429 (`http/error.rs`).
 //!
 //! With Redis configured the limits hold across all replicas: each check is
 //! one atomic round trip (a GCRA script, [`GCRA`], whose key expires once
@@ -83,12 +83,13 @@ impl Class {
     }
 
     fn index(self) -> usize {
-        match self {
-            Class::Management => 0,
-            Class::Create => 1,
-            Class::RedirectMiss => 2,
-        }
+        self as usize
     }
+}
+
+/// The `decision` label of `shortener_rate_limit_decisions_total`.
+fn decision_label(allowed: bool) -> &'static str {
+    if allowed { "allowed" } else { "limited" }
 }
 
 /// Who a limit is counted for.
@@ -296,6 +297,19 @@ impl RateLimit {
             redis,
             script: redis::Script::new(GCRA),
         });
+        // Every series of the fixed label sets exists from the start (at
+        // 0), so a rate over them is defined before the first event.
+        for class in Class::ALL {
+            for allowed in [true, false] {
+                let labels = [class.as_str(), decision_label(allowed)];
+                metrics.rate_limit_decisions.with_label_values(&labels);
+            }
+            for reason in Unavailable::REASONS {
+                metrics
+                    .rate_limit_fallbacks
+                    .with_label_values(&[class.as_str(), reason]);
+            }
+        }
         let longest_block = classes[Class::RedirectMiss.index()]
             .as_ref()
             .map_or(Duration::from_secs(1), |c| c.limit.full_refill());
@@ -339,10 +353,9 @@ impl RateLimit {
     }
 
     fn count(&self, class: Class, allowed: bool) {
-        let label = if allowed { "allowed" } else { "limited" };
         self.metrics
             .rate_limit_decisions
-            .with_label_values(&[class.as_str(), label])
+            .with_label_values(&[class.as_str(), decision_label(allowed)])
             .inc();
     }
 

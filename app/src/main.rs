@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use shortener::config::{DatabaseConfig, LogFormat, MigrateConfig, RevocationFeed, ServeConfig};
+use shortener::domain::timestamp;
 use shortener::service::{self, Service};
-use shortener::shared_redis::SharedRedis;
 use shortener::store::{KeyScope, Page, Schema};
 use shortener::{keys, seed, telemetry};
 
@@ -89,9 +89,6 @@ enum SeedCommand {
         database: DatabaseConfig,
     },
 }
-
-/// How long `keys revoke` waits for Redis to take the announcement.
-const REDIS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -214,10 +211,10 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List { database } => {
             let store = service::connect(&database, Schema::Migrate).await?;
             println!("id\tscope\tuser\tprefix\tcreated\texpires\trevoked\tlast used\tname");
-            let show = |t: Option<shortener::domain::Timestamp>| {
+            let show = |t: Option<timestamp::Timestamp>| {
                 t.map_or_else(
                     || "-".to_owned(),
-                    |t| t.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    |t| t.format(timestamp::API_FORMAT).to_string(),
                 )
             };
             let mut page = Page {
@@ -252,12 +249,10 @@ async fn manage_keys(command: KeysCommand) -> anyhow::Result<()> {
             let key = keys::revoke(store.as_ref(), id).await?;
             println!("revoked key {} ({})", key.id, key.name);
             let told = match &feed.redis_url {
-                Some(url) => {
-                    match SharedRedis::open(url, &feed.redis_key_prefix, REDIS_PATIENCE, None) {
-                        Ok(redis) => keys::Revocations::new(redis).announce(&[key.id]).await,
-                        Err(err) => Err(err.to_string()),
-                    }
-                }
+                Some(url) => match keys::Revocations::open(url, &feed.redis_key_prefix) {
+                    Ok(revocations) => revocations.announce(&[key.id]).await,
+                    Err(err) => Err(err.to_string()),
+                },
                 None => Err("no REDIS_URL".to_owned()),
             };
             match told {

@@ -215,24 +215,7 @@ impl Metrics {
                 "Database pings by the state sampler (GET /health answers from the last one)",
             )?,
             registry,
-        }
-        .with_label_sets())
-    }
-
-    /// Every series of the fixed label sets exists from the start (at 0),
-    /// so a rate over them is defined before the first event.
-    fn with_label_sets(self) -> Self {
-        for class in ["management", "create", "redirect_miss"] {
-            for decision in ["allowed", "limited"] {
-                self.rate_limit_decisions
-                    .with_label_values(&[class, decision]);
-            }
-            for reason in ["skipped", "error", "timeout"] {
-                self.rate_limit_fallbacks
-                    .with_label_values(&[class, reason]);
-            }
-        }
-        self
+        })
     }
 
     /// Records a pool snapshot.
@@ -266,8 +249,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the sampler last saw of the database. `GET /health` answers from
 /// it, so a public endpoint called at any rate costs the database nothing:
-/// it is pinged once per [`SAMPLE_EVERY`]. (Redis's state is kept by the
-/// cache's own heartbeat, every second: [`crate::links::SharedCache::up`].)
+/// it is pinged once per [`SAMPLE_EVERY`]. (Whether Redis answers is
+/// `SharedRedis::up`, kept by every call to it.)
 pub struct StoreHealth {
     epoch: Instant,
     database_up: AtomicBool,

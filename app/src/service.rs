@@ -15,7 +15,8 @@ use anyhow::Context;
 use crate::clicks::ClickRecorder;
 use crate::config::{AuthMode, DatabaseConfig, MigrateConfig, ServeConfig};
 use crate::domain::TargetPolicy;
-use crate::http::{self, AppState, Auth, TrustedProxies};
+use crate::http::{self, AppState, TrustedProxies};
+use crate::keys::{KeyCheck, Revocations};
 use crate::limits::RateLimit;
 use crate::links::Links;
 use crate::metrics::Metrics;
@@ -102,8 +103,8 @@ impl Service {
                 config.database.data_dir.display()
             )
         })?;
-        let revocations = redis.clone().map(crate::keys::Revocations::new);
-        let auth = Auth::new(
+        let revocations = redis.clone().map(Revocations::new);
+        let keys = KeyCheck::new(
             config.auth_mode,
             config.admin_api_key.as_deref(),
             store.clone(),
@@ -116,8 +117,9 @@ impl Service {
             store,
             links,
             clicks,
-            auth,
-            rate_limit: RateLimit::new(&config.limits, redis, metrics.clone()),
+            keys,
+            rate_limit: RateLimit::new(&config.limits, redis.clone(), metrics.clone()),
+            redis,
             proxies: TrustedProxies::new(config.limits.trusted_proxies.clone()),
             metrics,
             health,

@@ -30,6 +30,9 @@ pub enum Unavailable {
 }
 
 impl Unavailable {
+    /// Every label of [`Unavailable::as_str`].
+    pub const REASONS: [&'static str; 3] = ["skipped", "error", "timeout"];
+
     /// The label metrics count it under.
     pub fn as_str(&self) -> &'static str {
         match self {

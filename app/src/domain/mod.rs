@@ -8,19 +8,9 @@ mod target_url;
 pub mod timestamp;
 
 pub use email::Email;
-pub use short_code::{ShortCode, ShortCodeError};
+pub use short_code::{ShortCode, ShortCodeError, random_alphanumeric};
 pub use target_url::{TargetPolicy, TargetUrl};
 pub use timestamp::{Timestamp, now};
-
-/// The letters of generated short codes and API keys.
-const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-/// `len` characters of [A-Za-z0-9] from `rng`.
-pub fn random_alphanumeric<R: rand::Rng + ?Sized>(rng: &mut R, len: usize) -> String {
-    (0..len)
-        .map(|_| char::from(ALPHANUMERIC[rng.random_range(0..ALPHANUMERIC.len())]))
-        .collect()
-}
 
 /// Longest username we keep; longer input is refused, not truncated.
 pub const MAX_USERNAME_CHARS: usize = 100;

@@ -88,8 +88,7 @@ impl ShortCode {
 
     /// A fresh random code from the thread-local CSPRNG.
     pub fn generate() -> Self {
-        let mut rng = rand::rng();
-        Self::generate_with(&mut rng)
+        Self::generate_with(&mut rand::rng())
     }
 
     /// A random code from the given generator (seed data uses a seeded one).
@@ -98,12 +97,22 @@ impl ShortCode {
     }
 
     pub fn generate_len_with<R: Rng + ?Sized>(rng: &mut R, len: usize) -> Self {
-        Self(super::random_alphanumeric(rng, len))
+        Self(random_alphanumeric(rng, len))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The letters of generated short codes and API keys.
+const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// `len` characters of [A-Za-z0-9] from `rng`.
+pub fn random_alphanumeric<R: Rng + ?Sized>(rng: &mut R, len: usize) -> String {
+    (0..len)
+        .map(|_| char::from(ALPHANUMERIC[rng.random_range(0..ALPHANUMERIC.len())]))
+        .collect()
 }
 
 fn in_alphabet(raw: &str) -> bool {

@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::keys::Forbidden;
 use crate::store::{Conflict, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +27,8 @@ pub enum ApiError {
     #[error("missing or invalid API key")]
     Unauthorized,
     /// The key is valid but may not do this.
-    #[error("{0}")]
-    Forbidden(String),
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("the database is unavailable; retry shortly")]
@@ -46,7 +47,16 @@ pub struct ErrorBody {
 }
 
 /// Seconds a client should wait before retrying after a 503.
-const RETRY_AFTER_SECS: &str = "5";
+pub(super) const RETRY_AFTER_SECS: &str = "5";
+
+/// `{"error": message}` with `status`: an error that is not about fields.
+pub(super) fn error_response(status: StatusCode, message: String) -> Response {
+    let body = ErrorBody {
+        error: message,
+        details: BTreeMap::new(),
+    };
+    (status, Json(body)).into_response()
+}
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -136,15 +146,36 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A parser's verdict on field `name`: its value, or a 400 naming it.
+pub fn field<T, E: ToString>(name: &str, parsed: Result<T, E>) -> ApiResult<T> {
+    parsed.map_err(|problem| ApiError::invalid_field(name, problem.to_string()))
+}
 /// The 429 to answer with, when `decision` refuses the request: JSON as
 /// every error, with `Retry-After` and the `RateLimit-*` headers.
 pub fn rejection(decision: &crate::limits::Decision) -> Option<Response> {
     let retry_after = decision.retry_after_secs()?;
-    let body = ErrorBody {
-        error: format!("too many requests; retry in {retry_after} s"),
-        details: Default::default(),
-    };
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many requests; retry in {retry_after} s"),
+    );
     decision.set_headers(response.headers_mut());
     Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Decision;
+
+    #[test]
+    fn a_refusal_is_a_429_with_the_ietf_headers() {
+        let allowed = Decision::unlimited();
+        assert!(rejection(&allowed).is_none());
+        let limited = Decision::limited_for_tests();
+        let response = rejection(&limited).unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["ratelimit-remaining"], "0");
+    }
 }

@@ -5,11 +5,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody, field};
+use super::extract::{JsonBody, QueryParams, listing, whole_number};
 use super::params::{EventFilters, Pagination};
-use super::{AppState, JsonBody, QueryParams, listing, whole_number};
+use super::state::AppState;
 use crate::domain::parse_event_type;
+use crate::keys::Caller;
 use crate::store::{Event, EventFilter, EventSource, NewEvent, StoreError};
 
 #[derive(Deserialize, ToSchema)]
@@ -25,9 +26,7 @@ pub struct CreateEvent {
 }
 
 #[utoipa::path(get, path = "/events", tag = "events", params(Pagination, EventFilters),
-    responses((status = 200, body = [Event], headers(
-                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
-                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+    responses((status = 200, body = [Event]),
               (status = 400, body = ErrorBody, description = "A bad page or filter parameter")))]
 pub async fn list(
     State(state): State<AppState>,
@@ -36,7 +35,7 @@ pub async fn list(
 ) -> ApiResult<axum::response::Response> {
     let source = query
         .text("source")
-        .map(|raw| EventSource::parse(&raw).map_err(|p| ApiError::invalid_field("source", p)))
+        .map(|raw| field("source", EventSource::parse(&raw)))
         .transpose()?;
     let url_id = query.int("url_id")?;
     if let (Some(url_id), Some(_)) = (url_id, caller.bound_user()) {
@@ -75,8 +74,7 @@ pub async fn create(
     let event = NewEvent {
         url_id: body.url_id,
         user_id: body.user_id,
-        event_type: parse_event_type(&body.event_type)
-            .map_err(|p| ApiError::invalid_field("event_type", p))?,
+        event_type: field("event_type", parse_event_type(&body.event_type))?,
         details: body.details.unwrap_or_default(),
     };
     Ok((

@@ -1,4 +1,5 @@
-//! Extractors that turn raw requests into typed input or a JSON 400.
+//! Extractors that turn raw requests into typed input or a JSON 400, and
+//! [`listing`], the answer to the page a [`QueryParams`] asked for.
 
 use std::collections::HashMap;
 
@@ -6,11 +7,16 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::store::Page;
+use crate::store::{Listing, Page};
+
+/// Largest JSON body accepted; CSV uploads have their own, larger limit
+/// (`users::UPLOAD_LIMIT`).
+pub(super) const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// A JSON object body deserialized into `T`.
 ///
@@ -183,6 +189,21 @@ impl QueryParams {
             after_id,
         })
     }
+}
+
+/// A listing as the API returns it: the page as a JSON array and the total
+/// in `X-Total-Count`.
+pub fn listing<T: serde::Serialize>(listing: Listing<T>) -> Response {
+    let mut response = axum::Json(listing.items).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", header::HeaderValue::from(listing.total));
+    if listing.estimated {
+        headers.insert(
+            "x-total-count-estimated",
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    response
 }
 
 /// A numeric `{id}` path segment. Anything else names no row: 404, like a

@@ -3,7 +3,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::AppState;
+use super::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -28,9 +28,9 @@ pub struct Health {
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let (database_up, age) = state.health.database();
-    let cache = match state.links.shared() {
+    let cache = match &state.redis {
         None => "not_configured",
-        Some(shared) if shared.up() => "ok",
+        Some(redis) if redis.up() => "ok",
         // Redirects still work (from the database), so this is no 503.
         Some(_) => "unavailable",
     };

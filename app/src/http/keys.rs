@@ -6,14 +6,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JsonBody, PathId, QueryParams, listing};
 use super::params::{KeyId, Pagination};
-use super::{AppState, JsonBody, PathId, QueryParams, listing};
-use crate::keys::{self, KeyRequest};
+use super::state::AppState;
+use crate::keys::{self, Caller, Issued, KeyRequest};
 use crate::store::{ApiKey, KeyScope};
 
 #[derive(Deserialize, ToSchema)]
@@ -30,25 +30,17 @@ pub struct CreateKey {
     expires_in_days: Option<u32>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct CreatedKey {
-    #[serde(flatten)]
-    key: ApiKey,
-    /// The key itself. Shown only here: store it now.
-    secret: String,
-}
-
 /// Issues a key (admin keys only). The answer is the only time the key is
 /// shown.
 #[utoipa::path(post, path = "/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody),
+    responses((status = 201, body = Issued), (status = 400, body = ErrorBody),
               (status = 403, body = ErrorBody, description = "not an admin key"),
               (status = 404, body = ErrorBody, description = "user_id names no user")))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateKey>,
-) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+) -> ApiResult<(StatusCode, Json<Issued>)> {
     caller.require_admin()?;
     let request = KeyRequest {
         name: body.name,
@@ -62,18 +54,12 @@ pub async fn create(
         .map_err(|(field, problem)| ApiError::invalid_field(field, problem))?;
     let issued = keys::issue(state.store.as_ref(), request).await?;
     tracing::info!(key_id = issued.key.id, scope = %issued.key.scope, by = ?caller.key_id, "API key issued");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedKey {
-            key: issued.key,
-            secret: issued.secret,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(issued)))
 }
 
 /// Every key, live or not, oldest first (admin keys only).
 #[utoipa::path(get, path = "/keys", tag = "keys", params(Pagination),
-    responses((status = 200, body = [ApiKey], headers(("X-Total-Count" = i64))),
+    responses((status = 200, body = [ApiKey]),
               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -114,7 +100,7 @@ pub async fn revoke(
             keys::RevokeError::Bootstrap => ApiError::bad_request(err.to_string()),
             keys::RevokeError::Store(err) => err.into(),
         })?;
-    state.auth.revoked(&[key.id]).await;
+    state.keys.revoked(&[key.id]).await;
     tracing::info!(key_id = key.id, by = ?caller.key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,9 +5,9 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::AppState;
-use super::auth::Caller;
 use super::error::rejection;
+use super::state::AppState;
+use crate::keys::Caller;
 use crate::limits::{Class, Subject};
 
 /// Limits a management route by its `class` (from the route table,
@@ -32,23 +32,4 @@ pub async fn limit(
     let mut response = next.run(req).await;
     decision.set_headers(response.headers_mut());
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::http::StatusCode;
-
-    use super::*;
-    use crate::limits::Decision;
-
-    #[test]
-    fn a_refusal_is_a_429_with_the_ietf_headers() {
-        let allowed = Decision::unlimited();
-        assert!(rejection(&allowed).is_none());
-        let limited = Decision::limited_for_tests();
-        let response = rejection(&limited).unwrap();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers()["retry-after"], "1");
-        assert_eq!(response.headers()["ratelimit-remaining"], "0");
-    }
 }

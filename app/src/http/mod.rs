@@ -12,6 +12,7 @@ mod openapi;
 mod params;
 mod redirect;
 pub mod routes;
+mod state;
 mod urls;
 mod users;
 
@@ -31,69 +32,19 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub use auth::{Auth, Caller};
 pub use client::TrustedProxies;
 pub use openapi::ApiDoc;
+pub use state::{AppState, Shared};
 
 use error::ApiError;
 
-use crate::clicks::ClickRecorder;
 use crate::config::{AccessLog, ServeConfig};
-use crate::limits::RateLimit;
-use crate::links::Links;
-use crate::metrics::Metrics;
-use crate::store::DynStore;
-
-/// Largest JSON body accepted; CSV uploads have their own, larger limit.
-const MAX_JSON_BODY: usize = 64 * 1024;
-/// Largest CSV upload (`POST /users/bulk`).
-pub(crate) const UPLOAD_LIMIT: usize = 16 * 1024 * 1024;
-
-/// Everything a handler may use. Cloned for every request by each layer
-/// and extractor that takes it, so it is one `Arc`: a clone is one atomic
-/// increment, whatever it holds.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-pub struct Shared {
-    /// Users, keys, events and every read that no cache holds; what
-    /// resolves or changes a link goes through `links` instead, which keeps
-    /// the caches and the other replicas told.
-    pub store: DynStore,
-    /// Everything that resolves or changes a link.
-    pub links: Arc<Links>,
-    pub clicks: ClickRecorder,
-    pub auth: Auth,
-    pub rate_limit: RateLimit,
-    /// Who may name the client instead of the TCP peer.
-    pub proxies: TrustedProxies,
-    pub metrics: Arc<Metrics>,
-    /// The stores as last sampled, for `/health`.
-    pub health: Arc<crate::metrics::StoreHealth>,
-    pub public_base_url: Option<String>,
-    /// Which targets links may point at.
-    pub target_policy: crate::domain::TargetPolicy,
-}
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
 
 /// The whole API. `traces`: give every request a server span (only worth
 /// its cost when spans are exported).
 pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
     let request_timeout = config.request_timeout_secs;
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = HeaderName::from_static(REQUEST_ID);
     let router = Router::new()
         .merge(routes::management(&state))
         .route("/health", get(health::health))
@@ -107,7 +58,7 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
         // Inner to outer: everything a layer produces passes through the
         // layers listed after it, so a timeout or a panic still becomes a
         // JSON error, and still counts in the metrics.
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_JSON_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
@@ -136,13 +87,20 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
         .with_state(state)
 }
 
+/// The header that carries a request's id, given or made here.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The request's id, as `SetRequestId` left it.
+fn request_id(req: &Request) -> &str {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+}
+
 /// Every log line inside a request carries its id, method and path.
 fn request_span(req: &Request) -> tracing::Span {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
+    let id = request_id(req);
     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
 }
 
@@ -168,11 +126,7 @@ async fn server_span(req: Request, next: Next) -> Response {
         Some(route) => format!("{method} {route}"),
         None => method.to_owned(),
     };
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
+    let request_id = request_id(&req);
     let span = tracing::info_span!(
         target: crate::telemetry::TRACE_TARGET,
         "http.server",
@@ -255,14 +209,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(error::ErrorBody {
-            error: "method not allowed".into(),
-            details: Default::default(),
-        }),
-    )
-        .into_response()
+    error::error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -325,14 +272,7 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
         return response;
     }
     let message = status.canonical_reason().unwrap_or("error").to_lowercase();
-    let mut replaced = (
-        status,
-        axum::Json(error::ErrorBody {
-            error: message,
-            details: Default::default(),
-        }),
-    )
-        .into_response();
+    let mut replaced = error::error_response(status, message);
     for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::ALLOW] {
         if let Some(value) = response.headers().get(&name) {
             replaced.headers_mut().insert(name, value.clone());
@@ -341,28 +281,10 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
     if status == StatusCode::SERVICE_UNAVAILABLE
         && !replaced.headers().contains_key(header::RETRY_AFTER)
     {
-        replaced
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-    }
-    replaced
-}
-
-pub(crate) use extract::{
-    JsonBody, PathId, QueryParams, nullable, optional_whole_number, whole_number,
-};
-
-/// A listing as the API returns it: the page as a JSON array and the total
-/// in `X-Total-Count`.
-pub(crate) fn listing<T: serde::Serialize>(listing: crate::store::Listing<T>) -> Response {
-    let mut response = axum::Json(listing.items).into_response();
-    let headers = response.headers_mut();
-    headers.insert("x-total-count", header::HeaderValue::from(listing.total));
-    if listing.estimated {
-        headers.insert(
-            "x-total-count-estimated",
-            header::HeaderValue::from_static("true"),
+        replaced.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from_static(error::RETRY_AFTER_SECS),
         );
     }
-    response
+    replaced
 }

@@ -2,6 +2,7 @@
 //! handlers' annotations and the request and response types. What an
 //! annotation cannot say is added here by modifiers, in one place:
 //!
+//! - [`Listings`]: the headers every page of a list carries;
 //! - [`ManagementApi`]: the bearer key, and the 401 and 429 that every
 //!   management operation can answer;
 //! - [`ErrorStatuses`]: the 413, 500 and 503 that come from layers, not
@@ -19,11 +20,14 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::path::{Operation, Parameter};
 use utoipa::openapi::schema::{
-    AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+    AllOfBuilder, AnyOfBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat,
+    SchemaType, Type,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
 
+use super::extract::MAX_JSON_BODY;
+use super::users::UPLOAD_LIMIT;
 use super::{events, health, keys, redirect, urls, users};
 use crate::domain::{
     Email, MAX_EVENT_TYPE_CHARS, MAX_TITLE_CHARS, MAX_USERNAME_CHARS, RECORDED_BY_THE_SERVICE,
@@ -49,7 +53,7 @@ use crate::store::Page;
         redirect::follow,
     ),
     components(schemas(super::error::ErrorBody)),
-    modifiers(&OperationIds, &InputRules, &ManagementApi, &ErrorStatuses),
+    modifiers(&OperationIds, &InputRules, &Listings, &ManagementApi, &ErrorStatuses),
 )]
 pub struct ApiDoc;
 
@@ -66,21 +70,22 @@ const UNDOCUMENTED_ROUTES: &[&str] = &["metrics", "openapi.json"];
 /// a regular-expression class body.
 const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
 
+/// 1 to `max` characters without control characters, neither the first
+/// nor the last blank: what is left of a value once trimmed.
+fn text_between_blanks(max: usize) -> String {
+    let inner = max - 2;
+    format!(r"[^\s{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^\s{CONTROL}])?")
+}
+
 /// Text that is trimmed, then must be 1 to `max` characters without
 /// control characters.
 fn trimmed_text(max: usize) -> String {
-    format!(
-        r"^\s*[^\s{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^\s{CONTROL}])?\s*$",
-        inner = max - 2
-    )
+    format!(r"^\s*{}\s*$", text_between_blanks(max))
 }
 
 /// Like [`trimmed_text`], but blank is allowed (and means "none").
 fn optional_trimmed_text(max: usize) -> String {
-    format!(
-        r"^\s*(?:[^\s{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^\s{CONTROL}])?)?\s*$",
-        inner = max - 2
-    )
+    format!(r"^\s*(?:{})?\s*$", text_between_blanks(max))
 }
 
 /// `word` in any letter case, as a regular expression (`api` → `[Aa][Pp][Ii]`).
@@ -148,12 +153,10 @@ struct OperationIds;
 
 impl utoipa::Modify for OperationIds {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            for operation in operations(item) {
-                let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned();
-                if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
-                    *id = format!("{tag}_{id}");
-                }
+        for operation in openapi.paths.paths.values_mut().flat_map(operations) {
+            let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned();
+            if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+                *id = format!("{tag}_{id}");
             }
         }
     }
@@ -184,11 +187,9 @@ impl utoipa::Modify for InputRules {
             routes.join("|"),
             ShortCode::MAX_LEN
         );
-        for item in openapi.paths.paths.values_mut() {
-            for operation in operations(item) {
-                for parameter in operation.parameters.iter_mut().flatten() {
-                    parameter_rules(parameter, &redirect_code);
-                }
+        for operation in openapi.paths.paths.values_mut().flat_map(operations) {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                parameter_rules(parameter, &redirect_code);
             }
         }
 
@@ -453,6 +454,46 @@ fn error_response(description: &str, headers: &[(&str, &str)]) -> RefOr<utoipa::
     RefOr::T(response.build())
 }
 
+/// What [`super::extract::listing`] puts on every page of a list (the
+/// operations that take `page`): the total, and whether it is estimated.
+struct Listings;
+
+impl utoipa::Modify for Listings {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let header = |schema: ObjectBuilder, about: &str| {
+            HeaderBuilder::new()
+                .schema(schema)
+                .description(Some(about))
+                .build()
+        };
+        let int64 = SchemaFormat::KnownFormat(KnownFormat::Int64);
+        let total = header(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(int64)),
+            "Rows matching the filters",
+        );
+        let estimated = header(
+            ObjectBuilder::new().schema_type(Type::Boolean),
+            "Present (`true`) when the count is an estimate",
+        );
+        for operation in openapi.paths.paths.values_mut().flat_map(operations) {
+            let mut parameters = operation.parameters.iter().flatten();
+            if !parameters.any(|p| p.name == "page") {
+                continue;
+            }
+            if let Some(RefOr::T(ok)) = operation.responses.responses.get_mut("200") {
+                for (name, header) in [
+                    ("X-Total-Count", &total),
+                    ("X-Total-Count-Estimated", &estimated),
+                ] {
+                    ok.headers.insert(name.into(), header.clone());
+                }
+            }
+        }
+    }
+}
+
 /// The management API (and only it, the operations of the route table
 /// [`super::routes::MANAGEMENT`]) needs the bearer key and is rate limited:
 /// marks those operations and adds their 401, 403 and 429 (naming the limit
@@ -545,8 +586,12 @@ impl utoipa::Modify for ErrorStatuses {
                 let has_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
                 if has_body {
-                    let limit = if upload { "16 MiB" } else { "64 KiB" };
-                    responses.insert("413".into(), too_large(limit));
+                    let limit = if upload {
+                        format!("{} MiB", UPLOAD_LIMIT / (1024 * 1024))
+                    } else {
+                        format!("{} KiB", MAX_JSON_BODY / 1024)
+                    };
+                    responses.insert("413".into(), too_large(&limit));
                 }
                 responses
                     .entry("500".into())

@@ -2,17 +2,17 @@
 //! read (and of the bulk upload form): shared by the handlers, which name
 //! them in their annotations, and the OpenAPI document, which is generated
 //! from those annotations. The values themselves are read by the extractors
-//! (`extract.rs`).
+//! (`extract.rs`), so their fields are never read here.
+#![allow(
+    dead_code,
+    reason = "the shapes describe parameters and forms for the OpenAPI document only"
+)]
 
 use utoipa::{IntoParams, ToSchema};
 
 /// The paging parameters of every list.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(
-    dead_code,
-    reason = "describes the query string for the OpenAPI document only"
-)]
 pub struct Pagination {
     /// Page number, from 1 (default 1). The rows a page skips,
     /// `(page - 1) × per_page`, may be at most 10 000: deeper is 400, and
@@ -28,10 +28,6 @@ pub struct Pagination {
 /// The filters of `GET /urls`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(
-    dead_code,
-    reason = "describes the query string for the OpenAPI document only"
-)]
 pub struct UrlFilters {
     /// Only this user's URLs.
     user_id: Option<i64>,
@@ -43,10 +39,6 @@ pub struct UrlFilters {
 /// The filters of `GET /events`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(
-    dead_code,
-    reason = "describes the query string for the OpenAPI document only"
-)]
 pub struct EventFilters {
     /// Only this URL's events.
     url_id: Option<i64>,
@@ -64,7 +56,6 @@ pub struct EventFilters {
 /// `{id}` of an API key.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code, reason = "describes the path for the OpenAPI document only")]
 pub struct KeyId {
     /// The key's id (not the key). A segment that is not an integer names
     /// no key: 404.
@@ -74,7 +65,6 @@ pub struct KeyId {
 /// `{id}` of a user.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code, reason = "describes the path for the OpenAPI document only")]
 pub struct UserId {
     /// The user's id. A segment that is not an integer names no user: 404.
     id: i64,
@@ -83,7 +73,6 @@ pub struct UserId {
 /// `{id}` of a URL.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code, reason = "describes the path for the OpenAPI document only")]
 pub struct UrlId {
     /// The URL's id. A segment that is not an integer names no URL: 404.
     id: i64,
@@ -91,10 +80,6 @@ pub struct UrlId {
 
 /// The form of `POST /users/bulk`.
 #[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "describes the multipart body for the OpenAPI document only"
-)]
 pub struct UsersUpload {
     /// A users CSV: a header line naming at least the `username` and
     /// `email` columns (`id` and `created_at` may follow), then one user a

@@ -2,8 +2,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::state::AppState;
 use crate::domain::{ShortCode, now};
 use crate::links::{Local, Resolved, Source};
 use crate::store::Click;

@@ -11,7 +11,9 @@ use axum::http::Method;
 use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::{AppState, UPLOAD_LIMIT, auth, events, keys, limit, urls, users};
+use super::state::AppState;
+use super::users::UPLOAD_LIMIT;
+use super::{auth, events, keys, limit, urls, users};
 use crate::limits::Class;
 use crate::limits::Class::{Create, Management};
 

@@ -4,11 +4,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, field};
+use super::extract::{JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
 use super::params::{Pagination, UrlFilters, UrlId};
-use super::{AppState, JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
+use super::state::AppState;
 use crate::domain::{ShortCode, TargetUrl, parse_title};
+use crate::keys::Caller;
 use crate::store::{Event, EventFilter, NewUrl, Url, UrlFilter, UrlPatch, UrlStats};
 
 #[derive(Deserialize, ToSchema)]
@@ -49,15 +50,16 @@ pub struct ShortenedUrl {
 
 /// A target as the deployment's policy allows it (on creation and on every
 /// change alike).
-fn target(state: &AppState, field: &str, raw: &str) -> ApiResult<TargetUrl> {
-    TargetUrl::parse(raw)
-        .and_then(|target| state.target_policy.check(&target).map(|()| target))
-        .map_err(|problem| ApiError::invalid_field(field, problem))
+fn target(state: &AppState, name: &str, raw: &str) -> ApiResult<TargetUrl> {
+    let target = field(name, TargetUrl::parse(raw))?;
+    field(name, state.target_policy.check(&target))?;
+    Ok(target)
 }
 
-fn custom_code(raw: &str) -> ApiResult<ShortCode> {
-    ShortCode::parse(raw)
-        .map_err(|problem| ApiError::invalid_field("short_code", problem.to_string()))
+/// A title as given (`None`: none), blank being none too.
+fn title(raw: Option<String>) -> ApiResult<Option<String>> {
+    let title = raw.map(|t| field("title", parse_title(&t))).transpose()?;
+    Ok(title.flatten())
 }
 
 async fn create_with(
@@ -66,7 +68,9 @@ async fn create_with(
     url: NewUrl,
     code: Option<String>,
 ) -> ApiResult<Url> {
-    let code = code.as_deref().map(custom_code).transpose()?;
+    let code = code
+        .map(|c| field("short_code", ShortCode::parse(&c)))
+        .transpose()?;
     Ok(state
         .links
         .create(url, code.as_ref(), caller.actor())
@@ -81,9 +85,7 @@ async fn visible_url(state: &AppState, caller: Caller, id: i64) -> ApiResult<Url
 }
 
 #[utoipa::path(get, path = "/urls", tag = "urls", params(Pagination, UrlFilters),
-    responses((status = 200, body = [Url], headers(
-                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
-                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+    responses((status = 200, body = [Url]),
               (status = 400, body = ErrorBody, description = "A bad page or filter parameter")))]
 pub async fn list(
     State(state): State<AppState>,
@@ -110,11 +112,7 @@ pub async fn create(
     let url = NewUrl {
         user_id: caller.user_filter(body.user_id)?,
         original_url: target(&state, "original_url", &body.original_url)?,
-        title: body
-            .title
-            .map(|t| parse_title(&t).map_err(|p| ApiError::invalid_field("title", p)))
-            .transpose()?
-            .flatten(),
+        title: title(body.title)?,
     };
     Ok((
         StatusCode::CREATED,
@@ -184,14 +182,7 @@ pub async fn update(
             .original_url
             .map(|u| target(&state, "original_url", &u))
             .transpose()?,
-        title: body
-            .title
-            .map(|t| {
-                t.map(|t| parse_title(&t).map_err(|p| ApiError::invalid_field("title", p)))
-                    .transpose()
-                    .map(Option::flatten)
-            })
-            .transpose()?,
+        title: body.title.map(title).transpose()?,
         is_active: body.is_active,
     };
     if patch.is_empty() {
@@ -233,9 +224,7 @@ pub async fn stats(
 }
 
 #[utoipa::path(get, path = "/urls/{id}/events", tag = "urls", params(UrlId, Pagination),
-    responses((status = 200, body = [Event], headers(
-                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
-                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+    responses((status = 200, body = [Event]),
               (status = 400, body = ErrorBody, description = "A bad page parameter"),
               (status = 404, body = ErrorBody)))]
 pub async fn events(

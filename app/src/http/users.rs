@@ -6,13 +6,17 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, field};
+use super::extract::{JsonBody, PathId, QueryParams, listing};
 use super::params::{Pagination, UserId, UsersUpload};
-use super::{AppState, JsonBody, PathId, QueryParams, listing};
+use super::state::AppState;
 use crate::domain::{Email, parse_username};
+use crate::keys::Caller;
 use crate::seed::csv::{LineError, MAX_UPLOADED_LINES, read_users};
 use crate::store::{Listing, NewUser, User, UserPatch};
+
+/// Largest CSV upload (`POST /users/bulk`).
+pub(super) const UPLOAD_LIMIT: usize = 16 * 1024 * 1024;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
@@ -39,15 +43,9 @@ pub struct BulkReport {
     errors_omitted: u64,
 }
 
-fn field<T>(name: &str, parsed: Result<T, String>) -> ApiResult<T> {
-    parsed.map_err(|problem| ApiError::invalid_field(name, problem))
-}
-
 /// List live users, oldest first.
 #[utoipa::path(get, path = "/users", tag = "users", params(Pagination),
-    responses((status = 200, body = [User], headers(
-                  ("X-Total-Count" = i64, description = "Rows matching the filters"),
-                  ("X-Total-Count-Estimated" = bool, description = "Present (`true`) when the count is an estimate"))),
+    responses((status = 200, body = [User]),
               (status = 400, body = ErrorBody, description = "A bad page parameter")))]
 pub async fn list(
     State(state): State<AppState>,
@@ -142,7 +140,7 @@ pub async fn remove(
     let deletion = state.links.delete_owner(id, caller.actor()).await?;
     // Revoked in the deletion's transaction; now every replica must stop
     // taking them on trust, exactly as after `DELETE /keys/{id}`.
-    state.auth.revoked(&deletion.revoked_keys).await;
+    state.keys.revoked(&deletion.revoked_keys).await;
     tracing::info!(
         user_id = id,
         deactivated_urls = deletion.deactivated.len(),
@@ -172,7 +170,7 @@ pub async fn bulk(
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!(
                 "the upload is larger than {} MiB",
-                super::UPLOAD_LIMIT / (1024 * 1024)
+                UPLOAD_LIMIT / (1024 * 1024)
             ))
         } else {
             ApiError::bad_request(format!("malformed multipart body: {e}"))

@@ -161,25 +161,15 @@ impl Links {
         Ok(count)
     }
 
-    /// Entries in this replica's L1 (approximate; for metrics).
-    pub fn local_entries(&self) -> u64 {
-        self.cache.local_entries()
-    }
-
     /// Sets the L1's size gauges: entries, and weighed bytes (estimated,
     /// bounded by `CACHE_MAX_BYTES`). Settles the cache first: it counts
     /// lazily, and a quiet cache would otherwise report what it held at its
     /// last busy moment.
     pub async fn sample_size(&self) {
         self.cache.settle_local().await;
-        let entries = i64::try_from(self.local_entries()).unwrap_or(i64::MAX);
+        let entries = i64::try_from(self.cache.local_entries()).unwrap_or(i64::MAX);
         self.metrics.cache_entries.set(entries);
         let bytes = i64::try_from(self.cache.local_weighted_size()).unwrap_or(i64::MAX);
         self.metrics.cache_bytes.set(bytes);
-    }
-
-    /// The shared tier, when configured.
-    pub fn shared(&self) -> Option<&SharedCache> {
-        self.cache.shared()
     }
 }

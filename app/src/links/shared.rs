@@ -368,12 +368,6 @@ impl SharedCache {
         }
     }
 
-    /// Whether the last Redis call (a lookup, a write, the heartbeat)
-    /// succeeded: what `/health` reports, without a call of its own.
-    pub fn up(&self) -> bool {
-        self.redis.up()
-    }
-
     /// The heartbeat: does Redis answer right now?
     pub async fn ping(&self) -> bool {
         let mut conn = self.redis.connection();

@@ -14,6 +14,17 @@
 use std::collections::BTreeMap;
 
 use sqlx::migrate::{Migrate, MigrateError, Migrator};
+use sqlx::{Database, Executor, FromRow, IntoArguments, Pool};
+
+/// What connecting does about the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply pending migrations first (the default of `serve`, and of every other command).
+    Migrate,
+    /// Change nothing; refuse unless every migration of this build is applied (newer ones
+    /// are allowed). For a role that may not change the schema.
+    RequireMigrated,
+}
 
 /// sqlx's history table (the default name, which every migrator here uses).
 const HISTORY: &str = "_sqlx_migrations";
@@ -188,8 +199,27 @@ pub async fn apply<C: Migrate>(
     })
 }
 
+/// How the history of the database behind `pool` compares with `migrator`'s migrations,
+/// read with no more than the runtime role's rights; a database never migrated has none.
+pub async fn compare_with<DB: Database>(
+    migrator: &Migrator,
+    pool: &Pool<DB>,
+) -> Result<Comparison, sqlx::Error>
+where
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    AppliedVersion: for<'r> FromRow<'r, DB::Row>,
+{
+    let applied = match sqlx::query_as(READ_HISTORY).fetch_all(pool).await {
+        Ok(applied) => applied,
+        Err(err) if is_missing_history(&err) => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    Ok(compare(migrator, &applied))
+}
+
 /// Whether `err` says the history table does not exist (nothing was ever migrated).
-pub fn is_missing_history(err: &sqlx::Error) -> bool {
+fn is_missing_history(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
             let message = db.message();
@@ -202,7 +232,7 @@ pub fn is_missing_history(err: &sqlx::Error) -> bool {
 
 /// The query reading the successful migrations of the history (the runtime role may SELECT
 /// it, nothing more).
-pub const READ_HISTORY: &str =
+const READ_HISTORY: &str =
     "SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version";
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - a write and the events it causes commit together or not at all;
 //! - users are soft-deleted, so events and URLs never point at nothing.
 
+mod connect;
 pub mod migrations;
 mod model;
 pub mod postgres;
@@ -18,9 +19,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use migrations::{MigrationName, MigrationReport, NotMigrated};
+pub use connect::{connect, migrate};
+pub use migrations::{MigrationName, MigrationReport, NotMigrated, Schema};
 pub use model::*;
-pub use transient::{is_login_refused, is_transient, is_transient_error};
+use transient::{is_login_refused, is_transient_error};
 
 use crate::domain::ShortCode;
 
@@ -219,45 +221,3 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
-
-/// What connecting does about the schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Schema {
-    /// Apply pending migrations first (the default of `serve`, and of every other command).
-    Migrate,
-    /// Change nothing; refuse unless every migration of this build is applied (newer ones
-    /// are allowed). For a role that may not change the schema.
-    RequireMigrated,
-}
-
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// Opens the store named by `database_url` (`postgres://…` or `sqlite://…`), applying its
-/// migrations (over `migration_url` when given) or checking them, as `schema` says.
-pub async fn connect(
-    database_url: &str,
-    pool_size: u32,
-    migration_url: Option<&str>,
-    schema: Schema,
-) -> StoreResult<DynStore> {
-    if is_postgres(database_url) {
-        let store =
-            postgres::PgStore::connect(database_url, pool_size, migration_url, schema).await?;
-        Ok(Arc::new(store))
-    } else {
-        Ok(Arc::new(
-            sqlite::SqliteStore::connect(database_url, schema).await?,
-        ))
-    }
-}
-
-/// Applies the pending migrations of the database at `url` and says what it did.
-pub async fn migrate(url: &str) -> StoreResult<MigrationReport> {
-    if is_postgres(url) {
-        postgres::migrate(url).await
-    } else {
-        sqlite::migrate(url).await
-    }
-}

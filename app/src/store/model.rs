@@ -32,7 +32,7 @@ pub struct UserDeletion {
     /// The user's URLs that were active and are now deactivated.
     pub deactivated: Vec<Url>,
     /// The ids of the user's keys that were live and are now revoked: the
-    /// replicas must hear of them ([`crate::keys::Trust::revoked`]).
+    /// replicas must hear of them ([`crate::keys::KeyCheck::revoked`]).
     pub revoked_keys: Vec<i64>,
 }
 
@@ -228,10 +228,6 @@ pub struct Actor {
 impl Actor {
     /// No key: `AUTH_MODE=open`, the command line, the seed loader.
     pub const NONE: Self = Self { key_id: None };
-
-    pub fn key(id: i64) -> Self {
-        Self { key_id: Some(id) }
-    }
 }
 
 /// An event posted by a client (always `source = client`).

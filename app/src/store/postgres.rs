@@ -7,27 +7,31 @@ use sqlx::{Connection, Postgres};
 
 use futures_util::future::BoxFuture;
 
-use super::migrations::{self, MigrationReport};
+use super::migrations::{self, MigrationReport, Schema};
 use super::sql::{Dialect, SqlStore, sql};
-use super::{BatchOrigin, Click, Schema, StoreResult};
+use super::{BatchOrigin, Click, StoreResult};
 use crate::domain::{Timestamp, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// A batch of clicks as `redirect` events: parallel arrays of url ids, user
 /// ids, times and short codes.
-const INSERT_CLICKS: &str = sql!("INSERT INTO events (" EVENT ") \
-     SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
-     FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \
-     AS click (url_id, user_id, at, code)");
+macro_rules! insert_clicks {
+    () => {
+        sql!("INSERT INTO events (" EVENT ") \
+         SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
+         FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \
+         AS click (url_id, user_id, at, code)")
+    };
+}
+const INSERT_CLICKS: &str = insert_clicks!();
 /// [`INSERT_CLICKS`] of a direct write, which also records its batch as
 /// writer `$5`'s last (`$6`, at `$7`) in the same statement, so that the
 /// common path costs no extra round trip.
-const INSERT_CLICKS_OF_WRITER: &str = sql!("WITH progress AS (" (RECORD_WRITER_PROGRESS "$5" "$6" "$7") ") \
-     INSERT INTO events (" EVENT ") \
-     SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
-     FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \
-     AS click (url_id, user_id, at, code)");
+const INSERT_CLICKS_OF_WRITER: &str = concat!(
+    sql!("WITH progress AS (" (RECORD_WRITER_PROGRESS "$5" "$6" "$7") ") "),
+    insert_clicks!()
+);
 /// Adds per-URL click counts to shard `$2`'s counter rows, in `url_id`
 /// order (see `record_clicks`: writers sharing a shard queue instead of
 /// deadlocking).
@@ -71,20 +75,18 @@ impl Dialect for Postgres {
             let user_ids: Vec<Option<i64>> = clicks.iter().map(|c| c.user_id).collect();
             let times: Vec<Timestamp> = clicks.iter().map(|c| c.at).collect();
             let codes: Vec<&str> = clicks.iter().map(|c| c.short_code.as_str()).collect();
+            let statement = match origin {
+                Some(_) => INSERT_CLICKS_OF_WRITER,
+                None => INSERT_CLICKS,
+            };
+            let insert = sqlx::query(statement)
+                .bind(url_ids)
+                .bind(user_ids)
+                .bind(times)
+                .bind(codes);
             let insert = match origin {
-                Some(origin) => sqlx::query(INSERT_CLICKS_OF_WRITER)
-                    .bind(url_ids)
-                    .bind(user_ids)
-                    .bind(times)
-                    .bind(codes)
-                    .bind(origin.writer)
-                    .bind(origin.seq)
-                    .bind(now()),
-                None => sqlx::query(INSERT_CLICKS)
-                    .bind(url_ids)
-                    .bind(user_ids)
-                    .bind(times)
-                    .bind(codes),
+                Some(origin) => insert.bind(origin.writer).bind(origin.seq).bind(now()),
+                None => insert,
             };
             insert.execute(&mut **tx).await?;
             let counted: Vec<i64> = counters.iter().map(|(url_id, _)| *url_id).collect();
@@ -142,15 +144,9 @@ impl PgStore {
             }
             Schema::Migrate => {}
             Schema::RequireMigrated => {
-                let applied = match sqlx::query_as(migrations::READ_HISTORY)
-                    .fetch_all(&pool)
-                    .await
-                {
-                    Ok(applied) => applied,
-                    Err(err) if migrations::is_missing_history(&err) => Vec::new(),
-                    Err(err) => return Err(err.into()),
-                };
-                migrations::compare(&MIGRATOR, &applied).require_current()?;
+                migrations::compare_with(&MIGRATOR, &pool)
+                    .await?
+                    .require_current()?;
             }
         }
         Ok(Self {

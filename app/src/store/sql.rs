@@ -124,7 +124,7 @@ const SEED_EVENT: &str = sql!("INSERT INTO events (id, " EVENT ") VALUES ($1, $2
 /// `op`: `db.<op>`, with any `extra` span fields.
 macro_rules! traced {
     ($op:literal, $body:expr $(, $($extra:tt)+)?) => {{
-        let span = tracing::debug_span!(target: "shortener::trace", concat!("db.", $op),
+        let span = tracing::debug_span!(target: crate::telemetry::TRACE_TARGET, concat!("db.", $op),
             otel.kind = "client", db.system.name = crate::telemetry::db_system(DB::NAME),
             db.operation.name = $op $(, $($extra)+)?);
         tracing::Instrument::instrument($body, span).await

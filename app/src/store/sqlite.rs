@@ -9,9 +9,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Sqlite};
 
-use super::migrations::{self, MigrationReport};
+use super::StoreResult;
+use super::migrations::{self, MigrationReport, Schema};
 use super::sql::{Dialect, GET_URL, SqlStore, sql};
-use super::{Schema, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -53,15 +53,9 @@ impl SqliteStore {
                 migrations::apply(&MIGRATOR, &mut *conn).await?;
             }
             Schema::RequireMigrated => {
-                let applied = match sqlx::query_as(migrations::READ_HISTORY)
-                    .fetch_all(&writer)
-                    .await
-                {
-                    Ok(applied) => applied,
-                    Err(err) if migrations::is_missing_history(&err) => Vec::new(),
-                    Err(err) => return Err(err.into()),
-                };
-                migrations::compare(&MIGRATOR, &applied).require_current()?;
+                migrations::compare_with(&MIGRATOR, &writer)
+                    .await?
+                    .require_current()?;
             }
         }
         let pool = SqlitePoolOptions::new()

@@ -1,0 +1,56 @@
+//! What every handler and layer of the API shares.
+
+use std::sync::Arc;
+
+use crate::clicks::ClickRecorder;
+use crate::keys::KeyCheck;
+use crate::limits::RateLimit;
+use crate::links::Links;
+use crate::metrics::Metrics;
+use crate::shared_redis::SharedRedis;
+use crate::store::DynStore;
+
+use super::client::TrustedProxies;
+
+/// Everything a handler may use. Cloned for every request by each layer
+/// and extractor that takes it, so it is one `Arc`: a clone is one atomic
+/// increment, whatever it holds.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    /// Users, keys, events and every read that no cache holds; what
+    /// resolves or changes a link goes through `links` instead, which keeps
+    /// the caches and the other replicas told.
+    pub store: DynStore,
+    /// Everything that resolves or changes a link.
+    pub links: Arc<Links>,
+    pub clicks: ClickRecorder,
+    pub keys: KeyCheck,
+    pub rate_limit: RateLimit,
+    /// The Redis the replicas share, when configured: whether it answers is
+    /// what `/health` reports of the cache.
+    pub redis: Option<Arc<SharedRedis>>,
+    /// Who may name the client instead of the TCP peer.
+    pub proxies: TrustedProxies,
+    pub metrics: Arc<Metrics>,
+    /// The stores as last sampled, for `/health`.
+    pub health: Arc<crate::metrics::StoreHealth>,
+    pub public_base_url: Option<String>,
+    /// Which targets links may point at.
+    pub target_policy: crate::domain::TargetPolicy,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
