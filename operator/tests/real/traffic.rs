@@ -199,6 +199,19 @@ impl Api {
     }
 }
 
+/// An error with its causes: "error sending request" alone does not say whether the
+/// connection was refused, reset or timed out.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// What a stream of redirects saw.
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -247,9 +260,10 @@ impl Stream {
                                 started.elapsed(),
                                 format!("GET /{}: {status} {location:?}", link.code),
                             )),
-                            Err(error) => seen
-                                .failures
-                                .push((started.elapsed(), format!("GET /{}: {error}", link.code))),
+                            Err(error) => seen.failures.push((
+                                started.elapsed(),
+                                format!("GET /{}: {}", link.code, causes(error.as_ref())),
+                            )),
                         }
                         drop(seen);
                         tokio::time::sleep(pace).await;
@@ -270,10 +284,10 @@ impl Stream {
         let mut kinds = BTreeMap::new();
         for (_, what) in self.seen.lock().await.failures.iter().skip(from) {
             let kind = what.split_once(": ").map_or(what.as_str(), |(_, k)| k);
-            let kind = if kind.starts_with("error sending request") {
-                "connection error"
-            } else {
-                kind
+            // The URL says nothing about the kind: keep the causes.
+            let kind = match kind.split_once(": ") {
+                Some((first, causes)) if first.starts_with("error sending request") => causes,
+                _ => kind,
             };
             *kinds.entry(kind.to_string()).or_default() += 1;
         }
