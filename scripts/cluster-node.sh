@@ -756,6 +756,8 @@ metadata:
   labels: { app.kubernetes.io/name: traefik }
 spec:
   replicas: 1
+  # Its host ports admit one pod at a time on the node.
+  strategy: { type: Recreate }
   selector:
     matchLabels: { app.kubernetes.io/name: traefik }
   template:

@@ -105,6 +105,14 @@ pub async fn rollout_and_scale_out_fail_no_request(real: &'static Real) -> Resul
     let (api, links) = links(real, "rollout").await?;
     let stream = Stream::start(&api, &links, 4, Duration::from_millis(100));
     flowing(&stream, 50).await?;
+    let generation = kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(
+        real.client.clone(),
+        "default",
+    )
+    .get("links")
+    .await?
+    .metadata
+    .generation;
     let at = Instant::now();
     kubectl(&[
         "-n",
@@ -116,7 +124,19 @@ pub async fn rollout_and_scale_out_fail_no_request(real: &'static Real) -> Resul
         "-p",
         r#"{"spec":{"app":{"config":{"accessLog":"all"}}}}"#,
     ])?;
+    // The operator rewrites the Deployment a moment after the patch: wait for the new
+    // generation before asking whether it rolled out.
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(real.client.clone(), "default");
     eventually("the app Deployment rolled out", RECOVERY, || async {
+        let now = deployments.get("links").await.map_err(|e| e.to_string())?;
+        let status = now.status.unwrap_or_default();
+        if now.metadata.generation == generation {
+            return Err("not changed yet".into());
+        }
+        if status.observed_generation != now.metadata.generation {
+            return Err("not observed yet".into());
+        }
         kubectl(&[
             "-n",
             "default",

@@ -23,7 +23,7 @@ pub async fn an_httproute_serves_through_the_gateway(real: &'static Real) -> Res
         .gateway_url
         .as_deref()
         .ok_or("SHORTENER_GATEWAY_URL is not set: the real node publishes its Gateway there")?;
-    kubectl(&["create", "namespace", NS])?;
+    crate::stack::fresh_namespace(NS)?;
     let manifest = format!(
         r#"apiVersion: shortener.dev/v1alpha1
 kind: Shortener
@@ -71,7 +71,7 @@ spec:
     check_first_start(&real.client, NS, "links", 3).await?;
     let key = admin_key(&real.client, NS, "links").await?;
     let api = Service::new(gateway_url, Some(HOST), &key)?;
-    serves(real, &api, NS, "links", 3).await?;
+    serves(real, &api, true, NS, "links", 3).await?;
     kubectl(&[
         "-n",
         NS,

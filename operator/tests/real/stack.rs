@@ -284,3 +284,18 @@ pub async fn pods_labelled(client: &Client, ns: &str, selector: &str) -> Result<
         .await?
         .items)
 }
+
+/// A namespace of the suite's own, new: one left by an earlier run (perhaps still
+/// terminating) is deleted first and waited for.
+pub fn fresh_namespace(name: &str) -> Result {
+    kubectl(&[
+        "delete",
+        "namespace",
+        name,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=180s",
+    ])?;
+    kubectl(&["create", "namespace", name])?;
+    Ok(())
+}

@@ -102,7 +102,14 @@ impl Api {
         .await
     }
 
+    /// A user for a test; the email is unique per run (a rerun on the same stack finds the
+    /// earlier run's users).
     pub async fn create_user(&self, name: &str) -> Result<i64> {
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let name = &format!("{name}-{run}");
         let user = self
             .send_json(
                 reqwest::Method::POST,
