@@ -33,10 +33,20 @@ pub struct Link {
 impl Api {
     /// `host`: the Host header to send, for an Ingress or route that matches one host only.
     pub fn new(base: &str, host: Option<&str>, key: &str) -> Result<Self> {
+        Self::with_pool(base, host, key, 16)
+    }
+
+    /// Through a Service's cluster IP: kube-proxy picks a pod per connection, so every
+    /// request gets a connection of its own (a kept-alive one would always reach one pod).
+    pub fn per_connection(base: &str, key: &str) -> Result<Self> {
+        Self::with_pool(base, None, key, 0)
+    }
+
+    fn with_pool(base: &str, host: Option<&str>, key: &str, idle: usize) -> Result<Self> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(16)
+            .pool_max_idle_per_host(idle)
             .build()?;
         Ok(Self {
             http,
