@@ -162,6 +162,9 @@ pub struct ServeConfig {
     #[arg(long, value_parser = seconds(&settings::SHUTDOWN_GRACE_SECS))]
     pub shutdown_grace_secs: Duration,
 
+    #[arg(long, value_parser = seconds(&settings::SHUTDOWN_DRAIN_SECS))]
+    pub shutdown_drain_secs: Duration,
+
     #[arg(long, value_enum)]
     pub access_log: AccessLog,
 

@@ -128,6 +128,7 @@ impl Service {
                 allow_private: config.allow_private_targets,
                 denied_domains: config.denied_target_domains.clone(),
             },
+            draining: Arc::default(),
         });
         Ok(Self {
             state,
@@ -150,6 +151,7 @@ impl Service {
             config,
             traces,
         } = self;
+        let draining = state.draining.clone();
         let router = http::router(state, &config, traces);
         tracing::info!(
             addr = %listener.local_addr()?,
@@ -157,8 +159,19 @@ impl Service {
             "listening"
         );
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let drain = config.shutdown_drain_secs;
         let shutdown = async move {
             shutdown.await;
+            if !drain.is_zero() {
+                // Still accepting: load balancers that keep sending to a terminating
+                // replica see `/readyz` fail and take it out first.
+                tracing::info!(
+                    seconds = drain.as_secs(),
+                    "draining: not ready, still serving"
+                );
+                draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(drain).await;
+            }
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping_tx.send(());
         };

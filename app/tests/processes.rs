@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::server::{BIN, Server, call, client};
 use common::{ADMIN_KEY, Backend, TestDatabase};
@@ -502,4 +502,62 @@ fn migrate_command_fails_clearly() {
         stderr.contains("not reachable yet; retrying"),
         "it waited first: {stderr}"
     );
+}
+
+/// Found on the real node: an ingress controller that keeps sending to a terminating replica
+/// (Traefik's ingress-nginx provider) got refused connections once SIGTERM closed the
+/// listener. With SHUTDOWN_DRAIN_SECS, after SIGTERM the replica answers `/readyz` with 503,
+/// which such a controller does act on, and keeps serving requests until the drain is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_not_ready_but_serving_before_it_stops() {
+    let mut server = Server::spawn(&[("AUTH_MODE", "open"), ("SHUTDOWN_DRAIN_SECS", "10")]);
+    let http = client();
+    server.wait_ready(&http, "/readyz").await;
+    let created: serde_json::Value = http
+        .post(format!("{}/shorten", server.base))
+        .json(&json!({"url": "https://example.com/drain"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = created["short_code"].as_str().unwrap().to_string();
+    let sent = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    // Not ready as soon as the signal is handled (polled for at most the drain).
+    let mut not_ready = false;
+    while sent.elapsed() < Duration::from_secs(10) {
+        let res = http
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(not_ready, "/readyz still 200 after SIGTERM");
+    // Still serving redirects while draining.
+    let res = http
+        .get(format!("{}/{code}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    // Then it stops on its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after the drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success());
 }

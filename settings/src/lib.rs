@@ -409,9 +409,15 @@ settings! {
         read_by: ReadBy::Flag,
     }
     SHUTDOWN_GRACE_SECS {
-        help: "Time to finish in-flight requests after SIGTERM (the operator drains the pod for 5 s before SIGTERM and gives it this plus 15 s in all).",
+        help: "Time to finish in-flight requests after SIGTERM (on Kubernetes the pod gets the drains before and after SIGTERM, this, and 10 s more).",
         kind: Kind::Integer { min: 0, max: 600, default: 20 },
         shortener: Shortener::Field("shutdownGraceSeconds"),
+        read_by: ReadBy::Flag,
+    }
+    SHUTDOWN_DRAIN_SECS {
+        help: "After SIGTERM, keep serving this long while `/readyz` answers 503, so load balancers that still send to a terminating replica take it out first; then stop accepting and finish in-flight requests within SHUTDOWN_GRACE_SECS.",
+        kind: Kind::Integer { min: 0, max: 60, default: 0 },
+        shortener: Shortener::Operator("10 s: the readiness probe's detection (4 s) and an ingress controller's reaction"),
         read_by: ReadBy::Flag,
     }
     ACCESS_LOG {

@@ -65,7 +65,16 @@ pub async fn live() -> Json<Probe> {
 /// Readiness: started (connected, migrated, caches warmed) and serving.
 /// Also independent of the database: a replica with a warm cache still
 /// serves redirects during a database outage, so it stays in the Service.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Probe)))]
-pub async fn ready() -> Json<Probe> {
-    Json(Probe { status: "ready" })
+/// 503 while the replica drains after SIGTERM (`SHUTDOWN_DRAIN_SECS`).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Probe), (status = 503, body = Probe)))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Probe { status: "draining" }),
+        )
+    } else {
+        (StatusCode::OK, Json(Probe { status: "ready" }))
+    }
 }

@@ -39,6 +39,9 @@ pub struct Shared {
     pub public_base_url: Option<String>,
     /// Which targets links may point at.
     pub target_policy: crate::domain::TargetPolicy,
+    /// Set at SIGTERM when a drain is configured: `/readyz` answers 503 while requests are
+    /// still served, so load balancers take the replica out before it stops accepting.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {

@@ -45,6 +45,13 @@ const STARTUP_PROBE_PERIOD_SECS: i32 = 5;
 /// removal to reach kube-proxy and the Ingress controller or Gateway (a rollout through
 /// Traefik on the real node failed requests without it).
 pub const DRAIN_SECS: u32 = 5;
+/// Then, after SIGTERM, how long it keeps serving while `/readyz` fails: the readiness probe
+/// sees it within [`READINESS_PERIOD_SECS`] × [`READINESS_FAILURES`], and the endpoint turns
+/// not `serving`, which every controller acts on (Traefik v3.6 keeps sending to `serving`
+/// terminating endpoints until then).
+pub const SERVE_DRAIN_SECS: u32 = 10;
+const READINESS_PERIOD_SECS: i32 = 2;
+const READINESS_FAILURES: i32 = 2;
 
 pub fn config_map_name(instance: &Instance<'_>) -> String {
     format!("{}-config", instance.name)
@@ -59,6 +66,12 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
         ("LISTEN_ADDR".to_string(), format!("0.0.0.0:{HTTP_PORT}")),
         ("RUST_LOG".to_string(), spec.app.log_level.clone()),
         ("LOG_FORMAT".to_string(), "json".to_string()),
+        // After SIGTERM the replica answers /readyz with 503 and keeps serving, for the
+        // controllers that route to terminating endpoints until they are not `serving`.
+        (
+            "SHUTDOWN_DRAIN_SECS".to_string(),
+            SERVE_DRAIN_SECS.to_string(),
+        ),
         // The click spill file: clicks of redirects answered while the
         // database is away, kept across container restarts (an emptyDir
         // lives as long as the pod).
@@ -265,9 +278,10 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                     "serviceAccountName": name,
                     "automountServiceAccountToken": false,
                     "securityContext": pod_security(APP_UID, None),
-                    // The drain before SIGTERM, the service's own grace for in-flight
-                    // requests, plus time to flush clicks and exit.
+                    // The drains before and after SIGTERM, the service's own grace for
+                    // in-flight requests, plus time to flush clicks and exit.
                     "terminationGracePeriodSeconds": DRAIN_SECS
+                        + SERVE_DRAIN_SECS
                         + spec.app.config.shutdown_grace_seconds()
                         + 10,
                     // ScheduleAnyway: spread when the cluster has room, still schedule on a
@@ -301,7 +315,11 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
                             STARTUP_PROBE_PERIOD_SECS,
                             SERVE_CONNECT_PATIENCE_SECS / STARTUP_PROBE_PERIOD_SECS + 6,
                         ),
-                        "readinessProbe": probe("/readyz", 5, 3),
+                        "readinessProbe": probe(
+                            "/readyz",
+                            READINESS_PERIOD_SECS,
+                            READINESS_FAILURES,
+                        ),
                         "livenessProbe": probe("/livez", 10, 3),
                         // A terminating pod keeps serving while the Ingress controller or
                         // Gateway and kube-proxy take it out of their endpoints; only then
@@ -394,7 +412,20 @@ mod tests {
         assert!(sleep >= 5, "drain of {sleep} s");
         let grace = pod.termination_grace_period_seconds.unwrap();
         let service_grace = i64::from(s.spec.app.config.shutdown_grace_seconds());
-        assert!(grace > sleep + service_grace, "grace {grace} s");
+        // After SIGTERM the service drains too, and the readiness probe must see it fail
+        // well within that drain.
+        let cm = config_map(&i);
+        let drain: i64 = cm.data.as_ref().unwrap()["SHUTDOWN_DRAIN_SECS"]
+            .parse()
+            .unwrap();
+        let readiness = pod.containers[0].readiness_probe.as_ref().unwrap();
+        let seen_within =
+            i64::from(readiness.period_seconds.unwrap() * readiness.failure_threshold.unwrap());
+        assert!(
+            drain >= seen_within + 5,
+            "drain {drain} s, readiness {seen_within} s"
+        );
+        assert!(grace > sleep + drain + service_grace, "grace {grace} s");
     }
 
     #[test]
