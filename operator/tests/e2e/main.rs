@@ -22,6 +22,7 @@ mod chart;
 mod cluster;
 mod drift;
 mod gateway;
+mod harness;
 mod install;
 mod leader;
 mod lifecycle;
@@ -39,13 +40,13 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use crate::cluster::{Result, TIMEOUT, eventually, kubectl, run};
+use crate::harness::Args;
 use crate::operator::{OperatorProcess, RELEASE};
 
 /// Label on every namespace and PersistentVolume the suite creates (value: the namespace).
@@ -376,65 +377,17 @@ fn namespace_for(test: &str) -> String {
     name.trim_end_matches('-').to_string()
 }
 
-struct Args {
-    list: bool,
-    ignored: bool,
-    filters: Vec<String>,
-}
-
-/// The libtest options cargo and scripts pass (`--ignored`, `--list`, name filters);
-/// others, such as `--test-threads`, are accepted and have no effect: tests run in order.
-fn parse_args() -> Args {
-    let mut args = Args {
-        list: false,
-        ignored: false,
-        filters: Vec::new(),
-    };
-    let mut raw = std::env::args().skip(1);
-    while let Some(arg) = raw.next() {
-        match arg.as_str() {
-            "--list" => args.list = true,
-            "--ignored" | "--include-ignored" => args.ignored = true,
-            "--test-threads" | "--format" | "--color" | "-Z" | "--skip" => {
-                raw.next();
-            }
-            other if other.starts_with('-') => {}
-            filter => args.filters.push(filter.to_string()),
-        }
-    }
-    args
-}
-
 fn main() -> ExitCode {
-    let args = parse_args();
+    let args = Args::parse();
     let selected: Vec<Test> = tests()
         .into_iter()
-        .filter(|t| {
-            args.filters.is_empty() || args.filters.iter().any(|f| t.name.contains(f.as_str()))
-        })
+        .filter(|t| args.selects(t.name))
         .collect();
-    if args.list {
-        for test in &selected {
-            println!("{}: test", test.name);
-        }
-        return ExitCode::SUCCESS;
-    }
-    if !args.ignored {
-        println!(
-            "e2e: {} tests skipped: they need a cluster. Run scripts/e2e.sh, or `cargo test -p shortener-operator --test e2e -- --ignored` with KUBECONFIG set.",
-            selected.len()
-        );
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let names: Vec<&str> = selected.iter().map(|t| t.name).collect();
+    let skipped = "they need a cluster. Run scripts/e2e.sh, or `cargo test -p shortener-operator --test e2e -- --ignored` with KUBECONFIG set.";
+    let runtime = match harness::prepare("e2e", &args, &names, skipped) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("e2e: no async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     runtime.block_on(run_suite(root, selected))
@@ -467,18 +420,7 @@ async fn run_suite(root: PathBuf, tests: Vec<Test>) -> ExitCode {
                     client: suite.client.clone(),
                     ns: ns.clone(),
                 };
-                match std::panic::AssertUnwindSafe((test.run)(&ctx))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(error.to_string()),
-                    Err(panic) => Err(panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "panicked".into())),
-                }
+                harness::outcome((test.run)(&ctx)).await
             }
         };
         let elapsed = test_started.elapsed().as_secs_f64();
@@ -501,18 +443,5 @@ async fn run_suite(root: PathBuf, tests: Vec<Test>) -> ExitCode {
         }
     }
     suite.tear_down().await;
-    let total = started.elapsed();
-    println!(
-        "\ntest result: {}. {} passed; {} failed; finished in {:.0}s",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        tests.len() - failed.len(),
-        failed.len(),
-        total.as_secs_f64()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        println!("failures:\n    {}", failed.join("\n    "));
-        ExitCode::FAILURE
-    }
+    harness::summary(started, tests.len(), &failed)
 }
