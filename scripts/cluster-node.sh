@@ -137,6 +137,7 @@ node_built() {
   for b in kubelet kube-proxy; do [ -x "$bin/$b" ] || return 1; done
   for b in crictl coredns pause; do [ -x "$node_bin/$b" ] || return 1; done
   for b in traefik kube-router; do [ -x "$addons_bin/$b" ] || return 1; done
+  monitoring_built
 }
 
 # The kubelet and kube-proxy come from the control plane's wrapper module; their packages
@@ -229,6 +230,7 @@ build_node() {
   node_go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION" "-s -w"
   build_pause
   build_addons
+  build_monitoring
   exec 9>"$cache/.build.lock"
   flock 9
   kubelet_module
@@ -419,8 +421,10 @@ evictionHard:
   imagefs.available: 1Gi
   nodefs.inodesFree: 5%
 evictionPressureTransitionPeriod: 30s
-imageGCHighThresholdPercent: 95
-imageGCLowThresholdPercent: 90
+# No image garbage collection: nothing can be pulled again here. With it, a disk filled by
+# builds made the kubelet evict Traefik and then delete its now unused image, and the
+# replacement pod stayed in ErrImageNeverPull after the space came back (seen).
+imageGCHighThresholdPercent: 100
 serializeImagePulls: false
 EOF
 }
@@ -868,6 +872,8 @@ EOF
   wait_for kube-router 60 "kube-router's firewall chains" kube_router_ready
   ingress_objects
   wait_for kubelet 180 "Traefik serving on 127.0.0.1:$ingress_port and :$gateway_port" ingress_ready
+  monitoring_objects
+  wait_for kubelet 180 "Prometheus, its operator and kube-state-metrics Ready ($prometheus_url)" monitoring_ready
 }
 
 # ---------------------------------------------------------------------------

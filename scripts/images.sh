@@ -18,9 +18,12 @@
 #                        made with mmdebstrap from Debian packages and honouring the interface
 #                        the operator relies on (see each builder below)
 #   pause                the pod sandbox (scripts/cluster-node.sh builds the program)
-#   traefik, coredns     the real node's Ingress/Gateway controller and cluster DNS, from the
-#                        static binaries scripts/cluster-node.sh builds (uid 65532, CA
-#                        certificates); the node loads them itself
+#   traefik, coredns, prometheus, prometheus-operator, prometheus-config-reloader,
+#   kube-state-metrics   the real node's Ingress/Gateway controller, cluster DNS and
+#                        monitoring, from the static binaries scripts/cluster-node.sh and
+#                        scripts/cluster-monitoring.sh build (uid 65532, CA certificates);
+#                        the node loads them itself, under the reference it names in
+#                        SHORTENER_STATIC_IMAGE
 # Archives are cached in ${SHORTENER_IMAGES_CACHE:-~/.cache/shortener-images}, keyed by
 # their inputs; a second build of unchanged inputs does nothing.
 set -euo pipefail
@@ -43,6 +46,8 @@ builder_version=1
 
 # What `build` and `load` make without arguments; the node loads its add-ons itself.
 all_images=(pause shortener operator postgres pgbouncer redis)
+# The node's add-ons: static Go binaries the node builds.
+addon_images=(traefik coredns prometheus prometheus-operator prometheus-config-reloader kube-state-metrics)
 
 # ---------------------------------------------------------------------------
 # References
@@ -77,13 +82,23 @@ operator_ref() {
   echo "$repo:$tag"
 }
 
+is_one_of() { # word list...
+  local word=$1 item
+  shift
+  for item in "$@"; do [ "$item" != "$word" ] || return 0; done
+  return 1
+}
+
 # References an image is loaded as.
 refs_of() {
   local image=$1 ref
+  if is_one_of "$image" "${addon_images[@]}"; then
+    echo "${SHORTENER_STATIC_IMAGE:?the real node names the image of its $image}"
+    return
+  fi
   case $image in
     # The sandbox image the node's containerd is configured with (scripts/cluster-node.sh).
     pause) echo "${SHORTENER_PAUSE_IMAGE:-shortener.local/pause:1}" ;;
-    traefik | coredns) echo "${SHORTENER_STATIC_IMAGE:?the real node names the image of its $image}" ;;
     operator) normalize "$(operator_ref)" ;;
     *)
       for ref in $(rendered_refs); do
@@ -218,13 +233,16 @@ pause_image() {
 static_image() { # name
   local name=$1 binary=${SHORTENER_STATIC_BINARY:?the real node names the binary} out key dir
   [ -x "$binary" ] || die "no $name binary at $binary"
-  key=$({ echo "$builder_version"; sha256sum "$binary"; } | key_of)
+  key=$({ echo "$builder_version static 2"; sha256sum "$binary"; } | key_of)
   out=$cache/$name-$key.tar
   [ -s "$out" ] && { echo "$out"; return 0; }
   log "building $name from $binary"
   dir=$(mktemp -d "$cache/rootfs.XXXXXX")
-  mkdir -p "$dir/usr/local/bin" "$dir/etc/ssl/certs" "$dir/tmp"
+  mkdir -p "$dir/usr/local/bin" "$dir/bin" "$dir/etc/ssl/certs" "$dir/tmp"
   install -m 0755 "$binary" "$dir/usr/local/bin/$name"
+  # Also where the public images put it: the Prometheus Operator runs its config reloader
+  # as /bin/prometheus-config-reloader.
+  ln -s "../usr/local/bin/$name" "$dir/bin/$name"
   cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/"
   printf 'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n' >"$dir/etc/passwd"
   printf 'nonroot:x:65532:\n' >"$dir/etc/group"
@@ -324,13 +342,15 @@ build_one() { # image; prints the archive
   mkdir -p "$cache"
   case $1 in
     pause) pause_image ;;
-    traefik | coredns) static_image "$1" ;;
     shortener) build_rust shortener "$target/release/shortener" serve ;;
     operator) build_rust operator "$(operator_binary)" run ;;
     postgres) postgres_image ;;
     pgbouncer) pgbouncer_image ;;
     redis) redis_image ;;
-    *) die "unknown image $1 (one of: ${all_images[*]} traefik coredns)" ;;
+    *)
+      is_one_of "$1" "${addon_images[@]}" || die "unknown image $1 (one of: ${all_images[*]} ${addon_images[*]})"
+      static_image "$1"
+      ;;
   esac
 }
 

@@ -103,67 +103,83 @@ fn promql_string(value: &str) -> String {
 
 /// How each selector term of `alerts.yaml` (local stack job names) reads for this Shortener:
 /// the labels the Prometheus Operator and kube-state-metrics give its targets and objects.
+/// `None`: nothing in the cluster carries such labels for it, and the rules using the term
+/// are left out (a rule whose selector matches nothing is an alert that can never fire).
 /// The table in the header of `alerts.yaml` documents the same mapping.
-pub fn rule_scope(instance: &Instance<'_>) -> Vec<(&'static str, String)> {
+pub fn rule_scope(instance: &Instance<'_>) -> Vec<(&'static str, Option<String>)> {
     let ns = promql_string(&instance.namespace);
     let name = |component: Component| promql_string(&instance.child_name(component));
     let mut scope = vec![
         (
             r#"job="shortener""#,
-            format!("namespace={ns},service={}", name(Component::App)),
+            Some(format!("namespace={ns},service={}", name(Component::App))),
         ),
-        (
-            r#"job="postgres""#,
-            format!("namespace={ns},service={}", name(Component::Postgres)),
-        ),
-        (
-            r#"job="pgbouncer""#,
-            format!("namespace={ns},service={}", name(Component::PgBouncer)),
-        ),
-        (
-            r#"job="redis""#,
-            format!("namespace={ns},service={}", name(Component::Redis)),
-        ),
+        // The local stack scrapes exporters of PostgreSQL, PgBouncer and Redis; the operator
+        // runs none, so no target has these jobs: their health comes from kube-state-metrics
+        // (below) and the app's own metrics (`shortener_redis_up`, the pool gauges).
+        (r#"job="postgres""#, None),
+        (r#"job="pgbouncer""#, None),
+        (r#"job="redis""#, None),
         (
             r#"deployment="shortener""#,
-            format!("namespace={ns},deployment={}", name(Component::App)),
+            Some(format!(
+                "namespace={ns},deployment={}",
+                name(Component::App)
+            )),
         ),
         (
             r#"deployment="pgbouncer""#,
-            format!("namespace={ns},deployment={}", name(Component::PgBouncer)),
+            Some(format!(
+                "namespace={ns},deployment={}",
+                name(Component::PgBouncer)
+            )),
         ),
         (
             r#"deployment="redis""#,
-            format!("namespace={ns},deployment={}", name(Component::Redis)),
+            Some(format!(
+                "namespace={ns},deployment={}",
+                name(Component::Redis)
+            )),
         ),
         (
             r#"statefulset="postgres""#,
-            format!("namespace={ns},statefulset={}", name(Component::Postgres)),
+            Some(format!(
+                "namespace={ns},statefulset={}",
+                name(Component::Postgres)
+            )),
         ),
         // The Ingress carries the app's name; ingress-nginx reports the Ingress' namespace as
         // `exported_namespace` or `namespace` depending on its ServiceMonitor, so only the
         // name scopes (identical alerts from two rules are merged by Alertmanager).
         (
             r#"job="ingress-nginx""#,
-            format!("ingress={}", name(Component::App)),
+            Some(format!("ingress={}", name(Component::App))),
         ),
         // The operator serves every Shortener from one Deployment; its metrics are per
         // Shortener by their `name` label (the namespace label depends on honorLabels).
         (
             r#"job="shortener-operator""#,
-            format!("name={}", promql_string(&instance.name)),
+            Some(format!("name={}", promql_string(&instance.name))),
         ),
     ];
     if let Some(host) = nginx_ingress(instance).and_then(|ingress| ingress.host.as_ref()) {
-        scope.push((r#"host!="_""#, format!("host={}", promql_string(host))));
+        scope.push((
+            r#"host!="_""#,
+            Some(format!("host={}", promql_string(host))),
+        ));
     }
     scope
 }
 
-fn scoped(expr: &str, scope: &[(&'static str, String)]) -> String {
-    scope
-        .iter()
-        .fold(expr.to_owned(), |expr, (from, to)| expr.replace(from, to))
+/// The expression scoped to the instance, or `None` when it reads a term nothing carries.
+fn scoped(expr: &str, scope: &[(&'static str, Option<String>)]) -> Option<String> {
+    scope.iter().try_fold(expr.to_owned(), |expr, (from, to)| {
+        match (expr.contains(from), to) {
+            (false, _) => Some(expr),
+            (true, Some(to)) => Some(expr.replace(from, to)),
+            (true, None) => None,
+        }
+    })
 }
 
 /// The groups of `alerts.yaml` this Shortener has components for, with every selector
@@ -179,10 +195,14 @@ pub fn alert_groups(instance: &Instance<'_>) -> Result<Value> {
         }
         let mut group = group.clone();
         group["name"] = json!(format!("{name}.{}", instance.name));
-        for rule in group["rules"].as_array_mut().into_iter().flatten() {
-            if let Some(expr) = rule["expr"].as_str() {
-                rule["expr"] = json!(scoped(expr, &scope));
-            }
+        if let Some(rules) = group["rules"].as_array_mut() {
+            rules.retain_mut(|rule| {
+                let Some(expr) = rule["expr"].as_str().and_then(|e| scoped(e, &scope)) else {
+                    return false;
+                };
+                rule["expr"] = json!(expr);
+                true
+            });
         }
         groups.push(group);
     }
@@ -365,8 +385,27 @@ mod tests {
                 "shortener-operator.links"
             ]
         );
+        // Every rule of the file but those on the exporters' jobs, which no target of the
+        // cluster carries: a PostgresDown, PgBouncerDown and RedisDown each remain, from
+        // kube-state-metrics.
         let file: Value = serde_yaml::from_str(ALERTS_YAML).unwrap();
-        assert_eq!(rules(groups).len(), rules(&file["groups"]).len());
+        let exporters = [r#"job="postgres""#, r#"job="pgbouncer""#, r#"job="redis""#];
+        let kept = rules(&file["groups"])
+            .into_iter()
+            .filter(|r| {
+                !exporters
+                    .iter()
+                    .any(|j| r["expr"].as_str().unwrap().contains(j))
+            })
+            .count();
+        assert_eq!(rules(groups).len(), kept);
+        assert_eq!(rules(&file["groups"]).len() - kept, 6);
+        for r in rules(groups) {
+            let expr = r["expr"].as_str().unwrap();
+            for metric in ["pg_up", "pgbouncer_up", "redis_up{"] {
+                assert!(!expr.starts_with(metric), "{expr}");
+            }
+        }
         let mut names: Vec<_> = rules(groups)
             .iter()
             .map(|r| r["alert"].as_str().unwrap().to_string())

@@ -33,6 +33,9 @@ pub async fn the_operator_runs_in_the_cluster_from_its_image(real: &'static Real
             "-n",
             OPERATOR_NAMESPACE,
             "--create-namespace",
+            // The node runs the Prometheus Operator: its ServiceMonitor too, as teams do.
+            "--set",
+            "serviceMonitor.enabled=true",
             "--wait",
             "--timeout",
             "5m",

@@ -20,7 +20,10 @@
 mod cluster;
 mod faults;
 mod gateway;
+#[path = "../e2e/harness.rs"]
+mod harness;
 mod install;
+mod monitoring;
 mod network;
 mod stack;
 mod traffic;
@@ -31,10 +34,10 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use futures::FutureExt;
 use kube::Client;
 
 use crate::cluster::{Result, run};
+use crate::harness::Args;
 
 /// Where the operator chart is installed, as its README says.
 pub const OPERATOR_NAMESPACE: &str = "shortener-system";
@@ -64,6 +67,8 @@ fn tests() -> Vec<Test> {
     vec![
         test!(install::the_operator_runs_in_the_cluster_from_its_image),
         test!(install::the_minimal_example_serves_through_the_ingress),
+        test!(monitoring::the_stack_is_scraped_as_its_service_monitors_say),
+        test!(monitoring::every_rule_loads_and_selects_series),
         test!(network::network_policies_are_enforced),
         test!(faults::no_answered_redirect_loses_its_click_when_pods_die),
         test!(faults::rollout_and_scale_out_fail_no_request),
@@ -82,6 +87,8 @@ pub struct Real {
     pub ingress_url: String,
     /// Its entry point for the shared Gateway's HTTP listener.
     pub gateway_url: Option<String>,
+    /// The node's Prometheus (scripts/cluster-monitoring.sh).
+    pub prometheus_url: Option<String>,
 }
 
 impl Real {
@@ -107,6 +114,7 @@ impl Real {
             root,
             ingress_url,
             gateway_url: std::env::var("SHORTENER_GATEWAY_URL").ok(),
+            prometheus_url: std::env::var("SHORTENER_PROMETHEUS_URL").ok(),
         })
     }
 
@@ -176,65 +184,17 @@ fn report(result: Result<cluster::Output>) {
     }
 }
 
-struct Args {
-    list: bool,
-    ignored: bool,
-    filters: Vec<String>,
-}
-
-/// The libtest options cargo passes (`--ignored`, `--list`, name filters); the others are
-/// accepted and ignored: the tests run in order, one at a time.
-fn parse_args() -> Args {
-    let mut args = Args {
-        list: false,
-        ignored: false,
-        filters: Vec::new(),
-    };
-    let mut raw = std::env::args().skip(1);
-    while let Some(arg) = raw.next() {
-        match arg.as_str() {
-            "--list" => args.list = true,
-            "--ignored" | "--include-ignored" => args.ignored = true,
-            "--test-threads" | "--format" | "--color" | "-Z" | "--skip" => {
-                raw.next();
-            }
-            other if other.starts_with('-') => {}
-            filter => args.filters.push(filter.to_string()),
-        }
-    }
-    args
-}
-
 fn main() -> ExitCode {
-    let args = parse_args();
+    let args = Args::parse();
     let selected: Vec<Test> = tests()
         .into_iter()
-        .filter(|t| {
-            args.filters.is_empty() || args.filters.iter().any(|f| t.name.contains(f.as_str()))
-        })
+        .filter(|t| args.selects(t.name))
         .collect();
-    if args.list {
-        for test in &selected {
-            println!("{}: test", test.name);
-        }
-        return ExitCode::SUCCESS;
-    }
-    if !args.ignored {
-        println!(
-            "real: {} tests skipped: they need the real node. Run scripts/e2e.sh --real-node.",
-            selected.len()
-        );
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let names: Vec<&str> = selected.iter().map(|t| t.name).collect();
+    let skipped = "they need the real node. Run scripts/e2e.sh --real-node.";
+    let runtime = match harness::prepare("real", &args, &names, skipped) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("real: no async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     runtime.block_on(run_suite(root, selected))
@@ -253,18 +213,7 @@ async fn run_suite(root: PathBuf, tests: Vec<Test>) -> ExitCode {
     let mut failed = Vec::new();
     for test in &tests {
         let test_started = Instant::now();
-        let outcome = match std::panic::AssertUnwindSafe((test.run)(real))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(panic) => Err(panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panicked".into())),
-        };
+        let outcome = harness::outcome((test.run)(real)).await;
         let elapsed = test_started.elapsed().as_secs_f64();
         match outcome {
             Ok(()) => println!("test {} ... ok ({elapsed:.1}s)", test.name),
@@ -278,17 +227,5 @@ async fn run_suite(root: PathBuf, tests: Vec<Test>) -> ExitCode {
     if std::env::var_os("REAL_KEEP").is_none() {
         real.tear_down().await;
     }
-    println!(
-        "\ntest result: {}. {} passed; {} failed; finished in {:.0}s",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        tests.len() - failed.len(),
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        println!("failures:\n    {}", failed.join("\n    "));
-        ExitCode::FAILURE
-    }
+    harness::summary(started, tests.len(), &failed)
 }
