@@ -346,13 +346,13 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deploym
     typed("app Deployment", value)
 }
 
-pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    super::cluster_ip_service(instance, Component::App, "http", 80, "app Service")
+pub fn service(instance: &Instance<'_>) -> Service {
+    super::cluster_ip_service(instance, Component::App, "http", 80)
 }
 
 /// One pod at a time may be evicted: drains proceed, the other replicas serve (with a single
 /// replica a drain means a short outage: raise `app.replicas` to avoid it).
-pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBudget> {
+pub fn pod_disruption_budget(instance: &Instance<'_>) -> PodDisruptionBudget {
     super::pod_disruption_budget(instance, Component::App, 1)
 }
 
@@ -729,7 +729,7 @@ mod tests {
     fn service_and_pdb_select_app_pods() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let svc = service(&i).unwrap();
+        let svc = service(&i);
         assert_owned(&svc.metadata, "app");
         let svc_spec = svc.spec.unwrap();
         assert_eq!(
@@ -740,7 +740,7 @@ mod tests {
             svc_spec.ports.unwrap()[0].target_port,
             Some(IntOrString::String("http".into()))
         );
-        let pdb = pod_disruption_budget(&i).unwrap();
+        let pdb = pod_disruption_budget(&i);
         let pdb_spec = pdb.spec.unwrap();
         assert_eq!(pdb_spec.max_unavailable, Some(IntOrString::Int(1)));
         assert_eq!(

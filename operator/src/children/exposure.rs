@@ -357,7 +357,7 @@ mod tests {
             ])
         );
         // The app Service's port 80 is the one the route names.
-        let service = serde_json::to_value(crate::children::app::service(&i).unwrap()).unwrap();
+        let service = serde_json::to_value(crate::children::app::service(&i)).unwrap();
         assert_eq!(service["spec"]["ports"][0]["port"], APP_SERVICE_PORT);
     }
 }

@@ -18,13 +18,18 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, PodSecurityContext, ResourceRequirements, SeccompProfile, Secret,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::crd::{Exposure, Shortener};
 use crate::error::{Error, Result};
@@ -480,25 +485,25 @@ pub fn desired_state(
         let size = observed.postgres_template_size.as_deref();
         children.push(postgres::headless_service(instance)?.into());
         children.push(postgres::stateful_set(instance, &postgres, size)?.into());
-        children.push(postgres::pod_disruption_budget(instance)?.into());
+        children.push(postgres::pod_disruption_budget(instance).into());
         children.push(roles::job(instance, &postgres)?.into());
         let pgbouncer_config = pgbouncer::config_map(instance);
         children.push(pgbouncer_config.clone().into());
-        children.push(pgbouncer::service(instance)?.into());
+        children.push(pgbouncer::service(instance).into());
         children.push(pgbouncer::deployment(instance, &pgbouncer_config)?.into());
-        children.push(pod_disruption_budget(instance, Component::PgBouncer, 1)?.into());
+        children.push(pod_disruption_budget(instance, Component::PgBouncer, 1).into());
     }
     if spec.redis.external.is_none() {
         let redis_config = redis::config_map(instance);
         children.push(redis_config.clone().into());
-        children.push(redis::service(instance)?.into());
+        children.push(redis::service(instance).into());
         children.push(redis::deployment(instance, &redis_config)?.into());
-        children.push(pod_disruption_budget(instance, Component::Redis, 1)?.into());
+        children.push(pod_disruption_budget(instance, Component::Redis, 1).into());
     }
 
-    children.push(app::service(instance)?.into());
+    children.push(app::service(instance).into());
     children.push(app::deployment(instance, &app_config)?.into());
-    children.push(app::pod_disruption_budget(instance)?.into());
+    children.push(app::pod_disruption_budget(instance).into());
     match instance.exposure() {
         Exposure::Ingress(ingress) => {
             children.push(exposure::unrouted_service(instance)?.into());
@@ -534,57 +539,68 @@ pub fn pod_disruption_budget(
     instance: &Instance<'_>,
     component: Component,
     max_unavailable: i32,
-) -> Result<PodDisruptionBudget> {
-    typed(
-        "PodDisruptionBudget",
-        json!({
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": instance.meta(instance.child_name(component), component),
-            "spec": {
-                "maxUnavailable": max_unavailable,
-                "selector": { "matchLabels": instance.selector_labels(component) },
-            },
+) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: instance.meta(instance.child_name(component), component),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(max_unavailable)),
+            selector: Some(match_labels(instance.selector_labels(component))),
+            ..Default::default()
         }),
-    )
+        ..Default::default()
+    }
+}
+
+/// A selector of exactly these labels.
+pub fn match_labels(labels: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels),
+        ..Default::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    }
 }
 
 /// Container security settings shared by every container of the stack.
-pub fn restricted_container_security(read_only_root: bool) -> Value {
-    json!({
-        "allowPrivilegeEscalation": false,
-        "readOnlyRootFilesystem": read_only_root,
-        "runAsNonRoot": true,
-        "capabilities": { "drop": ["ALL"] },
-        "seccompProfile": { "type": "RuntimeDefault" },
-    })
+pub fn restricted_container_security(read_only_root: bool) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(read_only_root),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..Default::default()
+    }
 }
 
 /// Pod security settings: the uid must match the user baked into the image so files it
 /// owns (data directories, sockets) stay writable.
-pub fn pod_security(uid: i64, fs_group: Option<i64>) -> Value {
-    let mut ctx = json!({
-        "runAsNonRoot": true,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "seccompProfile": { "type": "RuntimeDefault" },
-    });
-    if let Some(group) = fs_group {
-        ctx["fsGroup"] = json!(group);
-        ctx["fsGroupChangePolicy"] = json!("OnRootMismatch");
+pub fn pod_security(uid: i64, fs_group: Option<i64>) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        fs_group,
+        fs_group_change_policy: fs_group.map(|_| "OnRootMismatch".into()),
+        ..Default::default()
     }
-    ctx
 }
 
 /// Resource requirements: the user's override, or the component's budgeted default.
 pub fn resources(
-    custom: Option<&k8s_openapi::api::core::v1::ResourceRequirements>,
+    custom: Option<&ResourceRequirements>,
     default: ResourceBudget,
-) -> Value {
-    match custom {
-        Some(custom) => serde_json::to_value(custom).unwrap_or_else(|_| default.to_value()),
-        None => default.to_value(),
-    }
+) -> ResourceRequirements {
+    custom.cloned().unwrap_or_else(|| default.requirements())
 }
 
 /// Default requests and limits of one container.
@@ -597,36 +613,67 @@ pub struct ResourceBudget {
 }
 
 impl ResourceBudget {
-    fn to_value(self) -> Value {
-        json!({
-            "requests": { "cpu": self.cpu_request, "memory": self.memory_request },
-            "limits": { "cpu": self.cpu_limit, "memory": self.memory_limit },
-        })
+    fn requirements(self) -> ResourceRequirements {
+        let quantities = |cpu: &str, memory: &str| {
+            Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(cpu.into())),
+                ("memory".to_string(), Quantity(memory.into())),
+            ]))
+        };
+        ResourceRequirements {
+            requests: quantities(self.cpu_request, self.memory_request),
+            limits: quantities(self.cpu_limit, self.memory_limit),
+            ..Default::default()
+        }
     }
 }
 
-/// Deserialize a builder's JSON into the typed object, so a malformed builder surfaces as an
-/// error (and fails the unit tests) instead of an object the API server would reject.
-/// A ClusterIP Service in front of `component`'s pods, exposing one named
-/// container port as `port`.
+/// A TCP port of a Service.
+pub(crate) fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// A Service in front of `component`'s pods, exposing their container port named
+/// `port_name` as `port`; `kind` says what sort of Service (its other fields are set here).
+pub(crate) fn component_service(
+    instance: &Instance<'_>,
+    component: Component,
+    port_name: &str,
+    port: i32,
+    kind: ServiceSpec,
+) -> Service {
+    Service {
+        metadata: instance.meta(instance.child_name(component), component),
+        spec: Some(ServiceSpec {
+            selector: Some(instance.selector_labels(component)),
+            ports: Some(vec![ServicePort {
+                target_port: Some(IntOrString::String(port_name.into())),
+                ..service_port(port_name, port)
+            }]),
+            ..kind
+        }),
+        ..Default::default()
+    }
+}
+
+/// A ClusterIP Service in front of `component`'s pods, exposing one named container port
+/// as `port`.
 pub(crate) fn cluster_ip_service(
     instance: &Instance<'_>,
     component: Component,
     port_name: &str,
     port: i32,
-    what: &'static str,
-) -> Result<k8s_openapi::api::core::v1::Service> {
-    let value = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": instance.meta(instance.child_name(component), component),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": instance.selector_labels(component),
-            "ports": [{ "name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP" }],
-        },
-    });
-    typed(what, value)
+) -> Service {
+    let kind = ServiceSpec {
+        type_: Some("ClusterIP".into()),
+        ..Default::default()
+    };
+    component_service(instance, component, port_name, port, kind)
 }
 
 /// A child written as JSON, as its Kubernetes type. A field the type does not have is an
@@ -666,6 +713,7 @@ pub fn config_digest(data: &BTreeMap<String, String>) -> String {
 pub(crate) mod testing {
     use super::*;
     use crate::crd::{Shortener, ShortenerSpec};
+    use serde_json::json;
 
     pub fn shortener(spec: ShortenerSpec) -> Shortener {
         let mut s = Shortener::new("links", spec);

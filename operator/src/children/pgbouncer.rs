@@ -65,14 +65,8 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     }
 }
 
-pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    super::cluster_ip_service(
-        instance,
-        Component::PgBouncer,
-        "pgbouncer",
-        PGBOUNCER_PORT,
-        "pgbouncer Service",
-    )
+pub fn service(instance: &Instance<'_>) -> Service {
+    super::cluster_ip_service(instance, Component::PgBouncer, "pgbouncer", PGBOUNCER_PORT)
 }
 
 pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
@@ -232,7 +226,7 @@ mod tests {
     fn service_targets_the_pooler_port() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let svc = service(&i).unwrap();
+        let svc = service(&i);
         assert_owned(&svc.metadata, "pgbouncer");
         assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 6432);
     }

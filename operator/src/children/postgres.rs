@@ -140,7 +140,7 @@ pub fn stateful_set(
 
 /// The only PostgreSQL pod may not be evicted, unless `spec.maintenanceWindow.inProgress`:
 /// a drain of its node waits for that window (docs/operator.md, "Node drains").
-pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBudget> {
+pub fn pod_disruption_budget(instance: &Instance<'_>) -> PodDisruptionBudget {
     let evictable = instance.spec().maintenance_window.in_progress;
     super::pod_disruption_budget(instance, Component::Postgres, i32::from(evictable))
 }
@@ -246,7 +246,7 @@ mod tests {
         let max_unavailable = |spec: ShortenerSpec| {
             let s = shortener(spec);
             let i = Instance::new(&s).unwrap();
-            let pdb = pod_disruption_budget(&i).unwrap();
+            let pdb = pod_disruption_budget(&i);
             assert_owned(&pdb.metadata, "postgres");
             let spec = pdb.spec.unwrap();
             let selector = spec.selector.unwrap().match_labels.unwrap();

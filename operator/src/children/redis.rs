@@ -50,14 +50,8 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     }
 }
 
-pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    super::cluster_ip_service(
-        instance,
-        Component::Redis,
-        "redis",
-        REDIS_PORT,
-        "redis Service",
-    )
+pub fn service(instance: &Instance<'_>) -> Service {
+    super::cluster_ip_service(instance, Component::Redis, "redis", REDIS_PORT)
 }
 
 pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
@@ -180,7 +174,7 @@ mod tests {
     fn service_exposes_the_redis_port() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let svc = service(&i).unwrap();
+        let svc = service(&i);
         assert_owned(&svc.metadata, "redis");
         let spec = svc.spec.unwrap();
         assert_eq!(spec.ports.unwrap()[0].port, 6379);
