@@ -16,11 +16,15 @@ pub mod stack;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, PodSecurityContext, ResourceRequirements, SeccompProfile, Secret,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -502,7 +506,7 @@ pub fn desired_state(
     }
 
     children.push(app::service(instance).into());
-    children.push(app::deployment(instance, &app_config)?.into());
+    children.push(app::deployment(instance, &app_config).into());
     children.push(app::pod_disruption_budget(instance).into());
     match instance.exposure() {
         Exposure::Ingress(ingress) => {
@@ -674,6 +678,147 @@ pub(crate) fn cluster_ip_service(
         ..Default::default()
     };
     component_service(instance, component, port_name, port, kind)
+}
+
+/// A container of the stack: its image pulled when absent, the restricted security settings
+/// with a read-only root filesystem, and `resources`; the caller adds the rest.
+pub(crate) fn container(
+    name: &str,
+    image: impl Into<String>,
+    resources: ResourceRequirements,
+) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        resources: Some(resources),
+        security_context: Some(restricted_container_security(true)),
+        ..Default::default()
+    }
+}
+
+/// A named TCP port of a container.
+pub(crate) fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// An environment variable with a literal value.
+pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// An environment variable read from a key of a Secret: referenced, never copied, so the
+/// secret value never appears in the object.
+pub(crate) fn secret_env(name: &str, secret: impl Into<String>, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A writable scratch volume of at most `size_limit`.
+pub(crate) fn empty_dir(name: &str, size_limit: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(size_limit.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+/// What every pod of the stack starts from: the instance's ServiceAccount without its token
+/// (none of the pods talk to the Kubernetes API) and the pod security settings.
+pub(crate) fn pod_spec(instance: &Instance<'_>, uid: i64, fs_group: Option<i64>) -> PodSpec {
+    PodSpec {
+        service_account_name: Some(instance.child_name(Component::App)),
+        automount_service_account_token: Some(false),
+        security_context: Some(pod_security(uid, fs_group)),
+        ..Default::default()
+    }
+}
+
+/// The pod template of a component's pods: their labels, and the digest of the ConfigMap
+/// they read, if any, so a change of its contents rolls them.
+pub(crate) fn pod_template(
+    instance: &Instance<'_>,
+    component: Component,
+    config: Option<&ConfigMap>,
+    spec: PodSpec,
+) -> PodTemplateSpec {
+    let digest = |config: &ConfigMap| {
+        let digest = config_digest(&config.data.clone().unwrap_or_default());
+        BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), digest)])
+    };
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(instance.labels(component)),
+            annotations: config.map(digest),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+    }
+}
+
+/// Never below the desired count during a rollout: the new pod must be ready before an old
+/// one goes.
+pub(crate) fn surge_first() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_unavailable: Some(IntOrString::Int(0)),
+            max_surge: Some(IntOrString::Int(1)),
+        }),
+    }
+}
+
+/// The Deployment of one component's pods, which read `config`.
+pub(crate) fn component_deployment(
+    instance: &Instance<'_>,
+    component: Component,
+    replicas: i32,
+    strategy: DeploymentStrategy,
+    config: &ConfigMap,
+    pod: PodSpec,
+) -> Deployment {
+    Deployment {
+        metadata: instance.meta(instance.child_name(component), component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            revision_history_limit: Some(5),
+            selector: match_labels(instance.selector_labels(component)),
+            strategy: Some(strategy),
+            template: pod_template(instance, component, Some(config), pod),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// A child written as JSON, as its Kubernetes type. A field the type does not have is an
