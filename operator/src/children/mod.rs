@@ -494,14 +494,14 @@ pub fn desired_state(
         let pgbouncer_config = pgbouncer::config_map(instance);
         children.push(pgbouncer_config.clone().into());
         children.push(pgbouncer::service(instance).into());
-        children.push(pgbouncer::deployment(instance, &pgbouncer_config)?.into());
+        children.push(pgbouncer::deployment(instance, &pgbouncer_config).into());
         children.push(pod_disruption_budget(instance, Component::PgBouncer, 1).into());
     }
     if spec.redis.external.is_none() {
         let redis_config = redis::config_map(instance);
         children.push(redis_config.clone().into());
         children.push(redis::service(instance).into());
-        children.push(redis::deployment(instance, &redis_config)?.into());
+        children.push(redis::deployment(instance, &redis_config).into());
         children.push(pod_disruption_budget(instance, Component::Redis, 1).into());
     }
 
