@@ -487,10 +487,10 @@ pub fn desired_state(
 
     if let Some(postgres) = spec.database.embedded() {
         let size = observed.postgres_template_size.as_deref();
-        children.push(postgres::headless_service(instance)?.into());
-        children.push(postgres::stateful_set(instance, &postgres, size)?.into());
+        children.push(postgres::headless_service(instance).into());
+        children.push(postgres::stateful_set(instance, &postgres, size).into());
         children.push(postgres::pod_disruption_budget(instance).into());
-        children.push(roles::job(instance, &postgres)?.into());
+        children.push(roles::job(instance, &postgres).into());
         let pgbouncer_config = pgbouncer::config_map(instance);
         children.push(pgbouncer_config.clone().into());
         children.push(pgbouncer::service(instance).into());
