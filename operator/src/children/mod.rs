@@ -510,8 +510,8 @@ pub fn desired_state(
     children.push(app::pod_disruption_budget(instance).into());
     match instance.exposure() {
         Exposure::Ingress(ingress) => {
-            children.push(exposure::unrouted_service(instance)?.into());
-            children.push(exposure::ingress(instance, ingress)?.into());
+            children.push(exposure::unrouted_service(instance).into());
+            children.push(exposure::ingress(instance, ingress).into());
         }
         // Without the Gateway API there is nothing to write it to: the status says so.
         Exposure::HttpRoute(route) if observed.apis.gateway => {
