@@ -481,7 +481,7 @@ pub fn desired_state(
     let app_config = app::config_map(instance);
     children.push(app_config.clone().into());
     // Isolation first, so no pod of the stack ever runs without it.
-    for policy in network::policies(instance)? {
+    for policy in network::policies(instance) {
         children.push(policy.into());
     }
 
