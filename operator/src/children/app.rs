@@ -333,11 +333,10 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
         ]),
         ..pod_spec(instance, APP_UID, None)
     };
-    let replicas = spec.app.replicas;
     component_deployment(
         instance,
         Component::App,
-        replicas,
+        spec.app.replicas,
         surge_first(),
         config,
         pod,
@@ -345,7 +344,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
 }
 
 pub fn service(instance: &Instance<'_>) -> Service {
-    super::cluster_ip_service(instance, Component::App, "http", 80)
+    super::component_service(instance, Component::App, "http", 80, false)
 }
 
 /// One pod at a time may be evicted: drains proceed, the other replicas serve (with a single

@@ -570,35 +570,6 @@ fn runtime_default_seccomp() -> SeccompProfile {
     }
 }
 
-/// Container security settings shared by every container of the stack.
-pub fn restricted_container_security(read_only_root: bool) -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(read_only_root),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Default::default()
-        }),
-        seccomp_profile: Some(runtime_default_seccomp()),
-        ..Default::default()
-    }
-}
-
-/// Pod security settings: the uid must match the user baked into the image so files it
-/// owns (data directories, sockets) stay writable.
-pub fn pod_security(uid: i64, fs_group: Option<i64>) -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(uid),
-        run_as_group: Some(uid),
-        seccomp_profile: Some(runtime_default_seccomp()),
-        fs_group,
-        fs_group_change_policy: fs_group.map(|_| "OnRootMismatch".into()),
-        ..Default::default()
-    }
-}
-
 /// Resource requirements: the user's override, or the component's budgeted default.
 pub fn resources(
     custom: Option<&ResourceRequirements>,
@@ -643,56 +614,56 @@ pub(crate) fn service_port(name: &str, port: i32) -> ServicePort {
 }
 
 /// A Service in front of `component`'s pods, exposing their container port named
-/// `port_name` as `port`; `kind` says what sort of Service (its other fields are set here).
+/// `port_name` as `port`: a ClusterIP Service, or a headless one (no virtual IP: DNS names
+/// the pods themselves).
 pub(crate) fn component_service(
     instance: &Instance<'_>,
     component: Component,
     port_name: &str,
     port: i32,
-    kind: ServiceSpec,
+    headless: bool,
 ) -> Service {
     Service {
         metadata: instance.meta(instance.child_name(component), component),
         spec: Some(ServiceSpec {
+            type_: (!headless).then(|| "ClusterIP".into()),
+            cluster_ip: headless.then(|| "None".into()),
             selector: Some(instance.selector_labels(component)),
             ports: Some(vec![ServicePort {
                 target_port: Some(IntOrString::String(port_name.into())),
                 ..service_port(port_name, port)
             }]),
-            ..kind
+            ..Default::default()
         }),
         ..Default::default()
     }
 }
 
-/// A ClusterIP Service in front of `component`'s pods, exposing one named container port
-/// as `port`.
-pub(crate) fn cluster_ip_service(
-    instance: &Instance<'_>,
-    component: Component,
-    port_name: &str,
-    port: i32,
-) -> Service {
-    let kind = ServiceSpec {
-        type_: Some("ClusterIP".into()),
-        ..Default::default()
-    };
-    component_service(instance, component, port_name, port, kind)
-}
-
-/// A container of the stack: its image pulled when absent, the restricted security settings
-/// with a read-only root filesystem, and `resources`; the caller adds the rest.
+/// A container of the stack: its image pulled when absent, `resources`, and the security
+/// settings every container of the stack has (no privilege escalation, no capabilities, a
+/// read-only root filesystem); the caller adds the rest.
 pub(crate) fn container(
     name: &str,
     image: impl Into<String>,
     resources: ResourceRequirements,
 ) -> Container {
+    let security = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..Default::default()
+    };
     Container {
         name: name.into(),
         image: Some(image.into()),
         image_pull_policy: Some("IfNotPresent".into()),
         resources: Some(resources),
-        security_context: Some(restricted_container_security(true)),
+        security_context: Some(security),
         ..Default::default()
     }
 }
@@ -754,12 +725,22 @@ pub(crate) fn mount(name: &str, path: &str) -> VolumeMount {
 }
 
 /// What every pod of the stack starts from: the instance's ServiceAccount without its token
-/// (none of the pods talk to the Kubernetes API) and the pod security settings.
+/// (none of the pods talk to the Kubernetes API), and non-root as `uid`, which must match the
+/// user baked into the image so files it owns (data directories, sockets) stay writable.
 pub(crate) fn pod_spec(instance: &Instance<'_>, uid: i64, fs_group: Option<i64>) -> PodSpec {
+    let security = PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        fs_group,
+        fs_group_change_policy: fs_group.map(|_| "OnRootMismatch".into()),
+        ..Default::default()
+    };
     PodSpec {
         service_account_name: Some(instance.child_name(Component::App)),
         automount_service_account_token: Some(false),
-        security_context: Some(pod_security(uid, fs_group)),
+        security_context: Some(security),
         ..Default::default()
     }
 }
@@ -821,8 +802,9 @@ pub(crate) fn component_deployment(
     }
 }
 
-/// A child written as JSON, as its Kubernetes type. A field the type does not have is an
-/// error, not dropped: every child is built in the unit tests, so a misspelt one fails them.
+/// A child written as JSON, as its type. A field the type does not have is an error, not
+/// dropped: every child is built in the unit tests, so a misspelt one fails them. Only the
+/// HTTPRoute is written so; the kinds k8s-openapi has types for are built as those types.
 pub(crate) fn typed<K: serde::de::DeserializeOwned>(what: &'static str, value: Value) -> Result<K> {
     let mut unknown = Vec::new();
     let typed = serde_ignored::deserialize(value, |path| {

@@ -68,7 +68,13 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
 }
 
 pub fn service(instance: &Instance<'_>) -> Service {
-    super::cluster_ip_service(instance, Component::PgBouncer, "pgbouncer", PGBOUNCER_PORT)
+    super::component_service(
+        instance,
+        Component::PgBouncer,
+        "pgbouncer",
+        PGBOUNCER_PORT,
+        false,
+    )
 }
 
 pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {

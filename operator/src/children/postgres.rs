@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, Probe,
-    Service, ServiceSpec, VolumeResourceRequirements,
+    Service, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -39,16 +39,12 @@ pub fn claim_name(instance: &Instance<'_>) -> String {
 
 pub fn headless_service(instance: &Instance<'_>) -> Service {
     // Headless: the StatefulSet's stable DNS name, and no kube-proxy hop.
-    let kind = ServiceSpec {
-        cluster_ip: Some("None".into()),
-        ..Default::default()
-    };
     super::component_service(
         instance,
         Component::Postgres,
         "postgres",
         POSTGRES_PORT,
-        kind,
+        true,
     )
 }
 
@@ -116,6 +112,13 @@ pub fn stateful_set(
         ..pod_spec(instance, POSTGRES_UID, Some(POSTGRES_UID))
     };
     let size = storage_size.unwrap_or(&postgres.storage.size.0);
+    // Links outlive the stack unless the spec asks otherwise: with `Delete` the StatefulSet
+    // owns its claim, so garbage collection takes the data with it.
+    let when_deleted = if postgres.storage.delete_on_removal {
+        "Delete"
+    } else {
+        "Retain"
+    };
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(DATA_VOLUME.into()),
@@ -144,17 +147,7 @@ pub fn stateful_set(
             selector: match_labels(instance.selector_labels(Component::Postgres)),
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    // Links outlive the stack unless the spec asks otherwise: with `Delete`
-                    // the StatefulSet owns its claim, so garbage collection takes the data
-                    // with it.
-                    when_deleted: Some(
-                        if postgres.storage.delete_on_removal {
-                            "Delete"
-                        } else {
-                            "Retain"
-                        }
-                        .into(),
-                    ),
+                    when_deleted: Some(when_deleted.into()),
                     when_scaled: Some("Retain".into()),
                 },
             ),

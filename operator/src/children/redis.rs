@@ -52,7 +52,7 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
 }
 
 pub fn service(instance: &Instance<'_>) -> Service {
-    super::cluster_ip_service(instance, Component::Redis, "redis", REDIS_PORT)
+    super::component_service(instance, Component::Redis, "redis", REDIS_PORT, false)
 }
 
 pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
