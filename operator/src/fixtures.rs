@@ -475,7 +475,7 @@ impl ApiServerVerifier {
             );
             match &plan.statefulset_size {
                 Some(size) => {
-                    let sts = postgres::stateful_set(&instance, pg, Some(size)).unwrap();
+                    let sts = postgres::stateful_set(&instance, pg, Some(size));
                     send.send_response(json_response(
                         StatusCode::OK,
                         &serde_json::to_value(sts).unwrap(),

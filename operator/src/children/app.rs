@@ -2,20 +2,23 @@
 //! Ingress or HTTPRoute: `exposure.rs`).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapEnvSource, Container, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, Probe, Service, ServiceAccount,
+    SleepAction, TopologySpreadConstraint,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use serde_json::{Value, json};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::stack::{
     APP_ROLE, APP_UID, DATABASE_NAME, HTTP_PORT, OWNER_ROLE, PGBOUNCER_PORT, POSTGRES_PORT,
     REDIS_PORT,
 };
 use super::{
-    CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pod_security,
-    resources, restricted_container_security, typed,
+    Component, Instance, ResourceBudget, component_deployment, container, container_port,
+    empty_dir, match_labels, mount, pod_spec, resources, secret_env, surge_first,
 };
 use crate::crd::AuthMode;
-use crate::error::Result;
 
 /// Three of these fit the 1 vCPU / 1 GiB budget next to the data stores.
 pub const BUDGET: ResourceBudget = ResourceBudget {
@@ -105,12 +108,8 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     }
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> Value {
-    json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": secret, "key": key } } })
-}
-
 /// Environment that cannot live in the ConfigMap because it carries credentials.
-fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
+fn credential_env(instance: &Instance<'_>) -> Vec<EnvVar> {
     let spec = instance.spec();
     let mut env = Vec::new();
     match &spec.database.external {
@@ -134,22 +133,22 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
             // Requests run as the runtime role (rows only), through the pooler.
             env.push(secret_env(
                 "APP_DB_PASSWORD",
-                &instance.runtime_secret_name(),
+                instance.runtime_secret_name(),
                 "password",
             ));
-            env.push(json!({
-                "name": "DATABASE_URL",
-                "value": format!(
+            env.push(super::env(
+                "DATABASE_URL",
+                format!(
                     "postgres://{}:$(APP_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
                     APP_ROLE,
                     instance.child_name(Component::PgBouncer),
                     PGBOUNCER_PORT
                 ),
-            }));
+            ));
             // The migrations run before, in the init container, as the schema owner: this
             // container has no credential that can change the schema, and checks the schema
             // instead of migrating it.
-            env.push(json!({ "name": "MIGRATE_ON_START", "value": "false" }));
+            env.push(super::env("MIGRATE_ON_START", "false"));
         }
     }
     match &spec.redis.external {
@@ -162,23 +161,23 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
             // As for the database: the password is referenced and expanded by the kubelet.
             env.push(secret_env(
                 "REDIS_PASSWORD",
-                &instance.redis_secret_name(),
+                instance.redis_secret_name(),
                 "password",
             ));
-            env.push(json!({
-                "name": "REDIS_URL",
-                "value": format!(
+            env.push(super::env(
+                "REDIS_URL",
+                format!(
                     "redis://:$(REDIS_PASSWORD)@{}:{}",
                     instance.child_name(Component::Redis),
                     REDIS_PORT
                 ),
-            }));
+            ));
         }
     }
     if spec.app.config.auth_mode() == AuthMode::ApiKey {
         env.push(secret_env(
             "ADMIN_API_KEY",
-            &instance.admin_secret_name(),
+            instance.admin_secret_name(),
             "api-key",
         ));
     }
@@ -188,12 +187,22 @@ fn credential_env(instance: &Instance<'_>) -> Vec<Value> {
             ("POD_NAME", "metadata.name"),
             ("POD_NAMESPACE", "metadata.namespace"),
         ] {
-            env.push(json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": field } } }));
+            env.push(EnvVar {
+                name: name.into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: field.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
         }
-        env.push(json!({
-            "name": "OTEL_RESOURCE_ATTRIBUTES",
-            "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)",
-        }));
+        env.push(super::env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)",
+        ));
     }
     env
 }
@@ -206,162 +215,152 @@ const MIGRATE_WAIT_SECS: u32 = 300;
 /// straight to PostgreSQL (migrations take a session advisory lock and run DDL, which a
 /// transaction-mode pooler cannot carry). The only container that sees the owner's password.
 /// `None` for an external database, whose URL the service migrates over at start.
-fn migrate_container(instance: &Instance<'_>) -> Option<Value> {
+fn migrate_container(instance: &Instance<'_>) -> Option<Container> {
     let spec = instance.spec();
     if spec.database.external.is_some() {
         return None;
     }
-    Some(json!({
-        "name": "migrate",
-        "image": spec.app.image,
-        "imagePullPolicy": "IfNotPresent",
-        "args": ["migrate"],
-        "env": [
-            // Referenced, never copied: the kubelet expands $(OWNER_DB_PASSWORD).
-            secret_env("OWNER_DB_PASSWORD", &instance.owner_secret_name(), "password"),
-            {
-                "name": "MIGRATION_DATABASE_URL",
-                "value": format!(
-                    "postgres://{}:$(OWNER_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
-                    OWNER_ROLE,
-                    instance.child_name(Component::Postgres),
-                    POSTGRES_PORT
-                ),
-            },
-            // The role-setup Job may not have created the owner yet: a refused login
-            // is waited out, like a server that is still starting.
-            { "name": "MIGRATE_WAIT_FOR_ROLE", "value": "true" },
-            { "name": "MIGRATE_WAIT_SECS", "value": MIGRATE_WAIT_SECS.to_string() },
-            { "name": "RUST_LOG", "value": spec.app.log_level },
-        ],
-        "resources": resources(spec.app.resources.as_ref(), BUDGET),
-        "securityContext": restricted_container_security(true),
-    }))
+    let env = vec![
+        // Referenced, never copied: the kubelet expands $(OWNER_DB_PASSWORD).
+        secret_env(
+            "OWNER_DB_PASSWORD",
+            instance.owner_secret_name(),
+            "password",
+        ),
+        super::env(
+            "MIGRATION_DATABASE_URL",
+            format!(
+                "postgres://{}:$(OWNER_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
+                OWNER_ROLE,
+                instance.child_name(Component::Postgres),
+                POSTGRES_PORT
+            ),
+        ),
+        // The role-setup Job may not have created the owner yet: a refused login
+        // is waited out, like a server that is still starting.
+        super::env("MIGRATE_WAIT_FOR_ROLE", "true"),
+        super::env("MIGRATE_WAIT_SECS", MIGRATE_WAIT_SECS.to_string()),
+        super::env("RUST_LOG", &spec.app.log_level),
+    ];
+    let resources = resources(spec.app.resources.as_ref(), BUDGET);
+    Some(Container {
+        args: Some(vec!["migrate".into()]),
+        env: Some(env),
+        ..container("migrate", &spec.app.image, resources)
+    })
 }
 
-pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
+pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
     let spec = instance.spec();
-    let name = instance.child_name(Component::App);
-    let selector = instance.selector_labels(Component::App);
-    let digest = config_digest(&config.data.clone().unwrap_or_default());
     // The probes do not depend on the database or Redis (/health does): a
     // replica with a warm cache keeps serving redirects through a database
     // outage, and restarting it would fix nothing.
     let probe = |path: &str, period: i32, failures: i32| {
-        json!({
-            "httpGet": { "path": path, "port": "http" },
-            "periodSeconds": period,
-            "timeoutSeconds": 2,
-            "failureThreshold": failures,
+        Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path.into()),
+                port: IntOrString::String("http".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(period),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(failures),
+            ..Default::default()
         })
     };
-    let mut value = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": instance.meta(name.clone(), Component::App),
-        "spec": {
-            "replicas": spec.app.replicas,
-            "revisionHistoryLimit": 5,
-            "selector": { "matchLabels": selector },
-            // Never drop below the desired count during a rollout: the new pod must be
-            // ready before an old one goes.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 },
-            },
-            "template": {
-                "metadata": {
-                    "labels": instance.labels(Component::App),
-                    "annotations": { CONFIG_HASH_ANNOTATION: digest },
-                },
-                "spec": {
-                    "serviceAccountName": name,
-                    "automountServiceAccountToken": false,
-                    "securityContext": pod_security(APP_UID, None),
-                    // The drains before and after SIGTERM, the service's own grace for
-                    // in-flight requests, plus time to flush clicks and exit.
-                    "terminationGracePeriodSeconds": DRAIN_SECS
-                        + SERVE_DRAIN_SECS
-                        + spec.app.config.shutdown_grace_seconds()
-                        + 10,
-                    // ScheduleAnyway: spread when the cluster has room, still schedule on a
-                    // single node.
-                    "topologySpreadConstraints": [
-                        {
-                            "maxSkew": 1,
-                            "topologyKey": "kubernetes.io/hostname",
-                            "whenUnsatisfiable": "ScheduleAnyway",
-                            "labelSelector": { "matchLabels": selector },
-                        },
-                        {
-                            "maxSkew": 1,
-                            "topologyKey": "topology.kubernetes.io/zone",
-                            "whenUnsatisfiable": "ScheduleAnyway",
-                            "labelSelector": { "matchLabels": selector },
-                        },
-                    ],
-                    "containers": [{
-                        "name": "shortener",
-                        "image": spec.app.image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "args": ["serve"],
-                        "ports": [{ "name": "http", "containerPort": HTTP_PORT, "protocol": "TCP" }],
-                        "envFrom": [{ "configMapRef": { "name": config_map_name(instance) } }],
-                        "env": credential_env(instance),
-                        "resources": resources(spec.app.resources.as_ref(), BUDGET),
-                        "securityContext": restricted_container_security(true),
-                        "startupProbe": probe(
-                            "/livez",
-                            STARTUP_PROBE_PERIOD_SECS,
-                            SERVE_CONNECT_PATIENCE_SECS / STARTUP_PROBE_PERIOD_SECS + 6,
-                        ),
-                        "readinessProbe": probe(
-                            "/readyz",
-                            READINESS_PERIOD_SECS,
-                            READINESS_FAILURES,
-                        ),
-                        "livenessProbe": probe("/livez", 10, 3),
-                        // A terminating pod keeps serving while the Ingress controller or
-                        // Gateway and kube-proxy take it out of their endpoints; only then
-                        // does SIGTERM stop its listener (no shell needed: the kubelet sleeps).
-                        "lifecycle": { "preStop": { "sleep": { "seconds": DRAIN_SECS } } },
-                        "volumeMounts": [
-                            { "name": "tmp", "mountPath": "/tmp" },
-                            { "name": "data", "mountPath": DATA_DIR },
-                        ],
-                    }],
-                    "volumes": [
-                        { "name": "tmp", "emptyDir": { "sizeLimit": "64Mi" } },
-                        // Room for the spill file at its default bound
-                        // (CLICK_SPILL_MAX_BYTES, 64 MiB) and its rewrite.
-                        { "name": "data", "emptyDir": { "sizeLimit": "160Mi" } },
-                    ],
-                },
-            },
-        },
-    });
-    if let Some(migrate) = migrate_container(instance) {
-        value["spec"]["template"]["spec"]["initContainers"] = json!([migrate]);
-    }
-    typed("app Deployment", value)
+    // ScheduleAnyway: spread when the cluster has room, still schedule on a single node.
+    let spread = |topology_key: &str| TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: topology_key.into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(match_labels(instance.selector_labels(Component::App))),
+        ..Default::default()
+    };
+    let serve = Container {
+        args: Some(vec!["serve".into()]),
+        ports: Some(vec![container_port("http", HTTP_PORT)]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: config_map_name(instance),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        env: Some(credential_env(instance)),
+        startup_probe: probe(
+            "/livez",
+            STARTUP_PROBE_PERIOD_SECS,
+            SERVE_CONNECT_PATIENCE_SECS / STARTUP_PROBE_PERIOD_SECS + 6,
+        ),
+        readiness_probe: probe("/readyz", READINESS_PERIOD_SECS, READINESS_FAILURES),
+        liveness_probe: probe("/livez", 10, 3),
+        // A terminating pod keeps serving while the Ingress controller or Gateway and
+        // kube-proxy take it out of their endpoints; only then does SIGTERM stop its listener
+        // (no shell needed: the kubelet sleeps).
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: i64::from(DRAIN_SECS),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![mount("tmp", "/tmp"), mount("data", DATA_DIR)]),
+        ..container(
+            "shortener",
+            &spec.app.image,
+            resources(spec.app.resources.as_ref(), BUDGET),
+        )
+    };
+    let pod = PodSpec {
+        init_containers: migrate_container(instance).map(|migrate| vec![migrate]),
+        // The drains before and after SIGTERM, the service's own grace for in-flight
+        // requests, plus time to flush clicks and exit.
+        termination_grace_period_seconds: Some(i64::from(
+            DRAIN_SECS + SERVE_DRAIN_SECS + spec.app.config.shutdown_grace_seconds() + 10,
+        )),
+        topology_spread_constraints: Some(vec![
+            spread("kubernetes.io/hostname"),
+            spread("topology.kubernetes.io/zone"),
+        ]),
+        containers: vec![serve],
+        volumes: Some(vec![
+            empty_dir("tmp", "64Mi"),
+            // Room for the spill file at its default bound (CLICK_SPILL_MAX_BYTES, 64 MiB)
+            // and its rewrite.
+            empty_dir("data", "160Mi"),
+        ]),
+        ..pod_spec(instance, APP_UID, None)
+    };
+    component_deployment(
+        instance,
+        Component::App,
+        spec.app.replicas,
+        surge_first(),
+        config,
+        pod,
+    )
 }
 
-pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    super::cluster_ip_service(instance, Component::App, "http", 80, "app Service")
+pub fn service(instance: &Instance<'_>) -> Service {
+    super::component_service(instance, Component::App, "http", 80, false)
 }
 
 /// One pod at a time may be evicted: drains proceed, the other replicas serve (with a single
 /// replica a drain means a short outage: raise `app.replicas` to avoid it).
-pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBudget> {
+pub fn pod_disruption_budget(instance: &Instance<'_>) -> PodDisruptionBudget {
     super::pod_disruption_budget(instance, Component::App, 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::children::CONFIG_HASH_ANNOTATION;
     use crate::children::testing::{assert_hardened, assert_owned, pod_of, shortener};
     use crate::crd::{ExternalSecretRef, ShortenerSpec};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use serde_json::json;
 
     fn env_names(d: &Deployment) -> Vec<String> {
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
@@ -382,7 +381,7 @@ mod tests {
     fn liveness_waits_out_the_services_start_up_patience() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let pod = pod_of(deployment(&i, &config_map(&i)).unwrap());
+        let pod = pod_of(deployment(&i, &config_map(&i)));
         let c = &pod.containers[0];
         let startup = c.startup_probe.as_ref().expect("a startup probe");
         let allowed = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
@@ -400,7 +399,7 @@ mod tests {
     fn a_terminating_pod_drains_before_sigterm_within_its_grace_period() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let d = deployment(&i, &config_map(&i)).unwrap();
+        let d = deployment(&i, &config_map(&i));
         let pod = d.spec.unwrap().template.spec.unwrap();
         let sleep = pod.containers[0]
             .lifecycle
@@ -432,7 +431,7 @@ mod tests {
     fn deployment_defaults_to_three_replicas_with_a_safe_rollout() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let d = deployment(&i, &config_map(&i)).unwrap();
+        let d = deployment(&i, &config_map(&i));
         assert_owned(&d.metadata, "app");
         let spec = d.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(3));
@@ -496,7 +495,7 @@ mod tests {
     fn the_owner_secret_reaches_only_the_init_container_that_migrates() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let d = deployment(&i, &config_map(&i)).unwrap();
+        let d = deployment(&i, &config_map(&i));
         let pod = d.spec.unwrap().template.spec.unwrap();
 
         // The init container: `shortener migrate` as the owner, straight to PostgreSQL,
@@ -549,7 +548,7 @@ mod tests {
         assert!(!serving_text.contains("links-db-owner"), "{serving_text}");
         assert!(!serving_text.contains("\"links-db\""), "{serving_text}");
         assert!(!serving_text.contains("shortener_owner"), "{serving_text}");
-        let names = env_names(&deployment(&i, &config_map(&i)).unwrap());
+        let names = env_names(&deployment(&i, &config_map(&i)));
         let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
         assert!(pos("APP_DB_PASSWORD") < pos("DATABASE_URL"));
         assert!(names.contains(&"ADMIN_API_KEY".to_string()));
@@ -564,7 +563,7 @@ mod tests {
         });
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
-        let d = deployment(&i, &config_map(&i)).unwrap();
+        let d = deployment(&i, &config_map(&i));
         let pod = d.spec.unwrap().template.spec.unwrap();
         assert!(pod.init_containers.is_none());
         let serving = &pod.containers[0];
@@ -583,7 +582,7 @@ mod tests {
         let i = Instance::new(&s).unwrap();
         let cm = config_map(&i);
         assert!(!cm.data.clone().unwrap().contains_key("REDIS_URL"));
-        let d = deployment(&i, &cm).unwrap();
+        let d = deployment(&i, &cm);
         let pod = d.spec.unwrap().template.spec.unwrap();
         let env = pod.containers[0].env.clone().unwrap();
         let find = |name: &str| env.iter().find(|e| e.name == name).unwrap();
@@ -604,7 +603,7 @@ mod tests {
             find("REDIS_URL").value.as_deref(),
             Some("redis://:$(REDIS_PASSWORD)@links-redis:6379")
         );
-        let names = env_names(&deployment(&i, &cm).unwrap());
+        let names = env_names(&deployment(&i, &cm));
         let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
         assert!(pos("REDIS_PASSWORD") < pos("REDIS_URL"));
     }
@@ -624,7 +623,7 @@ mod tests {
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
         let cm = config_map(&i);
-        let d = deployment(&i, &cm).unwrap();
+        let d = deployment(&i, &cm);
         assert_eq!(
             env_names(&d),
             vec!["DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL"]
@@ -649,7 +648,7 @@ mod tests {
         let cm = config_map(&i);
         let data = cm.data.clone().unwrap();
         assert!(data.keys().all(|k| !k.starts_with("OTEL_")), "{data:?}");
-        let d = deployment(&i, &cm).unwrap();
+        let d = deployment(&i, &cm);
         assert!(!env_names(&d).contains(&"OTEL_RESOURCE_ATTRIBUTES".to_string()));
 
         let mut spec = ShortenerSpec::default();
@@ -665,7 +664,7 @@ mod tests {
         );
         assert_eq!(data["OTEL_TRACES_SAMPLER_ARG"], "0.25");
         assert_eq!(data["OTEL_SERVICE_NAME"], "links");
-        let d = deployment(&i, &cm).unwrap();
+        let d = deployment(&i, &cm);
         let names = env_names(&d);
         let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
         // $(POD_NAME) expands only from variables defined before it.
@@ -683,12 +682,12 @@ mod tests {
         assert_eq!(data["AUTH_MODE"], "api-key");
         assert_eq!(data["CACHE_TTL_SECONDS"], "300");
         assert_eq!(data["LISTEN_ADDR"], "0.0.0.0:8080");
-        let before = deployment(&i, &cm).unwrap();
+        let before = deployment(&i, &cm);
 
         spec.app.config.cache_ttl_seconds = Some(60);
         let s2 = shortener(spec);
         let i2 = Instance::new(&s2).unwrap();
-        let after = deployment(&i2, &config_map(&i2)).unwrap();
+        let after = deployment(&i2, &config_map(&i2));
         let hash = |d: &Deployment| {
             d.spec
                 .as_ref()
@@ -717,7 +716,7 @@ mod tests {
         );
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
-        let d = deployment(&i, &config_map(&i)).unwrap();
+        let d = deployment(&i, &config_map(&i));
         let res = d.spec.unwrap().template.spec.unwrap().containers[0]
             .resources
             .clone()
@@ -729,7 +728,7 @@ mod tests {
     fn service_and_pdb_select_app_pods() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let svc = service(&i).unwrap();
+        let svc = service(&i);
         assert_owned(&svc.metadata, "app");
         let svc_spec = svc.spec.unwrap();
         assert_eq!(
@@ -740,7 +739,7 @@ mod tests {
             svc_spec.ports.unwrap()[0].target_port,
             Some(IntOrString::String("http".into()))
         );
-        let pdb = pod_disruption_budget(&i).unwrap();
+        let pdb = pod_disruption_budget(&i);
         let pdb_spec = pdb.spec.unwrap();
         assert_eq!(pdb_spec.max_unavailable, Some(IntOrString::Int(1)));
         assert_eq!(

@@ -5,11 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
+use k8s_openapi::api::networking::v1::{
+    self as networking, HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend,
+    IngressRule, IngressServiceBackend, IngressTLS, ServiceBackendPort,
+};
 use serde_json::{Value, json};
 
-use super::{Component, Instance, typed};
+use super::{Component, Instance, service_port, typed};
 use crate::crd::{HttpRouteSpec, IngressSpec};
 use crate::error::Result;
 use crate::gateway_api::{GATEWAY_GROUP, HTTPRoute};
@@ -41,75 +44,83 @@ pub fn unrouted_service_name(instance: &Instance<'_>) -> String {
     format!("{}-unrouted", instance.name)
 }
 
-pub fn unrouted_service(instance: &Instance<'_>) -> Result<Service> {
-    let value = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": instance.meta(unrouted_service_name(instance), Component::App),
-        "spec": {
-            "type": "ClusterIP",
-            "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }],
-        },
-    });
-    typed("unrouted Service", value)
+pub fn unrouted_service(instance: &Instance<'_>) -> Service {
+    Service {
+        metadata: instance.meta(unrouted_service_name(instance), Component::App),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            ports: Some(vec![service_port("http", 80)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Short codes live at the root, so the public routes cannot be listed: everything under `/`
 /// goes to the app, except the private paths, routed as `Exact` to a backend that does not
 /// exist. ingress-nginx renders an Exact path as `location = /metrics`, which nginx matches
 /// before any prefix, after decoding `%XX` and merging slashes, whatever the query string.
-pub fn ingress(instance: &Instance<'_>, spec: &IngressSpec) -> Result<Ingress> {
+pub fn ingress(instance: &Instance<'_>, spec: &IngressSpec) -> Ingress {
     let mut metadata = instance.meta(instance.child_name(Component::App), Component::App);
     if !spec.annotations.is_empty() {
         metadata.annotations = Some(spec.annotations.clone());
     }
-    let mut paths: Vec<Value> = PRIVATE_PATHS
+    let path =
+        |path: &str, path_type: &str, service: String, port: ServiceBackendPort| HTTPIngressPath {
+            path: Some(path.into()),
+            path_type: path_type.into(),
+            backend: IngressBackend {
+                service: Some(IngressServiceBackend {
+                    name: service,
+                    port: Some(port),
+                }),
+                ..Default::default()
+            },
+        };
+    let unrouted = ServiceBackendPort {
+        number: Some(80),
+        ..Default::default()
+    };
+    let mut paths: Vec<HTTPIngressPath> = PRIVATE_PATHS
         .iter()
-        .map(|path| {
-            json!({
-                "path": path,
-                "pathType": "Exact",
-                "backend": {
-                    "service": {
-                        "name": unrouted_service_name(instance),
-                        "port": { "number": 80 },
-                    },
-                },
-            })
+        .map(|p| {
+            path(
+                p,
+                "Exact",
+                unrouted_service_name(instance),
+                unrouted.clone(),
+            )
         })
         .collect();
-    paths.push(json!({
-        "path": "/",
-        "pathType": "Prefix",
-        "backend": {
-            "service": {
-                "name": instance.child_name(Component::App),
-                "port": { "name": "http" },
-            },
-        },
-    }));
-    let mut rule = json!({ "http": { "paths": paths } });
-    if let Some(host) = &spec.host {
-        rule["host"] = json!(host);
-    }
-    let mut ingress_spec = json!({
-        "ingressClassName": spec.class_name,
-        "rules": [rule],
+    let app = ServiceBackendPort {
+        name: Some("http".into()),
+        ..Default::default()
+    };
+    paths.push(path(
+        "/",
+        "Prefix",
+        instance.child_name(Component::App),
+        app,
+    ));
+    let tls = spec.tls_secret_name.as_ref().map(|secret| {
+        vec![IngressTLS {
+            secret_name: Some(secret.clone()),
+            hosts: spec.host.clone().map(|host| vec![host]),
+        }]
     });
-    if let Some(secret) = &spec.tls_secret_name {
-        let mut tls = json!({ "secretName": secret });
-        if let Some(host) = &spec.host {
-            tls["hosts"] = json!([host]);
-        }
-        ingress_spec["tls"] = json!([tls]);
+    Ingress {
+        metadata,
+        spec: Some(networking::IngressSpec {
+            ingress_class_name: Some(spec.class_name.clone()),
+            rules: Some(vec![IngressRule {
+                host: spec.host.clone(),
+                http: Some(HTTPIngressRuleValue { paths }),
+            }]),
+            tls,
+            ..Default::default()
+        }),
+        ..Default::default()
     }
-    let value = json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": metadata,
-        "spec": ingress_spec,
-    });
-    typed("app Ingress", value)
 }
 
 /// The app Service's port the routes send to (the Service maps it to the pods' `http`).
@@ -183,7 +194,7 @@ mod tests {
     fn ingress_of(s: &crate::crd::Shortener) -> Ingress {
         let i = Instance::new(s).unwrap();
         let spec = i.exposure().ingress().expect("an Ingress exposure");
-        ingress(&i, spec).unwrap()
+        ingress(&i, spec)
     }
 
     #[test]
@@ -357,7 +368,7 @@ mod tests {
             ])
         );
         // The app Service's port 80 is the one the route names.
-        let service = serde_json::to_value(crate::children::app::service(&i).unwrap()).unwrap();
+        let service = serde_json::to_value(crate::children::app::service(&i)).unwrap();
         assert_eq!(service["spec"]["ports"][0]["port"], APP_SERVICE_PORT);
     }
 }

@@ -16,15 +16,24 @@ pub mod stack;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::crd::{Exposure, Shortener};
 use crate::error::{Error, Result};
@@ -472,37 +481,37 @@ pub fn desired_state(
     let app_config = app::config_map(instance);
     children.push(app_config.clone().into());
     // Isolation first, so no pod of the stack ever runs without it.
-    for policy in network::policies(instance)? {
+    for policy in network::policies(instance) {
         children.push(policy.into());
     }
 
     if let Some(postgres) = spec.database.embedded() {
         let size = observed.postgres_template_size.as_deref();
-        children.push(postgres::headless_service(instance)?.into());
-        children.push(postgres::stateful_set(instance, &postgres, size)?.into());
-        children.push(postgres::pod_disruption_budget(instance)?.into());
-        children.push(roles::job(instance, &postgres)?.into());
+        children.push(postgres::headless_service(instance).into());
+        children.push(postgres::stateful_set(instance, &postgres, size).into());
+        children.push(postgres::pod_disruption_budget(instance).into());
+        children.push(roles::job(instance, &postgres).into());
         let pgbouncer_config = pgbouncer::config_map(instance);
         children.push(pgbouncer_config.clone().into());
-        children.push(pgbouncer::service(instance)?.into());
-        children.push(pgbouncer::deployment(instance, &pgbouncer_config)?.into());
-        children.push(pod_disruption_budget(instance, Component::PgBouncer, 1)?.into());
+        children.push(pgbouncer::service(instance).into());
+        children.push(pgbouncer::deployment(instance, &pgbouncer_config).into());
+        children.push(pod_disruption_budget(instance, Component::PgBouncer, 1).into());
     }
     if spec.redis.external.is_none() {
         let redis_config = redis::config_map(instance);
         children.push(redis_config.clone().into());
-        children.push(redis::service(instance)?.into());
-        children.push(redis::deployment(instance, &redis_config)?.into());
-        children.push(pod_disruption_budget(instance, Component::Redis, 1)?.into());
+        children.push(redis::service(instance).into());
+        children.push(redis::deployment(instance, &redis_config).into());
+        children.push(pod_disruption_budget(instance, Component::Redis, 1).into());
     }
 
-    children.push(app::service(instance)?.into());
-    children.push(app::deployment(instance, &app_config)?.into());
-    children.push(app::pod_disruption_budget(instance)?.into());
+    children.push(app::service(instance).into());
+    children.push(app::deployment(instance, &app_config).into());
+    children.push(app::pod_disruption_budget(instance).into());
     match instance.exposure() {
         Exposure::Ingress(ingress) => {
-            children.push(exposure::unrouted_service(instance)?.into());
-            children.push(exposure::ingress(instance, ingress)?.into());
+            children.push(exposure::unrouted_service(instance).into());
+            children.push(exposure::ingress(instance, ingress).into());
         }
         // Without the Gateway API there is nothing to write it to: the status says so.
         Exposure::HttpRoute(route) if observed.apis.gateway => {
@@ -534,57 +543,39 @@ pub fn pod_disruption_budget(
     instance: &Instance<'_>,
     component: Component,
     max_unavailable: i32,
-) -> Result<PodDisruptionBudget> {
-    typed(
-        "PodDisruptionBudget",
-        json!({
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": instance.meta(instance.child_name(component), component),
-            "spec": {
-                "maxUnavailable": max_unavailable,
-                "selector": { "matchLabels": instance.selector_labels(component) },
-            },
+) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: instance.meta(instance.child_name(component), component),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(max_unavailable)),
+            selector: Some(match_labels(instance.selector_labels(component))),
+            ..Default::default()
         }),
-    )
-}
-
-/// Container security settings shared by every container of the stack.
-pub fn restricted_container_security(read_only_root: bool) -> Value {
-    json!({
-        "allowPrivilegeEscalation": false,
-        "readOnlyRootFilesystem": read_only_root,
-        "runAsNonRoot": true,
-        "capabilities": { "drop": ["ALL"] },
-        "seccompProfile": { "type": "RuntimeDefault" },
-    })
-}
-
-/// Pod security settings: the uid must match the user baked into the image so files it
-/// owns (data directories, sockets) stay writable.
-pub fn pod_security(uid: i64, fs_group: Option<i64>) -> Value {
-    let mut ctx = json!({
-        "runAsNonRoot": true,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "seccompProfile": { "type": "RuntimeDefault" },
-    });
-    if let Some(group) = fs_group {
-        ctx["fsGroup"] = json!(group);
-        ctx["fsGroupChangePolicy"] = json!("OnRootMismatch");
+        ..Default::default()
     }
-    ctx
+}
+
+/// A selector of exactly these labels.
+pub fn match_labels(labels: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels),
+        ..Default::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    }
 }
 
 /// Resource requirements: the user's override, or the component's budgeted default.
 pub fn resources(
-    custom: Option<&k8s_openapi::api::core::v1::ResourceRequirements>,
+    custom: Option<&ResourceRequirements>,
     default: ResourceBudget,
-) -> Value {
-    match custom {
-        Some(custom) => serde_json::to_value(custom).unwrap_or_else(|_| default.to_value()),
-        None => default.to_value(),
-    }
+) -> ResourceRequirements {
+    custom.cloned().unwrap_or_else(|| default.requirements())
 }
 
 /// Default requests and limits of one container.
@@ -597,40 +588,223 @@ pub struct ResourceBudget {
 }
 
 impl ResourceBudget {
-    fn to_value(self) -> Value {
-        json!({
-            "requests": { "cpu": self.cpu_request, "memory": self.memory_request },
-            "limits": { "cpu": self.cpu_limit, "memory": self.memory_limit },
-        })
+    fn requirements(self) -> ResourceRequirements {
+        let quantities = |cpu: &str, memory: &str| {
+            Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(cpu.into())),
+                ("memory".to_string(), Quantity(memory.into())),
+            ]))
+        };
+        ResourceRequirements {
+            requests: quantities(self.cpu_request, self.memory_request),
+            limits: quantities(self.cpu_limit, self.memory_limit),
+            ..Default::default()
+        }
     }
 }
 
-/// Deserialize a builder's JSON into the typed object, so a malformed builder surfaces as an
-/// error (and fails the unit tests) instead of an object the API server would reject.
-/// A ClusterIP Service in front of `component`'s pods, exposing one named
-/// container port as `port`.
-pub(crate) fn cluster_ip_service(
+/// A TCP port of a Service.
+pub(crate) fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// A Service in front of `component`'s pods, exposing their container port named
+/// `port_name` as `port`: a ClusterIP Service, or a headless one (no virtual IP: DNS names
+/// the pods themselves).
+pub(crate) fn component_service(
     instance: &Instance<'_>,
     component: Component,
     port_name: &str,
     port: i32,
-    what: &'static str,
-) -> Result<k8s_openapi::api::core::v1::Service> {
-    let value = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": instance.meta(instance.child_name(component), component),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": instance.selector_labels(component),
-            "ports": [{ "name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP" }],
-        },
-    });
-    typed(what, value)
+    headless: bool,
+) -> Service {
+    Service {
+        metadata: instance.meta(instance.child_name(component), component),
+        spec: Some(ServiceSpec {
+            type_: (!headless).then(|| "ClusterIP".into()),
+            cluster_ip: headless.then(|| "None".into()),
+            selector: Some(instance.selector_labels(component)),
+            ports: Some(vec![ServicePort {
+                target_port: Some(IntOrString::String(port_name.into())),
+                ..service_port(port_name, port)
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
-/// A child written as JSON, as its Kubernetes type. A field the type does not have is an
-/// error, not dropped: every child is built in the unit tests, so a misspelt one fails them.
+/// A container of the stack: its image pulled when absent, `resources`, and the security
+/// settings every container of the stack has (no privilege escalation, no capabilities, a
+/// read-only root filesystem); the caller adds the rest.
+pub(crate) fn container(
+    name: &str,
+    image: impl Into<String>,
+    resources: ResourceRequirements,
+) -> Container {
+    let security = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..Default::default()
+    };
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        resources: Some(resources),
+        security_context: Some(security),
+        ..Default::default()
+    }
+}
+
+/// A named TCP port of a container.
+pub(crate) fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// An environment variable with a literal value.
+pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// An environment variable read from a key of a Secret: referenced, never copied, so the
+/// secret value never appears in the object.
+pub(crate) fn secret_env(name: &str, secret: impl Into<String>, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A writable scratch volume of at most `size_limit`.
+pub(crate) fn empty_dir(name: &str, size_limit: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(size_limit.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+/// What every pod of the stack starts from: the instance's ServiceAccount without its token
+/// (none of the pods talk to the Kubernetes API), and non-root as `uid`, which must match the
+/// user baked into the image so files it owns (data directories, sockets) stay writable.
+pub(crate) fn pod_spec(instance: &Instance<'_>, uid: i64, fs_group: Option<i64>) -> PodSpec {
+    let security = PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        fs_group,
+        fs_group_change_policy: fs_group.map(|_| "OnRootMismatch".into()),
+        ..Default::default()
+    };
+    PodSpec {
+        service_account_name: Some(instance.child_name(Component::App)),
+        automount_service_account_token: Some(false),
+        security_context: Some(security),
+        ..Default::default()
+    }
+}
+
+/// The pod template of a component's pods: their labels, and the digest of the ConfigMap
+/// they read, if any, so a change of its contents rolls them.
+pub(crate) fn pod_template(
+    instance: &Instance<'_>,
+    component: Component,
+    config: Option<&ConfigMap>,
+    spec: PodSpec,
+) -> PodTemplateSpec {
+    let digest = |config: &ConfigMap| {
+        let digest = config_digest(&config.data.clone().unwrap_or_default());
+        BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), digest)])
+    };
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(instance.labels(component)),
+            annotations: config.map(digest),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+    }
+}
+
+/// Never below the desired count during a rollout: the new pod must be ready before an old
+/// one goes.
+pub(crate) fn surge_first() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_unavailable: Some(IntOrString::Int(0)),
+            max_surge: Some(IntOrString::Int(1)),
+        }),
+    }
+}
+
+/// The Deployment of one component's pods, which read `config`.
+pub(crate) fn component_deployment(
+    instance: &Instance<'_>,
+    component: Component,
+    replicas: i32,
+    strategy: DeploymentStrategy,
+    config: &ConfigMap,
+    pod: PodSpec,
+) -> Deployment {
+    Deployment {
+        metadata: instance.meta(instance.child_name(component), component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            revision_history_limit: Some(5),
+            selector: match_labels(instance.selector_labels(component)),
+            strategy: Some(strategy),
+            template: pod_template(instance, component, Some(config), pod),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A child written as JSON, as its type. A field the type does not have is an error, not
+/// dropped: every child is built in the unit tests, so a misspelt one fails them. Only the
+/// HTTPRoute is written so; the kinds k8s-openapi has types for are built as those types.
 pub(crate) fn typed<K: serde::de::DeserializeOwned>(what: &'static str, value: Value) -> Result<K> {
     let mut unknown = Vec::new();
     let typed = serde_ignored::deserialize(value, |path| {
@@ -666,6 +840,7 @@ pub fn config_digest(data: &BTreeMap<String, String>) -> String {
 pub(crate) mod testing {
     use super::*;
     use crate::crd::{Shortener, ShortenerSpec};
+    use serde_json::json;
 
     pub fn shortener(spec: ShortenerSpec) -> Shortener {
         let mut s = Shortener::new("links", spec);

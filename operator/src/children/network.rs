@@ -3,47 +3,87 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use serde_json::{Value, json};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::stack::{HTTP_PORT, PGBOUNCER_PORT, POSTGRES_PORT, REDIS_PORT};
-use super::{Component, Instance, typed};
+use super::{Component, Instance, match_labels};
 use crate::crd::{Exposure, HttpRouteSpec};
-use crate::error::Result;
 
 /// Where cluster DNS runs (kube-dns or CoreDNS keep this label for compatibility).
-fn dns_peer() -> Value {
-    json!({
-        "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "kube-system" } },
-        "podSelector": { "matchLabels": { "k8s-app": "kube-dns" } },
-    })
+fn dns_peer() -> NetworkPolicyPeer {
+    let label = |key: &str, value: &str| match_labels(BTreeMap::from([(key.into(), value.into())]));
+    NetworkPolicyPeer {
+        namespace_selector: Some(label("kubernetes.io/metadata.name", "kube-system")),
+        pod_selector: Some(label("k8s-app", "kube-dns")),
+        ..Default::default()
+    }
 }
 
-fn tcp(port: i32) -> Value {
-    json!({ "protocol": "TCP", "port": port })
+fn port(protocol: &str, port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(port)),
+        ..Default::default()
+    }
 }
 
-fn pods(instance: &Instance<'_>, component: Component) -> Value {
-    json!({ "podSelector": { "matchLabels": instance.selector_labels(component) } })
+fn tcp(number: i32) -> NetworkPolicyPort {
+    port("TCP", number)
 }
 
-fn namespaces(labels: &BTreeMap<String, String>) -> Value {
-    json!({ "namespaceSelector": { "matchLabels": labels } })
+/// The pods of these components.
+fn pods(instance: &Instance<'_>, components: &[Component]) -> Vec<NetworkPolicyPeer> {
+    let peer = |component: &Component| NetworkPolicyPeer {
+        pod_selector: Some(match_labels(instance.selector_labels(*component))),
+        ..Default::default()
+    };
+    components.iter().map(peer).collect()
+}
+
+fn namespaces(selector: LabelSelector) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(selector),
+        ..Default::default()
+    }
 }
 
 /// The namespaces of the route's Gateways, where most implementations run a Gateway's proxies
 /// (the default of `networkPolicy.gatewayNamespaceSelector`).
-fn gateway_namespaces(instance: &Instance<'_>, route: &HttpRouteSpec) -> Value {
+fn gateway_namespaces(instance: &Instance<'_>, route: &HttpRouteSpec) -> NetworkPolicyPeer {
     let names: BTreeSet<&str> = route
         .parent_refs
         .iter()
         .map(|parent| parent.namespace.as_deref().unwrap_or(&instance.namespace))
         .collect();
-    json!({ "namespaceSelector": { "matchExpressions": [{
-        "key": "kubernetes.io/metadata.name",
-        "operator": "In",
-        "values": names,
-    }] } })
+    namespaces(LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "In".into(),
+            values: Some(names.into_iter().map(String::from).collect()),
+        }]),
+        ..Default::default()
+    })
+}
+
+/// Traffic from these peers, on one TCP port.
+fn from(peers: Vec<NetworkPolicyPeer>, port: i32) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule {
+        from: Some(peers),
+        ports: Some(vec![tcp(port)]),
+    }
+}
+
+/// Traffic to these peers, on one TCP port.
+fn to(peers: Vec<NetworkPolicyPeer>, port: i32) -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(peers),
+        ports: Some(vec![tcp(port)]),
+    }
 }
 
 fn policy(
@@ -51,65 +91,49 @@ fn policy(
     name: String,
     component: Component,
     selector: BTreeMap<String, String>,
-    ingress: Vec<Value>,
-    egress: Vec<Value>,
-) -> Result<NetworkPolicy> {
-    let mut spec = json!({
-        "podSelector": { "matchLabels": selector },
-        "policyTypes": ["Ingress", "Egress"],
-    });
-    // No rules is written as no list at all: the API server stores an empty list as absent,
-    // and applying `[]` over that would count as a change on every pass.
-    if !ingress.is_empty() {
-        spec["ingress"] = json!(ingress);
-    }
-    if !egress.is_empty() {
-        spec["egress"] = json!(egress);
-    }
-    typed(
-        "NetworkPolicy",
-        json!({
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": instance.meta(name, component),
-            "spec": spec,
+    ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Vec<NetworkPolicyEgressRule>,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: instance.meta(name, component),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(match_labels(selector)),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            // No rules is written as no list at all: the API server stores an empty list as
+            // absent, and applying `[]` over that would count as a change on every pass.
+            ingress: (!ingress.is_empty()).then_some(ingress),
+            egress: (!egress.is_empty()).then_some(egress),
         }),
-    )
+    }
 }
 
 /// The policy of one component's pods, named like the component's other children.
 fn component_policy(
     instance: &Instance<'_>,
     component: Component,
-    ingress: Vec<Value>,
-    egress: Vec<Value>,
-) -> Result<NetworkPolicy> {
+    ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Vec<NetworkPolicyEgressRule>,
+) -> NetworkPolicy {
     let name = instance.child_name(component);
     let selector = instance.selector_labels(component);
     policy(instance, name, component, selector, ingress, egress)
 }
 
-/// One rule: from (or to) these components' pods, on one TCP port.
-fn between(instance: &Instance<'_>, direction: &str, peers: &[Component], port: i32) -> Value {
-    let peers: Vec<Value> = peers.iter().map(|c| pods(instance, *c)).collect();
-    json!({ direction: peers, "ports": [tcp(port)] })
-}
-
 /// Every policy of the instance, or none when `spec.networkPolicy.enabled` is false.
-pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
+pub fn policies(instance: &Instance<'_>) -> Vec<NetworkPolicy> {
     let spec = instance.spec();
     if !spec.network_policy.enabled {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let mut all = Vec::new();
 
     // Default deny for every pod of the instance; DNS is the only flow all of them need.
     let mut instance_pods = instance.selector_labels(Component::App);
     instance_pods.remove("app.kubernetes.io/component");
-    let dns = json!({
-        "to": [dns_peer()],
-        "ports": [{ "protocol": "UDP", "port": 53 }, tcp(53)],
-    });
+    let dns = NetworkPolicyEgressRule {
+        to: Some(vec![dns_peer()]),
+        ports: Some(vec![port("UDP", 53), tcp(53)]),
+    };
     all.push(policy(
         instance,
         format!("{}-default-deny", instance.name),
@@ -117,103 +141,83 @@ pub fn policies(instance: &Instance<'_>) -> Result<Vec<NetworkPolicy>> {
         instance_pods,
         Vec::new(),
         vec![dns],
-    )?);
+    ));
 
     // The app: from the ingress controller or the Gateway's proxies, and Prometheus; to the pooler, PostgreSQL (the
     // migrations bypass the pooler) and Redis, or anywhere for external stores and tracing.
     let mut ingress = Vec::new();
     let selectors = &spec.network_policy;
+    let labelled = |labels: &BTreeMap<String, String>| namespaces(match_labels(labels.clone()));
     match instance.exposure() {
-        Exposure::Ingress(_) => ingress.push(json!({
-            "from": [namespaces(&selectors.ingress_controller_namespace_selector)],
-            "ports": [tcp(HTTP_PORT)],
-        })),
+        Exposure::Ingress(_) => ingress.push(from(
+            vec![labelled(&selectors.ingress_controller_namespace_selector)],
+            HTTP_PORT,
+        )),
         Exposure::HttpRoute(route) => {
-            let from = match &selectors.gateway_namespace_selector {
-                Some(labels) => namespaces(labels),
+            let peer = match &selectors.gateway_namespace_selector {
+                Some(labels) => labelled(labels),
                 None => gateway_namespaces(instance, route),
             };
-            ingress.push(json!({ "from": [from], "ports": [tcp(HTTP_PORT)] }));
+            ingress.push(from(vec![peer], HTTP_PORT));
         }
         Exposure::None => {}
     }
     if spec.monitoring.service_monitor {
-        ingress.push(json!({
-            "from": [namespaces(&spec.network_policy.prometheus_namespace_selector)],
-            "ports": [tcp(HTTP_PORT)],
-        }));
+        ingress.push(from(
+            vec![labelled(&selectors.prometheus_namespace_selector)],
+            HTTP_PORT,
+        ));
     }
     let mut egress = Vec::new();
     if spec.database.external.is_none() {
-        egress.push(between(
-            instance,
-            "to",
-            &[Component::PgBouncer],
-            PGBOUNCER_PORT,
-        ));
-        egress.push(between(
-            instance,
-            "to",
-            &[Component::Postgres],
-            POSTGRES_PORT,
-        ));
+        egress.push(to(pods(instance, &[Component::PgBouncer]), PGBOUNCER_PORT));
+        egress.push(to(pods(instance, &[Component::Postgres]), POSTGRES_PORT));
     }
     if spec.redis.external.is_none() {
-        egress.push(between(instance, "to", &[Component::Redis], REDIS_PORT));
+        egress.push(to(pods(instance, &[Component::Redis]), REDIS_PORT));
     }
     // An external database or cache lives at an address the operator cannot know.
     if spec.database.external.is_some() || spec.redis.external.is_some() {
-        egress.push(json!({}));
+        egress.push(NetworkPolicyEgressRule::default());
     } else if let Some(endpoint) = &spec.app.config.tracing.endpoint {
-        egress.push(json!({ "ports": [tcp(endpoint_port(endpoint))] }));
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp(endpoint_port(endpoint))]),
+            ..Default::default()
+        });
     }
-    all.push(component_policy(instance, Component::App, ingress, egress)?);
+    all.push(component_policy(instance, Component::App, ingress, egress));
 
     if spec.database.embedded().is_some() {
         all.push(component_policy(
             instance,
             Component::PgBouncer,
-            vec![between(instance, "from", &[Component::App], PGBOUNCER_PORT)],
-            vec![between(
-                instance,
-                "to",
-                &[Component::Postgres],
-                POSTGRES_PORT,
-            )],
-        )?);
+            vec![from(pods(instance, &[Component::App]), PGBOUNCER_PORT)],
+            vec![to(pods(instance, &[Component::Postgres]), POSTGRES_PORT)],
+        ));
+        let clients = [Component::PgBouncer, Component::App, Component::RoleSetup];
         all.push(component_policy(
             instance,
             Component::Postgres,
-            vec![between(
-                instance,
-                "from",
-                &[Component::PgBouncer, Component::App, Component::RoleSetup],
-                POSTGRES_PORT,
-            )],
+            vec![from(pods(instance, &clients), POSTGRES_PORT)],
             Vec::new(),
-        )?);
+        ));
         // The role-setup Job: to PostgreSQL only.
         all.push(component_policy(
             instance,
             Component::RoleSetup,
             Vec::new(),
-            vec![between(
-                instance,
-                "to",
-                &[Component::Postgres],
-                POSTGRES_PORT,
-            )],
-        )?);
+            vec![to(pods(instance, &[Component::Postgres]), POSTGRES_PORT)],
+        ));
     }
     if spec.redis.external.is_none() {
         all.push(component_policy(
             instance,
             Component::Redis,
-            vec![between(instance, "from", &[Component::App], REDIS_PORT)],
+            vec![from(pods(instance, &[Component::App]), REDIS_PORT)],
             Vec::new(),
-        )?);
+        ));
     }
-    Ok(all)
+    all
 }
 
 /// The port of an OTLP endpoint URL, or the scheme's default.
@@ -229,6 +233,7 @@ mod tests {
     use super::*;
     use crate::children::testing::{assert_owned, shortener};
     use crate::crd::{ExternalSecretRef, ShortenerSpec};
+    use serde_json::json;
 
     fn names(policies: &[NetworkPolicy]) -> Vec<String> {
         let names = policies
@@ -241,7 +246,7 @@ mod tests {
     fn every_component_gets_a_policy_behind_a_default_deny() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let all = policies(&i).unwrap();
+        let all = policies(&i);
         assert_eq!(
             names(&all),
             vec![
@@ -285,7 +290,7 @@ mod tests {
         });
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
-        let all = policies(&i).unwrap();
+        let all = policies(&i);
         assert_eq!(names(&all), vec!["links-default-deny", "links"]);
         let app = serde_json::to_value(&all[1]).unwrap();
         assert_eq!(app["spec"]["egress"], json!([{}]));
@@ -315,7 +320,7 @@ mod tests {
         };
         let app = |spec: &ShortenerSpec| {
             let s = shortener(spec.clone());
-            let all = policies(&Instance::new(&s).unwrap()).unwrap();
+            let all = policies(&Instance::new(&s).unwrap());
             serde_json::to_value(&all[1]).unwrap()
         };
         let v = app(&spec);
@@ -345,7 +350,7 @@ mod tests {
         let mut spec = ShortenerSpec::default();
         spec.ingress.enabled = Some(false);
         let s = shortener(spec);
-        let all = policies(&Instance::new(&s).unwrap()).unwrap();
+        let all = policies(&Instance::new(&s).unwrap());
         let app = serde_json::to_value(&all[1]).unwrap();
         let rules = app["spec"]["ingress"].as_array().unwrap();
         assert_eq!(rules.len(), 1);
@@ -360,7 +365,7 @@ mod tests {
         let mut spec = ShortenerSpec::default();
         spec.network_policy.enabled = false;
         let s = shortener(spec);
-        assert!(policies(&Instance::new(&s).unwrap()).unwrap().is_empty());
+        assert!(policies(&Instance::new(&s).unwrap()).is_empty());
     }
 
     #[test]

@@ -3,15 +3,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use serde_json::json;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapProjection, Container, KeyToPath, PodSpec, Probe, ProjectedVolumeSource,
+    SecretProjection, Service, TCPSocketAction, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::stack::{DATABASE_NAME, PGBOUNCER_ADMIN, PGBOUNCER_PORT, PGBOUNCER_UID, POSTGRES_PORT};
 use super::{
-    CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pod_security,
-    resources, restricted_container_security, typed,
+    Component, Instance, ResourceBudget, component_deployment, container, container_port,
+    empty_dir, mount, pod_spec, resources, surge_first,
 };
-use crate::error::Result;
 
 pub const BUDGET: ResourceBudget = ResourceBudget {
     cpu_request: "25m",
@@ -65,84 +67,93 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     }
 }
 
-pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    super::cluster_ip_service(
+pub fn service(instance: &Instance<'_>) -> Service {
+    super::component_service(
         instance,
         Component::PgBouncer,
         "pgbouncer",
         PGBOUNCER_PORT,
-        "pgbouncer Service",
+        false,
     )
 }
 
-pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
+pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
     let spec = &instance.spec().pgbouncer;
-    let digest = config_digest(&config.data.clone().unwrap_or_default());
     let probe = |period: i32| {
-        json!({
-            "tcpSocket": { "port": "pgbouncer" },
-            "periodSeconds": period,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
+        Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("pgbouncer".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(period),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Default::default()
         })
     };
-    let value = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": instance.meta(instance.child_name(Component::PgBouncer), Component::PgBouncer),
-        "spec": {
-            "replicas": 1,
-            "revisionHistoryLimit": 5,
-            "selector": { "matchLabels": instance.selector_labels(Component::PgBouncer) },
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 },
+    let file = |key: &str| {
+        Some(vec![KeyToPath {
+            key: key.into(),
+            path: key.into(),
+            ..Default::default()
+        }])
+    };
+    let pooler = Container {
+        // Skip the image's entrypoint, which writes a config from env vars.
+        command: Some(vec![
+            "pgbouncer".into(),
+            "/etc/pgbouncer/pgbouncer.ini".into(),
+        ]),
+        ports: Some(vec![container_port("pgbouncer", PGBOUNCER_PORT)]),
+        readiness_probe: probe(5),
+        liveness_probe: probe(20),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                read_only: Some(true),
+                ..mount("config", "/etc/pgbouncer")
             },
-            "template": {
-                "metadata": {
-                    "labels": instance.labels(Component::PgBouncer),
-                    "annotations": { CONFIG_HASH_ANNOTATION: digest },
+            mount("tmp", "/tmp"),
+        ]),
+        ..container(
+            "pgbouncer",
+            &spec.image,
+            resources(spec.resources.as_ref(), BUDGET),
+        )
+    };
+    let config_volume = Volume {
+        name: "config".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: config_map_name(instance),
+                        items: file("pgbouncer.ini"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
                 },
-                "spec": {
-                    "serviceAccountName": instance.child_name(Component::App),
-                    "automountServiceAccountToken": false,
-                    // fsGroup: the projected config and userlist are root's, mode 0440; the
-                    // pooler (uid 70) reads them as their group.
-                    "securityContext": pod_security(PGBOUNCER_UID, Some(PGBOUNCER_UID)),
-                    "containers": [{
-                        "name": "pgbouncer",
-                        "image": spec.image,
-                        "imagePullPolicy": "IfNotPresent",
-                        // Skip the image's entrypoint, which writes a config from env vars.
-                        "command": ["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"],
-                        "ports": [{ "name": "pgbouncer", "containerPort": PGBOUNCER_PORT, "protocol": "TCP" }],
-                        "resources": resources(spec.resources.as_ref(), BUDGET),
-                        "securityContext": restricted_container_security(true),
-                        "readinessProbe": probe(5),
-                        "livenessProbe": probe(20),
-                        "volumeMounts": [
-                            { "name": "config", "mountPath": "/etc/pgbouncer", "readOnly": true },
-                            { "name": "tmp", "mountPath": "/tmp" },
-                        ],
-                    }],
-                    "volumes": [
-                        {
-                            "name": "config",
-                            "projected": {
-                                "sources": [
-                                    { "configMap": { "name": config_map_name(instance), "items": [{ "key": "pgbouncer.ini", "path": "pgbouncer.ini" }] } },
-                                    { "secret": { "name": instance.runtime_secret_name(), "items": [{ "key": "userlist.txt", "path": "userlist.txt" }] } },
-                                ],
-                                "defaultMode": 0o440,
-                            },
-                        },
-                        { "name": "tmp", "emptyDir": { "sizeLimit": "16Mi" } },
-                    ],
+                VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: instance.runtime_secret_name(),
+                        items: file("userlist.txt"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
                 },
-            },
-        },
-    });
-    typed("pgbouncer Deployment", value)
+            ]),
+            default_mode: Some(0o440),
+        }),
+        ..Default::default()
+    };
+    let pod = PodSpec {
+        containers: vec![pooler],
+        volumes: Some(vec![config_volume, empty_dir("tmp", "16Mi")]),
+        // fsGroup: the projected config and userlist are root's, mode 0440; the pooler
+        // (uid 70) reads them as their group.
+        ..pod_spec(instance, PGBOUNCER_UID, Some(PGBOUNCER_UID))
+    };
+    let component = Component::PgBouncer;
+    component_deployment(instance, component, 1, surge_first(), config, pod)
 }
 
 #[cfg(test)]
@@ -189,7 +200,7 @@ mod tests {
     fn deployment_mounts_config_and_userlist_read_only() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let d = deployment(&i, &config_map(&i)).unwrap();
+        let d = deployment(&i, &config_map(&i));
         assert_owned(&d.metadata, "pgbouncer");
         let pod = d.spec.unwrap().template.spec.unwrap();
         let sources = pod.volumes.as_ref().unwrap()[0]
@@ -214,7 +225,7 @@ mod tests {
     fn the_pooler_can_read_its_config_through_its_group() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let pod = pod_of(deployment(&i, &config_map(&i)).unwrap());
+        let pod = pod_of(deployment(&i, &config_map(&i)));
         let config = pod.volumes.as_ref().unwrap()[0].projected.as_ref().unwrap();
         let mode = config.default_mode.unwrap();
         assert_eq!(
@@ -232,7 +243,7 @@ mod tests {
     fn service_targets_the_pooler_port() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let svc = service(&i).unwrap();
+        let svc = service(&i);
         assert_owned(&svc.metadata, "pgbouncer");
         assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 6432);
     }

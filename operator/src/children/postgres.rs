@@ -1,18 +1,24 @@
 //! Embedded PostgreSQL: a one-replica StatefulSet with a persistent volume and a headless Service.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Service;
-use serde_json::json;
+use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, Probe,
+    Service, VolumeResourceRequirements,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::stack::{DATABASE_NAME, POSTGRES_PORT, POSTGRES_UID, SUPERUSER};
 use super::{
-    Component, Instance, ResourceBudget, pod_security, resources, restricted_container_security,
-    typed,
+    Component, Instance, ResourceBudget, container, container_port, empty_dir, env, match_labels,
+    mount, pod_spec, pod_template, resources, secret_env,
 };
 use crate::crd::PostgresSpec;
-use crate::error::Result;
 
 pub const DATA_VOLUME: &str = "data";
 
@@ -31,19 +37,15 @@ pub fn claim_name(instance: &Instance<'_>) -> String {
     )
 }
 
-pub fn headless_service(instance: &Instance<'_>) -> Result<Service> {
-    let value = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": instance.meta(instance.child_name(Component::Postgres), Component::Postgres),
-        "spec": {
-            // Headless: the StatefulSet's stable DNS name, and no kube-proxy hop.
-            "clusterIP": "None",
-            "selector": instance.selector_labels(Component::Postgres),
-            "ports": [{ "name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres", "protocol": "TCP" }],
-        },
-    });
-    typed("postgres Service", value)
+pub fn headless_service(instance: &Instance<'_>) -> Service {
+    // Headless: the StatefulSet's stable DNS name, and no kube-proxy hop.
+    super::component_service(
+        instance,
+        Component::Postgres,
+        "postgres",
+        POSTGRES_PORT,
+        true,
+    )
 }
 
 /// The StatefulSet. `storage_size` is what goes into the volumeClaimTemplate: the API server
@@ -53,94 +55,113 @@ pub fn stateful_set(
     instance: &Instance<'_>,
     postgres: &PostgresSpec,
     storage_size: Option<&str>,
-) -> Result<StatefulSet> {
+) -> StatefulSet {
     let name = instance.child_name(Component::Postgres);
     let probe = |period: i32, failures: i32| {
-        json!({
-            "exec": { "command": ["pg_isready", "-h", "127.0.0.1", "-U", SUPERUSER, "-d", DATABASE_NAME] },
-            "periodSeconds": period,
-            "timeoutSeconds": 5,
-            "failureThreshold": failures,
+        let command = [
+            "pg_isready",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            SUPERUSER,
+            "-d",
+            DATABASE_NAME,
+        ];
+        Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(command.map(String::from).to_vec()),
+            }),
+            period_seconds: Some(period),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(failures),
+            ..Default::default()
         })
     };
-    let mut claim_spec = json!({
-        "accessModes": ["ReadWriteOnce"],
-        "resources": { "requests": { "storage": storage_size.unwrap_or(&postgres.storage.size.0) } },
-    });
-    if let Some(class) = &postgres.storage.storage_class_name {
-        claim_spec["storageClassName"] = json!(class);
-    }
-    let value = json!({
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": instance.meta(name.clone(), Component::Postgres),
-        "spec": {
-            "serviceName": name,
-            "replicas": 1,
-            "selector": { "matchLabels": instance.selector_labels(Component::Postgres) },
-            "persistentVolumeClaimRetentionPolicy": {
-                // Links outlive the stack unless the spec asks otherwise: with `Delete` the
-                // StatefulSet owns its claim, so garbage collection takes the data with it.
-                "whenDeleted": if postgres.storage.delete_on_removal { "Delete" } else { "Retain" },
-                "whenScaled": "Retain",
-            },
-            "template": {
-                "metadata": { "labels": instance.labels(Component::Postgres) },
-                "spec": {
-                    "serviceAccountName": instance.child_name(Component::App),
-                    "automountServiceAccountToken": false,
-                    "securityContext": pod_security(POSTGRES_UID, Some(POSTGRES_UID)),
-                    "terminationGracePeriodSeconds": 60,
-                    "containers": [{
-                        "name": "postgres",
-                        "image": postgres.image(),
-                        "imagePullPolicy": "IfNotPresent",
-                        "ports": [{ "name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP" }],
-                        "env": [
-                            { "name": "POSTGRES_USER", "value": SUPERUSER },
-                            { "name": "POSTGRES_DB", "value": DATABASE_NAME },
-                            {
-                                "name": "POSTGRES_PASSWORD",
-                                "valueFrom": { "secretKeyRef": { "name": instance.database_secret_name(), "key": "password" } },
-                            },
-                            // A subdirectory, because the volume root may hold lost+found,
-                            // which initdb refuses.
-                            { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
-                        ],
-                        "resources": resources(postgres.resources.as_ref(), BUDGET),
-                        "securityContext": restricted_container_security(true),
-                        "readinessProbe": probe(10, 3),
-                        "livenessProbe": probe(20, 6),
-                        "volumeMounts": [
-                            { "name": DATA_VOLUME, "mountPath": "/var/lib/postgresql/data" },
-                            // Writable paths the server needs despite the read-only root.
-                            { "name": "run", "mountPath": "/var/run/postgresql" },
-                            { "name": "tmp", "mountPath": "/tmp" },
-                        ],
-                    }],
-                    "volumes": [
-                        { "name": "run", "emptyDir": { "sizeLimit": "16Mi" } },
-                        { "name": "tmp", "emptyDir": { "sizeLimit": "256Mi" } },
-                    ],
-                },
-            },
-            "volumeClaimTemplates": [{
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {
-                    "name": DATA_VOLUME,
-                    "labels": instance.labels(Component::Postgres),
-                },
-                "spec": claim_spec,
-            }],
+    let server = Container {
+        ports: Some(vec![container_port("postgres", POSTGRES_PORT)]),
+        env: Some(vec![
+            env("POSTGRES_USER", SUPERUSER),
+            env("POSTGRES_DB", DATABASE_NAME),
+            secret_env(
+                "POSTGRES_PASSWORD",
+                instance.database_secret_name(),
+                "password",
+            ),
+            // A subdirectory, because the volume root may hold lost+found, which initdb
+            // refuses.
+            env("PGDATA", "/var/lib/postgresql/data/pgdata"),
+        ]),
+        readiness_probe: probe(10, 3),
+        liveness_probe: probe(20, 6),
+        volume_mounts: Some(vec![
+            mount(DATA_VOLUME, "/var/lib/postgresql/data"),
+            // Writable paths the server needs despite the read-only root.
+            mount("run", "/var/run/postgresql"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..container(
+            "postgres",
+            postgres.image(),
+            resources(postgres.resources.as_ref(), BUDGET),
+        )
+    };
+    let pod = PodSpec {
+        termination_grace_period_seconds: Some(60),
+        containers: vec![server],
+        volumes: Some(vec![empty_dir("run", "16Mi"), empty_dir("tmp", "256Mi")]),
+        ..pod_spec(instance, POSTGRES_UID, Some(POSTGRES_UID))
+    };
+    let size = storage_size.unwrap_or(&postgres.storage.size.0);
+    // Links outlive the stack unless the spec asks otherwise: with `Delete` the StatefulSet
+    // owns its claim, so garbage collection takes the data with it.
+    let when_deleted = if postgres.storage.delete_on_removal {
+        "Delete"
+    } else {
+        "Retain"
+    };
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(instance.labels(Component::Postgres)),
+            ..Default::default()
         },
-    });
-    typed("postgres StatefulSet", value)
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(size.into()),
+                )])),
+                ..Default::default()
+            }),
+            storage_class_name: postgres.storage.storage_class_name.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    StatefulSet {
+        metadata: instance.meta(name.clone(), Component::Postgres),
+        spec: Some(StatefulSetSpec {
+            service_name: Some(name),
+            replicas: Some(1),
+            selector: match_labels(instance.selector_labels(Component::Postgres)),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(when_deleted.into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            template: pod_template(instance, Component::Postgres, None, pod),
+            volume_claim_templates: Some(vec![claim]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// The only PostgreSQL pod may not be evicted, unless `spec.maintenanceWindow.inProgress`:
 /// a drain of its node waits for that window (docs/operator.md, "Node drains").
-pub fn pod_disruption_budget(instance: &Instance<'_>) -> Result<PodDisruptionBudget> {
+pub fn pod_disruption_budget(instance: &Instance<'_>) -> PodDisruptionBudget {
     let evictable = instance.spec().maintenance_window.in_progress;
     super::pod_disruption_budget(instance, Component::Postgres, i32::from(evictable))
 }
@@ -159,7 +180,7 @@ mod tests {
         spec.database.postgres = Some(pg.clone());
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
-        let sts = stateful_set(&i, &pg, None).unwrap();
+        let sts = stateful_set(&i, &pg, None);
         assert_owned(&sts.metadata, "postgres");
         let spec = sts.spec.unwrap();
         assert_eq!(spec.service_name.as_deref(), Some("links-postgres"));
@@ -201,7 +222,7 @@ mod tests {
         let i = Instance::new(&s).unwrap();
         let mut pg = PostgresSpec::default();
         pg.storage.size.0 = "5Gi".into();
-        let sts = stateful_set(&i, &pg, Some("1Gi")).unwrap();
+        let sts = stateful_set(&i, &pg, Some("1Gi"));
         let claim = &sts.spec.unwrap().volume_claim_templates.unwrap()[0];
         let size = &claim
             .spec
@@ -221,7 +242,7 @@ mod tests {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
         let when_deleted = |pg: &PostgresSpec| {
-            let spec = stateful_set(&i, pg, None).unwrap().spec.unwrap();
+            let spec = stateful_set(&i, pg, None).spec.unwrap();
             let policy = spec.persistent_volume_claim_retention_policy.unwrap();
             assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
             policy.when_deleted.unwrap()
@@ -246,7 +267,7 @@ mod tests {
         let max_unavailable = |spec: ShortenerSpec| {
             let s = shortener(spec);
             let i = Instance::new(&s).unwrap();
-            let pdb = pod_disruption_budget(&i).unwrap();
+            let pdb = pod_disruption_budget(&i);
             assert_owned(&pdb.metadata, "postgres");
             let spec = pdb.spec.unwrap();
             let selector = spec.selector.unwrap().match_labels.unwrap();
@@ -265,7 +286,7 @@ mod tests {
     fn headless_service_has_no_cluster_ip() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let svc = headless_service(&i).unwrap();
+        let svc = headless_service(&i);
         assert_owned(&svc.metadata, "postgres");
         let spec = svc.spec.unwrap();
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"));

@@ -2,16 +2,17 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use serde_json::json;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ExecAction, KeyToPath, PodSpec, Probe,
+    SecretVolumeSource, Service, Volume, VolumeMount,
+};
 
 use super::stack::{REDIS_AUTH_CONF_KEY, REDIS_PORT, REDIS_UID};
 use super::{
-    CONFIG_HASH_ANNOTATION, Component, Instance, ResourceBudget, config_digest, pod_security,
-    resources, restricted_container_security, typed,
+    Component, Instance, ResourceBudget, component_deployment, container, container_port,
+    empty_dir, mount, pod_spec, resources, secret_env,
 };
-use crate::error::Result;
 
 const AUTH_DIR: &str = "/etc/redis-auth";
 
@@ -50,87 +51,86 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
     }
 }
 
-pub fn service(instance: &Instance<'_>) -> Result<Service> {
-    super::cluster_ip_service(
-        instance,
-        Component::Redis,
-        "redis",
-        REDIS_PORT,
-        "redis Service",
-    )
+pub fn service(instance: &Instance<'_>) -> Service {
+    super::component_service(instance, Component::Redis, "redis", REDIS_PORT, false)
 }
 
-pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Result<Deployment> {
+pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
     let spec = &instance.spec().redis;
-    let digest = config_digest(&config.data.clone().unwrap_or_default());
     let probe = |period: i32| {
-        json!({
-            "exec": { "command": ["redis-cli", "ping"] },
-            "periodSeconds": period,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
+        Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["redis-cli".into(), "ping".into()]),
+            }),
+            period_seconds: Some(period),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Default::default()
         })
     };
-    let value = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": instance.meta(instance.child_name(Component::Redis), Component::Redis),
-        "spec": {
-            "replicas": 1,
-            "revisionHistoryLimit": 5,
-            "selector": { "matchLabels": instance.selector_labels(Component::Redis) },
-            // A cache has no state worth a surge pod's memory: replace in place.
-            "strategy": { "type": "Recreate" },
-            "template": {
-                "metadata": {
-                    "labels": instance.labels(Component::Redis),
-                    "annotations": { CONFIG_HASH_ANNOTATION: digest },
-                },
-                "spec": {
-                    "serviceAccountName": instance.child_name(Component::App),
-                    "automountServiceAccountToken": false,
-                    "securityContext": pod_security(REDIS_UID, Some(REDIS_UID)),
-                    "containers": [{
-                        "name": "redis",
-                        "image": spec.image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "command": ["redis-server", "/etc/redis/redis.conf"],
-                        "ports": [{ "name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP" }],
-                        // redis-cli (the probes) reads the password from REDISCLI_AUTH.
-                        "env": [{
-                            "name": "REDISCLI_AUTH",
-                            "valueFrom": { "secretKeyRef": {
-                                "name": instance.redis_secret_name(), "key": "password",
-                            } },
-                        }],
-                        "resources": resources(spec.resources.as_ref(), BUDGET),
-                        "securityContext": restricted_container_security(true),
-                        "readinessProbe": probe(5),
-                        "livenessProbe": probe(20),
-                        "volumeMounts": [
-                            { "name": "config", "mountPath": "/etc/redis", "readOnly": true },
-                            { "name": "auth", "mountPath": AUTH_DIR, "readOnly": true },
-                            { "name": "data", "mountPath": "/data" },
-                        ],
-                    }],
-                    "volumes": [
-                        { "name": "config", "configMap": { "name": config_map_name(instance) } },
-                        {
-                            "name": "auth",
-                            "secret": {
-                                "secretName": instance.redis_secret_name(),
-                                "items": [{ "key": REDIS_AUTH_CONF_KEY, "path": REDIS_AUTH_CONF_KEY }],
-                                // Readable by the redis group (fsGroup), nobody else.
-                                "defaultMode": 0o440,
-                            },
-                        },
-                        { "name": "data", "emptyDir": { "sizeLimit": "64Mi" } },
-                    ],
-                },
-            },
+    let read_only = |name: &str, path: &str| VolumeMount {
+        read_only: Some(true),
+        ..mount(name, path)
+    };
+    let server = Container {
+        command: Some(vec!["redis-server".into(), "/etc/redis/redis.conf".into()]),
+        ports: Some(vec![container_port("redis", REDIS_PORT)]),
+        // redis-cli (the probes) reads the password from REDISCLI_AUTH.
+        env: Some(vec![secret_env(
+            "REDISCLI_AUTH",
+            instance.redis_secret_name(),
+            "password",
+        )]),
+        readiness_probe: probe(5),
+        liveness_probe: probe(20),
+        volume_mounts: Some(vec![
+            read_only("config", "/etc/redis"),
+            read_only("auth", AUTH_DIR),
+            mount("data", "/data"),
+        ]),
+        ..container(
+            "redis",
+            &spec.image,
+            resources(spec.resources.as_ref(), BUDGET),
+        )
+    };
+    let volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(instance),
+                ..Default::default()
+            }),
+            ..Default::default()
         },
-    });
-    typed("redis Deployment", value)
+        Volume {
+            name: "auth".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(instance.redis_secret_name()),
+                items: Some(vec![KeyToPath {
+                    key: REDIS_AUTH_CONF_KEY.into(),
+                    path: REDIS_AUTH_CONF_KEY.into(),
+                    ..Default::default()
+                }]),
+                // Readable by the redis group (fsGroup), nobody else.
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        empty_dir("data", "64Mi"),
+    ];
+    let pod = PodSpec {
+        containers: vec![server],
+        volumes: Some(volumes),
+        ..pod_spec(instance, REDIS_UID, Some(REDIS_UID))
+    };
+    // A cache has no state worth a surge pod's memory: replace in place.
+    let strategy = DeploymentStrategy {
+        type_: Some("Recreate".into()),
+        ..Default::default()
+    };
+    component_deployment(instance, Component::Redis, 1, strategy, config, pod)
 }
 
 #[cfg(test)]
@@ -158,7 +158,7 @@ mod tests {
             "{conf}"
         );
         assert!(!conf.contains("requirepass"), "no password in a ConfigMap");
-        let d = deployment(&i, &cm).unwrap();
+        let d = deployment(&i, &cm);
         assert_owned(&d.metadata, "redis");
         let pod = d.spec.unwrap().template.spec.unwrap();
         assert_eq!(
@@ -180,7 +180,7 @@ mod tests {
     fn service_exposes_the_redis_port() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let svc = service(&i).unwrap();
+        let svc = service(&i);
         assert_owned(&svc.metadata, "redis");
         let spec = svc.spec.unwrap();
         assert_eq!(spec.ports.unwrap()[0].port, 6379);

@@ -10,16 +10,15 @@
 //! carries a digest of the SQL and its settings: a new version of either is a new Job (whose
 //! pod template is immutable anyway), and the old one is pruned.
 
-use k8s_openapi::api::batch::v1::Job;
-use serde_json::{Value, json};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 use super::stack::{APP_ROLE, DATABASE_NAME, OWNER_ROLE, POSTGRES_PORT, POSTGRES_UID, SUPERUSER};
 use super::{
-    Component, Instance, ResourceBudget, config_digest, pod_security, resources,
-    restricted_container_security, typed,
+    Component, Instance, ResourceBudget, config_digest, container, env, pod_spec, pod_template,
+    resources, secret_env,
 };
 use crate::crd::PostgresSpec;
-use crate::error::Result;
 
 /// Idempotent; inputs as session settings (see the file's header).
 pub const ROLES_SQL: &str = include_str!("../../sql/roles.sql");
@@ -83,51 +82,39 @@ pub fn job_name(instance: &Instance<'_>, postgres: &PostgresSpec) -> String {
     )
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> Value {
-    json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": secret, "key": key } } })
-}
-
-pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Result<Job> {
-    let value = json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": instance.meta(job_name(instance, postgres), Component::RoleSetup),
-        "spec": {
+pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Job {
+    let setup = Container {
+        command: Some(vec!["sh".into(), "-c".into(), SCRIPT.into()]),
+        env: Some(vec![
+            env("PGHOST", instance.child_name(Component::Postgres)),
+            env("PGPORT", POSTGRES_PORT.to_string()),
+            env("PGDATABASE", DATABASE_NAME),
+            env("PGUSER", SUPERUSER),
+            secret_env("PGPASSWORD", instance.database_secret_name(), "password"),
+            secret_env("OWNER_PASSWORD", instance.owner_secret_name(), "password"),
+            secret_env("APP_PASSWORD", instance.runtime_secret_name(), "password"),
+            env("PGOPTIONS", pg_options(postgres)),
+            env("ROLES_SQL", ROLES_SQL),
+        ]),
+        ..container("roles", postgres.image(), resources(None, BUDGET))
+    };
+    let pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        containers: vec![setup],
+        ..pod_spec(instance, POSTGRES_UID, None)
+    };
+    Job {
+        metadata: instance.meta(job_name(instance, postgres), Component::RoleSetup),
+        spec: Some(JobSpec {
             // psql failures (a wrong password, an SQL error) are retried a few times, then
             // the Job is Failed and stays so, visible, until deleted (the next pass then
             // creates it again). Waiting for the server is not a failure: no deadline.
-            "backoffLimit": 6,
-            "template": {
-                "metadata": { "labels": instance.labels(Component::RoleSetup) },
-                "spec": {
-                    "restartPolicy": "Never",
-                    "serviceAccountName": instance.child_name(Component::App),
-                    "automountServiceAccountToken": false,
-                    "securityContext": pod_security(POSTGRES_UID, None),
-                    "containers": [{
-                        "name": "roles",
-                        "image": postgres.image(),
-                        "imagePullPolicy": "IfNotPresent",
-                        "command": ["sh", "-c", SCRIPT],
-                        "env": [
-                            { "name": "PGHOST", "value": instance.child_name(Component::Postgres) },
-                            { "name": "PGPORT", "value": POSTGRES_PORT.to_string() },
-                            { "name": "PGDATABASE", "value": DATABASE_NAME },
-                            { "name": "PGUSER", "value": SUPERUSER },
-                            secret_env("PGPASSWORD", &instance.database_secret_name(), "password"),
-                            secret_env("OWNER_PASSWORD", &instance.owner_secret_name(), "password"),
-                            secret_env("APP_PASSWORD", &instance.runtime_secret_name(), "password"),
-                            { "name": "PGOPTIONS", "value": pg_options(postgres) },
-                            { "name": "ROLES_SQL", "value": ROLES_SQL },
-                        ],
-                        "resources": resources(None, BUDGET),
-                        "securityContext": restricted_container_security(true),
-                    }],
-                },
-            },
-        },
-    });
-    typed("role-setup Job", value)
+            backoff_limit: Some(6),
+            template: pod_template(instance, Component::RoleSetup, None, pod),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +122,7 @@ mod tests {
     use super::*;
     use crate::children::testing::{assert_owned, shortener};
     use crate::crd::ShortenerSpec;
+    use serde_json::Value;
 
     fn env(job: &Job) -> std::collections::BTreeMap<String, Value> {
         let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
@@ -151,7 +139,7 @@ mod tests {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
         let pg = PostgresSpec::default();
-        let job = job(&i, &pg).unwrap();
+        let job = job(&i, &pg);
         assert_owned(&job.metadata, "postgres-roles");
         assert_eq!(job.metadata.name, Some(job_name(&i, &pg)));
         assert!(job_name(&i, &pg).starts_with("links-postgres-roles-"));
@@ -201,7 +189,7 @@ mod tests {
         pg.runtime_role.statement_timeout_seconds = 5;
         let after = job_name(&i, &pg);
         assert_ne!(before, after);
-        let job = job(&i, &pg).unwrap();
+        let job = job(&i, &pg);
         let options = env(&job)["PGOPTIONS"]["value"].clone();
         assert!(options.as_str().unwrap().contains("statement_timeout=5s"));
     }
