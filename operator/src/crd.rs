@@ -657,7 +657,8 @@ pub struct PgBouncerSpec {
     /// that replicas × `databasePoolSize` above `defaultPoolSize` would wait forever.
     #[serde(default)]
     pub pool_mode: PoolMode,
-    /// Server connections per database/user pair.
+    /// Server connections per database/user pair. The embedded PostgreSQL's
+    /// `max_connections` is raised to cover it (never below 100).
     #[serde(default = "default_pool_size")]
     #[schemars(range(min = 1, max = 1000))]
     #[schemars(transform = without_format)]

@@ -22,6 +22,12 @@ pub const BUDGET: ResourceBudget = ResourceBudget {
     memory_limit: "64Mi",
 };
 
+/// Server connections PgBouncer may open to the database in all: the pool and a few for admin
+/// sessions. The embedded PostgreSQL's `max_connections` is sized from it.
+pub fn server_connections(spec: &crate::crd::PgBouncerSpec) -> u32 {
+    spec.default_pool_size + 5
+}
+
 pub fn config_map_name(instance: &Instance<'_>) -> String {
     instance.child_name(Component::PgBouncer)
 }
@@ -57,8 +63,7 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
         pool_mode = spec.pool_mode.as_str(),
         pool_size = spec.default_pool_size,
         max_clients = spec.max_client_connections,
-        // Headroom above the pool for admin sessions, well under PostgreSQL's default 100.
-        max_db = spec.default_pool_size + 5,
+        max_db = server_connections(spec),
     );
     ConfigMap {
         metadata: instance.meta(config_map_name(instance), Component::PgBouncer),

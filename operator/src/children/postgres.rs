@@ -30,6 +30,19 @@ pub const BUDGET: ResourceBudget = ResourceBudget {
 };
 
 /// Name of the PVC the StatefulSet creates for its only replica.
+/// Connections made to PostgreSQL directly, not through PgBouncer: the app's `migrate` init
+/// containers (one per starting replica; a rollout of a scaled-out Deployment starts several),
+/// the role-setup Job, and an operator's `psql`. The superuser's own reserve (3) is on top.
+const DIRECT_CONNECTIONS: u32 = 20;
+
+/// `max_connections` of the embedded PostgreSQL: never below PostgreSQL's default (100), and
+/// always above what PgBouncer may open plus the direct connections, so a large
+/// `pgbouncer.defaultPoolSize` does not make PostgreSQL refuse the pool ("too many clients").
+pub fn max_connections(instance: &Instance<'_>) -> u32 {
+    let pooled = super::pgbouncer::server_connections(&instance.spec().pgbouncer);
+    (pooled + DIRECT_CONNECTIONS + 3).max(100)
+}
+
 pub fn claim_name(instance: &Instance<'_>) -> String {
     format!(
         "{DATA_VOLUME}-{}-0",
@@ -78,6 +91,12 @@ pub fn stateful_set(
         })
     };
     let server = Container {
+        // The image's entrypoint passes these to `postgres`.
+        args: Some(vec![
+            "postgres".into(),
+            "-c".into(),
+            format!("max_connections={}", max_connections(instance)),
+        ]),
         ports: Some(vec![container_port("postgres", POSTGRES_PORT)]),
         env: Some(vec![
             env("POSTGRES_USER", SUPERUSER),
@@ -91,6 +110,8 @@ pub fn stateful_set(
             // refuses.
             env("PGDATA", "/var/lib/postgresql/data/pgdata"),
         ]),
+        // Up to 5 minutes for a first initdb or a crash recovery before liveness applies.
+        startup_probe: probe(5, 60),
         readiness_probe: probe(10, 3),
         liveness_probe: probe(20, 6),
         volume_mounts: Some(vec![
@@ -171,6 +192,31 @@ mod tests {
     use super::*;
     use crate::children::testing::{assert_hardened, assert_owned, shortener};
     use crate::crd::ShortenerSpec;
+
+    /// PostgreSQL accepts every connection PgBouncer may open plus the direct ones, whatever
+    /// pool size the schema admits (1 to 1000); the default pool keeps PostgreSQL's default.
+    #[test]
+    fn max_connections_covers_the_pooler_and_the_direct_connections() {
+        for pool in [1, 20, 90, 1000] {
+            let mut spec = ShortenerSpec::default();
+            spec.pgbouncer.default_pool_size = pool;
+            let s = shortener(spec);
+            let i = Instance::new(&s).unwrap();
+            let max = max_connections(&i);
+            let pooled = crate::children::pgbouncer::server_connections(&i.spec().pgbouncer);
+            assert!(max >= pooled + DIRECT_CONNECTIONS + 3, "pool {pool}: {max}");
+            assert!(max >= 100, "pool {pool}: {max}");
+            let pg = PostgresSpec::default();
+            let sts = stateful_set(&i, &pg, None);
+            let args = sts.spec.unwrap().template.spec.unwrap().containers[0]
+                .args
+                .clone()
+                .unwrap();
+            assert_eq!(args, ["postgres", "-c", &format!("max_connections={max}")]);
+        }
+        let s = shortener(ShortenerSpec::default());
+        assert_eq!(max_connections(&Instance::new(&s).unwrap()), 100);
+    }
 
     #[test]
     fn stateful_set_persists_data_with_a_claim_template() {
