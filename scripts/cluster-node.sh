@@ -56,6 +56,8 @@ proxy_metrics_port=${SHORTENER_CLUSTER_PROXY_METRICS_PORT:-56449}
 # Ingresses of class nginx on the first, the shared Gateway's HTTP listener on the second.
 ingress_port=${SHORTENER_CLUSTER_INGRESS_PORT:-56480}
 gateway_port=${SHORTENER_CLUSTER_GATEWAY_PORT:-56481}
+# HTTPS for Ingresses with a `tls` section, with the certificate of their Secret.
+ingress_tls_port=${SHORTENER_CLUSTER_INGRESS_TLS_PORT:-56482}
 # The namespace the controller runs in is the one the Shortener's NetworkPolicy admits by
 # default (spec.networkPolicy.ingressControllerNamespaceSelector).
 ingress_namespace=ingress-nginx
@@ -776,6 +778,8 @@ spec:
         imagePullPolicy: Never
         args:
         - --entryPoints.web.address=:8000
+        - --entryPoints.websecure.address=:8443
+        - --entryPoints.websecure.http.tls=true
         - --entryPoints.gateway.address=:8001
         - --entryPoints.ping.address=:8080
         - --ping.entryPoint=ping
@@ -784,6 +788,7 @@ spec:
         - --log.level=INFO
         ports:
         - { name: web, containerPort: 8000, hostPort: $ingress_port, hostIP: 127.0.0.1 }
+        - { name: websecure, containerPort: 8443, hostPort: $ingress_tls_port, hostIP: 127.0.0.1 }
         - { name: gateway, containerPort: 8001, hostPort: $gateway_port, hostIP: 127.0.0.1 }
         - { name: ping, containerPort: 8080 }
         readinessProbe:

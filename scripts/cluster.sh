@@ -6,7 +6,7 @@
 #   export KUBECONFIG=$(scripts/cluster.sh up)  # build once, start, wait; prints the admin kubeconfig
 #   eval "$(scripts/cluster.sh env)"            # KUBECONFIG, PATH with kubectl and helm; with the
 #                                               # real node also SHORTENER_INGRESS_URL, SHORTENER_GATEWAY_URL,
-#                                               # SHORTENER_PROMETHEUS_URL
+#                                               # SHORTENER_INGRESS_TLS_URL, SHORTENER_PROMETHEUS_URL
 #   scripts/cluster.sh status                   # what runs (exit 1 if anything is down)
 #   scripts/cluster.sh down                     # stop everything, remove the state directory
 #   scripts/cluster.sh bin | build [--real-node] # the binaries' directory / just build them
@@ -676,6 +676,7 @@ main() {
         printf 'export CONTAINERD_ADDRESS=%q\n' "$containerd_sock"
         printf 'export SHORTENER_INGRESS_URL=http://127.0.0.1:%s\n' "$ingress_port"
         printf 'export SHORTENER_GATEWAY_URL=http://127.0.0.1:%s\n' "$gateway_port"
+        printf 'export SHORTENER_INGRESS_TLS_URL=https://127.0.0.1:%s\n' "$ingress_tls_port"
         printf 'export SHORTENER_PROMETHEUS_URL=%s\n' "$prometheus_url"
         # shellcheck disable=SC2016 # $PATH is for the caller's eval to expand
         printf 'export PATH=%q:%q:"$PATH"\n' "$bin" "$node_bin"

@@ -85,9 +85,10 @@ async fn serves(client: &Client, group_version: &str, plurals: &[&str]) -> Resul
 }
 
 /// Create generated Secrets that do not exist yet; existing ones are never touched, since
-/// their values are already baked into the database and clients. Returns the created names,
-/// and a refusal for each existing one this Shortener does not own: its credentials were
-/// chosen by someone else (the pods still read it; the status says so).
+/// their values are already baked into the database and clients (a superuser's Secret kept
+/// with the volume by an earlier Shortener of this name is one). Returns the created names,
+/// and a refusal for each other existing one this Shortener does not own: its credentials
+/// were chosen by someone else (the pods still read it; the status says so).
 pub async fn ensure_secrets(
     client: &Client,
     instance: &Instance<'_>,
@@ -99,7 +100,7 @@ pub async fn ensure_secrets(
     for secret in &desired.secrets {
         let name = secret.name_any();
         if let Some(existing) = api.get_opt(&name).await.map_err(Error::Kube)? {
-            if !instance.owns(&existing.metadata) {
+            if !instance.owns(&existing.metadata) && !instance.kept_for_it(&existing.metadata) {
                 refusals.push(Refusal {
                     reason: "ObjectNotOwned",
                     message: format!(

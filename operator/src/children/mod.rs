@@ -46,6 +46,9 @@ pub const MANAGED_BY: &str = "shortener-operator";
 /// Annotation carrying a digest of the configuration a pod template depends on, so config
 /// changes roll the pods even though ConfigMap contents are not part of the template.
 pub const CONFIG_HASH_ANNOTATION: &str = "shortener.dev/config-hash";
+/// On the superuser's Secret when the database volume outlives the Shortener: the claim it
+/// goes with (see [`Instance::kept_for_it`]).
+pub const KEPT_WITH_CLAIM_ANNOTATION: &str = "shortener.dev/kept-with-claim";
 
 /// Placeholder uid used by `render`, where the Shortener was never stored by an API server.
 pub const RENDER_UID: &str = "00000000-0000-0000-0000-000000000000";
@@ -133,6 +136,38 @@ impl<'a> Instance<'a> {
     pub fn owns(&self, meta: &ObjectMeta) -> bool {
         let owners = meta.owner_references.iter().flatten();
         owners.clone().any(|o| o.uid == self.owner.uid)
+    }
+
+    /// Whether the embedded database's volume outlives this Shortener (the default,
+    /// `storage.deleteOnRemoval: false`). The superuser's password then lives as long: the
+    /// volume's database was initialised with it, so a Shortener of the same name created
+    /// later on that volume needs it (the role-setup Job sets every other password again).
+    pub fn keeps_its_volume(&self) -> bool {
+        self.spec()
+            .database
+            .embedded()
+            .is_some_and(|postgres| !postgres.storage.delete_on_removal)
+    }
+
+    /// A Secret an earlier Shortener of this name left with the volume it kept (no owner, our
+    /// labels for this instance, the annotation naming this instance's claim): reused as it
+    /// is, not refused as someone else's.
+    pub fn kept_for_it(&self, meta: &ObjectMeta) -> bool {
+        let label = |key: &str| {
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .map(String::as_str)
+        };
+        let kept_with = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(KEPT_WITH_CLAIM_ANNOTATION));
+        meta.owner_references.as_ref().is_none_or(Vec::is_empty)
+            && label("app.kubernetes.io/name") == Some(APP_NAME)
+            && label("app.kubernetes.io/instance") == Some(self.name.as_str())
+            && label("app.kubernetes.io/managed-by") == Some(MANAGED_BY)
+            && kept_with == Some(&postgres::claim_name(self))
     }
 
     /// Name of a child of the given component: the app keeps the bare instance name.
@@ -1046,9 +1081,46 @@ mod tests {
             let component = meta.labels.as_ref().unwrap()["app.kubernetes.io/component"].clone();
             testing::assert_owned(meta, &component);
         }
+        // Every Secret but the superuser's, which stays with the volume the default keeps.
         for secret in &state.secrets {
-            testing::assert_owned(&secret.metadata, "app");
+            if secret.metadata.name.as_deref() == Some("links-db") {
+                assert!(instance.kept_for_it(&secret.metadata));
+            } else {
+                testing::assert_owned(&secret.metadata, "app");
+            }
         }
+    }
+
+    /// The superuser's Secret outlives the Shortener exactly when the volume does, and only a
+    /// Shortener of the same name, whose claim it names, takes it for its own.
+    #[test]
+    fn the_superuser_secret_is_kept_with_the_volume() {
+        let kept = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&kept).unwrap();
+        assert!(instance.keeps_its_volume());
+        let secret = secrets::database_secret(&instance, "pw");
+        assert!(secret.metadata.owner_references.is_none());
+        assert!(instance.kept_for_it(&secret.metadata));
+        assert!(!instance.owns(&secret.metadata));
+
+        let mut other = kept.clone();
+        other.metadata.name = Some("other".into());
+        assert!(!Instance::new(&other).unwrap().kept_for_it(&secret.metadata));
+        let mut owned = secret.metadata.clone();
+        owned.owner_references = Some(vec![instance.owner.clone()]);
+        assert!(!instance.kept_for_it(&owned));
+        let mut unannotated = secret.metadata.clone();
+        unannotated.annotations = None;
+        assert!(!instance.kept_for_it(&unannotated));
+
+        let mut spec = ShortenerSpec::default();
+        let mut postgres = crate::crd::PostgresSpec::default();
+        postgres.storage.delete_on_removal = true;
+        spec.database.postgres = Some(postgres);
+        let deleted = shortener(spec);
+        let instance = Instance::new(&deleted).unwrap();
+        assert!(!instance.keeps_its_volume());
+        testing::assert_owned(&secrets::database_secret(&instance, "pw").metadata, "app");
     }
 
     /// Watches and pruning see every kind the reconciler applies, so no child can be

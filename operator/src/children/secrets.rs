@@ -8,7 +8,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use super::stack::{APP_ROLE, OWNER_ROLE, PGBOUNCER_ADMIN, REDIS_AUTH_CONF_KEY, SUPERUSER};
-use super::{Component, Instance};
+use super::{Component, Instance, KEPT_WITH_CLAIM_ANNOTATION};
 
 /// Alphanumeric only, so the value can sit in a URL and a PgBouncer userlist unescaped.
 pub fn random_token(len: usize) -> String {
@@ -21,9 +21,19 @@ pub fn random_token(len: usize) -> String {
 
 /// Password of the embedded PostgreSQL's superuser, which only the role-setup Job uses.
 /// (Instances created before the roles existed also carry a `userlist.txt` here, unused now.)
+/// When the volume outlives the Shortener, so does this Secret: no owner, annotated with the
+/// claim ([`Instance::kept_for_it`]).
 pub fn database_secret(instance: &Instance<'_>, password: &str) -> Secret {
+    let mut metadata = instance.meta(instance.database_secret_name(), Component::App);
+    if instance.keeps_its_volume() {
+        metadata.owner_references = None;
+        metadata.annotations = Some(BTreeMap::from([(
+            KEPT_WITH_CLAIM_ANNOTATION.to_string(),
+            super::postgres::claim_name(instance),
+        )]));
+    }
     Secret {
-        metadata: instance.meta(instance.database_secret_name(), Component::App),
+        metadata,
         type_: Some("Opaque".into()),
         string_data: Some(BTreeMap::from([
             ("password".to_string(), password.to_string()),
@@ -122,7 +132,8 @@ mod tests {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
         let secret = database_secret(&i, "s3cret");
-        assert_owned(&secret.metadata, "app");
+        // Kept with the volume by default (children::tests covers both cases).
+        assert!(i.kept_for_it(&secret.metadata));
         assert_eq!(secret.metadata.name.as_deref(), Some("links-db"));
         let data = secret.string_data.unwrap();
         assert_eq!(data["password"], "s3cret");

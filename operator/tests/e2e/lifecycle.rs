@@ -1,6 +1,6 @@
 //! Pause and resume; deleting the Shortener.
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
 use kube::Api;
 use serde_json::json;
 
@@ -132,12 +132,15 @@ pub async fn deleting_the_shortener_collects_children_and_keeps_the_volume(ctx: 
         "--wait=true",
         "--timeout=60s",
     ])?;
+    let kept_secret = client_secret(client, ns, "links-db").await?;
     let selector = managed_by_operator("links");
     let selector = selector.as_str();
+    // Every child but the superuser's Secret, which stays with the volume.
     eventually("every child garbage-collected", TIMEOUT, || async move {
-        let left = objects_labelled(client, ns, selector)
+        let mut left = objects_labelled(client, ns, selector)
             .await
             .map_err(|e| e.to_string())?;
+        left.remove("Secret/links-db");
         let pods = kubectl(&[
             "-n",
             ns,
@@ -178,6 +181,33 @@ pub async fn deleting_the_shortener_collects_children_and_keeps_the_volume(ctx: 
     ensure!(
         volume.status.and_then(|s| s.phase).as_deref() == Some("Bound"),
         "the volume should stay Bound to the retained claim"
+    );
+    let secret = client_secret(client, ns, "links-db").await?;
+    ensure!(
+        secret.metadata.uid == kept_secret.metadata.uid
+            && secret
+                .metadata
+                .owner_references
+                .unwrap_or_default()
+                .is_empty(),
+        "the superuser's Secret should stay, unowned, with the volume"
+    );
+
+    // A Shortener of the same name made again on the kept volume takes that Secret as it is
+    // (the database there was initialised with its password): Ready, nothing refused.
+    apply(&format!(
+        "apiVersion: shortener.dev/v1alpha1\nkind: Shortener\nmetadata: {{name: links, namespace: {ns}}}\nspec: {{}}\n"
+    ))?;
+    let shortener = wait_ready(client, ns, "links").await?;
+    let again = client_secret(client, ns, "links-db").await?;
+    ensure!(
+        again.metadata.uid == kept_secret.metadata.uid && again.data == kept_secret.data,
+        "the Shortener made again should reuse the kept superuser Secret unchanged"
+    );
+    let conditions = at(&shortener.data, "/status/conditions").to_string();
+    ensure!(
+        !conditions.contains("ObjectNotOwned"),
+        "the kept Secret was refused: {conditions}"
     );
 
     // With `deleteOnRemoval: true` the StatefulSet owns its claim (`whenDeleted: Delete`),
@@ -220,5 +250,17 @@ pub async fn deleting_the_shortener_collects_children_and_keeps_the_volume(ctx: 
         claims.get_opt("data-links-postgres-0").await?.is_some(),
         "deleting one Shortener removed another's retained claim"
     );
+    // Its superuser's Secret went with it: nothing outlives a volume deleted on removal.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    ensure!(
+        secrets.get_opt("scratch-db").await?.is_none(),
+        "scratch-db outlived a Shortener whose volume was deleted with it"
+    );
     Ok(())
+}
+
+async fn client_secret(client: &kube::Client, ns: &str, name: &str) -> Result<Secret> {
+    Ok(Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await?)
 }

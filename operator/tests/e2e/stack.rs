@@ -113,8 +113,8 @@ pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> Result<Dynamic
     wait_condition(client, ns, name, "Ready", "True").await
 }
 
-/// Every expected child exists, controller-owned by the Shortener, and nothing else carries
-/// the operator's labels for this instance.
+/// Every expected child exists, controller-owned by the Shortener (but the superuser's Secret
+/// kept with the volume), and nothing else carries the operator's labels for this instance.
 pub async fn assert_children(
     client: &Client,
     ns: &str,
@@ -145,6 +145,19 @@ pub async fn assert_children(
             .await?
             .ok_or_else(|| format!("{child} vanished"))?;
         let refs = object.metadata.owner_references.clone().unwrap_or_default();
+        // The superuser's Secret stays with a kept volume: unowned, annotated with its claim.
+        let kept_with = object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("shortener.dev/kept-with-claim"));
+        if *child == format!("Secret/{name}-db") && kept_with.is_some() {
+            ensure!(
+                refs.is_empty() && kept_with == Some(&format!("data-{name}-postgres-0")),
+                "{child} is kept with {kept_with:?} but has owners {refs:?}"
+            );
+            continue;
+        }
         ensure!(
             refs.iter().any(|r| r.kind == "Shortener"
                 && r.api_version == "shortener.dev/v1alpha1"

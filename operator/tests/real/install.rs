@@ -191,8 +191,31 @@ pub async fn serves(
 }
 
 /// Deleting the Shortener collects every child through its owner reference and keeps the
-/// database's volume.
+/// database's volume and, with it, the superuser's Secret (the password that volume's database
+/// was initialised with). `minimal.yaml` applied again then starts on that volume: Ready, and
+/// a link made before the deletion still redirects, its earlier clicks still counted.
 pub async fn deleting_the_shortener_keeps_the_volume(real: &'static Real) -> Result {
+    let key = admin_key(&real.client, "default", "links").await?;
+    let before = Service::new(&real.ingress_url, None, &key)?;
+    let user = before.create_user("kept-volume").await?;
+    let link = before
+        .create_link(user, "https://example.com/kept-volume")
+        .await?;
+    let (status, _) = before.follow(&link.code).await?;
+    ensure!(
+        status == StatusCode::FOUND,
+        "/{} answered {status}",
+        link.code
+    );
+    let counted = eventually("the redirect counted", Duration::from_secs(60), || async {
+        match before.redirect_count(&link).await {
+            Ok(n) if n >= 1 => Ok(n),
+            Ok(n) => Err(format!("{n} counted")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(real.client.clone(), "default");
     let instance = ListParams::default().labels("app.kubernetes.io/instance=links");
     let kept: Vec<String> = claims
@@ -212,14 +235,14 @@ pub async fn deleting_the_shortener_keeps_the_volume(real: &'static Real) -> Res
         "--wait=true",
         "--timeout=120s",
     ])?;
-    eventually("every child of default/links gone", Duration::from_secs(180), || async {
+    eventually("every child of default/links gone but the superuser's Secret", Duration::from_secs(180), || async {
         let left = kubectl(&[
             "-n", "default", "get",
             "deployments,statefulsets,services,ingresses,jobs,pods,configmaps,secrets,networkpolicies",
             "-l", "app.kubernetes.io/instance=links", "-o", "name",
         ])
         .map_err(|e| e.to_string())?;
-        if left.trim().is_empty() {
+        if left.trim() == "secret/links-db" {
             Ok(())
         } else {
             Err(format!("left: {}", left.trim().replace('\n', ", ")))
@@ -234,16 +257,131 @@ pub async fn deleting_the_shortener_keeps_the_volume(real: &'static Real) -> Res
         .map(|c| c.name_any())
         .collect();
     ensure!(now == kept, "claims were {kept:?}, now {now:?}");
+
+    let manifest = real.root.join("manifests/examples/minimal.yaml");
+    kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
+    wait_shortener_ready(&real.client, "default", "links", FIRST_START).await?;
+    let key = admin_key(&real.client, "default", "links").await?;
+    let after = Service::new(&real.ingress_url, None, &key)?;
+    after.wait_serving().await?;
+    let (status, location) = after.follow(&link.code).await?;
+    ensure!(
+        status == StatusCode::FOUND && location.as_deref() == Some(link.target.as_str()),
+        "/{} answered {status} {location:?} on the kept volume",
+        link.code
+    );
+    eventually(
+        "the earlier clicks and the new one counted",
+        Duration::from_secs(60),
+        || async {
+            match after.redirect_count(&link).await {
+                Ok(n) if n == counted + 1 => Ok(()),
+                Ok(n) => Err(format!("{n} counted, want {}", counted + 1)),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await?;
+    println!(
+        "    made again on the kept volume: /{} still redirects, {} clicks counted",
+        link.code,
+        counted + 1
+    );
+    remove_links_and_its_volume()
+}
+
+/// The default namespace's Shortener `links`, then what it leaves: its claim and the
+/// superuser's Secret kept with it.
+pub fn remove_links_and_its_volume() -> Result {
     kubectl(&[
         "-n",
         "default",
         "delete",
-        "pvc",
+        "shortener",
+        "links",
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "pvc,secret",
         "-l",
         "app.kubernetes.io/instance=links",
         "--wait=false",
     ])?;
     Ok(())
+}
+
+/// A certificate for `host` in `dir` (`tls.key`, `tls.crt`), as a platform's issuer makes one:
+/// signed by a CA of its own (`ca.crt`, returned), for that name only, not a CA itself.
+fn self_signed_certificate(dir: &std::path::Path, host: &str) -> Result<std::path::PathBuf> {
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    must(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=shortener test CA",
+            "-keyout",
+            &path("ca.key"),
+            "-out",
+            &path("ca.crt"),
+        ],
+        None,
+    )?;
+    must(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={host}"),
+            "-keyout",
+            &path("tls.key"),
+            "-out",
+            &path("tls.csr"),
+        ],
+        None,
+    )?;
+    std::fs::write(
+        dir.join("tls.ext"),
+        format!(
+            "subjectAltName=DNS:{host}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        ),
+    )?;
+    must(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &path("tls.csr"),
+            "-CA",
+            &path("ca.crt"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &path("tls.ext"),
+            "-out",
+            &path("tls.crt"),
+        ],
+        None,
+    )?;
+    Ok(dir.join("ca.crt"))
 }
 
 /// `manifests/examples/full.yaml` in its namespace: every field set, its own host, TLS from
@@ -269,27 +407,7 @@ async fn full_example(real: &'static Real) -> Result {
     let dir = std::env::temp_dir().join("shortener-real-tls");
     std::fs::create_dir_all(&dir)?;
     let (key_file, cert_file) = (dir.join("tls.key"), dir.join("tls.crt"));
-    must(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sho.rt",
-            "-addext",
-            "subjectAltName=DNS:sho.rt",
-            "-keyout",
-            &key_file.to_string_lossy(),
-            "-out",
-            &cert_file.to_string_lossy(),
-        ],
-        None,
-    )?;
+    let ca_file = self_signed_certificate(&dir, "sho.rt")?;
     kubectl(&[
         "-n",
         "shortener",
@@ -334,17 +452,18 @@ async fn full_example(real: &'static Real) -> Result {
     )
     .await?;
 
+    // HTTPS through the Ingress with the example's certificate, checked for its host.
+    let tls_url = real
+        .ingress_tls_url
+        .as_deref()
+        .ok_or("SHORTENER_INGRESS_TLS_URL is not set: eval \"$(scripts/cluster.sh env)\"")?;
+    let address: std::net::SocketAddr = tls_url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| format!("SHORTENER_INGRESS_TLS_URL={tls_url}: {e}"))?;
     let key = admin_key(&real.client, "shortener", "links").await?;
-    let ip = kubectl(&[
-        "-n",
-        "shortener",
-        "get",
-        "service",
-        "links",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ])?;
-    let api = Service::per_connection(&format!("http://{}:80", ip.trim()), &key)?;
-    serves(real, &api, false, "shortener", "links", 3).await?;
+    let api = Service::over_tls("sho.rt", address, &std::fs::read(&ca_file)?, &key)?;
+    serves(real, &api, true, "shortener", "links", 3).await?;
     Ok(())
 }

@@ -87,6 +87,8 @@ pub struct Real {
     pub ingress_url: String,
     /// Its entry point for the shared Gateway's HTTP listener.
     pub gateway_url: Option<String>,
+    /// Its HTTPS entry point, for Ingresses with a `tls` section.
+    pub ingress_tls_url: Option<String>,
     /// The node's Prometheus (scripts/cluster-monitoring.sh).
     pub prometheus_url: Option<String>,
 }
@@ -115,29 +117,28 @@ impl Real {
             ingress_url,
             gateway_url: std::env::var("SHORTENER_GATEWAY_URL").ok(),
             prometheus_url: std::env::var("SHORTENER_PROMETHEUS_URL").ok(),
+            ingress_tls_url: std::env::var("SHORTENER_INGRESS_TLS_URL").ok(),
         })
     }
 
     /// Leaves the cluster as found: what the tests created, then the chart.
     async fn tear_down(&self) {
-        for (ns, what) in [
-            ("default", "shortener/links"),
-            ("shortener", "shortener/links"),
-        ] {
-            report(run(
-                "kubectl",
-                &[
-                    "-n",
-                    ns,
-                    "delete",
-                    what,
-                    "--ignore-not-found",
-                    "--wait=true",
-                    "--timeout=120s",
-                ],
-                None,
-            ));
+        if let Err(error) = install::remove_links_and_its_volume() {
+            eprintln!("real: cleanup: {error}");
         }
+        report(run(
+            "kubectl",
+            &[
+                "-n",
+                "shortener",
+                "delete",
+                "shortener/links",
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=120s",
+            ],
+            None,
+        ));
         report(run(
             "kubectl",
             &[

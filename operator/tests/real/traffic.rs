@@ -36,18 +36,46 @@ impl Api {
         Self::with_pool(base, host, key, 16)
     }
 
-    /// Through a Service's cluster IP: kube-proxy picks a pod per connection, so every
-    /// request gets a connection of its own (a kept-alive one would always reach one pod).
-    pub fn per_connection(base: &str, key: &str) -> Result<Self> {
-        Self::with_pool(base, None, key, 0)
+    fn with_pool(base: &str, host: Option<&str>, key: &str, idle: usize) -> Result<Self> {
+        Self::with_client(
+            base,
+            host,
+            key,
+            Self::builder().pool_max_idle_per_host(idle),
+        )
     }
 
-    fn with_pool(base: &str, host: Option<&str>, key: &str, idle: usize) -> Result<Self> {
-        let http = reqwest::Client::builder()
+    /// HTTPS to `https://HOST:PORT` as a browser reaches it: the name resolved to `address`
+    /// (the entry point on loopback), the server's certificate checked against `root_pem`
+    /// (the only root trusted) for that name.
+    pub fn over_tls(
+        host: &str,
+        address: std::net::SocketAddr,
+        root_pem: &[u8],
+        key: &str,
+    ) -> Result<Self> {
+        let builder = Self::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(root_pem)?)
+            .resolve(host, address)
+            .https_only(true);
+        let base = format!("https://{host}:{}", address.port());
+        Self::with_client(&base, None, key, builder)
+    }
+
+    fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(idle)
-            .build()?;
+    }
+
+    fn with_client(
+        base: &str,
+        host: Option<&str>,
+        key: &str,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<Self> {
+        let http = builder.build()?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
