@@ -99,9 +99,9 @@ monitoring_objects() {
   load_node_image kube-state-metrics "$monitoring_bin/kube-state-metrics" "$kube_state_metrics_image"
   # Server-side: the Prometheus CRD is larger than client-side apply's annotation allows.
   kc apply --server-side --force-conflicts -f "$monitoring_cache/crds" >/dev/null
-  for b in prometheuses servicemonitors prometheusrules; do
-    kc wait --for=condition=Established --timeout=60s "crd/$b.monitoring.coreos.com" >/dev/null
-  done
+  # Polled, not `kubectl wait`: right after the apply a CRD may have no conditions yet, and
+  # `kubectl wait` then fails at once instead of waiting (seen).
+  wait_for kube-apiserver 60 "the monitoring CRDs Established" monitoring_crds_established
   kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Namespace
@@ -357,6 +357,14 @@ spec:
     # Its series describe objects of other namespaces: keep their namespace label.
     honorLabels: true
 EOF
+}
+
+monitoring_crds_established() {
+  local b
+  for b in prometheuses servicemonitors prometheusrules; do
+    [ "$(kc get "crd/$b.monitoring.coreos.com" \
+      -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ] || return 1
+  done
 }
 
 monitoring_ready() {

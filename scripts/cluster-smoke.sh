@@ -158,7 +158,13 @@ spec:
             - rule: self.min <= self.max
               message: min must not exceed max
 EOF
-  kubectl wait --for=condition=Established "crd/$crd" --timeout=60s >/dev/null
+  # Polled: right after the create a CRD may have no conditions yet, which `kubectl wait`
+  # takes for an error.
+  local deadline=$((SECONDS + 60))
+  until [ "$(kubectl get "crd/$crd" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { note "crd/$crd not Established after 60 s"; return 1; }
+    sleep 0.5
+  done
   widget() { printf 'apiVersion: smoke.shortener.test/v1\nkind: Widget\nmetadata: {name: %s}\nspec: {min: %s, max: %s}\n' "$@"; }
   widget good 1 3 | kubectl -n "$ns" create -f - >/dev/null
   local out

@@ -27,9 +27,15 @@ case ${1:-} in
   install)
     dir=$(crd_dir)
     kubectl apply --server-side --force-conflicts -f "$dir" >&2
+    # Polled, not `kubectl wait`: right after the apply a CRD may have no conditions yet,
+    # and `kubectl wait` then fails at once instead of waiting (seen).
     for crd in gatewayclasses gateways httproutes referencegrants; do
-      kubectl wait --for condition=Established --timeout=60s \
-        "crd/$crd.gateway.networking.k8s.io" >&2
+      deadline=$((SECONDS + 60))
+      until [ "$(kubectl get "crd/$crd.gateway.networking.k8s.io" \
+        -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "crd/$crd.gateway.networking.k8s.io not Established after 60 s"
+        sleep 0.5
+      done
     done
     ;;
   *) die "usage: scripts/gateway-api.sh dir|install" ;;
