@@ -26,11 +26,6 @@ pub enum Error {
     #[error("could not build {0}: {1}")]
     Build(&'static str, #[source] serde_json::Error),
 
-    /// A child written with a field its Kubernetes type does not have (a misspelling,
-    /// which the API server would otherwise drop without a word).
-    #[error("could not build {0}: no such field {1:?}")]
-    UnknownFields(&'static str, Vec<String>),
-
     #[error("invalid Shortener spec: {0}")]
     InvalidSpec(String),
 
@@ -53,7 +48,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::Apply { .. } => "apply",
             Self::Prune { .. } => "prune",
-            Self::Build(..) | Self::UnknownFields(..) => "build",
+            Self::Build(..) => "build",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Yaml(_) => "yaml",
             Self::Read { .. } => "read",

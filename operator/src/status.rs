@@ -916,8 +916,7 @@ mod tests {
         let route = crate::children::exposure::http_route(
             &instance,
             instance.exposure().http_route().unwrap(),
-        )
-        .unwrap();
+        );
         let mut stored = route.clone();
         stored.metadata.generation = Some(2);
         let applied = [Child::HTTPRoute(stored.clone())];

@@ -5,17 +5,17 @@
 
 use std::collections::BTreeMap;
 
+use super::{Component, Instance, service_port};
+use crate::crd::{HttpRouteSpec, IngressSpec};
+use crate::gateway_api::{
+    GATEWAY_GROUP, HTTPBackendRef, HTTPPathMatch, HTTPRoute, HTTPRouteMatch, HTTPRouteRule,
+    HTTPRouteSpec, ParentReference,
+};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::networking::v1::{
     self as networking, HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend,
     IngressRule, IngressServiceBackend, IngressTLS, ServiceBackendPort,
 };
-use serde_json::{Value, json};
-
-use super::{Component, Instance, service_port, typed};
-use crate::crd::{HttpRouteSpec, IngressSpec};
-use crate::error::Result;
-use crate::gateway_api::{GATEWAY_GROUP, HTTPRoute};
 
 /// Annotations of `spec.ingress.annotations` that inject raw configuration into the ingress
 /// controller (ingress-nginx `configuration-snippet`, `server-snippet`, `auth-snippet`,
@@ -134,55 +134,54 @@ const APP_SERVICE_PORT: i32 = 80;
 /// element by element, so `/metrics/` or `/metrics?x` are no way around it: the first goes
 /// to the app, which serves no such path, the second is `/metrics` (queries are not part of
 /// a path match).
-pub fn http_route(instance: &Instance<'_>, spec: &HttpRouteSpec) -> Result<HTTPRoute> {
+pub fn http_route(instance: &Instance<'_>, spec: &HttpRouteSpec) -> HTTPRoute {
     let mut metadata = instance.meta(instance.child_name(Component::App), Component::App);
     if !spec.annotations.is_empty() {
         metadata.annotations = Some(spec.annotations.clone());
     }
-    let parent_refs: Vec<Value> = spec
+    let parent_refs = spec
         .parent_refs
         .iter()
-        .map(|parent| {
-            let mut reference = json!({
-                "group": GATEWAY_GROUP,
-                "kind": "Gateway",
-                "namespace": parent.namespace.as_deref().unwrap_or(&instance.namespace),
-                "name": parent.name,
-            });
-            if let Some(section) = &parent.section_name {
-                reference["sectionName"] = json!(section);
-            }
-            if let Some(port) = parent.port {
-                reference["port"] = json!(port);
-            }
-            reference
+        .map(|parent| ParentReference {
+            group: Some(GATEWAY_GROUP.into()),
+            kind: Some("Gateway".into()),
+            namespace: Some(
+                parent
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| instance.namespace.clone()),
+            ),
+            name: parent.name.clone(),
+            section_name: parent.section_name.clone(),
+            port: parent.port,
         })
         .collect();
-    let private: Vec<Value> = PRIVATE_PATHS
-        .iter()
-        .map(|path| json!({ "path": { "type": "Exact", "value": path } }))
-        .collect();
-    let mut route_spec = json!({
-        "parentRefs": parent_refs,
-        "rules": [
-            { "matches": private },
-            {
-                "matches": [{ "path": { "type": "PathPrefix", "value": "/" } }],
-                "backendRefs": [{
-                    "name": instance.child_name(Component::App),
-                    "port": APP_SERVICE_PORT,
-                }],
-            },
-        ],
-    });
-    if !spec.hostnames.is_empty() {
-        route_spec["hostnames"] = json!(spec.hostnames);
+    let path = |type_: &str, value: &str| HTTPRouteMatch {
+        path: Some(HTTPPathMatch {
+            type_: Some(type_.into()),
+            value: Some(value.into()),
+        }),
+    };
+    let private = HTTPRouteRule {
+        matches: PRIVATE_PATHS.iter().map(|p| path("Exact", p)).collect(),
+        backend_refs: Vec::new(),
+    };
+    let app = HTTPRouteRule {
+        matches: vec![path("PathPrefix", "/")],
+        backend_refs: vec![HTTPBackendRef {
+            name: instance.child_name(Component::App),
+            port: Some(APP_SERVICE_PORT),
+        }],
+    };
+    HTTPRoute {
+        metadata,
+        spec: HTTPRouteSpec {
+            parent_refs,
+            hostnames: spec.hostnames.clone(),
+            rules: vec![private, app],
+        },
+        status: None,
     }
-    // apiVersion and kind come from the type (its serialisation writes them).
-    typed(
-        "app HTTPRoute",
-        json!({ "metadata": metadata, "spec": route_spec }),
-    )
 }
 
 #[cfg(test)]
@@ -190,6 +189,7 @@ mod tests {
     use super::*;
     use crate::children::testing::{assert_owned, shortener};
     use crate::crd::{GatewayParentRef, PublicScheme, ShortenerSpec};
+    use serde_json::json;
 
     fn ingress_of(s: &crate::crd::Shortener) -> Ingress {
         let i = Instance::new(s).unwrap();
@@ -309,7 +309,7 @@ mod tests {
         };
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
-        let route = http_route(&i, i.exposure().http_route().unwrap()).unwrap();
+        let route = http_route(&i, i.exposure().http_route().unwrap());
         assert_owned(&route.metadata, "app");
         assert_eq!(route.metadata.name.as_deref(), Some("links"));
         assert_eq!(
@@ -339,8 +339,7 @@ mod tests {
             ..ShortenerSpec::default()
         });
         let i = Instance::new(&s).unwrap();
-        let v = serde_json::to_value(http_route(&i, i.exposure().http_route().unwrap()).unwrap())
-            .unwrap();
+        let v = serde_json::to_value(http_route(&i, i.exposure().http_route().unwrap())).unwrap();
         assert!(v["spec"].get("hostnames").is_none(), "{v}");
         assert_eq!(i.public_base_url(), None);
         assert_eq!(i.public_url(), "http://links.web.svc.cluster.local");
@@ -355,8 +354,7 @@ mod tests {
             ..ShortenerSpec::default()
         });
         let i = Instance::new(&s).unwrap();
-        let v = serde_json::to_value(http_route(&i, i.exposure().http_route().unwrap()).unwrap())
-            .unwrap();
+        let v = serde_json::to_value(http_route(&i, i.exposure().http_route().unwrap())).unwrap();
         assert_eq!(
             v["spec"]["rules"],
             json!([

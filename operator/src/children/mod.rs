@@ -550,7 +550,7 @@ pub fn desired_state(
         }
         // Without the Gateway API there is nothing to write it to: the status says so.
         Exposure::HttpRoute(route) if observed.apis.gateway => {
-            children.push(exposure::http_route(instance, route)?.into())
+            children.push(exposure::http_route(instance, route).into())
         }
         Exposure::HttpRoute(_) | Exposure::None => {}
     }
@@ -834,23 +834,6 @@ pub(crate) fn component_deployment(
             ..Default::default()
         }),
         ..Default::default()
-    }
-}
-
-/// A child written as JSON, as its type. A field the type does not have is an error, not
-/// dropped: every child is built in the unit tests, so a misspelt one fails them. Only the
-/// HTTPRoute is written so; the kinds k8s-openapi has types for are built as those types.
-pub(crate) fn typed<K: serde::de::DeserializeOwned>(what: &'static str, value: Value) -> Result<K> {
-    let mut unknown = Vec::new();
-    let typed = serde_ignored::deserialize(value, |path| {
-        // `?` marks an optional step of the path; the field names are what helps.
-        unknown.push(path.to_string().replace(".?", ""))
-    })
-    .map_err(|e| Error::Build(what, e))?;
-    if unknown.is_empty() {
-        Ok(typed)
-    } else {
-        Err(Error::UnknownFields(what, unknown))
     }
 }
 
@@ -1204,22 +1187,6 @@ mod tests {
         }
         assert_eq!((millicpu, mebibytes), (300, 544), "update docs/operator.md");
         assert!(millicpu <= 1000 && mebibytes <= 1024);
-    }
-
-    #[test]
-    fn a_misspelt_field_of_a_child_is_an_error_not_dropped() {
-        use k8s_openapi::api::core::v1::ConfigMap;
-        let misspelt = serde_json::json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": { "name": "x", "lables": { "a": "b" } },
-            "dta": { "a": "b" },
-        });
-        let error = typed::<ConfigMap>("ConfigMap", misspelt).unwrap_err();
-        let message = error.to_string();
-        assert!(
-            message.contains("metadata.lables") && message.contains("dta"),
-            "{message}"
-        );
     }
 
     #[test]
