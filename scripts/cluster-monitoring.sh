@@ -191,13 +191,7 @@ spec:
         readinessProbe:
           httpGet: { path: /healthz, port: http }
           periodSeconds: 2
-        resources:
-          requests: { cpu: 10m, memory: 16Mi }
-          limits: { memory: 256Mi }
-        securityContext:
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities: { drop: [ALL] }
+$(hardened_container 10m 16Mi 256Mi)
 ---
 apiVersion: v1
 kind: ServiceAccount
@@ -324,13 +318,7 @@ spec:
         readinessProbe:
           httpGet: { path: /, port: telemetry }
           periodSeconds: 2
-        resources:
-          requests: { cpu: 10m, memory: 16Mi }
-          limits: { memory: 256Mi }
-        securityContext:
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities: { drop: [ALL] }
+$(hardened_container 10m 16Mi 256Mi)
 ---
 apiVersion: v1
 kind: Service

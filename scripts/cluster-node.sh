@@ -519,6 +519,20 @@ EOF
 # (policies name the pod's port) without root: the pod lowers its own network namespace's
 # unprivileged port floor (a safe sysctl). Behind the `kube-dns` Service at the kubelet's
 # clusterDNS address.
+# The resources and hardened securityContext of an add-on's container, indented as in
+# the Deployments below: requests of CPU $1 and memory $2, memory limit $3.
+hardened_container() {
+  cat <<EOF
+        resources:
+          requests: { cpu: $1, memory: $2 }
+          limits: { memory: $3 }
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: { drop: [ALL] }
+EOF
+}
+
 dns_objects() {
   load_node_image coredns "$node_bin/coredns" "$coredns_image"
   kc apply -f - >/dev/null <<EOF
@@ -580,13 +594,7 @@ spec:
         readinessProbe:
           httpGet: { path: /ready, port: 8181 }
           periodSeconds: 2
-        resources:
-          requests: { cpu: 20m, memory: 32Mi }
-          limits: { memory: 128Mi }
-        securityContext:
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities: { drop: [ALL] }
+$(hardened_container 20m 32Mi 128Mi)
         volumeMounts:
         - { name: config, mountPath: /etc/coredns }
       volumes:
@@ -794,13 +802,7 @@ spec:
         readinessProbe:
           httpGet: { path: /ping, port: ping }
           periodSeconds: 2
-        resources:
-          requests: { cpu: 50m, memory: 64Mi }
-          limits: { memory: 256Mi }
-        securityContext:
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities: { drop: [ALL] }
+$(hardened_container 50m 64Mi 256Mi)
 EOF
 }
 

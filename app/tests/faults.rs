@@ -21,7 +21,7 @@ use common::ADMIN_KEY;
 use common::private_pg::{PrivatePgBouncer, PrivatePostgres};
 use common::server::{Server, call, client};
 use reqwest::{Client, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use shortener::clicks::ClickRecorder;
 use shortener::config::ServeConfig;
 use shortener::domain::{ShortCode, TargetUrl};
@@ -90,20 +90,9 @@ fn stats_probe(
 
 /// A new link, and one redirect of it (which caches it and counts once).
 async fn cached_link(http: &Client, server: &Server) -> (i64, String) {
-    let (status, url) = call(
-        http,
-        reqwest::Method::POST,
-        format!("{}/urls", server.base),
-        Some(json!({"original_url": "https://example.com/fault"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{url}");
+    let url = server.shorten(http, "https://example.com/fault").await;
     let code = url["short_code"].as_str().unwrap().to_owned();
-    let res = http
-        .get(format!("{}/{code}", server.base))
-        .send()
-        .await
-        .unwrap();
+    let res = server.get(http, &format!("/{code}")).await;
     assert_eq!(res.status(), StatusCode::FOUND);
     (url["id"].as_i64().unwrap(), code)
 }
@@ -248,14 +237,7 @@ async fn behind_pgbouncer_every_answered_redirect_is_recorded_once_through_resta
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{}/urls", server.base),
-        Some(json!({"original_url": "https://example.com/after"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.shorten(&http, "https://example.com/after").await;
     assert!(
         !server.logs().contains("clicks could not be written"),
         "no batch dropped: {}",
@@ -283,11 +265,7 @@ async fn clicks_answered_during_an_outage_survive_a_sigkill() {
     tokio::task::block_in_place(|| pg.stop_fast());
     let mut answered = 1; // the first, before the outage
     for _ in 0..300 {
-        let res = http
-            .get(format!("{}/{code}", server.base))
-            .send()
-            .await
-            .unwrap();
+        let res = server.get(&http, &format!("/{code}")).await;
         assert_eq!(res.status(), StatusCode::FOUND, "{}", server.logs());
         answered += 1;
     }

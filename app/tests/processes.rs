@@ -24,17 +24,10 @@ async fn two_processes_on_one_postgres_agree() {
     a.wait_ready(&http, "/health").await;
     b.wait_ready(&http, "/health").await;
 
-    let (status, url) = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{}/urls", a.base),
-        Some(json!({"original_url": "https://example.com/shared"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let url = a.shorten(&http, "https://example.com/shared").await;
     let code = url["short_code"].as_str().unwrap();
 
-    let res = http.get(format!("{}/{code}", b.base)).send().await.unwrap();
+    let res = b.get(&http, &format!("/{code}")).await;
     assert_eq!(res.status(), StatusCode::FOUND);
     let (_, events) = call(
         &http,
@@ -58,7 +51,7 @@ async fn two_processes_on_one_postgres_agree() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let res = http.get(format!("{}/{code}", a.base)).send().await.unwrap();
+    let res = a.get(&http, &format!("/{code}")).await;
     assert_eq!(res.headers()["location"], "https://example.com/moved");
     call(
         &http,
@@ -68,11 +61,7 @@ async fn two_processes_on_one_postgres_agree() {
     )
     .await;
     assert_eq!(
-        http.get(format!("{}/{code}", b.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        b.get(&http, &format!("/{code}")).await.status(),
         StatusCode::NOT_FOUND
     );
 
@@ -275,13 +264,7 @@ async fn sigkill_under_load_loses_no_answered_click() {
     let mut server = Server::start(&db.url, &[]);
     let http = client();
     server.wait_ready(&http, "/health").await;
-    let (_, url) = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{}/urls", server.base),
-        Some(json!({"original_url": "https://example.com/kill"})),
-    )
-    .await;
+    let url = server.shorten(&http, "https://example.com/kill").await;
     let target = format!("{}/{}", server.base, url["short_code"].as_str().unwrap());
 
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -411,14 +394,7 @@ async fn migrate_command_applies_once_and_serve_without_migrating_requires_it() 
     let mut server = Server::start(&db.url, &[("MIGRATE_ON_START", "false")]);
     let http = client();
     server.wait_ready(&http, "/health").await;
-    let (status, _) = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{}/urls", server.base),
-        Some(json!({"original_url": "https://example.com/migrated"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
+    server.shorten(&http, "https://example.com/migrated").await;
     assert!(server.terminate().success());
 }
 
@@ -531,11 +507,7 @@ async fn sigterm_drains_not_ready_but_serving_before_it_stops() {
     // Not ready as soon as the signal is handled (polled for at most the drain).
     let mut not_ready = false;
     while sent.elapsed() < Duration::from_secs(10) {
-        let res = http
-            .get(format!("{}/readyz", server.base))
-            .send()
-            .await
-            .unwrap();
+        let res = server.get(&http, "/readyz").await;
         if res.status() == StatusCode::SERVICE_UNAVAILABLE {
             not_ready = true;
             break;
@@ -544,11 +516,7 @@ async fn sigterm_drains_not_ready_but_serving_before_it_stops() {
     }
     assert!(not_ready, "/readyz still 200 after SIGTERM");
     // Still serving redirects while draining.
-    let res = http
-        .get(format!("{}/{code}", server.base))
-        .send()
-        .await
-        .unwrap();
+    let res = server.get(&http, &format!("/{code}")).await;
     assert_eq!(res.status(), StatusCode::FOUND);
     // Then it stops on its own.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -184,11 +184,7 @@ async fn traced_traffic(
     assert_eq!(res.status(), StatusCode::CREATED);
     let url: Value = res.json().await.unwrap();
     let code = url["short_code"].as_str().unwrap();
-    let res = http
-        .get(format!("{}/{code}", server.base))
-        .send()
-        .await
-        .unwrap();
+    let res = server.get(&http, &format!("/{code}")).await;
     assert_eq!(res.status(), StatusCode::FOUND);
     assert_eq!(res.headers()["x-cache"], "MISS");
 

@@ -129,6 +129,27 @@ impl Server {
         }
     }
 
+    /// `POST /urls` with the admin key for `target`: asserts 201, returns the link.
+    pub async fn shorten(&self, http: &Client, target: &str) -> serde_json::Value {
+        let (status, url) = call(
+            http,
+            reqwest::Method::POST,
+            format!("{}/urls", self.base),
+            Some(serde_json::json!({ "original_url": target })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{url}");
+        url
+    }
+
+    /// `GET path` without a key, as a browser follows a link.
+    pub async fn get(&self, http: &Client, path: &str) -> reqwest::Response {
+        http.get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// What the process wrote to stderr (its log).
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
