@@ -699,14 +699,17 @@ impl PoolMode {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new(redis_memory_rule()).message(kube::core::Message::Message(redis_memory_message())))]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
     #[serde(default = "default_redis_image")]
     pub image: String,
-    /// Redis `maxmemory`; keep it below the memory limit so eviction happens before the OOM killer.
+    /// Redis `maxmemory` (`b`, `kb`, `mb`, `gb`: powers of 1024). Keep it at most 80% of the
+    /// Redis container's memory limit, so that Redis evicts before the kernel's OOM killer stops
+    /// it (the API server checks it against the default limit, 96Mi, when `resources` is not set).
     #[serde(default = "default_redis_maxmemory")]
-    #[schemars(regex(pattern = r"^[0-9]+(b|kb|mb|gb)$"))]
+    #[schemars(regex(pattern = r"^[0-9]+(b|kb|mb|gb)$"), length(max = 16))]
     pub max_memory: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -895,6 +898,44 @@ fn default_max_client_conn() -> u32 {
 fn default_redis_image() -> String {
     "redis:7.4-alpine".into()
 }
+/// The Redis container's memory limit when `redis.resources` is not set.
+pub const DEFAULT_REDIS_MEMORY_LIMIT: &str = "96Mi";
+
+/// The share of the Redis container's memory limit `maxmemory` may take: the rest is Redis's
+/// own (client buffers, fragmentation, the process).
+pub const REDIS_MAXMEMORY_SHARE_PERCENT: u32 = 80;
+
+fn redis_memory_message() -> String {
+    format!(
+        "redis.maxMemory may be at most {REDIS_MAXMEMORY_SHARE_PERCENT}% of the Redis container's default memory limit ({DEFAULT_REDIS_MEMORY_LIMIT}): Redis needs the rest for itself, or the kernel kills it before it evicts; set redis.resources with a larger limit"
+    )
+}
+
+/// `maxmemory` against the default memory limit, as quantities (Redis's `mb` is 1024², a
+/// Kubernetes `Mi`), when `redis.resources` is not set: raising `maxMemory` alone is the likely
+/// mistake. A limit set in `redis.resources` is not compared: it may be a number of bytes,
+/// and telling a number from a string needs CEL's `type()`, which kube's client-side CEL
+/// evaluation (the examples' tests) does not support. Nothing to check with an external Redis.
+fn redis_memory_rule() -> String {
+    let configured =
+        format!("(has(self.maxMemory) ? self.maxMemory : '{DEFAULT_REDIS_MAXMEMORY}')");
+    let max_memory = ["gb", "mb", "kb"].iter().rev().fold(
+        format!("{configured}.replace('b', '')"),
+        |otherwise, unit| {
+            let quantity = format!("{}i", unit[..1].to_uppercase());
+            format!(
+                "({configured}.endsWith('{unit}') ? {configured}.replace('{unit}', '{quantity}') : {otherwise})"
+            )
+        },
+    );
+    format!(
+        "has(self.external) || has(self.resources) || quantity({max_memory}).asApproximateFloat() * 100.0 <= quantity('{DEFAULT_REDIS_MEMORY_LIMIT}').asApproximateFloat() * {REDIS_MAXMEMORY_SHARE_PERCENT}.0"
+    )
+}
+
+/// Redis's `maxmemory` when `redis.maxMemory` is not set.
+pub const DEFAULT_REDIS_MAXMEMORY: &str = "48mb";
+
 fn default_redis_maxmemory() -> String {
-    "48mb".into()
+    DEFAULT_REDIS_MAXMEMORY.into()
 }

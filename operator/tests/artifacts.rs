@@ -226,6 +226,41 @@ fn cel_rules_guard_storage_and_database_changes() {
     assert!(rejection(&upgraded, Some(&old)).contains("version is immutable"));
 }
 
+fn with_redis(redis: Value) -> Value {
+    let mut object = example_json("minimal");
+    object["spec"]["redis"] = redis;
+    object
+}
+
+/// Redis's `maxmemory` must leave a fifth of the default memory limit (96Mi) to Redis itself
+/// when `redis.resources` is not set; with resources of their own, it is the user's to size.
+#[test]
+fn redis_maxmemory_leaves_room_under_the_default_limit() {
+    let refused = |redis: Value| rejection(&with_redis(redis), None);
+    let message = "at most 80% of the Redis container's default memory limit";
+    // 80% of 96Mi is 76.8Mi.
+    for admitted in [
+        json!({}),
+        json!({ "maxMemory": "48mb" }),
+        json!({ "maxMemory": "76mb" }),
+        json!({ "maxMemory": "78643kb" }),
+        json!({ "maxMemory": "80530636b" }),
+        // An external Redis: nothing of ours to fit.
+        json!({ "maxMemory": "8gb", "external": { "secretName": "redis" } }),
+        json!({ "maxMemory": "200mb", "resources": { "limits": { "memory": "256Mi" } } }),
+    ] {
+        assert_eq!(refused(admitted.clone()), "", "{admitted}");
+    }
+    for too_big in [
+        json!({ "maxMemory": "77mb" }),
+        json!({ "maxMemory": "1gb" }),
+        json!({ "maxMemory": "80530637b" }),
+        json!({ "maxMemory": "78644kb" }),
+    ] {
+        assert!(refused(too_big.clone()).contains(message), "{too_big}");
+    }
+}
+
 /// `spec: {}` stands for 1Gi of the default class and PostgreSQL 17: the rules must hold
 /// against those defaults too (found on a real API server, where a rule on
 /// `database.postgres.storage` is skipped when the old object has no `postgres`).

@@ -16,12 +16,13 @@ use super::{
 
 const AUTH_DIR: &str = "/etc/redis-auth";
 
-/// The limit sits above the default 48mb `maxmemory` to leave room for Redis' own overhead.
+/// The limit sits above the default 48mb `maxmemory` to leave room for Redis' own overhead
+/// (the CRD admits a `maxmemory` up to 80% of it).
 pub const BUDGET: ResourceBudget = ResourceBudget {
     cpu_request: "25m",
     memory_request: "64Mi",
     cpu_limit: "250m",
-    memory_limit: "96Mi",
+    memory_limit: crate::crd::DEFAULT_REDIS_MEMORY_LIMIT,
 };
 
 pub fn config_map_name(instance: &Instance<'_>) -> String {

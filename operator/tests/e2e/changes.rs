@@ -245,6 +245,14 @@ pub async fn cel_rules_reject_shrink_and_immutable_changes(ctx: &Ctx) -> Result 
         storage(json!({ "storageClassName": "fast" })),
         "storage.storageClassName is immutable",
     )?;
+    // Redis's maxmemory against the default memory limit (what the operator gives the pod).
+    refused(
+        ns,
+        "defaults",
+        json!({ "redis": { "maxMemory": "1gb" } }),
+        "redis.maxMemory may be at most 80%",
+    )?;
+    patch_spec(ns, "defaults", json!({ "redis": { "maxMemory": "64mb" } }))?;
 
     // Both at once is refused at creation.
     let both = json!({
