@@ -10,8 +10,10 @@
 #
 # Environment: ROUNDS (3), CONNECTIONS (64), DURATION (15s), WARMUP (3s),
 # BACKENDS ("sqlite stack" when the stack is up, else "sqlite"; start it with
-# loadtests/stack/up.sh --no-monitoring), SHORTENER_BIN (target/release/shortener),
-# and what nginx-baseline.sh and redirect.sh take.
+# loadtests/stack/up.sh --no-monitoring), BINARIES (an A/B in the same run:
+# "name=path ..." measured in turn in every round; default
+# "shortener=$SHORTENER_BIN", target/release/shortener), and what
+# nginx-baseline.sh and redirect.sh take.
 #
 # Prints each run's requests/s, p99 and the server's RSS after the run, then a
 # table of medians with each backend's ratio to nginx's median of the same run;
@@ -21,7 +23,10 @@ set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 export CONNECTIONS=${CONNECTIONS:-64} DURATION WARMUP SERVER_CPU CLIENT_CPU
-[ -x "$SHORTENER_BIN" ] || die "no binary at $SHORTENER_BIN (cargo build --release -p shortener)"
+BINARIES=${BINARIES:-shortener=$SHORTENER_BIN}
+for named in $BINARIES; do
+  [ -x "${named#*=}" ] || die "no binary at ${named#*=} (cargo build --release -p shortener)"
+done
 if [ -z "${BACKENDS:-}" ]; then
   BACKENDS=sqlite
   if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG &&
@@ -39,7 +44,7 @@ trap 'rm -rf "$work"' EXIT
 measure() { # name command...
   local name=$1 out
   shift
-  out="$work/$name.out"
+  out="$work/${name//\//-}.out"
   "$@" >"$out" 2>&1 || { tail -n 30 "$out" >&2; die "$name failed"; }
   awk -v n="$name" '
     /^requests\/s:/            { rps = $2 }
@@ -51,12 +56,16 @@ measure() { # name command...
 
 load_note
 echo "rounds: $ROUNDS; $CONNECTIONS connections, $DURATION each after $WARMUP; server on core $SERVER_CPU, wrk on core $CLIENT_CPU"
-echo "binary: $SHORTENER_BIN ($(stat -c %y "$SHORTENER_BIN" | cut -d. -f1))"
+for named in $BINARIES; do
+  echo "binary ${named%%=*}: ${named#*=} ($(stat -c %y "${named#*=}" | cut -d. -f1))"
+done
 printf 'name\trequests/s\tp99\tRSS kB\n'
 for round in $(seq 1 "$ROUNDS"); do
   measure nginx "$WRK_HERE/nginx-baseline.sh"
   for backend in $BACKENDS; do
-    measure "$backend" env BACKEND="$backend" "$WRK_HERE/redirect.sh" single
+    for named in $BINARIES; do
+      measure "${named%%=*}/$backend" env SHORTENER_BIN="${named#*=}" BACKEND="$backend" "$WRK_HERE/redirect.sh" single
+    done
   done
   [ "$round" = "$ROUNDS" ] || sleep 2
 done
@@ -82,7 +91,10 @@ table=$(awk -F'\t' '
     print "|---|---|---|---|---|---|"
     for (i = 1; i <= names; i++) {
       n = order[i]
-      label = n == "nginx" ? "nginx `return 302`" : n == "sqlite" ? "shortener, embedded SQLite" : "shortener, PgBouncer + PostgreSQL, Redis"
+      label = n
+      if (n == "nginx") label = "nginx `return 302`"
+      else if (n ~ /\/sqlite$/) label = substr(n, 1, length(n) - 7) ", embedded SQLite"
+      else if (n ~ /\/stack$/) label = substr(n, 1, length(n) - 6) ", PgBouncer + PostgreSQL, Redis"
       printf "| %s | %.0f | %.2f | %.2f | %.0f | %s |\n", label, median(rps[n]), median(rps[n]) / base, median(p99[n]), median(rss[n]) / 1024, substr(rps[n], 2)
     }
   }' "$work/runs.tsv")
