@@ -58,7 +58,8 @@ wait "$bench_pid" || true
 bench_pid=""
 cat "$work/bench.out"
 perf script -i "$work/perf.data" 2>/dev/null | "$tools/bin/inferno-collapse-perf" >"$work/folded"
-mkdir -p "$(dirname "$out")"
+mkdir -p "$(dirname "$out")" "$RESULTS_DIR"
+cp "$work/folded" "$RESULTS_DIR/profile-$backend.folded"
 "$tools/bin/inferno-flamegraph" --title "GET /{code} on one core, $backend backend ($(date -u +%F))" \
   --width 1600 <"$work/folded" >"$out"
 # The heaviest frames by self time, for a note without opening the graph.
@@ -68,4 +69,4 @@ awk '{ n = $NF; $NF = ""; split($0, f, ";"); leaf = f[length(f)]; self[leaf] += 
   END { for (l in self) printf "%6.2f%%  %s\n", 100 * self[l] / total, l }' "$work/folded" |
   sort -rn | head -n 15
 echo
-echo "flame graph: $out"
+echo "flame graph: $out (folded stacks: $RESULTS_DIR/profile-$backend.folded)"

@@ -73,6 +73,15 @@ fn options(database_url: &str) -> StoreResult<SqliteConnectOptions> {
         // WAL lets readers proceed while the writer commits.
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
+        // Statement journals (every multi-row INSERT of a click batch has one) in memory,
+        // not in temporary files: a profile of the redirect path found a quarter of the
+        // writer's time in their writes.
+        .pragma("temp_store", "memory")
+        // A checkpoint copies the newest version of every page the WAL holds, once: a longer
+        // interval (16 MiB of WAL instead of 4) copies the hot pages (the events' last leaves,
+        // the counters) far fewer times per click. The file is cut back to this after each.
+        .pragma("wal_autocheckpoint", "4096")
+        .pragma("journal_size_limit", "16777216")
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5)))
 }
@@ -83,4 +92,32 @@ pub async fn migrate(database_url: &str) -> StoreResult<MigrationReport> {
     let report = migrations::apply(&MIGRATOR, &mut conn).await?;
     conn.close().await?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pragmas `options` asks for are what the writer connection runs with.
+    #[tokio::test]
+    async fn the_writer_runs_with_the_chosen_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let store = SqliteStore::connect(&url, Schema::Migrate).await.unwrap();
+        let pragma = |sql: &'static str| {
+            let writer = store.writer.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&writer)
+                    .await
+                    .unwrap()
+            }
+        };
+        // 2: MEMORY.
+        assert_eq!(pragma("PRAGMA temp_store").await, 2);
+        assert_eq!(pragma("PRAGMA wal_autocheckpoint").await, 4096);
+        assert_eq!(pragma("PRAGMA journal_size_limit").await, 16 * 1024 * 1024);
+        // 1: NORMAL.
+        assert_eq!(pragma("PRAGMA synchronous").await, 1);
+    }
 }
