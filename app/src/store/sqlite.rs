@@ -77,11 +77,6 @@ fn options(database_url: &str) -> StoreResult<SqliteConnectOptions> {
         // not in temporary files: a profile of the redirect path found a quarter of the
         // writer's time in their writes.
         .pragma("temp_store", "memory")
-        // A checkpoint copies the newest version of every page the WAL holds, once: a longer
-        // interval (16 MiB of WAL instead of 4) copies the hot pages (the events' last leaves,
-        // the counters) far fewer times per click. The file is cut back to this after each.
-        .pragma("wal_autocheckpoint", "4096")
-        .pragma("journal_size_limit", "16777216")
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5)))
 }
@@ -115,8 +110,6 @@ mod tests {
         };
         // 2: MEMORY.
         assert_eq!(pragma("PRAGMA temp_store").await, 2);
-        assert_eq!(pragma("PRAGMA wal_autocheckpoint").await, 4096);
-        assert_eq!(pragma("PRAGMA journal_size_limit").await, 16 * 1024 * 1024);
         // 1: NORMAL.
         assert_eq!(pragma("PRAGMA synchronous").await, 1);
     }
