@@ -61,7 +61,7 @@ perf script -i "$work/perf.data" 2>/dev/null | "$tools/bin/inferno-collapse-perf
 mkdir -p "$(dirname "$out")" "$RESULTS_DIR"
 cp "$work/folded" "$RESULTS_DIR/profile-$backend.folded"
 "$tools/bin/inferno-flamegraph" --title "GET /{code} on one core, $backend backend ($(date -u +%F))" \
-  --width 1600 <"$work/folded" >"$out"
+  --width 1600 --minwidth 2 <"$work/folded" >"$out"
 # The heaviest frames by self time, for a note without opening the graph.
 echo
 echo "top self time (share of samples):"
