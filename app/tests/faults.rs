@@ -508,3 +508,87 @@ async fn what_pgbouncer_and_a_restarting_postgres_answer_is_unavailable() {
     }
     drop(bouncer);
 }
+
+/// A request cancelled while its transaction's `BEGIN` waits on a slow database (the request
+/// timeout fires) must not leave that session inside a transaction nobody ends: the pool
+/// would hand it to the next request, whose writes are answered 201 and never committed.
+/// Seen on the real node as `POST /users` answered, then `POST /urls` for that user
+/// answered "user not found", after PostgreSQL was replaced under load.
+///
+/// One connection, so the next request gets the same session; a forwarder in front of
+/// PostgreSQL delays every chunk by about a third of the one-second request timeout, so the
+/// connection check on acquire answers before the timeout and the `BEGIN` after it. Several
+/// delays are tried, so a busy machine's scheduling cannot move every cancellation off the
+/// `BEGIN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_during_begin_leaves_no_open_transaction() {
+    let pg = PrivatePostgres::start();
+    pg.create_database(DATABASE);
+    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], pg.port).into()).await;
+    let url = format!("postgres://postgres@{}/{DATABASE}", proxy.addr);
+    let mut server = Server::start(
+        &url,
+        &[
+            ("DATABASE_POOL_SIZE", "1"),
+            ("REQUEST_TIMEOUT_SECS", "1"),
+            // The admin key stays trusted: no key lookup before the transaction.
+            ("KEY_TRUST_SECS", "3600"),
+        ],
+    );
+    let http = client();
+    server.wait_ready(&http, "/health").await;
+    let users = format!("{}/users", server.base);
+    let create = |name: String| {
+        let (http, users) = (&http, &users);
+        async move {
+            let (status, user) = call(
+                http,
+                reqwest::Method::POST,
+                users.clone(),
+                Some(serde_json::json!({"username": name, "email": format!("{name}@example.com")})),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{user}");
+            user["id"].as_i64().unwrap()
+        }
+    };
+    for (round, delay_ms) in [300u64, 340, 380, 420, 460].into_iter().enumerate() {
+        let victim = create(format!("victim-{round}")).await;
+        proxy.delay(Duration::from_millis(delay_ms));
+        // `DELETE /users/{id}` opens a transaction first thing.
+        let (status, body) = call(
+            &http,
+            reqwest::Method::DELETE,
+            format!("{users}/{victim}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        proxy.delay(Duration::ZERO);
+        // The delayed chunks drain; then a write is answered, and must be committed.
+        let committed = create(format!("after-{round}")).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let seen = |id: i64| {
+            pg.query(
+                DATABASE,
+                &format!("SELECT count(*) FROM users WHERE id = {id}"),
+            ) == "1"
+        };
+        while !tokio::task::block_in_place(|| seen(committed)) {
+            let open = tokio::task::block_in_place(|| {
+                pg.query(
+                    DATABASE,
+                    "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+                )
+            });
+            assert!(
+                Instant::now() < deadline,
+                "round {round} ({delay_ms} ms): user {committed} was answered 201 but is not \
+                 in the database; sessions idle in a transaction: {open}\n{}",
+                server.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    drop(proxy);
+}
