@@ -195,6 +195,13 @@ pub async fn serves(
 /// was initialised with). `minimal.yaml` applied again then starts on that volume: Ready, and
 /// a link made before the deletion still redirects, its earlier clicks still counted.
 pub async fn deleting_the_shortener_keeps_the_volume(real: &'static Real) -> Result {
+    let outcome = made_again_on_the_kept_volume(real).await;
+    // The node has room for one stack at a time (1 CPU, 1 GiB): removed whatever happened,
+    // so that a failure here does not fail the tests after it for want of room.
+    outcome.and(remove_links_and_its_volume())
+}
+
+async fn made_again_on_the_kept_volume(real: &'static Real) -> Result {
     let key = admin_key(&real.client, "default", "links").await?;
     let before = Service::new(&real.ingress_url, None, &key)?;
     let user = before.create_user("kept-volume").await?;
@@ -287,7 +294,7 @@ pub async fn deleting_the_shortener_keeps_the_volume(real: &'static Real) -> Res
         link.code,
         counted + 1
     );
-    remove_links_and_its_volume()
+    Ok(())
 }
 
 /// The default namespace's Shortener `links`, then what it leaves: its claim and the
