@@ -113,4 +113,36 @@ mod tests {
         // 1: NORMAL.
         assert_eq!(pragma("PRAGMA synchronous").await, 1);
     }
+
+    /// Event types other than `redirect` are listed from the partial indexes clicks never
+    /// write (migration 0006). SQLite uses a partial index only for a query that names its
+    /// predicate, as `list_events` does.
+    #[tokio::test]
+    async fn other_event_types_are_listed_from_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let store = SqliteStore::connect(&url, Schema::Migrate).await.unwrap();
+        for (query, index) in [
+            (
+                "SELECT * FROM events WHERE TRUE AND event_type <> 'redirect' \
+                 AND event_type = 'updated' ORDER BY id LIMIT 25 OFFSET 0",
+                "events_other_type_idx",
+            ),
+            (
+                "SELECT * FROM events WHERE TRUE AND url_id = 1 AND event_type <> 'redirect' \
+                 AND event_type = 'updated' ORDER BY id LIMIT 25 OFFSET 0",
+                "events_url_id_other_type_idx",
+            ),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}")))
+                    .fetch_all(&store.pool)
+                    .await
+                    .unwrap();
+            assert!(
+                plan.iter().any(|(.., detail)| detail.contains(index)),
+                "{query}: {plan:?}"
+            );
+        }
+    }
 }
