@@ -26,6 +26,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub redirects: IntCounterVec,
+    /// The redirect route's series of the three above, resolved once.
+    pub redirect: RedirectSeries,
     pub urls_created: IntCounter,
     pub clicks_dropped: IntCounter,
     pub click_queue: IntGauge,
@@ -67,6 +69,64 @@ fn seconds_buckets(top: f64) -> Vec<f64> {
     all.into_iter().filter(|b| *b <= top).collect()
 }
 
+/// The series the redirect route writes, resolved at start: the hot path takes no label
+/// lookup (a hash of the labels and a lock per series and request otherwise). Methods and
+/// statuses other than a `GET` answered 302 or 404 take the labelled way.
+pub struct RedirectSeries {
+    pub found: IntCounter,
+    pub not_found: IntCounter,
+    get_duration: Histogram,
+    get_found: IntCounter,
+    get_not_found: IntCounter,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl RedirectSeries {
+    fn resolve(
+        requests: &IntCounterVec,
+        duration: &HistogramVec,
+        outcomes: &IntCounterVec,
+    ) -> Self {
+        let route = crate::http::routes::REDIRECT;
+        Self {
+            found: outcomes.with_label_values(&["found"]),
+            not_found: outcomes.with_label_values(&["not_found"]),
+            get_duration: duration.with_label_values(&["GET", route]),
+            get_found: requests.with_label_values(&["GET", route, "302"]),
+            get_not_found: requests.with_label_values(&["GET", route, "404"]),
+            requests: requests.clone(),
+            duration: duration.clone(),
+        }
+    }
+
+    /// One answer of the redirect route, as `record_metrics` counts the other routes'.
+    pub fn answered(
+        &self,
+        method: &'static str,
+        status: axum::http::StatusCode,
+        latency: Duration,
+    ) {
+        let seconds = latency.as_secs_f64();
+        let route = crate::http::routes::REDIRECT;
+        match (method, status) {
+            ("GET", axum::http::StatusCode::FOUND) => self.get_found.inc(),
+            ("GET", axum::http::StatusCode::NOT_FOUND) => self.get_not_found.inc(),
+            _ => self
+                .requests
+                .with_label_values(&[method, route, status.as_str()])
+                .inc(),
+        }
+        if method == "GET" {
+            self.get_duration.observe(seconds);
+        } else {
+            self.duration
+                .with_label_values(&[method, route])
+                .observe(seconds);
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
@@ -94,28 +154,32 @@ impl Metrics {
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        let http_requests = counters(
+            "shortener_http_requests_total",
+            "HTTP requests answered",
+            &["method", "route", "status"],
+        )?;
+        let http_duration = registered(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "shortener_http_request_duration_seconds",
+                    "Time from request to response head",
+                )
+                .buckets(seconds_buckets(5.0)),
+                &["method", "route"],
+            )?,
+        )?;
+        let redirects = counters(
+            "shortener_redirects_total",
+            "Redirect lookups by outcome",
+            &["outcome"],
+        )?;
         Ok(Self {
-            http_requests: counters(
-                "shortener_http_requests_total",
-                "HTTP requests answered",
-                &["method", "route", "status"],
-            )?,
-            http_duration: registered(
-                r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "shortener_http_request_duration_seconds",
-                        "Time from request to response head",
-                    )
-                    .buckets(seconds_buckets(5.0)),
-                    &["method", "route"],
-                )?,
-            )?,
-            redirects: counters(
-                "shortener_redirects_total",
-                "Redirect lookups by outcome",
-                &["outcome"],
-            )?,
+            redirect: RedirectSeries::resolve(&http_requests, &http_duration, &redirects),
+            http_requests,
+            http_duration,
+            redirects,
             urls_created: counter("shortener_urls_created_total", "Short URLs created")?,
             clicks_dropped: counter(
                 "shortener_clicks_dropped_total",

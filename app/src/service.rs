@@ -128,6 +128,7 @@ impl Service {
                 allow_private: config.allow_private_targets,
                 denied_domains: config.denied_target_domains.clone(),
             },
+            request_timeout: config.request_timeout_secs,
             draining: Arc::default(),
         });
         Ok(Self {

@@ -592,3 +592,30 @@ async fn a_request_cancelled_during_begin_leaves_no_open_transaction() {
     }
     drop(proxy);
 }
+
+/// The redirect has no request-timeout layer (its in-process hits pay for none): its lookup
+/// beyond the cache keeps the bound. A database that stalls gets the client the same 503
+/// as the other routes' timeout, JSON with `Retry-After`, after `REQUEST_TIMEOUT_SECS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_stalled_beyond_the_cache_times_out_like_any_request() {
+    let pg = PrivatePostgres::start();
+    pg.create_database(DATABASE);
+    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], pg.port).into()).await;
+    let url = format!("postgres://postgres@{}/{DATABASE}", proxy.addr);
+    let mut server = Server::start(&url, &[("REQUEST_TIMEOUT_SECS", "1")]);
+    let http = client();
+    server.wait_ready(&http, "/health").await;
+    // Every chunk 10 s late: a lookup would take 20 s or more.
+    proxy.delay(Duration::from_secs(10));
+    let asked = Instant::now();
+    // A code no cache holds: the lookup goes to the database.
+    let res = server.get(&http, "/Unknwn7").await;
+    let waited = asked.elapsed();
+    proxy.delay(Duration::ZERO);
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    assert!(waited < Duration::from_secs(8), "answered after {waited:?}");
+    drop(proxy);
+}

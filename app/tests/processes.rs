@@ -448,14 +448,38 @@ async fn log_lines_after_database_queries_are_written() {
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
     }
+    // The redirect writes its line from a stack of its own, in the same span.
+    let link = server.shorten(&http, "https://example.com/logged").await;
+    let code = link["short_code"].as_str().unwrap();
+    let res = http
+        .get(format!("{}/{code}", server.base))
+        .header("x-request-id", "redirect-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
     let logs = server.logs();
+    let served = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "request served" && l["span"]["request_id"] == "redirect-1");
+    let served = served.unwrap_or_else(|| panic!("no access log line of the redirect in: {logs}"));
+    assert_eq!(served["status"], 302, "{served}");
+    assert_eq!(
+        served["span"],
+        serde_json::json!({"name": "request", "method": "GET", "path": format!("/{code}"), "request_id": "redirect-1"}),
+    );
     for line in ["cache warmed", "listening"] {
         assert!(logs.contains(line), "no '{line}' in: {logs}");
     }
     for path in ["/urls", "/users", "/events"] {
         let served = logs
             .lines()
-            .filter(|l| l.contains("request served") && l.contains(&format!("\"path\":\"{path}\"")))
+            .filter(|l| {
+                l.contains("request served")
+                    && l.contains("\"method\":\"GET\"")
+                    && l.contains(&format!("\"path\":\"{path}\""))
+            })
             .count();
         assert_eq!(served, 1, "access log of {path} in: {logs}");
     }

@@ -42,17 +42,22 @@ use crate::config::{AccessLog, ServeConfig};
 
 /// The whole API. `traces`: give every request a server span (only worth
 /// its cost when spans are exported).
+///
+/// The redirect has a stack of its own, for speed (loadtests/wrk/limit.sh):
+/// no span, timer or label lookup per request; its metrics are resolved
+/// once, its access log line is written in the same `request` span as the
+/// others' but only when it is written, and the request timeout and span
+/// wrap the path beyond the in-process cache (see [`redirect::follow`]).
 pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
     let request_timeout = config.request_timeout_secs;
     let request_id = HeaderName::from_static(REQUEST_ID);
-    let router = Router::new()
+    let api = Router::new()
         .merge(routes::management(&state))
         .route("/health", get(health::health))
         .route("/livez", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::document))
-        .route("/{short_code}", get(redirect::follow))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Inner to outer: everything a layer produces passes through the
@@ -76,6 +81,21 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
                 .make_span_with(request_span)
                 .on_response(access_log(config.access_log)),
         );
+    let redirect = Router::new()
+        .route(routes::REDIRECT, get(redirect::follow))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response()
+        }))
+        .layer(middleware::from_fn(errors_as_json))
+        .layer(middleware::from_fn_with_state(
+            RedirectObserver {
+                state: state.clone(),
+                access_log: config.access_log,
+            },
+            observe_redirect,
+        ));
+    let router = api.merge(redirect);
     let router = if traces {
         router.layer(middleware::from_fn(server_span))
     } else {
@@ -100,8 +120,11 @@ fn request_id(req: &Request) -> &str {
 
 /// Every log line inside a request carries its id, method and path.
 fn request_span(req: &Request) -> tracing::Span {
-    let id = request_id(req);
-    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+    span_of(request_id(req), req.method(), req.uri().path())
+}
+
+fn span_of(id: &str, method: &axum::http::Method, path: &str) -> tracing::Span {
+    tracing::info_span!("request", request_id = %id, method = %method, path = %path)
 }
 
 /// Routes machines call every few seconds (probes, scrapes): no traces.
@@ -186,22 +209,64 @@ const SLOW_REQUEST: Duration = Duration::from_secs(1);
 /// The access log line at the end of a request, per [`AccessLog`].
 fn access_log(mode: AccessLog) -> impl Fn(&Response, Duration, &tracing::Span) + Clone {
     move |response: &Response, latency: Duration, _: &tracing::Span| {
-        let status = response.status();
-        let notable =
-            status.is_server_error() || status.is_client_error() || latency >= SLOW_REQUEST;
-        let wanted = match mode {
-            AccessLog::All => true,
-            AccessLog::Errors => notable,
-            AccessLog::Off => false,
-        };
-        if wanted {
-            tracing::info!(
-                status = status.as_u16(),
-                latency_us = latency.as_micros() as u64,
-                "request served"
-            );
+        if logged(mode, response.status(), latency) {
+            served(response.status(), latency);
         }
     }
+}
+
+/// Whether a request's access log line is written.
+fn logged(mode: AccessLog, status: StatusCode, latency: Duration) -> bool {
+    match mode {
+        AccessLog::All => true,
+        AccessLog::Errors => {
+            status.is_server_error() || status.is_client_error() || latency >= SLOW_REQUEST
+        }
+        AccessLog::Off => false,
+    }
+}
+
+fn served(status: StatusCode, latency: Duration) {
+    tracing::info!(
+        status = status.as_u16(),
+        latency_us = latency.as_micros() as u64,
+        "request served"
+    );
+}
+
+/// What the redirect's own stack needs: the state (for its metrics) and the access log mode.
+#[derive(Clone)]
+struct RedirectObserver {
+    state: AppState,
+    access_log: AccessLog,
+}
+
+/// The redirect's RED metrics and access log line, as [`record_metrics`] and the trace
+/// layer write them for the other routes, without their per-request costs: the series are
+/// resolved once, and the `request` span is made only for a line that is written.
+async fn observe_redirect(
+    State(observer): State<RedirectObserver>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    // Cheap clones (shared bytes), kept for a log line that is rarely written.
+    let uri = req.uri().clone();
+    let id = req.headers().get(REQUEST_ID).cloned();
+    let response = next.run(req).await;
+    let latency = started.elapsed();
+    let status = response.status();
+    observer
+        .state
+        .metrics
+        .redirect
+        .answered(method_label(&method), status, latency);
+    if logged(observer.access_log, status, latency) {
+        let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+        span_of(id, &method, uri.path()).in_scope(|| served(status, latency));
+    }
+    response
 }
 
 async fn not_found() -> ApiError {

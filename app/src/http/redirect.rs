@@ -1,6 +1,7 @@
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::state::AppState;
@@ -34,16 +35,30 @@ pub async fn follow(
         match state.links.resolve_local(&code).await {
             Local::Resolved(resolved) => resolved,
             Local::Beyond(beyond) => {
+                // Beyond this replica's cache (Redis, the database): bounded by the request
+                // timeout and logged in the request's span, as every other route is. The
+                // in-process hit needs neither (its only wait, the click's, has bounds of
+                // its own) and pays for neither.
                 let client = state.proxies.client_of(&req);
-                let refusal = state.rate_limit.refuse_miss(client).await;
-                if let Some(refused) = refusal.as_ref().and_then(super::error::rejection) {
-                    return Ok(refused);
+                let lookup = async {
+                    let refusal = state.rate_limit.refuse_miss(client).await;
+                    if let Some(refused) = refusal.as_ref().and_then(super::error::rejection) {
+                        return Ok(Err(refused));
+                    }
+                    let resolved = state.links.resolve_beyond(&code, beyond).await?;
+                    if resolved.target.is_none() {
+                        state.rate_limit.record_miss(client).await;
+                    }
+                    Ok::<_, ApiError>(Ok(resolved))
+                };
+                let lookup = lookup.instrument(super::request_span(&req));
+                match tokio::time::timeout(state.request_timeout, lookup).await {
+                    Ok(Ok(Ok(resolved))) => resolved,
+                    Ok(Ok(Err(refused))) => return Ok(refused),
+                    Ok(Err(error)) => return Err(error),
+                    // As the other routes' timeout answers (made JSON by `errors_as_json`).
+                    Err(_) => return Ok(StatusCode::SERVICE_UNAVAILABLE.into_response()),
                 }
-                let resolved = state.links.resolve_beyond(&code, beyond).await?;
-                if resolved.target.is_none() {
-                    state.rate_limit.record_miss(client).await;
-                }
-                resolved
             }
         }
     } else {
@@ -54,11 +69,7 @@ pub async fn follow(
     };
     let x_cache = HeaderValue::from_static(resolved.source.x_cache());
     let Some(target) = resolved.target else {
-        state
-            .metrics
-            .redirects
-            .with_label_values(&["not_found"])
-            .inc();
+        state.metrics.redirect.not_found.inc();
         let mut response =
             ApiError::NotFound("no active link with this short code".into()).into_response();
         response.headers_mut().insert(X_CACHE, x_cache);
@@ -83,7 +94,7 @@ pub async fn follow(
         // by the recorder. The visitor gets their redirect either way.
         state.clicks.record(click).await;
     }
-    state.metrics.redirects.with_label_values(&["found"]).inc();
+    state.metrics.redirect.found.inc();
     Ok((
         StatusCode::FOUND,
         [

@@ -17,6 +17,9 @@ use super::{auth, events, keys, limit, urls, users};
 use crate::limits::Class;
 use crate::limits::Class::{Create, Management};
 
+/// The redirect's route: every path of one segment that no other route takes.
+pub const REDIRECT: &str = "/{short_code}";
+
 /// One operation of the management API.
 pub struct ManagementRoute {
     pub method: Method,

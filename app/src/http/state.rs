@@ -39,6 +39,9 @@ pub struct Shared {
     pub public_base_url: Option<String>,
     /// Which targets links may point at.
     pub target_policy: crate::domain::TargetPolicy,
+    /// `REQUEST_TIMEOUT_SECS`: the redirect applies it itself, to its lookups beyond the
+    /// in-process cache (the other routes have a layer for it).
+    pub request_timeout: std::time::Duration,
     /// Set at SIGTERM when a drain is configured: `/readyz` answers 503 while requests are
     /// still served, so load balancers take the replica out before it stops accepting.
     pub draining: Arc<std::sync::atomic::AtomicBool>,

@@ -41,8 +41,11 @@ pub async fn openapi_document_lists_every_route(backend: Backend) {
 pub async fn metrics_are_exported(backend: Backend) {
     let app = TestApp::new(backend).await;
     let url = app.link("https://e.com/m").await;
-    app.get(&format!("/{}", url["short_code"].as_str().unwrap()))
-        .await;
+    let code = format!("/{}", url["short_code"].as_str().unwrap());
+    assert_eq!(app.get(&code).await.status(), StatusCode::FOUND);
+    assert_eq!(app.get("/nOSuch1").await.status(), StatusCode::NOT_FOUND);
+    let head = app.request(reqwest::Method::HEAD, &code).send().await;
+    assert_eq!(head.unwrap().status(), StatusCode::FOUND);
     app.get(&format!("/urls/{}", url["id"])).await;
     let res = app.get("/metrics").await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -53,7 +56,18 @@ pub async fn metrics_are_exported(backend: Backend) {
         ),
         "{text}"
     );
-    assert!(text.contains("shortener_redirects_total{outcome=\"found\"} 1"));
+    // The redirect's series, which its own stack writes (resolved once for GET).
+    for series in [
+        "shortener_http_requests_total{method=\"GET\",route=\"/{short_code}\",status=\"302\"} 1",
+        "shortener_http_requests_total{method=\"GET\",route=\"/{short_code}\",status=\"404\"} 1",
+        "shortener_http_requests_total{method=\"HEAD\",route=\"/{short_code}\",status=\"302\"} 1",
+        "shortener_http_request_duration_seconds_count{method=\"GET\",route=\"/{short_code}\"} 2",
+        "shortener_http_request_duration_seconds_count{method=\"HEAD\",route=\"/{short_code}\"} 1",
+        "shortener_redirects_total{outcome=\"found\"} 2",
+        "shortener_redirects_total{outcome=\"not_found\"} 1",
+    ] {
+        assert!(text.contains(series), "{series} missing from {text}");
+    }
     assert!(text.contains("shortener_urls_created_total 1"));
     for name in [
         "shortener_db_pool_connections{state=\"max\"}",
