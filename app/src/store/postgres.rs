@@ -14,34 +14,36 @@ use crate::domain::{Timestamp, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A batch of clicks as `redirect` events: parallel arrays of url ids, user
-/// ids, times and short codes.
-macro_rules! insert_clicks {
-    () => {
-        sql!("INSERT INTO events (" EVENT ") \
-         SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
-         FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \
-         AS click (url_id, user_id, at, code)")
+/// A click batch in one statement, atomic without a transaction (so it costs one round
+/// trip, not a `BEGIN`, two statements and a `COMMIT`): the clicks as `redirect` events
+/// (parallel arrays `$1`–`$4` of url ids, user ids, times and short codes), then the per-URL
+/// counts added to shard `$6`'s counter rows (`$5` url ids, `$7` counts, `$8` latest times),
+/// in `url_id` order (see `record_clicks`: writers sharing a shard queue instead of
+/// deadlocking). `$with` opens the `WITH` list.
+macro_rules! write_clicks {
+    ($with:expr) => {
+        concat!(
+            $with,
+            sql!("clicks AS (INSERT INTO events (" EVENT ") \
+             SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
+             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \
+             AS click (url_id, user_id, at, code)) \
+             INSERT INTO redirect_counts (" COUNTER ") \
+             SELECT url_id, $6, clicks, latest \
+             FROM UNNEST($5::BIGINT[], $7::BIGINT[], $8::TIMESTAMP[]) AS delta (url_id, clicks, latest) \
+             ORDER BY url_id \
+             ON CONFLICT (url_id, shard) DO UPDATE SET \
+             redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
+             last_redirect_at = GREATEST(redirect_counts.last_redirect_at, excluded.last_redirect_at)")
+        )
     };
 }
-const INSERT_CLICKS: &str = insert_clicks!();
-/// [`INSERT_CLICKS`] of a direct write, which also records its batch as
-/// writer `$5`'s last (`$6`, at `$7`) in the same statement, so that the
-/// common path costs no extra round trip.
-const INSERT_CLICKS_OF_WRITER: &str = concat!(
-    sql!("WITH progress AS (" (RECORD_WRITER_PROGRESS "$5" "$6" "$7") ") "),
-    insert_clicks!()
-);
-/// Adds per-URL click counts to shard `$2`'s counter rows, in `url_id`
-/// order (see `record_clicks`: writers sharing a shard queue instead of
-/// deadlocking).
-const ADD_TO_COUNTERS: &str = sql!("INSERT INTO redirect_counts (" COUNTER ") \
-     SELECT url_id, $2, clicks, latest \
-     FROM UNNEST($1::BIGINT[], $3::BIGINT[], $4::TIMESTAMP[]) AS delta (url_id, clicks, latest) \
-     ORDER BY url_id \
-     ON CONFLICT (url_id, shard) DO UPDATE SET \
-     redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
-     last_redirect_at = GREATEST(redirect_counts.last_redirect_at, excluded.last_redirect_at)");
+const WRITE_CLICKS: &str = write_clicks!("WITH ");
+/// [`WRITE_CLICKS`] of a direct write, which also records its batch as writer `$9`'s last
+/// (`$10`, at `$11`) in the same statement.
+const WRITE_CLICKS_OF_WRITER: &str = write_clicks!(sql!(
+    "WITH progress AS (" (RECORD_WRITER_PROGRESS "$9" "$10" "$11") "), "
+));
 
 pub type PgStore = SqlStore<Postgres>;
 
@@ -58,13 +60,13 @@ impl Dialect for Postgres {
     const COUNT_CAP: Option<i64> = Some(10_000);
     const CONCURRENT_WRITERS: usize = usize::MAX;
 
-    /// Two statements of fixed text whatever the batch size, the rows passed
-    /// as arrays: one prepared statement each (not one per batch size, as
-    /// multi-row `VALUES` would need, which also churns PgBouncer's
-    /// prepared-statement cache), no per-row bind parameters, and the
-    /// `details` JSON built by the server.
+    /// One statement of fixed text whatever the batch size ([`WRITE_CLICKS`]), the rows
+    /// passed as arrays: one prepared statement (not one per batch size, as multi-row
+    /// `VALUES` would need, which also churns PgBouncer's prepared-statement cache), no
+    /// per-row bind parameters, the `details` JSON built by the server, and no transaction
+    /// around it.
     fn write_clicks<'t>(
-        tx: &'t mut sqlx::Transaction<'static, Self>,
+        conn: &'t mut PgConnection,
         clicks: &'t [Click],
         counters: &'t [(i64, (i64, Timestamp))],
         shard: i16,
@@ -75,30 +77,27 @@ impl Dialect for Postgres {
             let user_ids: Vec<Option<i64>> = clicks.iter().map(|c| c.user_id).collect();
             let times: Vec<Timestamp> = clicks.iter().map(|c| c.at).collect();
             let codes: Vec<&str> = clicks.iter().map(|c| c.short_code.as_str()).collect();
-            let statement = match origin {
-                Some(_) => INSERT_CLICKS_OF_WRITER,
-                None => INSERT_CLICKS,
-            };
-            let insert = sqlx::query(statement)
-                .bind(url_ids)
-                .bind(user_ids)
-                .bind(times)
-                .bind(codes);
-            let insert = match origin {
-                Some(origin) => insert.bind(origin.writer).bind(origin.seq).bind(now()),
-                None => insert,
-            };
-            insert.execute(&mut **tx).await?;
             let counted: Vec<i64> = counters.iter().map(|(url_id, _)| *url_id).collect();
             let counts: Vec<i64> = counters.iter().map(|(_, (count, _))| *count).collect();
             let latest: Vec<Timestamp> = counters.iter().map(|(_, (_, at))| *at).collect();
-            sqlx::query(ADD_TO_COUNTERS)
+            let statement = match origin {
+                Some(_) => WRITE_CLICKS_OF_WRITER,
+                None => WRITE_CLICKS,
+            };
+            let write = sqlx::query(statement)
+                .bind(url_ids)
+                .bind(user_ids)
+                .bind(times)
+                .bind(codes)
                 .bind(counted)
                 .bind(shard)
                 .bind(counts)
-                .bind(latest)
-                .execute(&mut **tx)
-                .await?;
+                .bind(latest);
+            let write = match origin {
+                Some(origin) => write.bind(origin.writer).bind(origin.seq).bind(now()),
+                None => write,
+            };
+            write.execute(conn).await?;
             Ok(())
         }))
     }

@@ -209,11 +209,12 @@ pub trait Dialect: Database {
     }
     fn rows_affected(result: &Self::QueryResult) -> u64;
     /// Writes a click batch's events and its per-URL counter deltas
-    /// (sorted by `url_id`) in `tx`, and records `origin` as its writer's
-    /// last batch (see [`RECORD_WRITER_PROGRESS`]), when the backend has a better way than
-    /// the portable multi-row `VALUES` statements (`None`: use those).
+    /// (sorted by `url_id`) on `conn`, and records `origin` as its writer's
+    /// last batch (see [`RECORD_WRITER_PROGRESS`]), in **one statement, atomic by itself**
+    /// (a direct write runs it outside any transaction), when the backend has one (`None`:
+    /// the portable multi-row `VALUES` statements, in a transaction).
     fn write_clicks<'t>(
-        _tx: &'t mut sqlx::Transaction<'static, Self>,
+        _conn: &'t mut Self::Connection,
         _clicks: &'t [Click],
         _counters: &'t [(i64, (i64, Timestamp))],
         _shard: i16,
@@ -314,23 +315,27 @@ where
         Ok(())
     }
 
-    /// Appends `clicks` as `redirect` events and adds them to shard
-    /// `shard`'s counters, in `tx`; records `origin`, when given, as its
-    /// writer's last batch.
-    async fn write_clicks_in(
-        tx: &mut Transaction<'static, DB>,
-        clicks: &[Click],
-        shard: i16,
-        origin: Option<BatchOrigin>,
-    ) -> StoreResult<()> {
-        // Per URL: how many clicks, and the latest.
+    /// Per URL: how many clicks, and the latest, in `url_id` order.
+    fn per_url(clicks: &[Click]) -> Vec<(i64, (i64, Timestamp))> {
         let mut per_url: std::collections::BTreeMap<i64, (i64, Timestamp)> = Default::default();
         for click in clicks {
             let entry = per_url.entry(click.url_id).or_insert((0, click.at));
             entry.0 += 1;
             entry.1 = entry.1.max(click.at);
         }
-        let per_url: Vec<_> = per_url.into_iter().collect();
+        per_url.into_iter().collect()
+    }
+
+    /// Appends `clicks` as `redirect` events and adds them to shard
+    /// `shard`'s counters, in `tx`; records `origin`, when given, as its
+    /// writer's last batch.
+    async fn write_clicks_in(
+        tx: &mut Transaction<'_, DB>,
+        clicks: &[Click],
+        shard: i16,
+        origin: Option<BatchOrigin>,
+    ) -> StoreResult<()> {
+        let per_url = Self::per_url(clicks);
         let written = match DB::write_clicks(tx, clicks, &per_url, shard, origin) {
             Some(write) => write.await.map(|()| true)?,
             None => false,
@@ -830,7 +835,14 @@ where
                 if clicks.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.writer.begin().await?;
+                let mut conn = self.writer.acquire().await?;
+                let per_url = Self::per_url(clicks);
+                if let Some(write) =
+                    DB::write_clicks(&mut conn, clicks, &per_url, shard, Some(origin))
+                {
+                    return Ok(write.await?);
+                }
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 Self::write_clicks_in(&mut tx, clicks, shard, Some(origin)).await?;
                 Ok(tx.commit().await?)
             },
