@@ -148,8 +148,11 @@ live_pid() {
 # or FIN-WAIT, owned by no process) does not block a new listener
 # (SO_REUSEADDR) and is ignored.
 port_owner() {
+  # The first match, with every line read: a reader that stops early (`| head -n1`) lets
+  # the writer die of SIGPIPE when there are many lines (a listener with wrk's connections),
+  # which pipefail turns into a failure of the caller, now and then.
   ss -Htanp "sport = :$1" 2>/dev/null |
-    awk '$1 == "LISTEN" || $4 == $5 || ($1 != "TIME-WAIT" && /users:/)' | head -n1
+    awk '!found && ($1 == "LISTEN" || $4 == $5 || ($1 != "TIME-WAIT" && /users:/)) { print; found = 1 }'
 }
 
 port_free() { [ -z "$(port_owner "$1")" ]; }

@@ -67,6 +67,6 @@ echo
 echo "top self time (share of samples):"
 awk '{ n = $NF; $NF = ""; split($0, f, ";"); leaf = f[length(f)]; self[leaf] += n; total += n }
   END { for (l in self) printf "%6.2f%%  %s\n", 100 * self[l] / total, l }' "$work/folded" |
-  sort -rn | head -n 15
+  sort -rn | awk 'NR <= 15'
 echo
 echo "flame graph: $out (folded stacks: $RESULTS_DIR/profile-$backend.folded)"
