@@ -509,6 +509,21 @@ async fn what_pgbouncer_and_a_restarting_postgres_answer_is_unavailable() {
     drop(bouncer);
 }
 
+/// A PostgreSQL of the test's own, the service (`env`) reaching it through a forwarder the
+/// test can slow down, started and ready.
+async fn behind_a_forwarder(
+    env: &[(&str, &str)],
+) -> (PrivatePostgres, common::proxy::Proxy, Server, Client) {
+    let pg = PrivatePostgres::start();
+    pg.create_database(DATABASE);
+    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], pg.port).into()).await;
+    let url = format!("postgres://postgres@{}/{DATABASE}", proxy.addr);
+    let mut server = Server::start(&url, env);
+    let http = client();
+    server.wait_ready(&http, "/health").await;
+    (pg, proxy, server, http)
+}
+
 /// A request cancelled while its transaction's `BEGIN` waits on a slow database (the request
 /// timeout fires) must not leave that session inside a transaction nobody ends: the pool
 /// would hand it to the next request, whose writes are answered 201 and never committed.
@@ -522,21 +537,13 @@ async fn what_pgbouncer_and_a_restarting_postgres_answer_is_unavailable() {
 /// `BEGIN`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_cancelled_during_begin_leaves_no_open_transaction() {
-    let pg = PrivatePostgres::start();
-    pg.create_database(DATABASE);
-    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], pg.port).into()).await;
-    let url = format!("postgres://postgres@{}/{DATABASE}", proxy.addr);
-    let mut server = Server::start(
-        &url,
-        &[
-            ("DATABASE_POOL_SIZE", "1"),
-            ("REQUEST_TIMEOUT_SECS", "1"),
-            // The admin key stays trusted: no key lookup before the transaction.
-            ("KEY_TRUST_SECS", "3600"),
-        ],
-    );
-    let http = client();
-    server.wait_ready(&http, "/health").await;
+    let (pg, proxy, server, http) = behind_a_forwarder(&[
+        ("DATABASE_POOL_SIZE", "1"),
+        ("REQUEST_TIMEOUT_SECS", "1"),
+        // The admin key stays trusted: no key lookup before the transaction.
+        ("KEY_TRUST_SECS", "3600"),
+    ])
+    .await;
     let users = format!("{}/users", server.base);
     let create = |name: String| {
         let (http, users) = (&http, &users);
@@ -598,13 +605,7 @@ async fn a_request_cancelled_during_begin_leaves_no_open_transaction() {
 /// as the other routes' timeout, JSON with `Retry-After`, after `REQUEST_TIMEOUT_SECS`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_stalled_beyond_the_cache_times_out_like_any_request() {
-    let pg = PrivatePostgres::start();
-    pg.create_database(DATABASE);
-    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], pg.port).into()).await;
-    let url = format!("postgres://postgres@{}/{DATABASE}", proxy.addr);
-    let mut server = Server::start(&url, &[("REQUEST_TIMEOUT_SECS", "1")]);
-    let http = client();
-    server.wait_ready(&http, "/health").await;
+    let (_pg, proxy, server, http) = behind_a_forwarder(&[("REQUEST_TIMEOUT_SECS", "1")]).await;
     // Every chunk 10 s late: a lookup would take 20 s or more.
     proxy.delay(Duration::from_secs(10));
     let asked = Instant::now();

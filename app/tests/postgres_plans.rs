@@ -8,6 +8,27 @@ mod common;
 use common::{Backend, TestDatabase};
 use sqlx::{Connection, Executor, PgConnection};
 
+/// A connection to a migrated database where sequential scans are priced out and prepared
+/// statements get the generic plan (as a statement prepared once and run many times does).
+async fn generic_planner() -> (TestDatabase, PgConnection) {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    db.store().await; // applies the migrations
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+        .await
+        .unwrap();
+    (db, conn)
+}
+
+/// The lines of `EXPLAIN <statement>`.
+async fn explain(conn: &mut PgConnection, statement: &str) -> Vec<String> {
+    let plan: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {statement}")))
+        .fetch_all(conn)
+        .await
+        .unwrap();
+    plan.into_iter().map(|(line,)| line).collect()
+}
+
 #[tokio::test]
 async fn every_api_query_is_served_by_an_index() {
     let db = TestDatabase::new(Backend::Postgres).await;
@@ -39,11 +60,7 @@ async fn every_api_query_is_served_by_an_index() {
         "SELECT id FROM users WHERE id = 1 AND deleted_at IS NULL",
     ];
     for query in queries {
-        let plan: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {query}")))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        let plan: Vec<_> = plan.into_iter().map(|(line,)| line).collect();
+        let plan = explain(&mut conn, query).await;
         assert!(
             !plan.iter().any(|line| line.contains("Seq Scan")),
             "{query}\n{}",
@@ -58,12 +75,7 @@ async fn every_api_query_is_served_by_an_index() {
 /// business.)
 #[tokio::test]
 async fn other_event_types_are_listed_from_indexes_clicks_never_write() {
-    let db = TestDatabase::new(Backend::Postgres).await;
-    db.store().await; // applies the migrations
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
-        .await
-        .unwrap();
+    let (_db, mut conn) = generic_planner().await;
     for query in [
         "SELECT * FROM events WHERE TRUE AND event_type <> 'redirect' \
          AND event_type = $1 ORDER BY id LIMIT 25 OFFSET 0",
@@ -76,11 +88,7 @@ async fn other_event_types_are_listed_from_indexes_clicks_never_write() {
         )))
         .await
         .unwrap();
-        let plan: Vec<(String,)> = sqlx::query_as("EXPLAIN EXECUTE listing('updated', 1)")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        let plan: Vec<_> = plan.into_iter().map(|(line,)| line).collect();
+        let plan = explain(&mut conn, "EXECUTE listing('updated', 1)").await;
         // Every index read ("Index Scan using", "Index Only Scan using", "Bitmap Index Scan
         // on") is of a partial index of the other types, and the table is not scanned.
         let reads: Vec<_> = plan
@@ -102,23 +110,14 @@ async fn other_event_types_are_listed_from_indexes_clicks_never_write() {
 /// (so a link's millions of clicks are never read to count its edits).
 #[tokio::test]
 async fn stats_counts_skip_redirect_entries_even_when_prepared() {
-    let db = TestDatabase::new(Backend::Postgres).await;
-    db.store().await; // applies the migrations
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
-        .await
-        .unwrap();
+    let (_db, mut conn) = generic_planner().await;
     conn.execute(sqlx::AssertSqlSafe(format!(
         "PREPARE counts(bigint) AS {}",
         shortener::store::sql::EVENT_COUNTS_FOR_URL
     )))
     .await
     .unwrap();
-    let plan: Vec<(String,)> = sqlx::query_as("EXPLAIN EXECUTE counts(1)")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    let plan: Vec<_> = plan.into_iter().map(|(line,)| line).collect();
+    let plan = explain(&mut conn, "EXECUTE counts(1)").await;
     assert!(
         plan.iter()
             .any(|line| line.contains("events_url_id_other_type_idx")),

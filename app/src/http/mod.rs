@@ -68,9 +68,7 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response()
-        }))
+        .layer(CatchPanicLayer::custom(panic_as_json))
         .layer(middleware::from_fn(errors_as_json))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -84,13 +82,11 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
     let redirect = Router::new()
         .route(routes::REDIRECT, get(redirect::follow))
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response()
-        }))
+        .layer(CatchPanicLayer::custom(panic_as_json))
         .layer(middleware::from_fn(errors_as_json))
         .layer(middleware::from_fn_with_state(
             RedirectObserver {
-                state: state.clone(),
+                metrics: state.metrics.clone(),
                 access_log: config.access_log,
             },
             observe_redirect,
@@ -112,10 +108,17 @@ const REQUEST_ID: &str = "x-request-id";
 
 /// The request's id, as `SetRequestId` left it.
 fn request_id(req: &Request) -> &str {
-    req.headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
+    id_text(req.headers().get(REQUEST_ID))
+}
+
+/// A request id header as text (`-` when missing or not text).
+fn id_text(value: Option<&axum::http::HeaderValue>) -> &str {
+    value.and_then(|v| v.to_str().ok()).unwrap_or("-")
+}
+
+/// A panic in a handler is a 500 with the JSON error body.
+fn panic_as_json(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal.into_response()
 }
 
 /// Every log line inside a request carries its id, method and path.
@@ -234,10 +237,10 @@ fn served(status: StatusCode, latency: Duration) {
     );
 }
 
-/// What the redirect's own stack needs: the state (for its metrics) and the access log mode.
+/// What the redirect's own stack needs: its metrics and the access log mode.
 #[derive(Clone)]
 struct RedirectObserver {
-    state: AppState,
+    metrics: Arc<crate::metrics::Metrics>,
     access_log: AccessLog,
 }
 
@@ -258,13 +261,11 @@ async fn observe_redirect(
     let latency = started.elapsed();
     let status = response.status();
     observer
-        .state
         .metrics
         .redirect
         .answered(method_label(&method), status, latency);
     if logged(observer.access_log, status, latency) {
-        let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-        span_of(id, &method, uri.path()).in_scope(|| served(status, latency));
+        span_of(id_text(id.as_ref()), &method, uri.path()).in_scope(|| served(status, latency));
     }
     response
 }

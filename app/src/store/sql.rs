@@ -336,13 +336,21 @@ where
         origin: Option<BatchOrigin>,
     ) -> StoreResult<()> {
         let per_url = Self::per_url(clicks);
-        let written = match DB::write_clicks(tx, clicks, &per_url, shard, origin) {
-            Some(write) => write.await.map(|()| true)?,
-            None => false,
-        };
-        if written {
-            return Ok(());
+        if let Some(write) = DB::write_clicks(tx, clicks, &per_url, shard, origin) {
+            return Ok(write.await?);
         }
+        Self::write_clicks_portably(tx, clicks, &per_url, shard, origin).await
+    }
+
+    /// [`Self::write_clicks_in`] with the portable multi-row `VALUES` statements, for a
+    /// backend without a statement of its own ([`Dialect::write_clicks`]).
+    async fn write_clicks_portably(
+        tx: &mut Transaction<'_, DB>,
+        clicks: &[Click],
+        per_url: &[(i64, (i64, Timestamp))],
+        shard: i16,
+        origin: Option<BatchOrigin>,
+    ) -> StoreResult<()> {
         if let Some(origin) = origin {
             sqlx::query::<DB>(RECORD_WRITER_PROGRESS)
                 .bind(origin.writer)
@@ -843,7 +851,7 @@ where
                     return Ok(write.await?);
                 }
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                Self::write_clicks_in(&mut tx, clicks, shard, Some(origin)).await?;
+                Self::write_clicks_portably(&mut tx, clicks, &per_url, shard, Some(origin)).await?;
                 Ok(tx.commit().await?)
             },
             db.operation.batch.size = clicks.len(),
