@@ -59,6 +59,7 @@ impl Dialect for Postgres {
 
     const COUNT_CAP: Option<i64> = Some(10_000);
     const CONCURRENT_WRITERS: usize = usize::MAX;
+    const CLICK_WRITE_IS_ATOMIC: bool = true;
 
     /// One statement of fixed text whatever the batch size ([`WRITE_CLICKS`]), the rows
     /// passed as arrays: one prepared statement (not one per batch size, as multi-row
@@ -71,8 +72,8 @@ impl Dialect for Postgres {
         counters: &'t [(i64, (i64, Timestamp))],
         shard: i16,
         origin: Option<BatchOrigin>,
-    ) -> Option<BoxFuture<'t, Result<(), sqlx::Error>>> {
-        Some(Box::pin(async move {
+    ) -> BoxFuture<'t, Result<(), sqlx::Error>> {
+        Box::pin(async move {
             let url_ids: Vec<i64> = clicks.iter().map(|c| c.url_id).collect();
             let user_ids: Vec<Option<i64>> = clicks.iter().map(|c| c.user_id).collect();
             let times: Vec<Timestamp> = clicks.iter().map(|c| c.at).collect();
@@ -99,7 +100,7 @@ impl Dialect for Postgres {
             };
             write.execute(conn).await?;
             Ok(())
-        }))
+        })
     }
 
     fn sync_sequence(table: &str) -> Option<String> {

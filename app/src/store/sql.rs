@@ -137,9 +137,6 @@ const MARK_BATCH_APPLIED: &str =
 /// Spill files are written back within minutes of the database's return;
 /// ids older than this have served their purpose.
 const FORGET_APPLIED_BATCHES: &str = "DELETE FROM click_batches WHERE applied_at < $1";
-/// Records batch `$2` as writer `$1`'s last committed one (at `$3`), in the
-/// transaction of the batch's clicks.
-const RECORD_WRITER_PROGRESS: &str = sql!((RECORD_WRITER_PROGRESS "$1" "$2" "$3"));
 /// Writer `$1`'s last committed batch (0: none). An upsert rather than a
 /// read, so that it waits for a transaction of that writer still
 /// finishing: that transaction holds the row's lock, or is inserting the
@@ -149,10 +146,6 @@ const WRITER_PROGRESS: &str = "INSERT INTO click_writers (writer, last_batch, up
      RETURNING last_batch";
 const FORGET_WRITERS: &str = "DELETE FROM click_writers WHERE updated_at < $1";
 const BATCH_ID_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
-
-/// Most rows a multi-row INSERT carries: 4 parameters a click keeps the
-/// statement far below both backends' bind-parameter limits.
-const CLICKS_PER_STATEMENT: usize = 1000;
 
 /// Appends ` AND <column> = <value>` when a list filter has a value. Must
 /// follow a `WHERE`.
@@ -209,19 +202,20 @@ pub trait Dialect: Database {
     }
     fn rows_affected(result: &Self::QueryResult) -> u64;
     /// Writes a click batch's events and its per-URL counter deltas
-    /// (sorted by `url_id`) on `conn`, and records `origin` as its writer's
-    /// last batch (see [`RECORD_WRITER_PROGRESS`]), in **one statement, atomic by itself**
-    /// (a direct write runs it outside any transaction), when the backend has one (`None`:
-    /// the portable multi-row `VALUES` statements, in a transaction).
+    /// (sorted by `url_id`) on `conn`, and records `origin`, when given, as its writer's
+    /// last batch (`sql!`'s `RECORD_WRITER_PROGRESS`), in **one call to the database** of
+    /// fixed text whatever the batch size: the rows travel as one or a few parameters, not
+    /// as bind parameters per row. Atomic by itself when [`Self::CLICK_WRITE_IS_ATOMIC`];
+    /// otherwise the caller runs it in a transaction.
     fn write_clicks<'t>(
-        _conn: &'t mut Self::Connection,
-        _clicks: &'t [Click],
-        _counters: &'t [(i64, (i64, Timestamp))],
-        _shard: i16,
-        _origin: Option<BatchOrigin>,
-    ) -> Option<futures_util::future::BoxFuture<'t, Result<(), sqlx::Error>>> {
-        None
-    }
+        conn: &'t mut Self::Connection,
+        clicks: &'t [Click],
+        counters: &'t [(i64, (i64, Timestamp))],
+        shard: i16,
+        origin: Option<BatchOrigin>,
+    ) -> futures_util::future::BoxFuture<'t, Result<(), sqlx::Error>>;
+    /// Whether [`Self::write_clicks`] is one statement, atomic without a transaction.
+    const CLICK_WRITE_IS_ATOMIC: bool;
     /// How many click batches may be written at once: PostgreSQL overlaps
     /// their commits; SQLite has a single writer.
     const CONCURRENT_WRITERS: usize;
@@ -327,73 +321,13 @@ where
     }
 
     /// Appends `clicks` as `redirect` events and adds them to shard
-    /// `shard`'s counters, in `tx`; records `origin`, when given, as its
-    /// writer's last batch.
+    /// `shard`'s counters, in `tx`.
     async fn write_clicks_in(
         tx: &mut Transaction<'_, DB>,
         clicks: &[Click],
         shard: i16,
-        origin: Option<BatchOrigin>,
     ) -> StoreResult<()> {
-        let per_url = Self::per_url(clicks);
-        if let Some(write) = DB::write_clicks(tx, clicks, &per_url, shard, origin) {
-            return Ok(write.await?);
-        }
-        Self::write_clicks_portably(tx, clicks, &per_url, shard, origin).await
-    }
-
-    /// [`Self::write_clicks_in`] with the portable multi-row `VALUES` statements, for a
-    /// backend without a statement of its own ([`Dialect::write_clicks`]).
-    async fn write_clicks_portably(
-        tx: &mut Transaction<'_, DB>,
-        clicks: &[Click],
-        per_url: &[(i64, (i64, Timestamp))],
-        shard: i16,
-        origin: Option<BatchOrigin>,
-    ) -> StoreResult<()> {
-        if let Some(origin) = origin {
-            sqlx::query::<DB>(RECORD_WRITER_PROGRESS)
-                .bind(origin.writer)
-                .bind(origin.seq)
-                .bind(now())
-                .execute(&mut **tx)
-                .await?;
-        }
-        for chunk in clicks.chunks(CLICKS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<DB>::new(sql!("INSERT INTO events (" EVENT ") "));
-            insert.push_values(chunk, |mut row, click| {
-                row.push_bind(click.url_id)
-                    .push_bind(click.user_id)
-                    .push_bind("redirect")
-                    .push_bind(click.at)
-                    .push_bind(Json(json!({"short_code": click.short_code})));
-            });
-            insert.build().execute(&mut **tx).await?;
-        }
-        for chunk in per_url.chunks(CLICKS_PER_STATEMENT) {
-            // Each writer counts into its own shard's rows, so concurrent
-            // writers of one replica never wait on each other. Writers of
-            // different replicas may share a shard number; they take the row
-            // locks in url_id order (the map is sorted), so they queue
-            // instead of deadlocking.
-            let mut counters =
-                QueryBuilder::<DB>::new(sql!("INSERT INTO redirect_counts (" COUNTER ") "));
-            counters.push_values(chunk, |mut row, (url_id, (count, at))| {
-                row.push_bind(*url_id)
-                    .push_bind(i64::from(shard))
-                    .push_bind(*count)
-                    .push_bind(*at);
-            });
-            counters.push(
-                " ON CONFLICT (url_id, shard) DO UPDATE SET \
-             redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
-             last_redirect_at = CASE WHEN excluded.last_redirect_at > \
-             redirect_counts.last_redirect_at THEN excluded.last_redirect_at \
-             ELSE redirect_counts.last_redirect_at END",
-            );
-            counters.build().execute(&mut **tx).await?;
-        }
-        Ok(())
+        Ok(DB::write_clicks(tx, clicks, &Self::per_url(clicks), shard, None).await?)
     }
 
     /// Records one of the service's own events about `url`, made by `by`.
@@ -845,13 +779,13 @@ where
                 }
                 let mut conn = self.writer.acquire().await?;
                 let per_url = Self::per_url(clicks);
-                if let Some(write) =
-                    DB::write_clicks(&mut conn, clicks, &per_url, shard, Some(origin))
-                {
-                    return Ok(write.await?);
+                if DB::CLICK_WRITE_IS_ATOMIC {
+                    return Ok(
+                        DB::write_clicks(&mut conn, clicks, &per_url, shard, Some(origin)).await?,
+                    );
                 }
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                Self::write_clicks_portably(&mut tx, clicks, &per_url, shard, Some(origin)).await?;
+                DB::write_clicks(&mut tx, clicks, &per_url, shard, Some(origin)).await?;
                 Ok(tx.commit().await?)
             },
             db.operation.batch.size = clicks.len(),
@@ -894,7 +828,7 @@ where
                     fresh.extend(batch.clicks.iter().cloned());
                 }
                 if !fresh.is_empty() {
-                    Self::write_clicks_in(&mut tx, &fresh, shard, None).await?;
+                    Self::write_clicks_in(&mut tx, &fresh, shard).await?;
                 }
                 let forget_before = at - BATCH_ID_RETENTION;
                 sqlx::query::<DB>(FORGET_APPLIED_BATCHES)

@@ -9,11 +9,64 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Sqlite};
 
-use super::StoreResult;
+use futures_util::future::BoxFuture;
+
 use super::migrations::{self, MigrationReport, Schema};
 use super::sql::{Dialect, GET_URL, SqlStore, sql};
+use super::{BatchOrigin, Click, StoreResult};
+use crate::domain::{Timestamp, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A click batch in one call: SQLite has no data-modifying `WITH`, but one query of several
+/// statements is one trip to the connection's thread (not one per statement), and its
+/// numbered parameters name the same values in every statement. The clicks arrive as one
+/// JSON array `$1` of `[url_id, user_id, time, short_code]` and the per-URL deltas for shard
+/// `$2` as `$3`, `[url_id, clicks, latest]` ([`batch_json`]): one statement text whatever
+/// the batch size (one prepared statement, no bind parameter per row), the `details` JSON
+/// built by SQLite. Not atomic by itself: it runs in the caller's transaction.
+/// `$progress` records the batch as writer `$4`'s last (`$5`, at `$6`), or is empty.
+macro_rules! write_clicks {
+    ($progress:expr) => {
+        concat!(
+            $progress,
+            sql!("INSERT INTO events (" EVENT ") \
+             SELECT value ->> 0, value ->> 1, 'redirect', datetime(value ->> 2, 'unixepoch'), \
+             json_object('short_code', value ->> 3) FROM json_each($1) WHERE true; \
+             INSERT INTO redirect_counts (" COUNTER ") \
+             SELECT value ->> 0, $2, value ->> 1, datetime(value ->> 2, 'unixepoch') \
+             FROM json_each($3) WHERE true \
+             ON CONFLICT (url_id, shard) DO UPDATE SET \
+             redirect_count = redirect_count + excluded.redirect_count, \
+             last_redirect_at = max(last_redirect_at, excluded.last_redirect_at)")
+        )
+    };
+}
+const WRITE_CLICKS: &str = write_clicks!("");
+const WRITE_CLICKS_OF_WRITER: &str =
+    write_clicks!(sql!((RECORD_WRITER_PROGRESS "$4" "$5" "$6") "; "));
+
+/// `clicks` and `counters` as the JSON arrays of [`WRITE_CLICKS`], times in Unix seconds
+/// (timestamps are whole seconds; SQLite's `datetime(…, 'unixepoch')` writes them as a
+/// bound [`Timestamp`] is stored).
+fn batch_json(
+    clicks: &[Click],
+    counters: &[(i64, (i64, Timestamp))],
+) -> Result<(String, String), serde_json::Error> {
+    let seconds = |at: &Timestamp| at.and_utc().timestamp();
+    let clicks: Vec<_> = clicks
+        .iter()
+        .map(|c| (c.url_id, c.user_id, seconds(&c.at), c.short_code.as_str()))
+        .collect();
+    let counters: Vec<_> = counters
+        .iter()
+        .map(|(url_id, (count, at))| (url_id, count, seconds(at)))
+        .collect();
+    Ok((
+        serde_json::to_string(&clicks)?,
+        serde_json::to_string(&counters)?,
+    ))
+}
 
 pub type SqliteStore = SqlStore<Sqlite>;
 
@@ -31,6 +84,35 @@ impl Dialect for Sqlite {
 
     const COUNT_CAP: Option<i64> = None;
     const CONCURRENT_WRITERS: usize = 1;
+    const CLICK_WRITE_IS_ATOMIC: bool = false;
+
+    fn write_clicks<'t>(
+        conn: &'t mut SqliteConnection,
+        clicks: &'t [Click],
+        counters: &'t [(i64, (i64, Timestamp))],
+        shard: i16,
+        origin: Option<BatchOrigin>,
+    ) -> BoxFuture<'t, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let (clicks, counters) =
+                batch_json(clicks, counters).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let write = match origin {
+                Some(origin) => sqlx::query(WRITE_CLICKS_OF_WRITER)
+                    .bind(clicks)
+                    .bind(shard)
+                    .bind(counters)
+                    .bind(origin.writer)
+                    .bind(origin.seq)
+                    .bind(now()),
+                None => sqlx::query(WRITE_CLICKS)
+                    .bind(clicks)
+                    .bind(shard)
+                    .bind(counters),
+            };
+            write.execute(conn).await?;
+            Ok(())
+        })
+    }
 
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
@@ -144,5 +226,107 @@ mod tests {
                 "{query}: {plan:?}"
             );
         }
+    }
+
+    /// A click batch arrives as JSON, yet its rows are stored exactly as bound values
+    /// are (times as sqlx writes a `Timestamp`, ids as integers, `details` as the JSON a
+    /// service event holds), and its counts add up across batches and shards, with the
+    /// writer's progress recorded.
+    #[tokio::test]
+    async fn a_click_batch_is_stored_as_bound_values_are() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let store = SqliteStore::connect(&url, Schema::Migrate).await.unwrap();
+        let at = now();
+        sqlx::query("INSERT INTO users (id, username, email, created_at) VALUES (7, 'u', 'u@example.com', $1)")
+            .bind(at)
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        for (id, user_id, code) in [(1, Some(7), "a-1"), (2, None, "b_2")] {
+            sqlx::query(
+                "INSERT INTO urls (id, user_id, short_code, original_url, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'https://example.com/', $4, $4)",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(code)
+            .bind(at)
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        }
+        let later = at + chrono::TimeDelta::seconds(3);
+        let click = |url_id, user_id, code: &str, at| Click {
+            url_id,
+            user_id,
+            short_code: code.to_owned(),
+            at,
+        };
+        let first = [
+            click(1, Some(7), "a-1", at),
+            click(2, None, "b_2", at),
+            click(1, Some(7), "a-1", later),
+        ];
+        let origin = BatchOrigin { writer: 42, seq: 1 };
+        store.record_clicks(&first, 3, origin).await.unwrap();
+        let second = [click(1, Some(7), "a-1", at)];
+        let origin = BatchOrigin { writer: 42, seq: 2 };
+        store.record_clicks(&second, 5, origin).await.unwrap();
+
+        let stored: Vec<(i64, String, Option<i64>, bool, String, String)> = sqlx::query_as(
+            "SELECT url_id, typeof(url_id), user_id, timestamp = $1 OR timestamp = $2, \
+             typeof(timestamp), details FROM events WHERE event_type = 'redirect' ORDER BY id",
+        )
+        .bind(at)
+        .bind(later)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let expected = |url_id, user_id, code: &str| {
+            let details = format!(r#"{{"short_code":"{code}"}}"#);
+            (
+                url_id,
+                "integer".to_owned(),
+                user_id,
+                true,
+                "text".to_owned(),
+                details,
+            )
+        };
+        assert_eq!(
+            stored,
+            [
+                expected(1, Some(7), "a-1"),
+                expected(2, None, "b_2"),
+                expected(1, Some(7), "a-1"),
+                expected(1, Some(7), "a-1"),
+            ]
+        );
+        let times: Vec<Timestamp> = sqlx::query_scalar("SELECT timestamp FROM events ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(times, [at, at, later, at]);
+        let counters: Vec<(i64, i64, i64, Timestamp)> = sqlx::query_as(
+            "SELECT url_id, shard, redirect_count, last_redirect_at FROM redirect_counts \
+             ORDER BY url_id, shard",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(counters, [(1, 3, 2, later), (1, 5, 1, at), (2, 3, 1, at)]);
+        let stats = store.url_stats(1).await.unwrap();
+        assert_eq!(
+            (stats.redirect_count, stats.last_redirect_at),
+            (3, Some(later))
+        );
+        let progress: i64 =
+            sqlx::query_scalar("SELECT last_batch FROM click_writers WHERE writer = 42")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(progress, 2);
     }
 }
