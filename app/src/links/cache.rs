@@ -31,8 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
-use moka::future::Cache;
+use quick_cache::sync::Cache;
 
 use super::shared::SharedCache;
 use crate::config::CacheSettings;
@@ -102,25 +101,13 @@ impl Source {
     }
 }
 
-struct TtlPerKind {
-    found: Duration,
-    missing: Duration,
-}
-
-impl Expiry<String, Cached> for TtlPerKind {
-    fn expire_after_create(&self, _: &String, value: &Cached, _: Instant) -> Option<Duration> {
-        Some(match value.entry {
-            Entry::Found(_) => self.found,
-            Entry::Missing => self.missing,
-        })
-    }
-}
-
 /// Bytes an entry costs besides its strings: the key's and the target's
 /// `String` headers, the target's fields and `Arc`, the `Cached` wrapper,
-/// and the cache's own bookkeeping per entry (hash table slot, access
-/// order and expiry timer nodes). An estimate on the high side.
-const ENTRY_OVERHEAD: u64 = 256;
+/// the allocator's rounding of each of those allocations, and the cache's own
+/// slot and index. Measured: 100,000 entries of an 8-character code and a
+/// 70-character URL take 377 bytes each of resident memory (docs/decisions.md),
+/// of which these strings are 86.
+const ENTRY_OVERHEAD: u64 = 300;
 
 /// How much an L1 entry weighs against `CACHE_MAX_BYTES`: its estimated
 /// bytes, and at least `budget / CACHE_CAPACITY`, so one weighed budget
@@ -151,15 +138,21 @@ impl Weight {
         };
         u64::try_from(code.len() + target).map_or(u64::MAX, |n| n + ENTRY_OVERHEAD)
     }
+}
 
-    fn of_entry(&self, code: &str, cached: &Cached) -> u32 {
-        let weight = Self::bytes(code, cached).max(self.floor);
-        u32::try_from(weight).unwrap_or(u32::MAX)
+impl quick_cache::Weighter<String, Cached> for Weight {
+    fn weight(&self, code: &String, cached: &Cached) -> u64 {
+        Self::bytes(code, cached).max(self.floor)
     }
 }
 
 pub struct LinkCache {
-    local: Cache<String, Cached>,
+    /// L1. Entries expire lazily: a lookup ignores (and drops) one past its
+    /// TTL; until then it only takes room, within the budget.
+    local: Cache<String, Cached, Weight>,
+    /// How long a code known not to exist is remembered
+    /// (`NEGATIVE_CACHE_TTL_SECONDS`).
+    missing_for: Duration,
     /// How long an entry of a link is served (`LOCAL_CACHE_TTL_SECONDS`);
     /// it is kept up to [`LinkCache::stale_for`] if that is longer.
     fresh_for: Duration,
@@ -181,21 +174,20 @@ impl LinkCache {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let weight = Weight::of(settings);
-        let local = Cache::builder()
-            .max_capacity(weight.budget)
-            .weigher(move |code: &String, cached: &Cached| weight.of_entry(code, cached))
-            .expire_after(TtlPerKind {
-                found: settings
-                    .local_cache_ttl_seconds
-                    .max(settings.stale_if_error_secs),
-                missing: settings.negative_cache_ttl_seconds,
-            })
-            .build();
+        // The entries the budget holds at the floor weight: what the cache
+        // sizes its table for.
+        let entries = weight.budget / weight.floor.max(1);
+        let local = Cache::with_weighter(
+            usize::try_from(entries).unwrap_or(usize::MAX).max(1),
+            weight.budget,
+            weight,
+        );
         metrics
             .cache_max_bytes
             .set(i64::try_from(weight.budget).unwrap_or(i64::MAX));
         Arc::new(Self {
             local,
+            missing_for: settings.negative_cache_ttl_seconds,
             fresh_for: settings.local_cache_ttl_seconds,
             stale_for: settings.stale_if_error_secs,
             generation: AtomicU64::new(0),
@@ -211,12 +203,19 @@ impl LinkCache {
             generation: self.generation.load(Ordering::Acquire),
         };
         let coherent = self.coherent();
-        match self.local.get(code).await {
+        match self.local.get(code) {
             Some(cached) => {
                 let age = cached.at.elapsed();
-                // Kept past its TTL only for stale-if-error: a miss here.
-                let expired = matches!(cached.entry, Entry::Found(_)) && age >= self.fresh_for;
+                // A link's entry is kept past its TTL for stale-if-error
+                // only: a miss here.
+                let expired = match cached.entry {
+                    Entry::Found(_) => age >= self.fresh_for,
+                    Entry::Missing => age >= self.missing_for,
+                };
                 if expired {
+                    if age >= self.keep_for(&cached.entry) {
+                        self.local.remove(code);
+                    }
                     self.count("local", "miss");
                 } else if coherent || age < SHORT_TTL {
                     self.count("local", "hit");
@@ -237,7 +236,7 @@ impl LinkCache {
         if self.stale_for.is_zero() {
             return None;
         }
-        let cached = self.local.get(code).await?;
+        let cached = self.local.get(code)?;
         if cached.at.elapsed() > self.stale_for {
             return None;
         }
@@ -302,7 +301,16 @@ impl LinkCache {
 
     async fn fill_local(&self, code: &str, entry: Entry, miss: Miss) {
         if self.generation.load(Ordering::Acquire) == miss.generation {
-            self.local.insert(code.to_owned(), cached(entry)).await;
+            self.local.insert(code.to_owned(), cached(entry));
+        }
+    }
+
+    /// How long an entry is any use: a link's, while it may still be served
+    /// stale; a missing code's, its TTL.
+    fn keep_for(&self, entry: &Entry) -> Duration {
+        match entry {
+            Entry::Found(_) => self.fresh_for.max(self.stale_for),
+            Entry::Missing => self.missing_for,
         }
     }
 
@@ -336,14 +344,14 @@ impl LinkCache {
     pub async fn evict_local(&self, codes: &[&str]) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         for code in codes {
-            self.local.invalidate(*code).await;
+            self.local.remove(*code);
         }
     }
 
     /// Drops everything from L1: after a gap in the invalidation feed.
     pub fn evict_all_local(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.local.invalidate_all();
+        self.local.clear();
     }
 
     /// Loads targets into L1 and (without replacing anything) into Redis.
@@ -354,26 +362,18 @@ impl LinkCache {
         for target in targets {
             let code = target.short_code.clone();
             self.local
-                .insert(code, cached(Entry::Found(Arc::new(target))))
-                .await;
+                .insert(code, cached(Entry::Found(Arc::new(target))));
         }
     }
 
-    /// Entries in L1 (approximate; for metrics).
+    /// Entries in L1.
     pub fn local_entries(&self) -> u64 {
-        self.local.entry_count()
+        u64::try_from(self.local.len()).unwrap_or(u64::MAX)
     }
 
-    /// L1's weighed size (see [`Weight`]; approximate until
-    /// [`LinkCache::settle_local`]).
+    /// L1's weighed size (see [`Weight`]).
     pub fn local_weighted_size(&self) -> u64 {
-        self.local.weighted_size()
-    }
-
-    /// Runs L1's pending housekeeping (insertions and evictions over the
-    /// budget are counted lazily), so that its size is exact.
-    pub async fn settle_local(&self) {
-        self.local.run_pending_tasks().await;
+        self.local.weight()
     }
 
     pub fn shared(&self) -> Option<&SharedCache> {
@@ -530,7 +530,6 @@ mod tests {
         cache
             .warm((0..2_000).map(|n| target(n, 8 * 1024)).collect())
             .await;
-        cache.settle_local().await;
         let weighed = cache.local_weighted_size();
         assert!(weighed <= budget, "{weighed} > {budget}");
         let entries = cache.local_entries();
@@ -562,9 +561,45 @@ mod tests {
         cache
             .warm((0..1_000).map(|n| target(n, 10)).collect())
             .await;
-        cache.settle_local().await;
         let entries = cache.local_entries();
         assert!(entries > 0 && entries <= 100, "{entries} entries");
         assert!(cache.local_weighted_size() <= 1_048_576);
+    }
+
+    /// Entries expire when looked up past their TTL: a code known not to exist after
+    /// `NEGATIVE_CACHE_TTL_SECONDS`, a link after `LOCAL_CACHE_TTL_SECONDS` (then kept,
+    /// for stale-if-error only, up to `STALE_IF_ERROR_SECS`, and dropped after that).
+    #[tokio::test]
+    async fn entries_expire_when_looked_up_past_their_ttl() {
+        let cache = cache(&[
+            "--negative-cache-ttl-seconds",
+            "1",
+            "--local-cache-ttl-seconds",
+            "1",
+            "--stale-if-error-secs",
+            "2",
+        ]);
+        cache.warm(vec![target(1, 10)]).await;
+        let miss = cache.lookup_local("c000002").await.unwrap_err();
+        cache.fill("c000002", miss, None).await;
+        assert_eq!(cache.local_entries(), 2);
+        let hit = cache.lookup_local("c000001").await.unwrap();
+        assert_eq!(hit.map(|t| t.url_id), Some(1));
+        assert!(matches!(cache.lookup_local("c000002").await, Ok(None)));
+
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert!(cache.lookup_local("c000001").await.is_err(), "past its TTL");
+        assert!(cache.lookup_local("c000002").await.is_err(), "past its TTL");
+        assert_eq!(
+            cache.local_entries(),
+            1,
+            "the link is kept for stale-if-error"
+        );
+        assert!(cache.stale("c000001").await.flatten().is_some());
+
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert!(cache.lookup_local("c000001").await.is_err());
+        assert_eq!(cache.local_entries(), 0, "no use left in the link's entry");
+        assert!(cache.stale("c000001").await.is_none());
     }
 }

@@ -162,11 +162,8 @@ impl Links {
     }
 
     /// Sets the L1's size gauges: entries, and weighed bytes (estimated,
-    /// bounded by `CACHE_MAX_BYTES`). Settles the cache first: it counts
-    /// lazily, and a quiet cache would otherwise report what it held at its
-    /// last busy moment.
+    /// bounded by `CACHE_MAX_BYTES`).
     pub async fn sample_size(&self) {
-        self.cache.settle_local().await;
         let entries = i64::try_from(self.cache.local_entries()).unwrap_or(i64::MAX);
         self.metrics.cache_entries.set(entries);
         let bytes = i64::try_from(self.cache.local_weighted_size()).unwrap_or(i64::MAX);
