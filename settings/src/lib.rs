@@ -290,7 +290,7 @@ settings! {
     }
     CLICK_WRITERS {
         help: "Click batches written at once, each on its own database connection and counter shard (PostgreSQL; SQLite writes one at a time).",
-        kind: Kind::Integer { min: 1, max: 64, default: 2 },
+        kind: Kind::Integer { min: 1, max: 64, default: 1 },
         shortener: Shortener::Field("clicks.writers"),
         read_by: ReadBy::Flag,
     }
