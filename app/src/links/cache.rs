@@ -214,7 +214,8 @@ impl LinkCache {
                 };
                 if expired {
                     if age >= self.keep_for(&cached.entry) {
-                        self.local.remove(code);
+                        // Unless a fill replaced it meanwhile.
+                        self.local.remove_if(code, |now| now.at == cached.at);
                     }
                     self.count("local", "miss");
                 } else if coherent || age < SHORT_TTL {
