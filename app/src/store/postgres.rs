@@ -31,10 +31,7 @@ macro_rules! write_clicks {
              INSERT INTO redirect_counts (" COUNTER ") \
              SELECT url_id, $6, clicks, latest \
              FROM UNNEST($5::BIGINT[], $7::BIGINT[], $8::TIMESTAMP[]) AS delta (url_id, clicks, latest) \
-             ORDER BY url_id \
-             ON CONFLICT (url_id, shard) DO UPDATE SET \
-             redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
-             last_redirect_at = GREATEST(redirect_counts.last_redirect_at, excluded.last_redirect_at)")
+             ORDER BY url_id" (ADD_TO_COUNTERS "GREATEST"))
         )
     };
 }

@@ -32,6 +32,12 @@ macro_rules! sql {
         "INSERT INTO click_writers (writer, last_batch, updated_at) VALUES (", $w, ", ", $b, ", ", $t,
         ") ON CONFLICT (writer) DO UPDATE SET \
          last_batch = excluded.last_batch, updated_at = excluded.updated_at") };
+    // A click batch's per-URL deltas (rows of `COUNTER`) added to the counter rows they
+    // meet; `$greatest` is the backend's two-argument maximum.
+    (@ (ADD_TO_COUNTERS $greatest:literal)) => { concat!(
+        " ON CONFLICT (url_id, shard) DO UPDATE SET \
+         redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
+         last_redirect_at = ", $greatest, "(redirect_counts.last_redirect_at, excluded.last_redirect_at)") };
     (@ TARGET) => { "short_code, id AS url_id, user_id, original_url, is_active, version" };
     (@ $text:literal) => { $text };
     ($($part:tt)+) => { concat!($(sql!(@ $part)),+) };
@@ -320,14 +326,16 @@ where
         per_url.into_iter().collect()
     }
 
-    /// Appends `clicks` as `redirect` events and adds them to shard
-    /// `shard`'s counters, in `tx`.
-    async fn write_clicks_in(
-        tx: &mut Transaction<'_, DB>,
+    /// Appends `clicks` as `redirect` events and adds them to shard `shard`'s counters on
+    /// `conn` ([`Dialect::write_clicks`]); records `origin`, when given, as its writer's
+    /// last batch.
+    async fn write_clicks_on(
+        conn: &mut DB::Connection,
         clicks: &[Click],
         shard: i16,
+        origin: Option<BatchOrigin>,
     ) -> StoreResult<()> {
-        Ok(DB::write_clicks(tx, clicks, &Self::per_url(clicks), shard, None).await?)
+        Ok(DB::write_clicks(conn, clicks, &Self::per_url(clicks), shard, origin).await?)
     }
 
     /// Records one of the service's own events about `url`, made by `by`.
@@ -778,14 +786,11 @@ where
                     return Ok(());
                 }
                 let mut conn = self.writer.acquire().await?;
-                let per_url = Self::per_url(clicks);
                 if DB::CLICK_WRITE_IS_ATOMIC {
-                    return Ok(
-                        DB::write_clicks(&mut conn, clicks, &per_url, shard, Some(origin)).await?,
-                    );
+                    return Self::write_clicks_on(&mut conn, clicks, shard, Some(origin)).await;
                 }
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                DB::write_clicks(&mut tx, clicks, &per_url, shard, Some(origin)).await?;
+                Self::write_clicks_on(&mut tx, clicks, shard, Some(origin)).await?;
                 Ok(tx.commit().await?)
             },
             db.operation.batch.size = clicks.len(),
@@ -828,7 +833,7 @@ where
                     fresh.extend(batch.clicks.iter().cloned());
                 }
                 if !fresh.is_empty() {
-                    Self::write_clicks_in(&mut tx, &fresh, shard).await?;
+                    Self::write_clicks_on(&mut tx, &fresh, shard, None).await?;
                 }
                 let forget_before = at - BATCH_ID_RETENTION;
                 sqlx::query::<DB>(FORGET_APPLIED_BATCHES)

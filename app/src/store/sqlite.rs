@@ -35,10 +35,7 @@ macro_rules! write_clicks {
              json_object('short_code', value ->> 3) FROM json_each($1) WHERE true; \
              INSERT INTO redirect_counts (" COUNTER ") \
              SELECT value ->> 0, $2, value ->> 1, datetime(value ->> 2, 'unixepoch') \
-             FROM json_each($3) WHERE true \
-             ON CONFLICT (url_id, shard) DO UPDATE SET \
-             redirect_count = redirect_count + excluded.redirect_count, \
-             last_redirect_at = max(last_redirect_at, excluded.last_redirect_at)")
+             FROM json_each($3) WHERE true" (ADD_TO_COUNTERS "max"))
         )
     };
 }
