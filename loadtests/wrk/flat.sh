@@ -28,10 +28,7 @@ BIG_EVENTS=${BIG_EVENTS:-10000000}
 HOT_CODES=${HOT_CODES:-100}
 ROUNDS=${ROUNDS:-2}
 FLAT_PORT=${FLAT_PORT:-18091}
-[ -x "$SHORTENER_BIN" ] || die "no binary at $SHORTENER_BIN (cargo build --release -p shortener)"
-command -v sqlite3 >/dev/null || apt_ensure sqlite3
-ensure_wrk
-port_free "$FLAT_PORT" || die "port $FLAT_PORT is taken: $(port_owner "$FLAT_PORT") (set FLAT_PORT)"
+sqlite_replica_prerequisites "$FLAT_PORT" FLAT_PORT
 
 work=$(mktemp -d /tmp/shortener-flat.XXXXXX)
 pid=""

@@ -15,6 +15,15 @@ ensure_wrk() {
   command -v curl >/dev/null || apt_ensure curl
 }
 
+# What a script running its own replica on an SQLite file it fills with sqlite3 needs
+# first: the binary, sqlite3, wrk, and its port ($1, named by the variable $2) free.
+sqlite_replica_prerequisites() { # port variable
+  [ -x "$SHORTENER_BIN" ] || die "no binary at $SHORTENER_BIN (cargo build --release -p shortener)"
+  command -v sqlite3 >/dev/null || apt_ensure sqlite3
+  ensure_wrk
+  port_free "$1" || die "port $1 is taken: $(port_owner "$1") (set $2)"
+}
+
 
 # Prints the essentials of a wrk report (file $1) as "key: value" lines.
 wrk_summary() {

@@ -23,10 +23,7 @@ DURATION=${DURATION:-30s}
 
 LINKS=${LINKS:-100000}
 MEMORY_PORT=${MEMORY_PORT:-18089}
-[ -x "$SHORTENER_BIN" ] || die "no binary at $SHORTENER_BIN (cargo build --release -p shortener)"
-command -v sqlite3 >/dev/null || apt_ensure sqlite3
-ensure_wrk
-port_free "$MEMORY_PORT" || die "port $MEMORY_PORT is taken: $(port_owner "$MEMORY_PORT") (set MEMORY_PORT)"
+sqlite_replica_prerequisites "$MEMORY_PORT" MEMORY_PORT
 
 work=$(mktemp -d /tmp/shortener-memory.XXXXXX)
 pid=""
