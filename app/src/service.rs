@@ -214,7 +214,9 @@ impl Service {
 /// `header_timeout` is disconnected (slow-header clients would otherwise
 /// hold sockets forever when nothing buffers in front of the service).
 /// HTTP/1.1 only: the service sits behind an ingress or load balancer.
-async fn serve_http1(
+/// Public for the redirect floor (`examples/redirect_floor.rs`), which
+/// measures this loop with nothing behind it.
+pub async fn serve_http1(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()>,

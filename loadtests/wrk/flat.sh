@@ -33,7 +33,7 @@ sqlite_replica_prerequisites "$FLAT_PORT" FLAT_PORT
 work=$(mktemp -d /tmp/shortener-flat.XXXXXX)
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

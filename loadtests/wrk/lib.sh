@@ -62,3 +62,35 @@ metric_sum() { # url metric [label-filter]
     $1 ~ "^" m "({|$)" && index($1, f) { s += $2; seen = 1 }
     END { if (seen) print s; else print "n/a" }'
 }
+
+# wrk against a server answering a fixed 302 on 127.0.0.1:$port (nginx-baseline.sh,
+# floor.sh): a warm-up, then the measured run, its summary, the server's memory
+# (process $6) and the CPU of the run; scratch files go to the caller's $work.
+# shellcheck disable=SC2154
+fixed_302_run() { # result-name title port connections threads server-pid
+  local name=$1 title=$2 port=$3 conns=$4 threads=$5 server=$6 t0 t1
+  load_note
+  echo "$title; wrk: core $CLIENT_CPU, $threads thread(s), $conns connections, $DURATION after a $WARMUP warm-up"
+  if [ "$WARMUP" != 0 ]; then
+    taskset -c "$CLIENT_CPU" wrk -t"$threads" -c"$conns" -d"$WARMUP" "http://127.0.0.1:$port/abc123" >/dev/null
+  fi
+  cpu_snapshot >"$work/cpu.before"
+  t0=$(date +%s.%N)
+  TIMEFORMAT='%U %S'
+  { time taskset -c "$CLIENT_CPU" wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 5s --latency \
+      "http://127.0.0.1:$port/abc123" >"$work/wrk.out" 2>&1; } 2>"$work/wrk.time" || true
+  t1=$(date +%s.%N)
+  cat "$work/wrk.out"
+  cpu_snapshot >"$work/cpu.after"
+  # wrk has exited by now: its CPU time comes from the shell's `time`.
+  awk '{ printf "wrk %.2f\n", $1 + $2 }' "$work/wrk.time" >>"$work/cpu.after"
+  echo
+  echo "== $title =="
+  wrk_summary "$work/wrk.out"
+  [ -n "$server" ] && printf 'server memory: %s\n' "$(mem_of "$server")"
+  echo "CPU during the measured run:"
+  cpu_report "$work/cpu.before" "$work/cpu.after" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" |
+    tee "$work/cpu.report"
+  record_result "$name" "$work/wrk.out" \
+    "c=$conns t=$threads other=$(awk '/\(other\)/ { print $4 }' "$work/cpu.report")"
+}

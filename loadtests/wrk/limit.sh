@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The redirect against the machine's limit, in one run: nginx answering a
-# fixed `return 302` (nginx-baseline.sh), then the service on the embedded
+# fixed `return 302` (nginx-baseline.sh), the service's HTTP loop answering a
+# fixed 302 with nothing behind it (floor.sh, when its example is built), then
+# the service on the embedded
 # database, then on PostgreSQL + Redis (the running stack's PgBouncer, Redis),
 # each server pinned to core $SERVER_CPU and wrk to core $CLIENT_CPU, in
 # alternating rounds so that a drift of the machine hits every row alike.
@@ -12,8 +14,8 @@
 # BACKENDS ("sqlite stack" when the stack is up, else "sqlite"; start it with
 # loadtests/stack/up.sh --no-monitoring), BINARIES (an A/B in the same run:
 # "name=path ..." measured in turn in every round; default
-# "shortener=$SHORTENER_BIN", target/release/shortener), and what
-# nginx-baseline.sh and redirect.sh take.
+# "shortener=$SHORTENER_BIN", target/release/shortener), FLOOR_BIN, and what
+# nginx-baseline.sh, floor.sh and redirect.sh take.
 #
 # Prints each run's requests/s, p99 and the server's RSS after the run, then a
 # table of medians with each backend's ratio to nginx's median of the same run;
@@ -31,6 +33,13 @@ BINARIES=${BINARIES:-shortener=$SHORTENER_BIN}
 for named in $BINARIES; do
   [ -x "${named#*=}" ] || die "no binary at ${named#*=} (cargo build --release -p shortener)"
 done
+FLOOR_BIN=${FLOOR_BIN:-$TARGET_DIR/release/examples/redirect_floor}
+export FLOOR_BIN
+floor=yes
+if [ ! -x "$FLOOR_BIN" ]; then
+  floor=""
+  log "no floor at $FLOOR_BIN: its row left out (cargo build --release --example redirect_floor -p shortener)"
+fi
 if [ -z "${BACKENDS:-}" ]; then
   BACKENDS=sqlite
   if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG &&
@@ -66,6 +75,7 @@ done
 printf 'name\trequests/s\tp99\tRSS kB\tp50\n'
 for round in $(seq 1 "$ROUNDS"); do
   measure nginx "$WRK_HERE/nginx-baseline.sh"
+  [ -z "$floor" ] || measure floor "$WRK_HERE/floor.sh"
   for backend in $BACKENDS; do
     for named in $BINARIES; do
       measure "${named%%=*}/$backend" env SHORTENER_BIN="${named#*=}" BACKEND="$backend" "$WRK_HERE/redirect.sh" single
@@ -97,6 +107,7 @@ table=$(awk -F'\t' '
       n = order[i]
       label = n
       if (n == "nginx") label = "nginx `return 302`"
+      else if (n == "floor") label = "floor: our HTTP loop, a fixed 302"
       else if (n ~ /\/sqlite$/) label = substr(n, 1, length(n) - 7) ", embedded SQLite"
       else if (n ~ /\/stack$/) label = substr(n, 1, length(n) - 6) ", PgBouncer + PostgreSQL, Redis"
       printf "| %s | %.0f | %.2f | %.2f | %.2f | %.0f | %s |\n", label, median(rps[n]), median(rps[n]) / base, median(p50[n]), median(p99[n]), median(rss[n]) / 1024, substr(rps[n], 2)

@@ -28,7 +28,7 @@ sqlite_replica_prerequisites "$MEMORY_PORT" MEMORY_PORT
 work=$(mktemp -d /tmp/shortener-memory.XXXXXX)
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

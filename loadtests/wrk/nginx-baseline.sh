@@ -60,28 +60,5 @@ nginx_pid=$!
 for _ in $(seq 1 50); do [ "$(http_status "http://127.0.0.1:$port/x")" = 302 ] && break; sleep 0.1; done
 [ "$(http_status "http://127.0.0.1:$port/x")" = 302 ] || die "baseline nginx does not answer 302"
 
-load_note
-echo "nginx: 1 worker on core $SERVER_CPU; wrk: core $CLIENT_CPU, $threads thread(s), $conns connections, $DURATION after a $WARMUP warm-up"
-if [ "$WARMUP" != 0 ]; then
-  taskset -c "$CLIENT_CPU" wrk -t"$threads" -c"$conns" -d"$WARMUP" "http://127.0.0.1:$port/abc123" >/dev/null
-fi
-cpu_snapshot >"$work/cpu.before"
-t0=$(date +%s.%N)
-TIMEFORMAT='%U %S'
-{ time taskset -c "$CLIENT_CPU" wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 5s --latency \
-    "http://127.0.0.1:$port/abc123" >"$work/wrk.out" 2>&1; } 2>"$work/wrk.time" || true
-t1=$(date +%s.%N)
-cat "$work/wrk.out"
-cpu_snapshot >"$work/cpu.after"
-# wrk has exited by now: its CPU time comes from the shell's `time`.
-awk '{ printf "wrk %.2f\n", $1 + $2 }' "$work/wrk.time" >>"$work/cpu.after"
-echo
-echo "== nginx return 302, one worker on core $SERVER_CPU =="
-wrk_summary "$work/wrk.out"
 worker=$(pgrep -P "$nginx_pid" | head -n1 || true)
-[ -n "$worker" ] && printf 'nginx worker memory: %s\n' "$(mem_of "$worker")"
-echo "CPU during the measured run:"
-cpu_report "$work/cpu.before" "$work/cpu.after" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" |
-  tee "$work/cpu.report"
-record_result "nginx-baseline" "$work/wrk.out" \
-  "c=$conns t=$threads other=$(awk '/\(other\)/ { print $4 }' "$work/cpu.report")"
+fixed_302_run nginx-baseline "nginx return 302, one worker on core $SERVER_CPU" "$port" "$conns" "$threads" "$worker"
