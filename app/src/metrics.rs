@@ -75,6 +75,8 @@ fn seconds_buckets(top: f64) -> Vec<f64> {
 pub struct RedirectSeries {
     pub found: IntCounter,
     pub not_found: IntCounter,
+    /// Links that exist but no longer redirect to their target (expired or used up).
+    pub gone: IntCounter,
     get_duration: Histogram,
     get_found: IntCounter,
     get_not_found: IntCounter,
@@ -92,6 +94,7 @@ impl RedirectSeries {
         Self {
             found: outcomes.with_label_values(&["found"]),
             not_found: outcomes.with_label_values(&["not_found"]),
+            gone: outcomes.with_label_values(&["gone"]),
             get_duration: duration.with_label_values(&["GET", route]),
             get_found: requests.with_label_values(&["GET", route, "302"]),
             get_not_found: requests.with_label_values(&["GET", route, "404"]),

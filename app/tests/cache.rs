@@ -231,6 +231,7 @@ async fn an_older_value_never_replaces_a_newer_one_in_redis() {
         original_url: to.into(),
         is_active: true,
         version,
+        policy: None,
     };
     shared
         .put_if_newer(&target(2, "https://e.com/new"))

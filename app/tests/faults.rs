@@ -382,6 +382,9 @@ impl Store for AnswerLost {
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>> {
         self.inner.list_events(filter, page).await
     }
+    async fn record_visit(&self, click: &Click, shard: i16) -> StoreResult<bool> {
+        self.inner.record_visit(click, shard).await
+    }
     async fn record_clicks(
         &self,
         clicks: &[Click],
@@ -427,6 +430,7 @@ async fn a_committed_write_whose_answer_was_lost_is_not_counted_twice() {
                 user_id: None,
                 original_url: TargetUrl::parse("https://example.com/lost").unwrap(),
                 title: None,
+                policy: Default::default(),
             },
             Actor::NONE,
         )

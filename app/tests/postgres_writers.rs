@@ -30,6 +30,7 @@ async fn writers_on_hot_links(backend: Backend) {
             user_id: None,
             original_url: TargetUrl::parse(&format!("https://e.com/{n}")).unwrap(),
             title: None,
+            policy: Default::default(),
         };
         urls.push(
             setup

@@ -35,6 +35,7 @@ fn url(to: &str) -> NewUrl {
         user_id: None,
         original_url: TargetUrl::parse(to).unwrap(),
         title: None,
+        policy: Default::default(),
     }
 }
 
@@ -119,6 +120,7 @@ async fn update_writes_one_event_per_changed_field_atomically(backend: Backend) 
         original_url: Some(TargetUrl::parse("https://e.com/b").unwrap()),
         title: Some(Some("t".into())),
         is_active: Some(true), // unchanged: no event
+        policy: Default::default(),
     };
     let updated = store
         .update_url(created.id, patch, Actor::NONE)

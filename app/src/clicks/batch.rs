@@ -50,6 +50,22 @@ struct Pending {
 pub struct ClickRecorder {
     queue: mpsc::Sender<Pending>,
     metrics: Arc<Metrics>,
+    /// Capped visits ([`ClickRecorder::record_capped`]) are written here
+    /// directly, into counter shard `visit_shard`, within `write_timeout`.
+    store: DynStore,
+    visit_shard: i16,
+    write_timeout: Duration,
+}
+
+/// What became of a visit to a capped link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// Taken and recorded: redirect.
+    Recorded,
+    /// None left: the link is used up.
+    CapReached,
+    /// The database did not answer in time: nothing is promised, no redirect.
+    Unavailable,
 }
 
 /// Retry interval for the spill while the database is away.
@@ -89,6 +105,13 @@ impl ClickRecorder {
             .map(Writer::new)
             .collect();
         metrics.click_writers.set(writers as i64);
+        let recorder = Self {
+            queue,
+            metrics: metrics.clone(),
+            store: store.clone(),
+            visit_shard: i16::try_from(first).unwrap_or(0),
+            write_timeout: settings.click_write_timeout_ms,
+        };
         let dispatcher = Dispatcher {
             store,
             limits: Limits {
@@ -103,7 +126,29 @@ impl ClickRecorder {
             write_back: JoinSet::new(),
         };
         let handle = tokio::spawn(dispatcher.run(rx));
-        Ok((Self { queue, metrics }, handle))
+        Ok((recorder, handle))
+    }
+
+    /// Records a visit to a link with `max_visits` if one is left, taking
+    /// it and writing the click in one transaction ([`crate::store::Store::record_visit`]):
+    /// not batched, as its answer decides the response, and never spilled,
+    /// as a visit the database has not taken cannot be promised. That makes
+    /// the cap exact across replicas, and a capped link as available as
+    /// its database.
+    pub async fn record_capped(&self, click: Click) -> Visit {
+        let attempt = self.store.record_visit(&click, self.visit_shard);
+        match tokio::time::timeout(self.write_timeout, attempt).await {
+            Ok(Ok(true)) => Visit::Recorded,
+            Ok(Ok(false)) => Visit::CapReached,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, url_id = click.url_id, "capped visit not taken");
+                Visit::Unavailable
+            }
+            Err(_) => {
+                tracing::warn!(url_id = click.url_id, "capped visit not taken in time");
+                Visit::Unavailable
+            }
+        }
     }
 
     /// Records one click: returns once it is written, or kept on disk

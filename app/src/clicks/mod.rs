@@ -7,4 +7,4 @@
 mod batch;
 mod spill;
 
-pub use batch::{COUNTER_SHARDS, ClickRecorder};
+pub use batch::{COUNTER_SHARDS, ClickRecorder, Visit};

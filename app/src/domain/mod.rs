@@ -3,11 +3,13 @@
 //! never re-checks.
 
 mod email;
+mod link_policy;
 mod short_code;
 mod target_url;
 pub mod timestamp;
 
 pub use email::Email;
+pub use link_policy::{Gone, LinkPolicy, RedirectType};
 pub use short_code::{ShortCode, ShortCodeError, random_alphanumeric};
 pub use target_url::{TargetPolicy, TargetUrl};
 pub use timestamp::{Timestamp, now};

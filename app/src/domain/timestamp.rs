@@ -27,6 +27,24 @@ pub fn parse(raw: &str) -> Result<Timestamp, String> {
         .map_err(|_| format!("'{raw}' is not a timestamp (expected YYYY-MM-DD HH:MM:SS)"))
 }
 
+/// A point in time as a client may give one: RFC 3339 with any offset
+/// (converted to UTC), or the API's own form (taken as UTC). Kept within
+/// 1970 to 9999: an earlier time is stored as 1970-01-01T00:00:00 (for an
+/// expiry, already past either way).
+pub fn parse_instant(raw: &str) -> Result<Timestamp, String> {
+    let raw = raw.trim();
+    let parsed = chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.naive_utc())
+        .or_else(|_| parse(raw))
+        .map_err(|_| {
+            format!("'{raw}' is not a time (RFC 3339, e.g. 2026-12-31T23:59:59Z, or YYYY-MM-DDTHH:MM:SS in UTC)")
+        })?;
+    let earliest = chrono::DateTime::UNIX_EPOCH.naive_utc();
+    let latest = NaiveDateTime::parse_from_str("9999-12-31 23:59:59", CSV_FORMAT).unwrap_or(parsed);
+    let kept = parsed.clamp(earliest, latest);
+    Ok(kept.with_nanosecond(0).unwrap_or(kept))
+}
+
 /// serde helper: `#[serde(serialize_with = "timestamp::serialize")]`.
 pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&t.format(API_FORMAT))
@@ -53,6 +71,23 @@ mod tests {
         assert_eq!(a, c);
         assert_eq!(a.format(API_FORMAT).to_string(), "2025-08-18T05:25:03");
         assert!(parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn instants_take_any_offset_and_stay_within_1970_to_9999() {
+        let utc = parse("2026-12-31 22:59:59").unwrap();
+        assert_eq!(parse_instant("2026-12-31T23:59:59+01:00"), Ok(utc));
+        assert_eq!(parse_instant("2026-12-31T22:59:59.5Z"), Ok(utc));
+        assert_eq!(parse_instant("2026-12-31T22:59:59"), Ok(utc));
+        assert_eq!(
+            parse_instant("0000-01-01T00:00:00+01:00"),
+            Ok(parse("1970-01-01 00:00:00").unwrap())
+        );
+        assert_eq!(
+            parse_instant("9999-12-31T23:59:59-23:59"),
+            Ok(parse("9999-12-31 23:59:59").unwrap())
+        );
+        assert!(parse_instant("tomorrow").is_err());
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum ApiError {
     Forbidden(#[from] Forbidden),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The link exists but no longer redirects (expired, used up).
+    #[error("{0}")]
+    Gone(&'static str),
     #[error("the database is unavailable; retry shortly")]
     Unavailable,
     #[error("internal error")]
@@ -83,6 +86,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -146,6 +150,12 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Marks an error response that is a page for a person's browser, not an
+/// API answer: the one HTML error the service makes (a link that is gone,
+/// asked for by a browser), which `errors_as_json` leaves as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct BrowserPage;
 
 /// A parser's verdict on field `name`: its value, or a 400 naming it.
 pub fn field<T, E: ToString>(name: &str, parsed: Result<T, E>) -> ApiResult<T> {

@@ -248,6 +248,14 @@ pub fn optional_whole_number<'de, D: serde::Deserializer<'de>>(
     de.deserialize_option(OptionalWholeNumber)
 }
 
+/// [`whole_number`] for a field of a change, where `null` clears:
+/// absent → `None`, `null` → `Some(None)`.
+pub fn nullable_whole_number<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<Option<i64>>, D::Error> {
+    optional_whole_number(de).map(Some)
+}
+
 struct WholeNumber;
 
 impl serde::de::Visitor<'_> for WholeNumber {

@@ -334,7 +334,8 @@ async fn errors_as_json(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    let is_page = response.extensions().get::<error::BrowserPage>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || is_json || is_page {
         return response;
     }
     let message = status.canonical_reason().unwrap_or("error").to_lowercase();

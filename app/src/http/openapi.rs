@@ -140,6 +140,16 @@ fn target_url_pattern() -> String {
     )
 }
 
+/// Times the parser takes (`timestamp::parse_instant`), as far as a pattern can say: the
+/// days of a month stop at 28 here, so that everything the pattern admits is accepted.
+const INSTANT_PATTERN: &str = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)?$";
+const INSTANT_RULES: &str = "From this time on the link answers 410 (or redirects to \
+    `fallback_url`): RFC 3339 with any offset, or `YYYY-MM-DDTHH:MM:SS` taken as UTC; stored \
+    in UTC to the second, between 1970 and 9999 (an earlier time is stored as \
+    1970-01-01T00:00:00). `null`: never. (The pattern admits days up to 28; every \
+    calendar day is accepted.)";
+const FALLBACK_URL_RULES: &str = "Where the link redirects once expired or used up, instead \
+    of answering 410: the same rules as `original_url`; `null`: none.";
 const TARGET_URL_RULES: &str = "An absolute http(s) URL with a host, at most 4096 \
     characters, trimmed; no whitespace, control or invisible formatting characters, \
     backslashes or credentials. By default targets in private networks (IP literals \
@@ -202,7 +212,7 @@ impl utoipa::Modify for InputRules {
             r"^\s*(?!(?:{})\s*$)[a-z0-9_.-]{{1,{MAX_EVENT_TYPE_CHARS}}}\s*$",
             RECORDED_BY_THE_SERVICE.join("|")
         );
-        let rules: [(&str, &str, String, &str); 13] = [
+        let rules: [(&str, &str, String, &str); 17] = [
             (
                 "CreateKey",
                 "name",
@@ -264,6 +274,30 @@ impl utoipa::Modify for InputRules {
                 "As on creation; `null` clears the title.",
             ),
             (
+                "CreateUrl",
+                "expires_at",
+                INSTANT_PATTERN.to_owned(),
+                INSTANT_RULES,
+            ),
+            (
+                "UpdateUrl",
+                "expires_at",
+                INSTANT_PATTERN.to_owned(),
+                INSTANT_RULES,
+            ),
+            (
+                "CreateUrl",
+                "fallback_url",
+                target_url_pattern(),
+                FALLBACK_URL_RULES,
+            ),
+            (
+                "UpdateUrl",
+                "fallback_url",
+                target_url_pattern(),
+                FALLBACK_URL_RULES,
+            ),
+            (
                 "ShortenRequest",
                 "url",
                 target_url_pattern(),
@@ -288,6 +322,21 @@ impl utoipa::Modify for InputRules {
             {
                 field.pattern = Some(pattern);
                 field.description = Some(description.to_owned());
+            }
+        }
+
+        // A redirect type is one of the four redirect statuses (`null`: the default, 302).
+        for schema in ["CreateUrl", "UpdateUrl", "Url"] {
+            if let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut(schema)
+                && let Some(RefOr::T(Schema::Object(field))) =
+                    object.properties.get_mut("redirect_type")
+            {
+                let mut statuses: Vec<serde_json::Value> =
+                    [301, 302, 307, 308].map(serde_json::Value::from).into();
+                if schema != "Url" {
+                    statuses.push(serde_json::Value::Null);
+                }
+                field.enum_values = Some(statuses);
             }
         }
 
@@ -332,6 +381,10 @@ impl utoipa::Modify for InputRules {
                 &["original_url", "string"],
                 &["title"],
                 &["is_active", "boolean"],
+                &["redirect_type"],
+                &["expires_at"],
+                &["max_visits"],
+                &["fallback_url"],
             ],
             false,
         );

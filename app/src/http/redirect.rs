@@ -3,11 +3,12 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, BrowserPage, ErrorBody};
 use super::state::AppState;
-use crate::domain::{ShortCode, now};
+use crate::clicks::Visit;
+use crate::domain::{Gone, RedirectType, ShortCode, now};
 use crate::links::{Local, Resolved, Source};
-use crate::store::Click;
+use crate::store::{Click, RedirectTarget};
 
 /// Follows a short code: 302 to the original URL, recording a `redirect`
 /// event. Unknown and inactive codes are 404 and record nothing. `HEAD`
@@ -75,35 +76,120 @@ pub async fn follow(
         response.headers_mut().insert(X_CACHE, x_cache);
         return Ok(response);
     };
-    let location = HeaderValue::from_str(&target.original_url).map_err(|_| {
-        tracing::error!(
-            url_id = target.url_id,
-            "stored URL is not a valid header value"
-        );
-        ApiError::Internal
-    })?;
+    let at = now();
+    if let Some(gone) = target.policy.as_ref().and_then(|p| p.gone_at(at)) {
+        return gone_response(&state, &target, gone, &req, x_cache);
+    }
+    let location = header_value(&target, &target.original_url)?;
     // HEAD is not a visit (link checkers, unfurlers): answer, record nothing.
     if method != Method::HEAD {
         let click = Click {
             url_id: target.url_id,
             user_id: target.user_id,
             short_code: code,
-            at: now(),
+            at,
         };
-        // Returns once the click is kept; a lost one is logged and counted
-        // by the recorder. The visitor gets their redirect either way.
-        state.clicks.record(click).await;
+        if target.is_capped() {
+            // The visit is taken in the database before it is answered: exact across
+            // replicas, whatever their caches hold.
+            match state.clicks.record_capped(click).await {
+                Visit::Recorded => {}
+                Visit::CapReached => {
+                    if let Some(policy) = &target.policy {
+                        policy.mark_used_up();
+                    }
+                    return gone_response(&state, &target, Gone::UsedUp, &req, x_cache);
+                }
+                Visit::Unavailable => return Err(ApiError::Unavailable),
+            }
+        } else {
+            // Returns once the click is kept; a lost one is logged and counted
+            // by the recorder. The visitor gets their redirect either way.
+            state.clicks.record(click).await;
+        }
     }
     state.metrics.redirect.found.inc();
-    Ok((
-        StatusCode::FOUND,
+    Ok(redirect_to(target.redirect_type(), location, x_cache))
+}
+
+/// The redirect to `location`. Never cacheable (`no-store`, whatever the status: a browser or
+/// CDN that kept even a 301 would hide the clicks after the first, and miss every later
+/// change of the link).
+fn redirect_to(kind: RedirectType, location: HeaderValue, x_cache: HeaderValue) -> Response {
+    let status = match kind {
+        RedirectType::Moved => StatusCode::MOVED_PERMANENTLY,
+        RedirectType::Found => StatusCode::FOUND,
+        RedirectType::Temporary => StatusCode::TEMPORARY_REDIRECT,
+        RedirectType::Permanent => StatusCode::PERMANENT_REDIRECT,
+    };
+    (
+        status,
         [
             (header::LOCATION, location),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             (X_CACHE, x_cache),
         ],
     )
-        .into_response())
+        .into_response()
+}
+
+fn header_value(target: &RedirectTarget, url: &str) -> ApiResult<HeaderValue> {
+    HeaderValue::from_str(url).map_err(|_| {
+        tracing::error!(
+            url_id = target.url_id,
+            "stored URL is not a valid header value"
+        );
+        ApiError::Internal
+    })
+}
+
+/// A link that exists but no longer redirects to its target: to its fallback URL when it
+/// has one (recording nothing: the visit is not the link's), else 410, as a small page for
+/// a browser and as the API's JSON error for anything else.
+fn gone_response(
+    state: &AppState,
+    target: &RedirectTarget,
+    gone: Gone,
+    req: &Request,
+    x_cache: HeaderValue,
+) -> ApiResult<Response> {
+    state.metrics.redirect.gone.inc();
+    let policy = target.policy.as_deref();
+    if let Some(fallback) = policy.and_then(|p| p.fallback_url.as_deref()) {
+        let location = header_value(target, fallback)?;
+        return Ok(redirect_to(target.redirect_type(), location, x_cache));
+    }
+    let wants_page = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let mut response = if wants_page {
+        let page = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+             <title>Link unavailable</title></head>\n<body><h1>Link unavailable</h1>\
+             <p>{}.</p></body></html>\n",
+            gone.message()
+        );
+        let mut page = (
+            StatusCode::GONE,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
+            page,
+        )
+            .into_response();
+        page.extensions_mut().insert(BrowserPage);
+        page
+    } else {
+        ApiError::Gone(gone.message()).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(X_CACHE, x_cache);
+    Ok(response)
 }
 
 /// `HIT` when the lookup was answered by a cache, `MISS` when it went to the

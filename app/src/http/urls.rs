@@ -5,12 +5,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody, field};
-use super::extract::{JsonBody, PathId, QueryParams, listing, nullable, optional_whole_number};
+use super::extract::{
+    JsonBody, PathId, QueryParams, listing, nullable, nullable_whole_number, optional_whole_number,
+};
 use super::params::{Pagination, UrlFilters, UrlId};
 use super::state::AppState;
-use crate::domain::{ShortCode, TargetUrl, parse_title};
+use crate::domain::{RedirectType, ShortCode, TargetUrl, parse_title, timestamp};
 use crate::keys::Caller;
-use crate::store::{Event, EventFilter, NewUrl, Url, UrlFilter, UrlPatch, UrlStats};
+use crate::store::{Event, EventFilter, NewUrl, PolicyPatch, Url, UrlFilter, UrlPatch, UrlStats};
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUrl {
@@ -22,6 +24,24 @@ pub struct CreateUrl {
     user_id: Option<i64>,
     /// A custom code (3–32 of `[A-Za-z0-9_-]`); random when absent.
     short_code: Option<String>,
+    /// 301, 302 (the default), 307 or 308.
+    #[serde(default, deserialize_with = "nullable_whole_number")]
+    #[schema(value_type = Option<i64>, example = 302)]
+    redirect_type: Option<Option<i64>>,
+    /// From this time on the link answers 410 (or redirects to
+    /// `fallback_url`): RFC 3339, or `YYYY-MM-DDTHH:MM:SS` in UTC.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    expires_at: Option<Option<String>>,
+    /// After this many visits the link answers 410 (or redirects to
+    /// `fallback_url`); exact across replicas.
+    #[serde(default, deserialize_with = "nullable_whole_number")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    max_visits: Option<Option<i64>>,
+    /// Where an expired or used-up link redirects instead of answering 410.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    fallback_url: Option<Option<String>>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -32,6 +52,24 @@ pub struct UpdateUrl {
     #[schema(value_type = Option<String>)]
     title: Option<Option<String>>,
     is_active: Option<bool>,
+    /// 301, 302 (the default), 307 or 308.
+    #[serde(default, deserialize_with = "nullable_whole_number")]
+    #[schema(value_type = Option<i64>, example = 302)]
+    redirect_type: Option<Option<i64>>,
+    /// From this time on the link answers 410 (or redirects to
+    /// `fallback_url`): RFC 3339, or `YYYY-MM-DDTHH:MM:SS` in UTC.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    expires_at: Option<Option<String>>,
+    /// After this many visits the link answers 410 (or redirects to
+    /// `fallback_url`); exact across replicas.
+    #[serde(default, deserialize_with = "nullable_whole_number")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    max_visits: Option<Option<i64>>,
+    /// Where an expired or used-up link redirects instead of answering 410.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    fallback_url: Option<Option<String>>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -54,6 +92,54 @@ fn target(state: &AppState, name: &str, raw: &str) -> ApiResult<TargetUrl> {
     let target = field(name, TargetUrl::parse(raw))?;
     field(name, state.target_policy.check(&target))?;
     Ok(target)
+}
+
+/// A link's policy fields as given (`Some(None)`: `null`, which clears on a
+/// change and is the default on creation).
+fn policy(
+    state: &AppState,
+    redirect_type: Option<Option<i64>>,
+    expires_at: Option<Option<String>>,
+    max_visits: Option<Option<i64>>,
+    fallback_url: Option<Option<String>>,
+) -> ApiResult<PolicyPatch> {
+    let redirect_type = redirect_type
+        .map(|kind| {
+            kind.map_or(Ok(RedirectType::default()), |status| {
+                field("redirect_type", RedirectType::from_status(status))
+            })
+        })
+        .transpose()?;
+    let expires_at = expires_at
+        .map(|at| {
+            at.map(|at| field("expires_at", timestamp::parse_instant(&at)))
+                .transpose()
+        })
+        .transpose()?;
+    let max_visits = max_visits
+        .map(|max| {
+            max.map(|max| {
+                if max < 1 {
+                    Err(ApiError::invalid_field("max_visits", "must be at least 1"))
+                } else {
+                    Ok(max)
+                }
+            })
+            .transpose()
+        })
+        .transpose()?;
+    let fallback_url = fallback_url
+        .map(|url| {
+            url.map(|url| target(state, "fallback_url", &url))
+                .transpose()
+        })
+        .transpose()?;
+    Ok(PolicyPatch {
+        redirect_type,
+        expires_at,
+        max_visits,
+        fallback_url,
+    })
 }
 
 /// A title as given (`None`: none), blank being none too.
@@ -113,6 +199,13 @@ pub async fn create(
         user_id: caller.user_filter(body.user_id)?,
         original_url: target(&state, "original_url", &body.original_url)?,
         title: title(body.title)?,
+        policy: policy(
+            &state,
+            body.redirect_type,
+            body.expires_at,
+            body.max_visits,
+            body.fallback_url,
+        )?,
     };
     Ok((
         StatusCode::CREATED,
@@ -135,6 +228,7 @@ pub async fn shorten(
         user_id: caller.bound_user(),
         original_url: target(&state, "url", &body.url)?,
         title: None,
+        policy: PolicyPatch::default(),
     };
     let created = create_with(&state, caller, url, body.short_code).await?;
     let base = match &state.public_base_url {
@@ -167,8 +261,9 @@ pub async fn show(
     Ok(Json(visible_url(&state, caller, id).await?))
 }
 
-/// Changes any of `original_url`, `title`, `is_active`; one `updated` event
-/// per changed field.
+/// Changes any of `original_url`, `title`, `is_active`, `redirect_type`,
+/// `expires_at`, `max_visits`, `fallback_url` (`null` clears the last three);
+/// one `updated` event per changed field.
 #[utoipa::path(put, path = "/urls/{id}", tag = "urls", params(UrlId), request_body = UpdateUrl,
     responses((status = 200, body = Url), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update(
@@ -184,10 +279,18 @@ pub async fn update(
             .transpose()?,
         title: body.title.map(title).transpose()?,
         is_active: body.is_active,
+        policy: policy(
+            &state,
+            body.redirect_type,
+            body.expires_at,
+            body.max_visits,
+            body.fallback_url,
+        )?,
     };
     if patch.is_empty() {
         return Err(ApiError::bad_request(
-            "nothing to update: give at least one of original_url, title, is_active",
+            "nothing to update: give at least one of original_url, title, is_active, \
+             redirect_type, expires_at, max_visits, fallback_url",
         ));
     }
     // A URL's owner never changes, so checking before the change holds.

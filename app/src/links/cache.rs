@@ -35,6 +35,7 @@ use quick_cache::sync::Cache;
 
 use super::shared::SharedCache;
 use crate::config::CacheSettings;
+use crate::domain::LinkPolicy;
 use crate::metrics::Metrics;
 use crate::store::RedirectTarget;
 
@@ -130,10 +131,16 @@ impl Weight {
     }
 
     /// Estimated bytes of an entry: its code twice (the key and the
-    /// target's copy), its URL and [`ENTRY_OVERHEAD`].
+    /// target's copy), its URL, its policy when it has one, and
+    /// [`ENTRY_OVERHEAD`].
     fn bytes(code: &str, cached: &Cached) -> u64 {
         let target = match &cached.entry {
-            Entry::Found(t) => t.short_code.len() + t.original_url.len(),
+            Entry::Found(t) => {
+                let policy = t.policy.as_deref().map_or(0, |p| {
+                    size_of::<LinkPolicy>() + p.fallback_url.as_ref().map_or(0, String::len)
+                });
+                t.short_code.len() + t.original_url.len() + policy
+            }
             Entry::Missing => 0,
         };
         u64::try_from(code.len() + target).map_or(u64::MAX, |n| n + ENTRY_OVERHEAD)
@@ -515,6 +522,7 @@ mod tests {
             original_url: format!("https://e.com/{}", "x".repeat(url_len)),
             is_active: true,
             version: 1,
+            policy: None,
         }
     }
 

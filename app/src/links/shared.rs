@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 
+use crate::domain::{LinkPolicy, RedirectType};
 use crate::metrics::Metrics;
 use crate::shared_redis::{self, SharedRedis};
 use crate::store::RedirectTarget;
@@ -31,13 +32,14 @@ const WARM_CHUNK: usize = 500;
 pub const UNRELIABLE_FOR: Duration = Duration::from_secs(5);
 
 /// Stores `ARGV[2]` under `KEYS[1]` unless the value there has a higher
-/// version (values start with `<version>|`). Both a write's new value and a
+/// version (values start with `<format>:<version>|`, or with `<version>|` as
+/// builds before link policies wrote them). Both a write's new value and a
 /// fill from a possibly older database read go through it, so a slow fill
 /// can never overwrite a newer write.
 const PUT_IF_NEWER: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current then
-  local version = tonumber(string.match(current, '^(%d+)|'))
+  local version = tonumber(string.match(current, '^%d+:(%d+)|') or string.match(current, '^(%d+)|'))
   if version and version > tonumber(ARGV[1]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
@@ -64,34 +66,68 @@ pub struct SharedCache {
     metrics: Arc<Metrics>,
 }
 
+/// The format of the values this build writes: `2:` then the version, the URL id, the owner,
+/// `1`/`0` for active, the redirect status, the expiry (Unix seconds), the cap, the fallback
+/// URL's length in bytes, each followed by `|`, then the fallback URL and the target URL
+/// (which may contain `|`). A value in another format is not this build's to read: it is a
+/// miss (an older build's, during a rolling upgrade: refilled from the database; older builds
+/// take this build's values for misses in the same way, as their version field does not
+/// parse).
+const FORMAT: &str = "2:";
+
 fn encode(t: &RedirectTarget) -> String {
+    let policy = t.policy.as_deref();
+    let fallback = policy.and_then(|p| p.fallback_url.as_deref()).unwrap_or("");
     format!(
-        "{}|{}|{}|{}|{}",
+        "{FORMAT}{}|{}|{}|{}|{}|{}|{}|{}|{fallback}{}",
         t.version,
         t.url_id,
         t.user_id.map(|id| id.to_string()).unwrap_or_default(),
         u8::from(t.is_active),
+        t.redirect_type().status(),
+        policy
+            .and_then(|p| p.expires_at)
+            .map(|at| at.and_utc().timestamp().to_string())
+            .unwrap_or_default(),
+        policy
+            .and_then(|p| p.max_visits)
+            .map(|max| max.to_string())
+            .unwrap_or_default(),
+        fallback.len(),
         t.original_url
     )
 }
 
 fn decode(code: &str, raw: &str) -> Option<RedirectTarget> {
-    let mut parts = raw.splitn(5, '|');
+    let optional = |part: &str| -> Option<Option<i64>> {
+        match part {
+            "" => Some(None),
+            n => n.parse().ok().map(Some),
+        }
+    };
+    let mut parts = raw.strip_prefix(FORMAT)?.splitn(9, '|');
     let version = parts.next()?.parse().ok()?;
     let url_id = parts.next()?.parse().ok()?;
-    let user_id = match parts.next()? {
-        "" => None,
-        id => Some(id.parse().ok()?),
-    };
+    let user_id = optional(parts.next()?)?;
     let is_active = parts.next()? == "1";
-    let original_url = parts.next()?.to_owned();
+    let redirect_type = RedirectType::from_status(parts.next()?.parse().ok()?).ok()?;
+    let expires_at = match optional(parts.next()?)? {
+        Some(secs) => Some(chrono::DateTime::from_timestamp(secs, 0)?.naive_utc()),
+        None => None,
+    };
+    let max_visits = optional(parts.next()?)?;
+    let fallback_len: usize = parts.next()?.parse().ok()?;
+    let rest = parts.next()?;
+    let (fallback, original_url) = (rest.get(..fallback_len)?, rest.get(fallback_len..)?);
+    let fallback_url = (!fallback.is_empty()).then(|| fallback.to_owned());
     Some(RedirectTarget {
         short_code: code.to_owned(),
         url_id,
         user_id,
-        original_url,
+        original_url: original_url.to_owned(),
         is_active,
         version,
+        policy: LinkPolicy::of(redirect_type, expires_at, max_visits, fallback_url),
     })
 }
 
@@ -396,14 +432,51 @@ mod tests {
             original_url: "https://e.com/a|b?c=1|2".into(),
             is_active: true,
             version: 3,
+            policy: None,
         };
         assert_eq!(decode("abc", &encode(&target)), Some(target.clone()));
         let owned = RedirectTarget {
             user_id: Some(9),
             is_active: false,
-            ..target
+            ..target.clone()
         };
         assert_eq!(decode("abc", &encode(&owned)), Some(owned));
+        let expires = crate::domain::timestamp::parse("2027-01-02 03:04:05").unwrap();
+        let with_policy = RedirectTarget {
+            policy: LinkPolicy::of(
+                RedirectType::Permanent,
+                Some(expires),
+                Some(5),
+                Some("https://f.example/x|y|9|".into()),
+            ),
+            ..target.clone()
+        };
+        assert_eq!(decode("abc", &encode(&with_policy)), Some(with_policy));
+        let only_status = RedirectTarget {
+            policy: LinkPolicy::of(RedirectType::Moved, None, None, None),
+            ..target
+        };
+        assert_eq!(decode("abc", &encode(&only_status)), Some(only_status));
         assert_eq!(decode("abc", "garbage"), None);
+    }
+
+    /// A value as builds before link policies wrote it is a miss here (it
+    /// says nothing of a cap), and this build's values are misses there:
+    /// their first field is not a number.
+    #[test]
+    fn values_of_the_older_format_are_misses() {
+        assert_eq!(decode("abc", "3|7||1|https://e.com/"), None);
+        let target = RedirectTarget {
+            short_code: "abc".into(),
+            url_id: 7,
+            user_id: None,
+            original_url: "https://e.com/".into(),
+            is_active: true,
+            version: 3,
+            policy: None,
+        };
+        let encoded = encode(&target);
+        let first = encoded.split('|').next().unwrap();
+        assert!(first.parse::<i64>().is_err(), "{encoded}");
     }
 }

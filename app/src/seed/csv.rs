@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::{Email, parse_username, timestamp};
+use crate::domain::{Email, RedirectType, parse_username, timestamp};
 use crate::store::{Event, EventSource, ImportedUser, Url};
 
 /// A line of an uploaded file that could not be imported, and why.
@@ -199,6 +199,11 @@ pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
             created_at: timestamp::parse(cell[6])?,
             updated_at: timestamp::parse(cell[7])?,
             version: 1,
+            redirect_type: RedirectType::Found,
+            expires_at: None,
+            max_visits: None,
+            fallback_url: None,
+            visits: 0,
         })
     })
 }

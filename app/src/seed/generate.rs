@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::domain::{ShortCode, Timestamp};
+use crate::domain::{RedirectType, ShortCode, Timestamp};
 use crate::store::{Event, EventSource, Url, User};
 
 pub const USERS: usize = 400;
@@ -124,6 +124,11 @@ pub fn generate() -> Generated {
             created_at,
             updated_at: time_between(&mut rng, created_at, end + Duration::days(30)),
             version: 1,
+            redirect_type: RedirectType::Found,
+            expires_at: None,
+            max_visits: None,
+            fallback_url: None,
+            visits: 0,
         };
         events.push(Event {
             id,

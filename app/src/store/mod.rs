@@ -177,6 +177,11 @@ pub trait Store: Send + Sync + 'static {
         shard: i16,
         origin: BatchOrigin,
     ) -> StoreResult<()>;
+    /// Records a visit to a capped link (`max_visits`) if one is left: takes
+    /// it and writes the click (to shard `shard`'s counters) in one
+    /// transaction, or writes nothing and returns `false` when the cap is
+    /// reached. Exact across replicas: never more than `max_visits` succeed.
+    async fn record_visit(&self, click: &Click, shard: i16) -> StoreResult<bool>;
     /// Writes spilled click batches back, each exactly once: a batch's id is
     /// recorded in the same transaction as its clicks, and a batch whose id
     /// is already recorded is skipped, as is one whose `origin` write did

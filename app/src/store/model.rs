@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::domain::{Email, TargetUrl, Timestamp, timestamp};
+use crate::domain::{Email, LinkPolicy, RedirectType, TargetUrl, Timestamp, timestamp};
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
 pub struct User {
@@ -68,6 +68,25 @@ pub struct Url {
     #[serde(serialize_with = "timestamp::serialize")]
     #[schema(value_type = String, example = "2026-04-03T12:00:00")]
     pub updated_at: Timestamp,
+    /// The status of the redirect: 301, 302 (the default), 307 or 308.
+    #[sqlx(try_from = "i16")]
+    #[schema(value_type = i64, example = 302)]
+    pub redirect_type: RedirectType,
+    /// From this time on the link answers 410 (or sends visitors to
+    /// `fallback_url`); `null`: never.
+    #[serde(serialize_with = "timestamp::serialize_opt")]
+    #[schema(value_type = Option<String>, example = "2026-12-31T23:59:59")]
+    pub expires_at: Option<Timestamp>,
+    /// After this many visits the link answers 410 (or sends visitors to
+    /// `fallback_url`); `null`: no limit.
+    pub max_visits: Option<i64>,
+    /// Where an expired or used-up link sends visitors instead of answering
+    /// 410; `null`: nowhere.
+    pub fallback_url: Option<String>,
+    /// Visits counted against `max_visits` (while it is set). Internal: the
+    /// stats report it.
+    #[serde(skip)]
+    pub visits: i64,
     /// Bumped by every write: caches never replace a newer entry with an
     /// older one. Internal, not part of the API.
     #[serde(skip)]
@@ -83,7 +102,29 @@ impl Url {
             original_url: self.original_url.clone(),
             is_active: self.is_active,
             version: self.version,
+            policy: LinkPolicy::of(
+                self.redirect_type,
+                self.expires_at,
+                self.max_visits,
+                self.fallback_url.clone(),
+            ),
         }
+    }
+}
+
+/// A link's policy as given on creation (all of it) or in a change (what is
+/// `Some` changes; `Some(None)` clears).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyPatch {
+    pub redirect_type: Option<RedirectType>,
+    pub expires_at: Option<Option<Timestamp>>,
+    pub max_visits: Option<Option<i64>>,
+    pub fallback_url: Option<Option<TargetUrl>>,
+}
+
+impl PolicyPatch {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -92,6 +133,7 @@ pub struct NewUrl {
     pub user_id: Option<i64>,
     pub original_url: TargetUrl,
     pub title: Option<String>,
+    pub policy: PolicyPatch,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,11 +142,15 @@ pub struct UrlPatch {
     /// `Some(None)` clears the title.
     pub title: Option<Option<String>>,
     pub is_active: Option<bool>,
+    pub policy: PolicyPatch,
 }
 
 impl UrlPatch {
     pub fn is_empty(&self) -> bool {
-        self.original_url.is_none() && self.title.is_none() && self.is_active.is_none()
+        self.original_url.is_none()
+            && self.title.is_none()
+            && self.is_active.is_none()
+            && self.policy.is_empty()
     }
 
     /// The `updated` events this patch causes on `current`: one per field
@@ -132,6 +178,29 @@ impl UrlPatch {
         {
             change("is_active", active.into());
         }
+        let policy = &self.policy;
+        if let Some(kind) = policy.redirect_type
+            && kind != current.redirect_type
+        {
+            change("redirect_type", i64::from(kind).into());
+        }
+        if let Some(at) = policy.expires_at
+            && at != current.expires_at
+        {
+            let at = at.map(|at| at.format(timestamp::API_FORMAT).to_string());
+            change("expires_at", at.map_or(Value::Null, Value::from));
+        }
+        if let Some(max) = policy.max_visits
+            && max != current.max_visits
+        {
+            change("max_visits", max.map_or(Value::Null, Value::from));
+        }
+        if let Some(url) = &policy.fallback_url
+            && url.as_ref().map(TargetUrl::as_str) != current.fallback_url.as_deref()
+        {
+            let url = url.as_ref().map(|u| Value::from(u.as_str()));
+            change("fallback_url", url.unwrap_or(Value::Null));
+        }
         changes
     }
 }
@@ -152,10 +221,12 @@ pub struct UrlStats {
     /// Count of every event type recorded for this URL.
     #[schema(value_type = Object)]
     pub events_by_type: std::collections::BTreeMap<String, i64>,
+    /// Visits left before `max_visits` is reached; `null` without a limit.
+    pub visits_left: Option<i64>,
 }
 
 /// What the redirect path needs, and nothing more.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectTarget {
     pub short_code: String,
     pub url_id: i64,
@@ -163,6 +234,56 @@ pub struct RedirectTarget {
     pub original_url: String,
     pub is_active: bool,
     pub version: i64,
+    /// `None` for the default policy (most links: nothing more to keep).
+    pub policy: Option<Box<LinkPolicy>>,
+}
+
+impl RedirectTarget {
+    pub fn redirect_type(&self) -> RedirectType {
+        self.policy
+            .as_ref()
+            .map_or(RedirectType::Found, |p| p.redirect_type)
+    }
+
+    /// Whether each visit must reserve one of a limited number first.
+    pub fn is_capped(&self) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.max_visits.is_some())
+    }
+}
+
+/// A [`RedirectTarget`] as read (`sql!`'s `TARGET` columns).
+#[derive(Debug, sqlx::FromRow)]
+pub struct TargetRow {
+    short_code: String,
+    url_id: i64,
+    user_id: Option<i64>,
+    original_url: String,
+    is_active: bool,
+    version: i64,
+    #[sqlx(try_from = "i16")]
+    redirect_type: RedirectType,
+    expires_at: Option<Timestamp>,
+    max_visits: Option<i64>,
+    fallback_url: Option<String>,
+}
+
+impl From<TargetRow> for RedirectTarget {
+    fn from(row: TargetRow) -> Self {
+        Self {
+            policy: LinkPolicy::of(
+                row.redirect_type,
+                row.expires_at,
+                row.max_visits,
+                row.fallback_url,
+            ),
+            short_code: row.short_code,
+            url_id: row.url_id,
+            user_id: row.user_id,
+            original_url: row.original_url,
+            is_active: row.is_active,
+            version: row.version,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
@@ -440,6 +561,7 @@ impl UrlStats {
             events_by_type.insert("redirect".to_owned(), redirect_count);
         }
         Self {
+            visits_left: url.max_visits.map(|max| (max - url.visits).max(0)),
             url,
             redirect_count,
             last_redirect_at,

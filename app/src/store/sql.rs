@@ -20,7 +20,8 @@ use crate::domain::{ShortCode, Timestamp, now};
 /// inserts name them); `TARGET`, [`RedirectTarget`]'s.
 macro_rules! sql {
     (@ USER) => { "id, username, email, created_at" };
-    (@ URL) => { "id, user_id, short_code, original_url, title, is_active, created_at, updated_at, version" };
+    (@ URL) => { "id, user_id, short_code, original_url, title, is_active, created_at, updated_at, \
+         redirect_type, expires_at, max_visits, fallback_url, visits, version" };
     (@ EVENT) => { "url_id, user_id, event_type, timestamp, details" };
     (@ ATTRIBUTED_EVENT) => { "url_id, user_id, event_type, timestamp, details, source, key_id" };
     (@ API_KEY) => { "id, name, scope, user_id, prefix, bootstrap, created_at, created_by, \
@@ -38,7 +39,8 @@ macro_rules! sql {
         " ON CONFLICT (url_id, shard) DO UPDATE SET \
          redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
          last_redirect_at = ", $greatest, "(redirect_counts.last_redirect_at, excluded.last_redirect_at)") };
-    (@ TARGET) => { "short_code, id AS url_id, user_id, original_url, is_active, version" };
+    (@ TARGET) => { "short_code, id AS url_id, user_id, original_url, is_active, version, \
+         redirect_type, expires_at, max_visits, fallback_url" };
     (@ $text:literal) => { $text };
     ($($part:tt)+) => { concat!($(sql!(@ $part)),+) };
 }
@@ -63,11 +65,21 @@ const REVOKE_USER_KEYS: &str =
     "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id";
 
 const INSERT_URL: &str = sql!("INSERT INTO urls \
-     (user_id, short_code, original_url, title, is_active, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, TRUE, $5, $5) RETURNING " URL);
+     (user_id, short_code, original_url, title, is_active, created_at, updated_at, \
+     redirect_type, expires_at, max_visits, fallback_url) \
+     VALUES ($1, $2, $3, $4, TRUE, $5, $5, $6, $7, $8, $9) RETURNING " URL);
 pub(super) const GET_URL: &str = sql!("SELECT " URL " FROM urls WHERE id = $1");
 const UPDATE_URL: &str = sql!("UPDATE urls SET original_url = $2, title = $3, is_active = $4, \
-     updated_at = $5, version = version + 1 WHERE id = $1 RETURNING " URL);
+     updated_at = $5, redirect_type = $6, expires_at = $7, max_visits = $8, fallback_url = $9, \
+     visits = $10, version = version + 1 WHERE id = $1 RETURNING " URL);
+/// A URL's redirects so far (all shards): where its visits start when a cap is set.
+const REDIRECT_TOTAL: &str = "SELECT CAST(COALESCE(SUM(redirect_count), 0) AS BIGINT) \
+     FROM redirect_counts WHERE url_id = $1";
+/// Takes one of URL `$1`'s visits: its new count, or no row when its cap is reached. The row
+/// lock (PostgreSQL) or the single writer (SQLite) orders concurrent takers, so no more
+/// than `max_visits` ever succeed, whichever replicas they come through.
+const TAKE_VISIT: &str = "UPDATE urls SET visits = visits + 1 \
+     WHERE id = $1 AND (max_visits IS NULL OR visits < max_visits) RETURNING visits";
 const RESOLVE: &str = sql!("SELECT " TARGET " FROM urls WHERE short_code = $1");
 /// The most recently created active URLs, for cache warm-up (served by the
 /// `(is_active, id)` index, read backwards).
@@ -248,6 +260,7 @@ where
     usize: ColumnIndex<DB::Row>,
     for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
     i64: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
+    i16: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     bool: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     String: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     Timestamp: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
@@ -315,6 +328,48 @@ where
         Ok(())
     }
 
+    /// Writes `patch` over `current` (locked by the caller's transaction), as a new version.
+    async fn write_url(
+        tx: &mut Transaction<'static, DB>,
+        current: &Url,
+        patch: UrlPatch,
+    ) -> StoreResult<Url> {
+        let policy = patch.policy;
+        let max_visits = policy.max_visits.unwrap_or(current.max_visits);
+        // A cap set where there was none counts the redirects so far.
+        let visits = if current.max_visits.is_none() && max_visits.is_some() {
+            sqlx::query_scalar::<DB, i64>(REDIRECT_TOTAL)
+                .bind(current.id)
+                .fetch_one(&mut **tx)
+                .await?
+        } else {
+            current.visits
+        };
+        let fallback_url = match policy.fallback_url {
+            Some(url) => url.map(|u| u.to_string()),
+            None => current.fallback_url.clone(),
+        };
+        Ok(sqlx::query_as(UPDATE_URL)
+            .bind(current.id)
+            .bind(
+                patch
+                    .original_url
+                    .map_or(current.original_url.clone(), |u| u.to_string()),
+            )
+            .bind(patch.title.unwrap_or_else(|| current.title.clone()))
+            .bind(patch.is_active.unwrap_or(current.is_active))
+            .bind(next_updated_at(current))
+            .bind(i16::from(
+                policy.redirect_type.unwrap_or(current.redirect_type),
+            ))
+            .bind(policy.expires_at.unwrap_or(current.expires_at))
+            .bind(max_visits)
+            .bind(fallback_url)
+            .bind(visits)
+            .fetch_one(&mut **tx)
+            .await?)
+    }
+
     /// Per URL: how many clicks, and the latest, in `url_id` order.
     fn per_url(clicks: &[Click]) -> Vec<(i64, (i64, Timestamp))> {
         let mut per_url: std::collections::BTreeMap<i64, (i64, Timestamp)> = Default::default();
@@ -368,6 +423,7 @@ where
     usize: ColumnIndex<DB::Row>,
     for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
     i64: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
+    i16: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     bool: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     String: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     Timestamp: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
@@ -512,12 +568,17 @@ where
                     .await?
                     .ok_or(StoreError::NotFound(Entity::User))?;
             }
+            let policy = url.policy;
             let created: Url = sqlx::query_as(INSERT_URL)
                 .bind(url.user_id)
                 .bind(code.as_str())
                 .bind(url.original_url.as_str())
                 .bind(url.title)
                 .bind(now())
+                .bind(i16::from(policy.redirect_type.unwrap_or_default()))
+                .bind(policy.expires_at.flatten())
+                .bind(policy.max_visits.flatten())
+                .bind(policy.fallback_url.flatten().map(|u| u.to_string()))
                 .fetch_one(&mut *tx)
                 .await?;
             let details =
@@ -561,18 +622,7 @@ where
             let mut tx = self.writer.begin().await?;
             let current = Self::lock_url(&mut tx, id).await?;
             let changes = patch.changes(&current);
-            let updated: Url = sqlx::query_as(UPDATE_URL)
-                .bind(id)
-                .bind(
-                    patch
-                        .original_url
-                        .map_or(current.original_url.clone(), |u| u.to_string()),
-                )
-                .bind(patch.title.unwrap_or_else(|| current.title.clone()))
-                .bind(patch.is_active.unwrap_or(current.is_active))
-                .bind(next_updated_at(&current))
-                .fetch_one(&mut *tx)
-                .await?;
+            let updated = Self::write_url(&mut tx, &current, patch).await?;
             for details in changes {
                 Self::insert_event_in(&mut tx, &updated, "updated", details, by).await?;
             }
@@ -588,14 +638,11 @@ where
             if !current.is_active {
                 return Ok(current);
             }
-            let updated: Url = sqlx::query_as(UPDATE_URL)
-                .bind(id)
-                .bind(current.original_url.clone())
-                .bind(current.title.clone())
-                .bind(false)
-                .bind(next_updated_at(&current))
-                .fetch_one(&mut *tx)
-                .await?;
+            let deactivate = UrlPatch {
+                is_active: Some(false),
+                ..UrlPatch::default()
+            };
+            let updated = Self::write_url(&mut tx, &current, deactivate).await?;
             let details = json!({"reason": reason});
             Self::insert_event_in(&mut tx, &updated, "deleted", details, by).await?;
             tx.commit().await?;
@@ -621,19 +668,21 @@ where
 
     async fn resolve(&self, code: &str) -> StoreResult<Option<RedirectTarget>> {
         traced!("resolve", async {
-            Ok(sqlx::query_as(RESOLVE)
+            let row: Option<TargetRow> = sqlx::query_as(RESOLVE)
                 .bind(code)
                 .fetch_optional(&self.pool)
-                .await?)
+                .await?;
+            Ok(row.map(RedirectTarget::from))
         })
     }
 
     async fn recent_active_targets(&self, limit: i64) -> StoreResult<Vec<RedirectTarget>> {
         traced!("recent_active_targets", async {
-            Ok(sqlx::query_as(RECENT_ACTIVE_TARGETS)
+            let rows: Vec<TargetRow> = sqlx::query_as(RECENT_ACTIVE_TARGETS)
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?)
+                .await?;
+            Ok(rows.into_iter().map(RedirectTarget::from).collect())
         })
     }
 
@@ -794,6 +843,26 @@ where
                 Ok(tx.commit().await?)
             },
             db.operation.batch.size = clicks.len(),
+            shortener.counter_shard = shard
+        )
+    }
+
+    async fn record_visit(&self, click: &Click, shard: i16) -> StoreResult<bool> {
+        traced!(
+            "record_visit",
+            async {
+                let mut tx = self.writer.begin().await?;
+                let taken = sqlx::query_scalar::<DB, i64>(TAKE_VISIT)
+                    .bind(click.url_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if taken.is_none() {
+                    return Ok(false);
+                }
+                Self::write_clicks_on(&mut tx, std::slice::from_ref(click), shard, None).await?;
+                tx.commit().await?;
+                Ok(true)
+            },
             shortener.counter_shard = shard
         )
     }

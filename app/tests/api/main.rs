@@ -9,6 +9,7 @@ mod common;
 mod events;
 mod keys;
 mod operations;
+mod policies;
 mod redirect;
 mod requests;
 mod urls;
@@ -33,6 +34,13 @@ every_backend!(
         metrics_are_exported,
         made_up_methods_fold_into_one_label,
         impossible_codes_are_not_looked_up,
+    ],
+    policies: [
+        each_redirect_type_answers_with_its_status_and_is_never_cached,
+        expired_links_answer_410_as_json_or_a_page_or_go_to_their_fallback,
+        a_capped_link_redirects_exactly_max_visits_times,
+        policy_fields_are_validated,
+        a_visit_cap_holds_exactly_across_two_replicas,
     ],
     redirect: [
         redirect_records_an_event_visible_at_once,
