@@ -16,12 +16,7 @@ set -euo pipefail
 
 FLOOR_BIN=${FLOOR_BIN:-$TARGET_DIR/release/examples/redirect_floor}
 [ -x "$FLOOR_BIN" ] || die "no binary at $FLOOR_BIN (cargo build --release --example redirect_floor -p shortener)"
-ensure_wrk
-raise_nofile
-port=${BASELINE_PORT:-18089}
-conns=${CONNECTIONS:-100}
-threads=${THREADS:-1}
-port_free "$port" || die "port $port is taken: $(port_owner "$port") (set BASELINE_PORT)"
+fixed_302_prerequisites
 
 work=$(mktemp -d /tmp/shortener-floor.XXXXXX)
 pid=""
@@ -31,9 +26,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-taskset -c "$SERVER_CPU" env -i PATH="$PATH" LISTEN_ADDR="127.0.0.1:$port" "$FLOOR_BIN" </dev/null >"$work/floor.log" 2>&1 &
+taskset -c "$SERVER_CPU" env -i PATH="$PATH" LISTEN_ADDR="127.0.0.1:$BASELINE_PORT" "$FLOOR_BIN" </dev/null >"$work/floor.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 50); do [ "$(http_status "http://127.0.0.1:$port/x")" = 302 ] && break; sleep 0.1; done
-[ "$(http_status "http://127.0.0.1:$port/x")" = 302 ] || { cat "$work/floor.log" >&2; die "the floor does not answer 302"; }
+fixed_302_answering || { cat "$work/floor.log" >&2; die "the floor does not answer 302"; }
 
-fixed_302_run floor "the service's HTTP loop, fixed 302, on core $SERVER_CPU" "$port" "$conns" "$threads" "$pid"
+fixed_302_run floor "the service's HTTP loop, fixed 302, on core $SERVER_CPU" "$pid"

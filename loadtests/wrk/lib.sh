@@ -8,6 +8,8 @@ WARMUP=${WARMUP:-3s}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 RESULTS_DIR=${RESULTS_DIR:-$STACK_DIR/results}
+# Where nginx-baseline.sh and floor.sh serve their fixed 302.
+BASELINE_PORT=${BASELINE_PORT:-18089}
 
 ensure_wrk() {
   command -v wrk >/dev/null || apt_ensure wrk
@@ -63,12 +65,28 @@ metric_sum() { # url metric [label-filter]
     END { if (seen) print s; else print "n/a" }'
 }
 
-# wrk against a server answering a fixed 302 on 127.0.0.1:$port (nginx-baseline.sh,
-# floor.sh): a warm-up, then the measured run, its summary, the server's memory
-# (process $6) and the CPU of the run; scratch files go to the caller's $work.
+# What a server answering a fixed 302 on $BASELINE_PORT (nginx-baseline.sh, floor.sh) is
+# measured with: wrk, enough file descriptors, and its port free.
+fixed_302_prerequisites() {
+  ensure_wrk
+  raise_nofile
+  port_free "$BASELINE_PORT" ||
+    die "port $BASELINE_PORT is taken: $(port_owner "$BASELINE_PORT") (set BASELINE_PORT)"
+}
+
+# Whether that server answers 302 within 5 s.
+fixed_302_answering() {
+  local url="http://127.0.0.1:$BASELINE_PORT/x"
+  for _ in $(seq 1 50); do [ "$(http_status "$url")" = 302 ] && return 0; sleep 0.1; done
+  [ "$(http_status "$url")" = 302 ]
+}
+
+# wrk against that server ($CONNECTIONS connections, 100; $THREADS threads, 1): a warm-up,
+# then the measured run, its summary, the server's memory (process $3) and the CPU of the
+# run; scratch files go to the caller's $work.
 # shellcheck disable=SC2154
-fixed_302_run() { # result-name title port connections threads server-pid
-  local name=$1 title=$2 port=$3 conns=$4 threads=$5 server=$6 t0 t1
+fixed_302_run() { # result-name title server-pid
+  local name=$1 title=$2 server=$3 port=$BASELINE_PORT conns=${CONNECTIONS:-100} threads=${THREADS:-1} t0 t1
   load_note
   echo "$title; wrk: core $CLIENT_CPU, $threads thread(s), $conns connections, $DURATION after a $WARMUP warm-up"
   if [ "$WARMUP" != 0 ]; then

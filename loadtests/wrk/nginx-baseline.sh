@@ -13,12 +13,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command -v nginx >/dev/null || apt_ensure nginx
-ensure_wrk
-raise_nofile
-port=${BASELINE_PORT:-18089}
-conns=${CONNECTIONS:-100}
-threads=${THREADS:-1}
-port_free "$port" || die "port $port is taken: $(port_owner "$port") (set BASELINE_PORT)"
+fixed_302_prerequisites
 
 work=$(mktemp -d /tmp/shortener-nginx-baseline.XXXXXX)
 nginx_pid=""
@@ -49,7 +44,7 @@ http {
     uwsgi_temp_path $work/tmp/uwsgi;
     scgi_temp_path $work/tmp/scgi;
     server {
-        listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$BASELINE_PORT backlog=4096;
         location / { return 302 https://example.com/; }
     }
 }
@@ -57,8 +52,7 @@ EOF
 nginx -t -q -c "$work/nginx.conf" -p "$work" -e "$work/error.log" || die "nginx rejected the baseline config"
 taskset -c "$SERVER_CPU" nginx -c "$work/nginx.conf" -p "$work" -e "$work/error.log" &
 nginx_pid=$!
-for _ in $(seq 1 50); do [ "$(http_status "http://127.0.0.1:$port/x")" = 302 ] && break; sleep 0.1; done
-[ "$(http_status "http://127.0.0.1:$port/x")" = 302 ] || die "baseline nginx does not answer 302"
+fixed_302_answering || die "baseline nginx does not answer 302"
 
 worker=$(pgrep -P "$nginx_pid" | head -n1 || true)
-fixed_302_run nginx-baseline "nginx return 302, one worker on core $SERVER_CPU" "$port" "$conns" "$threads" "$worker"
+fixed_302_run nginx-baseline "nginx return 302, one worker on core $SERVER_CPU" "$worker"

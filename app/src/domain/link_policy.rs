@@ -4,13 +4,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::Timestamp;
 
 /// The status of a link's redirect. `302` unless the link says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "i64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(into = "i16")]
 pub enum RedirectType {
     /// 301 Moved Permanently.
     Moved,
@@ -41,14 +41,7 @@ impl RedirectType {
     }
 }
 
-impl TryFrom<i64> for RedirectType {
-    type Error = String;
-    fn try_from(status: i64) -> Result<Self, String> {
-        Self::from_status(status)
-    }
-}
-
-/// As stored (a `SMALLINT`).
+/// As stored (a `SMALLINT`) and shown: the status itself.
 impl TryFrom<i16> for RedirectType {
     type Error = String;
     fn try_from(status: i16) -> Result<Self, String> {
@@ -64,12 +57,6 @@ impl From<RedirectType> for i16 {
             RedirectType::Temporary => 307,
             RedirectType::Permanent => 308,
         }
-    }
-}
-
-impl From<RedirectType> for i64 {
-    fn from(kind: RedirectType) -> i64 {
-        i64::from(kind.status())
     }
 }
 
@@ -194,7 +181,7 @@ mod tests {
     fn redirect_types_are_the_four_redirect_statuses() {
         for status in [301, 302, 307, 308] {
             assert_eq!(
-                i64::from(RedirectType::from_status(status).unwrap()),
+                i64::from(RedirectType::from_status(status).unwrap().status()),
                 status
             );
         }

@@ -116,12 +116,8 @@ pub async fn follow(
 /// CDN that kept even a 301 would hide the clicks after the first, and miss every later
 /// change of the link).
 fn redirect_to(kind: RedirectType, location: HeaderValue, x_cache: HeaderValue) -> Response {
-    let status = match kind {
-        RedirectType::Moved => StatusCode::MOVED_PERMANENTLY,
-        RedirectType::Found => StatusCode::FOUND,
-        RedirectType::Temporary => StatusCode::TEMPORARY_REDIRECT,
-        RedirectType::Permanent => StatusCode::PERMANENT_REDIRECT,
-    };
+    // Every redirect type is a valid status.
+    let status = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::FOUND);
     (
         status,
         [

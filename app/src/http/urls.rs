@@ -103,37 +103,29 @@ fn policy(
     max_visits: Option<Option<i64>>,
     fallback_url: Option<Option<String>>,
 ) -> ApiResult<PolicyPatch> {
-    let redirect_type = redirect_type
-        .map(|kind| {
-            kind.map_or(Ok(RedirectType::default()), |status| {
-                field("redirect_type", RedirectType::from_status(status))
-            })
-        })
-        .transpose()?;
-    let expires_at = expires_at
-        .map(|at| {
-            at.map(|at| field("expires_at", timestamp::parse_instant(&at)))
-                .transpose()
-        })
-        .transpose()?;
-    let max_visits = max_visits
-        .map(|max| {
-            max.map(|max| {
-                if max < 1 {
-                    Err(ApiError::invalid_field("max_visits", "must be at least 1"))
-                } else {
-                    Ok(max)
-                }
-            })
-            .transpose()
-        })
-        .transpose()?;
-    let fallback_url = fallback_url
-        .map(|url| {
-            url.map(|url| target(state, "fallback_url", &url))
-                .transpose()
-        })
-        .transpose()?;
+    /// A field of a change, parsed when given and not `null`.
+    fn given<T, U>(
+        raw: Option<Option<T>>,
+        parse: impl FnOnce(T) -> ApiResult<U>,
+    ) -> ApiResult<Option<Option<U>>> {
+        raw.map(|value| value.map(parse).transpose()).transpose()
+    }
+    let redirect_type = given(redirect_type, |status| {
+        field("redirect_type", RedirectType::from_status(status))
+    })?
+    // `null` is the default type.
+    .map(Option::unwrap_or_default);
+    let expires_at = given(expires_at, |at| {
+        field("expires_at", timestamp::parse_instant(&at))
+    })?;
+    let max_visits = given(max_visits, |max| {
+        if max < 1 {
+            Err(ApiError::invalid_field("max_visits", "must be at least 1"))
+        } else {
+            Ok(max)
+        }
+    })?;
+    let fallback_url = given(fallback_url, |url| target(state, "fallback_url", &url))?;
     Ok(PolicyPatch {
         redirect_type,
         expires_at,

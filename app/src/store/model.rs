@@ -182,7 +182,7 @@ impl UrlPatch {
         if let Some(kind) = policy.redirect_type
             && kind != current.redirect_type
         {
-            change("redirect_type", i64::from(kind).into());
+            change("redirect_type", kind.status().into());
         }
         if let Some(at) = policy.expires_at
             && at != current.expires_at
