@@ -91,7 +91,8 @@ echo "== schemathesis $SCHEMATHESIS_VERSION: every check, $EXAMPLES cases per op
 status=0
 (
   cd "$work"
-  "$venv/bin/schemathesis" --config-file "$OLDPWD/scripts/schemathesis.toml" run "$base/openapi.json" \
+  PYTHONPATH="$OLDPWD/scripts" SCHEMATHESIS_HOOKS=schemathesis_hooks \
+    "$venv/bin/schemathesis" --config-file "$OLDPWD/scripts/schemathesis.toml" run "$base/openapi.json" \
     --header "Authorization: Bearer $key" \
     --checks all --exclude-checks use_after_free \
     --max-examples "$EXAMPLES" --seed "$SEED" \

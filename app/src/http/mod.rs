@@ -10,6 +10,7 @@ mod keys;
 mod limit;
 mod openapi;
 mod params;
+mod qr;
 mod redirect;
 pub mod routes;
 mod state;

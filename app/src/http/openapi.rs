@@ -28,7 +28,7 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder
 
 use super::extract::MAX_JSON_BODY;
 use super::users::UPLOAD_LIMIT;
-use super::{events, health, keys, redirect, urls, users};
+use super::{events, health, keys, qr, redirect, urls, users};
 use crate::domain::{
     Email, MAX_EVENT_TYPE_CHARS, MAX_TITLE_CHARS, MAX_USERNAME_CHARS, RECORDED_BY_THE_SERVICE,
     ShortCode, TargetUrl,
@@ -47,7 +47,7 @@ use crate::store::Page;
         health::health, health::live, health::ready,
         users::list, users::show, users::create, users::update, users::remove, users::bulk,
         urls::list, urls::create, urls::shorten, urls::show, urls::update, urls::remove,
-        urls::stats, urls::events,
+        urls::stats, urls::events, qr::qr,
         events::list, events::create,
         keys::list, keys::create, keys::show, keys::revoke,
         redirect::follow,
@@ -403,6 +403,14 @@ fn parameter_rules(parameter: &mut Parameter, redirect_code: &str) {
             ));
         }
         "per_page" => schema.minimum = Some(1.into()),
+        // `GET /urls/{id}/qr`'s, the only operation taking these names.
+        "format" => {
+            schema.enum_values = Some(qr::QrFormat::NAMES.iter().map(|&n| n.into()).collect());
+        }
+        "size" => {
+            schema.minimum = Some(utoipa::Number::Int(qr::MIN_SIZE as isize));
+            schema.maximum = Some(utoipa::Number::Int(qr::MAX_SIZE as isize));
+        }
         "short_code" => {
             schema.pattern = Some(redirect_code.to_owned());
             schema.min_length = Some(1);

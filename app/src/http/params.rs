@@ -53,6 +53,23 @@ pub struct EventFilters {
     source: Option<crate::store::EventSource>,
 }
 
+/// The drawing of `GET /urls/{id}/qr`. The values each takes are added to the document from
+/// the handler's own constants (`openapi.rs`, `parameter_rules`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QrParams {
+    /// `svg` (the default) or `png`.
+    format: Option<String>,
+    /// Pixels across, quiet zone included (default 256): the image is the smallest square
+    /// of whole-pixel modules at least this wide.
+    size: Option<i64>,
+}
+
+/// A PNG image's bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct PngImage(Vec<u8>);
+
 /// `{id}` of an API key.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -13,7 +13,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::state::AppState;
 use super::users::UPLOAD_LIMIT;
-use super::{auth, events, keys, limit, urls, users};
+use super::{auth, events, keys, limit, qr, urls, users};
 use crate::limits::Class;
 use crate::limits::Class::{Create, Management};
 
@@ -75,6 +75,7 @@ pub const MANAGEMENT: &[ManagementRoute] = &[
     route(Method::GET, "/urls/{id}/events", Management, |m| {
         on(m, urls::events)
     }),
+    route(Method::GET, "/urls/{id}/qr", Management, |m| on(m, qr::qr)),
     route(Method::GET, "/events", Management, |m| on(m, events::list)),
     route(Method::POST, "/events", Management, |m| {
         on(m, events::create)

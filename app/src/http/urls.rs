@@ -156,7 +156,7 @@ async fn create_with(
 }
 
 /// The URL, when the key may see it (403 otherwise).
-async fn visible_url(state: &AppState, caller: Caller, id: i64) -> ApiResult<Url> {
+pub(super) async fn visible_url(state: &AppState, caller: Caller, id: i64) -> ApiResult<Url> {
     let url = state.store.get_url(id).await?;
     caller.may_see(url.user_id)?;
     Ok(url)
@@ -223,17 +223,7 @@ pub async fn shorten(
         policy: PolicyPatch::default(),
     };
     let created = create_with(&state, caller, url, body.short_code).await?;
-    let base = match &state.public_base_url {
-        Some(base) => base.clone(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            format!("http://{host}")
-        }
-    };
-    let short_url = format!("{base}/{}", created.short_code);
+    let short_url = short_url(&state, &headers, &created.short_code);
     Ok((
         StatusCode::CREATED,
         Json(ShortenedUrl {
@@ -241,6 +231,21 @@ pub async fn shorten(
             short_url,
         }),
     ))
+}
+
+/// The address a visitor follows for `code`: under `PUBLIC_BASE_URL` when it is set, else
+/// under the `Host` the request came to.
+pub(super) fn short_url(state: &AppState, headers: &HeaderMap, code: &str) -> String {
+    match &state.public_base_url {
+        Some(base) => format!("{base}/{code}"),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}/{code}")
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/urls/{id}", tag = "urls", params(UrlId),

@@ -10,6 +10,7 @@ mod events;
 mod keys;
 mod operations;
 mod policies;
+mod qr;
 mod redirect;
 mod requests;
 mod urls;
@@ -41,6 +42,10 @@ every_backend!(
         a_capped_link_redirects_exactly_max_visits_times,
         policy_fields_are_validated,
         a_visit_cap_holds_exactly_across_two_replicas,
+    ],
+    qr: [
+        a_links_qr_code_holds_its_short_url,
+        qr_codes_need_a_key_that_may_see_the_link,
     ],
     redirect: [
         redirect_records_an_event_visible_at_once,
