@@ -35,8 +35,8 @@ use crate::shared_redis::{SharedRedis, Unavailable};
 
 /// How often local state for subjects that went quiet is dropped.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
-/// Clients refused redirect lookups, remembered per replica (bounded).
-const MISS_BLOCKS: u64 = 100_000;
+/// Subjects refused for their failures, remembered per replica (bounded).
+const BLOCKS: u64 = 100_000;
 
 /// GCRA in Redis, one round trip. `KEYS[1]`: the subject's key; `ARGV[1]`:
 /// the emission interval (ms per request at the sustained rate); `ARGV[2]`:
@@ -68,10 +68,23 @@ pub enum Class {
     Create,
     /// Redirect misses, per client address.
     RedirectMiss,
+    /// Wrong passwords for a protected link, per link and client address: a fixed
+    /// [`LINK_PASSWORD_LIMIT`].
+    LinkPassword,
 }
 
+/// Wrong passwords a client may give one link: 10 at once, then one every 6 seconds (10 a
+/// minute). Enough for a person who mistypes; at most 14,400 guesses a day per address,
+/// each costing ~20 ms of Argon2id, against one link.
+const LINK_PASSWORD_LIMIT: (u32, u32) = (10, 10);
+
 impl Class {
-    pub const ALL: [Class; 3] = [Class::Management, Class::Create, Class::RedirectMiss];
+    pub const ALL: [Class; 4] = [
+        Class::Management,
+        Class::Create,
+        Class::RedirectMiss,
+        Class::LinkPassword,
+    ];
 
     /// The `class` label of the metrics, and part of the Redis key.
     pub fn as_str(self) -> &'static str {
@@ -79,6 +92,7 @@ impl Class {
             Class::Management => "management",
             Class::Create => "create",
             Class::RedirectMiss => "redirect_miss",
+            Class::LinkPassword => "link_password",
         }
     }
 
@@ -100,6 +114,8 @@ pub enum Subject {
     /// A client address. IPv6 clients are counted per /64 (one customer's
     /// network: an address per request costs them nothing).
     Client(IpAddr),
+    /// A client address (as [`Subject::Client`]) at one link, by the link's id.
+    ClientAtLink(i64, IpAddr),
 }
 
 impl Subject {
@@ -108,13 +124,8 @@ impl Subject {
     fn normalized(&self) -> Subject {
         match self {
             Subject::Key(id) => Subject::Key(*id),
-            Subject::Client(ip) => Subject::Client(match ip.to_canonical() {
-                IpAddr::V6(v6) => {
-                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                    IpAddr::V6(Ipv6Addr::from(bits))
-                }
-                v4 => v4,
-            }),
+            Subject::Client(ip) => Subject::Client(network(*ip)),
+            Subject::ClientAtLink(link, ip) => Subject::ClientAtLink(*link, network(*ip)),
         }
     }
 
@@ -122,7 +133,20 @@ impl Subject {
         match self {
             Subject::Key(id) => format!("key:{id}"),
             Subject::Client(ip) => format!("ip:{ip}"),
+            Subject::ClientAtLink(link, ip) => format!("link:{link}:ip:{ip}"),
         }
+    }
+}
+
+/// The address limits count `ip` under: IPv4-mapped IPv6 as IPv4, other IPv6 addresses as
+/// their /64.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
     }
 }
 
@@ -256,11 +280,12 @@ struct ClassLimit {
 }
 
 pub struct RateLimit {
-    classes: [Option<ClassLimit>; 3],
+    classes: [Option<ClassLimit>; 4],
     redis: Option<RedisGcra>,
-    /// Clients refused redirect lookups, until when (per replica: a client
-    /// learns of it on each replica by one more miss there, no more).
-    miss_blocks: moka::future::Cache<Subject, Instant>,
+    /// Subjects refused for their failures (redirect misses, wrong link passwords), until
+    /// when (per replica: a client learns of it on each replica by one more failure there,
+    /// no more).
+    blocks: moka::future::Cache<(Class, Subject), Instant>,
     metrics: Arc<Metrics>,
 }
 
@@ -292,6 +317,7 @@ impl RateLimit {
                 settings.redirect_miss_limit_per_minute,
                 settings.redirect_miss_burst,
             ),
+            class(LINK_PASSWORD_LIMIT.0, LINK_PASSWORD_LIMIT.1),
         ];
         let redis = redis.map(|redis| RedisGcra {
             redis,
@@ -310,14 +336,17 @@ impl RateLimit {
                     .with_label_values(&[class.as_str(), reason]);
             }
         }
-        let longest_block = classes[Class::RedirectMiss.index()]
-            .as_ref()
-            .map_or(Duration::from_secs(1), |c| c.limit.full_refill());
+        let longest_block = [Class::RedirectMiss, Class::LinkPassword]
+            .iter()
+            .filter_map(|class| classes[class.index()].as_ref())
+            .map(|c| c.limit.full_refill())
+            .max()
+            .unwrap_or(Duration::from_secs(1));
         Self {
             classes,
             redis,
-            miss_blocks: moka::future::Cache::builder()
-                .max_capacity(MISS_BLOCKS)
+            blocks: moka::future::Cache::builder()
+                .max_capacity(BLOCKS)
                 .time_to_live(longest_block)
                 .build(),
             metrics,
@@ -363,11 +392,26 @@ impl RateLimit {
     /// cache from a client over its redirect-miss limit (a replica-local
     /// check: no Redis round trip).
     pub async fn refuse_miss(&self, client: IpAddr) -> Option<Decision> {
-        let limits = self.classes[Class::RedirectMiss.index()].as_ref()?;
-        let subject = Subject::Client(client).normalized();
-        let until = self.miss_blocks.get(&subject).await?;
+        self.refuse(Class::RedirectMiss, &Subject::Client(client))
+            .await
+    }
+
+    /// Spends one redirect miss (a 404 after a lookup beyond the in-process
+    /// cache) of `client`'s allowance; over it, the client's lookups are
+    /// refused until the allowance has room again.
+    pub async fn record_miss(&self, client: IpAddr) {
+        self.record_failure(Class::RedirectMiss, Subject::Client(client))
+            .await;
+    }
+
+    /// The refusal of `subject`, blocked for its failures of `class` (a replica-local check:
+    /// no Redis round trip). Only failures count: a client that gets it right is never
+    /// refused.
+    pub async fn refuse(&self, class: Class, subject: &Subject) -> Option<Decision> {
+        let limits = self.classes[class.index()].as_ref()?;
+        let until = self.blocks.get(&(class, subject.normalized())).await?;
         let retry_after = until.checked_duration_since(Instant::now())?;
-        self.count(Class::RedirectMiss, false);
+        self.count(class, false);
         Some(Decision {
             outcome: Outcome::Limited {
                 limit: limits.limit.burst.get(),
@@ -377,15 +421,14 @@ impl RateLimit {
         })
     }
 
-    /// Spends one redirect miss (a 404 after a lookup beyond the in-process
-    /// cache) of `client`'s allowance; over it, the client's lookups are
-    /// refused until the allowance has room again.
-    pub async fn record_miss(&self, client: IpAddr) {
-        let subject = Subject::Client(client);
-        let decision = self.check(Class::RedirectMiss, &subject).await;
+    /// Spends one failure of `class` from `subject`'s allowance (across replicas, through
+    /// Redis when configured); over it, [`RateLimit::refuse`] refuses the subject until the
+    /// allowance has room again.
+    pub async fn record_failure(&self, class: Class, subject: Subject) {
+        let decision = self.check(class, &subject).await;
         if let Outcome::Limited { retry_after, .. } = decision.outcome {
-            self.miss_blocks
-                .insert(subject.normalized(), Instant::now() + retry_after)
+            self.blocks
+                .insert((class, subject.normalized()), Instant::now() + retry_after)
                 .await;
         }
     }

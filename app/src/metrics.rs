@@ -77,6 +77,9 @@ pub struct RedirectSeries {
     pub not_found: IntCounter,
     /// Links that exist but no longer redirect to their target (expired or used up).
     pub gone: IntCounter,
+    /// Protected links answered without their redirect: no password, a wrong one, or too
+    /// many wrong ones.
+    pub locked: IntCounter,
     get_duration: Histogram,
     get_found: IntCounter,
     get_not_found: IntCounter,
@@ -95,6 +98,7 @@ impl RedirectSeries {
             found: outcomes.with_label_values(&["found"]),
             not_found: outcomes.with_label_values(&["not_found"]),
             gone: outcomes.with_label_values(&["gone"]),
+            locked: outcomes.with_label_values(&["locked"]),
             get_duration: duration.with_label_values(&["GET", route]),
             get_found: requests.with_label_values(&["GET", route, "302"]),
             get_not_found: requests.with_label_values(&["GET", route, "404"]),

@@ -130,6 +130,9 @@ impl Service {
             },
             request_timeout: config.request_timeout_secs,
             draining: Arc::default(),
+            password_work: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         });
         Ok(Self {
             state,

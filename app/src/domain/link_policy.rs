@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use super::Timestamp;
+use super::{PasswordHashed, Timestamp};
 
 /// The status of a link's redirect. `302` unless the link says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -84,6 +84,8 @@ pub struct LinkPolicy {
     pub expires_at: Option<Timestamp>,
     pub max_visits: Option<i64>,
     pub fallback_url: Option<String>,
+    /// Visitors must give this password first.
+    pub password: Option<PasswordHashed>,
     /// This replica saw the cap refuse a visit: the link's visits are used up for this
     /// version of it (a change of the cap is a new version, with a new policy).
     used_up: AtomicBool,
@@ -96,17 +98,20 @@ impl LinkPolicy {
         expires_at: Option<Timestamp>,
         max_visits: Option<i64>,
         fallback_url: Option<String>,
+        password: Option<PasswordHashed>,
     ) -> Option<Box<Self>> {
         let default = redirect_type == RedirectType::Found
             && expires_at.is_none()
             && max_visits.is_none()
-            && fallback_url.is_none();
+            && fallback_url.is_none()
+            && password.is_none();
         (!default).then(|| {
             Box::new(Self {
                 redirect_type,
                 expires_at,
                 max_visits,
                 fallback_url,
+                password,
                 used_up: AtomicBool::new(false),
             })
         })
@@ -135,6 +140,7 @@ impl Clone for LinkPolicy {
             expires_at: self.expires_at,
             max_visits: self.max_visits,
             fallback_url: self.fallback_url.clone(),
+            password: self.password.clone(),
             used_up: AtomicBool::new(self.used_up.load(Ordering::Relaxed)),
         }
     }
@@ -147,6 +153,7 @@ impl PartialEq for LinkPolicy {
             && self.expires_at == other.expires_at
             && self.max_visits == other.max_visits
             && self.fallback_url == other.fallback_url
+            && self.password == other.password
     }
 }
 
@@ -159,18 +166,18 @@ mod tests {
 
     #[test]
     fn the_default_policy_is_no_policy() {
-        assert!(LinkPolicy::of(RedirectType::Found, None, None, None).is_none());
-        assert!(LinkPolicy::of(RedirectType::Moved, None, None, None).is_some());
-        assert!(LinkPolicy::of(RedirectType::Found, None, Some(3), None).is_some());
+        assert!(LinkPolicy::of(RedirectType::Found, None, None, None, None).is_none());
+        assert!(LinkPolicy::of(RedirectType::Moved, None, None, None, None).is_some());
+        assert!(LinkPolicy::of(RedirectType::Found, None, Some(3), None, None).is_some());
     }
 
     #[test]
     fn a_link_is_gone_from_its_expiry_on_or_once_used_up() {
         let at = parse("2026-12-07 10:00:00").unwrap();
-        let policy = LinkPolicy::of(RedirectType::Found, Some(at), Some(5), None).unwrap();
+        let policy = LinkPolicy::of(RedirectType::Found, Some(at), Some(5), None, None).unwrap();
         assert_eq!(policy.gone_at(parse("2026-12-07 09:59:59").unwrap()), None);
         assert_eq!(policy.gone_at(at), Some(Gone::Expired));
-        let capped = LinkPolicy::of(RedirectType::Found, None, Some(5), None).unwrap();
+        let capped = LinkPolicy::of(RedirectType::Found, None, Some(5), None, None).unwrap();
         assert_eq!(capped.gone_at(at), None);
         capped.mark_used_up();
         assert_eq!(capped.gone_at(at), Some(Gone::UsedUp));

@@ -3,12 +3,14 @@
 //! never re-checks.
 
 mod email;
+mod link_password;
 mod link_policy;
 mod short_code;
 mod target_url;
 pub mod timestamp;
 
 pub use email::Email;
+pub use link_password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, PasswordHashed};
 pub use link_policy::{Gone, LinkPolicy, RedirectType};
 pub use short_code::{ShortCode, ShortCodeError, random_alphanumeric};
 pub use target_url::{TargetPolicy, TargetUrl};

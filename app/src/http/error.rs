@@ -34,6 +34,9 @@ pub enum ApiError {
     /// The link exists but no longer redirects (expired, used up).
     #[error("{0}")]
     Gone(&'static str),
+    /// A protected link, without its password (or with a wrong one).
+    #[error("{0}")]
+    PasswordNeeded(&'static str),
     #[error("the database is unavailable; retry shortly")]
     Unavailable,
     #[error("internal error")]
@@ -87,6 +90,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Gone(_) => StatusCode::GONE,
+            Self::PasswordNeeded(_) => StatusCode::UNAUTHORIZED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

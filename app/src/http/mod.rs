@@ -81,7 +81,13 @@ pub fn router(state: AppState, config: &ServeConfig, traces: bool) -> Router {
                 .on_response(access_log(config.access_log)),
         );
     let redirect = Router::new()
-        .route(routes::REDIRECT, get(redirect::follow))
+        .route(
+            routes::REDIRECT,
+            get(redirect::follow).post(redirect::unlock).layer(
+                // The password form: one short field.
+                axum::extract::DefaultBodyLimit::max(redirect::UNLOCK_BODY_LIMIT),
+            ),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_as_json))
         .layer(middleware::from_fn(errors_as_json))

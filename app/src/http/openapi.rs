@@ -50,7 +50,7 @@ use crate::store::Page;
         urls::stats, urls::events, qr::qr,
         events::list, events::create,
         keys::list, keys::create, keys::show, keys::revoke,
-        redirect::follow,
+        redirect::follow, redirect::unlock,
     ),
     components(schemas(super::error::ErrorBody)),
     modifiers(&OperationIds, &InputRules, &Listings, &ManagementApi, &ErrorStatuses),
@@ -385,6 +385,7 @@ impl utoipa::Modify for InputRules {
                 &["expires_at"],
                 &["max_visits"],
                 &["fallback_url"],
+                &["password"],
             ],
             false,
         );

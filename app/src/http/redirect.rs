@@ -1,4 +1,5 @@
-use axum::extract::{Path, Request, State};
+use axum::Form;
+use axum::extract::{FromRequest as _, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
@@ -6,7 +7,11 @@ use tracing::Instrument as _;
 use super::error::{ApiError, ApiResult, BrowserPage, ErrorBody};
 use super::state::AppState;
 use crate::clicks::Visit;
-use crate::domain::{Gone, RedirectType, ShortCode, now};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::domain::{Gone, PasswordHashed, ShortCode, now};
+use crate::limits::{Class, Subject};
 use crate::links::{Local, Resolved, Source};
 use crate::store::{Click, RedirectTarget};
 
@@ -30,59 +35,217 @@ pub async fn follow(
     Path(code): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let method = req.method().clone();
-    // A path no link can have is not looked up (nor cached as missing).
-    let resolved = if ShortCode::could_be(&code) {
-        match state.links.resolve_local(&code).await {
-            Local::Resolved(resolved) => resolved,
-            Local::Beyond(beyond) => {
-                // Beyond this replica's cache (Redis, the database): bounded by the request
-                // timeout and logged in the request's span, as every other route is. The
-                // in-process hit needs neither (its only wait, the click's, has bounds of
-                // its own) and pays for neither.
-                let client = state.proxies.client_of(&req);
-                let lookup = async {
-                    let refusal = state.rate_limit.refuse_miss(client).await;
-                    if let Some(refused) = refusal.as_ref().and_then(super::error::rejection) {
-                        return Ok(Err(refused));
-                    }
-                    let resolved = state.links.resolve_beyond(&code, beyond).await?;
-                    if resolved.target.is_none() {
-                        state.rate_limit.record_miss(client).await;
-                    }
-                    Ok::<_, ApiError>(Ok(resolved))
-                };
-                let lookup = lookup.instrument(super::request_span(&req));
-                match tokio::time::timeout(state.request_timeout, lookup).await {
-                    Ok(Ok(Ok(resolved))) => resolved,
-                    Ok(Ok(Err(refused))) => return Ok(refused),
-                    Ok(Err(error)) => return Err(error),
-                    // As the other routes' timeout answers (made JSON by `errors_as_json`).
-                    Err(_) => return Ok(StatusCode::SERVICE_UNAVAILABLE.into_response()),
-                }
-            }
-        }
-    } else {
+    // The request is only borrowed between awaits (its body is not `Sync`).
+    let resolved = if !ShortCode::could_be(&code) {
+        // A path no link can have is not looked up (nor cached as missing).
         Resolved {
             target: None,
             source: Source::Local,
         }
+    } else {
+        match state.links.resolve_local(&code).await {
+            Local::Resolved(resolved) => resolved,
+            Local::Beyond(beyond) => {
+                let (client, span) = (state.proxies.client_of(&req), super::request_span(&req));
+                match resolve_beyond(&state, &code, beyond, client, span).await {
+                    Ok(resolved) => resolved,
+                    Err(answered) => return answered,
+                }
+            }
+        }
     };
     let x_cache = HeaderValue::from_static(resolved.source.x_cache());
     let Some(target) = resolved.target else {
-        state.metrics.redirect.not_found.inc();
-        let mut response =
-            ApiError::NotFound("no active link with this short code".into()).into_response();
-        response.headers_mut().insert(X_CACHE, x_cache);
-        return Ok(response);
+        return Ok(not_found(&state, x_cache));
     };
     let at = now();
     if let Some(gone) = target.policy.as_ref().and_then(|p| p.gone_at(at)) {
-        return gone_response(&state, &target, gone, &req, x_cache);
+        return gone_response(&state, &target, gone, wants_page(&req), x_cache);
     }
-    let location = header_value(&target, &target.original_url)?;
+    if let Some(password) = target.policy.as_ref().and_then(|p| p.password.as_ref()) {
+        // API clients send the password in a header; browsers get the form, which posts
+        // it to `unlock`.
+        let given = req
+            .headers()
+            .get(LINK_PASSWORD)
+            .map(|given| String::from_utf8_lossy(given.as_bytes()).into_owned());
+        let client = state.proxies.client_of(&req);
+        let locked = Locked {
+            target: &target,
+            wants_page: wants_page(&req),
+            x_cache: &x_cache,
+        };
+        if let Some(refused) = locked.check(&state, password, client, given).await? {
+            return Ok(refused);
+        }
+    }
     // HEAD is not a visit (link checkers, unfurlers): answer, record nothing.
-    if method != Method::HEAD {
+    let visit = req.method() != Method::HEAD;
+    answer(
+        &state,
+        target,
+        code,
+        at,
+        visit,
+        None,
+        wants_page(&req),
+        x_cache,
+    )
+    .await
+}
+
+/// Gives a protected link's password from the form browsers are shown: `POST /{short_code}`
+/// with `password=…` (`application/x-www-form-urlencoded`). The right one is a visit,
+/// answered **303** to the target (so the browser follows it with a `GET`); a wrong one is
+/// the form again (401); too many wrong ones from one client for one link are 429. A link
+/// without a password just redirects (303).
+#[utoipa::path(post, path = "/{short_code}", tag = "redirect",
+    params(("short_code" = String, Path, description = "The link's code")),
+    request_body(content = UnlockForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "The password is right: to the original URL", headers(
+                  ("Location" = String, description = "The original URL"))),
+              (status = 400, body = ErrorBody, description = "The body is not the form"),
+              (status = 401, body = ErrorBody, description = "Wrong password (a page for browsers)"),
+              (status = 404, body = ErrorBody, description = "No active link with this code"),
+              (status = 410, body = ErrorBody, description = "The link expired or is used up"),
+              (status = 429, body = ErrorBody, description = "Too many wrong passwords for this link from this client",
+                  headers(("Retry-After" = String, description = "Seconds to wait")))))]
+pub async fn unlock(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    // The request is only borrowed between awaits (its body is not `Sync`).
+    let resolved = if !ShortCode::could_be(&code) {
+        // A path no link can have is not looked up (nor cached as missing).
+        Resolved {
+            target: None,
+            source: Source::Local,
+        }
+    } else {
+        match state.links.resolve_local(&code).await {
+            Local::Resolved(resolved) => resolved,
+            Local::Beyond(beyond) => {
+                let (client, span) = (state.proxies.client_of(&req), super::request_span(&req));
+                match resolve_beyond(&state, &code, beyond, client, span).await {
+                    Ok(resolved) => resolved,
+                    Err(answered) => return answered,
+                }
+            }
+        }
+    };
+    let x_cache = HeaderValue::from_static(resolved.source.x_cache());
+    let Some(target) = resolved.target else {
+        return Ok(not_found(&state, x_cache));
+    };
+    let at = now();
+    if let Some(gone) = target.policy.as_ref().and_then(|p| p.gone_at(at)) {
+        return gone_response(&state, &target, gone, wants_page(&req), x_cache);
+    }
+    let client = state.proxies.client_of(&req);
+    let wants_page = wants_page(&req);
+    let Form(form) = Form::<UnlockForm>::from_request(req, &state)
+        .await
+        .map_err(|rejection| {
+            ApiError::bad_request(format!("not the password form: {rejection}"))
+        })?;
+    if let Some(password) = target.policy.as_ref().and_then(|p| p.password.as_ref()) {
+        let locked = Locked {
+            target: &target,
+            wants_page,
+            x_cache: &x_cache,
+        };
+        if let Some(refused) = locked
+            .check(&state, password, client, Some(form.password))
+            .await?
+        {
+            return Ok(refused);
+        }
+    }
+    answer(
+        &state,
+        target,
+        code,
+        at,
+        true,
+        Some(StatusCode::SEE_OTHER),
+        wants_page,
+        x_cache,
+    )
+    .await
+}
+
+/// The form a protected link's page posts.
+#[derive(Deserialize, ToSchema)]
+pub struct UnlockForm {
+    /// The link's password.
+    password: String,
+}
+
+/// The largest password form accepted (the password is at most 128 characters).
+pub const UNLOCK_BODY_LIMIT: usize = 4096;
+
+/// The header API clients give a protected link's password in.
+pub const LINK_PASSWORD: HeaderName = HeaderName::from_static("x-link-password");
+
+/// The link `code` names, as Redis or the database know it (past this replica's cache); or
+/// the answer already given (429 to a client scanning for codes, 503 past the request
+/// timeout). Bounded by the request timeout and logged in the request's `span`, as every
+/// other route is. The in-process hit needs neither (its only wait, the click's, has bounds
+/// of its own) and pays for neither.
+async fn resolve_beyond(
+    state: &AppState,
+    code: &str,
+    beyond: crate::links::Beyond,
+    client: std::net::IpAddr,
+    span: tracing::Span,
+) -> Result<Resolved, ApiResult<Response>> {
+    let lookup = async {
+        let refusal = state.rate_limit.refuse_miss(client).await;
+        if let Some(refused) = refusal.as_ref().and_then(super::error::rejection) {
+            return Ok(Err(refused));
+        }
+        let resolved = state.links.resolve_beyond(code, beyond).await?;
+        if resolved.target.is_none() {
+            state.rate_limit.record_miss(client).await;
+        }
+        Ok::<_, ApiError>(Ok(resolved))
+    };
+    match tokio::time::timeout(state.request_timeout, lookup.instrument(span)).await {
+        Ok(Ok(Ok(resolved))) => Ok(resolved),
+        Ok(Ok(Err(refused))) => Err(Ok(refused)),
+        Ok(Err(error)) => Err(Err(error)),
+        // As the other routes' timeout answers (made JSON by `errors_as_json`).
+        Err(_) => Err(Ok(StatusCode::SERVICE_UNAVAILABLE.into_response())),
+    }
+}
+
+fn not_found(state: &AppState, x_cache: HeaderValue) -> Response {
+    state.metrics.redirect.not_found.inc();
+    let mut response =
+        ApiError::NotFound("no active link with this short code".into()).into_response();
+    response.headers_mut().insert(X_CACHE, x_cache);
+    response
+}
+
+/// The redirect to `target`, a visit when `visit` (recorded before it is answered, and
+/// taken from the link's cap first when it has one); `status` instead of the link's own.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per route, each naming them all"
+)]
+async fn answer(
+    state: &AppState,
+    target: std::sync::Arc<RedirectTarget>,
+    code: String,
+    at: crate::domain::Timestamp,
+    visit: bool,
+    status: Option<StatusCode>,
+    wants_page: bool,
+    x_cache: HeaderValue,
+) -> ApiResult<Response> {
+    let location = header_value(&target, &target.original_url)?;
+    if visit {
         let click = Click {
             url_id: target.url_id,
             user_id: target.user_id,
@@ -98,7 +261,7 @@ pub async fn follow(
                     if let Some(policy) = &target.policy {
                         policy.mark_used_up();
                     }
-                    return gone_response(&state, &target, Gone::UsedUp, &req, x_cache);
+                    return gone_response(state, &target, Gone::UsedUp, wants_page, x_cache);
                 }
                 Visit::Unavailable => return Err(ApiError::Unavailable),
             }
@@ -109,15 +272,128 @@ pub async fn follow(
         }
     }
     state.metrics.redirect.found.inc();
-    Ok(redirect_to(target.redirect_type(), location, x_cache))
+    let status = status.unwrap_or_else(|| {
+        // Every redirect type is a valid status.
+        StatusCode::from_u16(target.redirect_type().status()).unwrap_or(StatusCode::FOUND)
+    });
+    Ok(redirect_to(status, location, x_cache))
+}
+
+/// A protected link, about to be answered.
+struct Locked<'a> {
+    target: &'a RedirectTarget,
+    wants_page: bool,
+    x_cache: &'a HeaderValue,
+}
+
+impl Locked<'_> {
+    /// `None` when `given` is the link's password; else the answer: the form (or 401 JSON)
+    /// when it is missing or wrong, 429 once this client gave this link too many wrong
+    /// ones. Only wrong passwords count against the client.
+    async fn check(
+        &self,
+        state: &AppState,
+        password: &PasswordHashed,
+        client: std::net::IpAddr,
+        given: Option<String>,
+    ) -> ApiResult<Option<Response>> {
+        let Some(given) = given else {
+            return Ok(Some(self.refused(state, false)));
+        };
+        let subject = Subject::ClientAtLink(self.target.url_id, client);
+        if let Some(refused) = state.rate_limit.refuse(Class::LinkPassword, &subject).await
+            && let Some(mut response) = super::error::rejection(&refused)
+        {
+            state.metrics.redirect.locked.inc();
+            response.headers_mut().insert(X_CACHE, self.x_cache.clone());
+            return Ok(Some(response));
+        }
+        let password = password.clone();
+        if state
+            .password_task(move || password.matches(&given))
+            .await?
+        {
+            return Ok(None);
+        }
+        state
+            .rate_limit
+            .record_failure(Class::LinkPassword, subject)
+            .await;
+        Ok(Some(self.refused(state, true)))
+    }
+
+    /// 401: the form for a browser (saying the last password was wrong, when it was), the
+    /// API's JSON error for anything else.
+    fn refused(&self, state: &AppState, wrong: bool) -> Response {
+        state.metrics.redirect.locked.inc();
+        let message = if wrong {
+            "wrong password for this link"
+        } else {
+            "this link needs a password: give it in the X-Link-Password header"
+        };
+        let mut response = if self.wants_page {
+            let note = if wrong {
+                "<p role=\"alert\">Wrong password.</p>"
+            } else {
+                ""
+            };
+            page(
+                StatusCode::UNAUTHORIZED,
+                "Password needed",
+                &format!(
+                    "<h1>This link needs a password</h1>{note}\
+                     <form method=\"post\"><label>Password \
+                     <input type=\"password\" name=\"password\" required autofocus \
+                     autocomplete=\"current-password\"></label> \
+                     <button type=\"submit\">Continue</button></form>"
+                ),
+            )
+        } else {
+            ApiError::PasswordNeeded(message).into_response()
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Link-Password realm=\"link\""),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(X_CACHE, self.x_cache.clone());
+        response
+    }
+}
+
+/// Whether the client is a browser (its `Accept` names HTML): it gets pages, not JSON.
+fn wants_page(req: &Request) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// A small HTML page with `status`, let through `errors_as_json` as it is.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{title}</title></head>\n<body>{body}</body></html>\n"
+    );
+    let mut page = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        page,
+    )
+        .into_response();
+    page.extensions_mut().insert(BrowserPage);
+    page
 }
 
 /// The redirect to `location`. Never cacheable (`no-store`, whatever the status: a browser or
 /// CDN that kept even a 301 would hide the clicks after the first, and miss every later
 /// change of the link).
-fn redirect_to(kind: RedirectType, location: HeaderValue, x_cache: HeaderValue) -> Response {
-    // Every redirect type is a valid status.
-    let status = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::FOUND);
+fn redirect_to(status: StatusCode, location: HeaderValue, x_cache: HeaderValue) -> Response {
     (
         status,
         [
@@ -146,39 +422,23 @@ fn gone_response(
     state: &AppState,
     target: &RedirectTarget,
     gone: Gone,
-    req: &Request,
+    wants_page: bool,
     x_cache: HeaderValue,
 ) -> ApiResult<Response> {
     state.metrics.redirect.gone.inc();
     let policy = target.policy.as_deref();
     if let Some(fallback) = policy.and_then(|p| p.fallback_url.as_deref()) {
         let location = header_value(target, fallback)?;
-        return Ok(redirect_to(target.redirect_type(), location, x_cache));
+        let status =
+            StatusCode::from_u16(target.redirect_type().status()).unwrap_or(StatusCode::FOUND);
+        return Ok(redirect_to(status, location, x_cache));
     }
-    let wants_page = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|accept| accept.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
     let mut response = if wants_page {
-        let page = format!(
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-             <title>Link unavailable</title></head>\n<body><h1>Link unavailable</h1>\
-             <p>{}.</p></body></html>\n",
-            gone.message()
-        );
-        let mut page = (
+        page(
             StatusCode::GONE,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            )],
-            page,
+            "Link unavailable",
+            &format!("<h1>Link unavailable</h1><p>{}.</p>", gone.message()),
         )
-            .into_response();
-        page.extensions_mut().insert(BrowserPage);
-        page
     } else {
         ApiError::Gone(gone.message()).into_response()
     };

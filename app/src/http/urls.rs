@@ -10,7 +10,7 @@ use super::extract::{
 };
 use super::params::{Pagination, UrlFilters, UrlId};
 use super::state::AppState;
-use crate::domain::{RedirectType, ShortCode, TargetUrl, parse_title, timestamp};
+use crate::domain::{PasswordHashed, RedirectType, ShortCode, TargetUrl, parse_title, timestamp};
 use crate::keys::Caller;
 use crate::store::{Event, EventFilter, NewUrl, PolicyPatch, Url, UrlFilter, UrlPatch, UrlStats};
 
@@ -42,6 +42,11 @@ pub struct CreateUrl {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     fallback_url: Option<Option<String>>,
+    /// Visitors must give this password (4–128 characters) before they are redirected;
+    /// kept only as its Argon2id hash, never shown. `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, min_length = 4, max_length = 128)]
+    password: Option<Option<String>>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -70,6 +75,11 @@ pub struct UpdateUrl {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     fallback_url: Option<Option<String>>,
+    /// Visitors must give this password (4–128 characters) before they are redirected;
+    /// kept only as its Argon2id hash, never shown. `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, min_length = 4, max_length = 128)]
+    password: Option<Option<String>>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -96,12 +106,13 @@ fn target(state: &AppState, name: &str, raw: &str) -> ApiResult<TargetUrl> {
 
 /// A link's policy fields as given (`Some(None)`: `null`, which clears on a
 /// change and is the default on creation).
-fn policy(
+async fn policy(
     state: &AppState,
     redirect_type: Option<Option<i64>>,
     expires_at: Option<Option<String>>,
     max_visits: Option<Option<i64>>,
     fallback_url: Option<Option<String>>,
+    password: Option<Option<String>>,
 ) -> ApiResult<PolicyPatch> {
     /// A field of a change, parsed when given and not `null`.
     fn given<T, U>(
@@ -126,11 +137,23 @@ fn policy(
         }
     })?;
     let fallback_url = given(fallback_url, |url| target(state, "fallback_url", &url))?;
+    // Hashed last, once everything else is known to be valid (it costs ~20 ms of a core).
+    let password = match password {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(password)) => {
+            let hashed = state
+                .password_task(move || PasswordHashed::of(&password))
+                .await?;
+            Some(Some(field("password", hashed)?))
+        }
+    };
     Ok(PolicyPatch {
         redirect_type,
         expires_at,
         max_visits,
         fallback_url,
+        password,
     })
 }
 
@@ -197,7 +220,9 @@ pub async fn create(
             body.expires_at,
             body.max_visits,
             body.fallback_url,
-        )?,
+            body.password,
+        )
+        .await?,
     };
     Ok((
         StatusCode::CREATED,
@@ -259,7 +284,7 @@ pub async fn show(
 }
 
 /// Changes any of `original_url`, `title`, `is_active`, `redirect_type`,
-/// `expires_at`, `max_visits`, `fallback_url` (`null` clears the last three);
+/// `expires_at`, `max_visits`, `fallback_url`, `password` (`null` clears the last four);
 /// one `updated` event per changed field.
 #[utoipa::path(put, path = "/urls/{id}", tag = "urls", params(UrlId), request_body = UpdateUrl,
     responses((status = 200, body = Url), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -282,12 +307,14 @@ pub async fn update(
             body.expires_at,
             body.max_visits,
             body.fallback_url,
-        )?,
+            body.password,
+        )
+        .await?,
     };
     if patch.is_empty() {
         return Err(ApiError::bad_request(
             "nothing to update: give at least one of original_url, title, is_active, \
-             redirect_type, expires_at, max_visits, fallback_url",
+             redirect_type, expires_at, max_visits, fallback_url, password",
         ));
     }
     // A URL's owner never changes, so checking before the change holds.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 
-use crate::domain::{LinkPolicy, RedirectType};
+use crate::domain::{LinkPolicy, PasswordHashed, RedirectType};
 use crate::metrics::Metrics;
 use crate::shared_redis::{self, SharedRedis};
 use crate::store::RedirectTarget;
@@ -66,20 +66,20 @@ pub struct SharedCache {
     metrics: Arc<Metrics>,
 }
 
-/// The format of the values this build writes: `2:` then the version, the URL id, the owner,
-/// `1`/`0` for active, the redirect status, the expiry (Unix seconds), the cap, the fallback
-/// URL's length in bytes, each followed by `|`, then the fallback URL and the target URL
-/// (which may contain `|`). A value in another format is not this build's to read: it is a
-/// miss (an older build's, during a rolling upgrade: refilled from the database; older builds
-/// take this build's values for misses in the same way, as their version field does not
-/// parse).
-const FORMAT: &str = "2:";
+/// The format of the values this build writes: `3:` then the version, the URL id, the owner,
+/// `1`/`0` for active, the redirect status, the expiry (Unix seconds), the cap, the password's
+/// hash (a PHC string, which has no `|`), the fallback URL's length in bytes, each followed by
+/// `|`, then the fallback URL and the target URL (which may contain `|`). A value in another
+/// format is not this build's to read: it is a miss (an older build's, during a rolling
+/// upgrade: refilled from the database; older builds take this build's values for misses in
+/// the same way, as their format prefix differs).
+const FORMAT: &str = "3:";
 
 fn encode(t: &RedirectTarget) -> String {
     let policy = t.policy.as_deref();
     let fallback = policy.and_then(|p| p.fallback_url.as_deref()).unwrap_or("");
     format!(
-        "{FORMAT}{}|{}|{}|{}|{}|{}|{}|{}|{fallback}{}",
+        "{FORMAT}{}|{}|{}|{}|{}|{}|{}|{}|{}|{fallback}{}",
         t.version,
         t.url_id,
         t.user_id.map(|id| id.to_string()).unwrap_or_default(),
@@ -93,6 +93,9 @@ fn encode(t: &RedirectTarget) -> String {
             .and_then(|p| p.max_visits)
             .map(|max| max.to_string())
             .unwrap_or_default(),
+        policy
+            .and_then(|p| p.password.as_ref())
+            .map_or("", |hash| hash.as_str()),
         fallback.len(),
         t.original_url
     )
@@ -105,7 +108,7 @@ fn decode(code: &str, raw: &str) -> Option<RedirectTarget> {
             n => n.parse().ok().map(Some),
         }
     };
-    let mut parts = raw.strip_prefix(FORMAT)?.splitn(9, '|');
+    let mut parts = raw.strip_prefix(FORMAT)?.splitn(10, '|');
     let version = parts.next()?.parse().ok()?;
     let url_id = parts.next()?.parse().ok()?;
     let user_id = optional(parts.next()?)?;
@@ -116,6 +119,11 @@ fn decode(code: &str, raw: &str) -> Option<RedirectTarget> {
         None => None,
     };
     let max_visits = optional(parts.next()?)?;
+    // A hash that does not parse makes the value a miss, never an open link.
+    let password = match parts.next()? {
+        "" => None,
+        hash => Some(PasswordHashed::stored(hash)?),
+    };
     let fallback_len: usize = parts.next()?.parse().ok()?;
     let rest = parts.next()?;
     let (fallback, original_url) = (rest.get(..fallback_len)?, rest.get(fallback_len..)?);
@@ -127,7 +135,13 @@ fn decode(code: &str, raw: &str) -> Option<RedirectTarget> {
         original_url: original_url.to_owned(),
         is_active,
         version,
-        policy: LinkPolicy::of(redirect_type, expires_at, max_visits, fallback_url),
+        policy: LinkPolicy::of(
+            redirect_type,
+            expires_at,
+            max_visits,
+            fallback_url,
+            password,
+        ),
     })
 }
 
@@ -448,24 +462,41 @@ mod tests {
                 Some(expires),
                 Some(5),
                 Some("https://f.example/x|y|9|".into()),
+                None,
             ),
             ..target.clone()
         };
         assert_eq!(decode("abc", &encode(&with_policy)), Some(with_policy));
+        let protected = RedirectTarget {
+            policy: LinkPolicy::of(
+                RedirectType::Found,
+                None,
+                None,
+                Some("https://f.example/|".into()),
+                Some(PasswordHashed::of("open sesame").unwrap()),
+            ),
+            ..target.clone()
+        };
+        let encoded = encode(&protected);
+        assert_eq!(decode("abc", &encode(&protected)), Some(protected));
+        // A hash that does not parse is a miss, never a link without its password.
+        let broken = encoded.replacen("$argon2id$", "$nonsense$", 1);
+        assert_eq!(decode("abc", &broken), None);
         let only_status = RedirectTarget {
-            policy: LinkPolicy::of(RedirectType::Moved, None, None, None),
+            policy: LinkPolicy::of(RedirectType::Moved, None, None, None, None),
             ..target
         };
         assert_eq!(decode("abc", &encode(&only_status)), Some(only_status));
         assert_eq!(decode("abc", "garbage"), None);
     }
 
-    /// A value as builds before link policies wrote it is a miss here (it
-    /// says nothing of a cap), and this build's values are misses there:
-    /// their first field is not a number.
+    /// A value as builds before link policies (or before link passwords) wrote it is a miss
+    /// here (it says nothing of a cap, or a password), and this build's values are misses
+    /// there: their first field is not a number, or their format prefix another.
     #[test]
-    fn values_of_the_older_format_are_misses() {
+    fn values_of_the_older_formats_are_misses() {
         assert_eq!(decode("abc", "3|7||1|https://e.com/"), None);
+        assert_eq!(decode("abc", "2:3|7||1|302|||0|https://e.com/"), None);
         let target = RedirectTarget {
             short_code: "abc".into(),
             url_id: 7,
@@ -478,5 +509,6 @@ mod tests {
         let encoded = encode(&target);
         let first = encoded.split('|').next().unwrap();
         assert!(first.parse::<i64>().is_err(), "{encoded}");
+        assert!(!encoded.starts_with("2:"), "{encoded}");
     }
 }

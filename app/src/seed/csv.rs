@@ -203,6 +203,7 @@ pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
             expires_at: None,
             max_visits: None,
             fallback_url: None,
+            password_hash: None,
             visits: 0,
         })
     })

@@ -128,6 +128,7 @@ pub fn generate() -> Generated {
             expires_at: None,
             max_visits: None,
             fallback_url: None,
+            password_hash: None,
             visits: 0,
         };
         events.push(Event {

@@ -2,7 +2,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::domain::{Email, LinkPolicy, RedirectType, TargetUrl, Timestamp, timestamp};
+use crate::domain::{
+    Email, LinkPolicy, PasswordHashed, RedirectType, TargetUrl, Timestamp, timestamp,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
 pub struct User {
@@ -83,6 +85,11 @@ pub struct Url {
     /// Where an expired or used-up link sends visitors instead of answering
     /// 410; `null`: nowhere.
     pub fallback_url: Option<String>,
+    /// Whether visitors must give the link's password first. The password is never shown
+    /// (nor its hash).
+    #[serde(rename = "password_protected", serialize_with = "is_set")]
+    #[schema(value_type = bool, rename = "password_protected")]
+    pub password_hash: Option<String>,
     /// Visits counted against `max_visits` (while it is set). Internal: the
     /// stats report it.
     #[serde(skip)]
@@ -91,6 +98,21 @@ pub struct Url {
     /// older one. Internal, not part of the API.
     #[serde(skip)]
     pub version: i64,
+}
+
+fn is_set<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(value.is_some())
+}
+
+/// A stored hash, or none (a value that is not one, which no write of ours stores, is
+/// logged and left out: the link then asks for no password rather than refusing everyone).
+fn stored_password(url_id: i64, hash: Option<&str>) -> Option<PasswordHashed> {
+    let hash = hash?;
+    let parsed = PasswordHashed::stored(hash);
+    if parsed.is_none() {
+        tracing::error!(url_id, "stored password hash is not a PHC string; ignored");
+    }
+    parsed
 }
 
 impl Url {
@@ -107,6 +129,7 @@ impl Url {
                 self.expires_at,
                 self.max_visits,
                 self.fallback_url.clone(),
+                stored_password(self.id, self.password_hash.as_deref()),
             ),
         }
     }
@@ -120,6 +143,8 @@ pub struct PolicyPatch {
     pub expires_at: Option<Option<Timestamp>>,
     pub max_visits: Option<Option<i64>>,
     pub fallback_url: Option<Option<TargetUrl>>,
+    /// `Some(Some(hash))` sets a (new) password, `Some(None)` removes it.
+    pub password: Option<Option<PasswordHashed>>,
 }
 
 impl PolicyPatch {
@@ -201,6 +226,13 @@ impl UrlPatch {
             let url = url.as_ref().map(|u| Value::from(u.as_str()));
             change("fallback_url", url.unwrap_or(Value::Null));
         }
+        // Never the password nor its hash: only that one was set (each new one is a change:
+        // salted hashes of the same password differ) or removed.
+        match &policy.password {
+            Some(Some(_)) => change("password", "set".into()),
+            Some(None) if current.password_hash.is_some() => change("password", Value::Null),
+            _ => {}
+        }
         changes
     }
 }
@@ -265,6 +297,7 @@ pub struct TargetRow {
     expires_at: Option<Timestamp>,
     max_visits: Option<i64>,
     fallback_url: Option<String>,
+    password_hash: Option<String>,
 }
 
 impl From<TargetRow> for RedirectTarget {
@@ -275,6 +308,7 @@ impl From<TargetRow> for RedirectTarget {
                 row.expires_at,
                 row.max_visits,
                 row.fallback_url,
+                stored_password(row.url_id, row.password_hash.as_deref()),
             ),
             short_code: row.short_code,
             url_id: row.url_id,

@@ -9,6 +9,7 @@ mod common;
 mod events;
 mod keys;
 mod operations;
+mod passwords;
 mod policies;
 mod qr;
 mod redirect;
@@ -35,6 +36,12 @@ every_backend!(
         metrics_are_exported,
         made_up_methods_fold_into_one_label,
         impossible_codes_are_not_looked_up,
+    ],
+    passwords: [
+        a_protected_link_redirects_only_with_its_password,
+        wrong_passwords_are_limited_per_link_and_client,
+        passwords_are_validated_and_never_shown,
+        a_protected_link_stays_protected_through_the_shared_cache,
     ],
     policies: [
         each_redirect_type_answers_with_its_status_and_is_never_cached,
