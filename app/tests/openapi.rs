@@ -14,11 +14,13 @@ fn document() -> Value {
 const METHODS: [&str; 6] = ["get", "put", "post", "delete", "patch", "head"];
 /// The operations anyone may call; every other one must be in the
 /// management route table (so a new route cannot be public by omission).
-const PUBLIC: [(&str, &str); 4] = [
+const PUBLIC: [(&str, &str); 5] = [
     ("get", "/health"),
     ("get", "/livez"),
     ("get", "/readyz"),
     ("get", "/{short_code}"),
+    // A protected link's password form.
+    ("post", "/{short_code}"),
 ];
 
 fn is_management(path: &str, method: &str) -> bool {
@@ -156,7 +158,17 @@ fn management_operations_need_the_key_and_public_ones_do_not() {
             );
         } else {
             assert!(op.get("security").is_none(), "{method} {path} is public");
-            assert!(!statuses.contains(&"401".to_owned()), "{method} {path}");
+            // A public operation's 401 is never the key's: only a protected link's.
+            if statuses.contains(&"401".to_owned()) {
+                assert_eq!(path, "/{short_code}", "{method} {path}");
+                let challenge = &op["responses"]["401"]["headers"]["WWW-Authenticate"];
+                assert!(
+                    challenge["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("Link-Password")),
+                    "{method} {path}"
+                );
+            }
         }
     }
 }

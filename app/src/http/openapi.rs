@@ -650,6 +650,8 @@ impl utoipa::Modify for ErrorStatuses {
                 if has_body {
                     let limit = if upload {
                         format!("{} MiB", UPLOAD_LIMIT / (1024 * 1024))
+                    } else if path == super::routes::REDIRECT {
+                        format!("{} KiB", super::redirect::UNLOCK_BODY_LIMIT / 1024)
                     } else {
                         format!("{} KiB", MAX_JSON_BODY / 1024)
                     };

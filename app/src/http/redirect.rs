@@ -24,12 +24,21 @@ use crate::store::{Click, RedirectTarget};
 /// lookups for a while; links in the in-process cache always redirect, and
 /// their path never touches the rate limiter.
 #[utoipa::path(get, path = "/{short_code}", tag = "redirect",
-    params(("short_code" = String, Path, description = "The link's code")),
-    responses((status = 302, description = "To the original URL", headers(
+    params(("short_code" = String, Path, description = "The link's code"),
+           ("X-Link-Password" = Option<String>, Header, description = "A protected link's password")),
+    responses((status = 302, description = "To the original URL (or to the fallback URL of an expired or used-up link), with the link's `redirect_type`: 302 unless it says 301, 307 or 308", headers(
                   ("Location" = String, description = "The original URL"),
                   ("X-Cache" = String, description = "`HIT` (answered from a cache), `MISS` (from the database) or `STALE` (this replica's last copy: neither Redis nor the database could answer)"))),
+              (status = 301, description = "As 302, for a link whose `redirect_type` is 301"),
+              (status = 307, description = "As 302, for a link whose `redirect_type` is 307"),
+              (status = 308, description = "As 302, for a link whose `redirect_type` is 308"),
+              (status = 401, body = ErrorBody, description = "A protected link without its password, or with a wrong one (a form for browsers)",
+                  headers(("WWW-Authenticate" = String, description = "`Link-Password realm=\"link\"`"))),
               (status = 404, body = ErrorBody, description = "No active link with this code",
-                  headers(("X-Cache" = String, description = "`HIT`, `MISS` or `STALE`")))))]
+                  headers(("X-Cache" = String, description = "`HIT`, `MISS` or `STALE`"))),
+              (status = 410, body = ErrorBody, description = "The link expired or is used up, and has no fallback URL (a page for browsers)"),
+              (status = 429, body = ErrorBody, description = "Too many 404s after lookups beyond the cache from this client, or too many wrong passwords for this link",
+                  headers(("Retry-After" = String, description = "Seconds to wait")))))]
 pub async fn follow(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -105,7 +114,8 @@ pub async fn follow(
     responses((status = 303, description = "The password is right: to the original URL", headers(
                   ("Location" = String, description = "The original URL"))),
               (status = 400, body = ErrorBody, description = "The body is not the form"),
-              (status = 401, body = ErrorBody, description = "Wrong password (a page for browsers)"),
+              (status = 401, body = ErrorBody, description = "Wrong password (a page for browsers)",
+                  headers(("WWW-Authenticate" = String, description = "`Link-Password realm=\"link\"`"))),
               (status = 404, body = ErrorBody, description = "No active link with this code"),
               (status = 410, body = ErrorBody, description = "The link expired or is used up"),
               (status = 429, body = ErrorBody, description = "Too many wrong passwords for this link from this client",

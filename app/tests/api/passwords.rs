@@ -208,7 +208,10 @@ pub async fn passwords_are_validated_and_never_shown(backend: Backend) {
     ] {
         let body = app.get_json(&path).await.to_string();
         assert!(body.contains("\"password_protected\":true"), "{body}");
-        assert!(!body.contains("long enough") && !body.contains("argon2"), "{body}");
+        assert!(
+            !body.contains("long enough") && !body.contains("argon2"),
+            "{body}"
+        );
     }
 }
 
