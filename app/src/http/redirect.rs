@@ -15,6 +15,34 @@ use crate::limits::{Class, Subject};
 use crate::links::{Local, Resolved, Source};
 use crate::store::{Click, RedirectTarget};
 
+/// The link the handler's `code` names (`Resolved`), or returns the answer already given
+/// (429 to a client scanning for codes, 503 past the request timeout). A macro, not a
+/// function: the request is borrowed only between awaits (its body is not `Sync`), and the
+/// client address and span are made only past the in-process cache.
+macro_rules! resolve {
+    ($state:ident, $code:ident, $req:ident) => {
+        if !ShortCode::could_be(&$code) {
+            // A path no link can have is not looked up (nor cached as missing).
+            Resolved {
+                target: None,
+                source: Source::Local,
+            }
+        } else {
+            match $state.links.resolve_local(&$code).await {
+                Local::Resolved(resolved) => resolved,
+                Local::Beyond(beyond) => {
+                    let client = $state.proxies.client_of(&$req);
+                    let span = super::request_span(&$req);
+                    match resolve_beyond(&$state, &$code, beyond, client, span).await {
+                        Ok(resolved) => resolved,
+                        Err(answered) => return answered,
+                    }
+                }
+            }
+        }
+    };
+}
+
 /// Follows a short code: 302 to the original URL, recording a `redirect`
 /// event. Unknown and inactive codes are 404 and record nothing. `HEAD`
 /// answers the same but records nothing: link checkers are not visitors.
@@ -23,6 +51,10 @@ use crate::store::{Click, RedirectTarget};
 /// in-process cache (a scan for codes) gets 429 instead of further such
 /// lookups for a while; links in the in-process cache always redirect, and
 /// their path never touches the rate limiter.
+///
+/// A link's policy may make it redirect with another status, answer 410 (or redirect to its
+/// fallback) once expired or used up, and ask for a password first (`X-Link-Password`, or
+/// the form browsers are shown: [`unlock`]).
 #[utoipa::path(get, path = "/{short_code}", tag = "redirect",
     params(("short_code" = String, Path, description = "The link's code"),
            ("X-Link-Password" = Option<String>, Header, description = "A protected link's password")),
@@ -44,25 +76,7 @@ pub async fn follow(
     Path(code): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    // The request is only borrowed between awaits (its body is not `Sync`).
-    let resolved = if !ShortCode::could_be(&code) {
-        // A path no link can have is not looked up (nor cached as missing).
-        Resolved {
-            target: None,
-            source: Source::Local,
-        }
-    } else {
-        match state.links.resolve_local(&code).await {
-            Local::Resolved(resolved) => resolved,
-            Local::Beyond(beyond) => {
-                let (client, span) = (state.proxies.client_of(&req), super::request_span(&req));
-                match resolve_beyond(&state, &code, beyond, client, span).await {
-                    Ok(resolved) => resolved,
-                    Err(answered) => return answered,
-                }
-            }
-        }
-    };
+    let resolved = resolve!(state, code, req);
     let x_cache = HeaderValue::from_static(resolved.source.x_cache());
     let Some(target) = resolved.target else {
         return Ok(not_found(&state, x_cache));
@@ -125,25 +139,7 @@ pub async fn unlock(
     Path(code): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    // The request is only borrowed between awaits (its body is not `Sync`).
-    let resolved = if !ShortCode::could_be(&code) {
-        // A path no link can have is not looked up (nor cached as missing).
-        Resolved {
-            target: None,
-            source: Source::Local,
-        }
-    } else {
-        match state.links.resolve_local(&code).await {
-            Local::Resolved(resolved) => resolved,
-            Local::Beyond(beyond) => {
-                let (client, span) = (state.proxies.client_of(&req), super::request_span(&req));
-                match resolve_beyond(&state, &code, beyond, client, span).await {
-                    Ok(resolved) => resolved,
-                    Err(answered) => return answered,
-                }
-            }
-        }
-    };
+    let resolved = resolve!(state, code, req);
     let x_cache = HeaderValue::from_static(resolved.source.x_cache());
     let Some(target) = resolved.target else {
         return Ok(not_found(&state, x_cache));
