@@ -49,8 +49,8 @@ impl PasswordHashed {
 
     /// A hash as stored (the database, the shared cache); `None` if it is not one.
     pub fn stored(hash: &str) -> Option<Self> {
-        PasswordHash::new(hash).ok()?;
-        Some(Self(hash.into()))
+        let parsed = PasswordHash::new(hash).ok()?;
+        (parsed.algorithm == Algorithm::Argon2id.ident()).then(|| Self(hash.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -94,5 +94,11 @@ mod tests {
         assert!(PasswordHashed::of("ünï4").is_ok());
         assert!(PasswordHashed::stored("not a hash").is_none());
         assert!(PasswordHashed::stored("").is_none());
+        // Only Argon2id's: another algorithm's PHC string is not one of ours.
+        let other = PasswordHashed::of("long enough")
+            .unwrap()
+            .as_str()
+            .replacen("$argon2id$", "$argon2i$", 1);
+        assert!(PasswordHashed::stored(&other).is_none());
     }
 }
