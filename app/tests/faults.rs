@@ -340,6 +340,14 @@ impl Store for AnswerLost {
     async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>> {
         self.inner.list_urls(filter, page).await
     }
+    async fn urls_after(
+        &self,
+        filter: UrlFilter,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Url>> {
+        self.inner.urls_after(filter, after_id, limit).await
+    }
     async fn count_active_urls(&self) -> StoreResult<i64> {
         self.inner.count_active_urls().await
     }
@@ -381,6 +389,14 @@ impl Store for AnswerLost {
     }
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>> {
         self.inner.list_events(filter, page).await
+    }
+    async fn events_after(
+        &self,
+        filter: EventFilter,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        self.inner.events_after(filter, after_id, limit).await
     }
     async fn record_visit(&self, click: &Click, shard: i16) -> StoreResult<bool> {
         self.inner.record_visit(click, shard).await

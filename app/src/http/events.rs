@@ -33,6 +33,18 @@ pub async fn list(
     caller: Caller,
     query: QueryParams,
 ) -> ApiResult<axum::response::Response> {
+    let filter = filter(&state, caller, &query).await?;
+    Ok(listing(
+        state.store.list_events(filter, query.page()?).await?,
+    ))
+}
+
+/// The events `query` asks for that `caller` may see (`GET /events` and its export).
+pub(super) async fn filter(
+    state: &AppState,
+    caller: Caller,
+    query: &QueryParams,
+) -> ApiResult<EventFilter> {
     let source = query
         .text("source")
         .map(|raw| field("source", EventSource::parse(&raw)))
@@ -47,15 +59,12 @@ pub async fn list(
             Err(other) => return Err(other.into()),
         }
     }
-    let filter = EventFilter {
+    Ok(EventFilter {
         url_id,
         user_id: caller.user_filter(query.int("user_id")?)?,
         event_type: query.text("event_type"),
         source,
-    };
-    Ok(listing(
-        state.store.list_events(filter, query.page()?).await?,
-    ))
+    })
 }
 
 #[utoipa::path(post, path = "/events", tag = "events", request_body = CreateEvent,

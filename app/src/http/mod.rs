@@ -4,6 +4,7 @@ mod auth;
 mod client;
 pub mod error;
 mod events;
+mod export;
 mod extract;
 mod health;
 mod keys;

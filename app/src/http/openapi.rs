@@ -28,7 +28,7 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder
 
 use super::extract::MAX_JSON_BODY;
 use super::users::UPLOAD_LIMIT;
-use super::{events, health, keys, qr, redirect, urls, users};
+use super::{events, export, health, keys, qr, redirect, urls, users};
 use crate::domain::{
     Email, MAX_EVENT_TYPE_CHARS, MAX_TITLE_CHARS, MAX_USERNAME_CHARS, RECORDED_BY_THE_SERVICE,
     ShortCode, TargetUrl,
@@ -48,7 +48,7 @@ use crate::store::Page;
         users::list, users::show, users::create, users::update, users::remove, users::bulk,
         urls::list, urls::create, urls::shorten, urls::show, urls::update, urls::remove,
         urls::stats, urls::events, qr::qr,
-        events::list, events::create,
+        events::list, events::create, export::urls, export::events,
         keys::list, keys::create, keys::show, keys::revoke,
         redirect::follow, redirect::unlock,
     ),

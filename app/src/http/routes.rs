@@ -13,7 +13,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::state::AppState;
 use super::users::UPLOAD_LIMIT;
-use super::{auth, events, keys, limit, qr, urls, users};
+use super::{auth, events, export, keys, limit, qr, urls, users};
 use crate::limits::Class;
 use crate::limits::Class::{Create, Management};
 
@@ -62,6 +62,9 @@ pub const MANAGEMENT: &[ManagementRoute] = &[
     route(Method::GET, "/urls", Management, |m| on(m, urls::list)),
     route(Method::POST, "/urls", Create, |m| on(m, urls::create)),
     route(Method::POST, "/shorten", Create, |m| on(m, urls::shorten)),
+    route(Method::GET, "/urls/export", Management, |m| {
+        on(m, export::urls)
+    }),
     route(Method::GET, "/urls/{id}", Management, |m| on(m, urls::show)),
     route(Method::PUT, "/urls/{id}", Management, |m| {
         on(m, urls::update)
@@ -77,6 +80,9 @@ pub const MANAGEMENT: &[ManagementRoute] = &[
     }),
     route(Method::GET, "/urls/{id}/qr", Management, |m| on(m, qr::qr)),
     route(Method::GET, "/events", Management, |m| on(m, events::list)),
+    route(Method::GET, "/events/export", Management, |m| {
+        on(m, export::events)
+    }),
     route(Method::POST, "/events", Management, |m| {
         on(m, events::create)
     }),

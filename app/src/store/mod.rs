@@ -146,6 +146,14 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_url(&self, url: NewUrl, code: &ShortCode, by: Actor) -> StoreResult<Url>;
     async fn get_url(&self, id: i64) -> StoreResult<Url>;
     async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>>;
+    /// Up to `limit` URLs matching `filter` with an id above `after_id`, by id, uncounted:
+    /// one index seek per call, for exports that walk the whole table.
+    async fn urls_after(
+        &self,
+        filter: UrlFilter,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Url>>;
     /// How many URLs are active (for the `shortener_urls_active` gauge), as
     /// list totals count: exact up to the backend's cap, the planner's
     /// estimate beyond it.
@@ -166,6 +174,13 @@ pub trait Store: Send + Sync + 'static {
     /// Records an event posted by a client (`source = client`).
     async fn create_event(&self, event: NewEvent, by: Actor) -> StoreResult<Event>;
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>>;
+    /// As [`Store::urls_after`], for events.
+    async fn events_after(
+        &self,
+        filter: EventFilter,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>>;
     /// Appends many `redirect` events and adds them to the URLs' redirect
     /// counters, in one transaction, recording `origin` as its writer's
     /// last committed batch. Concurrent calls should use different

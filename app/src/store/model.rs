@@ -447,6 +447,15 @@ impl Page {
     /// Deepest offset a page may start at.
     pub const MAX_OFFSET: i64 = 10_000;
 
+    /// `limit` rows after id `after_id` (a keyset page).
+    pub fn after(after_id: i64, limit: u32) -> Self {
+        Self {
+            page: 1,
+            per_page: limit,
+            after_id: Some(after_id),
+        }
+    }
+
     pub fn limit(self) -> i64 {
         i64::from(self.per_page)
     }

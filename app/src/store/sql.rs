@@ -4,7 +4,6 @@
 //! sequences) is a [`Dialect`], implemented in `postgres.rs` and `sqlite.rs`.
 
 use async_trait::async_trait;
-use futures_util::TryFutureExt;
 use serde_json::{Value, json};
 use sqlx::types::Json;
 use sqlx::{
@@ -280,16 +279,29 @@ where
     where
         T: for<'r> sqlx::FromRow<'r, DB::Row> + Send + Unpin,
     {
-        let mut query = QueryBuilder::<DB>::new(select);
-        from(&mut query);
-        push_page(&mut query, page);
-        let items = query.build_query_as::<T>().fetch_all(&self.pool);
-        let (items, (total, estimated)) = tokio::try_join!(items.err_into(), self.count(&from))?;
+        let items = self.rows_of(select, page, &from);
+        let (items, (total, estimated)) = tokio::try_join!(items, self.count(&from))?;
         Ok(Listing {
             items,
             total,
             estimated,
         })
+    }
+
+    /// The rows of `page` of `select` + `<from>`, without their count.
+    async fn rows_of<T>(
+        &self,
+        select: &'static str,
+        page: Page,
+        from: impl Fn(&mut QueryBuilder<DB>),
+    ) -> StoreResult<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, DB::Row> + Send + Unpin,
+    {
+        let mut query = QueryBuilder::<DB>::new(select);
+        from(&mut query);
+        push_page(&mut query, page);
+        Ok(query.build_query_as::<T>().fetch_all(&self.pool).await?)
     }
 
     /// How many rows `<from>` matches, and whether that is the planner's
@@ -417,6 +429,43 @@ where
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+}
+
+/// `FROM urls WHERE …` for `filter` (lists and exports alike).
+fn urls_matching<DB: Dialect>(filter: &UrlFilter) -> impl Fn(&mut QueryBuilder<DB>) + '_
+where
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    bool: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    move |qb| {
+        qb.push(" FROM urls WHERE TRUE");
+        push_eq(qb, "user_id", filter.user_id);
+        push_eq(qb, "is_active", filter.is_active);
+    }
+}
+
+/// `FROM events WHERE …` for `filter` (lists and exports alike).
+fn events_matching<DB: Dialect>(filter: &EventFilter) -> impl Fn(&mut QueryBuilder<DB>) + '_
+where
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    move |qb| {
+        qb.push(" FROM events WHERE TRUE");
+        push_eq(qb, "url_id", filter.url_id);
+        push_eq(qb, "user_id", filter.user_id);
+        // Said outright, so that the partial index of the other types serves it
+        // (SQLite uses a partial index only for a query naming its predicate).
+        if filter
+            .event_type
+            .as_deref()
+            .is_some_and(|t| t != "redirect")
+        {
+            qb.push(" AND event_type <> 'redirect'");
+        }
+        push_eq(qb, "event_type", filter.event_type.clone());
+        push_eq(qb, "source", filter.source.map(|s| s.as_str().to_owned()));
     }
 }
 
@@ -607,12 +656,21 @@ where
 
     async fn list_urls(&self, filter: UrlFilter, page: Page) -> StoreResult<Listing<Url>> {
         traced!("list_urls", async {
-            self.page_of(sql!("SELECT " URL), page, |qb| {
-                qb.push(" FROM urls WHERE TRUE");
-                push_eq(qb, "user_id", filter.user_id);
-                push_eq(qb, "is_active", filter.is_active);
-            })
-            .await
+            self.page_of(sql!("SELECT " URL), page, urls_matching(&filter))
+                .await
+        })
+    }
+
+    async fn urls_after(
+        &self,
+        filter: UrlFilter,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Url>> {
+        traced!("urls_after", async {
+            let page = Page::after(after_id, limit);
+            self.rows_of(sql!("SELECT " URL), page, urls_matching(&filter))
+                .await
         })
     }
 
@@ -720,22 +778,28 @@ where
 
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>> {
         traced!("list_events", async {
-            self.page_of(sql!("SELECT id, " ATTRIBUTED_EVENT), page, |qb| {
-                qb.push(" FROM events WHERE TRUE");
-                push_eq(qb, "url_id", filter.url_id);
-                push_eq(qb, "user_id", filter.user_id);
-                // Said outright, so that the partial index of the other types serves it
-                // (SQLite uses a partial index only for a query naming its predicate).
-                if filter
-                    .event_type
-                    .as_deref()
-                    .is_some_and(|t| t != "redirect")
-                {
-                    qb.push(" AND event_type <> 'redirect'");
-                }
-                push_eq(qb, "event_type", filter.event_type.clone());
-                push_eq(qb, "source", filter.source.map(|s| s.as_str().to_owned()));
-            })
+            self.page_of(
+                sql!("SELECT id, " ATTRIBUTED_EVENT),
+                page,
+                events_matching(&filter),
+            )
+            .await
+        })
+    }
+
+    async fn events_after(
+        &self,
+        filter: EventFilter,
+        after_id: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        traced!("events_after", async {
+            let page = Page::after(after_id, limit);
+            self.rows_of(
+                sql!("SELECT id, " ATTRIBUTED_EVENT),
+                page,
+                events_matching(&filter),
+            )
             .await
         })
     }

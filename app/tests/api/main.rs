@@ -7,6 +7,7 @@
 mod common;
 
 mod events;
+mod export;
 mod keys;
 mod operations;
 mod passwords;
@@ -21,6 +22,10 @@ every_backend!(
     events: [
         events_api,
         clients_cannot_forge_redirect_events,
+    ],
+    export: [
+        links_export_as_csv_with_their_policy_and_never_a_password,
+        events_export_every_row_across_pages,
     ],
     keys: [
         keys_are_shown_once_and_kept_only_as_a_hash,
