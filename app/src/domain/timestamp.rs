@@ -33,9 +33,18 @@ pub fn parse(raw: &str) -> Result<Timestamp, String> {
 /// expiry, already past either way).
 pub fn parse_instant(raw: &str) -> Result<Timestamp, String> {
     let raw = raw.trim();
+    // RFC 3339 allows a lowercase `t` between date and time; so does the form without an
+    // offset, as the OpenAPI document's pattern says.
+    let upper_t;
+    let naive = if raw.as_bytes().get(10) == Some(&b't') && raw.is_char_boundary(11) {
+        upper_t = format!("{}T{}", &raw[..10], &raw[11..]);
+        upper_t.as_str()
+    } else {
+        raw
+    };
     let parsed = chrono::DateTime::parse_from_rfc3339(raw)
         .map(|t| t.naive_utc())
-        .or_else(|_| parse(raw))
+        .or_else(|_| parse(naive))
         .map_err(|_| {
             format!("'{raw}' is not a time (RFC 3339, e.g. 2026-12-31T23:59:59Z, or YYYY-MM-DDTHH:MM:SS in UTC)")
         })?;
@@ -79,6 +88,8 @@ mod tests {
         assert_eq!(parse_instant("2026-12-31T23:59:59+01:00"), Ok(utc));
         assert_eq!(parse_instant("2026-12-31T22:59:59.5Z"), Ok(utc));
         assert_eq!(parse_instant("2026-12-31T22:59:59"), Ok(utc));
+        assert_eq!(parse_instant("2026-12-31t22:59:59.731300010"), Ok(utc));
+        assert_eq!(parse_instant("2026-12-31t22:59:59z"), Ok(utc));
         assert_eq!(
             parse_instant("0000-01-01T00:00:00+01:00"),
             Ok(parse("1970-01-01 00:00:00").unwrap())
