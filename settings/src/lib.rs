@@ -391,7 +391,7 @@ settings! {
         read_by: ReadBy::Flag,
     }
     PUBLIC_BASE_URL {
-        help: "Base of `short_url` in `POST /shorten` answers, e.g. `https://sho.rt`; unset: the request's Host.",
+        help: "Base of the short URLs the service hands out (`short_url` in `POST /shorten` answers, the QR codes of `GET /urls/{id}/qr`), e.g. `https://sho.rt`; unset: the request's Host.",
         kind: Kind::Text { default: None, format: Format::Any },
         shortener: Shortener::Operator("from `ingress.host` (https with `ingress.tlsSecretName`)"),
         read_by: ReadBy::Flag,

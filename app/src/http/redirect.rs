@@ -315,10 +315,13 @@ impl Locked<'_> {
             return Ok(Some(response));
         }
         let password = password.clone();
-        if state
-            .password_task(move || password.matches(&given))
-            .await?
-        {
+        let check = state.password_task(move || password.matches(&given));
+        // Queued behind other checks (a flood of attempts) for longer than any request may
+        // take: 503, as the other routes' timeout answers (made JSON by `errors_as_json`).
+        let Ok(matches) = tokio::time::timeout(state.request_timeout, check).await else {
+            return Ok(Some(StatusCode::SERVICE_UNAVAILABLE.into_response()));
+        };
+        if matches? {
             return Ok(None);
         }
         state
