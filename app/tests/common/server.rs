@@ -38,10 +38,13 @@ pub async fn call(
     (status, body)
 }
 
-/// An HTTP client that does not follow redirects.
+/// An HTTP client that does not follow redirects. Every request gives up after a minute: a
+/// request caught in the client's connection pool when the server it talks to is killed
+/// (the tests that SIGKILL a server under load) fails instead of hanging the suite.
 pub fn client() -> Client {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(60))
         .build()
         .unwrap()
 }
