@@ -5,7 +5,6 @@
 //! response is cut short (no final chunk), which every HTTP client reports as an error.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -19,7 +18,7 @@ use super::params::{EventFilters, UrlFilters};
 use super::state::AppState;
 use crate::domain::{Timestamp, timestamp};
 use crate::keys::Caller;
-use crate::store::{Event, StoreResult, Url, UrlFilter};
+use crate::store::{Event, EventFilter, StoreResult, Url, UrlFilter};
 
 /// Rows read per query.
 pub const CHUNK: u32 = 1000;
@@ -61,36 +60,83 @@ fn optional<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn url_record(u: &Url) -> [String; 13] {
-    [
-        u.id.to_string(),
-        optional(u.user_id),
-        u.short_code.clone(),
-        u.original_url.clone(),
-        u.title.clone().unwrap_or_default(),
-        u.is_active.to_string(),
-        time(&u.created_at),
-        time(&u.updated_at),
-        u.redirect_type.status().to_string(),
-        optional(u.expires_at.as_ref().map(time)),
-        optional(u.max_visits),
-        u.fallback_url.clone().unwrap_or_default(),
-        // Whether it has one; never the password nor its hash.
-        u.password_hash.is_some().to_string(),
-    ]
+/// A table that is exported: its columns, how one row reads, and how a page of rows is
+/// fetched.
+trait Exported: Sized + Send + 'static {
+    type Filter: Clone + Send + Sync + 'static;
+    const FILE: &'static str;
+    const COLUMNS: &'static [&'static str];
+    fn id(&self) -> i64;
+    fn record(&self) -> Vec<String>;
+    fn page(
+        store: &crate::store::DynStore,
+        filter: Self::Filter,
+        after: i64,
+    ) -> impl Future<Output = StoreResult<Vec<Self>>> + Send;
 }
 
-fn event_record(e: &Event) -> [String; 8] {
-    [
-        e.id.to_string(),
-        e.url_id.to_string(),
-        optional(e.user_id),
-        e.event_type.clone(),
-        time(&e.timestamp),
-        e.details.0.to_string(),
-        e.source.as_str().to_owned(),
-        optional(e.key_id),
-    ]
+impl Exported for Url {
+    type Filter = UrlFilter;
+    const FILE: &'static str = "attachment; filename=\"urls.csv\"";
+    const COLUMNS: &'static [&'static str] = &URL_COLUMNS;
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn record(&self) -> Vec<String> {
+        let u = self;
+        vec![
+            u.id.to_string(),
+            optional(u.user_id),
+            u.short_code.clone(),
+            u.original_url.clone(),
+            u.title.clone().unwrap_or_default(),
+            u.is_active.to_string(),
+            time(&u.created_at),
+            time(&u.updated_at),
+            u.redirect_type.status().to_string(),
+            optional(u.expires_at.as_ref().map(time)),
+            optional(u.max_visits),
+            u.fallback_url.clone().unwrap_or_default(),
+            // Whether it has one; never the password nor its hash.
+            u.password_hash.is_some().to_string(),
+        ]
+    }
+    async fn page(
+        store: &crate::store::DynStore,
+        filter: UrlFilter,
+        after: i64,
+    ) -> StoreResult<Vec<Self>> {
+        store.urls_after(filter, after, CHUNK).await
+    }
+}
+
+impl Exported for Event {
+    type Filter = EventFilter;
+    const FILE: &'static str = "attachment; filename=\"events.csv\"";
+    const COLUMNS: &'static [&'static str] = &EVENT_COLUMNS;
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn record(&self) -> Vec<String> {
+        let e = self;
+        vec![
+            e.id.to_string(),
+            e.url_id.to_string(),
+            optional(e.user_id),
+            e.event_type.clone(),
+            time(&e.timestamp),
+            e.details.0.to_string(),
+            e.source.as_str().to_owned(),
+            optional(e.key_id),
+        ]
+    }
+    async fn page(
+        store: &crate::store::DynStore,
+        filter: EventFilter,
+        after: i64,
+    ) -> StoreResult<Vec<Self>> {
+        store.events_after(filter, after, CHUNK).await
+    }
 }
 
 /// Every URL the key may see (filtered as `GET /urls` is), as CSV with a header line,
@@ -108,18 +154,7 @@ pub async fn urls(
         user_id: caller.user_filter(query.int("user_id")?)?,
         is_active: query.boolean("is_active")?,
     };
-    let store = state.store.clone();
-    let rows = move |after| {
-        let (store, filter) = (store.clone(), filter.clone());
-        async move { store.urls_after(filter, after, CHUNK).await }
-    };
-    Ok(csv(
-        "attachment; filename=\"urls.csv\"",
-        URL_COLUMNS,
-        rows,
-        |u: &Url| u.id,
-        url_record,
-    ))
+    Ok(csv::<Url>(&state, filter))
 }
 
 /// Every event the key may see (filtered as `GET /events` is), as CSV with a header line,
@@ -134,52 +169,30 @@ pub async fn events(
     query: QueryParams,
 ) -> ApiResult<Response> {
     let filter = super::events::filter(&state, caller, &query).await?;
-    let store = state.store.clone();
-    let rows = move |after| {
-        let (store, filter) = (store.clone(), filter.clone());
-        async move { store.events_after(filter, after, CHUNK).await }
-    };
-    Ok(csv(
-        "attachment; filename=\"events.csv\"",
-        EVENT_COLUMNS,
-        rows,
-        |e: &Event| e.id,
-        event_record,
-    ))
+    Ok(csv::<Event>(&state, filter))
 }
 
-/// The response streaming `header` and then every row `rows` gives, page after page (`rows`
-/// is asked for the rows after an id, from 0), as CSV, with `disposition` naming the file.
-fn csv<T, F, Fut, const N: usize>(
-    disposition: &'static str,
-    header: [&'static str; N],
-    rows: F,
-    id: fn(&T) -> i64,
-    record: fn(&T) -> [String; N],
-) -> Response
-where
-    T: Send + 'static,
-    F: Fn(i64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = StoreResult<Vec<T>>> + Send + 'static,
-{
-    let rows = Arc::new(rows);
+/// The response streaming `T`'s header line and then every row of it `filter` lets through,
+/// page after page, as CSV.
+fn csv<T: Exported>(state: &AppState, filter: T::Filter) -> Response {
+    let store = state.store.clone();
     let pages = futures_util::stream::try_unfold(Some(0_i64), move |after| {
-        let rows = rows.clone();
+        let (store, filter) = (store.clone(), filter.clone());
         async move {
             let Some(after) = after else {
                 return Ok(None);
             };
-            let page = rows(after).await?;
+            let page = T::page(&store, filter, after).await?;
             let next = if page.len() < CHUNK as usize {
                 None
             } else {
-                page.last().map(id)
+                page.last().map(T::id)
             };
-            let lines = lines(page.iter().map(record))?;
+            let lines = lines(page.iter().map(T::record))?;
             Ok::<_, ExportError>(Some((lines, next)))
         }
     });
-    let head = futures_util::stream::once(async move { lines(std::iter::once(header)) });
+    let head = futures_util::stream::once(async move { lines(std::iter::once(T::COLUMNS)) });
     let body = head.chain(pages).map(|chunk| {
         chunk.inspect_err(|error| {
             tracing::error!(%error, "export cut short");
@@ -193,7 +206,7 @@ where
             ),
             (
                 header::CONTENT_DISPOSITION,
-                HeaderValue::from_static(disposition),
+                HeaderValue::from_static(T::FILE),
             ),
         ],
         Body::from_stream(body),
@@ -202,9 +215,10 @@ where
 }
 
 /// `records` as CSV lines.
-fn lines<R, const N: usize>(records: impl Iterator<Item = [R; N]>) -> Result<Bytes, ExportError>
+fn lines<I>(records: impl Iterator<Item = I>) -> Result<Bytes, ExportError>
 where
-    R: AsRef<[u8]>,
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
 {
     let mut out = csv::Writer::from_writer(Vec::new());
     for record in records {

@@ -1,3 +1,5 @@
+use std::ops::ControlFlow;
+
 use axum::Form;
 use axum::extract::{FromRequest as _, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
@@ -77,14 +79,14 @@ pub async fn follow(
     req: Request,
 ) -> ApiResult<Response> {
     let resolved = resolve!(state, code, req);
-    let x_cache = HeaderValue::from_static(resolved.source.x_cache());
-    let Some(target) = resolved.target else {
-        return Ok(not_found(&state, x_cache));
+    let Live {
+        target,
+        at,
+        x_cache,
+    } = match live(&state, resolved, wants_page(&req)) {
+        ControlFlow::Continue(live) => live,
+        ControlFlow::Break(answered) => return Ok(answered),
     };
-    let at = now();
-    if let Some(gone) = target.policy.as_ref().and_then(|p| p.gone_at(at)) {
-        return gone_response(&state, &target, gone, wants_page(&req), x_cache);
-    }
     if let Some(password) = target.policy.as_ref().and_then(|p| p.password.as_ref()) {
         // API clients send the password in a header; browsers get the form, which posts
         // it to `unlock`.
@@ -140,14 +142,14 @@ pub async fn unlock(
     req: Request,
 ) -> ApiResult<Response> {
     let resolved = resolve!(state, code, req);
-    let x_cache = HeaderValue::from_static(resolved.source.x_cache());
-    let Some(target) = resolved.target else {
-        return Ok(not_found(&state, x_cache));
+    let Live {
+        target,
+        at,
+        x_cache,
+    } = match live(&state, resolved, wants_page(&req)) {
+        ControlFlow::Continue(live) => live,
+        ControlFlow::Break(answered) => return Ok(answered),
     };
-    let at = now();
-    if let Some(gone) = target.policy.as_ref().and_then(|p| p.gone_at(at)) {
-        return gone_response(&state, &target, gone, wants_page(&req), x_cache);
-    }
     let client = state.proxies.client_of(&req);
     let wants_page = wants_page(&req);
     let Form(form) = Form::<UnlockForm>::from_request(req, &state)
@@ -224,6 +226,33 @@ async fn resolve_beyond(
         // As the other routes' timeout answers (made JSON by `errors_as_json`).
         Err(_) => Err(Ok(StatusCode::SERVICE_UNAVAILABLE.into_response())),
     }
+}
+
+/// A link that redirects now, with what its answer needs.
+struct Live {
+    target: std::sync::Arc<RedirectTarget>,
+    at: crate::domain::Timestamp,
+    x_cache: HeaderValue,
+}
+
+/// The link `resolved` found, if it redirects now; else the answer already given: 404 when
+/// there is none, 410 (or the fallback's redirect) when it expired or is used up.
+fn live(state: &AppState, resolved: Resolved, wants_page: bool) -> ControlFlow<Response, Live> {
+    let x_cache = HeaderValue::from_static(resolved.source.x_cache());
+    let Some(target) = resolved.target else {
+        return ControlFlow::Break(not_found(state, x_cache));
+    };
+    let at = now();
+    if let Some(gone) = target.policy.as_ref().and_then(|p| p.gone_at(at)) {
+        return ControlFlow::Break(
+            gone_response(state, &target, gone, wants_page, x_cache).into_response(),
+        );
+    }
+    ControlFlow::Continue(Live {
+        target,
+        at,
+        x_cache,
+    })
 }
 
 fn not_found(state: &AppState, x_cache: HeaderValue) -> Response {
