@@ -1,12 +1,13 @@
 //! How a link answers beyond its target: the redirect's status, when the link stops
 //! (`expires_at`), after how many visits (`max_visits`), and where it sends visitors
-//! then (`fallback_url`).
+//! then (`fallback_url`), behind which password, to which targets by rule, and whether
+//! the query is forwarded.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use super::{PasswordHashed, Timestamp};
+use super::{PasswordHashed, Rules, Timestamp};
 
 /// The status of a link's redirect. `302` unless the link says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -76,42 +77,45 @@ impl Gone {
     }
 }
 
-/// A link's policy when it differs from the default (302, no expiry, no cap, no fallback):
-/// the few links that have one carry it, the others carry nothing.
-#[derive(Debug)]
-pub struct LinkPolicy {
+/// How a link answers beyond its target, as set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkSettings {
     pub redirect_type: RedirectType,
     pub expires_at: Option<Timestamp>,
     pub max_visits: Option<i64>,
     pub fallback_url: Option<String>,
     /// Visitors must give this password first.
     pub password: Option<PasswordHashed>,
+    /// Visitors some rule matches go to its target instead.
+    pub rules: Rules,
+    /// The short URL's query is added to the target's.
+    pub forward_query: bool,
+}
+
+/// A link's policy when it differs from the default (302, no expiry, no cap, no fallback,
+/// no password, no rules, no forwarding): the few links that have one carry it, the others
+/// carry nothing.
+#[derive(Debug)]
+pub struct LinkPolicy {
+    settings: LinkSettings,
     /// This replica saw the cap refuse a visit: the link's visits are used up for this
     /// version of it (a change of the cap is a new version, with a new policy).
     used_up: AtomicBool,
 }
 
+impl std::ops::Deref for LinkPolicy {
+    type Target = LinkSettings;
+    fn deref(&self) -> &LinkSettings {
+        &self.settings
+    }
+}
+
 impl LinkPolicy {
     /// The policy of a link with these settings; `None` for the default one.
-    pub fn of(
-        redirect_type: RedirectType,
-        expires_at: Option<Timestamp>,
-        max_visits: Option<i64>,
-        fallback_url: Option<String>,
-        password: Option<PasswordHashed>,
-    ) -> Option<Box<Self>> {
-        let default = redirect_type == RedirectType::Found
-            && expires_at.is_none()
-            && max_visits.is_none()
-            && fallback_url.is_none()
-            && password.is_none();
-        (!default).then(|| {
+    pub fn of(settings: LinkSettings) -> Option<Box<Self>> {
+        (settings != LinkSettings::default()).then(|| {
             Box::new(Self {
-                redirect_type,
-                expires_at,
-                max_visits,
-                fallback_url,
-                password,
+                settings,
                 used_up: AtomicBool::new(false),
             })
         })
@@ -136,11 +140,7 @@ impl LinkPolicy {
 impl Clone for LinkPolicy {
     fn clone(&self) -> Self {
         Self {
-            redirect_type: self.redirect_type,
-            expires_at: self.expires_at,
-            max_visits: self.max_visits,
-            fallback_url: self.fallback_url.clone(),
-            password: self.password.clone(),
+            settings: self.settings.clone(),
             used_up: AtomicBool::new(self.used_up.load(Ordering::Relaxed)),
         }
     }
@@ -149,11 +149,7 @@ impl Clone for LinkPolicy {
 /// Equal settings; what a replica has seen of the visits is not part of it.
 impl PartialEq for LinkPolicy {
     fn eq(&self, other: &Self) -> bool {
-        self.redirect_type == other.redirect_type
-            && self.expires_at == other.expires_at
-            && self.max_visits == other.max_visits
-            && self.fallback_url == other.fallback_url
-            && self.password == other.password
+        self.settings == other.settings
     }
 }
 
@@ -166,18 +162,40 @@ mod tests {
 
     #[test]
     fn the_default_policy_is_no_policy() {
-        assert!(LinkPolicy::of(RedirectType::Found, None, None, None, None).is_none());
-        assert!(LinkPolicy::of(RedirectType::Moved, None, None, None, None).is_some());
-        assert!(LinkPolicy::of(RedirectType::Found, None, Some(3), None, None).is_some());
+        assert!(LinkPolicy::of(LinkSettings::default()).is_none());
+        let moved = LinkSettings {
+            redirect_type: RedirectType::Moved,
+            ..Default::default()
+        };
+        assert!(LinkPolicy::of(moved).is_some());
+        let capped = LinkSettings {
+            max_visits: Some(3),
+            ..Default::default()
+        };
+        assert!(LinkPolicy::of(capped).is_some());
+        let forwarding = LinkSettings {
+            forward_query: true,
+            ..Default::default()
+        };
+        assert!(LinkPolicy::of(forwarding).is_some());
     }
 
     #[test]
     fn a_link_is_gone_from_its_expiry_on_or_once_used_up() {
         let at = parse("2026-12-07 10:00:00").unwrap();
-        let policy = LinkPolicy::of(RedirectType::Found, Some(at), Some(5), None, None).unwrap();
+        let policy = LinkPolicy::of(LinkSettings {
+            expires_at: Some(at),
+            max_visits: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(policy.gone_at(parse("2026-12-07 09:59:59").unwrap()), None);
         assert_eq!(policy.gone_at(at), Some(Gone::Expired));
-        let capped = LinkPolicy::of(RedirectType::Found, None, Some(5), None, None).unwrap();
+        let capped = LinkPolicy::of(LinkSettings {
+            max_visits: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(capped.gone_at(at), None);
         capped.mark_used_up();
         assert_eq!(capped.gone_at(at), Some(Gone::UsedUp));

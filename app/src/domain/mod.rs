@@ -5,13 +5,15 @@
 mod email;
 mod link_password;
 mod link_policy;
+pub mod link_rules;
 mod short_code;
 mod target_url;
 pub mod timestamp;
 
 pub use email::Email;
 pub use link_password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, PasswordHashed};
-pub use link_policy::{Gone, LinkPolicy, RedirectType};
+pub use link_policy::{Gone, LinkPolicy, LinkSettings, RedirectType};
+pub use link_rules::{Asked, Device, MAX_RULES, QueryCondition, Rule, Rules, forward_query};
 pub use short_code::{ShortCode, ShortCodeError, random_alphanumeric};
 pub use target_url::{TargetPolicy, TargetUrl};
 pub use timestamp::{Timestamp, now};

@@ -24,7 +24,7 @@ use crate::store::{Event, EventFilter, StoreResult, Url, UrlFilter};
 pub const CHUNK: u32 = 1000;
 
 /// The columns of `GET /urls/export`: the URL object's fields, in its order.
-const URL_COLUMNS: [&str; 13] = [
+const URL_COLUMNS: [&str; 15] = [
     "id",
     "user_id",
     "short_code",
@@ -38,6 +38,8 @@ const URL_COLUMNS: [&str; 13] = [
     "max_visits",
     "fallback_url",
     "password_protected",
+    "rules",
+    "forward_query",
 ];
 
 /// The columns of `GET /events/export`: the event object's fields, `details` as JSON.
@@ -99,6 +101,8 @@ impl Exported for Url {
             u.fallback_url.clone().unwrap_or_default(),
             // Whether it has one; never the password nor its hash.
             u.password_hash.is_some().to_string(),
+            u.rules.stored_form(),
+            u.forward_query.to_string(),
         ]
     }
     async fn page(

@@ -386,10 +386,56 @@ impl utoipa::Modify for InputRules {
                 &["max_visits"],
                 &["fallback_url"],
                 &["password"],
+                &["rules"],
+                &["forward_query", "boolean"],
             ],
             false,
         );
+        link_rules(schemas);
     }
+}
+
+/// What `Rules::parse` enforces: at most `MAX_RULES`, each with a condition, a target as
+/// `original_url`'s, a language tag, query parts of 1 to `MAX_QUERY_PART` bytes.
+fn link_rules(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>) {
+    for schema in ["CreateUrl", "UpdateUrl"] {
+        if let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut(schema)
+            && let Some(RefOr::T(Schema::Array(rules))) = object.properties.get_mut("rules")
+        {
+            rules.max_items = Some(crate::domain::MAX_RULES);
+        }
+    }
+    if let Some(RefOr::T(Schema::Array(rules))) = schemas.get_mut("Rules") {
+        rules.max_items = Some(crate::domain::MAX_RULES);
+    }
+    if let Some(RefOr::T(Schema::Object(rule))) = schemas.get_mut("Rule") {
+        if let Some(RefOr::T(Schema::Object(target))) = rule.properties.get_mut("target") {
+            target.pattern = Some(target_url_pattern());
+        }
+        if let Some(RefOr::T(Schema::Object(language))) = rule.properties.get_mut("language") {
+            language.pattern = Some("^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$".to_owned());
+        }
+        rule.additional_properties = Some(Box::new(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ));
+    }
+    if let Some(RefOr::T(Schema::Object(query))) = schemas.get_mut("QueryCondition") {
+        for part in ["name", "value"] {
+            if let Some(RefOr::T(Schema::Object(part))) = query.properties.get_mut(part) {
+                part.min_length = Some(1);
+                part.max_length = Some(crate::domain::link_rules::MAX_QUERY_PART);
+            }
+        }
+        query.additional_properties = Some(Box::new(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ));
+    }
+    require_one_of(
+        schemas,
+        "Rule",
+        &[&["device"], &["language"], &["query"]],
+        false,
+    );
 }
 
 fn parameter_rules(parameter: &mut Parameter, redirect_code: &str) {

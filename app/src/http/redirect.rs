@@ -12,7 +12,7 @@ use crate::clicks::Visit;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::domain::{Gone, PasswordHashed, ShortCode, now};
+use crate::domain::{Asked, Gone, PasswordHashed, ShortCode, forward_query, now};
 use crate::limits::{Class, Subject};
 use crate::links::{Local, Resolved, Source};
 use crate::store::{Click, RedirectTarget};
@@ -104,6 +104,7 @@ pub async fn follow(
             return Ok(refused);
         }
     }
+    let location = location(&target, &asked(&req))?;
     // HEAD is not a visit (link checkers, unfurlers): answer, record nothing.
     let visit = req.method() != Method::HEAD;
     answer(
@@ -112,6 +113,7 @@ pub async fn follow(
         code,
         at,
         visit,
+        location,
         None,
         wants_page(&req),
         x_cache,
@@ -152,6 +154,7 @@ pub async fn unlock(
     };
     let client = state.proxies.client_of(&req);
     let wants_page = wants_page(&req);
+    let location = location(&target, &asked(&req))?;
     let Form(form) = Form::<UnlockForm>::from_request(req, &state)
         .await
         .map_err(|rejection| {
@@ -176,6 +179,7 @@ pub async fn unlock(
         code,
         at,
         true,
+        location,
         Some(StatusCode::SEE_OTHER),
         wants_page,
         x_cache,
@@ -263,8 +267,9 @@ fn not_found(state: &AppState, x_cache: HeaderValue) -> Response {
     response
 }
 
-/// The redirect to `target`, a visit when `visit` (recorded before it is answered, and
-/// taken from the link's cap first when it has one); `status` instead of the link's own.
+/// The redirect to `location` (`target`'s, for this visitor), a visit when `visit` (recorded
+/// before it is answered, and taken from the link's cap first when it has one); `status`
+/// instead of the link's own.
 #[allow(
     clippy::too_many_arguments,
     reason = "one call per route, each naming them all"
@@ -275,11 +280,11 @@ async fn answer(
     code: String,
     at: crate::domain::Timestamp,
     visit: bool,
+    location: HeaderValue,
     status: Option<StatusCode>,
     wants_page: bool,
     x_cache: HeaderValue,
 ) -> ApiResult<Response> {
-    let location = header_value(&target, &target.original_url)?;
     if visit {
         let click = Click {
             url_id: target.url_id,
@@ -397,6 +402,34 @@ impl Locked<'_> {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(X_CACHE, self.x_cache.clone());
         response
+    }
+}
+
+/// Where `target` sends this visitor: the target of the first of its rules `asked` meets,
+/// else its `original_url`; with the visitor's query added when the link forwards it. A link
+/// with the default policy (most) costs one header value, as it always did.
+fn location(target: &RedirectTarget, asked: &Asked<'_>) -> ApiResult<HeaderValue> {
+    let Some(policy) = target.policy.as_deref() else {
+        return header_value(target, &target.original_url);
+    };
+    let chosen = policy
+        .rules
+        .choose(asked)
+        .unwrap_or(target.original_url.as_str());
+    let forwarded = policy
+        .forward_query
+        .then(|| forward_query(chosen, asked.query))
+        .flatten();
+    header_value(target, forwarded.as_deref().unwrap_or(chosen))
+}
+
+/// What of `req` a link's rules may look at.
+fn asked(req: &Request) -> Asked<'_> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    Asked {
+        user_agent: header(header::USER_AGENT),
+        accept_language: header(header::ACCEPT_LANGUAGE),
+        query: req.uri().query(),
     }
 }
 

@@ -10,7 +10,9 @@ use super::extract::{
 };
 use super::params::{Pagination, UrlFilters, UrlId};
 use super::state::AppState;
-use crate::domain::{PasswordHashed, RedirectType, ShortCode, TargetUrl, parse_title, timestamp};
+use crate::domain::{
+    PasswordHashed, RedirectType, Rule, Rules, ShortCode, TargetUrl, parse_title, timestamp,
+};
 use crate::keys::Caller;
 use crate::store::{Event, EventFilter, NewUrl, PolicyPatch, Url, UrlFilter, UrlPatch, UrlStats};
 
@@ -47,6 +49,13 @@ pub struct CreateUrl {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, min_length = 4, max_length = 128)]
     password: Option<Option<String>>,
+    /// Rules tried in order: the first whose conditions all hold sends the visitor to its
+    /// target instead of `original_url` (at most 16). `null` or `[]` removes them.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<Rule>>)]
+    rules: Option<Option<Vec<Rule>>>,
+    /// Whether the short URL's query is added to the target's (`false` unless set).
+    forward_query: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -80,6 +89,13 @@ pub struct UpdateUrl {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, min_length = 4, max_length = 128)]
     password: Option<Option<String>>,
+    /// Rules tried in order: the first whose conditions all hold sends the visitor to its
+    /// target instead of `original_url` (at most 16). `null` or `[]` removes them.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<Rule>>)]
+    rules: Option<Option<Vec<Rule>>>,
+    /// Whether the short URL's query is added to the target's (`false` unless set).
+    forward_query: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -104,16 +120,44 @@ fn target(state: &AppState, name: &str, raw: &str) -> ApiResult<TargetUrl> {
     Ok(target)
 }
 
-/// A link's policy fields as given (`Some(None)`: `null`, which clears on a
-/// change and is the default on creation).
-async fn policy(
-    state: &AppState,
+/// A link's policy fields as a create or update body gives them (`Some(None)`: `null`,
+/// which clears on a change and is the default on creation).
+struct GivenPolicy {
     redirect_type: Option<Option<i64>>,
     expires_at: Option<Option<String>>,
     max_visits: Option<Option<i64>>,
     fallback_url: Option<Option<String>>,
     password: Option<Option<String>>,
-) -> ApiResult<PolicyPatch> {
+    rules: Option<Option<Vec<Rule>>>,
+    forward_query: Option<bool>,
+}
+
+/// The [`GivenPolicy`] of a body (`CreateUrl`, `UpdateUrl`: the same fields).
+macro_rules! given_policy {
+    ($body:expr) => {
+        GivenPolicy {
+            redirect_type: $body.redirect_type,
+            expires_at: $body.expires_at,
+            max_visits: $body.max_visits,
+            fallback_url: $body.fallback_url,
+            password: $body.password,
+            rules: $body.rules,
+            forward_query: $body.forward_query,
+        }
+    };
+}
+
+/// The policy fields, parsed and checked.
+async fn policy(state: &AppState, body: GivenPolicy) -> ApiResult<PolicyPatch> {
+    let GivenPolicy {
+        redirect_type,
+        expires_at,
+        max_visits,
+        fallback_url,
+        password,
+        rules,
+        forward_query,
+    } = body;
     /// A field of a change, parsed when given and not `null`.
     fn given<T, U>(
         raw: Option<Option<T>>,
@@ -137,6 +181,16 @@ async fn policy(
         }
     })?;
     let fallback_url = given(fallback_url, |url| target(state, "fallback_url", &url))?;
+    let rules = rules
+        .map(|rules| {
+            let check = |_: usize, raw: &str| {
+                let target = TargetUrl::parse(raw)?;
+                state.target_policy.check(&target)?;
+                Ok(target.to_string())
+            };
+            field("rules", Rules::parse(rules.unwrap_or_default(), check))
+        })
+        .transpose()?;
     // Hashed last, once everything else is known to be valid (it costs ~20 ms of a core).
     let password = match password {
         None => None,
@@ -154,6 +208,8 @@ async fn policy(
         max_visits,
         fallback_url,
         password,
+        rules,
+        forward_query,
     })
 }
 
@@ -214,15 +270,7 @@ pub async fn create(
         user_id: caller.user_filter(body.user_id)?,
         original_url: target(&state, "original_url", &body.original_url)?,
         title: title(body.title)?,
-        policy: policy(
-            &state,
-            body.redirect_type,
-            body.expires_at,
-            body.max_visits,
-            body.fallback_url,
-            body.password,
-        )
-        .await?,
+        policy: policy(&state, given_policy!(body)).await?,
     };
     Ok((
         StatusCode::CREATED,
@@ -284,7 +332,8 @@ pub async fn show(
 }
 
 /// Changes any of `original_url`, `title`, `is_active`, `redirect_type`,
-/// `expires_at`, `max_visits`, `fallback_url`, `password` (`null` clears the last four);
+/// `expires_at`, `max_visits`, `fallback_url`, `password`, `rules`, `forward_query` (`null`
+/// clears the title, `expires_at`, `max_visits`, `fallback_url`, `password` and `rules`);
 /// one `updated` event per changed field.
 #[utoipa::path(put, path = "/urls/{id}", tag = "urls", params(UrlId), request_body = UpdateUrl,
     responses((status = 200, body = Url), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -301,20 +350,12 @@ pub async fn update(
             .transpose()?,
         title: body.title.map(title).transpose()?,
         is_active: body.is_active,
-        policy: policy(
-            &state,
-            body.redirect_type,
-            body.expires_at,
-            body.max_visits,
-            body.fallback_url,
-            body.password,
-        )
-        .await?,
+        policy: policy(&state, given_policy!(body)).await?,
     };
     if patch.is_empty() {
         return Err(ApiError::bad_request(
             "nothing to update: give at least one of original_url, title, is_active, \
-             redirect_type, expires_at, max_visits, fallback_url, password",
+             redirect_type, expires_at, max_visits, fallback_url, password, rules, forward_query",
         ));
     }
     // A URL's owner never changes, so checking before the change holds.

@@ -137,7 +137,9 @@ impl Weight {
         let target = match &cached.entry {
             Entry::Found(t) => {
                 let policy = t.policy.as_deref().map_or(0, |p| {
-                    size_of::<LinkPolicy>() + p.fallback_url.as_ref().map_or(0, String::len)
+                    size_of::<LinkPolicy>()
+                        + p.fallback_url.as_ref().map_or(0, String::len)
+                        + p.rules.heap_size()
                 });
                 t.short_code.len() + t.original_url.len() + policy
             }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 
-use crate::domain::{LinkPolicy, PasswordHashed, RedirectType};
+use crate::domain::{LinkPolicy, LinkSettings, PasswordHashed, RedirectType, Rules};
 use crate::metrics::Metrics;
 use crate::shared_redis::{self, SharedRedis};
 use crate::store::RedirectTarget;
@@ -66,20 +66,25 @@ pub struct SharedCache {
     metrics: Arc<Metrics>,
 }
 
-/// The format of the values this build writes: `3:` then the version, the URL id, the owner,
+/// The format of the values this build writes: `4:` then the version, the URL id, the owner,
 /// `1`/`0` for active, the redirect status, the expiry (Unix seconds), the cap, the password's
-/// hash (a PHC string, which has no `|`), the fallback URL's length in bytes, each followed by
-/// `|`, then the fallback URL and the target URL (which may contain `|`). A value in another
+/// hash (a PHC string, which has no `|`), `1`/`0` for query forwarding, the fallback URL's
+/// length in bytes and the rules' (their JSON), each followed by `|`, then the fallback URL,
+/// the rules and the target URL (each may contain `|`). A value in another
 /// format is not this build's to read: it is a miss (an older build's, during a rolling
 /// upgrade: refilled from the database; older builds take this build's values for misses in
 /// the same way, as their format prefix differs).
-const FORMAT: &str = "3:";
+const FORMAT: &str = "4:";
 
 fn encode(t: &RedirectTarget) -> String {
     let policy = t.policy.as_deref();
     let fallback = policy.and_then(|p| p.fallback_url.as_deref()).unwrap_or("");
+    let rules = policy
+        .filter(|p| !p.rules.is_empty())
+        .map(|p| p.rules.stored_form())
+        .unwrap_or_default();
     format!(
-        "{FORMAT}{}|{}|{}|{}|{}|{}|{}|{}|{}|{fallback}{}",
+        "{FORMAT}{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{fallback}{rules}{}",
         t.version,
         t.url_id,
         t.user_id.map(|id| id.to_string()).unwrap_or_default(),
@@ -96,7 +101,9 @@ fn encode(t: &RedirectTarget) -> String {
         policy
             .and_then(|p| p.password.as_ref())
             .map_or("", |hash| hash.as_str()),
+        u8::from(policy.is_some_and(|p| p.forward_query)),
         fallback.len(),
+        rules.len(),
         t.original_url
     )
 }
@@ -108,7 +115,7 @@ fn decode(code: &str, raw: &str) -> Option<RedirectTarget> {
             n => n.parse().ok().map(Some),
         }
     };
-    let mut parts = raw.strip_prefix(FORMAT)?.splitn(10, '|');
+    let mut parts = raw.strip_prefix(FORMAT)?.splitn(12, '|');
     let version = parts.next()?.parse().ok()?;
     let url_id = parts.next()?.parse().ok()?;
     let user_id = optional(parts.next()?)?;
@@ -124,10 +131,18 @@ fn decode(code: &str, raw: &str) -> Option<RedirectTarget> {
         "" => None,
         hash => Some(PasswordHashed::stored(hash)?),
     };
+    let forward_query = parts.next()? == "1";
     let fallback_len: usize = parts.next()?.parse().ok()?;
+    let rules_len: usize = parts.next()?.parse().ok()?;
     let rest = parts.next()?;
-    let (fallback, original_url) = (rest.get(..fallback_len)?, rest.get(fallback_len..)?);
+    let (fallback, rest) = (rest.get(..fallback_len)?, rest.get(fallback_len..)?);
+    let (rules, original_url) = (rest.get(..rules_len)?, rest.get(rules_len..)?);
     let fallback_url = (!fallback.is_empty()).then(|| fallback.to_owned());
+    // Rules that do not read make the value a miss (the database has them).
+    let rules = match rules {
+        "" => Rules::default(),
+        json => Rules::stored(json)?,
+    };
     Some(RedirectTarget {
         short_code: code.to_owned(),
         url_id,
@@ -135,13 +150,15 @@ fn decode(code: &str, raw: &str) -> Option<RedirectTarget> {
         original_url: original_url.to_owned(),
         is_active,
         version,
-        policy: LinkPolicy::of(
+        policy: LinkPolicy::of(LinkSettings {
             redirect_type,
             expires_at,
             max_visits,
             fallback_url,
             password,
-        ),
+            rules,
+            forward_query,
+        }),
     })
 }
 
@@ -457,24 +474,22 @@ mod tests {
         assert_eq!(decode("abc", &encode(&owned)), Some(owned));
         let expires = crate::domain::timestamp::parse("2027-01-02 03:04:05").unwrap();
         let with_policy = RedirectTarget {
-            policy: LinkPolicy::of(
-                RedirectType::Permanent,
-                Some(expires),
-                Some(5),
-                Some("https://f.example/x|y|9|".into()),
-                None,
-            ),
+            policy: LinkPolicy::of(LinkSettings {
+                redirect_type: RedirectType::Permanent,
+                expires_at: Some(expires),
+                max_visits: Some(5),
+                fallback_url: Some("https://f.example/x|y|9|".into()),
+                ..Default::default()
+            }),
             ..target.clone()
         };
         assert_eq!(decode("abc", &encode(&with_policy)), Some(with_policy));
         let protected = RedirectTarget {
-            policy: LinkPolicy::of(
-                RedirectType::Found,
-                None,
-                None,
-                Some("https://f.example/|".into()),
-                Some(PasswordHashed::of("open sesame").unwrap()),
-            ),
+            policy: LinkPolicy::of(LinkSettings {
+                fallback_url: Some("https://f.example/|".into()),
+                password: Some(PasswordHashed::of("open sesame").unwrap()),
+                ..Default::default()
+            }),
             ..target.clone()
         };
         let encoded = encode(&protected);
@@ -482,8 +497,26 @@ mod tests {
         // A hash that does not parse is a miss, never a link without its password.
         let broken = encoded.replacen("$argon2id$", "$nonsense$", 1);
         assert_eq!(decode("abc", &broken), None);
+        let rules: Vec<crate::domain::Rule> = serde_json::from_str(
+            r#"[{"query":{"name":"a|b","value":"|"},"target":"https://r.example/|"},
+                {"device":"ios","language":"fr","target":"https://i.example/"}]"#,
+        )
+        .unwrap();
+        let ruled = RedirectTarget {
+            policy: LinkPolicy::of(LinkSettings {
+                fallback_url: Some("https://f.example/|".into()),
+                rules: crate::domain::Rules::parse(rules, |_, t| Ok(t.into())).unwrap(),
+                forward_query: true,
+                ..Default::default()
+            }),
+            ..target.clone()
+        };
+        assert_eq!(decode("abc", &encode(&ruled)), Some(ruled));
         let only_status = RedirectTarget {
-            policy: LinkPolicy::of(RedirectType::Moved, None, None, None, None),
+            policy: LinkPolicy::of(LinkSettings {
+                redirect_type: RedirectType::Moved,
+                ..Default::default()
+            }),
             ..target
         };
         assert_eq!(decode("abc", &encode(&only_status)), Some(only_status));
@@ -497,6 +530,7 @@ mod tests {
     fn values_of_the_older_formats_are_misses() {
         assert_eq!(decode("abc", "3|7||1|https://e.com/"), None);
         assert_eq!(decode("abc", "2:3|7||1|302|||0|https://e.com/"), None);
+        assert_eq!(decode("abc", "3:3|7||1|302||||0|https://e.com/"), None);
         let target = RedirectTarget {
             short_code: "abc".into(),
             url_id: 7,
@@ -509,6 +543,9 @@ mod tests {
         let encoded = encode(&target);
         let first = encoded.split('|').next().unwrap();
         assert!(first.parse::<i64>().is_err(), "{encoded}");
-        assert!(!encoded.starts_with("2:"), "{encoded}");
+        assert!(
+            !encoded.starts_with("2:") && !encoded.starts_with("3:"),
+            "{encoded}"
+        );
     }
 }

@@ -204,6 +204,8 @@ pub fn read_urls<R: Read>(input: R) -> Result<Vec<Url>, String> {
             max_visits: None,
             fallback_url: None,
             password_hash: None,
+            rules: Default::default(),
+            forward_query: false,
             visits: 0,
         })
     })

@@ -129,6 +129,8 @@ pub fn generate() -> Generated {
             max_visits: None,
             fallback_url: None,
             password_hash: None,
+            rules: Default::default(),
+            forward_query: false,
             visits: 0,
         };
         events.push(Event {

@@ -3,7 +3,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::domain::{
-    Email, LinkPolicy, PasswordHashed, RedirectType, TargetUrl, Timestamp, timestamp,
+    Email, LinkPolicy, LinkSettings, PasswordHashed, RedirectType, Rules, TargetUrl, Timestamp,
+    timestamp,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
@@ -90,6 +91,11 @@ pub struct Url {
     #[serde(rename = "password_protected", serialize_with = "is_set")]
     #[schema(value_type = bool, rename = "password_protected")]
     pub password_hash: Option<String>,
+    /// Rules that send some visitors elsewhere, tried in order; `[]`: none.
+    #[sqlx(try_from = "String")]
+    pub rules: Rules,
+    /// Whether the short URL's query is added to the target's.
+    pub forward_query: bool,
     /// Visits counted against `max_visits` (while it is set). Internal: the
     /// stats report it.
     #[serde(skip)]
@@ -124,13 +130,15 @@ impl Url {
             original_url: self.original_url.clone(),
             is_active: self.is_active,
             version: self.version,
-            policy: LinkPolicy::of(
-                self.redirect_type,
-                self.expires_at,
-                self.max_visits,
-                self.fallback_url.clone(),
-                stored_password(self.id, self.password_hash.as_deref()),
-            ),
+            policy: LinkPolicy::of(LinkSettings {
+                redirect_type: self.redirect_type,
+                expires_at: self.expires_at,
+                max_visits: self.max_visits,
+                fallback_url: self.fallback_url.clone(),
+                password: stored_password(self.id, self.password_hash.as_deref()),
+                rules: self.rules.clone(),
+                forward_query: self.forward_query,
+            }),
         }
     }
 }
@@ -145,6 +153,9 @@ pub struct PolicyPatch {
     pub fallback_url: Option<Option<TargetUrl>>,
     /// `Some(Some(hash))` sets a (new) password, `Some(None)` removes it.
     pub password: Option<Option<PasswordHashed>>,
+    /// `Some(rules)` replaces them all (`Some` of none removes them).
+    pub rules: Option<Rules>,
+    pub forward_query: Option<bool>,
 }
 
 impl PolicyPatch {
@@ -233,6 +244,16 @@ impl UrlPatch {
             Some(None) if current.password_hash.is_some() => change("password", Value::Null),
             _ => {}
         }
+        if let Some(rules) = &policy.rules
+            && *rules != current.rules
+        {
+            change("rules", serde_json::to_value(rules).unwrap_or(Value::Null));
+        }
+        if let Some(forward) = policy.forward_query
+            && forward != current.forward_query
+        {
+            change("forward_query", forward.into());
+        }
         changes
     }
 }
@@ -298,18 +319,23 @@ pub struct TargetRow {
     max_visits: Option<i64>,
     fallback_url: Option<String>,
     password_hash: Option<String>,
+    #[sqlx(try_from = "String")]
+    rules: Rules,
+    forward_query: bool,
 }
 
 impl From<TargetRow> for RedirectTarget {
     fn from(row: TargetRow) -> Self {
         Self {
-            policy: LinkPolicy::of(
-                row.redirect_type,
-                row.expires_at,
-                row.max_visits,
-                row.fallback_url,
-                stored_password(row.url_id, row.password_hash.as_deref()),
-            ),
+            policy: LinkPolicy::of(LinkSettings {
+                redirect_type: row.redirect_type,
+                expires_at: row.expires_at,
+                max_visits: row.max_visits,
+                fallback_url: row.fallback_url,
+                password: stored_password(row.url_id, row.password_hash.as_deref()),
+                rules: row.rules,
+                forward_query: row.forward_query,
+            }),
             short_code: row.short_code,
             url_id: row.url_id,
             user_id: row.user_id,

@@ -20,7 +20,8 @@ use crate::domain::{ShortCode, Timestamp, now};
 macro_rules! sql {
     (@ USER) => { "id, username, email, created_at" };
     (@ URL) => { "id, user_id, short_code, original_url, title, is_active, created_at, updated_at, \
-         redirect_type, expires_at, max_visits, fallback_url, password_hash, visits, version" };
+         redirect_type, expires_at, max_visits, fallback_url, password_hash, rules, forward_query, \
+         visits, version" };
     (@ EVENT) => { "url_id, user_id, event_type, timestamp, details" };
     (@ ATTRIBUTED_EVENT) => { "url_id, user_id, event_type, timestamp, details, source, key_id" };
     (@ API_KEY) => { "id, name, scope, user_id, prefix, bootstrap, created_at, created_by, \
@@ -39,7 +40,7 @@ macro_rules! sql {
          redirect_count = redirect_counts.redirect_count + excluded.redirect_count, \
          last_redirect_at = ", $greatest, "(redirect_counts.last_redirect_at, excluded.last_redirect_at)") };
     (@ TARGET) => { "short_code, id AS url_id, user_id, original_url, is_active, version, \
-         redirect_type, expires_at, max_visits, fallback_url, password_hash" };
+         redirect_type, expires_at, max_visits, fallback_url, password_hash, rules, forward_query" };
     (@ $text:literal) => { $text };
     ($($part:tt)+) => { concat!($(sql!(@ $part)),+) };
 }
@@ -65,12 +66,13 @@ const REVOKE_USER_KEYS: &str =
 
 const INSERT_URL: &str = sql!("INSERT INTO urls \
      (user_id, short_code, original_url, title, is_active, created_at, updated_at, \
-     redirect_type, expires_at, max_visits, fallback_url, password_hash) \
-     VALUES ($1, $2, $3, $4, TRUE, $5, $5, $6, $7, $8, $9, $10) RETURNING " URL);
+     redirect_type, expires_at, max_visits, fallback_url, password_hash, rules, forward_query) \
+     VALUES ($1, $2, $3, $4, TRUE, $5, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING " URL);
 pub(super) const GET_URL: &str = sql!("SELECT " URL " FROM urls WHERE id = $1");
 const UPDATE_URL: &str = sql!("UPDATE urls SET original_url = $2, title = $3, is_active = $4, \
      updated_at = $5, redirect_type = $6, expires_at = $7, max_visits = $8, fallback_url = $9, \
-     visits = $10, password_hash = $11, version = version + 1 WHERE id = $1 RETURNING " URL);
+     visits = $10, password_hash = $11, rules = $12, forward_query = $13, version = version + 1 \
+     WHERE id = $1 RETURNING " URL);
 /// A URL's redirects so far (all shards): where its visits start when a cap is set.
 const REDIRECT_TOTAL: &str = "SELECT CAST(COALESCE(SUM(redirect_count), 0) AS BIGINT) \
      FROM redirect_counts WHERE url_id = $1";
@@ -383,6 +385,14 @@ where
             .bind(fallback_url)
             .bind(visits)
             .bind(password_hash)
+            .bind(
+                policy
+                    .rules
+                    .as_ref()
+                    .unwrap_or(&current.rules)
+                    .stored_form(),
+            )
+            .bind(policy.forward_query.unwrap_or(current.forward_query))
             .fetch_one(&mut **tx)
             .await?)
     }
@@ -634,6 +644,8 @@ where
                 .bind(policy.max_visits.flatten())
                 .bind(policy.fallback_url.flatten().map(|u| u.to_string()))
                 .bind(policy.password.flatten().map(|h| h.as_str().to_owned()))
+                .bind(policy.rules.unwrap_or_default().stored_form())
+                .bind(policy.forward_query.unwrap_or(false))
                 .fetch_one(&mut *tx)
                 .await?;
             let details =

@@ -15,6 +15,7 @@ mod policies;
 mod qr;
 mod redirect;
 mod requests;
+mod rules;
 mod urls;
 mod users;
 
@@ -65,6 +66,12 @@ every_backend!(
         update_reaches_the_redirect_at_once,
         head_requests_redirect_without_recording,
         concurrent_redirects_to_one_link_are_each_counted_once,
+    ],
+    rules: [
+        rules_choose_the_target_by_device_language_and_query,
+        a_link_forwards_its_query_only_when_asked,
+        bad_rules_are_refused_with_the_reason_and_change_nothing,
+        rules_hold_through_the_shared_cache,
     ],
     requests: [
         bodies_that_are_not_objects_are_400,
