@@ -147,6 +147,9 @@ pub struct ServeConfig {
     #[arg(long, action = clap::ArgAction::Set)]
     pub allow_private_targets: bool,
 
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub count_bots: bool,
+
     #[arg(long, value_delimiter = ',', value_parser = parse_domain)]
     pub denied_target_domains: Vec<String>,
 

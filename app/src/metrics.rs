@@ -74,6 +74,8 @@ fn seconds_buckets(top: f64) -> Vec<f64> {
 /// statuses other than a `GET` answered 302 or 404 take the labelled way.
 pub struct RedirectSeries {
     pub found: IntCounter,
+    /// Redirects answered to bots (recorded as bot visits, not clicks).
+    pub bot: IntCounter,
     pub not_found: IntCounter,
     /// Links that exist but no longer redirect to their target (expired or used up).
     pub gone: IntCounter,
@@ -96,6 +98,7 @@ impl RedirectSeries {
         let route = crate::http::routes::REDIRECT;
         Self {
             found: outcomes.with_label_values(&["found"]),
+            bot: outcomes.with_label_values(&["bot"]),
             not_found: outcomes.with_label_values(&["not_found"]),
             gone: outcomes.with_label_values(&["gone"]),
             locked: outcomes.with_label_values(&["locked"]),

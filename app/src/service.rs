@@ -129,6 +129,7 @@ impl Service {
                 denied_domains: config.denied_target_domains.clone(),
             },
             request_timeout: config.request_timeout_secs,
+            bots: crate::bots::Bots::new(config.count_bots),
             draining: Arc::default(),
             password_work: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),

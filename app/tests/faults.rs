@@ -463,6 +463,7 @@ async fn a_committed_write_whose_answer_was_lost_is_not_counted_twice() {
                 user_id: None,
                 short_code: link.short_code.clone(),
                 at: shortener::domain::now(),
+                bot: false,
             })
             .await;
     }

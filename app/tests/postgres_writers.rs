@@ -57,6 +57,7 @@ async fn writers_on_hot_links(backend: Backend) {
                             user_id: None,
                             short_code: url.short_code.clone(),
                             at: now(),
+                            bot: false,
                         }
                     })
                     .collect();

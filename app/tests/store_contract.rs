@@ -165,6 +165,7 @@ async fn clicks_are_batched_in_one_statement(backend: Backend) {
             user_id: None,
             short_code: created.short_code.clone(),
             at: shortener::domain::now(),
+            bot: false,
         })
         .collect();
     store.record_clicks(&clicks, 0, origin(1)).await.unwrap();
@@ -184,6 +185,7 @@ async fn counters_of_several_writer_shards_add_up(backend: Backend) {
         user_id: None,
         short_code: created.short_code.clone(),
         at,
+        bot: false,
     };
     let earlier = shortener::domain::now() - chrono::Duration::hours(1);
     let later = shortener::domain::now();
@@ -224,6 +226,7 @@ async fn spilled_batches_are_written_back_exactly_once(backend: Backend) {
                 user_id: None,
                 short_code: created.short_code.clone(),
                 at: shortener::domain::now(),
+                bot: false,
             })
             .collect(),
     };

@@ -172,6 +172,8 @@ pub struct AppConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_private_targets: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_bots: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub denied_target_domains: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<Vec<String>>,

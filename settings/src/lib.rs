@@ -384,6 +384,12 @@ settings! {
         shortener: Shortener::Field("allowPrivateTargets"),
         read_by: ReadBy::Flag,
     }
+    COUNT_BOTS {
+        help: "Count visits by crawlers, link previewers and monitors (known by their `User-Agent`) as clicks. Off: they are answered as anyone, recorded as `bot_visit` events, and left out of redirect counts and visit caps. `HEAD` requests are never clicks.",
+        kind: Kind::Flag { default: false },
+        shortener: Shortener::Field("countBots"),
+        read_by: ReadBy::Flag,
+    }
     DENIED_TARGET_DOMAINS {
         help: "Domains refused as targets, with their subdomains (comma-separated).",
         kind: Kind::List { item: Format::Pattern { regex: r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?$", examples: &["evil.example", "phish.example."] } },

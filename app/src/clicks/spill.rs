@@ -349,6 +349,7 @@ mod tests {
             user_id: None,
             short_code: format!("c{n}"),
             at: crate::domain::now(),
+            bot: false,
         }
     }
 
@@ -377,6 +378,30 @@ mod tests {
             std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(),
             0
         );
+    }
+
+    /// A bot's visit stays one through the spill; a click spilled by a build that did not
+    /// tell bots apart reads as a click, and a click of this build reads in that one's format.
+    #[test]
+    fn spilled_clicks_keep_whether_they_were_bots() {
+        let bot = Click {
+            bot: true,
+            ..click(1)
+        };
+        let batch = ClickBatch {
+            id: 7,
+            clicks: vec![bot, click(2)],
+            origin: None,
+        };
+        let line = encode(&Record::Batch(batch.clone()));
+        let Ok(Record::Batch(read)) = serde_json::from_slice::<Record>(&line) else {
+            panic!("the line reads back");
+        };
+        assert_eq!(read, batch);
+        let plain = serde_json::to_value(click(2)).unwrap();
+        assert!(plain.get("bot").is_none(), "{plain}");
+        let old = r#"{"url_id":3,"user_id":null,"short_code":"c3","at":"2026-12-07T10:00:00"}"#;
+        assert!(!serde_json::from_str::<Click>(old).unwrap().bot);
     }
 
     #[tokio::test]

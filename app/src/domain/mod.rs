@@ -73,7 +73,11 @@ pub fn parse_event_type(raw: &str) -> Result<String, String> {
 
 /// Event types only the service writes: a client posting them would forge
 /// click counts.
-pub const RECORDED_BY_THE_SERVICE: &[&str] = &["redirect"];
+pub const RECORDED_BY_THE_SERVICE: &[&str] = &["redirect", BOT_VISIT];
+
+/// The event type of a bot's visit (see `crate::bots`; the click writers' statements spell
+/// it too, and the API tests read it back from each backend).
+pub const BOT_VISIT: &str = "bot_visit";
 
 #[cfg(test)]
 mod tests {

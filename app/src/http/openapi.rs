@@ -358,6 +358,9 @@ impl utoipa::Modify for InputRules {
             ));
         }
 
+        // Before the bodies are wrapped in `allOf` below.
+        link_rules(schemas);
+
         // `url` is an alias of `original_url`: exactly one of them.
         if let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut("CreateUrl") {
             object.required.retain(|f| f != "original_url");
@@ -391,7 +394,6 @@ impl utoipa::Modify for InputRules {
             ],
             false,
         );
-        link_rules(schemas);
     }
 }
 

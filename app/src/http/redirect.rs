@@ -2,7 +2,7 @@ use std::ops::ControlFlow;
 
 use axum::Form;
 use axum::extract::{FromRequest as _, Path, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
@@ -46,8 +46,9 @@ macro_rules! resolve {
 }
 
 /// Follows a short code: 302 to the original URL, recording a `redirect`
-/// event. Unknown and inactive codes are 404 and record nothing. `HEAD`
-/// answers the same but records nothing: link checkers are not visitors.
+/// event. Unknown and inactive codes are 404 and record nothing. `HEAD`, and
+/// `GET` from a known bot (crawlers, link previewers), answers the same but
+/// records a `bot_visit` event: not a click (unless `COUNT_BOTS`).
 ///
 /// A client that was answered too many 404s after lookups beyond the
 /// in-process cache (a scan for codes) gets 429 instead of further such
@@ -105,14 +106,13 @@ pub async fn follow(
         }
     }
     let location = location(&target, &asked(&req))?;
-    // HEAD is not a visit (link checkers, unfurlers): answer, record nothing.
-    let visit = req.method() != Method::HEAD;
+    let bot = bot_visit(&state, &req);
     answer(
         &state,
         target,
         code,
         at,
-        visit,
+        bot,
         location,
         None,
         wants_page(&req),
@@ -155,6 +155,7 @@ pub async fn unlock(
     let client = state.proxies.client_of(&req);
     let wants_page = wants_page(&req);
     let location = location(&target, &asked(&req))?;
+    let bot = bot_visit(&state, &req);
     let Form(form) = Form::<UnlockForm>::from_request(req, &state)
         .await
         .map_err(|rejection| {
@@ -178,7 +179,7 @@ pub async fn unlock(
         target,
         code,
         at,
-        true,
+        bot,
         location,
         Some(StatusCode::SEE_OTHER),
         wants_page,
@@ -267,9 +268,9 @@ fn not_found(state: &AppState, x_cache: HeaderValue) -> Response {
     response
 }
 
-/// The redirect to `location` (`target`'s, for this visitor), a visit when `visit` (recorded
-/// before it is answered, and taken from the link's cap first when it has one); `status`
-/// instead of the link's own.
+/// The redirect to `location` (`target`'s, for this visitor), recorded before it is
+/// answered: a click, taken from the link's cap first when it has one, or a bot's visit
+/// (`bot`), which takes nothing from the cap. `status` instead of the link's own.
 #[allow(
     clippy::too_many_arguments,
     reason = "one call per route, each naming them all"
@@ -279,39 +280,42 @@ async fn answer(
     target: std::sync::Arc<RedirectTarget>,
     code: String,
     at: crate::domain::Timestamp,
-    visit: bool,
+    bot: bool,
     location: HeaderValue,
     status: Option<StatusCode>,
     wants_page: bool,
     x_cache: HeaderValue,
 ) -> ApiResult<Response> {
-    if visit {
-        let click = Click {
-            url_id: target.url_id,
-            user_id: target.user_id,
-            short_code: code,
-            at,
-        };
-        if target.is_capped() {
-            // The visit is taken in the database before it is answered: exact across
-            // replicas, whatever their caches hold.
-            match state.clicks.record_capped(click).await {
-                Visit::Recorded => {}
-                Visit::CapReached => {
-                    if let Some(policy) = &target.policy {
-                        policy.mark_used_up();
-                    }
-                    return gone_response(state, &target, Gone::UsedUp, wants_page, x_cache);
+    let click = Click {
+        url_id: target.url_id,
+        user_id: target.user_id,
+        short_code: code,
+        at,
+        bot,
+    };
+    if target.is_capped() && !bot {
+        // The visit is taken in the database before it is answered: exact across
+        // replicas, whatever their caches hold.
+        match state.clicks.record_capped(click).await {
+            Visit::Recorded => {}
+            Visit::CapReached => {
+                if let Some(policy) = &target.policy {
+                    policy.mark_used_up();
                 }
-                Visit::Unavailable => return Err(ApiError::Unavailable),
+                return gone_response(state, &target, Gone::UsedUp, wants_page, x_cache);
             }
-        } else {
-            // Returns once the click is kept; a lost one is logged and counted
-            // by the recorder. The visitor gets their redirect either way.
-            state.clicks.record(click).await;
+            Visit::Unavailable => return Err(ApiError::Unavailable),
         }
+    } else {
+        // Returns once the click is kept; a lost one is logged and counted
+        // by the recorder. The visitor gets their redirect either way.
+        state.clicks.record(click).await;
     }
-    state.metrics.redirect.found.inc();
+    if bot {
+        state.metrics.redirect.bot.inc();
+    } else {
+        state.metrics.redirect.found.inc();
+    }
     let status = status.unwrap_or_else(|| {
         // Every redirect type is a valid status.
         StatusCode::from_u16(target.redirect_type().status()).unwrap_or(StatusCode::FOUND)
@@ -421,6 +425,14 @@ fn location(target: &RedirectTarget, asked: &Asked<'_>) -> ApiResult<HeaderValue
         .then(|| forward_query(chosen, asked.query))
         .flatten();
     header_value(target, forwarded.as_deref().unwrap_or(chosen))
+}
+
+/// Whether this visit is a bot's (`HEAD`, or a known bot's `User-Agent`): recorded as one,
+/// not counted as a click.
+fn bot_visit(state: &AppState, req: &Request) -> bool {
+    state
+        .bots
+        .is_bot_visit(req.method(), req.headers().get(header::USER_AGENT))
 }
 
 /// What of `req` a link's rules may look at.

@@ -42,6 +42,8 @@ pub struct Shared {
     /// `REQUEST_TIMEOUT_SECS`: the redirect applies it itself, to its lookups beyond the
     /// in-process cache (the other routes have a layer for it).
     pub request_timeout: std::time::Duration,
+    /// Which visits are bots' (recorded, not counted).
+    pub bots: crate::bots::Bots,
     /// Set at SIGTERM when a drain is configured: `/readyz` answers 503 while requests are
     /// still served, so load balancers take the replica out before it stops accepting.
     pub draining: Arc<std::sync::atomic::AtomicBool>,

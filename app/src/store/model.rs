@@ -428,13 +428,19 @@ pub struct EventFilter {
     pub source: Option<EventSource>,
 }
 
-/// One answered redirect, to be written as a `redirect` event.
+/// One answered redirect, to be written as a `redirect` event (a `bot_visit` event, not
+/// counted, when `bot`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Click {
     pub url_id: i64,
     pub user_id: Option<i64>,
     pub short_code: String,
     pub at: Timestamp,
+    /// A bot's visit ([`crate::bots`]). Absent from clicks spilled by builds before bots were
+    /// told apart (read as `false`), and left out when `false`, so that such builds read
+    /// this one's spill too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 /// Which direct write a batch was: the click writer (a random id, renamed

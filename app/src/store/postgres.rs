@@ -15,9 +15,10 @@ use crate::domain::{Timestamp, now};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// A click batch in one statement, atomic without a transaction (so it costs one round
-/// trip, not a `BEGIN`, two statements and a `COMMIT`): the clicks as `redirect` events
-/// (parallel arrays `$1`–`$4` of url ids, user ids, times and short codes), then the per-URL
-/// counts added to shard `$6`'s counter rows (`$5` url ids, `$7` counts, `$8` latest times),
+/// trip, not a `BEGIN`, two statements and a `COMMIT`): the clicks as `redirect` events, or
+/// `bot_visit` events for bots' (parallel arrays `$1`–`$4` of url ids, user ids, times and
+/// short codes, `$9` whether each is a bot's), then the per-URL counts of the clicks that
+/// are not added to shard `$6`'s counter rows (`$5` url ids, `$7` counts, `$8` latest times),
 /// in `url_id` order (see `record_clicks`: writers sharing a shard queue instead of
 /// deadlocking). `$with` opens the `WITH` list.
 macro_rules! write_clicks {
@@ -25,9 +26,10 @@ macro_rules! write_clicks {
         concat!(
             $with,
             sql!("clicks AS (INSERT INTO events (" EVENT ") \
-             SELECT url_id, user_id, 'redirect', at, jsonb_build_object('short_code', code) \
-             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[]) \
-             AS click (url_id, user_id, at, code)) \
+             SELECT url_id, user_id, CASE WHEN bot THEN 'bot_visit' ELSE 'redirect' END, at, \
+             jsonb_build_object('short_code', code) \
+             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[], $9::BOOLEAN[]) \
+             AS click (url_id, user_id, at, code, bot)) \
              INSERT INTO redirect_counts (" COUNTER ") \
              SELECT url_id, $6, clicks, latest \
              FROM UNNEST($5::BIGINT[], $7::BIGINT[], $8::TIMESTAMP[]) AS delta (url_id, clicks, latest) \
@@ -36,10 +38,10 @@ macro_rules! write_clicks {
     };
 }
 const WRITE_CLICKS: &str = write_clicks!("WITH ");
-/// [`WRITE_CLICKS`] of a direct write, which also records its batch as writer `$9`'s last
-/// (`$10`, at `$11`) in the same statement.
+/// [`WRITE_CLICKS`] of a direct write, which also records its batch as writer `$10`'s last
+/// (`$11`, at `$12`) in the same statement.
 const WRITE_CLICKS_OF_WRITER: &str = write_clicks!(sql!(
-    "WITH progress AS (" (RECORD_WRITER_PROGRESS "$9" "$10" "$11") "), "
+    "WITH progress AS (" (RECORD_WRITER_PROGRESS "$10" "$11" "$12") "), "
 ));
 
 pub type PgStore = SqlStore<Postgres>;
@@ -75,6 +77,7 @@ impl Dialect for Postgres {
             let user_ids: Vec<Option<i64>> = clicks.iter().map(|c| c.user_id).collect();
             let times: Vec<Timestamp> = clicks.iter().map(|c| c.at).collect();
             let codes: Vec<&str> = clicks.iter().map(|c| c.short_code.as_str()).collect();
+            let bots: Vec<bool> = clicks.iter().map(|c| c.bot).collect();
             let counted: Vec<i64> = counters.iter().map(|(url_id, _)| *url_id).collect();
             let counts: Vec<i64> = counters.iter().map(|(_, (count, _))| *count).collect();
             let latest: Vec<Timestamp> = counters.iter().map(|(_, (_, at))| *at).collect();
@@ -90,7 +93,8 @@ impl Dialect for Postgres {
                 .bind(counted)
                 .bind(shard)
                 .bind(counts)
-                .bind(latest);
+                .bind(latest)
+                .bind(bots);
             let write = match origin {
                 Some(origin) => write.bind(origin.writer).bind(origin.seq).bind(now()),
                 None => write,

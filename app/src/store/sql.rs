@@ -397,10 +397,10 @@ where
             .await?)
     }
 
-    /// Per URL: how many clicks, and the latest, in `url_id` order.
+    /// Per URL: how many clicks (bots' visits are not), and the latest, in `url_id` order.
     fn per_url(clicks: &[Click]) -> Vec<(i64, (i64, Timestamp))> {
         let mut per_url: std::collections::BTreeMap<i64, (i64, Timestamp)> = Default::default();
-        for click in clicks {
+        for click in clicks.iter().filter(|c| !c.bot) {
             let entry = per_url.entry(click.url_id).or_insert((0, click.at));
             entry.0 += 1;
             entry.1 = entry.1.max(click.at);

@@ -21,8 +21,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// A click batch in one call: SQLite has no data-modifying `WITH`, but one query of several
 /// statements is one trip to the connection's thread (not one per statement), and its
 /// numbered parameters name the same values in every statement. The clicks arrive as one
-/// JSON array `$1` of `[url_id, user_id, time, short_code]` and the per-URL deltas for shard
-/// `$2` as `$3`, `[url_id, clicks, latest]` ([`batch_json`]): one statement text whatever
+/// JSON array `$1` of `[url_id, user_id, time, short_code, bot]` (`bot` 1 for a bot's visit,
+/// written as a `bot_visit` event) and the per-URL deltas of the others for shard `$2` as
+/// `$3`, `[url_id, clicks, latest]` ([`batch_json`]): one statement text whatever
 /// the batch size (one prepared statement, no bind parameter per row), the `details` JSON
 /// built by SQLite. Not atomic by itself: it runs in the caller's transaction.
 /// `$progress` records the batch as writer `$4`'s last (`$5`, at `$6`), or is empty.
@@ -31,7 +32,9 @@ macro_rules! write_clicks {
         concat!(
             $progress,
             sql!("INSERT INTO events (" EVENT ") \
-             SELECT value ->> 0, value ->> 1, 'redirect', datetime(value ->> 2, 'unixepoch'), \
+             SELECT value ->> 0, value ->> 1, \
+             CASE WHEN value ->> 4 THEN 'bot_visit' ELSE 'redirect' END, \
+             datetime(value ->> 2, 'unixepoch'), \
              json_object('short_code', value ->> 3) FROM json_each($1) WHERE true; \
              INSERT INTO redirect_counts (" COUNTER ") \
              SELECT value ->> 0, $2, value ->> 1, datetime(value ->> 2, 'unixepoch') \
@@ -53,7 +56,16 @@ fn batch_json(
     let seconds = |at: &Timestamp| at.and_utc().timestamp();
     let clicks: Vec<_> = clicks
         .iter()
-        .map(|c| (c.url_id, c.user_id, seconds(&c.at), c.short_code.as_str()))
+        .map(|c| {
+            let bot = u8::from(c.bot);
+            (
+                c.url_id,
+                c.user_id,
+                seconds(&c.at),
+                c.short_code.as_str(),
+                bot,
+            )
+        })
         .collect();
     let counters: Vec<_> = counters
         .iter()
@@ -267,6 +279,7 @@ mod tests {
             user_id,
             short_code: code.to_owned(),
             at,
+            bot: false,
         };
         let first = [
             click(1, Some(7), "a-1", at),

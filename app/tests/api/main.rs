@@ -64,7 +64,8 @@ every_backend!(
         redirect_records_an_event_visible_at_once,
         inactive_and_unknown_codes_do_not_redirect_or_record,
         update_reaches_the_redirect_at_once,
-        head_requests_redirect_without_recording,
+        bots_and_head_requests_are_recorded_as_bot_visits_not_clicks,
+        counted_bots_are_clicks,
         concurrent_redirects_to_one_link_are_each_counted_once,
     ],
     rules: [

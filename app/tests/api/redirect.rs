@@ -71,20 +71,120 @@ pub async fn update_reaches_the_redirect_at_once(backend: Backend) {
     assert_eq!(app.get(&path).await.status(), StatusCode::FOUND);
 }
 
-pub async fn head_requests_redirect_without_recording(backend: Backend) {
+const SLACK: &str = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)";
+
+async fn visit(app: &TestApp, method: reqwest::Method, path: &str, ua: Option<&str>) -> StatusCode {
+    let mut req = app.request(method, path);
+    if let Some(ua) = ua {
+        req = req.header("user-agent", ua);
+    }
+    req.send().await.unwrap().status()
+}
+
+/// `HEAD`s and known bots' `GET`s are answered as anyone's, and recorded as `bot_visit`
+/// events: not in the redirect count, not taken from a visit cap. HTTP libraries are not
+/// bots (API clients and scripts act for people).
+pub async fn bots_and_head_requests_are_recorded_as_bot_visits_not_clicks(backend: Backend) {
     let app = TestApp::new(backend).await;
     let url = app.link("https://e.com/h").await;
-    let res = app
-        .request(
-            reqwest::Method::HEAD,
-            &format!("/{}", url["short_code"].as_str().unwrap()),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::FOUND);
+    let path = format!("/{}", url["short_code"].as_str().unwrap());
+    use reqwest::Method;
+    assert_eq!(
+        visit(&app, Method::HEAD, &path, None).await,
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        visit(&app, Method::GET, &path, Some(SLACK)).await,
+        StatusCode::FOUND
+    );
+    let library = Some("python-requests/2.31.0");
+    assert_eq!(
+        visit(&app, Method::GET, &path, library).await,
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        visit(&app, Method::GET, &path, None).await,
+        StatusCode::FOUND
+    );
     let stats = app.get_json(&format!("/urls/{}/stats", url["id"])).await;
-    assert_eq!(stats["redirect_count"], 0);
+    assert_eq!(stats["redirect_count"], 2, "{stats}");
+    assert_eq!(stats["events_by_type"]["bot_visit"], 2, "{stats}");
+    let bots = app
+        .get_json(&format!(
+            "/events?url_id={}&event_type=bot_visit",
+            url["id"]
+        ))
+        .await;
+    let bots = bots.as_array().unwrap();
+    assert_eq!(bots.len(), 2);
+    assert_eq!(bots[0]["details"], json!({"short_code": url["short_code"]}));
+    assert_eq!(bots[0]["source"], "service");
+
+    // A bot's visit takes nothing from a cap (an unfurler must not use up a one-time link).
+    let capped = app
+        .create_url(json!({"original_url": "https://e.com/once", "max_visits": 1}))
+        .await;
+    let once = format!("/{}", capped["short_code"].as_str().unwrap());
+    assert_eq!(
+        visit(&app, Method::GET, &once, Some(SLACK)).await,
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        visit(&app, Method::HEAD, &once, None).await,
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        visit(&app, Method::GET, &once, None).await,
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        visit(&app, Method::GET, &once, None).await,
+        StatusCode::GONE
+    );
+    assert_eq!(
+        visit(&app, Method::GET, &once, Some(SLACK)).await,
+        StatusCode::GONE
+    );
+    let stats = app.get_json(&format!("/urls/{}/stats", capped["id"])).await;
+    assert_eq!(stats["redirect_count"], 1, "{stats}");
+    assert_eq!(stats["visits_left"], 0, "{stats}");
+
+    // Clients cannot post them.
+    let message = crate::common::expect_error(
+        app.post(
+            "/events",
+            json!({"url_id": url["id"], "user_id": 1, "event_type": "bot_visit"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(message.contains("recorded by the service"), "{message}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("shortener_redirects_total{outcome=\"bot\"} 4"),
+        "{metrics}"
+    );
+}
+
+/// With `COUNT_BOTS`, bots' `GET`s are clicks; a `HEAD` still is not.
+pub async fn counted_bots_are_clicks(backend: Backend) {
+    let db = std::sync::Arc::new(crate::common::TestDatabase::new(backend).await);
+    let app = TestApp::start(db, &["--auth-mode", "open", "--count-bots", "true"]).await;
+    let url = app.link("https://e.com/counted").await;
+    let path = format!("/{}", url["short_code"].as_str().unwrap());
+    use reqwest::Method;
+    assert_eq!(
+        visit(&app, Method::GET, &path, Some(SLACK)).await,
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        visit(&app, Method::HEAD, &path, Some(SLACK)).await,
+        StatusCode::FOUND
+    );
+    let stats = app.get_json(&format!("/urls/{}/stats", url["id"])).await;
+    assert_eq!(stats["redirect_count"], 1, "{stats}");
+    assert_eq!(stats["events_by_type"]["bot_visit"], 1, "{stats}");
 }
 
 pub async fn concurrent_redirects_to_one_link_are_each_counted_once(backend: Backend) {

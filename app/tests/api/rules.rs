@@ -26,6 +26,9 @@ fn ruled() -> Value {
     ])
 }
 
+/// A visitor's request headers.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 /// Where `path` sends a visitor with these headers.
 async fn location(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> String {
     let mut req = app.request(Method::GET, path);
@@ -53,7 +56,7 @@ pub async fn rules_choose_the_target_by_device_language_and_query(backend: Backe
     assert_eq!(url["rules"], ruled(), "rules are shown as given");
     assert_eq!(url["forward_query"], false);
     let path = format!("/{}", url["short_code"].as_str().unwrap());
-    let cases: [(&[(&str, &str)], &str, &str); 8] = [
+    let cases: [(Headers, &str, &str); 8] = [
         (
             &[("user-agent", IPHONE)],
             "",
