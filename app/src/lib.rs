@@ -7,6 +7,7 @@
 //! redirect), [`store`] (the storage trait and its SQL backends),
 //! [`domain`] (values valid by construction).
 
+pub mod analytics;
 pub mod bots;
 pub mod clicks;
 pub mod config;

@@ -54,6 +54,8 @@ impl Service {
         };
         let store = connect(&config.database, schema).await?;
         let metrics = Arc::new(Metrics::new()?);
+        let visitors = Arc::new(crate::analytics::Visitors::new());
+        crate::analytics::keep_salt_fresh(&visitors, store.clone()).await;
         // One connection to the shared Redis for the cache, the limits and
         // revocations (nothing is dialled until the first call).
         let redis = config
@@ -130,6 +132,7 @@ impl Service {
             },
             request_timeout: config.request_timeout_secs,
             bots: crate::bots::Bots::new(config.count_bots),
+            visitors,
             draining: Arc::default(),
             password_work: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),

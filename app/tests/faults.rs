@@ -398,6 +398,17 @@ impl Store for AnswerLost {
     ) -> StoreResult<Vec<Event>> {
         self.inner.events_after(filter, after_id, limit).await
     }
+    async fn url_analytics(
+        &self,
+        url_id: i64,
+        from: shortener::domain::Timestamp,
+        to: shortener::domain::Timestamp,
+    ) -> StoreResult<shortener::store::AnalyticsRows> {
+        self.inner.url_analytics(url_id, from, to).await
+    }
+    async fn visitor_salt(&self, day: chrono::NaiveDate, fresh: Vec<u8>) -> StoreResult<Vec<u8>> {
+        self.inner.visitor_salt(day, fresh).await
+    }
     async fn record_visit(&self, click: &Click, shard: i16) -> StoreResult<bool> {
         self.inner.record_visit(click, shard).await
     }
@@ -464,6 +475,9 @@ async fn a_committed_write_whose_answer_was_lost_is_not_counted_twice() {
                 short_code: link.short_code.clone(),
                 at: shortener::domain::now(),
                 bot: false,
+                agent: None,
+                referrer: None,
+                visitor: None,
             })
             .await;
     }

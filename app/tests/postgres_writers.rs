@@ -58,6 +58,9 @@ async fn writers_on_hot_links(backend: Backend) {
                             short_code: url.short_code.clone(),
                             at: now(),
                             bot: false,
+                            agent: None,
+                            referrer: None,
+                            visitor: None,
                         }
                     })
                     .collect();

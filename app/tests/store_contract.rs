@@ -166,6 +166,9 @@ async fn clicks_are_batched_in_one_statement(backend: Backend) {
             short_code: created.short_code.clone(),
             at: shortener::domain::now(),
             bot: false,
+            agent: None,
+            referrer: None,
+            visitor: None,
         })
         .collect();
     store.record_clicks(&clicks, 0, origin(1)).await.unwrap();
@@ -186,6 +189,9 @@ async fn counters_of_several_writer_shards_add_up(backend: Backend) {
         short_code: created.short_code.clone(),
         at,
         bot: false,
+        agent: None,
+        referrer: None,
+        visitor: None,
     };
     let earlier = shortener::domain::now() - chrono::Duration::hours(1);
     let later = shortener::domain::now();
@@ -227,6 +233,9 @@ async fn spilled_batches_are_written_back_exactly_once(backend: Backend) {
                 short_code: created.short_code.clone(),
                 at: shortener::domain::now(),
                 bot: false,
+                agent: None,
+                referrer: None,
+                visitor: None,
             })
             .collect(),
     };

@@ -18,6 +18,7 @@
 # Environment: DURATION (15s), WARMUP (3s, not measured), CONNECTIONS (single
 # 100, stack 500), THREADS (single 1, stack 2), CODES (100), SERVER_CPU,
 # CLIENT_CPU, SINGLE_PORT, BACKEND, SINGLE_RUST_LOG (RUST_LOG, default info),
+# VISITOR (a browser's User-Agent and Referer on every request; `none`: neither),
 # and the service settings listed in APP_PASSTHROUGH (stack/lib.sh).
 #
 # Prints requests/s, latency percentiles, non-2xx/3xx counts, the replicas'

@@ -350,6 +350,9 @@ mod tests {
             short_code: format!("c{n}"),
             at: crate::domain::now(),
             bot: false,
+            agent: None,
+            referrer: None,
+            visitor: None,
         }
     }
 

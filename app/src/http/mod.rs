@@ -1,5 +1,6 @@
 //! The HTTP API: one module per resource, one error type, one router.
 
+mod analytics;
 mod auth;
 mod client;
 pub mod error;

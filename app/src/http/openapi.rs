@@ -28,7 +28,7 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder
 
 use super::extract::MAX_JSON_BODY;
 use super::users::UPLOAD_LIMIT;
-use super::{events, export, health, keys, qr, redirect, urls, users};
+use super::{analytics, events, export, health, keys, qr, redirect, urls, users};
 use crate::domain::{
     Email, MAX_EVENT_TYPE_CHARS, MAX_TITLE_CHARS, MAX_USERNAME_CHARS, RECORDED_BY_THE_SERVICE,
     ShortCode, TargetUrl,
@@ -47,7 +47,7 @@ use crate::store::Page;
         health::health, health::live, health::ready,
         users::list, users::show, users::create, users::update, users::remove, users::bulk,
         urls::list, urls::create, urls::shorten, urls::show, urls::update, urls::remove,
-        urls::stats, urls::events, qr::qr,
+        urls::stats, urls::events, qr::qr, analytics::analytics,
         events::list, events::create, export::urls, export::events,
         keys::list, keys::create, keys::show, keys::revoke,
         redirect::follow, redirect::unlock,
@@ -460,6 +460,12 @@ fn parameter_rules(parameter: &mut Parameter, redirect_code: &str) {
             schema.minimum = Some(utoipa::Number::Int(qr::MIN_SIZE as isize));
             schema.maximum = Some(utoipa::Number::Int(qr::MAX_SIZE as isize));
         }
+        // `GET /urls/{id}/analytics`'s, the only operation taking these names.
+        "granularity" => {
+            let names = analytics::Granularity::NAMES.iter().map(|&n| n.into());
+            schema.enum_values = Some(names.collect());
+        }
+        "from" | "to" => schema.pattern = Some(INSTANT_PATTERN.to_owned()),
         "short_code" => {
             schema.pattern = Some(redirect_code.to_owned());
             schema.min_length = Some(1);

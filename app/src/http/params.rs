@@ -65,6 +65,21 @@ pub struct QrParams {
     size: Option<i64>,
 }
 
+/// The range and buckets of `GET /urls/{id}/analytics`. The values `granularity` takes and
+/// the instants' pattern are added to the document from the handler's own constants
+/// (`openapi.rs`, `parameter_rules`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AnalyticsParams {
+    /// Start of the range (RFC 3339, or `YYYY-MM-DDTHH:MM:SS` in UTC), down to its bucket's
+    /// start; default: `to` less 7 days (by day) or 24 hours (by hour).
+    from: Option<String>,
+    /// End of the range (exclusive), up to its bucket's end; default: now.
+    to: Option<String>,
+    /// `day` (the default) or `hour`: at most 366 days, or 744 hours (31 days).
+    granularity: Option<String>,
+}
+
 /// A PNG image's bytes.
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]

@@ -106,13 +106,13 @@ pub async fn follow(
         }
     }
     let location = location(&target, &asked(&req))?;
-    let bot = bot_visit(&state, &req);
+    let visitor = visitor(&state, &req);
     answer(
         &state,
         target,
         code,
         at,
-        bot,
+        visitor,
         location,
         None,
         wants_page(&req),
@@ -155,7 +155,7 @@ pub async fn unlock(
     let client = state.proxies.client_of(&req);
     let wants_page = wants_page(&req);
     let location = location(&target, &asked(&req))?;
-    let bot = bot_visit(&state, &req);
+    let visitor = visitor(&state, &req);
     let Form(form) = Form::<UnlockForm>::from_request(req, &state)
         .await
         .map_err(|rejection| {
@@ -179,7 +179,7 @@ pub async fn unlock(
         target,
         code,
         at,
-        bot,
+        visitor,
         location,
         Some(StatusCode::SEE_OTHER),
         wants_page,
@@ -269,8 +269,8 @@ fn not_found(state: &AppState, x_cache: HeaderValue) -> Response {
 }
 
 /// The redirect to `location` (`target`'s, for this visitor), recorded before it is
-/// answered: a click, taken from the link's cap first when it has one, or a bot's visit
-/// (`bot`), which takes nothing from the cap. `status` instead of the link's own.
+/// answered: a click, taken from the link's cap first when it has one, or a bot's visit,
+/// which takes nothing from the cap. `status` instead of the link's own.
 #[allow(
     clippy::too_many_arguments,
     reason = "one call per route, each naming them all"
@@ -280,18 +280,22 @@ async fn answer(
     target: std::sync::Arc<RedirectTarget>,
     code: String,
     at: crate::domain::Timestamp,
-    bot: bool,
+    visitor: Visitor,
     location: HeaderValue,
     status: Option<StatusCode>,
     wants_page: bool,
     x_cache: HeaderValue,
 ) -> ApiResult<Response> {
+    let bot = visitor.bot;
     let click = Click {
         url_id: target.url_id,
         user_id: target.user_id,
         short_code: code,
         at,
         bot,
+        agent: visitor.agent,
+        referrer: visitor.referrer,
+        visitor: visitor.visitor,
     };
     if target.is_capped() && !bot {
         // The visit is taken in the database before it is answered: exact across
@@ -427,12 +431,44 @@ fn location(target: &RedirectTarget, asked: &Asked<'_>) -> ApiResult<HeaderValue
     header_value(target, forwarded.as_deref().unwrap_or(chosen))
 }
 
-/// Whether this visit is a bot's (`HEAD`, or a known bot's `User-Agent`): recorded as one,
-/// not counted as a click.
-fn bot_visit(state: &AppState, req: &Request) -> bool {
-    state
-        .bots
-        .is_bot_visit(req.method(), req.headers().get(header::USER_AGENT))
+/// Who is visiting, as the click records it.
+struct Visitor {
+    /// `HEAD`, or a known bot's `User-Agent`: recorded as a bot's visit, not counted.
+    bot: bool,
+    /// For the analytics of a click (a bot's visit has none).
+    agent: Option<String>,
+    referrer: Option<String>,
+    visitor: Option<i64>,
+}
+
+fn visitor(state: &AppState, req: &Request) -> Visitor {
+    let agent = req.headers().get(header::USER_AGENT);
+    if state.bots.is_bot_visit(req.method(), agent) {
+        return Visitor {
+            bot: true,
+            agent: None,
+            referrer: None,
+            visitor: None,
+        };
+    }
+    let text = |value: &HeaderValue| {
+        value
+            .to_str()
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(crate::analytics::kept)
+    };
+    let client = state.proxies.client_of(req);
+    Visitor {
+        bot: false,
+        agent: agent.and_then(text),
+        referrer: req.headers().get(header::REFERER).and_then(text),
+        visitor: Some(
+            state
+                .visitors
+                .visitor(client, agent.map(HeaderValue::as_bytes)),
+        ),
+    }
 }
 
 /// What of `req` a link's rules may look at.

@@ -13,7 +13,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::state::AppState;
 use super::users::UPLOAD_LIMIT;
-use super::{auth, events, export, keys, limit, qr, urls, users};
+use super::{analytics, auth, events, export, keys, limit, qr, urls, users};
 use crate::limits::Class;
 use crate::limits::Class::{Create, Management};
 
@@ -79,6 +79,9 @@ pub const MANAGEMENT: &[ManagementRoute] = &[
         on(m, urls::events)
     }),
     route(Method::GET, "/urls/{id}/qr", Management, |m| on(m, qr::qr)),
+    route(Method::GET, "/urls/{id}/analytics", Management, |m| {
+        on(m, analytics::analytics)
+    }),
     route(Method::GET, "/events", Management, |m| on(m, events::list)),
     route(Method::GET, "/events/export", Management, |m| {
         on(m, export::events)

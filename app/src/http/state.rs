@@ -44,6 +44,8 @@ pub struct Shared {
     pub request_timeout: std::time::Duration,
     /// Which visits are bots' (recorded, not counted).
     pub bots: crate::bots::Bots,
+    /// The salted daily visitor hash of the analytics.
+    pub visitors: Arc<crate::analytics::Visitors>,
     /// Set at SIGTERM when a drain is configured: `/readyz` answers 503 while requests are
     /// still served, so load balancers take the replica out before it stops accepting.
     pub draining: Arc<std::sync::atomic::AtomicBool>,

@@ -174,6 +174,19 @@ pub trait Store: Send + Sync + 'static {
     /// Records an event posted by a client (`source = client`).
     async fn create_event(&self, event: NewEvent, by: Actor) -> StoreResult<Event>;
     async fn list_events(&self, filter: EventFilter, page: Page) -> StoreResult<Listing<Event>>;
+    /// A link's analytics from `from` (inclusive) to `to` (exclusive): its clicks per hour,
+    /// its clicks per referrer, browser, operating system and device over the range, and its
+    /// unique visitors per day (each day the range touches). Read from the
+    /// rollups the click writer keeps, never from the events.
+    async fn url_analytics(
+        &self,
+        url_id: i64,
+        from: crate::domain::Timestamp,
+        to: crate::domain::Timestamp,
+    ) -> StoreResult<AnalyticsRows>;
+    /// The visitor salt of `day`: the one stored, or `fresh` when none is yet (stored then).
+    /// Salts of days before the one before `day` are deleted.
+    async fn visitor_salt(&self, day: chrono::NaiveDate, fresh: Vec<u8>) -> StoreResult<Vec<u8>>;
     /// As [`Store::urls_after`], for events.
     async fn events_after(
         &self,

@@ -441,6 +441,26 @@ pub struct Click {
     /// this one's spill too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bot: bool,
+    /// For the analytics (not for bots' visits): the `User-Agent` and the `Referer` (each
+    /// cut to `analytics::MAX_HEADER_KEPT` bytes), and the visitor's salted daily hash (the
+    /// address itself is never kept). Absent in older builds' spills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor: Option<i64>,
+}
+
+/// A link's analytics as stored ([`Store::url_analytics`](super::Store::url_analytics)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnalyticsRows {
+    /// Clicks per hour (hours without any are left out).
+    pub hourly: Vec<(Timestamp, i64)>,
+    /// Clicks per dimension (`referrer`, `browser`, `os`, `device`) and value over the range.
+    pub breakdown: Vec<(String, String, i64)>,
+    /// Unique visitors per day (days without any are left out).
+    pub daily_visitors: Vec<(chrono::NaiveDate, i64)>,
 }
 
 /// Which direct write a batch was: the click writer (a random id, renamed

@@ -7,20 +7,22 @@ use sqlx::{Connection, Postgres};
 
 use futures_util::future::BoxFuture;
 
+use super::StoreResult;
 use super::migrations::{self, MigrationReport, Schema};
-use super::sql::{Dialect, SqlStore, sql};
-use super::{BatchOrigin, Click, StoreResult};
+use super::sql::{ClickWrite, Dialect, SqlStore, sql};
 use crate::domain::{Timestamp, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// A click batch in one statement, atomic without a transaction (so it costs one round
-/// trip, not a `BEGIN`, two statements and a `COMMIT`): the clicks as `redirect` events, or
-/// `bot_visit` events for bots' (parallel arrays `$1`–`$4` of url ids, user ids, times and
-/// short codes, `$9` whether each is a bot's), then the per-URL counts of the clicks that
-/// are not added to shard `$6`'s counter rows (`$5` url ids, `$7` counts, `$8` latest times),
-/// in `url_id` order (see `record_clicks`: writers sharing a shard queue instead of
-/// deadlocking). `$with` opens the `WITH` list.
+/// trip, not a `BEGIN`, several statements and a `COMMIT`): the clicks as `redirect` events,
+/// or `bot_visit` events for bots' (parallel arrays `$1`–`$4` of url ids, user ids, times and
+/// short codes, `$9` whether each is a bot's); the per-URL counts of the clicks that are not
+/// added to shard `$6`'s counter rows (`$5` url ids, `$7` counts, `$8` latest times); their
+/// analytics added to shard `$6`'s rollup rows (`$10`–`$14`: url ids, hours, dimensions,
+/// values, clicks); their visitors of the day (`$15`–`$17`: url ids, days, visitors).
+/// Counters, rollups and visitors are written in key order (see `record_clicks`: writers
+/// sharing rows queue instead of deadlocking). `$with` opens the `WITH` list.
 macro_rules! write_clicks {
     ($with:expr) => {
         concat!(
@@ -29,7 +31,18 @@ macro_rules! write_clicks {
              SELECT url_id, user_id, CASE WHEN bot THEN 'bot_visit' ELSE 'redirect' END, at, \
              jsonb_build_object('short_code', code) \
              FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[], $9::BOOLEAN[]) \
-             AS click (url_id, user_id, at, code, bot)) \
+             AS click (url_id, user_id, at, code, bot)), \
+             rollups AS (INSERT INTO click_rollups (url_id, hour, dimension, value, shard, clicks) \
+             SELECT url_id, hour, dimension, value, $6, clicks \
+             FROM UNNEST($10::BIGINT[], $11::TIMESTAMP[], $12::TEXT[], $13::TEXT[], $14::BIGINT[]) \
+             AS delta (url_id, hour, dimension, value, clicks) \
+             ORDER BY url_id, hour, dimension, value \
+             ON CONFLICT (url_id, hour, dimension, value, shard) DO UPDATE SET \
+             clicks = click_rollups.clicks + excluded.clicks), \
+             visitors AS (INSERT INTO visitor_days (url_id, day, visitor) \
+             SELECT url_id, day, visitor FROM UNNEST($15::BIGINT[], $16::DATE[], $17::BIGINT[]) \
+             AS seen (url_id, day, visitor) ORDER BY url_id, day, visitor \
+             ON CONFLICT DO NOTHING) \
              INSERT INTO redirect_counts (" COUNTER ") \
              SELECT url_id, $6, clicks, latest \
              FROM UNNEST($5::BIGINT[], $7::BIGINT[], $8::TIMESTAMP[]) AS delta (url_id, clicks, latest) \
@@ -38,10 +51,10 @@ macro_rules! write_clicks {
     };
 }
 const WRITE_CLICKS: &str = write_clicks!("WITH ");
-/// [`WRITE_CLICKS`] of a direct write, which also records its batch as writer `$10`'s last
-/// (`$11`, at `$12`) in the same statement.
+/// [`WRITE_CLICKS`] of a direct write, which also records its batch as writer `$18`'s last
+/// (`$19`, at `$20`) in the same statement.
 const WRITE_CLICKS_OF_WRITER: &str = write_clicks!(sql!(
-    "WITH progress AS (" (RECORD_WRITER_PROGRESS "$10" "$11" "$12") "), "
+    "WITH progress AS (" (RECORD_WRITER_PROGRESS "$18" "$19" "$20") "), "
 ));
 
 pub type PgStore = SqlStore<Postgres>;
@@ -67,21 +80,22 @@ impl Dialect for Postgres {
     /// around it.
     fn write_clicks<'t>(
         conn: &'t mut PgConnection,
-        clicks: &'t [Click],
-        counters: &'t [(i64, (i64, Timestamp))],
-        shard: i16,
-        origin: Option<BatchOrigin>,
+        batch: ClickWrite<'t>,
     ) -> BoxFuture<'t, Result<(), sqlx::Error>> {
         Box::pin(async move {
+            let clicks = batch.clicks;
             let url_ids: Vec<i64> = clicks.iter().map(|c| c.url_id).collect();
             let user_ids: Vec<Option<i64>> = clicks.iter().map(|c| c.user_id).collect();
             let times: Vec<Timestamp> = clicks.iter().map(|c| c.at).collect();
             let codes: Vec<&str> = clicks.iter().map(|c| c.short_code.as_str()).collect();
             let bots: Vec<bool> = clicks.iter().map(|c| c.bot).collect();
+            let counters = batch.counters;
             let counted: Vec<i64> = counters.iter().map(|(url_id, _)| *url_id).collect();
             let counts: Vec<i64> = counters.iter().map(|(_, (count, _))| *count).collect();
             let latest: Vec<Timestamp> = counters.iter().map(|(_, (_, at))| *at).collect();
-            let statement = match origin {
+            let rollups = &batch.analytics.rollups;
+            let visitors = &batch.analytics.visitors;
+            let statement = match batch.origin {
                 Some(_) => WRITE_CLICKS_OF_WRITER,
                 None => WRITE_CLICKS,
             };
@@ -91,11 +105,24 @@ impl Dialect for Postgres {
                 .bind(times)
                 .bind(codes)
                 .bind(counted)
-                .bind(shard)
+                .bind(batch.shard)
                 .bind(counts)
                 .bind(latest)
-                .bind(bots);
-            let write = match origin {
+                .bind(bots)
+                .bind(rollups.iter().map(|r| r.url_id).collect::<Vec<_>>())
+                .bind(rollups.iter().map(|r| r.hour).collect::<Vec<_>>())
+                .bind(
+                    rollups
+                        .iter()
+                        .map(|r| r.dimension.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(rollups.iter().map(|r| r.value.as_str()).collect::<Vec<_>>())
+                .bind(rollups.iter().map(|r| r.clicks).collect::<Vec<_>>())
+                .bind(visitors.iter().map(|v| v.url_id).collect::<Vec<_>>())
+                .bind(visitors.iter().map(|v| v.day).collect::<Vec<_>>())
+                .bind(visitors.iter().map(|v| v.visitor).collect::<Vec<_>>());
+            let write = match batch.origin {
                 Some(origin) => write.bind(origin.writer).bind(origin.seq).bind(now()),
                 None => write,
             };

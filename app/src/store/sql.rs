@@ -73,6 +73,21 @@ const UPDATE_URL: &str = sql!("UPDATE urls SET original_url = $2, title = $3, is
      updated_at = $5, redirect_type = $6, expires_at = $7, max_visits = $8, fallback_url = $9, \
      visits = $10, password_hash = $11, rules = $12, forward_query = $13, version = version + 1 \
      WHERE id = $1 RETURNING " URL);
+/// A link's clicks per hour over `[$2, $3)` (all shards).
+const ANALYTICS_HOURLY: &str = "SELECT hour, CAST(SUM(clicks) AS BIGINT) FROM click_rollups \
+     WHERE url_id = $1 AND hour >= $2 AND hour < $3 AND dimension = 'total' GROUP BY hour \
+     ORDER BY hour";
+/// A link's clicks per dimension and value over `[$2, $3)` (all shards, all hours).
+const ANALYTICS_BREAKDOWN: &str = "SELECT dimension, value, CAST(SUM(clicks) AS BIGINT) \
+     FROM click_rollups WHERE url_id = $1 AND hour >= $2 AND hour < $3 \
+     AND dimension <> 'total' GROUP BY dimension, value";
+/// A link's unique visitors per day over `[$2, $3]`.
+const ANALYTICS_VISITORS: &str = "SELECT day, COUNT(*) FROM visitor_days \
+     WHERE url_id = $1 AND day >= $2 AND day <= $3 GROUP BY day ORDER BY day";
+const ADD_VISITOR_SALT: &str =
+    "INSERT INTO visitor_salts (day, salt) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+const VISITOR_SALT: &str = "SELECT salt FROM visitor_salts WHERE day = $1";
+const FORGET_VISITOR_SALTS: &str = "DELETE FROM visitor_salts WHERE day < $1";
 /// A URL's redirects so far (all shards): where its visits start when a cap is set.
 const REDIRECT_TOTAL: &str = "SELECT CAST(COALESCE(SUM(redirect_count), 0) AS BIGINT) \
      FROM redirect_counts WHERE url_id = $1";
@@ -202,6 +217,17 @@ fn planned_rows(plan: &Value) -> Option<i64> {
         .map(|rows| rows as i64)
 }
 
+/// A click batch as [`Dialect::write_clicks`] writes it.
+pub struct ClickWrite<'t> {
+    pub clicks: &'t [Click],
+    /// Per URL: clicks (bots' visits are not) and the latest, by `url_id`.
+    pub counters: &'t [(i64, (i64, Timestamp))],
+    pub analytics: &'t crate::analytics::BatchRollup,
+    pub shard: i16,
+    /// The direct write this is, recorded as its writer's last batch.
+    pub origin: Option<BatchOrigin>,
+}
+
 /// What differs between the SQL backends.
 pub trait Dialect: Database {
     /// `SELECT <url columns> FROM urls WHERE id = $1`, locking the row for
@@ -220,18 +246,15 @@ pub trait Dialect: Database {
         None
     }
     fn rows_affected(result: &Self::QueryResult) -> u64;
-    /// Writes a click batch's events and its per-URL counter deltas
-    /// (sorted by `url_id`) on `conn`, and records `origin`, when given, as its writer's
-    /// last batch (`sql!`'s `RECORD_WRITER_PROGRESS`), in **one call to the database** of
+    /// Writes a click batch's events, its per-URL counter deltas (sorted by `url_id`) and
+    /// what it adds to the analytics on `conn`, and records `origin`, when given, as its
+    /// writer's last batch (`sql!`'s `RECORD_WRITER_PROGRESS`), in **one call to the database** of
     /// fixed text whatever the batch size: the rows travel as one or a few parameters, not
     /// as bind parameters per row. Atomic by itself when [`Self::CLICK_WRITE_IS_ATOMIC`];
     /// otherwise the caller runs it in a transaction.
     fn write_clicks<'t>(
         conn: &'t mut Self::Connection,
-        clicks: &'t [Click],
-        counters: &'t [(i64, (i64, Timestamp))],
-        shard: i16,
-        origin: Option<BatchOrigin>,
+        batch: ClickWrite<'t>,
     ) -> futures_util::future::BoxFuture<'t, Result<(), sqlx::Error>>;
     /// Whether [`Self::write_clicks`] is one statement, atomic without a transaction.
     const CLICK_WRITE_IS_ATOMIC: bool;
@@ -408,16 +431,25 @@ where
         per_url.into_iter().collect()
     }
 
-    /// Appends `clicks` as `redirect` events and adds them to shard `shard`'s counters on
-    /// `conn` ([`Dialect::write_clicks`]); records `origin`, when given, as its writer's
-    /// last batch.
+    /// Appends `clicks` as `redirect` (or `bot_visit`) events and adds them to shard
+    /// `shard`'s counters and analytics on `conn` ([`Dialect::write_clicks`]); records
+    /// `origin`, when given, as its writer's last batch.
     async fn write_clicks_on(
         conn: &mut DB::Connection,
         clicks: &[Click],
         shard: i16,
         origin: Option<BatchOrigin>,
     ) -> StoreResult<()> {
-        Ok(DB::write_clicks(conn, clicks, &Self::per_url(clicks), shard, origin).await?)
+        let counters = Self::per_url(clicks);
+        let analytics = crate::analytics::BatchRollup::of(clicks);
+        let batch = ClickWrite {
+            clicks,
+            counters: &counters,
+            analytics: &analytics,
+            shard,
+            origin,
+        };
+        Ok(DB::write_clicks(conn, batch).await?)
     }
 
     /// Records one of the service's own events about `url`, made by `by`.
@@ -495,6 +527,8 @@ where
     Option<i64>: for<'q> Encode<'q, DB> + Type<DB>,
     Option<String>: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
     Option<Timestamp>: for<'q> Encode<'q, DB> + Type<DB>,
+    chrono::NaiveDate: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
+    Vec<u8>: for<'r> Decode<'r, DB> + for<'q> Encode<'q, DB> + Type<DB>,
 {
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
@@ -796,6 +830,63 @@ where
                 events_matching(&filter),
             )
             .await
+        })
+    }
+
+    async fn url_analytics(
+        &self,
+        url_id: i64,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<AnalyticsRows> {
+        traced!("url_analytics", async {
+            let hourly = sqlx::query_as::<DB, (Timestamp, i64)>(ANALYTICS_HOURLY)
+                .bind(url_id)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?;
+            let breakdown = sqlx::query_as::<DB, (String, String, i64)>(ANALYTICS_BREAKDOWN)
+                .bind(url_id)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?;
+            let daily_visitors = sqlx::query_as::<DB, (chrono::NaiveDate, i64)>(ANALYTICS_VISITORS)
+                .bind(url_id)
+                .bind(from.date())
+                // The last day the range touches (`to` is exclusive).
+                .bind((to - chrono::TimeDelta::seconds(1)).date())
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(AnalyticsRows {
+                hourly,
+                breakdown,
+                daily_visitors,
+            })
+        })
+    }
+
+    async fn visitor_salt(&self, day: chrono::NaiveDate, fresh: Vec<u8>) -> StoreResult<Vec<u8>> {
+        traced!("visitor_salt", async {
+            let mut tx = self.writer.begin().await?;
+            sqlx::query::<DB>(ADD_VISITOR_SALT)
+                .bind(day)
+                .bind(fresh)
+                .execute(&mut *tx)
+                .await?;
+            let salt = sqlx::query_scalar::<DB, Vec<u8>>(VISITOR_SALT)
+                .bind(day)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(yesterday) = day.pred_opt() {
+                sqlx::query::<DB>(FORGET_VISITOR_SALTS)
+                    .bind(yesterday)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(salt)
         })
     }
 

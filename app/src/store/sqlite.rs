@@ -11,9 +11,9 @@ use sqlx::{Connection, Sqlite};
 
 use futures_util::future::BoxFuture;
 
+use super::StoreResult;
 use super::migrations::{self, MigrationReport, Schema};
-use super::sql::{Dialect, GET_URL, SqlStore, sql};
-use super::{BatchOrigin, Click, StoreResult};
+use super::sql::{ClickWrite, Dialect, GET_URL, SqlStore, sql};
 use crate::domain::{Timestamp, now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -22,11 +22,13 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// statements is one trip to the connection's thread (not one per statement), and its
 /// numbered parameters name the same values in every statement. The clicks arrive as one
 /// JSON array `$1` of `[url_id, user_id, time, short_code, bot]` (`bot` 1 for a bot's visit,
-/// written as a `bot_visit` event) and the per-URL deltas of the others for shard `$2` as
-/// `$3`, `[url_id, clicks, latest]` ([`batch_json`]): one statement text whatever
-/// the batch size (one prepared statement, no bind parameter per row), the `details` JSON
-/// built by SQLite. Not atomic by itself: it runs in the caller's transaction.
-/// `$progress` records the batch as writer `$4`'s last (`$5`, at `$6`), or is empty.
+/// written as a `bot_visit` event); the per-URL deltas of the others for shard `$2` as `$3`,
+/// `[url_id, clicks, latest]`; their analytics as `$4`, `[url_id, hour, dimension, value,
+/// clicks]`, and their visitors of the day as `$5`, `[url_id, day, visitor]` ([`batch_json`]):
+/// one statement text whatever the batch size (one prepared statement, no bind parameter per
+/// row), the `details` JSON built by SQLite. Not atomic by itself: it runs in the caller's
+/// transaction. `$progress` records the batch as writer `$6`'s last (`$7`, at `$8`), or is
+/// empty.
 macro_rules! write_clicks {
     ($progress:expr) => {
         concat!(
@@ -36,6 +38,14 @@ macro_rules! write_clicks {
              CASE WHEN value ->> 4 THEN 'bot_visit' ELSE 'redirect' END, \
              datetime(value ->> 2, 'unixepoch'), \
              json_object('short_code', value ->> 3) FROM json_each($1) WHERE true; \
+             INSERT INTO click_rollups (url_id, hour, dimension, value, shard, clicks) \
+             SELECT value ->> 0, datetime(value ->> 1, 'unixepoch'), value ->> 2, value ->> 3, \
+             $2, value ->> 4 FROM json_each($4) WHERE true \
+             ON CONFLICT (url_id, hour, dimension, value, shard) DO UPDATE SET \
+             clicks = click_rollups.clicks + excluded.clicks; \
+             INSERT INTO visitor_days (url_id, day, visitor) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($5) WHERE true \
+             ON CONFLICT DO NOTHING; \
              INSERT INTO redirect_counts (" COUNTER ") \
              SELECT value ->> 0, $2, value ->> 1, datetime(value ->> 2, 'unixepoch') \
              FROM json_each($3) WHERE true" (ADD_TO_COUNTERS "max"))
@@ -44,17 +54,15 @@ macro_rules! write_clicks {
 }
 const WRITE_CLICKS: &str = write_clicks!("");
 const WRITE_CLICKS_OF_WRITER: &str =
-    write_clicks!(sql!((RECORD_WRITER_PROGRESS "$4" "$5" "$6") "; "));
+    write_clicks!(sql!((RECORD_WRITER_PROGRESS "$6" "$7" "$8") "; "));
 
-/// `clicks` and `counters` as the JSON arrays of [`WRITE_CLICKS`], times in Unix seconds
-/// (timestamps are whole seconds; SQLite's `datetime(…, 'unixepoch')` writes them as a
-/// bound [`Timestamp`] is stored).
-fn batch_json(
-    clicks: &[Click],
-    counters: &[(i64, (i64, Timestamp))],
-) -> Result<(String, String), serde_json::Error> {
+/// The batch's rows as the JSON arrays of [`WRITE_CLICKS`] (`$1`, `$3`, `$4`, `$5`), times in
+/// Unix seconds (timestamps are whole seconds; SQLite's `datetime(…, 'unixepoch')` writes
+/// them as a bound [`Timestamp`] is stored), days as `YYYY-MM-DD` (as a bound date is).
+fn batch_json(batch: &ClickWrite<'_>) -> Result<[String; 4], serde_json::Error> {
     let seconds = |at: &Timestamp| at.and_utc().timestamp();
-    let clicks: Vec<_> = clicks
+    let clicks: Vec<_> = batch
+        .clicks
         .iter()
         .map(|c| {
             let bot = u8::from(c.bot);
@@ -67,14 +75,37 @@ fn batch_json(
             )
         })
         .collect();
-    let counters: Vec<_> = counters
+    let counters: Vec<_> = batch
+        .counters
         .iter()
         .map(|(url_id, (count, at))| (url_id, count, seconds(at)))
         .collect();
-    Ok((
+    let rollups: Vec<_> = batch
+        .analytics
+        .rollups
+        .iter()
+        .map(|r| {
+            (
+                r.url_id,
+                seconds(&r.hour),
+                r.dimension.as_str(),
+                r.value.as_str(),
+                r.clicks,
+            )
+        })
+        .collect();
+    let visitors: Vec<_> = batch
+        .analytics
+        .visitors
+        .iter()
+        .map(|v| (v.url_id, v.day.format("%Y-%m-%d").to_string(), v.visitor))
+        .collect();
+    Ok([
         serde_json::to_string(&clicks)?,
         serde_json::to_string(&counters)?,
-    ))
+        serde_json::to_string(&rollups)?,
+        serde_json::to_string(&visitors)?,
+    ])
 }
 
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -97,26 +128,23 @@ impl Dialect for Sqlite {
 
     fn write_clicks<'t>(
         conn: &'t mut SqliteConnection,
-        clicks: &'t [Click],
-        counters: &'t [(i64, (i64, Timestamp))],
-        shard: i16,
-        origin: Option<BatchOrigin>,
+        batch: ClickWrite<'t>,
     ) -> BoxFuture<'t, Result<(), sqlx::Error>> {
         Box::pin(async move {
-            let (clicks, counters) =
-                batch_json(clicks, counters).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            let write = match origin {
-                Some(origin) => sqlx::query(WRITE_CLICKS_OF_WRITER)
-                    .bind(clicks)
-                    .bind(shard)
-                    .bind(counters)
-                    .bind(origin.writer)
-                    .bind(origin.seq)
-                    .bind(now()),
-                None => sqlx::query(WRITE_CLICKS)
-                    .bind(clicks)
-                    .bind(shard)
-                    .bind(counters),
+            let [clicks, counters, rollups, visitors] =
+                batch_json(&batch).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let write = match batch.origin {
+                Some(_) => sqlx::query(WRITE_CLICKS_OF_WRITER),
+                None => sqlx::query(WRITE_CLICKS),
+            }
+            .bind(clicks)
+            .bind(batch.shard)
+            .bind(counters)
+            .bind(rollups)
+            .bind(visitors);
+            let write = match batch.origin {
+                Some(origin) => write.bind(origin.writer).bind(origin.seq).bind(now()),
+                None => write,
             };
             write.execute(conn).await?;
             Ok(())
@@ -189,6 +217,7 @@ pub async fn migrate(database_url: &str) -> StoreResult<MigrationReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{BatchOrigin, Click};
 
     /// The pragmas `options` asks for are what the writer connection runs with.
     #[tokio::test]
@@ -280,6 +309,9 @@ mod tests {
             short_code: code.to_owned(),
             at,
             bot: false,
+            agent: None,
+            referrer: None,
+            visitor: None,
         };
         let first = [
             click(1, Some(7), "a-1", at),

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod analytics;
 mod events;
 mod export;
 mod keys;
@@ -20,6 +21,10 @@ mod urls;
 mod users;
 
 every_backend!(
+    analytics: [
+        analytics_count_clicks_by_time_source_and_visitor,
+        analytics_ranges_are_checked,
+    ],
     events: [
         events_api,
         clients_cannot_forge_redirect_events,

@@ -1,0 +1,22 @@
+-- Link analytics (see the PostgreSQL migration of the same name).
+CREATE TABLE click_rollups (
+    url_id    INTEGER NOT NULL,
+    hour      TEXT    NOT NULL,
+    dimension TEXT    NOT NULL,
+    value     TEXT    NOT NULL,
+    shard     INTEGER NOT NULL,
+    clicks    INTEGER NOT NULL,
+    PRIMARY KEY (url_id, hour, dimension, value, shard)
+) WITHOUT ROWID;
+
+CREATE TABLE visitor_days (
+    url_id  INTEGER NOT NULL,
+    day     TEXT    NOT NULL,
+    visitor INTEGER NOT NULL,
+    PRIMARY KEY (url_id, day, visitor)
+) WITHOUT ROWID;
+
+CREATE TABLE visitor_salts (
+    day  TEXT PRIMARY KEY,
+    salt BLOB NOT NULL
+);

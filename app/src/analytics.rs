@@ -1,0 +1,409 @@
+//! Link analytics: what a click carries for them, the rollups the click writer adds up
+//! from a batch (written in the same statement as the clicks, so exactly once), and the
+//! visitor hash (a salted daily hash of the client address and agent: no address is kept).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use sha2::{Digest as _, Sha256};
+
+use crate::domain::Timestamp;
+use crate::store::Click;
+
+/// The longest `User-Agent` or `Referer` a click keeps (longer ones are cut).
+pub const MAX_HEADER_KEPT: usize = 512;
+
+/// What clicks are counted by in the rollups, besides in total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    Total,
+    /// The `Referer`'s host; `""`: none (typed in, or a client that sends none).
+    Referrer,
+    Browser,
+    Os,
+    /// `desktop`, `mobile`, `appliance` (consoles, TVs), or `other`.
+    Device,
+}
+
+impl Dimension {
+    pub const ALL: [Self; 5] = [
+        Self::Total,
+        Self::Referrer,
+        Self::Browser,
+        Self::Os,
+        Self::Device,
+    ];
+
+    /// As stored in `click_rollups.dimension`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Total => "total",
+            Self::Referrer => "referrer",
+            Self::Browser => "browser",
+            Self::Os => "os",
+            Self::Device => "device",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == raw)
+    }
+}
+
+/// One row of `click_rollups` to add (for the writer's shard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupDelta {
+    pub url_id: i64,
+    pub hour: Timestamp,
+    pub dimension: Dimension,
+    pub value: String,
+    pub clicks: i64,
+}
+
+/// One row of `visitor_days` to insert (if it is not there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VisitorDay {
+    pub url_id: i64,
+    pub day: NaiveDate,
+    pub visitor: i64,
+}
+
+/// What a batch adds to the analytics, in key order (writers then take row locks in one
+/// order and never deadlock). Bots' visits add nothing.
+#[derive(Debug, Default)]
+pub struct BatchRollup {
+    pub rollups: Vec<RollupDelta>,
+    pub visitors: Vec<VisitorDay>,
+}
+
+impl BatchRollup {
+    pub fn of(clicks: &[Click]) -> Self {
+        // Clicks alike (link, hour, agent, referrer) are counted together first, borrowing
+        // from the batch: one map operation per click, and each agent and referrer of the
+        // batch is parsed once per link and hour, not once per click.
+        let mut alike: HashMap<(i64, Timestamp, Option<&str>, Option<&str>), i64> = HashMap::new();
+        let mut visitors = BTreeSet::new();
+        for click in clicks.iter().filter(|c| !c.bot) {
+            let key = (
+                click.url_id,
+                hour_of(click.at),
+                click.agent.as_deref(),
+                click.referrer.as_deref(),
+            );
+            *alike.entry(key).or_default() += 1;
+            if let Some(visitor) = click.visitor {
+                visitors.insert(VisitorDay {
+                    url_id: click.url_id,
+                    day: click.at.date(),
+                    visitor,
+                });
+            }
+        }
+        let mut agents: HashMap<Option<&str>, Families> = HashMap::new();
+        let mut counts: BTreeMap<(i64, Timestamp, Dimension, String), i64> = BTreeMap::new();
+        for ((url_id, hour, agent, referrer), clicks) in alike {
+            let families = agents.entry(agent).or_insert_with(|| Families::of(agent));
+            let values = [
+                (Dimension::Total, String::new()),
+                (
+                    Dimension::Referrer,
+                    referrer.map(referrer_host).unwrap_or_default(),
+                ),
+                (Dimension::Browser, families.browser.clone()),
+                (Dimension::Os, families.os.clone()),
+                (Dimension::Device, families.device.to_owned()),
+            ];
+            for (dimension, value) in values {
+                *counts.entry((url_id, hour, dimension, value)).or_default() += clicks;
+            }
+        }
+        Self {
+            rollups: counts
+                .into_iter()
+                .map(|((url_id, hour, dimension, value), clicks)| RollupDelta {
+                    url_id,
+                    hour,
+                    dimension,
+                    value,
+                    clicks,
+                })
+                .collect(),
+            visitors: visitors.into_iter().collect(),
+        }
+    }
+}
+
+/// `at`, down to its hour.
+pub fn hour_of(at: Timestamp) -> Timestamp {
+    at.date()
+        .and_hms_opt(chrono::Timelike::hour(&at), 0, 0)
+        .unwrap_or(at)
+}
+
+/// The host a `Referer` names, lower-cased; `""` when it names none (or is not a URL).
+fn referrer_host(referrer: &str) -> String {
+    url::Url::parse(referrer)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default()
+}
+
+/// Browser, operating system and device class, as a user-agent parser names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Families {
+    pub browser: String,
+    pub os: String,
+    pub device: &'static str,
+}
+
+impl Families {
+    pub fn of(user_agent: Option<&str>) -> Self {
+        static PARSER: LazyLock<woothee::parser::Parser> =
+            LazyLock::new(woothee::parser::Parser::new);
+        let Some(parsed) = user_agent.and_then(|ua| PARSER.parse(ua)) else {
+            return Self {
+                browser: "Other".into(),
+                os: "Other".into(),
+                device: "other",
+            };
+        };
+        let known = |name: &str| if name == "UNKNOWN" { "Other" } else { name }.to_owned();
+        Self {
+            browser: known(parsed.name),
+            os: known(parsed.os),
+            device: match parsed.category {
+                "pc" => "desktop",
+                "smartphone" | "mobilephone" => "mobile",
+                "appliance" => "appliance",
+                _ => "other",
+            },
+        }
+    }
+}
+
+/// `value`, cut to at most [`MAX_HEADER_KEPT`] bytes at a character boundary.
+pub fn kept(value: &str) -> String {
+    let mut end = value.len().min(MAX_HEADER_KEPT);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
+
+/// The salted daily visitor hash. The salt is the day's, shared by every replica through
+/// the database ([`Visitors::refresh`]); until a replica has it (the database away at its
+/// start), it uses one of its own, so the same visitor may count once per replica that day.
+pub struct Visitors {
+    salt: RwLock<Salt>,
+}
+
+#[derive(Debug, Clone)]
+struct Salt {
+    day: NaiveDate,
+    bytes: Vec<u8>,
+    /// The database's salt for `day` (not one of this replica's own).
+    shared: bool,
+}
+
+impl Default for Visitors {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Visitors {
+    pub fn new() -> Self {
+        Self {
+            salt: RwLock::new(Salt {
+                day: crate::domain::now().date(),
+                bytes: fresh_salt(),
+                shared: false,
+            }),
+        }
+    }
+
+    /// The visitor `client` with `user_agent` is today (a hash; never reversed to the address).
+    pub fn visitor(&self, client: IpAddr, user_agent: Option<&[u8]>) -> i64 {
+        let mut hash = Sha256::new();
+        {
+            let salt = self.salt.read().unwrap_or_else(|e| e.into_inner());
+            hash.update(&salt.bytes);
+        }
+        match client {
+            IpAddr::V4(v4) => hash.update(v4.octets()),
+            IpAddr::V6(v6) => hash.update(v6.octets()),
+        }
+        hash.update([0]);
+        hash.update(user_agent.unwrap_or_default());
+        let digest = hash.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        i64::from_be_bytes(first)
+    }
+
+    /// Takes today's salt from the store (adding `fresh` when no replica has yet), and forgets
+    /// salts older than yesterday. Run at start and every minute.
+    pub async fn refresh(&self, store: &crate::store::DynStore) -> crate::store::StoreResult<()> {
+        let today = crate::domain::now().date();
+        {
+            let salt = self.salt.read().unwrap_or_else(|e| e.into_inner());
+            if salt.day == today && salt.shared {
+                return Ok(());
+            }
+        }
+        let bytes = store.visitor_salt(today, fresh_salt()).await?;
+        let mut salt = self.salt.write().unwrap_or_else(|e| e.into_inner());
+        *salt = Salt {
+            day: today,
+            bytes,
+            shared: true,
+        };
+        Ok(())
+    }
+}
+
+/// Takes the day's salt now (waiting at most a few seconds: a database away at start leaves
+/// the replica on a salt of its own until it is back), then every 30 seconds, while
+/// `visitors` is in use.
+pub async fn keep_salt_fresh(visitors: &Arc<Visitors>, store: crate::store::DynStore) {
+    match tokio::time::timeout(Duration::from_secs(3), visitors.refresh(&store)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "visitor salt not read; a local one for now"),
+        Err(_) => tracing::warn!("visitor salt not read in time; a local one for now"),
+    }
+    let visitors = Arc::downgrade(visitors);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(visitors) = visitors.upgrade() else {
+                break;
+            };
+            if let Err(error) = visitors.refresh(&store).await {
+                tracing::warn!(%error, "visitor salt not refreshed");
+            }
+        }
+    });
+}
+
+fn fresh_salt() -> Vec<u8> {
+    rand::random::<[u8; 32]>().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::timestamp::parse;
+
+    fn click(url_id: i64, at: &str, ua: Option<&str>, referrer: Option<&str>) -> Click {
+        Click {
+            url_id,
+            user_id: None,
+            short_code: "c".into(),
+            at: parse(at).unwrap(),
+            bot: false,
+            agent: ua.map(str::to_owned),
+            referrer: referrer.map(str::to_owned),
+            visitor: Some(url_id * 10),
+        }
+    }
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+        (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+    #[test]
+    fn a_batch_adds_up_per_link_hour_and_dimension_leaving_bots_out() {
+        let mut bot = click(1, "2026-12-07 10:59:00", Some(CHROME), None);
+        bot.bot = true;
+        let clicks = [
+            click(
+                1,
+                "2026-12-07 10:01:00",
+                Some(CHROME),
+                Some("https://News.example.com/x?y"),
+            ),
+            click(1, "2026-12-07 10:59:59", Some(CHROME), None),
+            click(1, "2026-12-07 11:00:00", None, Some("not a url")),
+            click(2, "2026-12-07 10:30:00", Some(CHROME), None),
+            bot,
+        ];
+        let batch = BatchRollup::of(&clicks);
+        let get = |url, hour: &str, dimension, value: &str| {
+            batch
+                .rollups
+                .iter()
+                .find(|r| {
+                    r.url_id == url
+                        && r.hour == parse(hour).unwrap()
+                        && r.dimension == dimension
+                        && r.value == value
+                })
+                .map(|r| r.clicks)
+        };
+        assert_eq!(get(1, "2026-12-07 10:00:00", Dimension::Total, ""), Some(2));
+        assert_eq!(get(1, "2026-12-07 11:00:00", Dimension::Total, ""), Some(1));
+        assert_eq!(get(2, "2026-12-07 10:00:00", Dimension::Total, ""), Some(1));
+        assert_eq!(
+            get(
+                1,
+                "2026-12-07 10:00:00",
+                Dimension::Referrer,
+                "news.example.com"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            get(1, "2026-12-07 10:00:00", Dimension::Referrer, ""),
+            Some(1)
+        );
+        assert_eq!(
+            get(1, "2026-12-07 11:00:00", Dimension::Referrer, ""),
+            Some(1)
+        );
+        assert_eq!(
+            get(1, "2026-12-07 10:00:00", Dimension::Browser, "Chrome"),
+            Some(2)
+        );
+        assert_eq!(
+            get(1, "2026-12-07 10:00:00", Dimension::Device, "desktop"),
+            Some(2)
+        );
+        assert_eq!(
+            get(1, "2026-12-07 11:00:00", Dimension::Browser, "Other"),
+            Some(1)
+        );
+        // Sorted by key, so that concurrent writers lock rows in one order.
+        let keys: Vec<_> = batch
+            .rollups
+            .iter()
+            .map(|r| (r.url_id, r.hour, r.dimension, r.value.clone()))
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // One visitor row per link and day, whatever the clicks.
+        assert_eq!(batch.visitors.len(), 2);
+    }
+
+    #[test]
+    fn visitors_differ_by_address_agent_and_salt() {
+        let visitors = Visitors::new();
+        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        let b: IpAddr = "2001:db8::7".parse().unwrap();
+        let ua = Some(CHROME.as_bytes());
+        assert_eq!(visitors.visitor(a, ua), visitors.visitor(a, ua));
+        assert_ne!(visitors.visitor(a, ua), visitors.visitor(b, ua));
+        assert_ne!(visitors.visitor(a, ua), visitors.visitor(a, None));
+        assert_ne!(visitors.visitor(a, ua), Visitors::new().visitor(a, ua));
+    }
+
+    #[test]
+    fn kept_headers_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(MAX_HEADER_KEPT);
+        let cut = kept(&long);
+        assert!(cut.len() <= MAX_HEADER_KEPT && cut.chars().all(|c| c == 'é'));
+        assert_eq!(kept("short"), "short");
+    }
+}
