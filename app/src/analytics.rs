@@ -71,6 +71,9 @@ pub struct VisitorDay {
     pub visitor: i64,
 }
 
+/// Clicks counted together: link, hour, agent, referrer.
+type Alike<'a> = (i64, Timestamp, Option<&'a str>, Option<&'a str>);
+
 /// What a batch adds to the analytics, in key order (writers then take row locks in one
 /// order and never deadlock). Bots' visits add nothing.
 #[derive(Debug, Default)]
@@ -84,7 +87,7 @@ impl BatchRollup {
         // Clicks alike (link, hour, agent, referrer) are counted together first, borrowing
         // from the batch: one map operation per click, and each agent and referrer of the
         // batch is parsed once per link and hour, not once per click.
-        let mut alike: HashMap<(i64, Timestamp, Option<&str>, Option<&str>), i64> = HashMap::new();
+        let mut alike: HashMap<Alike<'_>, i64> = HashMap::new();
         let mut visitors = BTreeSet::new();
         for click in clicks.iter().filter(|c| !c.bot) {
             let key = (
