@@ -129,9 +129,9 @@ pub async fn analytics(
     PathId(id): PathId,
     query: QueryParams,
 ) -> ApiResult<Json<Analytics>> {
-    let granularity = match query.text("granularity") {
+    let granularity = match query.given("granularity") {
         None => Granularity::Day,
-        Some(name) => Granularity::parse(&name).ok_or_else(|| {
+        Some(name) => Granularity::parse(name).ok_or_else(|| {
             ApiError::invalid_field(
                 "granularity",
                 format!("must be one of {}", Granularity::NAMES.join(", ")),
@@ -140,8 +140,8 @@ pub async fn analytics(
     };
     let instant = |name: &str| {
         query
-            .text(name)
-            .map(|raw| field(name, timestamp::parse_instant(&raw)))
+            .given(name)
+            .map(|raw| field(name, timestamp::parse_instant(raw)))
             .transpose()
     };
     let step = granularity.step();

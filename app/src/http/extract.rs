@@ -145,6 +145,12 @@ impl QueryParams {
             .transpose()
     }
 
+    /// The parameter as given, empty included (an empty value is then refused as any other
+    /// that does not parse, where absence has a meaning of its own).
+    pub fn given(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
     pub fn text(&self, name: &str) -> Option<String> {
         self.0
             .get(name)

@@ -120,6 +120,8 @@ pub async fn analytics_ranges_are_checked(backend: Backend) {
     let base = format!("/urls/{}/analytics", url["id"]);
     for (query, field) in [
         ("granularity=week", "granularity"),
+        ("granularity=", "granularity"),
+        ("to=", "to"),
         ("from=yesterday", "from"),
         ("to=2026-13-01T00:00:00Z", "to"),
         ("from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z", "from"),
