@@ -16,10 +16,9 @@ use crate::store::Click;
 /// The longest `User-Agent` or `Referer` a click keeps (longer ones are cut).
 pub const MAX_HEADER_KEPT: usize = 512;
 
-/// What clicks are counted by in the rollups, besides in total.
+/// What clicks are broken down by (each a column of `click_rollups`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dimension {
-    Total,
     /// The `Referer`'s host; `""`: none (typed in, or a client that sends none).
     Referrer,
     Browser,
@@ -29,18 +28,11 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Self; 5] = [
-        Self::Total,
-        Self::Referrer,
-        Self::Browser,
-        Self::Os,
-        Self::Device,
-    ];
+    pub const ALL: [Self; 4] = [Self::Referrer, Self::Browser, Self::Os, Self::Device];
 
-    /// As stored in `click_rollups.dimension`.
+    /// Its column in `click_rollups` (and its name in the store's breakdown rows).
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Total => "total",
             Self::Referrer => "referrer",
             Self::Browser => "browser",
             Self::Os => "os",
@@ -53,13 +45,21 @@ impl Dimension {
     }
 }
 
-/// One row of `click_rollups` to add (for the writer's shard).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RollupDelta {
+/// Clicks alike in everything the rollups keep.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RollupKey {
     pub url_id: i64,
     pub hour: Timestamp,
-    pub dimension: Dimension,
-    pub value: String,
+    pub referrer: String,
+    pub browser: String,
+    pub os: String,
+    pub device: &'static str,
+}
+
+/// One row of `click_rollups` to add to (for the writer's shard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupDelta {
+    pub key: RollupKey,
     pub clicks: i64,
 }
 
@@ -106,33 +106,23 @@ impl BatchRollup {
             }
         }
         let mut agents: HashMap<Option<&str>, Families> = HashMap::new();
-        let mut counts: BTreeMap<(i64, Timestamp, Dimension, String), i64> = BTreeMap::new();
+        let mut counts: BTreeMap<RollupKey, i64> = BTreeMap::new();
         for ((url_id, hour, agent, referrer), clicks) in alike {
             let families = agents.entry(agent).or_insert_with(|| Families::of(agent));
-            let values = [
-                (Dimension::Total, String::new()),
-                (
-                    Dimension::Referrer,
-                    referrer.map(referrer_host).unwrap_or_default(),
-                ),
-                (Dimension::Browser, families.browser.clone()),
-                (Dimension::Os, families.os.clone()),
-                (Dimension::Device, families.device.to_owned()),
-            ];
-            for (dimension, value) in values {
-                *counts.entry((url_id, hour, dimension, value)).or_default() += clicks;
-            }
+            let key = RollupKey {
+                url_id,
+                hour,
+                referrer: referrer.map(referrer_host).unwrap_or_default(),
+                browser: families.browser.clone(),
+                os: families.os.clone(),
+                device: families.device,
+            };
+            *counts.entry(key).or_default() += clicks;
         }
         Self {
             rollups: counts
                 .into_iter()
-                .map(|((url_id, hour, dimension, value), clicks)| RollupDelta {
-                    url_id,
-                    hour,
-                    dimension,
-                    value,
-                    clicks,
-                })
+                .map(|(key, clicks)| RollupDelta { key, clicks })
                 .collect(),
             visitors: visitors.into_iter().collect(),
         }
@@ -335,56 +325,33 @@ mod tests {
             bot,
         ];
         let batch = BatchRollup::of(&clicks);
-        let get = |url, hour: &str, dimension, value: &str| {
+        let sum = |url, hour: &str, pick: &dyn Fn(&RollupKey) -> bool| -> i64 {
             batch
                 .rollups
                 .iter()
-                .find(|r| {
-                    r.url_id == url
-                        && r.hour == parse(hour).unwrap()
-                        && r.dimension == dimension
-                        && r.value == value
+                .filter(|r| {
+                    r.key.url_id == url && r.key.hour == parse(hour).unwrap() && pick(&r.key)
                 })
                 .map(|r| r.clicks)
+                .sum()
         };
-        assert_eq!(get(1, "2026-12-07 10:00:00", Dimension::Total, ""), Some(2));
-        assert_eq!(get(1, "2026-12-07 11:00:00", Dimension::Total, ""), Some(1));
-        assert_eq!(get(2, "2026-12-07 10:00:00", Dimension::Total, ""), Some(1));
+        assert_eq!(sum(1, "2026-12-07 10:00:00", &|_| true), 2);
+        assert_eq!(sum(1, "2026-12-07 11:00:00", &|_| true), 1);
+        assert_eq!(sum(2, "2026-12-07 10:00:00", &|_| true), 1);
         assert_eq!(
-            get(
-                1,
-                "2026-12-07 10:00:00",
-                Dimension::Referrer,
-                "news.example.com"
-            ),
-            Some(1)
+            sum(1, "2026-12-07 10:00:00", &|k| k.referrer
+                == "news.example.com"),
+            1
         );
-        assert_eq!(
-            get(1, "2026-12-07 10:00:00", Dimension::Referrer, ""),
-            Some(1)
-        );
-        assert_eq!(
-            get(1, "2026-12-07 11:00:00", Dimension::Referrer, ""),
-            Some(1)
-        );
-        assert_eq!(
-            get(1, "2026-12-07 10:00:00", Dimension::Browser, "Chrome"),
-            Some(2)
-        );
-        assert_eq!(
-            get(1, "2026-12-07 10:00:00", Dimension::Device, "desktop"),
-            Some(2)
-        );
-        assert_eq!(
-            get(1, "2026-12-07 11:00:00", Dimension::Browser, "Other"),
-            Some(1)
-        );
-        // Sorted by key, so that concurrent writers lock rows in one order.
-        let keys: Vec<_> = batch
-            .rollups
-            .iter()
-            .map(|r| (r.url_id, r.hour, r.dimension, r.value.clone()))
-            .collect();
+        assert_eq!(sum(1, "2026-12-07 10:00:00", &|k| k.referrer.is_empty()), 1);
+        assert_eq!(sum(1, "2026-12-07 11:00:00", &|k| k.referrer.is_empty()), 1);
+        assert_eq!(sum(1, "2026-12-07 10:00:00", &|k| k.browser == "Chrome"), 2);
+        assert_eq!(sum(1, "2026-12-07 10:00:00", &|k| k.device == "desktop"), 2);
+        assert_eq!(sum(1, "2026-12-07 11:00:00", &|k| k.browser == "Other"), 1);
+        // Clicks alike are one row; rows sorted by key, so that concurrent writers lock
+        // rows in one order.
+        assert_eq!(batch.rollups.len(), 4);
+        let keys: Vec<&RollupKey> = batch.rollups.iter().map(|r| &r.key).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         // One visitor row per link and day, whatever the clicks.
         assert_eq!(batch.visitors.len(), 2);

@@ -13,6 +13,7 @@ pub mod clicks;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod import;
 pub mod keys;
 pub mod limits;
 pub mod links;

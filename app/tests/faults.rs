@@ -398,6 +398,14 @@ impl Store for AnswerLost {
     ) -> StoreResult<Vec<Event>> {
         self.inner.events_after(filter, after_id, limit).await
     }
+    async fn import_urls(
+        &self,
+        user_id: Option<i64>,
+        urls: Vec<shortener::store::ImportedUrl>,
+        by: Actor,
+    ) -> StoreResult<Vec<shortener::store::Imported>> {
+        self.inner.import_urls(user_id, urls, by).await
+    }
     async fn url_analytics(
         &self,
         url_id: i64,

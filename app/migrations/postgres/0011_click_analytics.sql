@@ -1,18 +1,21 @@
 -- Link analytics, kept up to date by the click writer in the same statement as the clicks'
 -- events and counters (so exactly once, as they are), and read without scanning events.
 --
--- Clicks per link and hour, in total (`dimension` 'total', `value` '') and per referrer
--- host, browser, operating system and device class; split by writer shard as the redirect
--- counters are, so that concurrent writers do not queue on one hot link's rows. Bots'
--- visits are not in it.
+-- Clicks per link, hour, referring host ('' for none), browser, operating system and device
+-- class: one row per combination seen, so that a batch of clicks alike (the usual case) adds
+-- to one row, and every breakdown is a GROUP BY of the same rows. Split by writer shard as
+-- the redirect counters are, so that concurrent writers do not queue on one hot link's rows.
+-- Bots' visits are not in it.
 CREATE TABLE IF NOT EXISTS click_rollups (
-    url_id    BIGINT    NOT NULL,
-    hour      TIMESTAMP NOT NULL,
-    dimension TEXT      NOT NULL,
-    value     TEXT      NOT NULL,
-    shard     SMALLINT  NOT NULL,
-    clicks    BIGINT    NOT NULL,
-    PRIMARY KEY (url_id, hour, dimension, value, shard)
+    url_id   BIGINT    NOT NULL,
+    hour     TIMESTAMP NOT NULL,
+    referrer TEXT      NOT NULL,
+    browser  TEXT      NOT NULL,
+    os       TEXT      NOT NULL,
+    device   TEXT      NOT NULL,
+    shard    SMALLINT  NOT NULL,
+    clicks   BIGINT    NOT NULL,
+    PRIMARY KEY (url_id, hour, referrer, browser, os, device, shard)
 );
 
 -- One row per link, day and visitor: the visitor is a hash of the client address and

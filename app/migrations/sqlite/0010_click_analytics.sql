@@ -1,12 +1,14 @@
 -- Link analytics (see the PostgreSQL migration of the same name).
 CREATE TABLE click_rollups (
-    url_id    INTEGER NOT NULL,
-    hour      TEXT    NOT NULL,
-    dimension TEXT    NOT NULL,
-    value     TEXT    NOT NULL,
-    shard     INTEGER NOT NULL,
-    clicks    INTEGER NOT NULL,
-    PRIMARY KEY (url_id, hour, dimension, value, shard)
+    url_id   INTEGER NOT NULL,
+    hour     TEXT    NOT NULL,
+    referrer TEXT    NOT NULL,
+    browser  TEXT    NOT NULL,
+    os       TEXT    NOT NULL,
+    device   TEXT    NOT NULL,
+    shard    INTEGER NOT NULL,
+    clicks   INTEGER NOT NULL,
+    PRIMARY KEY (url_id, hour, referrer, browser, os, device, shard)
 ) WITHOUT ROWID;
 
 CREATE TABLE visitor_days (

@@ -316,6 +316,44 @@ impl<'de> serde::de::Visitor<'de> for OptionalWholeNumber {
     }
 }
 
+/// The CSV file of a `multipart/form-data` upload: exactly one field, `file` (anything else is
+/// a client mistake to report, not to skip, as the OpenAPI document says); `limit` is the
+/// route's body limit, named in the 413.
+pub async fn csv_upload(
+    form: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    let mut form = form.map_err(|_| {
+        ApiError::bad_request("expected a multipart/form-data body with a CSV in field 'file'")
+    })?;
+    let upload_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "the upload is larger than {} MiB",
+                limit / (1024 * 1024)
+            ))
+        } else {
+            ApiError::bad_request(format!("malformed multipart body: {e}"))
+        }
+    };
+    let mut file = None;
+    while let Some(part) = form.next_field().await.map_err(upload_error)? {
+        match part.name() {
+            Some("file") if file.is_none() => {
+                file = Some(part.bytes().await.map_err(upload_error)?);
+            }
+            Some("file") => return Err(ApiError::invalid_field("file", "given more than once")),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected form field '{}': send only 'file'",
+                    other.unwrap_or_default()
+                )));
+            }
+        }
+    }
+    file.ok_or_else(|| ApiError::invalid_field("file", "a CSV file is required"))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

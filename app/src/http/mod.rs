@@ -8,6 +8,7 @@ mod events;
 mod export;
 mod extract;
 mod health;
+mod import;
 mod keys;
 mod limit;
 mod openapi;

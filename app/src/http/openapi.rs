@@ -28,7 +28,7 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder
 
 use super::extract::MAX_JSON_BODY;
 use super::users::UPLOAD_LIMIT;
-use super::{analytics, events, export, health, keys, qr, redirect, urls, users};
+use super::{analytics, events, export, health, import, keys, qr, redirect, urls, users};
 use crate::domain::{
     Email, MAX_EVENT_TYPE_CHARS, MAX_TITLE_CHARS, MAX_USERNAME_CHARS, RECORDED_BY_THE_SERVICE,
     ShortCode, TargetUrl,
@@ -47,7 +47,7 @@ use crate::store::Page;
         health::health, health::live, health::ready,
         users::list, users::show, users::create, users::update, users::remove, users::bulk,
         urls::list, urls::create, urls::shorten, urls::show, urls::update, urls::remove,
-        urls::stats, urls::events, qr::qr, analytics::analytics,
+        urls::stats, urls::events, qr::qr, analytics::analytics, import::import,
         events::list, events::create, export::urls, export::events,
         keys::list, keys::create, keys::show, keys::revoke,
         redirect::follow, redirect::unlock,
@@ -353,6 +353,13 @@ impl utoipa::Modify for InputRules {
                 };
                 file.pattern = Some(format!("^{}{}", column("username"), column("email")));
             }
+            object.additional_properties = Some(Box::new(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        }
+
+        // `POST /urls/import`'s upload has one field, `file`.
+        if let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut("LinksUpload") {
             object.additional_properties = Some(Box::new(
                 utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
             ));

@@ -80,6 +80,28 @@ pub struct AnalyticsParams {
     granularity: Option<String>,
 }
 
+/// Whose links an import makes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImportOwner {
+    /// The links' owner: a live user (an admin key only; a user-bound key imports for its
+    /// user). Absent: no owner.
+    user_id: Option<i64>,
+}
+
+/// `POST /urls/import`'s form.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "the document's description of the upload")]
+pub struct LinksUpload {
+    /// A CSV of links: a header line naming a target column (`original_url`, `long_url`,
+    /// `url`, …) and a code column (`short_code`, `keyword`, `slug`, …) or a short URL column
+    /// (`short_url`, `link`, `Bitly Link`, …), in any order, case or spacing; optionally a
+    /// title, a creation time, an expiry and a visit cap. Then one link a line, at most
+    /// 10 000. Lines that cannot be imported are reported, not fatal.
+    #[schema(content_media_type = "text/csv")]
+    file: String,
+}
+
 /// A PNG image's bytes.
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]

@@ -13,7 +13,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::state::AppState;
 use super::users::UPLOAD_LIMIT;
-use super::{analytics, auth, events, export, keys, limit, qr, urls, users};
+use super::{analytics, auth, events, export, import, keys, limit, qr, urls, users};
 use crate::limits::Class;
 use crate::limits::Class::{Create, Management};
 
@@ -64,6 +64,9 @@ pub const MANAGEMENT: &[ManagementRoute] = &[
     route(Method::POST, "/shorten", Create, |m| on(m, urls::shorten)),
     route(Method::GET, "/urls/export", Management, |m| {
         on(m, export::urls)
+    }),
+    route(Method::POST, "/urls/import", Create, |m| {
+        on(m, import::import).layer(DefaultBodyLimit::max(UPLOAD_LIMIT))
     }),
     route(Method::GET, "/urls/{id}", Management, |m| on(m, urls::show)),
     route(Method::PUT, "/urls/{id}", Management, |m| {

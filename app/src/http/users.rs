@@ -163,37 +163,7 @@ pub async fn bulk(
     form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    let mut form = form.map_err(|_| {
-        ApiError::bad_request("expected a multipart/form-data body with a CSV in field 'file'")
-    })?;
-    let upload_error = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!(
-                "the upload is larger than {} MiB",
-                UPLOAD_LIMIT / (1024 * 1024)
-            ))
-        } else {
-            ApiError::bad_request(format!("malformed multipart body: {e}"))
-        }
-    };
-    // Exactly one field, `file`: anything else is a client mistake to
-    // report, not to skip (as the OpenAPI document says).
-    let mut file = None;
-    while let Some(part) = form.next_field().await.map_err(upload_error)? {
-        match part.name() {
-            Some("file") if file.is_none() => {
-                file = Some(part.bytes().await.map_err(upload_error)?);
-            }
-            Some("file") => return Err(ApiError::invalid_field("file", "given more than once")),
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unexpected form field '{}': send only 'file'",
-                    other.unwrap_or_default()
-                )));
-            }
-        }
-    }
-    let file = file.ok_or_else(|| ApiError::invalid_field("file", "a CSV file is required"))?;
+    let file = super::extract::csv_upload(form, UPLOAD_LIMIT).await?;
     // Up to 16 MiB of CSV: parsed on a blocking thread, not a runtime worker.
     let parsed = tokio::task::spawn_blocking(move || read_users(file.as_ref(), MAX_UPLOADED_LINES))
         .await

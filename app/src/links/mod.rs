@@ -21,7 +21,8 @@ use crate::domain::ShortCode;
 use crate::metrics::Metrics;
 use crate::shared_redis::SharedRedis;
 use crate::store::{
-    Actor, DynStore, NewUrl, RedirectTarget, StoreError, StoreResult, Url, UrlPatch, UserDeletion,
+    Actor, DynStore, Imported, ImportedUrl, NewUrl, RedirectTarget, StoreError, StoreResult, Url,
+    UrlPatch, UserDeletion,
 };
 
 pub struct Links {
@@ -126,6 +127,27 @@ impl Links {
         self.cache.changed(&[created.target()]).await;
         self.metrics.urls_created.inc();
         Ok(created)
+    }
+
+    /// Imports links with their own codes for `user_id` ([`Store::import_urls`]).
+    pub async fn import(
+        &self,
+        user_id: Option<i64>,
+        urls: Vec<ImportedUrl>,
+        by: Actor,
+    ) -> StoreResult<Vec<Imported>> {
+        let outcomes = self.store.import_urls(user_id, urls, by).await?;
+        let created: Vec<_> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Imported::New(url) => Some(url.target()),
+                Imported::Existing | Imported::Taken => None,
+            })
+            .collect();
+        // A replica may remember these codes as missing (negative entries).
+        self.cache.changed(&created).await;
+        self.metrics.urls_created.inc_by(created.len() as u64);
+        Ok(outcomes)
     }
 
     pub async fn update(&self, id: i64, patch: UrlPatch, by: Actor) -> StoreResult<Url> {

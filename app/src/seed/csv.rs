@@ -16,16 +16,28 @@ pub struct LineError {
     pub error: String,
 }
 
-/// Users read from a CSV: good rows and bad lines, side by side. The
+/// Rows read from an uploaded CSV: good rows and bad lines, side by side. The
 /// report of bad lines is bounded: the first [`REPORTED_ERRORS`] lines (each
 /// message cut to [`ERROR_CHARS`] characters), then only a count.
-#[derive(Debug, Default)]
-pub struct ParsedUsers {
-    pub rows: Vec<ImportedUser>,
+#[derive(Debug)]
+pub struct Parsed<T> {
+    pub rows: Vec<T>,
     pub errors: Vec<LineError>,
     /// Bad lines beyond the first [`REPORTED_ERRORS`].
     pub errors_omitted: u64,
 }
+
+impl<T> Default for Parsed<T> {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            errors: Vec::new(),
+            errors_omitted: 0,
+        }
+    }
+}
+
+pub type ParsedUsers = Parsed<ImportedUser>;
 
 /// Most lines (good and bad) one uploaded users CSV may have.
 pub const MAX_UPLOADED_LINES: usize = 100_000;
@@ -34,8 +46,8 @@ pub const REPORTED_ERRORS: usize = 100;
 /// Longest error message reported for one line.
 const ERROR_CHARS: usize = 200;
 
-impl ParsedUsers {
-    fn bad_line(&mut self, line: u64, error: String) {
+impl<T> Parsed<T> {
+    pub(crate) fn bad_line(&mut self, line: u64, error: String) {
         if self.errors.len() < REPORTED_ERRORS {
             let error = match error.char_indices().nth(ERROR_CHARS) {
                 Some((cut, _)) => format!("{}…", &error[..cut]),
@@ -49,10 +61,10 @@ impl ParsedUsers {
 }
 
 /// Column positions, looked up by name so column order does not matter.
-struct Columns(csv::StringRecord);
+pub(crate) struct Columns(pub(crate) csv::StringRecord);
 
 impl Columns {
-    fn position(&self, name: &str) -> Option<usize> {
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
         self.0
             .iter()
             .position(|h| h.trim().eq_ignore_ascii_case(name))
@@ -68,18 +80,18 @@ impl Columns {
     }
 }
 
-fn reader<R: Read>(input: R) -> csv::Reader<R> {
+pub(crate) fn reader<R: Read>(input: R) -> csv::Reader<R> {
     csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(input)
 }
 
-fn cell(record: &csv::StringRecord, at: usize) -> &str {
+pub(crate) fn cell(record: &csv::StringRecord, at: usize) -> &str {
     record.get(at).unwrap_or("")
 }
 
-fn optional(record: &csv::StringRecord, at: Option<usize>) -> Option<&str> {
+pub(crate) fn optional(record: &csv::StringRecord, at: Option<usize>) -> Option<&str> {
     at.map(|i| cell(record, i)).filter(|s| !s.is_empty())
 }
 
@@ -90,7 +102,7 @@ fn parse_id(raw: &str, column: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{column}: '{raw}' is not a positive integer"))
 }
 
-fn line_of(record: &csv::StringRecord) -> u64 {
+pub(crate) fn line_of(record: &csv::StringRecord) -> u64 {
     record.position().map_or(0, |p| p.line())
 }
 

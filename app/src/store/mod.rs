@@ -142,6 +142,17 @@ pub trait Store: Send + Sync + 'static {
     /// exists are skipped and reported, never overwritten.
     async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportOutcome>;
 
+    /// Imports links with their own codes for `user_id` (a live user, or none), in one
+    /// transaction: each whose code is free is created (with a `created` event saying
+    /// `"imported": true`); a code already taken is left as it is, and reported as
+    /// [`Imported::Existing`] when its link has the same target (an import run again),
+    /// [`Imported::Taken`] otherwise. Outcomes in the order of `urls`.
+    async fn import_urls(
+        &self,
+        user_id: Option<i64>,
+        urls: Vec<ImportedUrl>,
+        by: Actor,
+    ) -> StoreResult<Vec<Imported>>;
     /// Inserts a URL with exactly this short code, plus its `created` event.
     async fn insert_url(&self, url: NewUrl, code: &ShortCode, by: Actor) -> StoreResult<Url>;
     async fn get_url(&self, id: i64) -> StoreResult<Url>;

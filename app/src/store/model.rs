@@ -3,8 +3,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::domain::{
-    Email, LinkPolicy, LinkSettings, PasswordHashed, RedirectType, Rules, TargetUrl, Timestamp,
-    timestamp,
+    Email, LinkPolicy, LinkSettings, PasswordHashed, RedirectType, Rules, ShortCode, TargetUrl,
+    Timestamp, timestamp,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
@@ -450,6 +450,29 @@ pub struct Click {
     pub referrer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visitor: Option<i64>,
+}
+
+/// A link to import with its own code ([`Store::import_urls`](super::Store::import_urls)).
+#[derive(Debug, Clone)]
+pub struct ImportedUrl {
+    pub code: ShortCode,
+    pub original_url: TargetUrl,
+    pub title: Option<String>,
+    /// When the link was made where it came from (default: now).
+    pub created_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub max_visits: Option<i64>,
+}
+
+/// What became of one imported link.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Imported {
+    /// Created, with a `created` event.
+    New(Box<Url>),
+    /// A link with this code and this target was there already (imported before): unchanged.
+    Existing,
+    /// The code is another link's: unchanged.
+    Taken,
 }
 
 /// A link's analytics as stored ([`Store::url_analytics`](super::Store::url_analytics)).

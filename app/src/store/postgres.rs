@@ -19,8 +19,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// or `bot_visit` events for bots' (parallel arrays `$1`–`$4` of url ids, user ids, times and
 /// short codes, `$9` whether each is a bot's); the per-URL counts of the clicks that are not
 /// added to shard `$6`'s counter rows (`$5` url ids, `$7` counts, `$8` latest times); their
-/// analytics added to shard `$6`'s rollup rows (`$10`–`$14`: url ids, hours, dimensions,
-/// values, clicks); their visitors of the day (`$15`–`$17`: url ids, days, visitors).
+/// analytics added to shard `$6`'s rollup rows (`$10`–`$16`: url ids, hours, referrers,
+/// browsers, operating systems, devices, clicks); their visitors of the day (`$17`–`$19`:
+/// url ids, days, visitors).
 /// Counters, rollups and visitors are written in key order (see `record_clicks`: writers
 /// sharing rows queue instead of deadlocking). `$with` opens the `WITH` list.
 macro_rules! write_clicks {
@@ -32,15 +33,17 @@ macro_rules! write_clicks {
              jsonb_build_object('short_code', code) \
              FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TIMESTAMP[], $4::TEXT[], $9::BOOLEAN[]) \
              AS click (url_id, user_id, at, code, bot)), \
-             rollups AS (INSERT INTO click_rollups (url_id, hour, dimension, value, shard, clicks) \
-             SELECT url_id, hour, dimension, value, $6, clicks \
-             FROM UNNEST($10::BIGINT[], $11::TIMESTAMP[], $12::TEXT[], $13::TEXT[], $14::BIGINT[]) \
-             AS delta (url_id, hour, dimension, value, clicks) \
-             ORDER BY url_id, hour, dimension, value \
-             ON CONFLICT (url_id, hour, dimension, value, shard) DO UPDATE SET \
+             rollups AS (INSERT INTO click_rollups \
+             (url_id, hour, referrer, browser, os, device, shard, clicks) \
+             SELECT url_id, hour, referrer, browser, os, device, $6, clicks \
+             FROM UNNEST($10::BIGINT[], $11::TIMESTAMP[], $12::TEXT[], $13::TEXT[], $14::TEXT[], \
+             $15::TEXT[], $16::BIGINT[]) \
+             AS delta (url_id, hour, referrer, browser, os, device, clicks) \
+             ORDER BY url_id, hour, referrer, browser, os, device \
+             ON CONFLICT (url_id, hour, referrer, browser, os, device, shard) DO UPDATE SET \
              clicks = click_rollups.clicks + excluded.clicks), \
              visitors AS (INSERT INTO visitor_days (url_id, day, visitor) \
-             SELECT url_id, day, visitor FROM UNNEST($15::BIGINT[], $16::DATE[], $17::BIGINT[]) \
+             SELECT url_id, day, visitor FROM UNNEST($17::BIGINT[], $18::DATE[], $19::BIGINT[]) \
              AS seen (url_id, day, visitor) ORDER BY url_id, day, visitor \
              ON CONFLICT DO NOTHING) \
              INSERT INTO redirect_counts (" COUNTER ") \
@@ -51,13 +54,18 @@ macro_rules! write_clicks {
     };
 }
 const WRITE_CLICKS: &str = write_clicks!("WITH ");
-/// [`WRITE_CLICKS`] of a direct write, which also records its batch as writer `$18`'s last
-/// (`$19`, at `$20`) in the same statement.
+/// [`WRITE_CLICKS`] of a direct write, which also records its batch as writer `$20`'s last
+/// (`$21`, at `$22`) in the same statement.
 const WRITE_CLICKS_OF_WRITER: &str = write_clicks!(sql!(
-    "WITH progress AS (" (RECORD_WRITER_PROGRESS "$18" "$19" "$20") "), "
+    "WITH progress AS (" (RECORD_WRITER_PROGRESS "$20" "$21" "$22") "), "
 ));
 
 pub type PgStore = SqlStore<Postgres>;
+
+/// One field of every row, as the array a parameter of [`WRITE_CLICKS`] takes.
+fn column<'r, R, T>(rows: &'r [R], field: impl Fn(&'r R) -> T) -> Vec<T> {
+    rows.iter().map(field).collect()
+}
 
 impl Dialect for Postgres {
     const LOCK_URL: &'static str = sql!("SELECT " URL " FROM urls WHERE id = $1 FOR UPDATE");
@@ -109,19 +117,16 @@ impl Dialect for Postgres {
                 .bind(counts)
                 .bind(latest)
                 .bind(bots)
-                .bind(rollups.iter().map(|r| r.url_id).collect::<Vec<_>>())
-                .bind(rollups.iter().map(|r| r.hour).collect::<Vec<_>>())
-                .bind(
-                    rollups
-                        .iter()
-                        .map(|r| r.dimension.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(rollups.iter().map(|r| r.value.as_str()).collect::<Vec<_>>())
-                .bind(rollups.iter().map(|r| r.clicks).collect::<Vec<_>>())
-                .bind(visitors.iter().map(|v| v.url_id).collect::<Vec<_>>())
-                .bind(visitors.iter().map(|v| v.day).collect::<Vec<_>>())
-                .bind(visitors.iter().map(|v| v.visitor).collect::<Vec<_>>());
+                .bind(column(rollups, |r| r.key.url_id))
+                .bind(column(rollups, |r| r.key.hour))
+                .bind(column(rollups, |r| r.key.referrer.as_str()))
+                .bind(column(rollups, |r| r.key.browser.as_str()))
+                .bind(column(rollups, |r| r.key.os.as_str()))
+                .bind(column(rollups, |r| r.key.device))
+                .bind(column(rollups, |r| r.clicks))
+                .bind(column(visitors, |v| v.url_id))
+                .bind(column(visitors, |v| v.day))
+                .bind(column(visitors, |v| v.visitor));
             let write = match batch.origin {
                 Some(origin) => write.bind(origin.writer).bind(origin.seq).bind(now()),
                 None => write,

@@ -68,6 +68,12 @@ const INSERT_URL: &str = sql!("INSERT INTO urls \
      (user_id, short_code, original_url, title, is_active, created_at, updated_at, \
      redirect_type, expires_at, max_visits, fallback_url, password_hash, rules, forward_query) \
      VALUES ($1, $2, $3, $4, TRUE, $5, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING " URL);
+/// An imported link with its own code and creation time; nothing when the code is taken.
+const IMPORT_URL: &str = sql!("INSERT INTO urls \
+     (user_id, short_code, original_url, title, is_active, created_at, updated_at, \
+     expires_at, max_visits) VALUES ($1, $2, $3, $4, TRUE, $5, $5, $6, $7) \
+     ON CONFLICT (short_code) DO NOTHING RETURNING " URL);
+const TARGET_OF_CODE: &str = "SELECT original_url FROM urls WHERE short_code = $1";
 pub(super) const GET_URL: &str = sql!("SELECT " URL " FROM urls WHERE id = $1");
 const UPDATE_URL: &str = sql!("UPDATE urls SET original_url = $2, title = $3, is_active = $4, \
      updated_at = $5, redirect_type = $6, expires_at = $7, max_visits = $8, fallback_url = $9, \
@@ -75,12 +81,20 @@ const UPDATE_URL: &str = sql!("UPDATE urls SET original_url = $2, title = $3, is
      WHERE id = $1 RETURNING " URL);
 /// A link's clicks per hour over `[$2, $3)` (all shards).
 const ANALYTICS_HOURLY: &str = "SELECT hour, CAST(SUM(clicks) AS BIGINT) FROM click_rollups \
-     WHERE url_id = $1 AND hour >= $2 AND hour < $3 AND dimension = 'total' GROUP BY hour \
-     ORDER BY hour";
-/// A link's clicks per dimension and value over `[$2, $3)` (all shards, all hours).
-const ANALYTICS_BREAKDOWN: &str = "SELECT dimension, value, CAST(SUM(clicks) AS BIGINT) \
-     FROM click_rollups WHERE url_id = $1 AND hour >= $2 AND hour < $3 \
-     AND dimension <> 'total' GROUP BY dimension, value";
+     WHERE url_id = $1 AND hour >= $2 AND hour < $3 GROUP BY hour ORDER BY hour";
+/// A link's clicks per referrer, browser, operating system and device over `[$2, $3)` (all
+/// shards, all hours), as `(dimension, value, clicks)` rows (`analytics::Dimension`'s names).
+macro_rules! breakdown {
+    ($first:literal $(, $column:literal)*) => {
+        concat!(breakdown!(@ $first) $(, " UNION ALL ", breakdown!(@ $column))*)
+    };
+    (@ $column:literal) => {
+        concat!("SELECT '", $column, "', ", $column, ", CAST(SUM(clicks) AS BIGINT) \
+             FROM click_rollups WHERE url_id = $1 AND hour >= $2 AND hour < $3 GROUP BY ",
+             $column)
+    };
+}
+const ANALYTICS_BREAKDOWN: &str = breakdown!("referrer", "browser", "os", "device");
 /// A link's unique visitors per day over `[$2, $3]`.
 const ANALYTICS_VISITORS: &str = "SELECT day, COUNT(*) FROM visitor_days \
      WHERE url_id = $1 AND day >= $2 AND day <= $3 GROUP BY day ORDER BY day";
@@ -654,6 +668,67 @@ where
             outcome.skipped_lines.sort_unstable();
             Ok(outcome)
         })
+    }
+
+    async fn import_urls(
+        &self,
+        user_id: Option<i64>,
+        urls: Vec<ImportedUrl>,
+        by: Actor,
+    ) -> StoreResult<Vec<Imported>> {
+        let rows = urls.len();
+        traced!(
+            "import_urls",
+            async {
+                let mut tx = self.writer.begin().await?;
+                if let Some(user_id) = user_id {
+                    sqlx::query_scalar::<_, i64>(USER_IS_LIVE)
+                        .bind(user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(StoreError::NotFound(Entity::User))?;
+                }
+                let at = now();
+                let mut outcomes = Vec::with_capacity(urls.len());
+                for url in urls {
+                    let created: Option<Url> = sqlx::query_as(IMPORT_URL)
+                        .bind(user_id)
+                        .bind(url.code.as_str())
+                        .bind(url.original_url.as_str())
+                        .bind(url.title)
+                        .bind(url.created_at.unwrap_or(at))
+                        .bind(url.expires_at)
+                        .bind(url.max_visits)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let outcome = match created {
+                        Some(created) => {
+                            let details = json!({"short_code": created.short_code,
+                                "original_url": created.original_url, "imported": true});
+                            Self::insert_event_in(&mut tx, &created, "created", details, by)
+                                .await?;
+                            Imported::New(Box::new(created))
+                        }
+                        None => {
+                            let target: Option<String> =
+                                sqlx::query_scalar::<_, String>(TARGET_OF_CODE)
+                                    .bind(url.code.as_str())
+                                    .fetch_optional(&mut *tx)
+                                    .await?;
+                            if target.as_deref() == Some(url.original_url.as_str()) {
+                                Imported::Existing
+                            } else {
+                                Imported::Taken
+                            }
+                        }
+                    };
+                    outcomes.push(outcome);
+                }
+                tx.commit().await?;
+                Ok(outcomes)
+            },
+            db.operation.batch.size = rows
+        )
     }
 
     async fn insert_url(&self, url: NewUrl, code: &ShortCode, by: Actor) -> StoreResult<Url> {

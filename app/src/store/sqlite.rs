@@ -23,10 +23,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// numbered parameters name the same values in every statement. The clicks arrive as one
 /// JSON array `$1` of `[url_id, user_id, time, short_code, bot]` (`bot` 1 for a bot's visit,
 /// written as a `bot_visit` event); the per-URL deltas of the others for shard `$2` as `$3`,
-/// `[url_id, clicks, latest]`; their analytics as `$4`, `[url_id, hour, dimension, value,
-/// clicks]`, and their visitors of the day as `$5`, `[url_id, day, visitor]` ([`batch_json`]):
-/// one statement text whatever the batch size (one prepared statement, no bind parameter per
-/// row), the `details` JSON built by SQLite. Not atomic by itself: it runs in the caller's
+/// `[url_id, clicks, latest]`; their analytics as `$4`, `[url_id, hour, referrer, browser,
+/// os, device, clicks]`, and their visitors of the day as `$5`, `[url_id, day, visitor]`
+/// ([`batch_json`]): one statement text whatever the batch size (one prepared statement, no
+/// bind parameter per row), the `details` JSON built by SQLite. Not atomic by itself: it runs in the caller's
 /// transaction. `$progress` records the batch as writer `$6`'s last (`$7`, at `$8`), or is
 /// empty.
 macro_rules! write_clicks {
@@ -38,10 +38,10 @@ macro_rules! write_clicks {
              CASE WHEN value ->> 4 THEN 'bot_visit' ELSE 'redirect' END, \
              datetime(value ->> 2, 'unixepoch'), \
              json_object('short_code', value ->> 3) FROM json_each($1) WHERE true; \
-             INSERT INTO click_rollups (url_id, hour, dimension, value, shard, clicks) \
+             INSERT INTO click_rollups (url_id, hour, referrer, browser, os, device, shard, clicks) \
              SELECT value ->> 0, datetime(value ->> 1, 'unixepoch'), value ->> 2, value ->> 3, \
-             $2, value ->> 4 FROM json_each($4) WHERE true \
-             ON CONFLICT (url_id, hour, dimension, value, shard) DO UPDATE SET \
+             value ->> 4, value ->> 5, $2, value ->> 6 FROM json_each($4) WHERE true \
+             ON CONFLICT (url_id, hour, referrer, browser, os, device, shard) DO UPDATE SET \
              clicks = click_rollups.clicks + excluded.clicks; \
              INSERT INTO visitor_days (url_id, day, visitor) \
              SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($5) WHERE true \
@@ -85,11 +85,15 @@ fn batch_json(batch: &ClickWrite<'_>) -> Result<[String; 4], serde_json::Error> 
         .rollups
         .iter()
         .map(|r| {
+            let k = &r.key;
+            let (referrer, browser, os) = (&k.referrer, &k.browser, &k.os);
             (
-                r.url_id,
-                seconds(&r.hour),
-                r.dimension.as_str(),
-                r.value.as_str(),
+                k.url_id,
+                seconds(&k.hour),
+                referrer,
+                browser,
+                os,
+                k.device,
                 r.clicks,
             )
         })

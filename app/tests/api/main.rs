@@ -9,6 +9,7 @@ mod common;
 mod analytics;
 mod events;
 mod export;
+mod import;
 mod keys;
 mod operations;
 mod passwords;
@@ -32,6 +33,10 @@ every_backend!(
     export: [
         links_export_as_csv_with_their_policy_and_never_a_password,
         events_export_every_row_across_pages,
+    ],
+    import: [
+        links_import_from_other_shorteners_idempotently,
+        bad_imports_are_refused_with_the_reason,
     ],
     keys: [
         keys_are_shown_once_and_kept_only_as_a_hash,
