@@ -64,7 +64,7 @@ pub struct RollupDelta {
 }
 
 /// One row of `visitor_days` to insert (if it is not there).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VisitorDay {
     pub url_id: i64,
     pub day: NaiveDate,
@@ -106,13 +106,23 @@ impl BatchRollup {
             }
         }
         let mut agents: HashMap<Option<&str>, Families> = HashMap::new();
+        let mut referrers: HashMap<&str, String> = HashMap::new();
         let mut counts: BTreeMap<RollupKey, i64> = BTreeMap::new();
         for ((url_id, hour, agent, referrer), clicks) in alike {
-            let families = agents.entry(agent).or_insert_with(|| Families::of(agent));
+            let families = agents
+                .entry(agent)
+                .or_insert_with(|| Families::known(agent));
             let key = RollupKey {
                 url_id,
                 hour,
-                referrer: referrer.map(referrer_host).unwrap_or_default(),
+                referrer: referrer
+                    .map(|r| {
+                        referrers
+                            .entry(r)
+                            .or_insert_with(|| referrer_host(r))
+                            .clone()
+                    })
+                    .unwrap_or_default(),
                 browser: families.browser.clone(),
                 os: families.os.clone(),
                 device: families.device,
@@ -126,6 +136,37 @@ impl BatchRollup {
                 .collect(),
             visitors: visitors.into_iter().collect(),
         }
+    }
+}
+
+/// The visitor rows a store knows it has written (committed): a batch leaves them out
+/// instead of inserting them again to find them there (most clicks are repeat visits of the
+/// day). Bounded: emptied when full, which only costs the inserts again. Per store, so that
+/// it never speaks for another database.
+#[derive(Debug, Default)]
+pub struct WrittenVisitors(std::sync::Mutex<std::collections::HashSet<VisitorDay>>);
+
+/// Visitor rows remembered per store.
+const WRITTEN_VISITORS: usize = 100_000;
+
+impl WrittenVisitors {
+    /// `visitors` but those known to be written.
+    pub fn unwritten(&self, mut visitors: Vec<VisitorDay>) -> Vec<VisitorDay> {
+        let written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        visitors.retain(|v| !written.contains(v));
+        visitors
+    }
+
+    /// Remembers `visitors` as written: call only once their transaction committed.
+    pub fn committed(&self, visitors: &[VisitorDay]) {
+        if visitors.is_empty() {
+            return;
+        }
+        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if written.len() + visitors.len() > WRITTEN_VISITORS {
+            written.clear();
+        }
+        written.extend(visitors.iter().copied());
     }
 }
 
@@ -152,7 +193,30 @@ pub struct Families {
     pub device: &'static str,
 }
 
+/// Agents parsed lately, by agent: most traffic comes from a few browser versions.
+const KNOWN_AGENTS: usize = 1024;
+
 impl Families {
+    /// [`Families::of`], remembered for the most common agents across batches (a bounded
+    /// map, emptied when full).
+    pub fn known(user_agent: Option<&str>) -> Self {
+        static KNOWN: LazyLock<std::sync::Mutex<HashMap<String, Families>>> =
+            LazyLock::new(Default::default);
+        let Some(agent) = user_agent else {
+            return Self::of(None);
+        };
+        let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(families) = known.get(agent) {
+            return families.clone();
+        }
+        let families = Self::of(Some(agent));
+        if known.len() >= KNOWN_AGENTS {
+            known.clear();
+        }
+        known.insert(agent.to_owned(), families.clone());
+        families
+    }
+
     pub fn of(user_agent: Option<&str>) -> Self {
         static PARSER: LazyLock<woothee::parser::Parser> =
             LazyLock::new(woothee::parser::Parser::new);
@@ -367,6 +431,19 @@ mod tests {
         assert_ne!(visitors.visitor(a, ua), visitors.visitor(b, ua));
         assert_ne!(visitors.visitor(a, ua), visitors.visitor(a, None));
         assert_ne!(visitors.visitor(a, ua), Visitors::new().visitor(a, ua));
+    }
+
+    #[test]
+    fn only_committed_visitor_rows_are_left_out() {
+        let day = |d: u32| VisitorDay {
+            url_id: 1,
+            day: NaiveDate::from_ymd_opt(2026, 12, d).unwrap(),
+            visitor: 7,
+        };
+        let written = WrittenVisitors::default();
+        assert_eq!(written.unwritten(vec![day(1), day(2)]), [day(1), day(2)]);
+        written.committed(&[day(1)]);
+        assert_eq!(written.unwritten(vec![day(1), day(2)]), [day(2)]);
     }
 
     #[test]

@@ -185,6 +185,7 @@ impl PgStore {
         Ok(Self {
             writer: pool.clone(),
             pool,
+            visitors: Default::default(),
         })
     }
 }

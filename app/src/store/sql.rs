@@ -288,6 +288,8 @@ pub trait Dialect: Database {
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
     pub(super) writer: Pool<DB>,
+    /// Visitor rows this store has committed (see `write_clicks_on`).
+    pub(super) visitors: crate::analytics::WrittenVisitors,
 }
 
 /// The few steps several operations share.
@@ -447,15 +449,18 @@ where
 
     /// Appends `clicks` as `redirect` (or `bot_visit`) events and adds them to shard
     /// `shard`'s counters and analytics on `conn` ([`Dialect::write_clicks`]); records
-    /// `origin`, when given, as its writer's last batch.
+    /// `origin`, when given, as its writer's last batch. Returns the visitor rows written,
+    /// for [`crate::analytics::WrittenVisitors::committed`] once their transaction commits.
     async fn write_clicks_on(
+        &self,
         conn: &mut DB::Connection,
         clicks: &[Click],
         shard: i16,
         origin: Option<BatchOrigin>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<crate::analytics::VisitorDay>> {
         let counters = Self::per_url(clicks);
-        let analytics = crate::analytics::BatchRollup::of(clicks);
+        let mut analytics = crate::analytics::BatchRollup::of(clicks);
+        analytics.visitors = self.visitors.unwritten(analytics.visitors);
         let batch = ClickWrite {
             clicks,
             counters: &counters,
@@ -463,7 +468,8 @@ where
             shard,
             origin,
         };
-        Ok(DB::write_clicks(conn, batch).await?)
+        DB::write_clicks(conn, batch).await?;
+        Ok(analytics.visitors)
     }
 
     /// Records one of the service's own events about `url`, made by `by`.
@@ -1084,11 +1090,20 @@ where
                 }
                 let mut conn = self.writer.acquire().await?;
                 if DB::CLICK_WRITE_IS_ATOMIC {
-                    return Self::write_clicks_on(&mut conn, clicks, shard, Some(origin)).await;
+                    let visitors = self
+                        .write_clicks_on(&mut conn, clicks, shard, Some(origin))
+                        .await?;
+                    // One statement: committed.
+                    self.visitors.committed(&visitors);
+                    return Ok(());
                 }
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                Self::write_clicks_on(&mut tx, clicks, shard, Some(origin)).await?;
-                Ok(tx.commit().await?)
+                let visitors = self
+                    .write_clicks_on(&mut tx, clicks, shard, Some(origin))
+                    .await?;
+                tx.commit().await?;
+                self.visitors.committed(&visitors);
+                Ok(())
             },
             db.operation.batch.size = clicks.len(),
             shortener.counter_shard = shard
@@ -1107,8 +1122,11 @@ where
                 if taken.is_none() {
                     return Ok(false);
                 }
-                Self::write_clicks_on(&mut tx, std::slice::from_ref(click), shard, None).await?;
+                let visitors = self
+                    .write_clicks_on(&mut tx, std::slice::from_ref(click), shard, None)
+                    .await?;
                 tx.commit().await?;
+                self.visitors.committed(&visitors);
                 Ok(true)
             },
             shortener.counter_shard = shard
@@ -1149,9 +1167,11 @@ where
                     }
                     fresh.extend(batch.clicks.iter().cloned());
                 }
-                if !fresh.is_empty() {
-                    Self::write_clicks_on(&mut tx, &fresh, shard, None).await?;
-                }
+                let visitors = if fresh.is_empty() {
+                    Vec::new()
+                } else {
+                    self.write_clicks_on(&mut tx, &fresh, shard, None).await?
+                };
                 let forget_before = at - BATCH_ID_RETENTION;
                 sqlx::query::<DB>(FORGET_APPLIED_BATCHES)
                     .bind(forget_before)
@@ -1162,6 +1182,7 @@ where
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                self.visitors.committed(&visitors);
                 Ok(fresh.len())
             },
             db.operation.batch.size = batches.len(),

@@ -186,7 +186,11 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writer,
+            visitors: Default::default(),
+        })
     }
 }
 
