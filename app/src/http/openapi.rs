@@ -345,21 +345,28 @@ impl utoipa::Modify for InputRules {
         // other fields are refused.
         if let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut("UsersUpload") {
             if let Some(RefOr::T(Schema::Object(file))) = object.properties.get_mut("file") {
-                let column = |name: &str| {
-                    format!(
-                        r"(?=(?:[^\r\n,]*,)*[^\S\r\n]*{}[^\S\r\n]*(?:,|\r?\n|$))",
-                        any_case(name)
-                    )
-                };
-                file.pattern = Some(format!("^{}{}", column("username"), column("email")));
+                file.pattern = Some(format!(
+                    "^{}{}",
+                    csv_column("username"),
+                    csv_column("email")
+                ));
             }
             object.additional_properties = Some(Box::new(
                 utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
             ));
         }
 
-        // `POST /urls/import`'s upload has one field, `file`.
+        // `POST /urls/import`'s upload has one field, `file`, whose first line names a target
+        // and a code column: the pattern states the names this service's own export uses
+        // (any case, any order, among others), a subset of those the import takes.
         if let Some(RefOr::T(Schema::Object(object))) = schemas.get_mut("LinksUpload") {
+            if let Some(RefOr::T(Schema::Object(file))) = object.properties.get_mut("file") {
+                file.pattern = Some(format!(
+                    "^{}{}",
+                    csv_column("original_url"),
+                    csv_column("short_code")
+                ));
+            }
             object.additional_properties = Some(Box::new(
                 utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
             ));
@@ -445,6 +452,14 @@ fn link_rules(schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>) {
         &[&["device"], &["language"], &["query"]],
         false,
     );
+}
+
+/// A lookahead: the first line of a CSV names column `name` (any case, any place).
+fn csv_column(name: &str) -> String {
+    format!(
+        r"(?=(?:[^\r\n,]*,)*[^\S\r\n]*{}[^\S\r\n]*(?:,|\r?\n|$))",
+        any_case(name)
+    )
 }
 
 fn parameter_rules(parameter: &mut Parameter, redirect_code: &str) {

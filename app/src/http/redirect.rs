@@ -84,7 +84,7 @@ pub async fn follow(
         target,
         at,
         x_cache,
-    } = match live(&state, resolved, wants_page(&req)) {
+    } = match live(&state, resolved, wants_page(&req), None) {
         ControlFlow::Continue(live) => live,
         ControlFlow::Break(answered) => return Ok(answered),
     };
@@ -135,7 +135,7 @@ pub async fn follow(
               (status = 401, body = ErrorBody, description = "Wrong password (a page for browsers)",
                   headers(("WWW-Authenticate" = String, description = "`Link-Password realm=\"link\"`"))),
               (status = 404, body = ErrorBody, description = "No active link with this code"),
-              (status = 410, body = ErrorBody, description = "The link expired or is used up"),
+              (status = 410, body = ErrorBody, description = "The link expired or is used up (a 303 to its fallback URL when it has one)"),
               (status = 429, body = ErrorBody, description = "Too many wrong passwords for this link from this client",
                   headers(("Retry-After" = String, description = "Seconds to wait")))))]
 pub async fn unlock(
@@ -144,23 +144,27 @@ pub async fn unlock(
     req: Request,
 ) -> ApiResult<Response> {
     let resolved = resolve!(state, code, req);
+    // The form first: a body that is not one is 400 whatever the link's state.
+    let (parts, body) = req.into_parts();
+    let Form(form) =
+        Form::<UnlockForm>::from_request(Request::from_parts(parts.clone(), body), &state)
+            .await
+            .map_err(|rejection| {
+                ApiError::bad_request(format!("not the password form: {rejection}"))
+            })?;
+    let req = Request::from_parts(parts, axum::body::Body::empty());
+    let wants_page = wants_page(&req);
     let Live {
         target,
         at,
         x_cache,
-    } = match live(&state, resolved, wants_page(&req)) {
+    } = match live(&state, resolved, wants_page, Some(StatusCode::SEE_OTHER)) {
         ControlFlow::Continue(live) => live,
         ControlFlow::Break(answered) => return Ok(answered),
     };
     let client = state.proxies.client_of(&req);
-    let wants_page = wants_page(&req);
     let location = location(&target, &asked(&req))?;
     let visitor = visitor(&state, &req);
-    let Form(form) = Form::<UnlockForm>::from_request(req, &state)
-        .await
-        .map_err(|rejection| {
-            ApiError::bad_request(format!("not the password form: {rejection}"))
-        })?;
     if let Some(password) = target.policy.as_ref().and_then(|p| p.password.as_ref()) {
         let locked = Locked {
             target: &target,
@@ -241,8 +245,14 @@ struct Live {
 }
 
 /// The link `resolved` found, if it redirects now; else the answer already given: 404 when
-/// there is none, 410 (or the fallback's redirect) when it expired or is used up.
-fn live(state: &AppState, resolved: Resolved, wants_page: bool) -> ControlFlow<Response, Live> {
+/// there is none, 410 (or the fallback's redirect, with `status` instead of the link's own)
+/// when it expired or is used up.
+fn live(
+    state: &AppState,
+    resolved: Resolved,
+    wants_page: bool,
+    status: Option<StatusCode>,
+) -> ControlFlow<Response, Live> {
     let x_cache = HeaderValue::from_static(resolved.source.x_cache());
     let Some(target) = resolved.target else {
         return ControlFlow::Break(not_found(state, x_cache));
@@ -250,7 +260,7 @@ fn live(state: &AppState, resolved: Resolved, wants_page: bool) -> ControlFlow<R
     let at = now();
     if let Some(gone) = target.policy.as_ref().and_then(|p| p.gone_at(at)) {
         return ControlFlow::Break(
-            gone_response(state, &target, gone, wants_page, x_cache).into_response(),
+            gone_response(state, &target, gone, wants_page, status, x_cache).into_response(),
         );
     }
     ControlFlow::Continue(Live {
@@ -306,7 +316,7 @@ async fn answer(
                 if let Some(policy) = &target.policy {
                     policy.mark_used_up();
                 }
-                return gone_response(state, &target, Gone::UsedUp, wants_page, x_cache);
+                return gone_response(state, &target, Gone::UsedUp, wants_page, status, x_cache);
             }
             Visit::Unavailable => return Err(ApiError::Unavailable),
         }
@@ -542,14 +552,16 @@ fn gone_response(
     target: &RedirectTarget,
     gone: Gone,
     wants_page: bool,
+    status: Option<StatusCode>,
     x_cache: HeaderValue,
 ) -> ApiResult<Response> {
     state.metrics.redirect.gone.inc();
     let policy = target.policy.as_deref();
     if let Some(fallback) = policy.and_then(|p| p.fallback_url.as_deref()) {
         let location = header_value(target, fallback)?;
-        let status =
-            StatusCode::from_u16(target.redirect_type().status()).unwrap_or(StatusCode::FOUND);
+        let status = status.unwrap_or_else(|| {
+            StatusCode::from_u16(target.redirect_type().status()).unwrap_or(StatusCode::FOUND)
+        });
         return Ok(redirect_to(status, location, x_cache));
     }
     let mut response = if wants_page {

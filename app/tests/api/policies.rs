@@ -104,6 +104,16 @@ pub async fn expired_links_answer_410_as_json_or_a_page_or_go_to_their_fallback(
     assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(res.headers()["location"], "https://e.com/sale-over");
     assert_eq!(redirect_events(&app, &with_fallback).await, 0);
+    // The password form's POST gets its 303 there too (a browser then GETs the fallback).
+    let posted = app
+        .post_raw(
+            &format!("/{}", with_fallback["short_code"].as_str().unwrap()),
+            "application/x-www-form-urlencoded",
+            "password=",
+        )
+        .await;
+    assert_eq!(posted.status(), StatusCode::SEE_OTHER);
+    assert_eq!(posted.headers()["location"], "https://e.com/sale-over");
 
     // Moving the expiry into the future (any offset) revives the link at once, on a
     // link this replica has cached.
