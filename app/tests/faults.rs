@@ -298,6 +298,85 @@ async fn clicks_answered_during_an_outage_survive_a_sigkill() {
     assert_eq!(spill.len(), 0);
 }
 
+/// A capped link takes each visit in the database before answering it: while the database
+/// is away it answers 503, never a redirect that could exceed the cap (an uncapped link
+/// keeps redirecting meanwhile), and once it is back exactly the visits left are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_link_never_passes_its_cap_through_an_outage() {
+    const CAP: u64 = 5;
+    let pg = PrivatePostgres::start();
+    pg.create_database(DATABASE);
+    let data = tempfile::tempdir().unwrap();
+    let env = [
+        ("DATABASE_URL", pg.url(DATABASE)),
+        ("DATA_DIR", data.path().to_str().unwrap().to_owned()),
+        ("LOCAL_CACHE_TTL_SECONDS", "600".to_owned()),
+        ("CLICK_WRITE_TIMEOUT_MS", "500".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = Server::spawn(&env);
+    let http = client();
+    server.wait_ready(&http, "/health").await;
+    let (status, capped) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/urls", server.base),
+        Some(serde_json::json!({"original_url": "https://example.com/few", "max_visits": CAP})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{capped}");
+    let capped_path = format!("/{}", capped["short_code"].as_str().unwrap());
+    let (_, open_code) = cached_link(&http, &server).await;
+    let mut answered = 0;
+    for _ in 0..2 {
+        let res = server.get(&http, &capped_path).await;
+        assert_eq!(res.status(), StatusCode::FOUND, "{}", server.logs());
+        answered += 1;
+    }
+
+    tokio::task::block_in_place(|| pg.stop_fast());
+    for _ in 0..10 {
+        let res = server.get(&http, &capped_path).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a capped link while the database is away: {}",
+            server.logs()
+        );
+        let open = server.get(&http, &format!("/{open_code}")).await;
+        assert_eq!(
+            open.status(),
+            StatusCode::FOUND,
+            "an uncapped link keeps redirecting"
+        );
+    }
+
+    tokio::task::block_in_place(|| pg.start_again());
+    // Until the pool reconnects, 503; then exactly the visits left, then 410.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = server.get(&http, &capped_path).await.status();
+        match status {
+            StatusCode::FOUND => answered += 1,
+            StatusCode::GONE => break,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("capped link answered {other}: {}", server.logs()),
+        }
+        assert!(answered <= CAP, "past the cap: {}", server.logs());
+        assert!(Instant::now() < deadline, "no 410 yet: {}", server.logs());
+    }
+    assert_eq!(answered, CAP);
+    let url_id = capped["id"].as_i64().unwrap();
+    let rows =
+        tokio::task::block_in_place(|| settled_rows(&pg, url_id, CAP, Duration::from_secs(10)));
+    assert_eq!(rows, CAP, "one click per answered visit");
+    let stats = stats_answer(&http, &server, url_id, Duration::from_secs(10)).await;
+    assert_eq!(stats["redirect_count"].as_u64(), Some(CAP), "{stats}");
+    assert_eq!(stats["visits_left"].as_u64(), Some(0), "{stats}");
+}
+
 /// A store whose first click write commits but reports a lost connection,
 /// as when the connection drops between the COMMIT and its answer.
 struct AnswerLost {
