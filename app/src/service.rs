@@ -54,6 +54,7 @@ impl Service {
         };
         let store = connect(&config.database, schema).await?;
         let metrics = Arc::new(Metrics::new()?);
+        crate::metrics::start_top_links(&metrics);
         let visitors = Arc::new(crate::analytics::Visitors::new());
         crate::analytics::keep_salt_fresh(&visitors, store.clone()).await;
         // One connection to the shared Redis for the cache, the limits and

@@ -325,6 +325,10 @@ impl Dispatcher {
             }
         }
         self.metrics.click_queue.sub(batch.len() as i64);
+        let clicks = batch.iter().map(|p| &p.click).filter(|c| !c.bot);
+        self.metrics
+            .top_links
+            .add(clicks.map(|c| c.short_code.as_str()));
         batch
     }
 
@@ -460,15 +464,16 @@ impl Dispatcher {
     /// Keeps the batch's clicks in the spill (on disk) and answers them.
     /// `origin`: the direct write of the batch that failed, if any.
     async fn spill_and_answer(&mut self, batch: Vec<Pending>, origin: Option<BatchOrigin>) {
-        let clicks: Vec<Click> = batch.iter().map(|p| p.click.clone()).collect();
+        let (clicks, done): (Vec<Click>, Vec<_>) =
+            batch.into_iter().map(|p| (p.click, p.done)).unzip();
         let count = clicks.len();
         if let Err(err) = self.spill.keep(clicks, origin).await {
             self.metrics.clicks_dropped.inc_by(count as u64);
             tracing::error!(error = %err, clicks = count, "clicks not recorded: the spill is full");
         }
         self.metrics.clicks_spilled.set(self.spill.clicks() as i64);
-        for pending in batch {
-            let _ = pending.done.send(());
+        for done in done {
+            let _ = done.send(());
         }
     }
 }
@@ -485,7 +490,9 @@ async fn write(
     origin: BatchOrigin,
     batch: Vec<Pending>,
 ) -> Written {
-    let clicks: Vec<Click> = batch.iter().map(|p| p.click.clone()).collect();
+    // Taken apart (not copied: a click holds a few strings), put back together if the batch
+    // is to be spilled.
+    let (clicks, done): (Vec<Click>, Vec<_>) = batch.into_iter().map(|p| (p.click, p.done)).unzip();
     let started = Instant::now();
     let attempt = store.record_clicks(&clicks, writer.shard, origin);
     let result = tokio::time::timeout(bound, attempt).await;
@@ -501,20 +508,25 @@ async fn write(
         Err(_) => Some(WriteFailure::TimedOut(bound)),
         Ok(Err(err)) => {
             // Not a matter of waiting: retrying would fail the same way.
-            tracing::error!(error = %err, clicks = batch.len(), "clicks could not be written");
-            metrics.clicks_dropped.inc_by(batch.len() as u64);
+            tracing::error!(error = %err, clicks = clicks.len(), "clicks could not be written");
+            metrics.clicks_dropped.inc_by(clicks.len() as u64);
             None
         }
     };
     if let Some(failure) = failure {
+        let batch = clicks
+            .into_iter()
+            .zip(done)
+            .map(|(click, done)| Pending { click, done })
+            .collect();
         return Written {
             writer,
             unavailable: Some((batch, origin, failure)),
         };
     }
-    for pending in batch {
+    for done in done {
         // The redirect may have given up waiting (client gone): fine.
-        let _ = pending.done.send(());
+        let _ = done.send(());
     }
     Written {
         writer,
