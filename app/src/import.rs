@@ -7,7 +7,7 @@
 use std::io::Read;
 
 use crate::domain::{ShortCode, TargetUrl, Timestamp, parse_title, timestamp};
-use crate::seed::csv::{Columns, Parsed, cell, line_of, optional, reader};
+use crate::seed::csv::{Columns, Parsed, cell, optional, read_lines, reader};
 
 /// Most lines (good and bad) one imported file may have: one transaction writes them all,
 /// within the request timeout.
@@ -114,58 +114,37 @@ pub fn read_links<R: Read>(input: R, max_lines: usize) -> Result<Parsed<LinkRow>
     let created = find(&columns, CREATED);
     let expires = find(&columns, EXPIRES);
     let max_visits = find(&columns, MAX_VISITS);
-    let mut parsed = Parsed::default();
-    for (read, record) in rdr.records().enumerate() {
-        if read == max_lines {
-            return Err(format!("more than {max_lines} lines: split the file"));
-        }
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                parsed.bad_line(line, format!("unreadable line: {e}"));
-                continue;
-            }
-        };
-        let line = line_of(&record);
-        let row = (|| {
-            let raw_code = optional(&record, code)
-                .or_else(|| optional(&record, short_url).and_then(code_of_short_url))
-                .ok_or("no short code")?;
-            Ok::<_, String>(LinkRow {
-                line,
-                code: ShortCode::parse(raw_code).map_err(|e| format!("short code: {e}"))?,
-                target: TargetUrl::parse(cell(&record, target))
-                    .map_err(|e| format!("target: {e}"))?,
-                title: optional(&record, title)
-                    .map(parse_title)
-                    .transpose()
-                    .map_err(|e| format!("title: {e}"))?
-                    .flatten(),
-                created_at: optional(&record, created)
-                    .map(time)
-                    .transpose()
-                    .map_err(|e| format!("created: {e}"))?,
-                expires_at: optional(&record, expires)
-                    .map(time)
-                    .transpose()
-                    .map_err(|e| format!("expires: {e}"))?,
-                max_visits: optional(&record, max_visits)
-                    .map(|raw| {
-                        raw.parse::<i64>()
-                            .ok()
-                            .filter(|n| *n >= 1)
-                            .ok_or_else(|| format!("max visits: '{raw}' is not a whole number ≥ 1"))
-                    })
-                    .transpose()?,
-            })
-        })();
-        match row {
-            Ok(row) => parsed.rows.push(row),
-            Err(error) => parsed.bad_line(line, error),
-        }
-    }
-    Ok(parsed)
+    read_lines(rdr, max_lines, |line, record| {
+        let raw_code = optional(record, code)
+            .or_else(|| optional(record, short_url).and_then(code_of_short_url))
+            .ok_or("no short code")?;
+        Ok::<_, String>(LinkRow {
+            line,
+            code: ShortCode::parse(raw_code).map_err(|e| format!("short code: {e}"))?,
+            target: TargetUrl::parse(cell(record, target)).map_err(|e| format!("target: {e}"))?,
+            title: optional(record, title)
+                .map(parse_title)
+                .transpose()
+                .map_err(|e| format!("title: {e}"))?
+                .flatten(),
+            created_at: optional(record, created)
+                .map(time)
+                .transpose()
+                .map_err(|e| format!("created: {e}"))?,
+            expires_at: optional(record, expires)
+                .map(time)
+                .transpose()
+                .map_err(|e| format!("expires: {e}"))?,
+            max_visits: optional(record, max_visits)
+                .map(|raw| {
+                    raw.parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| format!("max visits: '{raw}' is not a whole number ≥ 1"))
+                })
+                .transpose()?,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -117,7 +117,32 @@ pub fn read_users<R: Read>(input: R, max_lines: usize) -> Result<ParsedUsers, St
     );
     let (username, email) = (columns.require("username")?, columns.require("email")?);
     let (id, created_at) = (columns.position("id"), columns.position("created_at"));
-    let mut parsed = ParsedUsers::default();
+    read_lines(rdr, max_lines, |line, record| {
+        Ok(ImportedUser {
+            line,
+            id: optional(record, id)
+                .map(|raw| parse_id(raw, "id"))
+                .transpose()?,
+            username: parse_username(cell(record, username))
+                .map_err(|e| format!("username: {e}"))?,
+            email: Email::parse(cell(record, email)).map_err(|e| format!("email: {e}"))?,
+            created_at: optional(record, created_at)
+                .map(timestamp::parse)
+                .transpose()
+                .map_err(|e| format!("created_at: {e}"))?,
+        })
+    })
+}
+
+/// Every line of an upload after its header, read by `row` (given the line's number):
+/// lines that do not read, or that `row` refuses, are reported, not fatal; more than
+/// `max_lines` lines are.
+pub(crate) fn read_lines<R: Read, T>(
+    mut rdr: csv::Reader<R>,
+    max_lines: usize,
+    row: impl Fn(u64, &csv::StringRecord) -> Result<T, String>,
+) -> Result<Parsed<T>, String> {
+    let mut parsed = Parsed::default();
     for (read, record) in rdr.records().enumerate() {
         if read == max_lines {
             return Err(format!("more than {max_lines} lines: split the file"));
@@ -131,22 +156,7 @@ pub fn read_users<R: Read>(input: R, max_lines: usize) -> Result<ParsedUsers, St
             }
         };
         let line = line_of(&record);
-        let row = (|| {
-            Ok::<_, String>(ImportedUser {
-                line,
-                id: optional(&record, id)
-                    .map(|raw| parse_id(raw, "id"))
-                    .transpose()?,
-                username: parse_username(cell(&record, username))
-                    .map_err(|e| format!("username: {e}"))?,
-                email: Email::parse(cell(&record, email)).map_err(|e| format!("email: {e}"))?,
-                created_at: optional(&record, created_at)
-                    .map(timestamp::parse)
-                    .transpose()
-                    .map_err(|e| format!("created_at: {e}"))?,
-            })
-        })();
-        match row {
+        match row(line, &record) {
             Ok(row) => parsed.rows.push(row),
             Err(error) => parsed.bad_line(line, error),
         }
