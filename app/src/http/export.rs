@@ -16,6 +16,7 @@ use super::error::{ApiResult, ErrorBody};
 use super::extract::QueryParams;
 use super::params::{EventFilters, UrlFilters};
 use super::state::AppState;
+use super::urls::url_filter;
 use crate::domain::{Timestamp, timestamp};
 use crate::keys::Caller;
 use crate::store::{Event, EventFilter, StoreResult, Url, UrlFilter};
@@ -154,10 +155,7 @@ pub async fn urls(
     caller: Caller,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    let filter = UrlFilter {
-        user_id: caller.user_filter(query.int("user_id")?)?,
-        is_active: query.boolean("is_active")?,
-    };
+    let filter = url_filter(&caller, &query)?;
     Ok(csv::<Url>(&state, filter))
 }
 

@@ -34,6 +34,8 @@ pub struct UrlFilters {
     /// Only active (`true`) or inactive (`false`) URLs; `1` and `0` are
     /// accepted too.
     is_active: Option<bool>,
+    /// Only the URL with this code (exact, case-sensitive): zero or one row.
+    short_code: Option<String>,
 }
 
 /// The filters of `GET /events`.

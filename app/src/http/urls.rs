@@ -249,11 +249,17 @@ pub async fn list(
     caller: Caller,
     query: QueryParams,
 ) -> ApiResult<axum::response::Response> {
-    let filter = UrlFilter {
+    let filter = url_filter(&caller, &query)?;
+    Ok(listing(state.store.list_urls(filter, query.page()?).await?))
+}
+
+/// The filters of `GET /urls` and `GET /urls/export`, as the caller may apply them.
+pub(super) fn url_filter(caller: &Caller, query: &QueryParams) -> ApiResult<UrlFilter> {
+    Ok(UrlFilter {
         user_id: caller.user_filter(query.int("user_id")?)?,
         is_active: query.boolean("is_active")?,
-    };
-    Ok(listing(state.store.list_urls(filter, query.page()?).await?))
+        short_code: query.given("short_code").map(str::to_owned),
+    })
 }
 
 /// Shortens a URL; writes a `created` event.

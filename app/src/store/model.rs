@@ -262,6 +262,8 @@ impl UrlPatch {
 pub struct UrlFilter {
     pub user_id: Option<i64>,
     pub is_active: Option<bool>,
+    /// The link with this code (exact, case-sensitive), if the other filters hold.
+    pub short_code: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -499,11 +499,13 @@ fn urls_matching<DB: Dialect>(filter: &UrlFilter) -> impl Fn(&mut QueryBuilder<D
 where
     i64: for<'t> Encode<'t, DB> + Type<DB>,
     bool: for<'t> Encode<'t, DB> + Type<DB>,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
 {
     move |qb| {
         qb.push(" FROM urls WHERE TRUE");
         push_eq(qb, "user_id", filter.user_id);
         push_eq(qb, "is_active", filter.is_active);
+        push_eq(qb, "short_code", filter.short_code.clone());
     }
 }
 

@@ -312,6 +312,26 @@ pub async fn pagination_and_filters(backend: Backend) {
     assert_eq!(res.headers()["x-total-count"], "1");
     let res = app.get("/urls?is_active=true").await;
     assert_eq!(res.headers()["x-total-count"], "29");
+    // By code: the one link, exact and case-sensitive; with the other filters, or none.
+    let code = mine[1]["short_code"].as_str().unwrap();
+    let found = app.get_json(&format!("/urls?short_code={code}")).await;
+    assert_eq!(found, json!([mine[1]]));
+    let with_user = app
+        .get_json(&format!("/urls?short_code={code}&user_id={}", user["id"]))
+        .await;
+    assert_eq!(with_user, found);
+    let inactive = app
+        .get_json(&format!("/urls?short_code={code}&is_active=false"))
+        .await;
+    assert_eq!(inactive, json!([]));
+    let other_case = code.to_ascii_uppercase();
+    if other_case != code {
+        let none = app
+            .get_json(&format!("/urls?short_code={other_case}"))
+            .await;
+        assert_eq!(none, json!([]), "codes are case-sensitive");
+    }
+    assert_eq!(app.get_json("/urls?short_code=").await, json!([]));
     // Keyset paging: the rows after an id, any depth.
     let after = first[24]["id"].as_i64().unwrap();
     let next = app.get_json(&format!("/urls?after_id={after}")).await;
