@@ -154,7 +154,10 @@ done
 # ---------------------------------------------------------------- generated files
 "$OPERATOR" crd >"$WORK/crd.yaml"
 same manifests/crd.yaml manifests/crd.yaml "$WORK/crd.yaml"
-same "chart CRD" charts/shortener-operator/crds/shortener.dev_shorteners.yaml "$WORK/crd.yaml"
+# The chart keeps one file per CRD: the stream's documents, in its order.
+awk -v dir="$WORK" 'BEGIN { n = 0 } /^---$/ { n++; next } { print > (dir "/crd-" n ".yaml") }' "$WORK/crd.yaml"
+same "chart CRD (Shortener)" charts/shortener-operator/crds/shortener.dev_shorteners.yaml "$WORK/crd-0.yaml"
+same "chart CRD (ShortLink)" charts/shortener-operator/crds/shortener.dev_shortlinks.yaml "$WORK/crd-1.yaml"
 
 {
   echo "# Generated from charts/shortener-operator by scripts/check-operator.sh --update."

@@ -48,6 +48,7 @@ pub async fn observe(client: &Client, instance: &Instance<'_>) -> Result<Observe
     Ok(Observed {
         apis,
         postgres_template_size,
+        operator_namespace: None,
     })
 }
 

@@ -47,6 +47,8 @@ pub struct Context {
     /// The optional APIs the last pass found served; the watch of an optional kind starts
     /// once its API is (see `run_in`).
     served: tokio::sync::watch::Sender<OptionalApis>,
+    /// Where the operator runs: its pods may call the apps it runs (the ShortLink sync).
+    operator_namespace: Option<String>,
 }
 
 impl Context {
@@ -63,7 +65,14 @@ impl Context {
             allow_snippet_annotations: false,
             seen: SeenChildren::default(),
             served: tokio::sync::watch::Sender::new(OptionalApis::default()),
+            operator_namespace: None,
         }
+    }
+
+    /// The namespace the operator's pods run in.
+    pub fn in_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.operator_namespace = Some(namespace.into());
+        self
     }
 
     /// Record what a pass discovered; wakes the watches waiting for an optional API.
@@ -177,7 +186,8 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
         return Ok(Action::await_change());
     }
 
-    let observed = cluster::observe(&ctx.client, &instance).await?;
+    let mut observed = cluster::observe(&ctx.client, &instance).await?;
+    observed.operator_namespace = ctx.operator_namespace.clone();
     ctx.discovered(observed.apis);
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
     let (created_secrets, mut refusals) =

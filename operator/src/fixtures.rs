@@ -131,6 +131,7 @@ pub fn seen_by_the_watches(
     let observed = Observed {
         apis: OptionalApis::ALL,
         postgres_template_size: Some("1Gi".into()),
+        operator_namespace: None,
     };
     let desired = children::desired_state(&instance, &observed, &Credentials::placeholder());
     let mut writers: Vec<(ApiResource, Writer<PartialObjectMeta<DynamicObject>>)> = Vec::new();
@@ -250,6 +251,7 @@ impl Scenario {
                 let observed = Observed {
                     apis: OptionalApis::ALL,
                     postgres_template_size: Some("1Gi".into()),
+                    operator_namespace: None,
                 };
                 let earlier =
                     children::desired_state(&instance, &observed, &Credentials::placeholder());
@@ -493,6 +495,7 @@ impl ApiServerVerifier {
         let observed = Observed {
             apis: plan.apis,
             postgres_template_size: plan.statefulset_size.clone(),
+            operator_namespace: None,
         };
         let desired =
             children::desired_state(&instance, &observed, &Credentials::placeholder()).unwrap();

@@ -11,6 +11,7 @@ pub mod prune;
 pub mod render;
 pub mod server;
 pub mod settings_schema;
+pub mod shortlink;
 pub mod status;
 
 #[cfg(test)]

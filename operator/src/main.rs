@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use futures::FutureExt;
 use kube::api::ListParams;
 use kube::{Api, Client, CustomResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -17,6 +18,7 @@ use shortener_operator::controller::{self, Context};
 use shortener_operator::crd::Shortener;
 use shortener_operator::metrics::Metrics;
 use shortener_operator::server::{self, ServerState};
+use shortener_operator::shortlink::{self, ShortLink};
 use shortener_operator::{Error, render};
 
 #[derive(Parser)]
@@ -70,7 +72,16 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => print_yaml(&Shortener::crd()),
+        Command::Crd => match crds() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("could not encode YAML: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Render { file } => match render_file(&file) {
             Ok(out) => {
                 print!("{out}");
@@ -104,17 +115,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_yaml<T: serde::Serialize>(value: &T) -> ExitCode {
-    match serde_yaml::to_string(value) {
-        Ok(yaml) => {
-            print!("{yaml}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("could not encode YAML: {error}");
-            ExitCode::FAILURE
-        }
-    }
+/// Every CRD of the operator, as one YAML stream (the Shortener's first).
+fn crds() -> Result<String, serde_yaml::Error> {
+    Ok(format!(
+        "{}---\n{}",
+        serde_yaml::to_string(&Shortener::crd())?,
+        serde_yaml::to_string(&ShortLink::crd())?
+    ))
 }
 
 fn render_file(path: &PathBuf) -> Result<String, Error> {
@@ -187,6 +194,19 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         .list(&ListParams::default().limit(1))
         .await
         .map_err(RunError::CrdMissing)?;
+    // Without the ShortLink CRD (an upgrade that did not apply the chart's crds/), the
+    // Shorteners are still run; the links wait for the CRD and a restart.
+    let links_probe = match watched.first() {
+        Some(ns) => Api::<ShortLink>::namespaced(client.clone(), ns),
+        None => Api::<ShortLink>::all(client.clone()),
+    };
+    let links_served = match links_probe.list(&ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(error) => {
+            warn!(%error, "the ShortLink CRD is not served: ShortLinks are not synced until it is applied and the operator restarted");
+            false
+        }
+    };
     ready.store(true, Ordering::Relaxed);
 
     let identity = args
@@ -202,7 +222,10 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         .await?;
     let (mut leader_rx, lease_task) = lease.watch().await;
     let ctx = Context::new(client.clone(), metrics.clone(), Some(identity.clone()));
-    let ctx = Arc::new(ctx.allowing_snippet_annotations(args.allow_snippet_annotations));
+    let ctx = ctx
+        .allowing_snippet_annotations(args.allow_snippet_annotations)
+        .in_namespace(&args.lease_namespace);
+    let ctx = Arc::new(ctx);
 
     loop {
         // Standby: wait to be elected or told to stop.
@@ -220,13 +243,22 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics.leader.set(1);
         let mut lost = leader_rx.clone();
         let stop = wait_until(shutdown_rx.clone());
-        controller::run(client.clone(), ctx.clone(), &watched, async move {
+        let stop = async move {
             tokio::select! {
                 _ = stop => {},
                 _ = lost.wait_for(|leader| !*leader) => warn!("lost leadership; stopping controller"),
             }
-        })
-        .await;
+        }
+        .shared();
+        let links = async {
+            if links_served {
+                shortlink::sync::run(client.clone(), metrics.clone(), &watched, stop.clone()).await;
+            }
+        };
+        tokio::join!(
+            controller::run(client.clone(), ctx.clone(), &watched, stop.clone()),
+            links
+        );
         metrics.leader.set(0);
         if *shutdown_rx.borrow() {
             break;

@@ -3,7 +3,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Clone)]
@@ -13,6 +14,9 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     pub duration: HistogramVec,
     pub leader: IntGauge,
+    link_passes: IntCounterVec,
+    link_requests: IntCounterVec,
+    link_status_writes: IntCounter,
 }
 
 impl Metrics {
@@ -48,12 +52,37 @@ impl Metrics {
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        let link_passes = IntCounterVec::new(
+            Opts::new(
+                "shortener_operator_link_reconciliations_total",
+                "ShortLink passes, by result",
+            ),
+            &["result"],
+        )?;
+        let link_requests = IntCounterVec::new(
+            Opts::new(
+                "shortener_operator_link_requests_total",
+                "Requests the ShortLink sync sent to the services' APIs, by method and answer \
+                 (an HTTP status, or `error` when none came)",
+            ),
+            &["method", "status"],
+        )?;
+        let link_status_writes = IntCounter::new(
+            "shortener_operator_link_status_writes_total",
+            "ShortLink status updates written to the Kubernetes API",
+        )?;
+        registry.register(Box::new(link_passes.clone()))?;
+        registry.register(Box::new(link_requests.clone()))?;
+        registry.register(Box::new(link_status_writes.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
             failures,
             duration,
             leader,
+            link_passes,
+            link_requests,
+            link_status_writes,
         })
     }
 
@@ -72,6 +101,20 @@ impl Metrics {
         self.failures
             .with_label_values(&[namespace, name, error])
             .inc();
+    }
+
+    pub fn link_pass(&self, result: &str) {
+        self.link_passes.with_label_values(&[result]).inc();
+    }
+
+    pub fn link_request(&self, method: &str, status: &str) {
+        self.link_requests
+            .with_label_values(&[method, status])
+            .inc();
+    }
+
+    pub fn link_status_write(&self) {
+        self.link_status_writes.inc();
     }
 
     pub fn encode(&self) -> Result<String, prometheus::Error> {

@@ -31,6 +31,7 @@ pub fn render(shortener: &Shortener) -> Result<String> {
     let observed = Observed {
         apis: OptionalApis::ALL,
         postgres_template_size: None,
+        operator_namespace: None,
     };
     let desired = children::desired_state(&instance, &observed, &Credentials::placeholder())?;
     let mut out = String::new();

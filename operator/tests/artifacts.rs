@@ -8,6 +8,7 @@ use kube::core::cel::Validator;
 use serde_json::{Value, json};
 use shortener_operator::crd::Shortener;
 use shortener_operator::render;
+use shortener_operator::shortlink::ShortLink;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,16 +34,25 @@ fn schema() -> Value {
 }
 
 #[test]
-fn committed_crds_match_the_generated_one() {
-    let generated = serde_yaml::to_string(&Shortener::crd()).unwrap();
-    for copy in [
-        "manifests/crd.yaml",
-        "charts/shortener-operator/crds/shortener.dev_shorteners.yaml",
+fn committed_crds_match_the_generated_ones() {
+    let shortener = serde_yaml::to_string(&Shortener::crd()).unwrap();
+    let link = serde_yaml::to_string(&ShortLink::crd()).unwrap();
+    let regenerate = "regenerate with `cargo run -p shortener-operator -- crd` (scripts/check-operator.sh --update)";
+    assert!(
+        read("manifests/crd.yaml") == format!("{shortener}---\n{link}"),
+        "manifests/crd.yaml is stale: {regenerate}"
+    );
+    for (copy, generated) in [
+        (
+            "charts/shortener-operator/crds/shortener.dev_shorteners.yaml",
+            &shortener,
+        ),
+        (
+            "charts/shortener-operator/crds/shortener.dev_shortlinks.yaml",
+            &link,
+        ),
     ] {
-        assert!(
-            read(copy) == generated,
-            "{copy} is stale: regenerate it with `cargo run -p shortener-operator -- crd > {copy}`"
-        );
+        assert!(read(copy) == *generated, "{copy} is stale: {regenerate}");
     }
 }
 

@@ -124,7 +124,7 @@ pub fn ingress(instance: &Instance<'_>, spec: &IngressSpec) -> Ingress {
 }
 
 /// The app Service's port the routes send to (the Service maps it to the pods' `http`).
-const APP_SERVICE_PORT: i32 = 80;
+pub const APP_SERVICE_PORT: i32 = 80;
 
 /// The HTTPRoute: the private paths as `Exact` matches of a rule without backends, so the
 /// Gateway answers them itself (500: "a rule with no backendRefs and no filters", which

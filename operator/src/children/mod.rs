@@ -267,6 +267,16 @@ impl<'a> Instance<'a> {
             )
         })
     }
+
+    /// The app's API inside the cluster, through its Service (what the link sync calls).
+    pub fn service_url(&self) -> String {
+        format!(
+            "http://{}.{}.svc:{}",
+            self.child_name(Component::App),
+            self.namespace,
+            exposure::APP_SERVICE_PORT
+        )
+    }
 }
 
 fn selector(labels: &BTreeMap<String, String>) -> String {
@@ -444,6 +454,8 @@ pub struct Observed {
     pub apis: OptionalApis,
     /// Storage size in the existing PostgreSQL StatefulSet's claim template (immutable there).
     pub postgres_template_size: Option<String>,
+    /// The namespace the operator runs in: its pods may call the app (the ShortLink sync).
+    pub operator_namespace: Option<String>,
 }
 
 /// Generated credentials, or placeholders when rendering without a cluster.
@@ -516,7 +528,7 @@ pub fn desired_state(
     let app_config = app::config_map(instance);
     children.push(app_config.clone().into());
     // Isolation first, so no pod of the stack ever runs without it.
-    for policy in network::policies(instance) {
+    for policy in network::policies(instance, observed.operator_namespace.as_deref()) {
         children.push(policy.into());
     }
 

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::stack::{HTTP_PORT, PGBOUNCER_PORT, POSTGRES_PORT, REDIS_PORT};
-use super::{Component, Instance, match_labels};
+use super::{Component, Instance, MANAGED_BY, match_labels};
 use crate::crd::{Exposure, HttpRouteSpec};
 
 /// Where cluster DNS runs (kube-dns or CoreDNS keep this label for compatibility).
@@ -120,7 +120,7 @@ fn component_policy(
 }
 
 /// Every policy of the instance, or none when `spec.networkPolicy.enabled` is false.
-pub fn policies(instance: &Instance<'_>) -> Vec<NetworkPolicy> {
+pub fn policies(instance: &Instance<'_>, operator_namespace: Option<&str>) -> Vec<NetworkPolicy> {
     let spec = instance.spec();
     if !spec.network_policy.enabled {
         return Vec::new();
@@ -167,6 +167,21 @@ pub fn policies(instance: &Instance<'_>) -> Vec<NetworkPolicy> {
             vec![labelled(&selectors.prometheus_namespace_selector)],
             HTTP_PORT,
         ));
+    }
+    // The operator's pods, which keep the ShortLinks in the service through its API.
+    if let Some(namespace) = operator_namespace {
+        let operator = NetworkPolicyPeer {
+            namespace_selector: Some(match_labels(BTreeMap::from([(
+                "kubernetes.io/metadata.name".into(),
+                namespace.into(),
+            )]))),
+            pod_selector: Some(match_labels(BTreeMap::from([(
+                "app.kubernetes.io/name".into(),
+                MANAGED_BY.into(),
+            )]))),
+            ..Default::default()
+        };
+        ingress.push(from(vec![operator], HTTP_PORT));
     }
     let mut egress = Vec::new();
     if spec.database.external.is_none() {
@@ -246,7 +261,7 @@ mod tests {
     fn every_component_gets_a_policy_behind_a_default_deny() {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
-        let all = policies(&i);
+        let all = policies(&i, None);
         assert_eq!(
             names(&all),
             vec![
@@ -278,6 +293,27 @@ mod tests {
     }
 
     #[test]
+    fn the_operators_pods_may_call_the_app() {
+        let s = shortener(ShortenerSpec::default());
+        let all = policies(&Instance::new(&s).unwrap(), Some("ops"));
+        let app = serde_json::to_value(&all[1]).unwrap();
+        let rules = app["spec"]["ingress"].as_array().unwrap();
+        let operator = rules.last().unwrap();
+        assert_eq!(
+            operator["from"],
+            json!([{
+                "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "ops" } },
+                "podSelector": { "matchLabels": { "app.kubernetes.io/name": "shortener-operator" } },
+            }])
+        );
+        assert_eq!(operator["ports"][0]["port"], 8080);
+        // Only the app: nothing else of the stack is the operator's to call.
+        for other in &all[2..] {
+            assert!(!serde_json::to_string(other).unwrap().contains("\"ops\""));
+        }
+    }
+
+    #[test]
     fn external_stores_drop_their_policies_and_open_the_app_egress() {
         let mut spec = ShortenerSpec::default();
         spec.database.external = Some(ExternalSecretRef {
@@ -290,7 +326,7 @@ mod tests {
         });
         let s = shortener(spec);
         let i = Instance::new(&s).unwrap();
-        let all = policies(&i);
+        let all = policies(&i, None);
         assert_eq!(names(&all), vec!["links-default-deny", "links"]);
         let app = serde_json::to_value(&all[1]).unwrap();
         assert_eq!(app["spec"]["egress"], json!([{}]));
@@ -320,7 +356,7 @@ mod tests {
         };
         let app = |spec: &ShortenerSpec| {
             let s = shortener(spec.clone());
-            let all = policies(&Instance::new(&s).unwrap());
+            let all = policies(&Instance::new(&s).unwrap(), None);
             serde_json::to_value(&all[1]).unwrap()
         };
         let v = app(&spec);
@@ -350,7 +386,7 @@ mod tests {
         let mut spec = ShortenerSpec::default();
         spec.ingress.enabled = Some(false);
         let s = shortener(spec);
-        let all = policies(&Instance::new(&s).unwrap());
+        let all = policies(&Instance::new(&s).unwrap(), None);
         let app = serde_json::to_value(&all[1]).unwrap();
         let rules = app["spec"]["ingress"].as_array().unwrap();
         assert_eq!(rules.len(), 1);
@@ -365,7 +401,7 @@ mod tests {
         let mut spec = ShortenerSpec::default();
         spec.network_policy.enabled = false;
         let s = shortener(spec);
-        assert!(policies(&Instance::new(&s).unwrap()).is_empty());
+        assert!(policies(&Instance::new(&s).unwrap(), None).is_empty());
     }
 
     #[test]
