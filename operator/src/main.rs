@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -194,19 +195,6 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         .list(&ListParams::default().limit(1))
         .await
         .map_err(RunError::CrdMissing)?;
-    // Without the ShortLink CRD (an upgrade that did not apply the chart's crds/), the
-    // Shorteners are still run; the links wait for the CRD and a restart.
-    let links_probe = match watched.first() {
-        Some(ns) => Api::<ShortLink>::namespaced(client.clone(), ns),
-        None => Api::<ShortLink>::all(client.clone()),
-    };
-    let links_served = match links_probe.list(&ListParams::default().limit(1)).await {
-        Ok(_) => true,
-        Err(error) => {
-            warn!(%error, "the ShortLink CRD is not served: ShortLinks are not synced until it is applied and the operator restarted");
-            false
-        }
-    };
     ready.store(true, Ordering::Relaxed);
 
     let identity = args
@@ -251,7 +239,7 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         }
         .shared();
         let links = async {
-            if links_served {
+            if links_served(&client, &watched, stop.clone()).await {
                 shortlink::sync::run(client.clone(), metrics.clone(), &watched, stop.clone()).await;
             }
         };
@@ -279,6 +267,31 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         Err(error) => warn!(%error, "metrics server task failed"),
     }
     Ok(())
+}
+
+/// Waits until the ShortLink CRD is served (an upgrade may apply the chart's crds/ after the
+/// operator starts); false if `stop` comes first. The Shorteners are run meanwhile.
+async fn links_served(client: &Client, watched: &[String], stop: impl Future<Output = ()>) -> bool {
+    let probe = match watched.first() {
+        Some(ns) => Api::<ShortLink>::namespaced(client.clone(), ns),
+        None => Api::<ShortLink>::all(client.clone()),
+    };
+    tokio::pin!(stop);
+    let mut warned = false;
+    loop {
+        match probe.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return true,
+            Err(error) if !warned => {
+                warn!(%error, "the ShortLink CRD is not served: ShortLinks wait for it");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = &mut stop => return false,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
 }
 
 async fn wait_until(mut shutdown: watch::Receiver<bool>) {

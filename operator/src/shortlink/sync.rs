@@ -70,6 +70,9 @@ pub struct LinkContext {
     shorteners: Store<Shortener>,
     /// Sync keys by Shortener uid: read from their Secret once.
     keys: Mutex<HashMap<String, SyncKey>>,
+    /// Held while a key is looked for or made, so that the passes of many new ShortLinks
+    /// make one key, not one each.
+    making: tokio::sync::Mutex<()>,
     /// When each ShortLink (by uid) was last found as declared.
     synced: Mutex<HashMap<String, Instant>>,
     /// Consecutive failures by ShortLink uid, for the backoff.
@@ -191,7 +194,12 @@ impl LinkContext {
     /// the Shortener owns.
     async fn sync_key(&self, shortener: &Shortener) -> Result<SyncKey, SyncError> {
         let uid = shortener.uid().unwrap_or_default();
-        if let Some(key) = self.keys.lock().ok().and_then(|k| k.get(&uid).cloned()) {
+        let remembered = || self.keys.lock().ok().and_then(|k| k.get(&uid).cloned());
+        if let Some(key) = remembered() {
+            return Ok(key);
+        }
+        let _making = self.making.lock().await;
+        if let Some(key) = remembered() {
             return Ok(key);
         }
         let instance = Instance::new(shortener).map_err(|e| SyncError::Key(e.to_string()))?;
@@ -749,6 +757,7 @@ async fn run_in(
         metrics,
         shorteners,
         keys: Mutex::new(HashMap::new()),
+        making: tokio::sync::Mutex::new(()),
         synced: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         links: links.clone(),

@@ -26,6 +26,7 @@ mod harness;
 mod install;
 mod leader;
 mod lifecycle;
+mod links;
 mod operator;
 mod privilege;
 mod pruning;
@@ -54,6 +55,7 @@ pub const SUITE_LABEL: &str = "shortener-e2e/namespace";
 /// Where the chart is installed; the Lease lives here too.
 pub const OPERATOR_NAMESPACE: &str = "shortener-e2e-system";
 const SHORTENER_CRD: &str = "shorteners.shortener.dev";
+const LINK_CRD: &str = "shortlinks.shortener.dev";
 const MONITORING_CRDS: [&str; 2] = [
     "servicemonitors.monitoring.coreos.com",
     "prometheusrules.monitoring.coreos.com",
@@ -90,6 +92,7 @@ fn tests() -> Vec<Test> {
         test!(changes::app_setting_change_rolls_the_deployment),
         test!(changes::cel_rules_reject_shrink_and_immutable_changes),
         test!(settings::the_api_server_admits_exactly_the_described_ranges),
+        test!(links::a_shortlink_is_admitted_as_the_service_would_and_waits_for_its_shortener),
         test!(changes::volume_growth_the_cluster_refuses_is_reported),
         // Before the Gateway API is installed (by the next ones, for the rest of the suite).
         test!(gateway::a_route_without_the_gateway_api_is_reported),
@@ -207,6 +210,7 @@ impl Suite {
             "--for=condition=Established",
             "--timeout=60s",
             &format!("crd/{SHORTENER_CRD}"),
+            &format!("crd/{LINK_CRD}"),
         ])?;
 
         let operator_kubeconfig = work.join("operator.kubeconfig");
@@ -281,7 +285,13 @@ impl Suite {
         // this one, so it removes it, and with it any Shortener left.
         report(run(
             "kubectl",
-            &["delete", "crd", SHORTENER_CRD, "--ignore-not-found"],
+            &[
+                "delete",
+                "crd",
+                SHORTENER_CRD,
+                LINK_CRD,
+                "--ignore-not-found",
+            ],
             None,
         ));
         if self.monitoring_crds_installed_here {

@@ -23,6 +23,7 @@ mod gateway;
 #[path = "../e2e/harness.rs"]
 mod harness;
 mod install;
+mod links;
 mod monitoring;
 mod network;
 mod stack;
@@ -67,6 +68,7 @@ fn tests() -> Vec<Test> {
     vec![
         test!(install::the_operator_runs_in_the_cluster_from_its_image),
         test!(install::the_minimal_example_serves_through_the_ingress),
+        test!(links::shortlinks_sync_through_the_operator),
         test!(monitoring::the_stack_is_scraped_as_its_service_monitors_say),
         test!(monitoring::every_rule_loads_and_selects_series),
         test!(network::network_policies_are_enforced),
@@ -151,6 +153,20 @@ impl Real {
             ],
             None,
         ));
+        // Before the operator goes: a ShortLink's finalizer needs it.
+        report(run(
+            "kubectl",
+            &[
+                "delete",
+                "shortlinks",
+                "--all",
+                "--all-namespaces",
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=120s",
+            ],
+            None,
+        ));
         report(run(
             "helm",
             &[
@@ -170,6 +186,7 @@ impl Real {
                 "delete",
                 "crd",
                 "shorteners.shortener.dev",
+                "shortlinks.shortener.dev",
                 "--ignore-not-found",
             ],
             None,

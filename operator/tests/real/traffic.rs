@@ -160,6 +160,11 @@ impl Api {
             .ok_or_else(|| format!("POST /users answered {user}").into())
     }
 
+    /// `POST path` with a JSON body; the answer's JSON (a non-2xx answer is an error).
+    pub async fn post_json(&self, path: &str, body: Value) -> Result<Value> {
+        self.send_json(reqwest::Method::POST, path, body).await
+    }
+
     pub async fn create_link(&self, user_id: i64, target: &str) -> Result<Link> {
         let url = self
             .send_json(
