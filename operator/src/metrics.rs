@@ -55,9 +55,9 @@ impl Metrics {
         let link_passes = IntCounterVec::new(
             Opts::new(
                 "shortener_operator_link_reconciliations_total",
-                "ShortLink passes, by result",
+                "ShortLink passes, by the Shortener of the link and result",
             ),
-            &["result"],
+            &["namespace", "name", "result"],
         )?;
         let link_requests = IntCounterVec::new(
             Opts::new(
@@ -103,8 +103,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn link_pass(&self, result: &str) {
-        self.link_passes.with_label_values(&[result]).inc();
+    /// A pass over a ShortLink of Shortener `namespace/name`.
+    pub fn link_pass(&self, namespace: &str, name: &str, result: &str) {
+        self.link_passes
+            .with_label_values(&[namespace, name, result])
+            .inc();
     }
 
     pub fn link_request(&self, method: &str, status: &str) {

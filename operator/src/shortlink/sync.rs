@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::crd::{ShortLink, ShortLinkSpec, ShortLinkStatus};
-use super::service::{CallError, ServiceApi, Stats, Url};
+use super::service::{CallError, IN_FLIGHT, ServiceApi, Stats, Url};
 use crate::children::{Component, Instance};
 use crate::crd::{AuthMode, Shortener};
 use crate::metrics::Metrics;
@@ -40,6 +40,8 @@ pub const REFRESH: Duration = Duration::from_secs(300);
 const BACKOFF_BASE: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const SYNCED: &str = "Synced";
+/// How often a ShortLink whose key was refused looks for a new one.
+const KEY_RETRY: Duration = Duration::from_secs(60);
 /// The service user that owns every link the sync makes, one per Shortener.
 const SYNC_USERNAME: &str = "ShortLink sync";
 
@@ -70,6 +72,8 @@ pub struct LinkContext {
     shorteners: Store<Shortener>,
     /// Sync keys by Shortener uid: read from their Secret once.
     keys: Mutex<HashMap<String, SyncKey>>,
+    /// Each service's gate (by Shortener uid): its requests in flight at once.
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Held while a key is looked for or made, so that the passes of many new ShortLinks
     /// make one key, not one each.
     making: tokio::sync::Mutex<()>,
@@ -180,13 +184,23 @@ impl LinkContext {
         }
     }
 
-    fn api(&self, instance: &Instance<'_>, key: Option<String>) -> ServiceApi {
-        ServiceApi::new(
+    fn api(&self, shortener: &Shortener, key: Option<String>) -> Result<ServiceApi, SyncError> {
+        let instance = Instance::new(shortener).map_err(|e| SyncError::Key(e.to_string()))?;
+        let uid = shortener.uid().unwrap_or_default();
+        let gate = match self.gates.lock() {
+            Ok(mut gates) => gates
+                .entry(uid)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)))
+                .clone(),
+            Err(_) => Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        };
+        Ok(ServiceApi::new(
             self.http.clone(),
             instance.service_url(),
             key,
             (*self.metrics).clone(),
-        )
+            gate,
+        ))
     }
 
     /// The Shortener's sync key: remembered, else read from its Secret, else made (a service
@@ -209,7 +223,7 @@ impl LinkContext {
             Some(secret) => read_key(&secret)
                 .ok_or_else(|| SyncError::Key(format!("Secret {name} has no `user-id`")))?,
             None => {
-                let key = self.make_key(&instance, &secrets).await?;
+                let key = self.make_key(shortener, &instance, &secrets).await?;
                 let secret = key_secret(&instance, shortener, &name, &key);
                 match secrets.create(&PostParams::default(), &secret).await {
                     Ok(_) => key,
@@ -232,6 +246,7 @@ impl LinkContext {
 
     async fn make_key(
         &self,
+        shortener: &Shortener,
         instance: &Instance<'_>,
         secrets: &Api<Secret>,
     ) -> Result<SyncKey, SyncError> {
@@ -245,7 +260,7 @@ impl LinkContext {
                 .ok_or_else(|| SyncError::Key(format!("Secret {name} has no `api-key`")))?;
             Some(key)
         };
-        let admin = self.api(instance, admin_key);
+        let admin = self.api(shortener, admin_key)?;
         let email = format!(
             "shortlink-sync@{}.{}.svc",
             instance.name, instance.namespace
@@ -343,6 +358,7 @@ pub async fn reconcile(
     let ns = link.namespace().unwrap_or_default();
     let api: Api<ShortLink> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = link.uid().unwrap_or_default();
+    let shortener = link.spec.shortener.clone();
     let result = finalizer(&api, FINALIZER, link, |event| async {
         match event {
             Finalizer::Apply(link) => apply(&link, &ctx).await,
@@ -350,8 +366,8 @@ pub async fn reconcile(
         }
     })
     .await;
-    ctx.metrics
-        .link_pass(if result.is_ok() { "success" } else { "error" });
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.link_pass(&ns, &shortener, outcome);
     if result.is_ok() {
         ctx.reset_backoff(&uid);
     }
@@ -480,7 +496,7 @@ async fn sync(
     status: &mut ShortLinkStatus,
 ) -> Result<Outcome, SyncError> {
     let key = ctx.sync_key(shortener).await?;
-    let api = ctx.api(instance, key.api_key.clone());
+    let api = ctx.api(shortener, key.api_key.clone())?;
     let desired = declared(&link.spec);
     let wanted = digest(&desired);
     let result = write(link, &api, &key, &desired, &wanted, status).await;
@@ -514,15 +530,19 @@ async fn sync(
             Some(StatusCode::BAD_REQUEST) => Ok(refused("Refused", error)),
             Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
                 ctx.forget_key(&shortener.uid().unwrap_or_default());
-                Ok(Outcome::waiting(
-                    "KeyRefused",
-                    format!(
-                        "the service refused the sync key ({}); delete Secret {} and the \
-                         operator makes a new one",
-                        error.message(),
-                        sync_secret_name(&instance.name)
-                    ),
-                ))
+                // Looked at again: the Secret's deletion (the way out) sends no event here.
+                Ok(Outcome {
+                    requeue: Some(KEY_RETRY),
+                    ..Outcome::waiting(
+                        "KeyRefused",
+                        format!(
+                            "the service refused the sync key ({}); delete Secret {} and the \
+                             operator makes a new one",
+                            error.message(),
+                            sync_secret_name(&instance.name)
+                        ),
+                    )
+                })
             }
             _ => {
                 let message = error.to_string();
@@ -663,9 +683,8 @@ async fn cleanup(link: &ShortLink, ctx: &LinkContext) -> Result<Action, SyncErro
     let (Some(shortener), Some(id)) = (shortener_of(link, ctx), id) else {
         return Ok(Action::await_change());
     };
-    let instance = Instance::new(&shortener).map_err(|e| SyncError::Key(e.to_string()))?;
     let key = ctx.sync_key(&shortener).await?;
-    let api = ctx.api(&instance, key.api_key);
+    let api = ctx.api(&shortener, key.api_key)?;
     match api.call(Method::DELETE, &format!("/urls/{id}"), None).await {
         Ok(_) => {
             info!(shortlink = %link.name_any(), url_id = id, "deactivated the link");
@@ -758,6 +777,7 @@ async fn run_in(
         shorteners,
         keys: Mutex::new(HashMap::new()),
         making: tokio::sync::Mutex::new(()),
+        gates: Mutex::new(HashMap::new()),
         synced: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         links: links.clone(),
