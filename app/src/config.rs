@@ -317,6 +317,12 @@ pub struct RateLimitSettings {
     #[arg(long, value_parser = small(&settings::REDIRECT_MISS_BURST))]
     pub redirect_miss_burst: u32,
 
+    #[arg(long, value_parser = small(&settings::LINK_PASSWORD_LIMIT_PER_MINUTE))]
+    pub link_password_limit_per_minute: u32,
+
+    #[arg(long, value_parser = small(&settings::LINK_PASSWORD_BURST))]
+    pub link_password_burst: u32,
+
     #[arg(long, value_delimiter = ',', value_parser = parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 

@@ -68,15 +68,11 @@ pub enum Class {
     Create,
     /// Redirect misses, per client address.
     RedirectMiss,
-    /// Wrong passwords for a protected link, per link and client address: a fixed
-    /// [`LINK_PASSWORD_LIMIT`].
+    /// Wrong passwords for a protected link, per link and client address (by default 10 at
+    /// once, then 10 a minute: enough for a person who mistypes; at most 14,400 guesses a
+    /// day per address against one link, each costing ~20 ms of Argon2id).
     LinkPassword,
 }
-
-/// Wrong passwords a client may give one link: 10 at once, then one every 6 seconds (10 a
-/// minute). Enough for a person who mistypes; at most 14,400 guesses a day per address,
-/// each costing ~20 ms of Argon2id, against one link.
-const LINK_PASSWORD_LIMIT: (u32, u32) = (10, 10);
 
 impl Class {
     pub const ALL: [Class; 4] = [
@@ -317,7 +313,10 @@ impl RateLimit {
                 settings.redirect_miss_limit_per_minute,
                 settings.redirect_miss_burst,
             ),
-            class(LINK_PASSWORD_LIMIT.0, LINK_PASSWORD_LIMIT.1),
+            class(
+                settings.link_password_limit_per_minute,
+                settings.link_password_burst,
+            ),
         ];
         let redis = redis.map(|redis| RedisGcra {
             redis,

@@ -331,6 +331,10 @@ pub struct RateLimit {
     pub redirect_miss_per_minute: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_miss_burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_password_per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_password_burst: Option<u32>,
 }
 
 /// The host pattern of `ingress.host` and `httpRoute.hostnames`: lowercase DNS labels, the last

@@ -366,6 +366,18 @@ settings! {
         shortener: Shortener::Field("rateLimit.redirectMissBurst"),
         read_by: ReadBy::Flag,
     }
+    LINK_PASSWORD_LIMIT_PER_MINUTE {
+        help: "Wrong passwords a client address may give one protected link per minute; past it even the right one gets 429 until the allowance refills (each check costs ~20 ms of Argon2id).",
+        kind: Kind::Integer { min: 1, max: 10_000, default: 10 },
+        shortener: Shortener::Field("rateLimit.linkPasswordPerMinute"),
+        read_by: ReadBy::Flag,
+    }
+    LINK_PASSWORD_BURST {
+        help: "Wrong passwords a client may give one link at once above that rate.",
+        kind: Kind::Integer { min: 1, max: 10_000, default: 10 },
+        shortener: Shortener::Field("rateLimit.linkPasswordBurst"),
+        read_by: ReadBy::Flag,
+    }
     TRUSTED_PROXIES {
         help: "Networks of the proxies in front of the service (CIDRs or addresses, e.g. `10.0.0.0/8`). `X-Forwarded-For` (the right-most address outside them) and `X-Real-IP` name the client only when the TCP peer is inside one; empty: the peer is the client.",
         kind: Kind::List { item: Format::Network },

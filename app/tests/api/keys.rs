@@ -118,6 +118,17 @@ pub async fn a_user_key_sees_and_changes_only_its_user(backend: Backend) {
         .map(|u| u["id"].clone())
         .collect();
     assert_eq!(ids, vec![ada_url["id"].clone()]);
+    // By code too: another user's code is not found (the ShortLink sync relies on it to
+    // tell a code of its own from one made by someone else).
+    for (url, found) in [(&ada_url, 1), (&bob_url, 0), (&anon_url, 0)] {
+        let code = url["short_code"].as_str().unwrap();
+        let list = expect_json(
+            get(format!("/urls?short_code={code}")).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(list.as_array().unwrap().len(), found, "{code}: {list}");
+    }
     let users = expect_json(get("/users".into()).await, StatusCode::OK).await;
     assert_eq!(users.as_array().unwrap().len(), 1);
     assert_eq!(users[0]["id"], ada_id);

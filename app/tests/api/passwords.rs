@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::common::{Backend, TestApp, expect_error, expect_json, redis_url, unique_prefix};
+use crate::common::{
+    Backend, TestApp, TestDatabase, expect_error, expect_json, redis_url, unique_prefix,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -145,6 +147,29 @@ pub async fn a_protected_link_redirects_only_with_its_password(backend: Backend)
 
 pub async fn wrong_passwords_are_limited_per_link_and_client(backend: Backend) {
     let app = TestApp::new(backend).await;
+    wrong_passwords_until_429(&app, 10).await;
+    // The limit is a setting: 3 at once, then one a minute.
+    let db = Arc::new(TestDatabase::new(backend).await);
+    let flags = [
+        "--auth-mode",
+        "open",
+        "--link-password-burst",
+        "3",
+        "--link-password-limit-per-minute",
+        "1",
+    ];
+    let strict = TestApp::start(db, &flags).await;
+    let allowed = wrong_passwords_until_429(&strict, 3).await;
+    assert!(
+        allowed < 10,
+        "{allowed} wrong passwords before a 429 with a burst of 3"
+    );
+}
+
+/// Wrong passwords for a fresh link until a 429 (at least `at_least` answered 401 first),
+/// then what the limit does: the right password refused, another link not. Returns how many
+/// wrong ones were answered 401.
+async fn wrong_passwords_until_429(app: &TestApp, at_least: u32) -> u32 {
     let url = app
         .create_url(json!({"original_url": "https://e.com/vault", "password": "right one"}))
         .await;
@@ -156,7 +181,7 @@ pub async fn wrong_passwords_are_limited_per_link_and_client(backend: Backend) {
     // seconds) is spent; then 429. However slow each check is, at least ten get their 401.
     let mut wrong = 0;
     loop {
-        let status = with_password(&app, &path, "guess").await.status();
+        let status = with_password(app, &path, "guess").await.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
             break;
         }
@@ -164,21 +189,22 @@ pub async fn wrong_passwords_are_limited_per_link_and_client(backend: Backend) {
         wrong += 1;
         assert!(wrong < 100, "never limited");
     }
-    assert!(wrong >= 10, "{wrong}");
+    assert!(wrong >= at_least, "{wrong}");
     // Now even the right one waits: 429 with Retry-After.
-    let res = with_password(&app, &path, "right one").await;
+    let res = with_password(app, &path, "right one").await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
     expect_error(res, StatusCode::TOO_MANY_REQUESTS).await;
-    assert_eq!(redirect_events(&app, &url).await, 0);
+    assert_eq!(redirect_events(app, &url).await, 0);
     // Another link of the same client is not affected.
     let res = with_password(
-        &app,
+        app,
         &format!("/{}", other["short_code"].as_str().unwrap()),
         "right one",
     )
     .await;
     assert_eq!(res.status(), StatusCode::FOUND);
+    wrong
 }
 
 pub async fn passwords_are_validated_and_never_shown(backend: Backend) {

@@ -37,6 +37,8 @@ pub const RESERVED_CODES: &[&str] = &[
 ];
 const URL_PATTERN: &str = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+";
 
+// No `shortener` category: that word is the Shortener's singular, and kubectl would expand
+// `kubectl delete shortener NAME` to both kinds and refuse it.
 /// One short link served by a Shortener of the same namespace. The operator creates it in the
 /// service, keeps it as declared, reports its clicks, and deactivates it when this object is
 /// deleted. A code already held by a link made another way is never overwritten.
@@ -47,7 +49,6 @@ const URL_PATTERN: &str = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+";
     kind = "ShortLink",
     plural = "shortlinks",
     shortname = "sl",
-    category = "shortener",
     namespaced,
     status = "ShortLinkStatus",
     derive = "PartialEq",

@@ -77,8 +77,10 @@ pub struct LinkContext {
     /// Held while a key is looked for or made, so that the passes of many new ShortLinks
     /// make one key, not one each.
     making: tokio::sync::Mutex<()>,
-    /// When each ShortLink (by uid) was last found as declared.
-    synced: Mutex<HashMap<String, Instant>>,
+    /// When the service last answered for each ShortLink (by uid) and its generation: found
+    /// as declared, or a code taken, or a declaration refused. Until the refresh is due,
+    /// another pass of the same generation asks nothing.
+    concluded: Mutex<HashMap<String, Instant>>,
     /// Consecutive failures by ShortLink uid, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Every ShortLink the controller watches.
@@ -88,6 +90,8 @@ pub struct LinkContext {
 /// The outcome of a pass, as the `Synced` condition says it.
 struct Outcome {
     synced: bool,
+    /// The service answered for this generation (see `LinkContext::concluded`).
+    concluded: bool,
     reason: &'static str,
     message: String,
     /// When to look again (`None`: only when something changes).
@@ -98,6 +102,7 @@ impl Outcome {
     fn waiting(reason: &'static str, message: String) -> Self {
         Self {
             synced: false,
+            concluded: false,
             reason,
             message,
             requeue: None,
@@ -162,18 +167,18 @@ impl LinkContext {
         BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
     }
 
-    fn synced_recently(&self, uid: &str) -> Option<Duration> {
-        let synced = self.synced.lock().ok()?;
-        let since = synced.get(uid)?.elapsed();
+    fn concluded_recently(&self, uid: &str) -> Option<Duration> {
+        let concluded = self.concluded.lock().ok()?;
+        let since = concluded.get(uid)?.elapsed();
         (since < REFRESH).then(|| REFRESH - since)
     }
 
-    fn mark_synced(&self, uid: &str, yes: bool) {
-        if let Ok(mut synced) = self.synced.lock() {
+    fn mark_concluded(&self, uid: &str, yes: bool) {
+        if let Ok(mut concluded) = self.concluded.lock() {
             if yes {
-                synced.insert(uid.to_string(), Instant::now());
+                concluded.insert(uid.to_string(), Instant::now());
             } else {
-                synced.remove(uid);
+                concluded.remove(uid);
             }
         }
     }
@@ -439,13 +444,8 @@ async fn apply(link: &ShortLink, ctx: &LinkContext) -> Result<Action, SyncError>
                     .trim_end_matches('/'),
                 link.spec.code
             ));
-            let unchanged = old.observed_generation == generation
-                && old
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == SYNCED && c.status == "True")
-                && new.short_url == old.short_url;
-            match (unchanged, ctx.synced_recently(&uid)) {
+            let unchanged = old.observed_generation == generation && new.short_url == old.short_url;
+            match (unchanged, ctx.concluded_recently(&uid)) {
                 (true, Some(due_in)) => return Ok(Action::requeue(due_in)),
                 _ => match earlier_claim(link, &ctx.links) {
                     Some(other) => Outcome::waiting(
@@ -460,7 +460,7 @@ async fn apply(link: &ShortLink, ctx: &LinkContext) -> Result<Action, SyncError>
             }
         }
     };
-    ctx.mark_synced(&uid, outcome.synced);
+    ctx.mark_concluded(&uid, outcome.concluded);
     new.observed_generation = generation;
     let now = Time(Timestamp::now());
     set_conditions(
@@ -510,6 +510,7 @@ async fn sync(
             status.clicks = Some(found.redirect_count);
             Ok(Outcome {
                 synced: true,
+                concluded: true,
                 reason: "Synced",
                 message: format!("{} redirects to {}", link.spec.code, link.spec.target),
                 requeue: Some(REFRESH),
@@ -517,6 +518,7 @@ async fn sync(
         }
         Err(Written::Taken) => Ok(Outcome {
             synced: false,
+            concluded: true,
             reason: "CodeTaken",
             message: format!(
                 "code {} is held by a link made through the API, not by a ShortLink: it is \
@@ -527,7 +529,10 @@ async fn sync(
             requeue: Some(REFRESH),
         }),
         Err(Written::Failed(error)) => match error.status() {
-            Some(StatusCode::BAD_REQUEST) => Ok(refused("Refused", error)),
+            Some(StatusCode::BAD_REQUEST) => Ok(Outcome {
+                concluded: true,
+                ..refused("Refused", error)
+            }),
             Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
                 ctx.forget_key(&shortener.uid().unwrap_or_default());
                 // Looked at again: the Secret's deletion (the way out) sends no event here.
@@ -548,6 +553,7 @@ async fn sync(
                 let message = error.to_string();
                 let outcome = Outcome {
                     synced: false,
+                    concluded: false,
                     reason: "ServiceUnavailable",
                     message,
                     requeue: None,
@@ -669,7 +675,7 @@ async fn write_status_now(
         .await?;
         ctx.metrics.link_status_write();
     }
-    ctx.mark_synced(&link.uid().unwrap_or_default(), false);
+    ctx.mark_concluded(&link.uid().unwrap_or_default(), false);
     Ok(())
 }
 
@@ -677,7 +683,7 @@ async fn write_status_now(
 /// redirecting, its clicks stay readable), unless its Shortener is gone too.
 async fn cleanup(link: &ShortLink, ctx: &LinkContext) -> Result<Action, SyncError> {
     let uid = link.uid().unwrap_or_default();
-    ctx.mark_synced(&uid, false);
+    ctx.mark_concluded(&uid, false);
     ctx.reset_backoff(&uid);
     let id = link.status.as_ref().and_then(|s| s.url_id);
     let (Some(shortener), Some(id)) = (shortener_of(link, ctx), id) else {
@@ -778,7 +784,7 @@ async fn run_in(
         keys: Mutex::new(HashMap::new()),
         making: tokio::sync::Mutex::new(()),
         gates: Mutex::new(HashMap::new()),
-        synced: Mutex::new(HashMap::new()),
+        concluded: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         links: links.clone(),
     });

@@ -49,6 +49,17 @@ pub async fn a_shortlink_is_admitted_as_the_service_would_and_waits_for_its_shor
         "printer columns: {columns:?}"
     );
 
+    // `shortener` still names the Shortener alone (a category of that name on ShortLink
+    // would make kubectl refuse `kubectl get shortener NAME`).
+    kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "shortener",
+        "nowhere",
+        "--ignore-not-found",
+    ])?;
+
     // Refused by the API server as the service would refuse them.
     for (code, why) in [("Health", "keeps for its own paths"), ("ab", "code")] {
         let out = apply(&manifest(ns, "refused", code, "https://example.com"))?;
