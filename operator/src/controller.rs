@@ -1,9 +1,8 @@
 //! The reconciler: applies the desired state of each Shortener, prunes what it no longer asks
 //! for, and reports back in its status.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -16,6 +15,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::children::{
     self, Credentials, DesiredState, Instance, MANAGED_BY, Observed, OptionalApis,
 };
@@ -30,16 +30,14 @@ use crate::status::{self, Notice, Pass, Readiness};
 const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 /// Requeue interval while a rollout is in progress, in case a watch event is missed.
 const PROGRESS_REQUEUE: Duration = Duration::from_secs(30);
-const BACKOFF_BASE: Duration = Duration::from_secs(5);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// Shared state of the reconciler.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Consecutive failures per Shortener (namespace/name), for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failures per Shortener (namespace/name).
+    backoff: Backoff,
     /// Apply Ingress annotations that inject raw controller configuration (`*-snippet`).
     allow_snippet_annotations: bool,
     /// What the owned-kind watches have seen of the children.
@@ -61,7 +59,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            failures: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
             allow_snippet_annotations: false,
             seen: SeenChildren::default(),
             served: tokio::sync::watch::Sender::new(OptionalApis::default()),
@@ -91,23 +89,11 @@ impl Context {
     }
 
     fn reset_backoff(&self, key: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
-        }
+        self.backoff.reset(key);
     }
 
-    /// Next delay for a failing Shortener: 5s, 10s, 20s, ... capped at 5 minutes.
     fn next_backoff(&self, key: &str) -> Duration {
-        let attempts = match self.failures.lock() {
-            Ok(mut failures) => {
-                let count = failures.entry(key.to_string()).or_insert(0);
-                *count = count.saturating_add(1);
-                *count
-            }
-            Err(_) => 1,
-        };
-        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(16));
-        BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
+        self.backoff.next(key)
     }
 
     async fn publish(&self, shortener: &Shortener, notices: Vec<Notice>) {
@@ -719,7 +705,7 @@ mod tests {
         for _ in 0..20 {
             last = ctx.next_backoff("web/links");
         }
-        assert_eq!(last, BACKOFF_MAX);
+        assert_eq!(last, crate::backoff::MAX);
     }
 
     #[tokio::test]

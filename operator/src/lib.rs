@@ -1,5 +1,6 @@
 //! Kubernetes operator that turns one `Shortener` resource into the whole URL-shortener stack.
 
+pub mod backoff;
 pub mod children;
 pub mod cluster;
 pub mod controller;

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 use super::crd::{ShortLink, ShortLinkSpec, ShortLinkStatus};
 use super::service::{CallError, IN_FLIGHT, ServiceApi, Stats, Url};
+use crate::backoff::Backoff;
 use crate::children::{Component, Instance};
 use crate::crd::{AuthMode, Shortener};
 use crate::metrics::Metrics;
@@ -37,8 +38,6 @@ use crate::status::set_conditions;
 pub const FINALIZER: &str = "shortener.dev/shortlink";
 /// How often a synced link's click count is read again.
 pub const REFRESH: Duration = Duration::from_secs(300);
-const BACKOFF_BASE: Duration = Duration::from_secs(5);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const SYNCED: &str = "Synced";
 /// How often a ShortLink whose key was refused looks for a new one.
 const KEY_RETRY: Duration = Duration::from_secs(60);
@@ -81,8 +80,8 @@ pub struct LinkContext {
     /// as declared, or a code taken, or a declaration refused. Until the refresh is due,
     /// another pass of the same generation asks nothing.
     concluded: Mutex<HashMap<String, Instant>>,
-    /// Consecutive failures by ShortLink uid, for the backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failures by ShortLink uid.
+    backoff: Backoff,
     /// Every ShortLink the controller watches.
     links: Store<ShortLink>,
 }
@@ -148,25 +147,6 @@ fn digest(body: &Value) -> String {
 }
 
 impl LinkContext {
-    fn reset_backoff(&self, uid: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(uid);
-        }
-    }
-
-    fn next_backoff(&self, uid: &str) -> Duration {
-        let attempts = match self.failures.lock() {
-            Ok(mut failures) => {
-                let count = failures.entry(uid.to_string()).or_insert(0);
-                *count = count.saturating_add(1);
-                *count
-            }
-            Err(_) => 1,
-        };
-        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(16));
-        BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
-    }
-
     fn concluded_recently(&self, uid: &str) -> Option<Duration> {
         let concluded = self.concluded.lock().ok()?;
         let since = concluded.get(uid)?.elapsed();
@@ -374,7 +354,7 @@ pub async fn reconcile(
     let outcome = if result.is_ok() { "success" } else { "error" };
     ctx.metrics.link_pass(&ns, &shortener, outcome);
     if result.is_ok() {
-        ctx.reset_backoff(&uid);
+        ctx.backoff.reset(&uid);
     }
     result.map_err(Box::new)
 }
@@ -382,7 +362,7 @@ pub async fn reconcile(
 pub type FinalizerError = Box<kube::runtime::finalizer::Error<SyncError>>;
 
 pub fn error_policy(link: Arc<ShortLink>, error: &FinalizerError, ctx: Arc<LinkContext>) -> Action {
-    let delay = ctx.next_backoff(&link.uid().unwrap_or_default());
+    let delay = ctx.backoff.next(&link.uid().unwrap_or_default());
     warn!(
         shortlink = %format!("{}/{}", link.namespace().unwrap_or_default(), link.name_any()),
         %error,
@@ -460,27 +440,7 @@ async fn apply(link: &ShortLink, ctx: &LinkContext) -> Result<Action, SyncError>
             }
         }
     };
-    ctx.mark_concluded(&uid, outcome.concluded);
-    new.observed_generation = generation;
-    let now = Time(Timestamp::now());
-    set_conditions(
-        &mut new.conditions,
-        &[(SYNCED, outcome.synced, outcome.reason, &outcome.message)],
-        generation,
-        &now,
-    );
-    if new != old {
-        let api: Api<ShortLink> =
-            Api::namespaced(ctx.client.clone(), &link.namespace().unwrap_or_default());
-        let patch = json!({ "status": new });
-        api.patch_status(
-            &link.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-        ctx.metrics.link_status_write();
-    }
+    write_status(link, ctx, new, &outcome).await?;
     Ok(match outcome.requeue {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
@@ -559,7 +519,7 @@ async fn sync(
                     requeue: None,
                 };
                 // Said in the status, then retried with backoff.
-                write_status_now(link, ctx, status, &outcome).await?;
+                write_status(link, ctx, status.clone(), &outcome).await?;
                 Err(error.into())
             }
         },
@@ -647,35 +607,34 @@ async fn write(
     Ok(Stats { url, ..stats })
 }
 
-async fn write_status_now(
+/// Writes `status` with the `Synced` condition `outcome` says, if that changes the status,
+/// and remembers whether the service answered for this generation.
+async fn write_status(
     link: &ShortLink,
     ctx: &LinkContext,
-    status: &ShortLinkStatus,
+    mut new: ShortLinkStatus,
     outcome: &Outcome,
 ) -> Result<(), SyncError> {
-    let old = link.status.clone().unwrap_or_default();
-    let mut new = status.clone();
-    new.observed_generation = link.metadata.generation;
+    ctx.mark_concluded(&link.uid().unwrap_or_default(), outcome.concluded);
+    let generation = link.metadata.generation;
+    new.observed_generation = generation;
     let now = Time(Timestamp::now());
-    set_conditions(
-        &mut new.conditions,
-        &[(SYNCED, outcome.synced, outcome.reason, &outcome.message)],
-        link.metadata.generation,
-        &now,
+    let condition = (
+        SYNCED,
+        outcome.synced,
+        outcome.reason,
+        outcome.message.as_str(),
     );
-    if new != old {
+    set_conditions(&mut new.conditions, &[condition], generation, &now);
+    if link.status.as_ref() != Some(&new) {
         let api: Api<ShortLink> =
             Api::namespaced(ctx.client.clone(), &link.namespace().unwrap_or_default());
         let patch = json!({ "status": new });
-        api.patch_status(
-            &link.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+        let params = PatchParams::default();
+        api.patch_status(&link.name_any(), &params, &Patch::Merge(&patch))
+            .await?;
         ctx.metrics.link_status_write();
     }
-    ctx.mark_concluded(&link.uid().unwrap_or_default(), false);
     Ok(())
 }
 
@@ -684,7 +643,7 @@ async fn write_status_now(
 async fn cleanup(link: &ShortLink, ctx: &LinkContext) -> Result<Action, SyncError> {
     let uid = link.uid().unwrap_or_default();
     ctx.mark_concluded(&uid, false);
-    ctx.reset_backoff(&uid);
+    ctx.backoff.reset(&uid);
     let id = link.status.as_ref().and_then(|s| s.url_id);
     let (Some(shortener), Some(id)) = (shortener_of(link, ctx), id) else {
         return Ok(Action::await_change());
@@ -785,7 +744,7 @@ async fn run_in(
         making: tokio::sync::Mutex::new(()),
         gates: Mutex::new(HashMap::new()),
         concluded: Mutex::new(HashMap::new()),
-        failures: Mutex::new(HashMap::new()),
+        backoff: Backoff::default(),
         links: links.clone(),
     });
     controller
