@@ -20,15 +20,8 @@ OTHER_EVENTS=${OTHER_EVENTS:-10000000}
 OTHER_LINKS=${OTHER_LINKS:-10000}
 REQUESTS=${REQUESTS:-200}
 ANALYTICS_PORT=${ANALYTICS_PORT:-18092}
-[ -x "$SHORTENER_BIN" ] || die "no binary at $SHORTENER_BIN (cargo build --release -p shortener)"
-command -v sqlite3 >/dev/null || apt_ensure sqlite3
-port_free "$ANALYTICS_PORT" || die "port $ANALYTICS_PORT is taken: $(port_owner "$ANALYTICS_PORT") (set ANALYTICS_PORT)"
-
-work=$(mktemp -d /tmp/shortener-analytics.XXXXXX)
-pid=""
-stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; fi; pid=""; }
-cleanup() { stop; rm -rf "$work"; }
-trap cleanup EXIT
+sqlite_tool_prerequisites "$ANALYTICS_PORT" ANALYTICS_PORT
+scratch_dir analytics
 
 # Rollup rows and events of `clicks` clicks of links [first, first + links), spread over the
 # last 719 hours (a prime, so that every combination comes up in every hour) and over 4
@@ -105,5 +98,5 @@ for size in small big; do
     done
     printf '      %-10s (clicks %s)  %s\n' "$name" "${total:-?}" "$(percentiles "$work/times")"
   done
-  stop
+  stop_server
 done

@@ -15,17 +15,9 @@ DURATION=${DURATION:-1s} # lib.sh wants one; no wrk run here
 
 ROWS=${ROWS:-1000000}
 EXPORT_PORT=${EXPORT_PORT:-18091}
-[ -x "$SHORTENER_BIN" ] || die "no binary at $SHORTENER_BIN (cargo build --release -p shortener)"
-command -v sqlite3 >/dev/null || apt_ensure sqlite3
-port_free "$EXPORT_PORT" || die "port $EXPORT_PORT is taken: $(port_owner "$EXPORT_PORT") (set EXPORT_PORT)"
+sqlite_tool_prerequisites "$EXPORT_PORT" EXPORT_PORT
 
-work=$(mktemp -d /tmp/shortener-export.XXXXXX)
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch_dir export
 
 db="$work/links.db"
 env -i PATH="$PATH" DATABASE_URL="sqlite://$db" "$SHORTENER_BIN" migrate >/dev/null

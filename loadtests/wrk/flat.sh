@@ -30,13 +30,7 @@ ROUNDS=${ROUNDS:-2}
 FLAT_PORT=${FLAT_PORT:-18091}
 sqlite_replica_prerequisites "$FLAT_PORT" FLAT_PORT
 
-work=$(mktemp -d /tmp/shortener-flat.XXXXXX)
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch_dir flat
 
 fill() { # name links events
   local db="$work/$1/shortener.db"

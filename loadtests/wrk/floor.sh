@@ -18,13 +18,7 @@ FLOOR_BIN=${FLOOR_BIN:-$TARGET_DIR/release/examples/redirect_floor}
 [ -x "$FLOOR_BIN" ] || die "no binary at $FLOOR_BIN (cargo build --release --example redirect_floor -p shortener)"
 fixed_302_prerequisites
 
-work=$(mktemp -d /tmp/shortener-floor.XXXXXX)
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch_dir floor
 
 taskset -c "$SERVER_CPU" env -i PATH="$PATH" LISTEN_ADDR="127.0.0.1:$BASELINE_PORT" "$FLOOR_BIN" </dev/null >"$work/floor.log" 2>&1 &
 pid=$!

@@ -18,12 +18,30 @@ ensure_wrk() {
 }
 
 # What a script running its own replica on an SQLite file it fills with sqlite3 needs
-# first: the binary, sqlite3, wrk, and its port ($1, named by the variable $2) free.
-sqlite_replica_prerequisites() { # port variable
+# first: the binary, sqlite3, and its port ($1, named by the variable $2) free.
+sqlite_tool_prerequisites() { # port variable
   [ -x "$SHORTENER_BIN" ] || die "no binary at $SHORTENER_BIN (cargo build --release -p shortener)"
   command -v sqlite3 >/dev/null || apt_ensure sqlite3
-  ensure_wrk
   port_free "$1" || die "port $1 is taken: $(port_owner "$1") (set $2)"
+}
+
+# The same, and wrk.
+sqlite_replica_prerequisites() { # port variable
+  sqlite_tool_prerequisites "$1" "$2"
+  ensure_wrk
+}
+
+# A scratch directory, $work, removed at exit after the script's server ($pid, when set)
+# is stopped.
+scratch_dir() { # name
+  work=$(mktemp -d "/tmp/shortener-$1.XXXXXX")
+  pid=""
+  trap 'stop_server; rm -rf "$work"' EXIT
+}
+
+stop_server() {
+  if [ -n "${pid:-}" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; fi
+  pid=""
 }
 
 

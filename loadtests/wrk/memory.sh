@@ -25,13 +25,7 @@ LINKS=${LINKS:-100000}
 MEMORY_PORT=${MEMORY_PORT:-18089}
 sqlite_replica_prerequisites "$MEMORY_PORT" MEMORY_PORT
 
-work=$(mktemp -d /tmp/shortener-memory.XXXXXX)
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch_dir memory
 
 db="$work/links.db"
 env -i PATH="$PATH" DATABASE_URL="sqlite://$db" "$SHORTENER_BIN" migrate >/dev/null
