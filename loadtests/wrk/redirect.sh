@@ -19,6 +19,8 @@
 # 100, stack 500), THREADS (single 1, stack 2), CODES (100), SERVER_CPU,
 # CLIENT_CPU, SINGLE_PORT, BACKEND, SINGLE_RUST_LOG (RUST_LOG, default info),
 # VISITOR (a browser's User-Agent and Referer on every request; `none`: neither),
+# MAX_VISITS (the links' visit cap: each redirect then takes a visit in the database before
+# it is answered; unset: no cap),
 # and the service settings listed in APP_PASSTHROUGH (stack/lib.sh).
 #
 # Prints requests/s, latency percentiles, non-2xx/3xx counts, the replicas'
@@ -62,7 +64,7 @@ make_codes() {
   for i in $(seq 1 "$CODES"); do
     body=$(curl -s -m 5 -X POST "$base/urls" -H "Authorization: Bearer $key" \
       -H 'content-type: application/json' \
-      -d "{\"original_url\":\"https://example.com/wrk/$i\",\"title\":\"wrk $i\"}") || true
+      -d "{\"original_url\":\"https://example.com/wrk/$i\",\"title\":\"wrk $i\"${MAX_VISITS:+,\"max_visits\":$MAX_VISITS}}") || true
     code=$(printf '%s' "$body" | sed -n 's/.*"short_code":"\([^"]*\)".*/\1/p')
     [ -n "$code" ] || die "could not create a short link at $base/urls: $body"
     echo "$code" >>"$work/codes"
