@@ -18,7 +18,7 @@
 
 use axum::Json;
 use utoipa::OpenApi;
-use utoipa::openapi::path::{Operation, Parameter};
+use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
 use utoipa::openapi::schema::{
     AllOfBuilder, AnyOfBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat,
     SchemaType, Type,
@@ -488,7 +488,9 @@ fn parameter_rules(parameter: &mut Parameter, redirect_code: &str) {
             schema.enum_values = Some(names.collect());
         }
         "from" | "to" => schema.pattern = Some(INSTANT_PATTERN.to_owned()),
-        "short_code" => {
+        // The redirect's path segment; as a list filter (`GET /urls?short_code=`) any text
+        // is a value, which no link may have (an empty list).
+        "short_code" if matches!(parameter.parameter_in, ParameterIn::Path) => {
             schema.pattern = Some(redirect_code.to_owned());
             schema.min_length = Some(1);
             schema.max_length = Some(ShortCode::MAX_LEN);
@@ -773,6 +775,16 @@ mod tests {
             "health", "livez", "readyz", "users", "urls", "events", "shorten", "metrics",
         ] {
             assert!(pattern.contains(route), "{route} missing from {pattern}");
+        }
+        // The list filter of the same name takes any text (no link has most of them).
+        for path in ["/urls", "/urls/export"] {
+            let params = json["paths"][path]["get"]["parameters"].as_array().unwrap();
+            let filter = params.iter().find(|p| p["name"] == "short_code").unwrap();
+            assert_eq!(filter["in"], "query");
+            assert!(
+                filter["schema"].get("pattern").is_none(),
+                "{path}: {filter}"
+            );
         }
     }
 }
