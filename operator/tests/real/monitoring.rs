@@ -48,6 +48,11 @@ const EXPECTED_EMPTY: &[(&str, &str, &str)] = &[
         "a failed reconciliation",
     ),
     (
+        "shortener_operator_link_reconciliations_total",
+        r#"result="error""#,
+        "a failed ShortLink pass",
+    ),
+    (
         "nginx_ingress_controller_requests",
         "ingress=",
         "ingress-nginx's own metric: this node serves the class nginx with Traefik",
