@@ -212,3 +212,22 @@ pub async fn delete(client: &Client, ns: &str, kind: &str, name: &str) -> Result
 pub fn at<'a>(value: &'a Value, pointer: &str) -> &'a Value {
     value.pointer(pointer).unwrap_or(&Value::Null)
 }
+
+/// A CRD as the API server serves it.
+pub fn crd(name: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&kubectl(&[
+        "get", "crd", name, "-o", "json",
+    ])?)?)
+}
+
+/// The names of a served CRD's printer columns, in order.
+pub fn printer_columns(crd: &Value) -> Vec<String> {
+    at(crd, "/spec/versions/0/additionalPrinterColumns")
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use kube::api::{Api, DynamicObject, ListParams};
 
-use crate::cluster::{Result, TIMEOUT, api_warnings, at, eventually, kubectl, must, resource};
+use crate::cluster::{
+    Result, TIMEOUT, api_warnings, at, crd, eventually, kubectl, must, printer_columns, resource,
+};
 use crate::operator::{self, RELEASE};
 use crate::stack::{
     apply, assert_children, example, provide_volume, rendered_children, wait_ready,
@@ -33,17 +35,8 @@ pub async fn operator_chart_installs_without_warnings(ctx: &Ctx) -> Result {
         "clusterrole/shortener-operator",
         "clusterrolebinding/shortener-operator",
     ])?;
-    let crd: serde_json::Value = serde_json::from_str(&kubectl(&[
-        "get",
-        "crd",
-        "shorteners.shortener.dev",
-        "-o",
-        "json",
-    ])?)?;
-    let columns: Vec<&str> = at(&crd, "/spec/versions/0/additionalPrinterColumns")
-        .as_array()
-        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
-        .unwrap_or_default();
+    let crd = crd("shorteners.shortener.dev")?;
+    let columns = printer_columns(&crd);
     ensure!(
         columns == ["Ready", "Replicas", "URL", "Route", "Age"],
         "printer columns: {columns:?}"

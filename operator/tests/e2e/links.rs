@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::cluster::{Result, TIMEOUT, at, eventually, kubectl, kubectl_refused, kubectl_stdin};
+use crate::cluster::{
+    Result, TIMEOUT, crd, eventually, kubectl, kubectl_refused, kubectl_stdin, printer_columns,
+};
 use crate::{Ctx, ensure};
 
 fn manifest(ns: &str, name: &str, code: &str, target: &str) -> String {
@@ -24,17 +24,7 @@ pub async fn a_shortlink_is_admitted_as_the_service_would_and_waits_for_its_shor
     ctx: &Ctx,
 ) -> Result {
     let ns = ctx.ns.as_str();
-    let crd: Value = serde_json::from_str(&kubectl(&[
-        "get",
-        "crd",
-        "shortlinks.shortener.dev",
-        "-o",
-        "json",
-    ])?)?;
-    let columns: Vec<&str> = at(&crd, "/spec/versions/0/additionalPrinterColumns")
-        .as_array()
-        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
-        .unwrap_or_default();
+    let columns = printer_columns(&crd("shortlinks.shortener.dev")?);
     ensure!(
         columns
             == [
