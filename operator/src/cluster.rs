@@ -4,8 +4,9 @@
 
 use std::fmt::Debug;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::sync::RwLock;
 
 use kube::api::{
@@ -258,6 +259,60 @@ where
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&object.name_any(), &params, &Patch::Apply(object))
         .await
+}
+
+/// The field manager that holds the app's replica count while an autoscaler takes it over
+/// ([`hand_over_replicas`]).
+pub const HANDOVER_MANAGER: &str = "shortener-operator-handover";
+
+/// With `spec.app.autoscaling` set, the operator's apply leaves out the app Deployment's
+/// `replicas`. A field its only owner drops is reset to its default (1 replica), so on the
+/// first pass after autoscaling is turned on, while the operator's apply still owns the
+/// count, a second field manager applies the current count first: the operator's apply then
+/// releases only its share, the count stays, and the autoscaler changes it from there. No
+/// request while the operator does not own the count (every later pass: one GET).
+pub async fn hand_over_replicas(client: &Client, instance: &Instance<'_>) -> Result<()> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &instance.namespace);
+    let name = instance.child_name(Component::App);
+    let Some(live) = api.get_opt(&name).await.map_err(Error::Kube)? else {
+        return Ok(());
+    };
+    if !instance.owns(&live.metadata) || !applies_replicas(&live.metadata) {
+        return Ok(());
+    }
+    let Some(replicas) = live.spec.as_ref().and_then(|s| s.replicas) else {
+        return Ok(());
+    };
+    let keep = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": { "replicas": replicas },
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply(HANDOVER_MANAGER),
+        &Patch::Apply(&keep),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: "Deployment".into(),
+        name: name.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Whether the operator's server-side apply owns `spec.replicas` of the object.
+fn applies_replicas(meta: &ObjectMeta) -> bool {
+    meta.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|fields| fields.0["f:spec"].get("f:replicas").is_some())
+    })
 }
 
 /// Volume claim templates are immutable, so a larger `storage.size` is applied to the PVC

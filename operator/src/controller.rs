@@ -255,6 +255,9 @@ async fn write_children(
     desired: &DesiredState,
     observed: &Observed,
 ) -> Result<Written> {
+    if instance.spec().app.autoscaling.is_some() {
+        cluster::hand_over_replicas(client, instance).await?;
+    }
     let mut resources = ClusterResources::new(client, instance, seen);
     for child in &desired.children {
         resources.apply(child).await?;

@@ -9,6 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::pods::PodOptions;
 use crate::settings_schema;
 
 pub const API_GROUP: &str = "shortener.dev";
@@ -98,6 +99,10 @@ pub struct ShortenerSpec {
     /// Node maintenance: what a drain may evict.
     #[serde(default)]
     pub maintenance_window: MaintenanceWindowSpec,
+    /// Options of every pod of the stack (scheduling, pull secrets, labels, annotations);
+    /// each component's `pods` refines them.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pods: PodOptions,
 }
 
 /// The embedded PostgreSQL's PodDisruptionBudget forbids evicting its only pod, so a
@@ -112,7 +117,10 @@ pub struct MaintenanceWindowSpec {
     pub in_progress: bool,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.autoscaling) || !has(self.resources) || (has(self.resources.requests) && 'cpu' in self.resources.requests)"
+).message("autoscaling scales on CPU use relative to the request: resources.requests.cpu must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct AppSpec {
     /// Container image of the `shortener` binary.
@@ -131,6 +139,38 @@ pub struct AppSpec {
     /// Behaviour of the service.
     #[serde(default)]
     pub config: AppConfig,
+    /// Options of the app's pods, over the Shortener-wide `pods`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pods: PodOptions,
+    /// A HorizontalPodAutoscaler sets the number of app pods, between `minReplicas` and
+    /// `maxReplicas`, instead of `replicas` (which, like `kubectl scale`, then has no effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// What the app's HorizontalPodAutoscaler scales on: the pods' CPU use, and the requests
+/// per second each pod answers where the cluster has a custom-metrics adapter serving them
+/// (docs/operator.md, "Autoscaling").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("autoscaling.minReplicas must not exceed maxReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Average CPU use the autoscaler keeps the pods at, in percent of their CPU request.
+    #[serde(default = "default_cpu_utilization")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percent: i32,
+    /// Requests per second each pod should answer on average (the pods metric
+    /// `shortener_http_requests_per_second`, which a custom-metrics adapter must serve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    #[schemars(transform = without_format)]
+    pub target_requests_per_second: Option<u32>,
 }
 
 impl Default for AppSpec {
@@ -141,6 +181,8 @@ impl Default for AppSpec {
             resources: None,
             log_level: default_log_level(),
             config: AppConfig::default(),
+            pods: PodOptions::default(),
+            autoscaling: None,
         }
     }
 }
@@ -564,6 +606,10 @@ pub struct PostgresSpec {
     /// Limits of the role the service's requests run as.
     #[serde(default)]
     pub runtime_role: RuntimeRoleSpec,
+    /// Options of the database's pod (and of the role-setup Job's), over the
+    /// Shortener-wide `pods`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pods: PodOptions,
 }
 
 impl Default for PostgresSpec {
@@ -574,6 +620,7 @@ impl Default for PostgresSpec {
             storage: StorageSpec::default(),
             resources: None,
             runtime_role: RuntimeRoleSpec::default(),
+            pods: PodOptions::default(),
         }
     }
 }
@@ -676,6 +723,9 @@ pub struct PgBouncerSpec {
     pub max_client_connections: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Options of PgBouncer's pods, over the Shortener-wide `pods`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pods: PodOptions,
 }
 
 impl Default for PgBouncerSpec {
@@ -686,6 +736,7 @@ impl Default for PgBouncerSpec {
             default_pool_size: default_pool_size(),
             max_client_connections: default_max_client_conn(),
             resources: None,
+            pods: PodOptions::default(),
         }
     }
 }
@@ -722,6 +773,9 @@ pub struct RedisSpec {
     /// Use an existing Redis instead of running one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSecretRef>,
+    /// Options of Redis's pod, over the Shortener-wide `pods`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pods: PodOptions,
 }
 
 impl Default for RedisSpec {
@@ -731,6 +785,7 @@ impl Default for RedisSpec {
             max_memory: default_redis_maxmemory(),
             resources: None,
             external: None,
+            pods: PodOptions::default(),
         }
     }
 }
@@ -873,6 +928,13 @@ fn postgres_field(root: &str, path: &str, default: &str) -> String {
 
 /// Kubernetes knows the integer formats int32 and int64 only, and warns about schemars'
 /// `uint32` on every write of the CRD; the field's range bounds it instead.
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_cpu_utilization() -> i32 {
+    70
+}
+
 fn without_format(schema: &mut schemars::Schema) {
     schema.remove("format");
 }

@@ -8,6 +8,7 @@ pub mod crd;
 pub mod error;
 pub mod gateway_api;
 pub mod metrics;
+pub mod pods;
 pub mod prune;
 pub mod render;
 pub mod server;

@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
     Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, Probe, Service, ServiceAccount,
-    SleepAction, TopologySpreadConstraint,
+    SleepAction,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -16,7 +16,7 @@ use super::stack::{
 };
 use super::{
     Component, Instance, ResourceBudget, component_deployment, container, container_port,
-    empty_dir, match_labels, mount, pod_spec, resources, secret_env, surge_first,
+    empty_dir, mount, pod_spec, resources, secret_env, surge_first,
 };
 use crate::crd::AuthMode;
 
@@ -268,14 +268,6 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
             ..Default::default()
         })
     };
-    // ScheduleAnyway: spread when the cluster has room, still schedule on a single node.
-    let spread = |topology_key: &str| TopologySpreadConstraint {
-        max_skew: 1,
-        topology_key: topology_key.into(),
-        when_unsatisfiable: "ScheduleAnyway".into(),
-        label_selector: Some(match_labels(instance.selector_labels(Component::App))),
-        ..Default::default()
-    };
     let serve = Container {
         args: Some(vec!["serve".into()]),
         ports: Some(vec![container_port("http", HTTP_PORT)]),
@@ -320,10 +312,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
         termination_grace_period_seconds: Some(i64::from(
             DRAIN_SECS + SERVE_DRAIN_SECS + spec.app.config.shutdown_grace_seconds() + 10,
         )),
-        topology_spread_constraints: Some(vec![
-            spread("kubernetes.io/hostname"),
-            spread("topology.kubernetes.io/zone"),
-        ]),
+        // Spread over nodes and zones: `pods::default_spread`, unless the Shortener says.
         containers: vec![serve],
         volumes: Some(vec![
             empty_dir("tmp", "64Mi"),
@@ -336,7 +325,8 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
     component_deployment(
         instance,
         Component::App,
-        spec.app.replicas,
+        // An autoscaler's count is not overwritten (see `cluster::hand_over_replicas`).
+        spec.app.autoscaling.is_none().then_some(spec.app.replicas),
         surge_first(),
         config,
         pod,

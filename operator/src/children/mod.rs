@@ -4,6 +4,7 @@
 //! reconciler applies, so the same code backs `render`, the reconciler and the tests.
 
 pub mod app;
+pub mod autoscaling;
 pub mod exposure;
 pub mod monitoring;
 pub mod network;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
@@ -43,6 +45,17 @@ use crate::gateway_api::{self, HTTPRoute};
 pub const FIELD_MANAGER: &str = "shortener-operator";
 pub const APP_NAME: &str = "shortener";
 pub const MANAGED_BY: &str = "shortener-operator";
+
+/// The labels the operator puts on every object it makes (the first three select a
+/// component's pods), in [`Instance::labels`]' order: a Shortener's `pods.labels` may not
+/// set them.
+pub const OWN_LABEL_KEYS: [&str; 5] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+];
 /// Annotation carrying a digest of the configuration a pod template depends on, so config
 /// changes roll the pods even though ConfigMap contents are not part of the template.
 pub const CONFIG_HASH_ANNOTATION: &str = "shortener.dev/config-hash";
@@ -179,26 +192,19 @@ impl<'a> Instance<'a> {
     }
 
     pub fn selector_labels(&self, component: Component) -> BTreeMap<String, String> {
+        let [name, instance, component_key, ..] = OWN_LABEL_KEYS;
         BTreeMap::from([
-            ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),
-            ("app.kubernetes.io/instance".to_string(), self.name.clone()),
-            (
-                "app.kubernetes.io/component".to_string(),
-                component.as_str().to_string(),
-            ),
+            (name.to_string(), APP_NAME.to_string()),
+            (instance.to_string(), self.name.clone()),
+            (component_key.to_string(), component.as_str().to_string()),
         ])
     }
 
     pub fn labels(&self, component: Component) -> BTreeMap<String, String> {
+        let [.., managed_by, part_of] = OWN_LABEL_KEYS;
         let mut labels = self.selector_labels(component);
-        labels.insert(
-            "app.kubernetes.io/managed-by".to_string(),
-            MANAGED_BY.to_string(),
-        );
-        labels.insert(
-            "app.kubernetes.io/part-of".to_string(),
-            APP_NAME.to_string(),
-        );
+        labels.insert(managed_by.to_string(), MANAGED_BY.to_string());
+        labels.insert(part_of.to_string(), APP_NAME.to_string());
         labels
     }
 
@@ -296,6 +302,7 @@ pub enum Child {
     Service(Service),
     StatefulSet(StatefulSet),
     Deployment(Deployment),
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
     PodDisruptionBudget(PodDisruptionBudget),
     Job(Job),
     Ingress(Ingress),
@@ -314,6 +321,7 @@ macro_rules! on_child {
             Child::Service($o) => $typed,
             Child::StatefulSet($o) => $typed,
             Child::Deployment($o) => $typed,
+            Child::HorizontalPodAutoscaler($o) => $typed,
             Child::PodDisruptionBudget($o) => $typed,
             Child::Job($o) => $typed,
             Child::Ingress($o) => $typed,
@@ -340,6 +348,7 @@ child_from!(
     Service,
     StatefulSet,
     Deployment,
+    HorizontalPodAutoscaler,
     PodDisruptionBudget,
     Job,
     Ingress,
@@ -414,6 +423,7 @@ pub fn managed_kinds(apis: OptionalApis) -> Vec<ApiResource> {
         ApiResource::erase::<Service>(&()),
         ApiResource::erase::<StatefulSet>(&()),
         ApiResource::erase::<Deployment>(&()),
+        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
         ApiResource::erase::<Job>(&()),
         ApiResource::erase::<Ingress>(&()),
@@ -554,6 +564,9 @@ pub fn desired_state(
 
     children.push(app::service(instance).into());
     children.push(app::deployment(instance, &app_config).into());
+    if let Some(autoscaler) = autoscaling::horizontal_pod_autoscaler(instance) {
+        children.push(autoscaler.into());
+    }
     children.push(app::pod_disruption_budget(instance).into());
     match instance.exposure() {
         Exposure::Ingress(ingress) => {
@@ -792,22 +805,32 @@ pub(crate) fn pod_spec(instance: &Instance<'_>, uid: i64, fs_group: Option<i64>)
     }
 }
 
-/// The pod template of a component's pods: their labels, and the digest of the ConfigMap
-/// they read, if any, so a change of its contents rolls them.
+/// The pod template of a component's pods: their labels, the digest of the ConfigMap they
+/// read, if any, so a change of its contents rolls them, and the Shortener's pod options
+/// (`crate::pods`) for the component.
 pub(crate) fn pod_template(
     instance: &Instance<'_>,
     component: Component,
     config: Option<&ConfigMap>,
     spec: PodSpec,
 ) -> PodTemplateSpec {
-    let digest = |config: &ConfigMap| {
+    let mut labels = instance.labels(component);
+    let mut annotations = BTreeMap::new();
+    if let Some(config) = config {
         let digest = config_digest(&config.data.clone().unwrap_or_default());
-        BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), digest)])
-    };
+        annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), digest);
+    }
+    let spread = (component == Component::App)
+        .then(|| crate::pods::default_spread(instance.selector_labels(component)));
+    let mut spec = spec;
+    instance
+        .spec()
+        .pod_options(component)
+        .apply(&mut spec, &mut labels, &mut annotations, spread);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(instance.labels(component)),
-            annotations: config.map(digest),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..Default::default()
         }),
         spec: Some(spec),
@@ -826,11 +849,12 @@ pub(crate) fn surge_first() -> DeploymentStrategy {
     }
 }
 
-/// The Deployment of one component's pods, which read `config`.
+/// The Deployment of one component's pods, which read `config`; `replicas` unset when an
+/// autoscaler owns the count.
 pub(crate) fn component_deployment(
     instance: &Instance<'_>,
     component: Component,
-    replicas: i32,
+    replicas: Option<i32>,
     strategy: DeploymentStrategy,
     config: &ConfigMap,
     pod: PodSpec,
@@ -838,7 +862,7 @@ pub(crate) fn component_deployment(
     Deployment {
         metadata: instance.meta(instance.child_name(component), component),
         spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
+            replicas,
             revision_history_limit: Some(5),
             selector: match_labels(instance.selector_labels(component)),
             strategy: Some(strategy),

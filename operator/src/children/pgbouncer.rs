@@ -158,7 +158,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
         ..pod_spec(instance, PGBOUNCER_UID, Some(PGBOUNCER_UID))
     };
     let component = Component::PgBouncer;
-    component_deployment(instance, component, 1, surge_first(), config, pod)
+    component_deployment(instance, component, Some(1), surge_first(), config, pod)
 }
 
 #[cfg(test)]

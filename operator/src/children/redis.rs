@@ -131,7 +131,7 @@ pub fn deployment(instance: &Instance<'_>, config: &ConfigMap) -> Deployment {
         type_: Some("Recreate".into()),
         ..Default::default()
     };
-    component_deployment(instance, Component::Redis, 1, strategy, config, pod)
+    component_deployment(instance, Component::Redis, Some(1), strategy, config, pod)
 }
 
 #[cfg(test)]

@@ -141,6 +141,11 @@ pub const CHILD_KINDS: &[(&str, &str, &str)] = &[
     ("v1", "Service", "services"),
     ("apps/v1", "StatefulSet", "statefulsets"),
     ("apps/v1", "Deployment", "deployments"),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    ),
     ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ("batch/v1", "Job", "jobs"),
     ("networking.k8s.io/v1", "Ingress", "ingresses"),
