@@ -64,22 +64,11 @@ fn pg_options(postgres: &PostgresSpec) -> String {
         .join(" ")
 }
 
-/// Short digest of everything the Job does, for its name.
-pub fn revision(postgres: &PostgresSpec) -> String {
-    let mut inputs: std::collections::BTreeMap<String, String> = settings(postgres)
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value))
-        .collect();
-    inputs.insert("sql".into(), ROLES_SQL.into());
-    config_digest(&inputs)[..10].to_string()
-}
-
+/// The role-setup Job's name: the component's, with a short digest of everything the Job
+/// does and how its pod runs (the SQL, its settings, the image, the pod options). A Job's
+/// pod template is immutable, so any change of it is a new Job (the old one is pruned).
 pub fn job_name(instance: &Instance<'_>, postgres: &PostgresSpec) -> String {
-    format!(
-        "{}-{}",
-        instance.child_name(Component::RoleSetup),
-        revision(postgres)
-    )
+    job(instance, postgres).metadata.name.unwrap_or_default()
 }
 
 pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Job {
@@ -103,16 +92,28 @@ pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Job {
         containers: vec![setup],
         ..pod_spec(instance, POSTGRES_UID, None)
     };
+    let spec = JobSpec {
+        // psql failures (a wrong password, an SQL error) are retried a few times, then
+        // the Job is Failed and stays so, visible, until deleted (the next pass then
+        // creates it again). Waiting for the server is not a failure: no deadline.
+        backoff_limit: Some(6),
+        template: pod_template(instance, Component::RoleSetup, None, pod),
+        ..Default::default()
+    };
+    // Serializing a typed spec cannot fail; an empty digest input would still name a Job.
+    let rendered = serde_json::to_string(&spec).unwrap_or_default();
+    let digest = config_digest(&std::collections::BTreeMap::from([(
+        "spec".into(),
+        rendered,
+    )]));
+    let name = format!(
+        "{}-{}",
+        instance.child_name(Component::RoleSetup),
+        &digest[..10]
+    );
     Job {
-        metadata: instance.meta(job_name(instance, postgres), Component::RoleSetup),
-        spec: Some(JobSpec {
-            // psql failures (a wrong password, an SQL error) are retried a few times, then
-            // the Job is Failed and stays so, visible, until deleted (the next pass then
-            // creates it again). Waiting for the server is not a failure: no deadline.
-            backoff_limit: Some(6),
-            template: pod_template(instance, Component::RoleSetup, None, pod),
-            ..Default::default()
-        }),
+        metadata: instance.meta(name, Component::RoleSetup),
+        spec: Some(spec),
         ..Default::default()
     }
 }
@@ -192,5 +193,19 @@ mod tests {
         let job = job(&i, &pg);
         let options = env(&job)["PGOPTIONS"]["value"].clone();
         assert!(options.as_str().unwrap().contains("statement_timeout=5s"));
+    }
+
+    /// A Job's pod template is immutable: new pod options are a new Job, not a refused apply.
+    #[test]
+    fn new_pod_options_are_a_new_job() {
+        let plain = shortener(ShortenerSpec::default());
+        let mut spec = ShortenerSpec::default();
+        spec.pods.labels.insert("team".into(), "platform".into());
+        let labelled = shortener(spec);
+        let pg = PostgresSpec::default();
+        assert_ne!(
+            job_name(&Instance::new(&plain).unwrap(), &pg),
+            job_name(&Instance::new(&labelled).unwrap(), &pg)
+        );
     }
 }

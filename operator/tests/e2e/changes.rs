@@ -177,7 +177,7 @@ pub async fn app_setting_change_rolls_the_deployment(ctx: &Ctx) -> Result {
 }
 
 /// Each patch must be refused by the API server with the CRD's own message.
-fn refused(ns: &str, name: &str, spec: Value, message: &str) -> Result {
+pub fn refused(ns: &str, name: &str, spec: Value, message: &str) -> Result {
     let patch = json!({ "spec": spec }).to_string();
     let stderr = kubectl_refused(&[
         "-n",

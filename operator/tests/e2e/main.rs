@@ -28,6 +28,7 @@ mod leader;
 mod lifecycle;
 mod links;
 mod operator;
+mod placement;
 mod privilege;
 mod pruning;
 mod roles;
@@ -91,6 +92,8 @@ fn tests() -> Vec<Test> {
         test!(changes::scale_through_the_subresource_and_the_spec),
         test!(changes::app_setting_change_rolls_the_deployment),
         test!(changes::cel_rules_reject_shrink_and_immutable_changes),
+        test!(placement::pod_options_reach_the_pods_and_the_cel_rules_guard_them),
+        test!(placement::autoscaling_takes_over_the_replica_count_without_a_reset),
         test!(settings::the_api_server_admits_exactly_the_described_ranges),
         test!(links::a_shortlink_is_admitted_as_the_service_would_and_waits_for_its_shortener),
         test!(changes::volume_growth_the_cluster_refuses_is_reported),
