@@ -812,7 +812,7 @@ pub(crate) fn pod_template(
     instance: &Instance<'_>,
     component: Component,
     config: Option<&ConfigMap>,
-    spec: PodSpec,
+    mut spec: PodSpec,
 ) -> PodTemplateSpec {
     let mut labels = instance.labels(component);
     let mut annotations = BTreeMap::new();
@@ -822,7 +822,6 @@ pub(crate) fn pod_template(
     }
     let spread = (component == Component::App)
         .then(|| crate::pods::default_spread(instance.selector_labels(component)));
-    let mut spec = spec;
     instance
         .spec()
         .pod_options(component)

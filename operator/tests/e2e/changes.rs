@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::cluster::{Result, TIMEOUT, at, eventually, get_opt, kubectl, kubectl_refused};
 use crate::install::printed_shorteners;
 use crate::stack::{
-    apply, example, patch_spec, provide_volume, shortener, wait_deployment, wait_ready,
+    apply, example, patch_spec, provide_volume, shortener, wait_deployment, wait_gone, wait_ready,
 };
 use crate::{Ctx, ensure};
 
@@ -314,14 +314,5 @@ pub async fn volume_growth_the_cluster_refuses_is_reported(ctx: &Ctx) -> Result 
         "status.observedGeneration lags: {}",
         at(&ready.data, "/status")
     );
-    let client = &ctx.client;
-    let ns = ctx.ns.as_str();
-    eventually("the Ingress pruned", TIMEOUT, || async move {
-        match get_opt(client, ns, "Ingress", "links").await {
-            Ok(None) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await?;
-    Ok(())
+    wait_gone(&ctx.client, &ctx.ns, "Ingress", "links").await
 }

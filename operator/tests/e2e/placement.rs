@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::changes::{ready_minimal, refused};
 use crate::cluster::{Result, TIMEOUT, at, eventually, get_opt};
-use crate::stack::{patch_spec, wait_deployment, wait_ready};
+use crate::stack::{patch_spec, wait_deployment, wait_gone, wait_ready};
 use crate::{Ctx, ensure};
 
 const APP_PODS: &str = "app.kubernetes.io/instance=links,app.kubernetes.io/component=app";
@@ -29,34 +29,31 @@ pub async fn pod_options_reach_the_pods_and_the_cel_rules_guard_them(ctx: &Ctx) 
     let ns = ctx.ns.as_str();
     ready_minimal(ctx).await?;
     // Refused before anything is stored, with the CRD's own messages.
-    refused(
-        ns,
-        "links",
-        json!({ "pods": { "labels": { "app.kubernetes.io/name": "other" } } }),
-        "labels may not set the operator's own keys",
-    )?;
-    refused(
-        ns,
-        "links",
-        json!({ "app": { "pods": { "annotations": { "shortener.dev/config-hash": "x" } } } }),
-        "annotations under shortener.dev/ are the operator's",
-    )?;
-    refused(
-        ns,
-        "links",
-        json!({ "redis": { "pods": { "tolerations": [
-            { "key": "dedicated", "operator": "Exists", "value": "edge" }
-        ] } } }),
-        "a toleration with operator Exists has no value",
-    )?;
-    refused(
-        ns,
-        "links",
-        json!({ "pods": { "topologySpreadConstraints": [
-            { "maxSkew": 0, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule" }
-        ] } }),
-        "maxSkew is at least 1",
-    )?;
+    let refusals = [
+        (
+            json!({ "pods": { "labels": { "app.kubernetes.io/name": "other" } } }),
+            "labels may not set the operator's own keys",
+        ),
+        (
+            json!({ "app": { "pods": { "annotations": { "shortener.dev/config-hash": "x" } } } }),
+            "annotations under shortener.dev/ are the operator's",
+        ),
+        (
+            json!({ "redis": { "pods": { "tolerations": [
+                { "key": "dedicated", "operator": "Exists", "value": "edge" }
+            ] } } }),
+            "a toleration with operator Exists has no value",
+        ),
+        (
+            json!({ "pods": { "topologySpreadConstraints": [
+                { "maxSkew": 0, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule" }
+            ] } }),
+            "maxSkew is at least 1",
+        ),
+    ];
+    for (spec, message) in refusals {
+        refused(ns, "links", spec, message)?;
+    }
 
     // A PriorityClass of the suite's (cluster-scoped), so the API server's priority admission
     // has something real to resolve.
@@ -228,14 +225,7 @@ pub async fn autoscaling_takes_over_the_replica_count_without_a_reset(ctx: &Ctx)
 
     // Autoscaling off: the autoscaler is pruned and `replicas` applies again.
     patch_spec(ns, "links", json!({ "app": { "autoscaling": null } }))?;
-    eventually("the autoscaler pruned", TIMEOUT, || async move {
-        match get_opt(client, ns, "HorizontalPodAutoscaler", "links").await {
-            Ok(None) => Ok(()),
-            Ok(Some(_)) => Err("still there".to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await?;
+    wait_gone(client, ns, "HorizontalPodAutoscaler", "links").await?;
     wait_deployment(client, ns, "links", 3).await?;
     wait_ready(client, ns, "links").await?;
     Ok(())

@@ -205,6 +205,17 @@ pub async fn wait_deployment(
     .await
 }
 
+/// Waits until the object `kind/name` is gone (pruned or deleted).
+pub async fn wait_gone(client: &Client, ns: &str, kind: &str, name: &str) -> Result {
+    eventually(&format!("{kind}/{name} gone"), TIMEOUT, || async move {
+        match crate::cluster::get_opt(client, ns, kind, name).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
 /// kwok provisions no volumes: a PersistentVolume bound in advance to the claim stands in
 /// for a provisioner, so the PostgreSQL pod can be scheduled. Labelled for the suite's
 /// cleanup (volumes are cluster-scoped).
