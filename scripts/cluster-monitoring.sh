@@ -9,8 +9,12 @@
 #     ServiceMonitor and PrometheusRule of the cluster, as kube-prometheus-stack's does when
 #     told to select them all;
 #   - kube-state-metrics, built from its Go module, scraped through its own ServiceMonitor
-#     with honorLabels (its series keep the namespace of the object they describe).
-# They request 45m CPU and 112 MiB from the node's 1 CPU / 1 GiB, so the default Shortener
+#     with honorLabels (its series keep the namespace of the object they describe);
+#   - metrics-server, built from its Go module, in `kube-system` as everywhere: the resource
+#     metrics API (`metrics.k8s.io`, through the apiserver's aggregation layer) that
+#     HorizontalPodAutoscalers and `kubectl top` read. It checks the kubelet's serving
+#     certificate against the cluster CA (the one every pod is given), not insecurely.
+# They request 55m CPU and 144 MiB from the node's 1 CPU / 1 GiB, so the default Shortener
 # still fits beside them scaled to 5 replicas (docs/operator.md, the real node's budget).
 # Prometheus answers on a fixed ClusterIP, which the host reaches through kube-proxy:
 # `scripts/cluster.sh env` exports it as SHORTENER_PROMETHEUS_URL.
@@ -21,6 +25,7 @@ KUBE_STATE_METRICS_VERSION=${SHORTENER_CLUSTER_KUBE_STATE_METRICS_VERSION:-v2.20
 # v0.(300+X).Y.
 PROMETHEUS_VERSION=v3.5.0
 PROMETHEUS_MODULE_VERSION=v0.305.0
+METRICS_SERVER_VERSION=${SHORTENER_CLUSTER_METRICS_SERVER_VERSION:-v0.8.0}
 monitoring_cache=${cache_root:?}/monitoring.prometheus-operator-$PROMETHEUS_OPERATOR_VERSION.kube-state-metrics-$KUBE_STATE_METRICS_VERSION.prometheus-$PROMETHEUS_VERSION
 monitoring_bin=$monitoring_cache/bin
 monitoring_namespace=monitoring
@@ -30,13 +35,16 @@ prometheus_operator_image=shortener.local/prometheus-operator:$PROMETHEUS_OPERAT
 config_reloader_image=shortener.local/prometheus-config-reloader:$PROMETHEUS_OPERATOR_VERSION
 kube_state_metrics_image=shortener.local/kube-state-metrics:$KUBE_STATE_METRICS_VERSION
 prometheus_image=shortener.local/prometheus:$PROMETHEUS_VERSION
+# Its own cache directory: another version rebuilds it alone, not Prometheus.
+metrics_server_bin=$cache_root/metrics-server-$METRICS_SERVER_VERSION/metrics-server
+metrics_server_image=shortener.local/metrics-server:$METRICS_SERVER_VERSION
 
 monitoring_built() {
   local b
   for b in prometheus prometheus-operator prometheus-config-reloader kube-state-metrics; do
     [ -x "$monitoring_bin/$b" ] || return 1
   done
-  [ -n "$(ls "$monitoring_cache/crds" 2>/dev/null)" ]
+  [ -n "$(ls "$monitoring_cache/crds" 2>/dev/null)" ] && [ -x "$metrics_server_bin" ]
 }
 
 build_monitoring() {
@@ -89,6 +97,14 @@ build_monitoring() {
       "k8s.io/kube-state-metrics/v2@$KUBE_STATE_METRICS_VERSION"
     mv "$tmp/kube-state-metrics" "$monitoring_bin/kube-state-metrics"; rm -rf "$tmp"
   fi
+  if [ ! -x "$metrics_server_bin" ]; then
+    local tmp=$metrics_server_bin.tmp
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    timed_build metrics-server env GOBIN="$tmp" "$GO" install -trimpath \
+      -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+      "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+    mv "$tmp/metrics-server" "$metrics_server_bin"; rm -rf "$tmp"
+  fi
 }
 
 monitoring_objects() {
@@ -97,6 +113,8 @@ monitoring_objects() {
   load_node_image prometheus-operator "$monitoring_bin/prometheus-operator" "$prometheus_operator_image"
   load_node_image prometheus-config-reloader "$monitoring_bin/prometheus-config-reloader" "$config_reloader_image"
   load_node_image kube-state-metrics "$monitoring_bin/kube-state-metrics" "$kube_state_metrics_image"
+  load_node_image metrics-server "$metrics_server_bin" "$metrics_server_image"
+  metrics_server_objects
   # Server-side: the Prometheus CRD is larger than client-side apply's annotation allows.
   kc apply --server-side --force-conflicts -f "$monitoring_cache/crds" >/dev/null
   # Polled, not `kubectl wait`: right after the apply a CRD may have no conditions yet, and
@@ -358,5 +376,140 @@ monitoring_crds_established() {
 monitoring_ready() {
   [ "$(kc -n "$monitoring_namespace" get deployment prometheus-operator kube-state-metrics \
     -o jsonpath='{.items[*].status.readyReplicas}')" = "1 1" ] &&
-    curl -sf -o /dev/null --max-time 2 "$prometheus_url/-/ready"
+    curl -sf -o /dev/null --max-time 2 "$prometheus_url/-/ready" &&
+    [ "$(kc get apiservice v1beta1.metrics.k8s.io \
+      -o jsonpath='{.status.conditions[?(@.type=="Available")].status}')" = True ]
+}
+
+# metrics-server as its own manifests install it (service account, the aggregated API's
+# delegated authentication and authorization, read access to nodes' metrics), with the
+# kubelet's certificate verified and a request sized for this node.
+metrics_server_objects() {
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: metrics-server
+  namespace: kube-system
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:metrics-server
+rules:
+- apiGroups: [""]
+  resources: [nodes/metrics]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:aggregated-metrics-reader
+  labels:
+    rbac.authorization.k8s.io/aggregate-to-view: "true"
+    rbac.authorization.k8s.io/aggregate-to-edit: "true"
+    rbac.authorization.k8s.io/aggregate-to-admin: "true"
+rules:
+- apiGroups: [metrics.k8s.io]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:metrics-server
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:metrics-server }
+subjects:
+- { kind: ServiceAccount, name: metrics-server, namespace: kube-system }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: metrics-server:system:auth-delegator
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:auth-delegator }
+subjects:
+- { kind: ServiceAccount, name: metrics-server, namespace: kube-system }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: metrics-server-auth-reader
+  namespace: kube-system
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader }
+subjects:
+- { kind: ServiceAccount, name: metrics-server, namespace: kube-system }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: metrics-server
+  namespace: kube-system
+  labels: { k8s-app: metrics-server }
+spec:
+  replicas: 1
+  strategy: { rollingUpdate: { maxUnavailable: 0 } }
+  selector:
+    matchLabels: { k8s-app: metrics-server }
+  template:
+    metadata:
+      labels: { k8s-app: metrics-server }
+    spec:
+      serviceAccountName: metrics-server
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        seccompProfile: { type: RuntimeDefault }
+      containers:
+      - name: metrics-server
+        image: $metrics_server_image
+        imagePullPolicy: Never
+        args:
+        - --cert-dir=/tmp
+        - --secure-port=10250
+        - --kubelet-preferred-address-types=InternalIP
+        - --kubelet-use-node-status-port
+        - --kubelet-certificate-authority=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt
+        - --metric-resolution=15s
+        ports:
+        - { name: https, containerPort: 10250 }
+        readinessProbe:
+          httpGet: { path: /readyz, port: https, scheme: HTTPS }
+          periodSeconds: 5
+        livenessProbe:
+          httpGet: { path: /livez, port: https, scheme: HTTPS }
+          periodSeconds: 10
+$(hardened_container 10m 32Mi 128Mi)
+        volumeMounts:
+        - { name: tmp, mountPath: /tmp }
+      volumes:
+      - name: tmp
+        emptyDir: {}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: metrics-server
+  namespace: kube-system
+spec:
+  selector: { k8s-app: metrics-server }
+  ports:
+  - { name: https, port: 443, targetPort: https }
+---
+# The aggregated API's serving certificate is the one metrics-server makes itself at start,
+# as in its own manifests; the apiserver reaches it through the Service.
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1beta1.metrics.k8s.io
+spec:
+  service: { name: metrics-server, namespace: kube-system }
+  group: metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+EOF
 }

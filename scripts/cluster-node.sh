@@ -67,7 +67,7 @@ coredns_image=shortener.local/coredns:$COREDNS_VERSION
 cgroup_root=shortener-node
 pause_image=shortener.local/pause:$PAUSE_VERSION
 containerd_sock=${state:?}/containerd/containerd.sock
-local_volumes=4 # of each StorageClass
+local_volumes=6 # of each StorageClass
 # What the kubelet (and the bridge plugin, and kube-proxy) may change; saved before the first
 # start, restored by `down`.
 node_sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
@@ -880,7 +880,7 @@ EOF
   ingress_objects
   wait_for kubelet 180 "Traefik serving on 127.0.0.1:$ingress_port and :$gateway_port" ingress_ready
   monitoring_objects
-  wait_for kubelet 180 "Prometheus, its operator and kube-state-metrics Ready ($prometheus_url)" monitoring_ready
+  wait_for kubelet 180 "Prometheus, its operator, kube-state-metrics and metrics-server Ready ($prometheus_url)" monitoring_ready
 }
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,8 @@
 #                        the operator relies on (see each builder below)
 #   pause                the pod sandbox (scripts/cluster-node.sh builds the program)
 #   traefik, coredns, prometheus, prometheus-operator, prometheus-config-reloader,
-#   kube-state-metrics   the real node's Ingress/Gateway controller, cluster DNS and
+#   kube-state-metrics, metrics-server
+#                        the real node's Ingress/Gateway controller, cluster DNS and
 #                        monitoring, from the static binaries scripts/cluster-node.sh and
 #                        scripts/cluster-monitoring.sh build (uid 65532, CA certificates);
 #                        the node loads them itself, under the reference it names in
@@ -47,7 +48,8 @@ builder_version=1
 # What `build` and `load` make without arguments; the node loads its add-ons itself.
 all_images=(pause shortener operator postgres pgbouncer redis)
 # The node's add-ons: static Go binaries the node builds.
-addon_images=(traefik coredns prometheus prometheus-operator prometheus-config-reloader kube-state-metrics)
+addon_images=(traefik coredns prometheus prometheus-operator prometheus-config-reloader kube-state-metrics
+  metrics-server)
 
 # ---------------------------------------------------------------------------
 # References

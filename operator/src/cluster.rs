@@ -5,7 +5,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::sync::RwLock;
 
@@ -96,18 +96,63 @@ pub async fn ensure_secrets(
     instance: &Instance<'_>,
     desired: &DesiredState,
 ) -> Result<(Vec<String>, Vec<Refusal>)> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &instance.namespace);
+    create_absent(
+        client,
+        instance,
+        &desired.secrets,
+        |meta| instance.owns(meta) || instance.kept_for_it(meta),
+        "the operator neither generated nor changed it",
+    )
+    .await
+}
+
+/// Create the backups' claim if it does not exist yet. An existing one is never changed
+/// nor deleted (it holds the backups); one an earlier Shortener of this name left is
+/// reused, any other is still mounted, and the status says it is not the operator's.
+pub async fn ensure_claims(
+    client: &Client,
+    instance: &Instance<'_>,
+    desired: &DesiredState,
+) -> Result<(Vec<String>, Vec<Refusal>)> {
+    create_absent(
+        client,
+        instance,
+        &desired.claims,
+        |meta| instance.keeps_as_backups(meta),
+        "the backups are written to it as it is",
+    )
+    .await
+}
+
+/// Create each object that does not exist yet, leaving existing ones as they are; refuse
+/// (in the status) those that exist and are not `ours`.
+async fn create_absent<K>(
+    client: &Client,
+    instance: &Instance<'_>,
+    objects: &[K],
+    ours: impl Fn(&ObjectMeta) -> bool,
+    left_as_is: &str,
+) -> Result<(Vec<String>, Vec<Refusal>)>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &instance.namespace);
     let mut created = Vec::new();
     let mut refusals = Vec::new();
-    for secret in &desired.secrets {
-        let name = secret.name_any();
+    for object in objects {
+        let name = object.name_any();
         if let Some(existing) = api.get_opt(&name).await.map_err(Error::Kube)? {
-            if !instance.owns(&existing.metadata) && !instance.kept_for_it(&existing.metadata) {
+            if !ours(existing.meta()) {
                 refusals.push(Refusal {
                     reason: "ObjectNotOwned",
                     message: format!(
-                        "Secret {name} already exists and was not created by this Shortener; \
-                         the operator neither generated nor changed it"
+                        "{} {name} already exists and was not created by this Shortener; \
+                         {left_as_is}",
+                        K::kind(&())
                     ),
                 });
             }
@@ -117,7 +162,7 @@ pub async fn ensure_secrets(
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PostParams::default()
         };
-        match api.create(&params, secret).await {
+        match api.create(&params, object).await {
             Ok(_) => created.push(name),
             // Another writer won the race; theirs stays.
             Err(kube::Error::Api(status)) if status.is_already_exists() => {}

@@ -178,6 +178,8 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
     let desired = children::desired_state(&instance, &observed, &Credentials::generate())?;
     let (created_secrets, mut refusals) =
         cluster::ensure_secrets(&ctx.client, &instance, &desired).await?;
+    let (_, claim_refusals) = cluster::ensure_claims(&ctx.client, &instance, &desired).await?;
+    refusals.extend(claim_refusals);
     let Written {
         applied,
         pruned,

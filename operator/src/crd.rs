@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -171,6 +172,12 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 1000000))]
     #[schemars(transform = without_format)]
     pub target_requests_per_second: Option<u32>,
+    /// How fast the autoscaler scales up and down (the HorizontalPodAutoscaler's own
+    /// `behavior`: stabilization windows and rate policies); unset, Kubernetes' defaults
+    /// (scale down only after 5 minutes below target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::pods::terse)]
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
 }
 
 impl Default for AppSpec {
@@ -606,10 +613,94 @@ pub struct PostgresSpec {
     /// Limits of the role the service's requests run as.
     #[serde(default)]
     pub runtime_role: RuntimeRoleSpec,
-    /// Options of the database's pod (and of the role-setup Job's), over the
+    /// Options of the database's pod (and of the role-setup and backup Jobs'), over the
     /// Shortener-wide `pods`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub pods: PodOptions,
+    /// Scheduled logical backups (`pg_dump`) onto a volume of their own, which outlives the
+    /// Shortener (docs/operator.md, "Backup and restore").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// Fills a new, empty database from a backup before the service first connects; a
+    /// database that already has the service's schema is left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+}
+
+/// When and how many backups of the embedded database are kept.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When to take one, in cron syntax (`0 3 * * *`, or `@daily`), in `timeZone`.
+    #[schemars(regex(pattern = CRON_PATTERN))]
+    #[schemars(length(max = 100))]
+    pub schedule: String,
+    /// IANA time zone of the schedule (`Europe/Paris`); the controller manager's, usually
+    /// UTC, when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// How many backups to keep: each run deletes the oldest beyond this number.
+    #[serde(default = "default_backups_kept")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep: i32,
+    /// Takes no backup while true (the ones taken stay).
+    #[serde(default)]
+    pub suspend: bool,
+    /// The backups' volume, the claim `NAME-backups`: created once, never deleted by the
+    /// operator.
+    #[serde(default)]
+    pub storage: BackupStorageSpec,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStorageSpec {
+    /// Requested size of the backups' volume.
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+    /// StorageClass of the backups' volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for BackupStorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+/// Which backup a new database starts from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// The claim holding the backups, in the Shortener's namespace: `NAME-backups` (this
+    /// Shortener's own, kept from an earlier one of the same name) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: Option<String>,
+    /// A backup's file name on that volume (`20261207T030000Z.dump`), or `latest`.
+    #[serde(default = "default_restore_backup")]
+    #[schemars(regex(pattern = RESTORE_BACKUP_PATTERN))]
+    #[schemars(length(max = 128))]
+    pub backup: String,
+}
+
+/// Five cron fields (each of digits, `*`, `,`, `-`, `/`, month or day names) or a macro;
+/// the CronJob controller parses the rest.
+const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*,/?-]+( [0-9A-Za-z*,/?-]+){4})$";
+/// `latest`, or a plain file name ending in `.dump` (never a path).
+const RESTORE_BACKUP_PATTERN: &str = r"^(latest|[A-Za-z0-9][A-Za-z0-9._-]*\.dump)$";
+
+fn default_backups_kept() -> i32 {
+    7
+}
+
+fn default_restore_backup() -> String {
+    "latest".into()
 }
 
 impl Default for PostgresSpec {
@@ -621,6 +712,8 @@ impl Default for PostgresSpec {
             resources: None,
             runtime_role: RuntimeRoleSpec::default(),
             pods: PodOptions::default(),
+            backup: None,
+            restore: None,
         }
     }
 }

@@ -95,7 +95,9 @@ pub struct PodOptions {
 /// Drops the descriptions inside a Kubernetes type's schema (each field is documented by
 /// `kubectl explain pod.spec`), keeping the field's own: Affinity alone would otherwise add
 /// 30 KB per component and push the CRD past what a client-side `kubectl apply` can store.
-fn terse(schema: &mut schemars::Schema) {
+/// Drops the descriptions nested in an upstream Kubernetes type's schema (they would make the
+/// CRD larger than a client-side apply can store), keeping the field's own.
+pub(crate) fn terse(schema: &mut schemars::Schema) {
     fn strip(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(object) => {
@@ -222,7 +224,7 @@ impl ShortenerSpec {
             Component::App => Some(self.app.pods.clone()),
             Component::PgBouncer => Some(self.pgbouncer.pods.clone()),
             Component::Redis => Some(self.redis.pods.clone()),
-            Component::Postgres | Component::RoleSetup => {
+            Component::Postgres | Component::RoleSetup | Component::Backup => {
                 self.database.postgres.as_ref().map(|p| p.pods.clone())
             }
             Component::Monitoring => None,

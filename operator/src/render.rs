@@ -38,6 +38,9 @@ pub fn render(shortener: &Shortener) -> Result<String> {
     for secret in &desired.secrets {
         push_document(&mut out, secret)?;
     }
+    for claim in &desired.claims {
+        push_document(&mut out, claim)?;
+    }
     for child in &desired.children {
         push_document(&mut out, &child.to_dynamic()?)?;
     }

@@ -55,7 +55,7 @@ pub fn horizontal_pod_autoscaler(instance: &Instance<'_>) -> Option<HorizontalPo
             min_replicas: Some(autoscaling.min_replicas),
             max_replicas: autoscaling.max_replicas,
             metrics: Some(metrics),
-            behavior: None,
+            behavior: autoscaling.behavior.clone(),
         }),
         status: None,
     })
@@ -74,6 +74,7 @@ mod tests {
             max_replicas: 6,
             target_cpu_utilization_percent: 70,
             target_requests_per_second: rps,
+            behavior: None,
         });
         shortener(spec)
     }
@@ -102,6 +103,25 @@ mod tests {
         let only_cpu = autoscaled(None);
         let hpa = horizontal_pod_autoscaler(&Instance::new(&only_cpu).unwrap()).unwrap();
         assert_eq!(hpa.spec.unwrap().metrics.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_behavior_is_passed_through() {
+        use k8s_openapi::api::autoscaling::v2::{HPAScalingRules, HorizontalPodAutoscalerBehavior};
+        let mut s = autoscaled(None);
+        let behavior = HorizontalPodAutoscalerBehavior {
+            scale_down: Some(HPAScalingRules {
+                stabilization_window_seconds: Some(30),
+                ..Default::default()
+            }),
+            scale_up: None,
+        };
+        s.spec.app.autoscaling.as_mut().unwrap().behavior = Some(behavior.clone());
+        let hpa = horizontal_pod_autoscaler(&Instance::new(&s).unwrap()).unwrap();
+        assert_eq!(hpa.spec.unwrap().behavior, Some(behavior));
+        let plain = autoscaled(None);
+        let hpa = horizontal_pod_autoscaler(&Instance::new(&plain).unwrap()).unwrap();
+        assert_eq!(hpa.spec.unwrap().behavior, None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod autoscaling;
+pub mod backup;
 pub mod exposure;
 pub mod monitoring;
 pub mod network;
@@ -21,12 +22,12 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
 };
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret,
-    SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    PersistentVolumeClaim, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -74,8 +75,10 @@ pub enum Component {
     PgBouncer,
     Redis,
     Monitoring,
-    /// The Job that sets up the database roles.
+    /// The Job that sets up the database roles (and restores a backup into a new database).
     RoleSetup,
+    /// The CronJob that backs the database up, and its volume.
+    Backup,
 }
 
 impl Component {
@@ -87,6 +90,7 @@ impl Component {
             Self::Redis => "redis",
             Self::Monitoring => "monitoring",
             Self::RoleSetup => "postgres-roles",
+            Self::Backup => "postgres-backup",
         }
     }
 }
@@ -166,21 +170,36 @@ impl<'a> Instance<'a> {
     /// labels for this instance, the annotation naming this instance's claim): reused as it
     /// is, not refused as someone else's.
     pub fn kept_for_it(&self, meta: &ObjectMeta) -> bool {
+        let kept_with = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(KEPT_WITH_CLAIM_ANNOTATION));
+        self.left_for_it(meta) && kept_with == Some(&postgres::claim_name(self))
+    }
+
+    /// The backups' claim made for a Shortener of this name (no owner, our labels for this
+    /// instance and the backup component): kept through the Shortener's deletion, reused.
+    pub fn keeps_as_backups(&self, meta: &ObjectMeta) -> bool {
+        let component = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/component"));
+        self.left_for_it(meta) && component.map(String::as_str) == Some(Component::Backup.as_str())
+    }
+
+    /// No owner, and this instance's labels: made by the operator for a Shortener of this
+    /// name, to outlive it.
+    fn left_for_it(&self, meta: &ObjectMeta) -> bool {
         let label = |key: &str| {
             meta.labels
                 .as_ref()
                 .and_then(|l| l.get(key))
                 .map(String::as_str)
         };
-        let kept_with = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(KEPT_WITH_CLAIM_ANNOTATION));
         meta.owner_references.as_ref().is_none_or(Vec::is_empty)
             && label("app.kubernetes.io/name") == Some(APP_NAME)
             && label("app.kubernetes.io/instance") == Some(self.name.as_str())
             && label("app.kubernetes.io/managed-by") == Some(MANAGED_BY)
-            && kept_with == Some(&postgres::claim_name(self))
     }
 
     /// Name of a child of the given component: the app keeps the bare instance name.
@@ -296,6 +315,11 @@ fn selector(labels: &BTreeMap<String, String>) -> String {
 /// One object to server-side apply: typed where k8s-openapi (or `gateway_api`) has bindings;
 /// the Prometheus Operator's kinds have none and stay dynamic.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a pass holds a few dozen children, once: boxing the workload kinds would save \
+              kilobytes and cost an indirection at every match"
+)]
 pub enum Child {
     ServiceAccount(ServiceAccount),
     ConfigMap(ConfigMap),
@@ -305,6 +329,7 @@ pub enum Child {
     HorizontalPodAutoscaler(HorizontalPodAutoscaler),
     PodDisruptionBudget(PodDisruptionBudget),
     Job(Job),
+    CronJob(CronJob),
     Ingress(Ingress),
     HTTPRoute(HTTPRoute),
     NetworkPolicy(NetworkPolicy),
@@ -324,6 +349,7 @@ macro_rules! on_child {
             Child::HorizontalPodAutoscaler($o) => $typed,
             Child::PodDisruptionBudget($o) => $typed,
             Child::Job($o) => $typed,
+            Child::CronJob($o) => $typed,
             Child::Ingress($o) => $typed,
             Child::HTTPRoute($o) => $typed,
             Child::NetworkPolicy($o) => $typed,
@@ -351,6 +377,7 @@ child_from!(
     HorizontalPodAutoscaler,
     PodDisruptionBudget,
     Job,
+    CronJob,
     Ingress,
     HTTPRoute,
     NetworkPolicy
@@ -426,6 +453,7 @@ pub fn managed_kinds(apis: OptionalApis) -> Vec<ApiResource> {
         ApiResource::erase::<HorizontalPodAutoscaler>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
         ApiResource::erase::<Job>(&()),
+        ApiResource::erase::<CronJob>(&()),
         ApiResource::erase::<Ingress>(&()),
         ApiResource::erase::<NetworkPolicy>(&()),
     ];
@@ -453,6 +481,8 @@ pub fn prune_order(apis: OptionalApis) -> Vec<ApiResource> {
 pub struct DesiredState {
     /// Created once if absent, never updated: they hold generated credentials.
     pub secrets: Vec<Secret>,
+    /// Created once if absent, never updated nor deleted: the backups' volume.
+    pub claims: Vec<PersistentVolumeClaim>,
     /// Server-side applied on every reconcile, in this order.
     pub children: Vec<Child>,
 }
@@ -513,6 +543,7 @@ pub fn desired_state(
 ) -> Result<DesiredState> {
     let spec = instance.spec();
     let mut secrets = Vec::new();
+    let mut claims = Vec::new();
     let mut children = Vec::new();
 
     if spec.database.embedded().is_some() {
@@ -548,6 +579,10 @@ pub fn desired_state(
         children.push(postgres::stateful_set(instance, &postgres, size).into());
         children.push(postgres::pod_disruption_budget(instance).into());
         children.push(roles::job(instance, &postgres).into());
+        if let Some(schedule) = &postgres.backup {
+            claims.push(backup::claim(instance, schedule));
+            children.push(backup::cron_job(instance, &postgres, schedule).into());
+        }
         let pgbouncer_config = pgbouncer::config_map(instance);
         children.push(pgbouncer_config.clone().into());
         children.push(pgbouncer::service(instance).into());
@@ -593,7 +628,11 @@ pub fn desired_state(
         }
     }
 
-    Ok(DesiredState { secrets, children })
+    Ok(DesiredState {
+        secrets,
+        claims,
+        children,
+    })
 }
 
 /// The PodDisruptionBudget of one component's pods: at most `max_unavailable` of them may be
@@ -901,6 +940,14 @@ pub(crate) mod testing {
         s.metadata.uid = Some("3f1c9a52-5d8e-4c4b-9a51-0d0e8f1a7b21".into());
         s.metadata.generation = Some(1);
         s
+    }
+
+    /// The embedded database with daily backups (and everything else by default).
+    pub fn with_daily_backups(spec: &mut ShortenerSpec) {
+        spec.database.postgres = Some(crate::crd::PostgresSpec {
+            backup: Some(serde_json::from_value(json!({ "schedule": "@daily" })).unwrap()),
+            ..Default::default()
+        });
     }
 
     /// The pod template's spec of a Deployment.

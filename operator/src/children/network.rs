@@ -209,20 +209,32 @@ pub fn policies(instance: &Instance<'_>, operator_namespace: Option<&str>) -> Ve
             vec![from(pods(instance, &[Component::App]), PGBOUNCER_PORT)],
             vec![to(pods(instance, &[Component::Postgres]), POSTGRES_PORT)],
         ));
-        let clients = [Component::PgBouncer, Component::App, Component::RoleSetup];
+        let mut clients = vec![Component::PgBouncer, Component::App, Component::RoleSetup];
+        // The Jobs that only talk to PostgreSQL: the role setup, and the backups when asked.
+        let mut jobs = vec![Component::RoleSetup];
+        if spec
+            .database
+            .postgres
+            .as_ref()
+            .is_some_and(|p| p.backup.is_some())
+        {
+            clients.push(Component::Backup);
+            jobs.push(Component::Backup);
+        }
         all.push(component_policy(
             instance,
             Component::Postgres,
             vec![from(pods(instance, &clients), POSTGRES_PORT)],
             Vec::new(),
         ));
-        // The role-setup Job: to PostgreSQL only.
-        all.push(component_policy(
-            instance,
-            Component::RoleSetup,
-            Vec::new(),
-            vec![to(pods(instance, &[Component::Postgres]), POSTGRES_PORT)],
-        ));
+        for job in jobs {
+            all.push(component_policy(
+                instance,
+                job,
+                Vec::new(),
+                vec![to(pods(instance, &[Component::Postgres]), POSTGRES_PORT)],
+            ));
+        }
     }
     if spec.redis.external.is_none() {
         all.push(component_policy(
@@ -290,6 +302,34 @@ mod tests {
             app["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"],
             json!({ "kubernetes.io/metadata.name": "monitoring" })
         );
+    }
+
+    #[test]
+    fn backups_reach_postgres_only_when_asked_for() {
+        let mut spec = ShortenerSpec::default();
+        crate::children::testing::with_daily_backups(&mut spec);
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let all = policies(&i, None);
+        let names = names(&all);
+        assert_eq!(names[names.len() - 2], "links-postgres-backup");
+        let by_name = |name: &str| {
+            let policy = all
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name));
+            serde_json::to_value(policy.unwrap()).unwrap()
+        };
+        let postgres = by_name("links-postgres");
+        let clients: Vec<_> = postgres["spec"]["ingress"][0]["from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["podSelector"]["matchLabels"]["app.kubernetes.io/component"].clone())
+            .collect();
+        assert!(clients.contains(&json!("postgres-backup")), "{clients:?}");
+        let backup = by_name("links-postgres-backup");
+        assert!(backup["spec"].get("ingress").is_none());
+        assert_eq!(backup["spec"]["egress"][0]["ports"][0]["port"], 5432);
     }
 
     #[test]

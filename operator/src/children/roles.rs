@@ -13,10 +13,10 @@
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
-use super::stack::{APP_ROLE, DATABASE_NAME, OWNER_ROLE, POSTGRES_PORT, POSTGRES_UID, SUPERUSER};
+use super::stack::{APP_ROLE, OWNER_ROLE, POSTGRES_UID};
 use super::{
-    Component, Instance, ResourceBudget, config_digest, container, env, pod_spec, pod_template,
-    resources, secret_env,
+    Component, Instance, ResourceBudget, backup, config_digest, container, env, pod_spec,
+    pod_template, resources, secret_env,
 };
 use crate::crd::PostgresSpec;
 
@@ -34,6 +34,41 @@ const BUDGET: ResourceBudget = ResourceBudget {
 /// in one transaction (`psql -1`), stopping at the first error.
 const SCRIPT: &str = "until pg_isready -q; do sleep 2; done; \
                       printf '%s' \"$ROLES_SQL\" | psql -X -1 -v ON_ERROR_STOP=1 -f -";
+
+/// With `restore` set: on a database without the service's schema (no `_sqlx_migrations`),
+/// the backup's SQL (`pg_restore --no-owner --no-acl`: objects and rows, owned by the
+/// superuser) then the role SQL (which hands everything to the owner and grants the runtime
+/// role) run in one transaction, so a new owner role logs in only once every row is back,
+/// and a failed restore leaves an empty database. A `pg_restore` that fails mid-way makes
+/// the transaction fail too (the `RAISE`, or the broken COPY stream before it). On a
+/// database that has the schema, nothing is restored: only the roles are set.
+const RESTORE_SCRIPT: &str = r#"set -eu
+until pg_isready -q; do sleep 2; done
+empty=$(psql -XtAc "SELECT to_regclass('public._sqlx_migrations') IS NULL")
+if [ "$empty" = t ]; then
+  file=$RESTORE_BACKUP
+  if [ "$file" = latest ]; then
+    file=$(cd /backups && ls -1 -- *.dump 2>/dev/null | sort | tail -n 1)
+  fi
+  if [ -z "$file" ] || [ ! -f "/backups/$file" ]; then
+    echo "restore: no backup $RESTORE_BACKUP in /backups" >&2
+    exit 1
+  fi
+  echo "restore: $file into the empty database"
+  started=$(date +%s)
+  {
+    pg_restore --no-owner --no-acl -f - "/backups/$file" ||
+      echo "DO \$\$ BEGIN RAISE EXCEPTION 'restore: pg_restore could not read $file'; END \$\$;"
+    printf 'RESET search_path;
+%s
+' "$ROLES_SQL"
+  } | psql -X -1 -q -v ON_ERROR_STOP=1 -o /dev/null -f -
+  echo "restore: $file restored in $(($(date +%s) - started))s"
+else
+  echo "restore: the database already has the service's schema; nothing restored"
+  printf '%s' "$ROLES_SQL" | psql -X -1 -v ON_ERROR_STOP=1 -f -
+fi
+"#;
 
 /// The settings the SQL reads, as `(name, value)`; passwords as `$(VAR)` references the
 /// kubelet expands from the Secrets, so the Job's spec holds none.
@@ -74,24 +109,39 @@ pub fn job_name(instance: &Instance<'_>, postgres: &PostgresSpec) -> String {
 pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Job {
     let setup = Container {
         command: Some(vec!["sh".into(), "-c".into(), SCRIPT.into()]),
-        env: Some(vec![
-            env("PGHOST", instance.child_name(Component::Postgres)),
-            env("PGPORT", POSTGRES_PORT.to_string()),
-            env("PGDATABASE", DATABASE_NAME),
-            env("PGUSER", SUPERUSER),
-            secret_env("PGPASSWORD", instance.database_secret_name(), "password"),
-            secret_env("OWNER_PASSWORD", instance.owner_secret_name(), "password"),
-            secret_env("APP_PASSWORD", instance.runtime_secret_name(), "password"),
-            env("PGOPTIONS", pg_options(postgres)),
-            env("ROLES_SQL", ROLES_SQL),
-        ]),
+        env: Some(
+            backup::superuser_env(instance)
+                .into_iter()
+                .chain([
+                    secret_env("OWNER_PASSWORD", instance.owner_secret_name(), "password"),
+                    secret_env("APP_PASSWORD", instance.runtime_secret_name(), "password"),
+                    env("PGOPTIONS", pg_options(postgres)),
+                    env("ROLES_SQL", ROLES_SQL),
+                ])
+                .collect(),
+        ),
         ..container("roles", postgres.image(), resources(None, BUDGET))
     };
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         restart_policy: Some("Never".into()),
         containers: vec![setup],
         ..pod_spec(instance, POSTGRES_UID, None)
     };
+    if let Some(restore) = &postgres.restore {
+        let claim = restore
+            .claim_name
+            .clone()
+            .unwrap_or_else(|| backup::claim_name(instance));
+        let (volume, mount) = backup::volume(claim, true);
+        let setup = &mut pod.containers[0];
+        setup.command = Some(vec!["sh".into(), "-c".into(), RESTORE_SCRIPT.into()]);
+        setup
+            .env
+            .get_or_insert_default()
+            .push(env("RESTORE_BACKUP", restore.backup.clone()));
+        setup.volume_mounts = Some(vec![mount]);
+        pod.volumes = Some(vec![volume]);
+    }
     let spec = JobSpec {
         // psql failures (a wrong password, an SQL error) are retried a few times, then
         // the Job is Failed and stays so, visible, until deleted (the next pass then
@@ -207,5 +257,47 @@ mod tests {
             job_name(&Instance::new(&plain).unwrap(), &pg),
             job_name(&Instance::new(&labelled).unwrap(), &pg)
         );
+    }
+
+    /// With `restore`, the Job mounts the backups' claim read-only and runs the restore
+    /// script, which restores only into a database without the service's schema.
+    #[test]
+    fn a_restore_mounts_the_backups_and_is_a_new_job() {
+        use crate::crd::RestoreSpec;
+        let s = shortener(ShortenerSpec::default());
+        let i = Instance::new(&s).unwrap();
+        let plain = PostgresSpec::default();
+        let restoring = PostgresSpec {
+            restore: Some(RestoreSpec {
+                claim_name: None,
+                backup: "latest".into(),
+            }),
+            ..PostgresSpec::default()
+        };
+        assert_ne!(job_name(&i, &plain), job_name(&i, &restoring));
+        let job = job(&i, &restoring);
+        assert_eq!(env(&job)["RESTORE_BACKUP"]["value"], "latest");
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let claim = pod.volumes.as_ref().unwrap()[0]
+            .persistent_volume_claim
+            .clone()
+            .unwrap();
+        assert_eq!(claim.claim_name, "links-backups");
+        assert_eq!(claim.read_only, Some(true));
+        let script = &pod.containers[0].command.as_ref().unwrap()[2];
+        assert!(script.contains("to_regclass('public._sqlx_migrations') IS NULL"));
+        assert!(script.contains("pg_restore --no-owner --no-acl -f -"));
+        assert!(script.contains("psql -X -1"));
+        let named = PostgresSpec {
+            restore: Some(RestoreSpec {
+                claim_name: Some("old-backups".into()),
+                backup: "20261207T030000Z.dump".into(),
+            }),
+            ..PostgresSpec::default()
+        };
+        let pod = super::job(&i, &named).spec.unwrap().template.spec.unwrap();
+        let volume = &pod.volumes.as_ref().unwrap()[0];
+        let claim = volume.persistent_volume_claim.as_ref().unwrap();
+        assert_eq!(claim.claim_name, "old-backups");
     }
 }

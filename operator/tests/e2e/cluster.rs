@@ -148,6 +148,7 @@ pub const CHILD_KINDS: &[(&str, &str, &str)] = &[
     ),
     ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ("batch/v1", "Job", "jobs"),
+    ("batch/v1", "CronJob", "cronjobs"),
     ("networking.k8s.io/v1", "Ingress", "ingresses"),
     ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),

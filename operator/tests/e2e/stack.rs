@@ -123,6 +123,33 @@ pub async fn assert_children(
 ) -> Result {
     let owner = shortener(client, ns, name).await?;
     let uid = owner.uid().ok_or("Shortener without uid")?;
+    // The backups' claim is created once, without an owner (it outlives the Shortener), and
+    // claims are not among the listed child kinds: checked on its own.
+    let (claims, expected): (BTreeSet<String>, BTreeSet<String>) = expected
+        .iter()
+        .cloned()
+        .partition(|child| child.starts_with("PersistentVolumeClaim/"));
+    let expected = &expected;
+    let claims_api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), ns);
+    for claim in &claims {
+        let claim_name = claim.trim_start_matches("PersistentVolumeClaim/");
+        let made = eventually(&format!("{claim} made"), TIMEOUT, || async {
+            match claims_api.get_opt(claim_name).await {
+                Ok(Some(made)) => Ok(made),
+                Ok(None) => Err("not yet".to_string()),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+        .await?;
+        ensure!(
+            made.metadata
+                .owner_references
+                .as_ref()
+                .is_none_or(Vec::is_empty),
+            "{claim} has owners: it would go with the Shortener"
+        );
+    }
     let selector = managed_by_operator(name);
     let found = eventually(&format!("children of {ns}/{name}"), TIMEOUT, || async {
         let found = objects_labelled(client, ns, &selector)

@@ -10,7 +10,8 @@ use crate::stack::{RECOVERY, admin_key, is_ready, pods, wait_pods_ready};
 use crate::traffic::{Api, Link, Stream};
 use crate::{Real, ensure};
 
-async fn links(real: &Real, name: &str) -> Result<(Api, Vec<Link>)> {
+/// The `default/links` API through the Ingress, and four new links of a new user.
+pub async fn links(real: &Real, name: &str) -> Result<(Api, Vec<Link>)> {
     let key = admin_key(&real.client, "default", "links").await?;
     let api = Api::new(&real.ingress_url, None, &key)?;
     api.wait_serving().await?;

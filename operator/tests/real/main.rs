@@ -15,6 +15,8 @@
 //! request goes through the Ingress controller's pod to the app's pods. The tests run in the
 //! order below and share the installation; the last ones delete what the first created.
 
+mod autoscaling;
+mod backup;
 #[path = "../e2e/cluster.rs"]
 #[allow(dead_code)] // shared with the kwok tier, which uses all of it
 mod cluster;
@@ -74,6 +76,8 @@ fn tests() -> Vec<Test> {
         test!(network::network_policies_are_enforced),
         test!(faults::no_answered_redirect_loses_its_click_when_pods_die),
         test!(faults::rollout_and_scale_out_fail_no_request),
+        test!(autoscaling::load_raises_the_replicas_and_idle_lowers_them),
+        test!(backup::a_backup_restores_every_row_after_the_data_is_lost),
         test!(install::deleting_the_shortener_keeps_the_volume),
         test!(install::the_full_example_serves_through_the_ingress),
         test!(gateway::an_httproute_serves_through_the_gateway),
