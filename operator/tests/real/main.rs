@@ -30,6 +30,7 @@ mod monitoring;
 mod network;
 mod stack;
 mod traffic;
+mod upgrade;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ fn tests() -> Vec<Test> {
     vec![
         test!(install::the_operator_runs_in_the_cluster_from_its_image),
         test!(install::the_minimal_example_serves_through_the_ingress),
+        test!(upgrade::a_helm_upgrade_of_the_operator_restarts_no_pod_of_the_stack),
+        test!(upgrade::an_app_build_older_than_the_schema_still_starts),
         test!(links::shortlinks_sync_through_the_operator),
         test!(monitoring::the_stack_is_scraped_as_its_service_monitors_say),
         test!(monitoring::every_rule_loads_and_selects_series),
