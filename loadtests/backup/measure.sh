@@ -4,7 +4,8 @@
 # render`, the backups' directory moved to a temporary one), against the PostgreSQL of
 # scripts/services.sh:
 #   1. a database made as the operator makes one (roles.sql, then `shortener migrate` as the
-#      owner), filled as the runtime role with USERS users, LINKS links and EVENTS click events;
+#      owner), filled (as the owner: the runtime role's statement timeout would stop a bulk
+#      insert) with USERS users, LINKS links and EVENTS click events;
 #   2. the CronJob's script: `pg_dump -Fc`, read back with `pg_restore --list`, renamed;
 #   3. the role-setup Job's restore script into a new, empty database;
 #   4. every row of users, urls and events compared (digests), sizes and times printed, and
@@ -86,9 +87,9 @@ done
 PGOPTIONS=$pgoptions psql -Xq -1 -v ON_ERROR_STOP=1 -d $src -f "$work/roles.sql"
 DATABASE_URL="postgres://shortener_owner:$owner_password@$PGHOST:$PGPORT/$src" "$SHORTENER_BIN" migrate >/dev/null
 
-echo "== filling: $USERS users, $LINKS links, $EVENTS events (as the runtime role)"
+echo "== filling: $USERS users, $LINKS links, $EVENTS events"
 started=$SECONDS
-PGUSER=shortener_app PGPASSWORD=$app_password psql -Xq -v ON_ERROR_STOP=1 -d $src <<EOF
+PGUSER=shortener_owner PGPASSWORD=$owner_password psql -Xq -v ON_ERROR_STOP=1 -d $src <<EOF
 INSERT INTO users (username, email, created_at)
   SELECT 'user' || g, 'user' || g || '@example.com', now() FROM generate_series(1, $USERS) g;
 INSERT INTO urls (user_id, short_code, original_url, title, created_at, updated_at)

@@ -323,3 +323,95 @@ fn rendered_documents_are_complete_objects() {
         }
     }
 }
+
+/// Every field of a CRD's schema as one line (`path: type`, with its default), each allowed
+/// enum value and each object's required fields as lines of their own. A change that removes
+/// or alters a line breaks stored objects or manifests written for the served version; one
+/// that only adds lines (a new optional field, a new allowed value) does not.
+fn field_lines(schema: &Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
+    let kind = schema["type"].as_str().unwrap_or("any");
+    let mut line = format!("{path}: {kind}");
+    if let Some(default) = schema.get("default") {
+        line.push_str(&format!(" = {default}"));
+    }
+    out.insert(line);
+    for value in schema["enum"].as_array().into_iter().flatten() {
+        out.insert(format!("{path} may be {value}"));
+    }
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !required.is_empty() {
+        out.insert(format!("{path} requires {}", required.join(", ")));
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, property) in properties {
+            field_lines(property, &format!("{path}.{name}"), out);
+        }
+    }
+    if schema["items"].is_object() {
+        field_lines(&schema["items"], &format!("{path}[]"), out);
+    }
+    if schema["additionalProperties"].is_object() {
+        field_lines(&schema["additionalProperties"], &format!("{path}{{}}"), out);
+    }
+}
+
+/// The compatibility gate of the served version (docs/decisions.md, "The CRDs' versions"):
+/// the committed field lists (operator/tests/crd-fields/) must still all hold. New fields
+/// are recorded with `UPDATE_CRD_FIELDS=1`; a breaking change is refused unless
+/// `CRD_BREAKING_CHANGE` says why (and then it belongs in a new API version).
+#[test]
+fn crd_changes_are_additive() {
+    for (name, crd) in [
+        (
+            "shorteners",
+            serde_json::to_value(Shortener::crd()).unwrap(),
+        ),
+        (
+            "shortlinks",
+            serde_json::to_value(ShortLink::crd()).unwrap(),
+        ),
+    ] {
+        let version = &crd["spec"]["versions"][0];
+        let mut now = std::collections::BTreeSet::new();
+        field_lines(&version["schema"]["openAPIV3Schema"], "$", &mut now);
+        let relative = format!(
+            "operator/tests/crd-fields/{name}.{}.txt",
+            version["name"].as_str().unwrap()
+        );
+        let committed: std::collections::BTreeSet<String> = read(&relative)
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect();
+        let broken: Vec<&String> = committed.difference(&now).collect();
+        let added: Vec<&String> = now.difference(&committed).collect();
+        let update = std::env::var_os("UPDATE_CRD_FIELDS").is_some();
+        let reason = std::env::var("CRD_BREAKING_CHANGE").ok();
+        assert!(
+            broken.is_empty() || reason.is_some(),
+            "{relative}: breaking changes to a served version (removed, retyped, or a new \
+             default or requirement): {broken:#?}; a new API version is the way \
+             (docs/decisions.md), or set CRD_BREAKING_CHANGE to the reason with UPDATE_CRD_FIELDS=1"
+        );
+        if update && (!added.is_empty() || !broken.is_empty()) {
+            let header = "# Every field of the served version's schema (operator/tests/artifacts.rs, \
+                          crd_changes_are_additive): lines may be added, never removed or changed.\n";
+            let body: Vec<&str> = now.iter().map(String::as_str).collect();
+            std::fs::write(
+                repo_root().join(&relative),
+                format!("{header}{}\n", body.join("\n")),
+            )
+            .unwrap();
+            continue;
+        }
+        assert!(
+            added.is_empty(),
+            "{relative}: new fields, not recorded yet (run the test with UPDATE_CRD_FIELDS=1): {added:#?}"
+        );
+    }
+}
