@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Api;
 
-use crate::cluster::{Result, eventually, kubectl};
+use crate::cluster::{Result, eventually};
 use crate::faults::links;
-use crate::stack::RECOVERY;
+use crate::stack::{RECOVERY, patch_links};
 use crate::traffic::{Seen, Stream};
 use crate::{Real, ensure};
 
@@ -137,20 +137,6 @@ impl fmt::Display for Trace {
     }
 }
 
-fn patch(body: &str) -> Result {
-    kubectl(&[
-        "-n",
-        "default",
-        "patch",
-        "shortener",
-        "links",
-        "--type=merge",
-        "-p",
-        body,
-    ])
-    .map(|_| ())
-}
-
 fn merge(into: &mut BTreeMap<String, u64>, seen: &Seen) {
     for (code, n) in &seen.answered {
         *into.entry(code.clone()).or_default() += n;
@@ -171,7 +157,7 @@ pub async fn load_raises_the_replicas_and_idle_lowers_them(real: &'static Real) 
         .and_then(|s| s.replicas)
         .unwrap_or(0);
     let trickle = Stream::start(&api, &links, 1, Duration::from_millis(200));
-    patch(AUTOSCALING_ON)?;
+    patch_links(AUTOSCALING_ON)?;
     let mut trace = Trace {
         started: Instant::now(),
         hpas: Api::namespaced(real.client.clone(), "default"),
@@ -197,7 +183,7 @@ pub async fn load_raises_the_replicas_and_idle_lowers_them(real: &'static Real) 
         })
         .await?;
     let trickled = trickle.stop().await?;
-    patch(AUTOSCALING_OFF)?;
+    patch_links(AUTOSCALING_OFF)?;
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(real.client.clone(), "default");
     eventually("the autoscaler removed", RECOVERY, || async {
         match hpas.get_opt("links").await {

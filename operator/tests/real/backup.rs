@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
 
 use crate::cluster::{Result, eventually, kubectl, kubectl_stdin};
-use crate::stack::{FIRST_START, RECOVERY, admin_key, psql, wait_shortener_ready};
+use crate::stack::{FIRST_START, RECOVERY, admin_key, patch_links, psql, wait_shortener_ready};
 use crate::traffic::Api as Service;
 use crate::{Real, ensure};
 
@@ -88,16 +88,9 @@ async fn job_complete(real: &Real, name: &str, timeout: Duration) -> Result {
 /// the Shortener made again with `restore: latest` is Ready with every row back (compared
 /// table by table, row by row), and a link made before still redirects and counts on.
 pub async fn a_backup_restores_every_row_after_the_data_is_lost(real: &'static Real) -> Result {
-    kubectl(&[
-        "-n",
-        "default",
-        "patch",
-        "shortener",
-        "links",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"spec":{{"database":{{"postgres":{{"backup":{BACKUP}}}}}}}}}"#),
-    ])?;
+    patch_links(&format!(
+        r#"{{"spec":{{"database":{{"postgres":{{"backup":{BACKUP}}}}}}}}}"#
+    ))?;
     eventually("the backup CronJob", RECOVERY, || async {
         kubectl(&["-n", "default", "get", "cronjob/links-postgres-backup"])
             .map(|_| ())
@@ -113,14 +106,7 @@ pub async fn a_backup_restores_every_row_after_the_data_is_lost(real: &'static R
     for _ in 0..3 {
         before_api.follow(&link.code).await?;
     }
-    let clicks = eventually("the clicks recorded", Duration::from_secs(60), || async {
-        match before_api.redirect_count(&link).await {
-            Ok(3) => Ok(3),
-            Ok(n) => Err(format!("{n} recorded")),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await?;
+    let clicks = before_api.counted(&link, 3).await?;
 
     // Nothing is sent from here on: the rows now are the rows the backup must hold.
     let before = rows(None)?;
@@ -150,15 +136,7 @@ pub async fn a_backup_restores_every_row_after_the_data_is_lost(real: &'static R
 
     // The data is lost: the Shortener and its data volume deleted (the backups' volume and
     // the superuser's Secret stay, as they are meant to).
-    kubectl(&[
-        "-n",
-        "default",
-        "delete",
-        "shortener",
-        "links",
-        "--wait=true",
-        "--timeout=120s",
-    ])?;
+    crate::stack::delete_links()?;
     kubectl(&[
         "-n",
         "default",
@@ -243,24 +221,8 @@ spec:
     let key = admin_key(&real.client, "default", "links").await?;
     let api = Service::new(&real.ingress_url, None, &key)?;
     api.wait_serving().await?;
-    let (status, location) = api.follow(&link.code).await?;
-    ensure!(
-        status == reqwest::StatusCode::FOUND && location.as_deref() == Some(link.target.as_str()),
-        "/{} answered {status} {location:?} after the restore",
-        link.code
-    );
-    eventually(
-        "the restored clicks and the new one counted",
-        Duration::from_secs(60),
-        || async {
-            match api.redirect_count(&link).await {
-                Ok(n) if n == clicks + 1 => Ok(()),
-                Ok(n) => Err(format!("{n} counted, want {}", clicks + 1)),
-                Err(e) => Err(e.to_string()),
-            }
-        },
-    )
-    .await?;
+    api.redirects_and_counts_on(&link, clicks, "after the restore")
+        .await?;
     let counts: Vec<String> = TABLES
         .iter()
         .map(|t| format!("{t} {}", before[t].len()))

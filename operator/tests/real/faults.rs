@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 
 use crate::cluster::{Result, eventually, kubectl};
-use crate::stack::{RECOVERY, admin_key, is_ready, pods, wait_pods_ready};
+use crate::stack::{RECOVERY, admin_key, is_ready, patch_links, pods, wait_pods_ready};
 use crate::traffic::{Api, Link, Stream};
 use crate::{Real, ensure};
 
@@ -115,16 +115,7 @@ pub async fn rollout_and_scale_out_fail_no_request(real: &'static Real) -> Resul
     .metadata
     .generation;
     let at = Instant::now();
-    kubectl(&[
-        "-n",
-        "default",
-        "patch",
-        "shortener",
-        "links",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"app":{"config":{"accessLog":"all"}}}}"#,
-    ])?;
+    patch_links(r#"{"spec":{"app":{"config":{"accessLog":"all"}}}}"#)?;
     // The operator rewrites the Deployment a moment after the patch: wait for the new
     // generation before asking whether it rolled out.
     let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =

@@ -214,14 +214,7 @@ async fn made_again_on_the_kept_volume(real: &'static Real) -> Result {
         "/{} answered {status}",
         link.code
     );
-    let counted = eventually("the redirect counted", Duration::from_secs(60), || async {
-        match before.redirect_count(&link).await {
-            Ok(n) if n >= 1 => Ok(n),
-            Ok(n) => Err(format!("{n} counted")),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await?;
+    let counted = before.counted(&link, 1).await?;
 
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(real.client.clone(), "default");
     let instance = ListParams::default().labels("app.kubernetes.io/instance=links");
@@ -233,15 +226,7 @@ async fn made_again_on_the_kept_volume(real: &'static Real) -> Result {
         .map(|c| c.name_any())
         .collect();
     ensure!(!kept.is_empty(), "no claim of default/links to keep");
-    kubectl(&[
-        "-n",
-        "default",
-        "delete",
-        "shortener",
-        "links",
-        "--wait=true",
-        "--timeout=120s",
-    ])?;
+    crate::stack::delete_links()?;
     eventually("every child of default/links gone but the superuser's Secret", Duration::from_secs(180), || async {
         let left = kubectl(&[
             "-n", "default", "get",
@@ -271,24 +256,9 @@ async fn made_again_on_the_kept_volume(real: &'static Real) -> Result {
     let key = admin_key(&real.client, "default", "links").await?;
     let after = Service::new(&real.ingress_url, None, &key)?;
     after.wait_serving().await?;
-    let (status, location) = after.follow(&link.code).await?;
-    ensure!(
-        status == StatusCode::FOUND && location.as_deref() == Some(link.target.as_str()),
-        "/{} answered {status} {location:?} on the kept volume",
-        link.code
-    );
-    eventually(
-        "the earlier clicks and the new one counted",
-        Duration::from_secs(60),
-        || async {
-            match after.redirect_count(&link).await {
-                Ok(n) if n == counted + 1 => Ok(()),
-                Ok(n) => Err(format!("{n} counted, want {}", counted + 1)),
-                Err(e) => Err(e.to_string()),
-            }
-        },
-    )
-    .await?;
+    after
+        .redirects_and_counts_on(&link, counted, "on the kept volume")
+        .await?;
     println!(
         "    made again on the kept volume: /{} still redirects, {} clicks counted",
         link.code,
@@ -300,16 +270,7 @@ async fn made_again_on_the_kept_volume(real: &'static Real) -> Result {
 /// The default namespace's Shortener `links`, then what it leaves: its claim and the
 /// superuser's Secret kept with it.
 pub fn remove_links_and_its_volume() -> Result {
-    kubectl(&[
-        "-n",
-        "default",
-        "delete",
-        "shortener",
-        "links",
-        "--ignore-not-found",
-        "--wait=true",
-        "--timeout=120s",
-    ])?;
+    crate::stack::delete_links()?;
     kubectl(&[
         "-n",
         "default",

@@ -287,6 +287,38 @@ pub async fn pods_labelled(client: &Client, ns: &str, selector: &str) -> Result<
 
 /// A namespace of the suite's own, new: one left by an earlier run (perhaps still
 /// terminating) is deleted first and waited for.
+/// Deletes the Shortener `default/links` (if there) and waits until it is gone: its owned
+/// children go with it by garbage collection, what it keeps (claims, the superuser's Secret)
+/// stays.
+pub fn delete_links() -> Result {
+    kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "shortener",
+        "links",
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+    ])
+    .map(|_| ())
+}
+
+/// A JSON merge patch of the Shortener `default/links`, as `kubectl patch` sends it.
+pub fn patch_links(body: &str) -> Result {
+    kubectl(&[
+        "-n",
+        "default",
+        "patch",
+        "shortener",
+        "links",
+        "--type=merge",
+        "-p",
+        body,
+    ])
+    .map(|_| ())
+}
+
 pub fn fresh_namespace(name: &str) -> Result {
     kubectl(&[
         "delete",

@@ -216,6 +216,46 @@ impl Api {
             .ok_or_else(|| format!("GET /urls/{}/stats answered {stats}", link.id).into())
     }
 
+    /// Waits until at least `at_least` redirects of `link` are recorded; their number.
+    pub async fn counted(&self, link: &Link, at_least: u64) -> Result<u64> {
+        eventually("the redirects counted", Duration::from_secs(60), || async {
+            match self.redirect_count(link).await {
+                Ok(n) if n >= at_least => Ok(n),
+                Ok(n) => Err(format!("{n} counted, want {at_least}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+
+    /// After the stack was made again (`context` says how): `link` still redirects to its
+    /// target, and that redirect is counted on top of the `counted` ones from before.
+    pub async fn redirects_and_counts_on(
+        &self,
+        link: &Link,
+        counted: u64,
+        context: &str,
+    ) -> Result {
+        let (status, location) = self.follow(&link.code).await?;
+        ensure!(
+            status == StatusCode::FOUND && location.as_deref() == Some(link.target.as_str()),
+            "/{} answered {status} {location:?} {context}",
+            link.code
+        );
+        eventually(
+            "the earlier clicks and the new one counted",
+            Duration::from_secs(60),
+            || async {
+                match self.redirect_count(link).await {
+                    Ok(n) if n == counted + 1 => Ok(()),
+                    Ok(n) => Err(format!("{n} counted, want {}", counted + 1)),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await
+    }
+
     /// Waits until every link's recorded redirects equal the answered ones. Recording is
     /// asynchronous only while a store is away (the clicks wait in the service's spill), so
     /// this polls to a deadline; a count above the answered one fails at once.
