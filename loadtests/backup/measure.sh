@@ -25,6 +25,11 @@ SHORTENER_BIN=${SHORTENER_BIN:-target/release/shortener}
 OPERATOR_BIN=${OPERATOR_BIN:-target/release/shortener-operator}
 RESULTS_DIR=${RESULTS_DIR:-/tmp/shortener-stack/results}
 
+python3 -c 'import yaml' 2>/dev/null || {
+  echo "measure: needs python3 with PyYAML (apt-get install python3-yaml)" >&2
+  exit 1
+}
+command -v bc >/dev/null || { echo "measure: needs bc (apt-get install bc)" >&2; exit 1; }
 if [ ! -x "$SHORTENER_BIN" ] || [ ! -x "$OPERATOR_BIN" ]; then
   cargo build --release --locked -p shortener -p shortener-operator
 fi
