@@ -32,6 +32,7 @@ pub const API_VERSION: &str = "shortener.dev/v1alpha1";
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Route","type":"string","jsonPath":".status.conditions[?(@.type==\"RouteAccepted\")].reason"}"#,
+    printcolumn = r#"{"name":"Last Backup","type":"date","priority":1,"jsonPath":".status.lastBackup"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     scale(
         spec_replicas_path = ".spec.app.replicas",
@@ -979,6 +980,10 @@ pub struct ShortenerStatus {
     /// Where users reach the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// When the newest backup of the embedded database was taken (the backup CronJob's
+    /// last successful run), with `database.postgres.backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 fn default_true() -> bool {

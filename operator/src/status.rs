@@ -67,12 +67,21 @@ impl Workload {
 #[derive(Debug, Default, PartialEq)]
 pub struct Readiness {
     pub workloads: Vec<Workload>,
+    /// The backup CronJob's last successful run, when there is one.
+    pub last_backup: Option<Time>,
 }
 
 impl Readiness {
     pub fn of(applied: &[Child]) -> Self {
         let workloads = applied.iter().filter_map(Workload::of).collect();
-        Self { workloads }
+        let last_backup = applied.iter().find_map(|child| match child {
+            Child::CronJob(job) => job.status.as_ref()?.last_successful_time.clone(),
+            _ => None,
+        });
+        Self {
+            workloads,
+            last_backup,
+        }
     }
 
     pub fn all_ready(&self) -> bool {
@@ -360,6 +369,7 @@ pub fn reconciled(
     (status.ready_replicas, status.replicas) = readiness.app_replicas();
     status.selector = Some(instance.app_selector());
     status.url = Some(instance.public_url());
+    status.last_backup = readiness.last_backup.clone();
     let serving = format!("serving at {}", instance.public_url());
     let waiting = readiness.waiting_message();
     let done = "all components run the desired configuration";
@@ -649,6 +659,47 @@ mod tests {
         assert!(!Workload::of(&Child::Deployment(d)).unwrap().rolled_out);
         let no_pods = Child::ConfigMap(Default::default());
         assert!(Workload::of(&no_pods).is_none());
+    }
+
+    #[test]
+    fn the_status_carries_the_last_successful_backup() {
+        use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus};
+        let s = shortener(ShortenerSpec::default());
+        let instance = Instance::new(&s).unwrap();
+        let backups = |last: Option<Time>| {
+            Child::CronJob(CronJob {
+                status: Some(CronJobStatus {
+                    last_schedule_time: Some(time(50)),
+                    last_successful_time: last,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        let status = |applied: &[Child]| {
+            let readiness = Readiness::of(applied);
+            let apis = OptionalApis::ALL;
+            reconciled(
+                &instance,
+                &Default::default(),
+                apis,
+                &readiness,
+                &[],
+                None,
+                &time(99),
+            )
+        };
+        let app = deployment("app", 3, 3, 3);
+        let taken = status(&[app.clone(), backups(Some(time(60)))]);
+        assert_eq!(taken.last_backup, Some(time(60)));
+        assert!(
+            taken
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        );
+        assert_eq!(status(&[app.clone(), backups(None)]).last_backup, None);
+        assert_eq!(status(&[app]).last_backup, None);
     }
 
     #[test]

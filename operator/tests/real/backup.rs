@@ -133,6 +133,20 @@ pub async fn a_backup_restores_every_row_after_the_data_is_lost(real: &'static R
         backup_log.contains(".dump,"),
         "the backup Job said: {backup_log}"
     );
+    // The CronJob controller records the run it owns; the operator shows it in the status.
+    let shorteners = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        real.client.clone(),
+        "default",
+        &crate::cluster::shortener_resource(),
+    );
+    let last_backup = eventually("status.lastBackup of default/links", RECOVERY, || async {
+        let links = shorteners.get("links").await.map_err(|e| e.to_string())?;
+        match crate::cluster::at(&links.data, "/status/lastBackup").as_str() {
+            Some(at) => Ok(at.to_string()),
+            None => Err("not set".to_string()),
+        }
+    })
+    .await?;
 
     // The data is lost: the Shortener and its data volume deleted (the backups' volume and
     // the superuser's Secret stay, as they are meant to).
@@ -228,7 +242,7 @@ spec:
         .map(|t| format!("{t} {}", before[t].len()))
         .collect();
     println!(
-        "    backup of a {} MB database in {:.0}s ({}); data volume deleted; restored and Ready {:.0}s after the apply; every row equal: {}",
+        "    backup of a {} MB database in {:.0}s ({}; status.lastBackup {last_backup}); data volume deleted; restored and Ready {:.0}s after the apply; every row equal: {}",
         size.parse::<f64>().unwrap_or(0.0) / 1e6,
         backup_took.as_secs_f64(),
         backup_log.trim(),
