@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -76,23 +75,12 @@ pub async fn the_operator_runs_in_the_cluster_from_its_image(real: &'static Real
         running_image.ends_with(&image),
         "the operator runs {running_image}, the chart names {image}"
     );
-    let leases: Api<Lease> = Api::namespaced(real.client.clone(), OPERATOR_NAMESPACE);
     let name = pod.name_any();
-    eventually(
+    crate::stack::operator_lease_holder(
+        &real.client,
         "the operator's pod holding the Lease",
         Duration::from_secs(120),
-        || async {
-            let lease = leases.get(RELEASE).await.map_err(|e| e.to_string())?;
-            let holder = lease
-                .spec
-                .and_then(|s| s.holder_identity)
-                .unwrap_or_default();
-            if holder == name {
-                Ok(())
-            } else {
-                Err(format!("held by {holder:?}"))
-            }
-        },
+        |holder| holder == name,
     )
     .await?;
     println!("    operator {name} runs {running_image} and holds the Lease");

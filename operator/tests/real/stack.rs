@@ -287,6 +287,33 @@ pub async fn pods_labelled(client: &Client, ns: &str, selector: &str) -> Result<
 
 /// A namespace of the suite's own, new: one left by an earlier run (perhaps still
 /// terminating) is deleted first and waited for.
+/// Waits until the operator's Lease is held by a pod `accept` takes; that pod's name.
+pub async fn operator_lease_holder(
+    client: &Client,
+    what: &str,
+    timeout: Duration,
+    accept: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), crate::OPERATOR_NAMESPACE);
+    eventually(what, timeout, || async {
+        let lease = leases
+            .get(crate::RELEASE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let holder = lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
+        if accept(&holder) {
+            Ok(holder)
+        } else {
+            Err(format!("held by {holder:?}"))
+        }
+    })
+    .await
+}
+
 /// Deletes the Shortener `default/links` (if there) and waits until it is gone: its owned
 /// children go with it by garbage collection, what it keeps (claims, the superuser's Secret)
 /// stays.

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 use crate::cluster::{Result, eventually, kubectl, must};
-use crate::stack::{RECOVERY, is_ready, pods, pods_labelled, psql, wait_pods_ready};
+use crate::stack::{
+    RECOVERY, is_ready, operator_lease_holder, pods, pods_labelled, psql, wait_pods_ready,
+};
 use crate::{OPERATOR_NAMESPACE, RELEASE, Real, ensure};
 
 /// The operator's image as scripts/images.sh loads it, and the "next version" the test
@@ -119,21 +120,11 @@ pub async fn a_helm_upgrade_of_the_operator_restarts_no_pod_of_the_stack(
         ],
         None,
     )?;
-    let leases: Api<Lease> = Api::namespaced(real.client.clone(), OPERATOR_NAMESPACE);
-    let holder = eventually(
+    let holder = operator_lease_holder(
+        &real.client,
         "the new operator pod holding the Lease",
         RECOVERY,
-        || async {
-            let lease = leases.get(RELEASE).await.map_err(|e| e.to_string())?;
-            let holder = lease
-                .spec
-                .and_then(|s| s.holder_identity)
-                .unwrap_or_default();
-            if holder.is_empty() || old_pods.contains(&holder) {
-                return Err(format!("held by {holder:?}"));
-            }
-            Ok(holder)
-        },
+        |holder| !holder.is_empty() && !old_pods.iter().any(|p| p == holder),
     )
     .await?;
     let took_over = at.elapsed();
