@@ -19,8 +19,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::children::{
-    Child, Component, DesiredState, FIELD_MANAGER, Instance, Observed, OptionalApis, monitoring,
-    on_child, postgres,
+    Child, Component, DesiredState, FIELD_MANAGER, Instance, Observed, OptionalApis,
+    cloudnative_pg, monitoring, on_child, postgres,
 };
 use crate::crd::{API_VERSION, Shortener, ShortenerStatus};
 use crate::error::{Error, Result};
@@ -64,9 +64,16 @@ pub async fn served_apis(client: &Client) -> Result<OptionalApis> {
     )
     .await?;
     let gateway = serves(client, gateway_api::GATEWAY_VERSION, &["httproutes"]).await?;
+    let cloud_native_pg = serves(
+        client,
+        cloudnative_pg::CNPG_VERSION,
+        &["clusters", "poolers"],
+    )
+    .await?;
     Ok(OptionalApis {
         monitoring,
         gateway,
+        cloud_native_pg,
     })
 }
 
@@ -287,7 +294,7 @@ async fn apply(client: &Client, namespace: &str, child: &Child) -> Result<Child>
         object => patch(&Api::namespaced(client.clone(), namespace), object).await.map(Child::from),
         (resource, object) => {
             let api = Api::namespaced_with(client.clone(), namespace, resource);
-            patch(&api, object).await.map(|stored| Child::Monitoring(resource.clone(), stored))
+            patch(&api, object).await.map(|stored| Child::Dynamic(resource.clone(), stored))
         }
     )
     .map_err(|source| Error::Apply {

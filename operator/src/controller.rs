@@ -194,6 +194,7 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
 
     refusals.extend(more_refusals);
     refusals.extend(status::role_setup_failure(&applied));
+    refusals.extend(status::cloud_native_pg_missing(&instance, observed.apis));
     let route = status::route_acceptance(&instance, observed.apis, &applied, &old, &now);
     refusals.extend(route.as_ref().and_then(|r| r.refusal()));
     let readiness = Readiness::of(&applied);

@@ -575,26 +575,147 @@ pub const BOTH_EXPOSURES: &str = "expose the Shortener by spec.ingress or by spe
 
 /// Either the embedded PostgreSQL (`postgres`) or an existing one (`external`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("!has(self.external) || !has(self.postgres)").message("set either database.postgres or database.external, not both"))]
-#[x_kube(validation = Rule::new("has(self.external) == has(oldSelf.external)").message("switching between the embedded and an external database is not supported: migrate the data and create a new Shortener"))]
+#[x_kube(validation = Rule::new("[has(self.postgres), has(self.external), has(self.cloudNativePG)].filter(x, x).size() <= 1").message("set at most one of database.postgres, database.cloudNativePG and database.external"))]
+#[x_kube(validation = Rule::new("has(self.external) == has(oldSelf.external) && has(self.cloudNativePG) == has(oldSelf.cloudNativePG)").message("switching between the embedded, a CloudNativePG and an external database is not supported: back the data up, create a new Shortener and restore it there"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
-    /// Embedded PostgreSQL settings (used when `external` is not set).
+    /// Embedded PostgreSQL settings (used when neither `cloudNativePG` nor `external` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresSpec>,
+    /// Run the database on CloudNativePG (its operator must be installed): a `Cluster` with
+    /// replicas and automated failover, and its `Pooler` in place of the embedded PgBouncer.
+    #[serde(
+        default,
+        rename = "cloudNativePG",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cloud_native_pg: Option<CloudNativePgSpec>,
     /// Use an existing database instead of running PostgreSQL and PgBouncer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSecretRef>,
 }
 
+/// Where the service's database runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Database<'a> {
+    /// The operator's own StatefulSet and PgBouncer (the default).
+    Embedded(Box<PostgresSpec>),
+    /// A CloudNativePG Cluster and Pooler the operator creates.
+    CloudNativePg(&'a CloudNativePgSpec),
+    /// An existing database at a URL from a Secret.
+    External(&'a ExternalSecretRef),
+}
+
 impl DatabaseSpec {
-    /// Settings of the embedded database, or `None` when an external one is used.
-    pub fn embedded(&self) -> Option<PostgresSpec> {
-        match self.external {
-            Some(_) => None,
-            None => Some(self.postgres.clone().unwrap_or_default()),
+    /// Where the database runs: `external`, then `cloudNativePG`, else the embedded one.
+    pub fn mode(&self) -> Database<'_> {
+        match (&self.external, &self.cloud_native_pg) {
+            (Some(external), _) => Database::External(external),
+            (None, Some(cnpg)) => Database::CloudNativePg(cnpg),
+            (None, None) => Database::Embedded(Box::new(self.postgres.clone().unwrap_or_default())),
         }
     }
+
+    /// Settings of the embedded database, or `None` when another one is used.
+    pub fn embedded(&self) -> Option<PostgresSpec> {
+        match self.mode() {
+            Database::Embedded(postgres) => Some(*postgres),
+            _ => None,
+        }
+    }
+
+    /// Whether the operator runs the database (embedded or on CloudNativePG), and so its
+    /// roles, pooler and Secrets.
+    pub fn operated(&self) -> bool {
+        self.external.is_none()
+    }
+}
+
+/// The CloudNativePG `Cluster` the operator creates for the service (docs/operator.md,
+/// "CloudNativePG").
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudNativePgSpec {
+    /// PostgreSQL instances: one primary, the others streaming replicas, one of which is
+    /// promoted when the primary fails.
+    #[serde(default = "default_cnpg_instances")]
+    #[schemars(range(min = 1, max = 9))]
+    pub instances: i32,
+    /// The PostgreSQL image (the Cluster's `imageName`; its tag starts with the major version);
+    /// CloudNativePG's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image_name: Option<String>,
+    /// Each instance's volume.
+    #[serde(default)]
+    pub storage: InstanceStorageSpec,
+    /// Requests and limits of each instance's PostgreSQL container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// PostgreSQL settings (`postgresql.parameters` of the Cluster: `shared_buffers`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+    /// How long a primary that is being stopped (its pod deleted, its node drained) lets
+    /// its sessions finish before it ends them: the Pooler keeps its server connections
+    /// open, so the whole time passes before a replica is promoted. CloudNativePG's
+    /// `smartShutdownTimeout`.
+    #[serde(default = "default_smart_shutdown_seconds")]
+    #[schemars(range(min = 0, max = 600))]
+    pub smart_shutdown_timeout_seconds: i32,
+    /// PgBouncer pods of the Pooler (its `instances`); its pool settings are `spec.pgbouncer`'s.
+    #[serde(default = "default_pooler_instances")]
+    #[schemars(range(min = 1, max = 10))]
+    pub pooler_instances: i32,
+    /// Limits of the role the service's requests run as.
+    #[serde(default)]
+    pub runtime_role: RuntimeRoleSpec,
+}
+
+impl Default for CloudNativePgSpec {
+    fn default() -> Self {
+        Self {
+            instances: default_cnpg_instances(),
+            image_name: None,
+            storage: InstanceStorageSpec::default(),
+            resources: None,
+            parameters: BTreeMap::new(),
+            smart_shutdown_timeout_seconds: default_smart_shutdown_seconds(),
+            pooler_instances: default_pooler_instances(),
+            runtime_role: RuntimeRoleSpec::default(),
+        }
+    }
+}
+
+/// The volume of each CloudNativePG instance (the Cluster's `storage`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStorageSpec {
+    /// Requested size of each instance's data volume; CloudNativePG grows the claims when it
+    /// grows (where the StorageClass allows expansion).
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+    /// StorageClass of the volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for InstanceStorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_cnpg_instances() -> i32 {
+    3
+}
+fn default_pooler_instances() -> i32 {
+    2
+}
+fn default_smart_shutdown_seconds() -> i32 {
+    10
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -935,6 +1056,47 @@ pub struct NetworkPolicySpec {
     /// Labels of the namespace(s) of Prometheus, which scrapes the app's `/metrics`.
     #[serde(default = "default_prometheus_namespace")]
     pub prometheus_namespace_selector: BTreeMap<String, String>,
+    /// Labels of the namespace of CloudNativePG's operator, which manages the instances
+    /// over their port 8000 and PostgreSQL's (with `database.cloudNativePG`).
+    #[serde(default = "default_cloud_native_pg_namespace")]
+    #[serde(rename = "cloudNativePGNamespaceSelector")]
+    pub cloud_native_pg_namespace_selector: BTreeMap<String, String>,
+    /// Where the Kubernetes API server listens, for the pods that call it (CloudNativePG's
+    /// instances and poolers): the policies match the address a Service's traffic is sent
+    /// to, the API server's own, not the `kubernetes` Service's.
+    #[serde(default)]
+    pub api_server: ApiServerPeer,
+}
+
+/// The API server's addresses and ports as NetworkPolicies see them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiServerPeer {
+    /// CIDRs of the API server's endpoints (`kubectl get endpointslice -n default -l
+    /// kubernetes.io/service-name=kubernetes`); any address when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub cidrs: Vec<String>,
+    /// Its TCP ports (most clusters: 443 or 6443).
+    #[serde(default = "default_api_server_ports")]
+    #[schemars(length(min = 1, max = 8), inner(range(min = 1, max = 65535)))]
+    pub ports: Vec<i32>,
+}
+
+impl Default for ApiServerPeer {
+    fn default() -> Self {
+        Self {
+            cidrs: Vec::new(),
+            ports: default_api_server_ports(),
+        }
+    }
+}
+
+fn default_api_server_ports() -> Vec<i32> {
+    vec![443, 6443]
+}
+fn default_cloud_native_pg_namespace() -> BTreeMap<String, String> {
+    namespace_named("cnpg-system")
 }
 
 impl Default for NetworkPolicySpec {
@@ -944,6 +1106,8 @@ impl Default for NetworkPolicySpec {
             ingress_controller_namespace_selector: default_ingress_controller_namespace(),
             gateway_namespace_selector: None,
             prometheus_namespace_selector: default_prometheus_namespace(),
+            cloud_native_pg_namespace_selector: default_cloud_native_pg_namespace(),
+            api_server: ApiServerPeer::default(),
         }
     }
 }

@@ -465,6 +465,15 @@ impl ApiServerVerifier {
             ]),
         )
         .await;
+        self.expect_discovery(
+            "postgresql.cnpg.io/v1",
+            plan.apis.cloud_native_pg,
+            json!([
+                {"name": "clusters", "singularName": "cluster", "namespaced": true, "kind": "Cluster", "verbs": ["get", "patch"]},
+                {"name": "poolers", "singularName": "pooler", "namespaced": true, "kind": "Pooler", "verbs": ["get", "patch"]},
+            ]),
+        )
+        .await;
 
         // 2. The existing StatefulSet, for its immutable claim template.
         let embedded = shortener.spec.database.embedded();

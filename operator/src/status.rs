@@ -46,6 +46,7 @@ impl Workload {
                 let desired = d.spec.as_ref().and_then(|s| s.replicas);
                 (&d.metadata, desired, s.observed_generation, counts)
             }
+            Child::Dynamic(_, object) => return crate::children::cloudnative_pg::workload(object),
             _ => return None,
         };
         let [current, ready, updated] = counts.map(|n| n.unwrap_or(0));
@@ -155,6 +156,25 @@ pub fn role_setup_failure(applied: &[Child]) -> Option<Refusal> {
                  (docs/operator.md, \"Database roles\")"
             ),
         })
+    })
+}
+
+/// The Degraded reason of a Shortener asking for CloudNativePG where its API is not served.
+pub const CLOUD_NATIVE_PG_MISSING: &str = "CloudNativePGNotInstalled";
+
+/// `database.cloudNativePG` set, but the cluster does not serve `postgresql.cnpg.io/v1`: no
+/// Cluster or Pooler was written, so the app's pods wait for a database that does not come.
+pub fn cloud_native_pg_missing(instance: &Instance<'_>, apis: OptionalApis) -> Option<Refusal> {
+    if apis.cloud_native_pg || instance.spec().database.cloud_native_pg.is_none() {
+        return None;
+    }
+    Some(Refusal {
+        reason: CLOUD_NATIVE_PG_MISSING,
+        message: "spec.database.cloudNativePG asks for a CloudNativePG Cluster, but the cluster \
+                  does not serve postgresql.cnpg.io/v1 (clusters, poolers), so none was \
+                  created and the app waits for its database; install CloudNativePG's operator \
+                  (docs/operator.md, \"CloudNativePG\")"
+            .to_string(),
     })
 }
 

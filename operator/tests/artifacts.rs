@@ -22,7 +22,13 @@ fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-const EXAMPLES: [&str; 4] = ["minimal", "full", "external-database", "gateway"];
+const EXAMPLES: [&str; 5] = [
+    "minimal",
+    "full",
+    "external-database",
+    "gateway",
+    "cloudnative-pg",
+];
 
 fn example(name: &str) -> String {
     read(&format!("manifests/examples/{name}.yaml"))
@@ -224,12 +230,19 @@ fn cel_rules_guard_storage_and_database_changes() {
         "postgres": {},
         "external": { "secretName": "pg" },
     });
-    assert!(rejection(&both, None).contains("not both"));
+    assert!(rejection(&both, None).contains("at most one of"));
+    both["spec"]["database"] = json!({ "postgres": {}, "cloudNativePG": {} });
+    assert!(rejection(&both, None).contains("at most one of"));
 
     let external = example_json("external-database");
     let mut embedded = external.clone();
     embedded["spec"]["database"] = json!({ "postgres": {} });
     assert!(rejection(&embedded, Some(&external)).contains("not supported"));
+    let cnpg = example_json("cloudnative-pg");
+    embedded["spec"]["database"] = json!({ "postgres": {} });
+    assert!(rejection(&embedded, Some(&cnpg)).contains("not supported"));
+    assert!(rejection(&cnpg, Some(&embedded)).contains("not supported"));
+    assert!(rejection(&cnpg, Some(&cnpg)).is_empty());
 
     let mut upgraded = with_storage("2Gi", Some("standard"));
     upgraded["spec"]["database"]["postgres"]["version"] = json!("18");

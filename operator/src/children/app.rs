@@ -11,8 +11,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::stack::{
-    APP_ROLE, APP_UID, DATABASE_NAME, HTTP_PORT, OWNER_ROLE, PGBOUNCER_PORT, POSTGRES_PORT,
-    REDIS_PORT,
+    APP_ROLE, APP_UID, DATABASE_NAME, HTTP_PORT, OWNER_ROLE, POSTGRES_PORT, REDIS_PORT,
 };
 use super::{
     Component, Instance, ResourceBudget, component_deployment, container, container_port,
@@ -136,14 +135,10 @@ fn credential_env(instance: &Instance<'_>) -> Vec<EnvVar> {
                 instance.runtime_secret_name(),
                 "password",
             ));
+            let (pooler, port) = instance.pooler_address();
             env.push(super::env(
                 "DATABASE_URL",
-                format!(
-                    "postgres://{}:$(APP_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
-                    APP_ROLE,
-                    instance.child_name(Component::PgBouncer),
-                    PGBOUNCER_PORT
-                ),
+                format!("postgres://{APP_ROLE}:$(APP_DB_PASSWORD)@{pooler}:{port}/{DATABASE_NAME}"),
             ));
             // The migrations run before, in the init container, as the schema owner: this
             // container has no credential that can change the schema, and checks the schema
@@ -220,6 +215,7 @@ fn migrate_container(instance: &Instance<'_>) -> Option<Container> {
     if spec.database.external.is_some() {
         return None;
     }
+    let primary = instance.primary_host();
     let env = vec![
         // Referenced, never copied: the kubelet expands $(OWNER_DB_PASSWORD).
         secret_env(
@@ -230,10 +226,7 @@ fn migrate_container(instance: &Instance<'_>) -> Option<Container> {
         super::env(
             "MIGRATION_DATABASE_URL",
             format!(
-                "postgres://{}:$(OWNER_DB_PASSWORD)@{}:{}/{DATABASE_NAME}",
-                OWNER_ROLE,
-                instance.child_name(Component::Postgres),
-                POSTGRES_PORT
+                "postgres://{OWNER_ROLE}:$(OWNER_DB_PASSWORD)@{primary}:{POSTGRES_PORT}/{DATABASE_NAME}"
             ),
         ),
         // The role-setup Job may not have created the owner yet: a refused login
@@ -542,6 +535,33 @@ mod tests {
         let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
         assert!(pos("APP_DB_PASSWORD") < pos("DATABASE_URL"));
         assert!(names.contains(&"ADMIN_API_KEY".to_string()));
+    }
+
+    /// On CloudNativePG the migrations go to the Cluster's primary Service and the requests
+    /// through its Pooler, with the same roles and Secrets.
+    #[test]
+    fn on_cloud_native_pg_the_pod_migrates_on_the_primary_and_serves_through_the_pooler() {
+        let mut spec = ShortenerSpec::default();
+        spec.database.cloud_native_pg = Some(crate::crd::CloudNativePgSpec::default());
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let pod = deployment(&i, &config_map(&i))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let migrate = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(
+            value_of(migrate, "MIGRATION_DATABASE_URL").as_deref(),
+            Some(
+                "postgres://shortener_owner:$(OWNER_DB_PASSWORD)@links-postgres-rw:5432/shortener"
+            )
+        );
+        assert_eq!(
+            value_of(&pod.containers[0], "DATABASE_URL").as_deref(),
+            Some("postgres://shortener_app:$(APP_DB_PASSWORD)@links-pgbouncer:5432/shortener")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod autoscaling;
 pub mod backup;
+pub mod cloudnative_pg;
 pub mod exposure;
 pub mod monitoring;
 pub mod network;
@@ -38,7 +39,7 @@ use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
 use serde_json::Value;
 
-use crate::crd::{Exposure, Shortener};
+use crate::crd::{Database, Exposure, Shortener};
 use crate::error::{Error, Result};
 use crate::gateway_api::{self, HTTPRoute};
 
@@ -304,6 +305,29 @@ impl<'a> Instance<'a> {
     }
 }
 
+impl Instance<'_> {
+    /// The pooler the service's requests go through, and its port: the embedded PgBouncer,
+    /// or CloudNativePG's Pooler. (Meaningless for an external database.)
+    pub fn pooler_address(&self) -> (String, i32) {
+        match self.spec().database.cloud_native_pg {
+            Some(_) => (
+                cloudnative_pg::pooler_name(self),
+                cloudnative_pg::POOLER_PORT,
+            ),
+            None => (self.child_name(Component::PgBouncer), stack::PGBOUNCER_PORT),
+        }
+    }
+
+    /// The Service of the primary PostgreSQL (port 5432), where the migrations and the
+    /// role setup connect: the StatefulSet's, or the CloudNativePG Cluster's `-rw`.
+    pub fn primary_host(&self) -> String {
+        match self.spec().database.cloud_native_pg {
+            Some(_) => cloudnative_pg::primary_service(self),
+            None => self.child_name(Component::Postgres),
+        }
+    }
+}
+
 fn selector(labels: &BTreeMap<String, String>) -> String {
     labels
         .iter()
@@ -313,7 +337,7 @@ fn selector(labels: &BTreeMap<String, String>) -> String {
 }
 
 /// One object to server-side apply: typed where k8s-openapi (or `gateway_api`) has bindings;
-/// the Prometheus Operator's kinds have none and stay dynamic.
+/// the Prometheus Operator's and CloudNativePG's kinds have none and stay dynamic.
 #[derive(Clone, Debug, PartialEq)]
 #[expect(
     clippy::large_enum_variant,
@@ -333,7 +357,7 @@ pub enum Child {
     Ingress(Ingress),
     HTTPRoute(HTTPRoute),
     NetworkPolicy(NetworkPolicy),
-    Monitoring(ApiResource, DynamicObject),
+    Dynamic(ApiResource, DynamicObject),
 }
 
 /// `match` over a child with the same expression for every typed variant, so generic code
@@ -353,7 +377,7 @@ macro_rules! on_child {
             Child::Ingress($o) => $typed,
             Child::HTTPRoute($o) => $typed,
             Child::NetworkPolicy($o) => $typed,
-            Child::Monitoring($r, $d) => $dynamic,
+            Child::Dynamic($r, $d) => $dynamic,
         }
     };
 }
@@ -431,6 +455,8 @@ pub struct OptionalApis {
     pub monitoring: bool,
     /// `gateway.networking.k8s.io/v1` serves httproutes.
     pub gateway: bool,
+    /// `postgresql.cnpg.io/v1` serves clusters and poolers.
+    pub cloud_native_pg: bool,
 }
 
 impl OptionalApis {
@@ -438,6 +464,7 @@ impl OptionalApis {
     pub const ALL: Self = Self {
         monitoring: true,
         gateway: true,
+        cloud_native_pg: true,
     };
 }
 
@@ -463,6 +490,10 @@ pub fn managed_kinds(apis: OptionalApis) -> Vec<ApiResource> {
     if apis.monitoring {
         kinds.push(monitoring::service_monitor_resource());
         kinds.push(monitoring::prometheus_rule_resource());
+    }
+    if apis.cloud_native_pg {
+        kinds.push(cloudnative_pg::cluster_resource());
+        kinds.push(cloudnative_pg::pooler_resource());
     }
     kinds
 }
@@ -546,11 +577,14 @@ pub fn desired_state(
     let mut claims = Vec::new();
     let mut children = Vec::new();
 
-    if spec.database.embedded().is_some() {
+    let database = spec.database.mode();
+    if let Database::Embedded(_) = database {
         secrets.push(secrets::database_secret(
             instance,
             &credentials.database_password,
         ));
+    }
+    if spec.database.operated() {
         secrets.push(secrets::owner_secret(instance, &credentials.owner_password));
         secrets.push(secrets::runtime_secret(
             instance,
@@ -573,7 +607,15 @@ pub fn desired_state(
         children.push(policy.into());
     }
 
-    if let Some(postgres) = spec.database.embedded() {
+    // Without CloudNativePG's API there is nothing to write the Cluster to: the status says so.
+    if let Database::CloudNativePg(cnpg) = database
+        && observed.apis.cloud_native_pg
+    {
+        children.push(cloudnative_pg::cluster(instance, cnpg));
+        children.push(roles::cloud_native_pg_job(instance, cnpg).into());
+        children.push(cloudnative_pg::pooler(instance, cnpg));
+    }
+    if let Database::Embedded(postgres) = database {
         let size = observed.postgres_template_size.as_deref();
         children.push(postgres::headless_service(instance).into());
         children.push(postgres::stateful_set(instance, &postgres, size).into());
@@ -1089,6 +1131,85 @@ mod tests {
                 "links-redis-auth"
             ]
         );
+    }
+
+    fn cloud_native_pg_state(apis: OptionalApis) -> (Shortener, DesiredState) {
+        let mut spec = ShortenerSpec::default();
+        spec.database.cloud_native_pg = Some(crate::crd::CloudNativePgSpec::default());
+        let s = shortener(spec);
+        let instance = Instance::new(&s).unwrap();
+        let observed = Observed {
+            apis,
+            ..Observed::default()
+        };
+        let state = desired_state(&instance, &observed, &Credentials::placeholder()).unwrap();
+        (s, state)
+    }
+
+    /// On CloudNativePG, the Cluster and its Pooler replace the StatefulSet and PgBouncer;
+    /// the roles' Secrets are basic-auth ones CloudNativePG reads, and no superuser Secret
+    /// is made (CloudNativePG generates its own).
+    #[test]
+    fn cloud_native_pg_replaces_the_embedded_database_and_pooler() {
+        let (s, state) = cloud_native_pg_state(OptionalApis::ALL);
+        let instance = Instance::new(&s).unwrap();
+        let cnpg = crate::crd::CloudNativePgSpec::default();
+        let role_job = roles::cloud_native_pg_job(&instance, &cnpg);
+        let role_job = format!("Job/{}", role_job.metadata.name.unwrap());
+        let kinds = kinds(&state);
+        let database: Vec<&str> = kinds[7..12].iter().map(String::as_str).collect();
+        assert_eq!(
+            database,
+            vec![
+                "NetworkPolicy/links-redis",
+                "Cluster/links-postgres",
+                role_job.as_str(),
+                "Pooler/links-pgbouncer",
+                "ConfigMap/links-redis",
+            ]
+        );
+        assert!(!kinds.iter().any(|k| k.starts_with("StatefulSet/")));
+        assert!(!kinds.contains(&"Deployment/links-pgbouncer".to_string()));
+        let secrets: Vec<_> = state.secrets.iter().map(|s| s.metadata.clone()).collect();
+        let names: Vec<_> = secrets.iter().map(|m| m.name.clone().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "links-db-owner",
+                "links-db-app",
+                "links-admin",
+                "links-redis-auth"
+            ]
+        );
+        for role in &state.secrets[..2] {
+            assert_eq!(role.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+            let labels = role.metadata.labels.as_ref().unwrap();
+            assert_eq!(labels["cnpg.io/reload"], "true");
+        }
+        assert_eq!(state.secrets[2].type_.as_deref(), Some("Opaque"));
+    }
+
+    /// Without CloudNativePG's API nothing of the database is written (the status says why);
+    /// the rest of the stack is.
+    #[test]
+    fn without_cloud_native_pg_served_no_database_is_built() {
+        let apis = OptionalApis {
+            cloud_native_pg: false,
+            ..OptionalApis::ALL
+        };
+        let (s, state) = cloud_native_pg_state(apis);
+        let kinds = kinds(&state);
+        assert!(!kinds.iter().any(|k| k.starts_with("Cluster/")
+            || k.starts_with("Pooler/")
+            || k.starts_with("Job/")));
+        assert!(kinds.contains(&"Deployment/links".to_string()));
+        let instance = Instance::new(&s).unwrap();
+        let refusal = crate::status::cloud_native_pg_missing(&instance, apis).unwrap();
+        assert_eq!(refusal.reason, "CloudNativePGNotInstalled");
+        assert!(crate::status::cloud_native_pg_missing(&instance, OptionalApis::ALL).is_none());
+        let plain = shortener(ShortenerSpec::default());
+        let plain = Instance::new(&plain).unwrap();
+        assert!(crate::status::cloud_native_pg_missing(&plain, apis).is_none());
     }
 
     #[test]

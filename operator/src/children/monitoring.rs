@@ -47,7 +47,7 @@ fn dynamic(resource: ApiResource, instance: &Instance<'_>, spec: Value) -> Resul
         metadata,
         data: json!({ "spec": spec }),
     };
-    Ok(Child::Monitoring(resource, object))
+    Ok(Child::Dynamic(resource, object))
 }
 
 /// Scrapes `/metrics` on every app pod through the app Service's endpoints.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::stack::{HTTP_PORT, PGBOUNCER_PORT, POSTGRES_PORT, REDIS_PORT};
 use super::{Component, Instance, MANAGED_BY, match_labels};
-use crate::crd::{Exposure, HttpRouteSpec};
+use crate::crd::{ApiServerPeer, Exposure, HttpRouteSpec};
 
 /// Where cluster DNS runs (kube-dns or CoreDNS keep this label for compatibility).
 fn dns_peer() -> NetworkPolicyPeer {
@@ -184,8 +184,9 @@ pub fn policies(instance: &Instance<'_>, operator_namespace: Option<&str>) -> Ve
         ingress.push(from(vec![operator], HTTP_PORT));
     }
     let mut egress = Vec::new();
-    if spec.database.external.is_none() {
-        egress.push(to(pods(instance, &[Component::PgBouncer]), PGBOUNCER_PORT));
+    if spec.database.operated() {
+        let (_, pooler_port) = instance.pooler_address();
+        egress.push(to(pods(instance, &[Component::PgBouncer]), pooler_port));
         egress.push(to(pods(instance, &[Component::Postgres]), POSTGRES_PORT));
     }
     if spec.redis.external.is_none() {
@@ -236,6 +237,9 @@ pub fn policies(instance: &Instance<'_>, operator_namespace: Option<&str>) -> Ve
             ));
         }
     }
+    if spec.database.cloud_native_pg.is_some() {
+        all.extend(cloud_native_pg_policies(instance));
+    }
     if spec.redis.external.is_none() {
         all.push(component_policy(
             instance,
@@ -245,6 +249,72 @@ pub fn policies(instance: &Instance<'_>, operator_namespace: Option<&str>) -> Ve
         ));
     }
     all
+}
+
+/// CloudNativePG's instance manager (in the instance pods) serves the operator on this port.
+const CNPG_INSTANCE_MANAGER_PORT: i32 = 8000;
+
+/// To the Kubernetes API server, which CloudNativePG's instance and pooler pods call.
+fn to_api_server(peer: &ApiServerPeer) -> NetworkPolicyEgressRule {
+    let blocks = peer.cidrs.iter().map(|cidr| NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.clone(),
+            except: None,
+        }),
+        ..Default::default()
+    });
+    let blocks: Vec<_> = blocks.collect();
+    NetworkPolicyEgressRule {
+        to: (!blocks.is_empty()).then_some(blocks),
+        ports: Some(peer.ports.iter().map(|p| tcp(*p)).collect()),
+    }
+}
+
+/// The flows of a CloudNativePG Cluster and its Pooler, whose pods carry the PostgreSQL and
+/// PgBouncer components' labels: the Pooler takes the app's connections to the primary; the
+/// instances take the app's migrations, the role setup, each other's replication and the
+/// CloudNativePG operator's calls (its instance manager and PostgreSQL), and both call the
+/// API server.
+fn cloud_native_pg_policies(instance: &Instance<'_>) -> Vec<NetworkPolicy> {
+    let selectors = &instance.spec().network_policy;
+    let api_server = to_api_server(&selectors.api_server);
+    let operator = namespaces(match_labels(
+        selectors.cloud_native_pg_namespace_selector.clone(),
+    ));
+    let postgres = || pods(instance, &[Component::Postgres]);
+    let (_, pooler_port) = instance.pooler_address();
+    let clients = [
+        Component::PgBouncer,
+        Component::App,
+        Component::RoleSetup,
+        Component::Postgres,
+    ];
+    vec![
+        component_policy(
+            instance,
+            Component::PgBouncer,
+            vec![from(pods(instance, &[Component::App]), pooler_port)],
+            vec![to(postgres(), POSTGRES_PORT), api_server.clone()],
+        ),
+        component_policy(
+            instance,
+            Component::Postgres,
+            vec![
+                from(pods(instance, &clients), POSTGRES_PORT),
+                NetworkPolicyIngressRule {
+                    from: Some(vec![operator]),
+                    ports: Some(vec![tcp(CNPG_INSTANCE_MANAGER_PORT), tcp(POSTGRES_PORT)]),
+                },
+            ],
+            vec![to(postgres(), POSTGRES_PORT), api_server],
+        ),
+        component_policy(
+            instance,
+            Component::RoleSetup,
+            Vec::new(),
+            vec![to(postgres(), POSTGRES_PORT)],
+        ),
+    ]
 }
 
 /// The port of an OTLP endpoint URL, or the scheme's default.
@@ -260,7 +330,7 @@ mod tests {
     use super::*;
     use crate::children::testing::{assert_owned, shortener};
     use crate::crd::{ExternalSecretRef, ShortenerSpec};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn names(policies: &[NetworkPolicy]) -> Vec<String> {
         let names = policies
@@ -433,6 +503,81 @@ mod tests {
         assert_eq!(
             rules[0]["from"][0]["namespaceSelector"]["matchLabels"],
             json!({ "kubernetes.io/metadata.name": "monitoring" })
+        );
+    }
+
+    /// On CloudNativePG: the Pooler's and the instances' flows, the operator's calls on
+    /// 8000 and 5432, and the API server for both (any address, or the CIDRs given).
+    #[test]
+    fn cloud_native_pg_pods_get_their_flows_and_the_api_server() {
+        let mut spec = ShortenerSpec::default();
+        spec.database.cloud_native_pg = Some(crate::crd::CloudNativePgSpec::default());
+        let s = shortener(spec.clone());
+        let i = Instance::new(&s).unwrap();
+        let all = policies(&i, None);
+        assert_eq!(
+            names(&all),
+            vec![
+                "links-default-deny",
+                "links",
+                "links-pgbouncer",
+                "links-postgres",
+                "links-postgres-roles",
+                "links-redis"
+            ]
+        );
+        let v: Vec<Value> = all
+            .iter()
+            .map(|p| serde_json::to_value(p).unwrap())
+            .collect();
+        let component = |p: &Value, key: &str, n: usize| {
+            p["spec"][key][n]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                .clone()
+        };
+        // The app reaches the Pooler on its port 5432.
+        assert_eq!(component(&v[1], "egress", 0), "pgbouncer");
+        assert_eq!(v[1]["spec"]["egress"][0]["ports"][0]["port"], 5432);
+        // The Pooler: from the app, to the instances and the API server.
+        let pooler = &v[2]["spec"];
+        assert_eq!(pooler["ingress"][0]["ports"][0]["port"], 5432);
+        assert_eq!(component(&v[2], "egress", 0), "postgres");
+        assert_eq!(
+            pooler["egress"][1],
+            json!({ "ports": [
+            { "port": 443, "protocol": "TCP" }, { "port": 6443, "protocol": "TCP" }] })
+        );
+        // The instances: their clients and each other, the operator's namespace.
+        let instances = &v[3]["spec"];
+        let clients: Vec<&str> = instances["ingress"][0]["from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(clients, ["pgbouncer", "app", "postgres-roles", "postgres"]);
+        assert_eq!(
+            instances["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"],
+            json!({ "kubernetes.io/metadata.name": "cnpg-system" })
+        );
+        assert_eq!(
+            instances["ingress"][1]["ports"],
+            json!([{ "port": 8000, "protocol": "TCP" }, { "port": 5432, "protocol": "TCP" }])
+        );
+        assert_eq!(component(&v[3], "egress", 0), "postgres");
+
+        spec.network_policy.api_server.cidrs = vec!["192.0.2.10/32".into()];
+        spec.network_policy.api_server.ports = vec![56443];
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let pooler = serde_json::to_value(&policies(&i, None)[2]).unwrap();
+        assert_eq!(
+            pooler["spec"]["egress"][1],
+            json!({ "to": [{ "ipBlock": { "cidr": "192.0.2.10/32" } }],
+                    "ports": [{ "port": 56443, "protocol": "TCP" }] })
         );
     }
 

@@ -11,14 +11,14 @@
 //! pod template is immutable anyway), and the old one is pruned.
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 
 use super::stack::{APP_ROLE, OWNER_ROLE, POSTGRES_UID};
 use super::{
-    Component, Instance, ResourceBudget, backup, config_digest, container, env, pod_spec,
-    pod_template, resources, secret_env,
+    Component, Instance, ResourceBudget, backup, cloudnative_pg, config_digest, container, env,
+    pod_spec, pod_template, resources, secret_env,
 };
-use crate::crd::PostgresSpec;
+use crate::crd::{CloudNativePgSpec, PostgresSpec, RuntimeRoleSpec};
 
 /// Idempotent; inputs as session settings (see the file's header).
 pub const ROLES_SQL: &str = include_str!("../../sql/roles.sql");
@@ -72,8 +72,7 @@ fi
 
 /// The settings the SQL reads, as `(name, value)`; passwords as `$(VAR)` references the
 /// kubelet expands from the Secrets, so the Job's spec holds none.
-fn settings(postgres: &PostgresSpec) -> Vec<(&'static str, String)> {
-    let role = &postgres.runtime_role;
+fn settings(role: &RuntimeRoleSpec) -> Vec<(&'static str, String)> {
     vec![
         ("shortener.owner_role", OWNER_ROLE.to_string()),
         ("shortener.owner_password", "$(OWNER_PASSWORD)".to_string()),
@@ -91,8 +90,8 @@ fn settings(postgres: &PostgresSpec) -> Vec<(&'static str, String)> {
 }
 
 /// `PGOPTIONS`: each setting as `-c name=value` (values are alphanumeric: no escaping).
-fn pg_options(postgres: &PostgresSpec) -> String {
-    settings(postgres)
+fn pg_options(role: &RuntimeRoleSpec) -> String {
+    settings(role)
         .iter()
         .map(|(name, value)| format!("-c {name}={value}"))
         .collect::<Vec<_>>()
@@ -106,27 +105,14 @@ pub fn job_name(instance: &Instance<'_>, postgres: &PostgresSpec) -> String {
     job(instance, postgres).metadata.name.unwrap_or_default()
 }
 
+/// The Job of the embedded database: as its superuser, against its Service.
 pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Job {
-    let setup = Container {
-        command: Some(vec!["sh".into(), "-c".into(), SCRIPT.into()]),
-        env: Some(
-            backup::superuser_env(instance)
-                .into_iter()
-                .chain([
-                    secret_env("OWNER_PASSWORD", instance.owner_secret_name(), "password"),
-                    secret_env("APP_PASSWORD", instance.runtime_secret_name(), "password"),
-                    env("PGOPTIONS", pg_options(postgres)),
-                    env("ROLES_SQL", ROLES_SQL),
-                ])
-                .collect(),
-        ),
-        ..container("roles", postgres.image(), resources(None, BUDGET))
-    };
-    let mut pod = PodSpec {
-        restart_policy: Some("Never".into()),
-        containers: vec![setup],
-        ..pod_spec(instance, POSTGRES_UID, None)
-    };
+    let mut pod = pod(
+        instance,
+        postgres.image(),
+        &postgres.runtime_role,
+        backup::superuser_env(instance),
+    );
     if let Some(restore) = &postgres.restore {
         let claim = restore
             .claim_name
@@ -142,6 +128,51 @@ pub fn job(instance: &Instance<'_>, postgres: &PostgresSpec) -> Job {
         setup.volume_mounts = Some(vec![mount]);
         pod.volumes = Some(vec![volume]);
     }
+    named_job(instance, pod)
+}
+
+/// The Job of a CloudNativePG Cluster: as the superuser CloudNativePG generates, against the
+/// primary's Service, with the Cluster's image (for `psql`), else the embedded database's.
+pub fn cloud_native_pg_job(instance: &Instance<'_>, cnpg: &CloudNativePgSpec) -> Job {
+    let image = (cnpg.image_name.clone()).unwrap_or_else(|| PostgresSpec::default().image());
+    let connection = cloudnative_pg::superuser_env(instance);
+    named_job(
+        instance,
+        pod(instance, image, &cnpg.runtime_role, connection),
+    )
+}
+
+/// The pod that runs the role SQL over `connection` (libpq's environment).
+fn pod(
+    instance: &Instance<'_>,
+    image: String,
+    role: &RuntimeRoleSpec,
+    connection: Vec<EnvVar>,
+) -> PodSpec {
+    let setup = Container {
+        command: Some(vec!["sh".into(), "-c".into(), SCRIPT.into()]),
+        env: Some(
+            connection
+                .into_iter()
+                .chain([
+                    secret_env("OWNER_PASSWORD", instance.owner_secret_name(), "password"),
+                    secret_env("APP_PASSWORD", instance.runtime_secret_name(), "password"),
+                    env("PGOPTIONS", pg_options(role)),
+                    env("ROLES_SQL", ROLES_SQL),
+                ])
+                .collect(),
+        ),
+        ..container("roles", image, resources(None, BUDGET))
+    };
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        containers: vec![setup],
+        ..pod_spec(instance, POSTGRES_UID, None)
+    }
+}
+
+/// The Job around `pod`, named with a digest of its spec.
+fn named_job(instance: &Instance<'_>, pod: PodSpec) -> Job {
     let spec = JobSpec {
         // psql failures (a wrong password, an SQL error) are retried a few times, then
         // the Job is Failed and stays so, visible, until deleted (the next pass then
@@ -213,6 +244,31 @@ mod tests {
         assert_eq!(pod.automount_service_account_token, Some(false));
     }
 
+    /// On CloudNativePG the same SQL runs as the superuser CloudNativePG generates, against
+    /// the primary, with the Cluster's limits for the runtime role.
+    #[test]
+    fn on_cloud_native_pg_the_job_runs_as_its_superuser_against_the_primary() {
+        let mut spec = ShortenerSpec::default();
+        let mut cnpg = CloudNativePgSpec::default();
+        cnpg.runtime_role.statement_timeout_seconds = 3;
+        spec.database.cloud_native_pg = Some(cnpg.clone());
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let job = cloud_native_pg_job(&i, &cnpg);
+        assert_owned(&job.metadata, "postgres-roles");
+        let env = env(&job);
+        assert_eq!(env["PGHOST"]["value"], "links-postgres-rw");
+        let secret = |name: &str| env[name]["valueFrom"]["secretKeyRef"].clone();
+        assert_eq!(secret("PGUSER")["name"], "links-postgres-superuser");
+        assert_eq!(secret("PGUSER")["key"], "username");
+        assert_eq!(secret("PGPASSWORD")["name"], "links-postgres-superuser");
+        assert_eq!(env["ROLES_SQL"]["value"], ROLES_SQL);
+        let options = env["PGOPTIONS"]["value"].as_str().unwrap();
+        assert!(options.contains("-c shortener.statement_timeout=3s"));
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.containers[0].image.as_deref(), Some("postgres:17"));
+    }
+
     /// Every input the SQL reads is given, and nothing it does not read.
     #[test]
     fn settings_match_what_the_sql_reads() {
@@ -222,7 +278,7 @@ mod tests {
             .filter_map(|rest| rest.split('\'').next())
             .collect();
         read.sort();
-        let mut given: Vec<&str> = settings(&PostgresSpec::default())
+        let mut given: Vec<&str> = settings(&RuntimeRoleSpec::default())
             .iter()
             .map(|(name, _)| *name)
             .collect();

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use super::stack::{APP_ROLE, OWNER_ROLE, PGBOUNCER_ADMIN, REDIS_AUTH_CONF_KEY, SUPERUSER};
-use super::{Component, Instance, KEPT_WITH_CLAIM_ANNOTATION};
+use super::{Component, Instance, KEPT_WITH_CLAIM_ANNOTATION, cloudnative_pg};
 
 /// Alphanumeric only, so the value can sit in a URL and a PgBouncer userlist unescaped.
 pub fn random_token(len: usize) -> String {
@@ -43,11 +44,27 @@ pub fn database_secret(instance: &Instance<'_>, password: &str) -> Secret {
     }
 }
 
+/// A role's Secret: `Opaque` for the embedded database (as it always was: a Secret's type
+/// is immutable), `kubernetes.io/basic-auth` with CloudNativePG's reload label for a
+/// CloudNativePG Cluster, whose managed roles and `initdb` owner read it.
+fn role_secret(instance: &Instance<'_>, name: String) -> (ObjectMeta, Option<String>) {
+    let mut metadata = instance.meta(name, Component::App);
+    if instance.spec().database.cloud_native_pg.is_none() {
+        return (metadata, Some("Opaque".into()));
+    }
+    metadata
+        .labels
+        .get_or_insert_default()
+        .extend(cloudnative_pg::role_secret_labels());
+    (metadata, Some("kubernetes.io/basic-auth".into()))
+}
+
 /// The schema owner's credentials: the migrations run as it.
 pub fn owner_secret(instance: &Instance<'_>, password: &str) -> Secret {
+    let (metadata, type_) = role_secret(instance, instance.owner_secret_name());
     Secret {
-        metadata: instance.meta(instance.owner_secret_name(), Component::App),
-        type_: Some("Opaque".into()),
+        metadata,
+        type_,
         string_data: Some(BTreeMap::from([
             ("password".to_string(), password.to_string()),
             ("username".to_string(), OWNER_ROLE.to_string()),
@@ -62,9 +79,10 @@ pub fn owner_secret(instance: &Instance<'_>, password: &str) -> Secret {
 pub fn runtime_secret(instance: &Instance<'_>, password: &str, pgbouncer_admin: &str) -> Secret {
     let userlist =
         format!("\"{APP_ROLE}\" \"{password}\"\n\"{PGBOUNCER_ADMIN}\" \"{pgbouncer_admin}\"\n");
+    let (metadata, type_) = role_secret(instance, instance.runtime_secret_name());
     Secret {
-        metadata: instance.meta(instance.runtime_secret_name(), Component::App),
-        type_: Some("Opaque".into()),
+        metadata,
+        type_,
         string_data: Some(BTreeMap::from([
             ("password".to_string(), password.to_string()),
             ("username".to_string(), APP_ROLE.to_string()),
