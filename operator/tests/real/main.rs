@@ -17,6 +17,7 @@
 
 mod autoscaling;
 mod backup;
+mod cloudnative_pg;
 #[path = "../e2e/cluster.rs"]
 #[allow(dead_code)] // shared with the kwok tier, which uses all of it
 mod cluster;
@@ -83,6 +84,7 @@ fn tests() -> Vec<Test> {
         test!(backup::a_backup_restores_every_row_after_the_data_is_lost),
         test!(install::deleting_the_shortener_keeps_the_volume),
         test!(install::the_full_example_serves_through_the_ingress),
+        test!(cloudnative_pg::a_cloud_native_pg_database_fails_over_without_losing_a_click),
         test!(gateway::an_httproute_serves_through_the_gateway),
     ]
 }
