@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::children::{
-    self, Credentials, DesiredState, Instance, MANAGED_BY, Observed, OptionalApis,
+    self, Component, Credentials, DesiredState, Instance, MANAGED_BY, Observed, OptionalApis,
 };
 use crate::cluster::{self, ClusterResources, SeenChildren, Written};
 use crate::crd::{Shortener, ShortenerStatus};
@@ -194,10 +194,15 @@ async fn reconcile_shortener(shortener: &Shortener, ctx: &Context) -> Result<Act
 
     refusals.extend(more_refusals);
     refusals.extend(status::role_setup_failure(&applied));
-    refusals.extend(status::cloud_native_pg_missing(&instance, observed.apis));
+    let mut readiness = Readiness::of(&applied);
+    if let Some(missing) = status::cloud_native_pg_missing(&instance, observed.apis) {
+        refusals.push(missing);
+        let instances = shortener.spec.database.cloud_native_pg.as_ref();
+        let desired = instances.map_or(1, |cnpg| cnpg.instances);
+        readiness = readiness.with_unwritten(Component::Postgres, desired);
+    }
     let route = status::route_acceptance(&instance, observed.apis, &applied, &old, &now);
     refusals.extend(route.as_ref().and_then(|r| r.refusal()));
-    let readiness = Readiness::of(&applied);
     let new = status::reconciled(
         &instance,
         &old,

@@ -85,6 +85,19 @@ impl Readiness {
         }
     }
 
+    /// A workload the pass could not write (its API is not served): counted as not ready,
+    /// so the Shortener is not Ready without it.
+    pub fn with_unwritten(mut self, component: Component, desired: i32) -> Self {
+        self.workloads.push(Workload {
+            component: component.as_str().to_string(),
+            desired,
+            current: 0,
+            ready: 0,
+            rolled_out: false,
+        });
+        self
+    }
+
     pub fn all_ready(&self) -> bool {
         self.workloads.iter().all(|w| w.rolled_out)
     }

@@ -9,7 +9,7 @@ use crate::cluster::{
 };
 use crate::operator::{self, RELEASE};
 use crate::stack::{
-    apply, assert_children, example, provide_volume, rendered_children, wait_ready,
+    apply, assert_children, example, provide_volume, rendered_children, wait_condition, wait_ready,
 };
 use crate::{Ctx, OPERATOR_NAMESPACE, ensure};
 
@@ -254,6 +254,59 @@ pub async fn external_database_example_becomes_ready(ctx: &Ctx) -> Result {
             "{}/{} exists with an external database and cache",
             absent.0,
             absent.1
+        );
+    }
+    Ok(())
+}
+
+/// The CloudNativePG example on a cluster without CloudNativePG's operator (this one serves
+/// no `postgresql.cnpg.io`): the Shortener is Degraded (CloudNativePGNotInstalled) and not
+/// Ready, names what is missing, and the rest of the stack is applied; no embedded database
+/// is made in its stead.
+pub async fn cloud_native_pg_example_without_its_operator_is_reported(ctx: &Ctx) -> Result {
+    if crate::cluster::run(
+        "kubectl",
+        &["get", "crd", "clusters.postgresql.cnpg.io"],
+        None,
+    )?
+    .success
+    {
+        eprintln!("    skipped: this cluster serves CloudNativePG (installed outside the suite)");
+        return Ok(());
+    }
+    apply(&example(&ctx.suite.root, "cloudnative-pg.yaml", &ctx.ns)?)?;
+    let degraded = wait_condition(&ctx.client, &ctx.ns, "links", "Degraded", "True").await?;
+    let conditions = at(&degraded.data, "/status/conditions");
+    let of = |type_: &str| {
+        let all = conditions.as_array().into_iter().flatten();
+        let found = all.into_iter().find(|c| c["type"] == type_);
+        let text =
+            |c: &serde_json::Value, key: &str| c[key].as_str().unwrap_or_default().to_string();
+        found
+            .map(|c| (text(c, "status"), text(c, "reason"), text(c, "message")))
+            .unwrap_or_default()
+    };
+    let (_, reason, message) = of("Degraded");
+    ensure!(
+        reason == "CloudNativePGNotInstalled" && message.contains("postgresql.cnpg.io"),
+        "Degraded: {reason}: {message}"
+    );
+    let (status, _, message) = of("Ready");
+    ensure!(
+        status == "False" && message.contains("postgres 0/3"),
+        "Ready {status}: {message}"
+    );
+    for (kind, name, present) in [
+        ("Deployment", "links", true),
+        ("Deployment", "links-redis", true),
+        ("StatefulSet", "links-postgres", false),
+        ("Deployment", "links-pgbouncer", false),
+    ] {
+        let found = crate::cluster::get_opt(&ctx.client, &ctx.ns, kind, name).await?;
+        ensure!(
+            found.is_some() == present,
+            "{kind}/{name}: present {}",
+            found.is_some()
         );
     }
     Ok(())

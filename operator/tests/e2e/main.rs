@@ -88,6 +88,7 @@ fn tests() -> Vec<Test> {
         test!(install::minimal_example_becomes_ready),
         test!(install::full_example_becomes_ready),
         test!(install::external_database_example_becomes_ready),
+        test!(install::cloud_native_pg_example_without_its_operator_is_reported),
         test!(install::shortener_chart_becomes_ready),
         test!(changes::scale_through_the_subresource_and_the_spec),
         test!(changes::app_setting_change_rolls_the_deployment),
