@@ -33,6 +33,7 @@ pub const API_VERSION: &str = "shortener.dev/v1alpha1";
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Route","type":"string","jsonPath":".status.conditions[?(@.type==\"RouteAccepted\")].reason"}"#,
     printcolumn = r#"{"name":"Last Backup","type":"date","priority":1,"jsonPath":".status.lastBackup"}"#,
+    printcolumn = r#"{"name":"Primary","type":"string","priority":1,"jsonPath":".status.database.primary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     scale(
         spec_replicas_path = ".spec.app.replicas",
@@ -1148,6 +1149,27 @@ pub struct ShortenerStatus {
     /// last successful run), with `database.postgres.backup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The CloudNativePG Cluster as its operator reports it, with `database.cloudNativePG`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseStatus>,
+}
+
+/// What CloudNativePG says of the Cluster (its `status`), for `kubectl get shortener -o wide`
+/// and alerts, without reading the Cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    /// The Cluster's phase (`Cluster in healthy state`, `Failing over`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The instance pod that is the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// Instances ready, of `instances`.
+    #[serde(default)]
+    pub ready_instances: i32,
+    #[serde(default)]
+    pub instances: i32,
 }
 
 fn default_true() -> bool {

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::EventType;
 
 use crate::children::{Child, Component, Instance, OptionalApis};
-use crate::crd::{Exposure, ShortenerStatus};
+use crate::crd::{DatabaseStatus, Exposure, ShortenerStatus};
 use crate::gateway_api::HTTPRoute;
 
 pub const READY: &str = "Ready";
@@ -70,6 +70,8 @@ pub struct Readiness {
     pub workloads: Vec<Workload>,
     /// The backup CronJob's last successful run, when there is one.
     pub last_backup: Option<Time>,
+    /// The CloudNativePG Cluster's own report, when there is one.
+    pub database: Option<DatabaseStatus>,
 }
 
 impl Readiness {
@@ -79,9 +81,14 @@ impl Readiness {
             Child::CronJob(job) => job.status.as_ref()?.last_successful_time.clone(),
             _ => None,
         });
+        let database = applied.iter().find_map(|child| match child {
+            Child::Dynamic(_, object) => crate::children::cloudnative_pg::database_status(object),
+            _ => None,
+        });
         Self {
             workloads,
             last_backup,
+            database,
         }
     }
 
@@ -403,6 +410,7 @@ pub fn reconciled(
     status.selector = Some(instance.app_selector());
     status.url = Some(instance.public_url());
     status.last_backup = readiness.last_backup.clone();
+    status.database = readiness.database.clone();
     let serving = format!("serving at {}", instance.public_url());
     let waiting = readiness.waiting_message();
     let done = "all components run the desired configuration";

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::stack::{APP_ROLE, DATABASE_NAME, OWNER_ROLE, POSTGRES_PORT};
 use super::{Child, Component, Instance, env, pgbouncer, secret_env};
-use crate::crd::CloudNativePgSpec;
+use crate::crd::{CloudNativePgSpec, DatabaseStatus};
 use crate::status::Workload;
 
 pub const CNPG_GROUP: &str = "postgresql.cnpg.io";
@@ -224,6 +224,22 @@ pub fn workload(object: &DynamicObject) -> Option<Workload> {
     })
 }
 
+/// The Cluster's report for the Shortener's status; `None` for any other object.
+pub fn database_status(object: &DynamicObject) -> Option<DatabaseStatus> {
+    if object.types.as_ref()?.kind != "Cluster" {
+        return None;
+    }
+    let status = &object.data["status"];
+    let text = |key: &str| status[key].as_str().map(String::from);
+    let number = |key: &str| status[key].as_i64().and_then(|n| i32::try_from(n).ok());
+    Some(DatabaseStatus {
+        phase: text("phase"),
+        primary: text("currentPrimary"),
+        ready_instances: number("readyInstances").unwrap_or(0),
+        instances: number("instances").unwrap_or(0),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,8 +352,12 @@ mod tests {
         assert_eq!((waiting.desired, waiting.ready), (3, 2));
         assert!(!waiting.rolled_out);
         object.data["status"] = json!({ "instances": 3, "readyInstances": 3,
-                                        "phase": HEALTHY_PHASE });
+                                        "phase": HEALTHY_PHASE, "currentPrimary": "links-postgres-2" });
         assert!(workload(&object).unwrap().rolled_out);
+        let reported = database_status(&object).unwrap();
+        assert_eq!(reported.primary.as_deref(), Some("links-postgres-2"));
+        assert_eq!(reported.phase.as_deref(), Some(HEALTHY_PHASE));
+        assert_eq!((reported.ready_instances, reported.instances), (3, 3));
         let Child::Dynamic(_, mut pooler) = pooler(&i, &CloudNativePgSpec::default()) else {
             panic!("a Pooler is dynamic");
         };

@@ -38,7 +38,16 @@ pub async fn operator_chart_installs_without_warnings(ctx: &Ctx) -> Result {
     let crd = crd("shorteners.shortener.dev")?;
     let columns = printer_columns(&crd);
     ensure!(
-        columns == ["Ready", "Replicas", "URL", "Route", "Last Backup", "Age"],
+        columns
+            == [
+                "Ready",
+                "Replicas",
+                "URL",
+                "Route",
+                "Last Backup",
+                "Primary",
+                "Age"
+            ],
         "printer columns: {columns:?}"
     );
     ensure!(
