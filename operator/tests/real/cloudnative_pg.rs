@@ -11,7 +11,7 @@ use kube::api::{DynamicObject, ListParams};
 use serde_json::Value;
 use shortener_operator::children::cloudnative_pg::{HEALTHY_PHASE, cluster_resource};
 
-use crate::cluster::{Result, eventually, kubectl, kubectl_stdin};
+use crate::cluster::{Result, eventually, kubectl, kubectl_stdin, shortener_resource};
 use crate::stack::{FIRST_START, RECOVERY, admin_key, fresh_namespace, wait_shortener_ready};
 use crate::traffic::{Api as Service, Stream};
 use crate::{Real, ensure};
@@ -185,6 +185,23 @@ spec:
             Err(format!("{phase}, {ready} ready"))
         }
     })
+    .await?;
+    // The Shortener reports the new primary (`kubectl get shortener -o wide`).
+    let shorteners: Api<DynamicObject> =
+        Api::namespaced_with(real.client.clone(), NAMESPACE, &shortener_resource());
+    eventually(
+        "the Shortener's status to name the new primary",
+        RECOVERY,
+        || async {
+            let s = shorteners.get("links").await.map_err(|e| e.to_string())?;
+            let reported = s.data["status"]["database"]["primary"].clone();
+            if reported.as_str() == Some(promoted.0.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("status.database.primary {reported}"))
+            }
+        },
+    )
     .await?;
     flowing(50).await?;
     let failed = stream.failures_since(failed_before).await;
