@@ -139,7 +139,7 @@ node_built() {
   for b in kubelet kube-proxy; do [ -x "$bin/$b" ] || return 1; done
   for b in crictl coredns pause; do [ -x "$node_bin/$b" ] || return 1; done
   for b in traefik kube-router; do [ -x "$addons_bin/$b" ] || return 1; done
-  monitoring_built
+  monitoring_built && cnpg_built
 }
 
 # The kubelet and kube-proxy come from the control plane's wrapper module; their packages
@@ -233,6 +233,7 @@ build_node() {
   build_pause
   build_addons
   build_monitoring
+  build_cnpg
   exec 9>"$cache/.build.lock"
   flock 9
   kubelet_module
@@ -881,6 +882,9 @@ EOF
   wait_for kubelet 180 "Traefik serving on 127.0.0.1:$ingress_port and :$gateway_port" ingress_ready
   monitoring_objects
   wait_for kubelet 180 "Prometheus, its operator, kube-state-metrics and metrics-server Ready ($prometheus_url)" monitoring_ready
+  cnpg_objects
+  # Generous: a machine busy building (the first run's) may start the operator slowly.
+  wait_for kubelet 300 "CloudNativePG's operator Available and its webhooks serving" cnpg_ready
 }
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,9 @@
 # By default there is no kubelet and no container runtime: kwok plays one fake
 # node and moves scheduled pods to Running/Ready, so no image is ever pulled or
 # run. With --real-node a kubelet, containerd, CNI, kube-proxy and CoreDNS run
-# a real node instead (scripts/cluster-node.sh; images: scripts/images.sh).
+# a real node instead (scripts/cluster-node.sh; images: scripts/images.sh), with its
+# monitoring (scripts/cluster-monitoring.sh) and CloudNativePG's operator
+# (scripts/cluster-cnpg.sh; SHORTENER_CNPG=0 leaves that out).
 # Everything listens on 127.0.0.1 only (with --real-node: also on the node's
 # address, on a dummy interface made for it); state and logs are in
 # ${SHORTENER_CLUSTER_DIR:-/tmp/shortener-cluster}.
@@ -65,6 +67,8 @@ binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwo
 . "$(dirname "${BASH_SOURCE[0]}")/cluster-node.sh"
 # shellcheck source=scripts/cluster-monitoring.sh
 . "$(dirname "${BASH_SOURCE[0]}")/cluster-monitoring.sh"
+# shellcheck source=scripts/cluster-cnpg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/cluster-cnpg.sh"
 # `up --real-node` records the mode in the state directory, so that down, status and env
 # of the same cluster know it without the flag.
 [ ! -f "$state/real-node" ] || real_node_mode

@@ -16,7 +16,8 @@
 #   postgres, pgbouncer, redis
 #                        stand-ins for the public images the operator runs by default,
 #                        made with mmdebstrap from Debian packages and honouring the interface
-#                        the operator relies on (see each builder below)
+#                        the operator relies on, and postgres and pgbouncer CloudNativePG's
+#                        operand interface too (see each builder below)
 #   pause                the pod sandbox (scripts/cluster-node.sh builds the program)
 #   traefik, coredns, prometheus, prometheus-operator, prometheus-config-reloader,
 #   kube-state-metrics, metrics-server
@@ -25,6 +26,8 @@
 #                        scripts/cluster-monitoring.sh build (uid 65532, CA certificates);
 #                        the node loads them itself, under the reference it names in
 #                        SHORTENER_STATIC_IMAGE
+#   cloudnative-pg       the real node's CloudNativePG operator (scripts/cluster-cnpg.sh builds
+#                        its manager), in the layout of CNPG's own image; loaded the same way
 # Archives are cached in ${SHORTENER_IMAGES_CACHE:-~/.cache/shortener-images}, keyed by
 # their inputs; a second build of unchanged inputs does nothing.
 set -euo pipefail
@@ -49,7 +52,7 @@ builder_version=1
 all_images=(pause shortener operator postgres pgbouncer redis)
 # The node's add-ons: static Go binaries the node builds.
 addon_images=(traefik coredns prometheus prometheus-operator prometheus-config-reloader kube-state-metrics
-  metrics-server)
+  metrics-server cloudnative-pg)
 
 # ---------------------------------------------------------------------------
 # References
@@ -66,12 +69,17 @@ normalize() {
 
 operator_binary() { echo "$target/release/shortener-operator"; }
 
-# The images every example Shortener runs, as the operator renders them.
+# The images every example Shortener runs, as the operator renders them. Without a release
+# build of the operator (a fresh machine starts the real node, and with it CloudNativePG's
+# operator configured with these references, before cargo has run), as the committed render
+# snapshots record them: the artifacts test keeps those equal to `render` of each example.
 rendered_refs() {
   local f
-  for f in "$root"/manifests/examples/*.yaml; do
-    "$(operator_binary)" render -f "$f" | awk '$1 == "image:" || $1 == "-" && $2 == "image:" { print $NF }' | tr -d '"'
-  done | sort -u
+  if [ -x "$(operator_binary)" ]; then
+    for f in "$root"/manifests/examples/*.yaml; do "$(operator_binary)" render -f "$f"; done
+  else
+    cat "$root"/operator/tests/snapshots/artifacts__render-*.snap
+  fi | awk '$1 == "image:" || $1 == "-" && $2 == "image:" { print $NF }' | tr -d '"' | sort -u
 }
 
 # The operator chart's default image: values' repository, tag defaulting to appVersion.
@@ -255,21 +263,56 @@ static_image() { # name
   echo "$out"
 }
 
+# CloudNativePG's operator in the layout of its own image: the manager globs operator/manager_*
+# relative to its working directory (/) to serve itself to the instance pods, whose init
+# container runs `/manager bootstrap /controller/manager` from this same image; uid 10001, as
+# its release manifest runs it, with a passwd entry; CA certificates; a writable /tmp.
+cnpg_image() {
+  local binary=${SHORTENER_STATIC_BINARY:?the real node names the binary} out key dir
+  [ -x "$binary" ] || die "no CloudNativePG manager at $binary"
+  key=$({ echo "$builder_version cnpg 1"; sha256sum "$binary"; } | key_of)
+  out=$cache/cloudnative-pg-$key.tar
+  [ -s "$out" ] && { echo "$out"; return 0; }
+  log "building cloudnative-pg from $binary"
+  dir=$(mktemp -d "$cache/rootfs.XXXXXX")
+  mkdir -p "$dir/operator" "$dir/etc/ssl/certs" "$dir/tmp"
+  # amd64: the architecture assemble() declares.
+  install -m 0755 "$binary" "$dir/operator/manager_amd64"
+  ln -s operator/manager_amd64 "$dir/manager"
+  cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\ncnpg:x:10001:10001:cnpg:/nonexistent:/sbin/nologin\n' >"$dir/etc/passwd"
+  printf 'root:x:0:\ncnpg:x:10001:\n' >"$dir/etc/group"
+  chmod 1777 "$dir/tmp"
+  tar -C "$dir" --numeric-owner --owner=0 --group=0 -cf "$dir.tar" .
+  assemble "$out" "$dir.tar" latest --config.user 10001:10001 --config.workingdir / \
+    --config.env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt --config.entrypoint /manager
+  rm -rf "$dir" "$dir.tar"
+  echo "$out"
+}
+
 # The official postgres image's interface, as the operator uses it: POSTGRES_USER,
 # POSTGRES_PASSWORD, POSTGRES_DB and PGDATA; on an empty PGDATA the entrypoint runs initdb
 # as the running uid (999, the image's `postgres`), sets the password (scram-sha-256 for
 # network logins), creates the database, then runs `postgres` listening on every address;
 # `pg_isready`, `psql` and `sh` on PATH for the probes and the role-setup Job. The root
 # filesystem may be read-only: only PGDATA, /var/run/postgresql and /tmp are written.
+# It is also a CloudNativePG operand image: CNPG's instance manager (copied in by its init
+# container) runs initdb, postgres and pg_* from PATH with a major version the tag names, as
+# uid and gid 26 by default (its postgresUID/postgresGID), and initdb refuses a uid without a
+# passwd entry: `cnpg` is uid 26 (gid 26 is Debian's `tape` already, which serves; the name
+# does not matter, CNPG passes --username postgres and maps peer logins from whatever the
+# running user is called).
 postgres_image() {
   local major=17 out key entrypoint
   entrypoint=$root/scripts/images/postgres-entrypoint.sh
-  key=$({ echo "$builder_version"; debian_key "$postgres_suite" "postgresql-$major"; sha256sum "$entrypoint"; } | key_of)
+  # "cnpg": the builder that added CloudNativePG's user (older archives lack it).
+  key=$({ echo "$builder_version cnpg"; debian_key "$postgres_suite" "postgresql-$major"; sha256sum "$entrypoint"; } | key_of)
   out=$cache/postgres-$key.tar
   [ -s "$out" ] && { echo "$out"; return 0; }
   log "building postgres ($postgres_suite's postgresql-$major)"
   debian_rootfs "$cache/postgres-rootfs.tar" "$postgres_suite" "postgresql-$major" \
     "$(users_hook postgres 999 /var/lib/postgresql)
+     $(users_hook cnpg 26 /var/lib/postgresql)
      mkdir -p \"\$1/etc/postgresql-common/createcluster.d\"
      echo 'create_main_cluster = false' >\"\$1/etc/postgresql-common/createcluster.d/no-main-cluster.conf\"" \
     "install -m 0755 '$entrypoint' \"\$1/usr/local/bin/docker-entrypoint.sh\"
@@ -290,14 +333,22 @@ postgres_image() {
 # The operator runs `pgbouncer /etc/pgbouncer/pgbouncer.ini` (its own config and userlist
 # mounted there) as uid 70, the public image's `postgres`; logs go to stderr, no pid file,
 # no Unix socket, so the root filesystem may be read-only.
+# It is also a CloudNativePG operand image: a Pooler's pod runs CNPG's instance manager (copied
+# in by its init container), which execs the hard-coded /usr/bin/pgbouncer as uid 998, gid 996
+# (those of CNPG's own pgbouncer image): Debian installs it in /usr/sbin, hence a link, and
+# `pgbouncer` is 998/996.
 pgbouncer_image() {
   local out key
-  key=$({ echo "$builder_version"; debian_key "$pgbouncer_suite" pgbouncer; } | key_of)
+  # "cnpg": the builder that added CloudNativePG's user and path (older archives lack them).
+  key=$({ echo "$builder_version cnpg"; debian_key "$pgbouncer_suite" pgbouncer; } | key_of)
   out=$cache/pgbouncer-$key.tar
   [ -s "$out" ] && { echo "$out"; return 0; }
   log "building pgbouncer ($pgbouncer_suite's pgbouncer)"
   debian_rootfs "$cache/pgbouncer-rootfs.tar" "$pgbouncer_suite" pgbouncer \
-    "$(users_hook postgres 70 /var/lib/postgresql)" "$(trim_hook)"
+    "$(users_hook postgres 70 /var/lib/postgresql)
+     $(users_hook pgbouncer 998 /nonexistent 996)" \
+    "[ -e \"\$1/usr/bin/pgbouncer\" ] || ln -s ../sbin/pgbouncer \"\$1/usr/bin/pgbouncer\"
+     $(trim_hook)"
   assemble "$out" "$cache/pgbouncer-rootfs.tar" latest --config.user 70:70 \
     --config.env PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
     --config.entrypoint pgbouncer --config.cmd /etc/pgbouncer/pgbouncer.ini --config.exposedports 6432/tcp
@@ -325,14 +376,18 @@ redis_image() {
   echo "$out"
 }
 
-# An essential-hook adding a system user (and its group) with the public image's uid before
-# the packages' maintainer scripts create one with whatever uid comes next.
-users_hook() { # name uid home
+# An essential-hook adding a system user (and its group, gid = uid unless given) with the
+# public image's uid before the packages' maintainer scripts create one with whatever uid
+# comes next. A gid Debian's base system already names keeps that name.
+users_hook() { # name uid home [gid]
+  local gid=${4:-$2}
   printf '%s\n' \
-    "echo '$1:x:$2:$2::$3:/usr/sbin/nologin' >>\"\$1/etc/passwd\"" \
-    "echo '$1:x:$2:' >>\"\$1/etc/group\"" \
+    "echo '$1:x:$2:$gid::$3:/usr/sbin/nologin' >>\"\$1/etc/passwd\"" \
     "echo '$1:*:20000:0:99999:7:::' >>\"\$1/etc/shadow\"" \
-    "echo '$1:*::' >>\"\$1/etc/gshadow\""
+    "grep -q '^[^:]*:[^:]*:$gid:' \"\$1/etc/group\" || {
+       echo '$1:x:$gid:' >>\"\$1/etc/group\"
+       echo '$1:*::' >>\"\$1/etc/gshadow\"
+     }"
 }
 
 # What no container needs: apt's lists and caches, documentation, the daemons' init scripts.
@@ -349,6 +404,7 @@ build_one() { # image; prints the archive
     postgres) postgres_image ;;
     pgbouncer) pgbouncer_image ;;
     redis) redis_image ;;
+    cloudnative-pg) cnpg_image ;;
     *)
       is_one_of "$1" "${addon_images[@]}" || die "unknown image $1 (one of: ${all_images[*]} ${addon_images[*]})"
       static_image "$1"
