@@ -69,6 +69,12 @@ pub fn pooler_name(instance: &Instance<'_>) -> String {
     instance.child_name(Component::PgBouncer)
 }
 
+/// The label CloudNativePG puts on the Pooler's pods, which the NetworkPolicies select: it
+/// sets the `app.kubernetes.io/*` labels of those pods itself, over the template's.
+pub fn pooler_pod_labels(instance: &Instance<'_>) -> BTreeMap<String, String> {
+    BTreeMap::from([("cnpg.io/poolerName".to_string(), pooler_name(instance))])
+}
+
 /// The superuser's connection to the primary, as libpq reads it: what the role-setup Job
 /// runs as (CloudNativePG's Secret holds both the user name and the password).
 pub fn superuser_env(instance: &Instance<'_>) -> Vec<EnvVar> {
@@ -161,7 +167,7 @@ pub fn cluster(instance: &Instance<'_>, spec: &CloudNativePgSpec) -> Child {
 
 /// The Pooler: PgBouncer in transaction mode in front of the primary, with the pool
 /// settings of `spec.pgbouncer` and the statements sqlx prepares tracked (as the embedded
-/// PgBouncer's configuration does). Its pods carry the PgBouncer component's selector labels.
+/// PgBouncer's configuration does). CloudNativePG labels its pods (see [`pooler_pod_labels`]).
 pub fn pooler(instance: &Instance<'_>, spec: &CloudNativePgSpec) -> Child {
     let pool = &instance.spec().pgbouncer;
     let mut container = json!({ "name": "pgbouncer" });
@@ -179,10 +185,7 @@ pub fn pooler(instance: &Instance<'_>, spec: &CloudNativePgSpec) -> Child {
                 "max_prepared_statements": "200",
             },
         },
-        "template": {
-            "metadata": { "labels": instance.selector_labels(Component::PgBouncer) },
-            "spec": { "containers": [container] },
-        },
+        "template": { "spec": { "containers": [container] } },
     });
     dynamic(pooler_resource(), instance, pooler_name(instance), pooler)
 }
@@ -331,12 +334,10 @@ mod tests {
         assert_eq!(parameters["default_pool_size"], "7");
         assert_eq!(parameters["max_db_connections"], "12");
         assert_eq!(parameters["max_prepared_statements"], "200");
-        let template = &spec["template"];
         assert_eq!(
-            template["metadata"]["labels"]["app.kubernetes.io/component"],
+            spec["template"]["spec"]["containers"][0]["name"],
             "pgbouncer"
         );
-        assert_eq!(template["spec"]["containers"][0]["name"], "pgbouncer");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::stack::{HTTP_PORT, PGBOUNCER_PORT, POSTGRES_PORT, REDIS_PORT};
-use super::{Component, Instance, MANAGED_BY, match_labels};
+use super::{Component, Instance, MANAGED_BY, cloudnative_pg, match_labels};
 use crate::crd::{ApiServerPeer, Exposure, HttpRouteSpec};
 
 /// Where cluster DNS runs (kube-dns or CoreDNS keep this label for compatibility).
@@ -21,6 +21,14 @@ fn dns_peer() -> NetworkPolicyPeer {
         namespace_selector: Some(label("kubernetes.io/metadata.name", "kube-system")),
         pod_selector: Some(label("k8s-app", "kube-dns")),
         ..Default::default()
+    }
+}
+
+/// To cluster DNS, which every pod needs.
+fn dns() -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![dns_peer()]),
+        ports: Some(vec![port("UDP", 53), tcp(53)]),
     }
 }
 
@@ -130,17 +138,13 @@ pub fn policies(instance: &Instance<'_>, operator_namespace: Option<&str>) -> Ve
     // Default deny for every pod of the instance; DNS is the only flow all of them need.
     let mut instance_pods = instance.selector_labels(Component::App);
     instance_pods.remove("app.kubernetes.io/component");
-    let dns = NetworkPolicyEgressRule {
-        to: Some(vec![dns_peer()]),
-        ports: Some(vec![port("UDP", 53), tcp(53)]),
-    };
     all.push(policy(
         instance,
         format!("{}-default-deny", instance.name),
         Component::App,
         instance_pods,
         Vec::new(),
-        vec![dns],
+        vec![dns()],
     ));
 
     // The app: from the ingress controller or the Gateway's proxies, and Prometheus; to the pooler, PostgreSQL (the
@@ -186,7 +190,7 @@ pub fn policies(instance: &Instance<'_>, operator_namespace: Option<&str>) -> Ve
     let mut egress = Vec::new();
     if spec.database.operated() {
         let (_, pooler_port) = instance.pooler_address();
-        egress.push(to(pods(instance, &[Component::PgBouncer]), pooler_port));
+        egress.push(to(vec![pooler_pods(instance)], pooler_port));
         egress.push(to(pods(instance, &[Component::Postgres]), POSTGRES_PORT));
     }
     if spec.redis.external.is_none() {
@@ -251,6 +255,19 @@ pub fn policies(instance: &Instance<'_>, operator_namespace: Option<&str>) -> Ve
     all
 }
 
+/// The pooler's pods: the embedded PgBouncer's, or CloudNativePG's Pooler's (which carry
+/// CloudNativePG's labels, not ours).
+fn pooler_pods(instance: &Instance<'_>) -> NetworkPolicyPeer {
+    let labels = match instance.spec().database.cloud_native_pg {
+        Some(_) => cloudnative_pg::pooler_pod_labels(instance),
+        None => instance.selector_labels(Component::PgBouncer),
+    };
+    NetworkPolicyPeer {
+        pod_selector: Some(match_labels(labels)),
+        ..Default::default()
+    }
+}
+
 /// CloudNativePG's instance manager (in the instance pods) serves the operator on this port.
 const CNPG_INSTANCE_MANAGER_PORT: i32 = 8000;
 
@@ -283,24 +300,27 @@ fn cloud_native_pg_policies(instance: &Instance<'_>) -> Vec<NetworkPolicy> {
     ));
     let postgres = || pods(instance, &[Component::Postgres]);
     let (_, pooler_port) = instance.pooler_address();
-    let clients = [
-        Component::PgBouncer,
-        Component::App,
-        Component::RoleSetup,
-        Component::Postgres,
-    ];
+    let mut clients = vec![pooler_pods(instance)];
+    clients.extend(pods(
+        instance,
+        &[Component::App, Component::RoleSetup, Component::Postgres],
+    ));
     vec![
-        component_policy(
+        // The Pooler's pods are outside the default deny (their labels are CloudNativePG's):
+        // this policy is their only one, DNS included.
+        policy(
             instance,
+            instance.child_name(Component::PgBouncer),
             Component::PgBouncer,
+            cloudnative_pg::pooler_pod_labels(instance),
             vec![from(pods(instance, &[Component::App]), pooler_port)],
-            vec![to(postgres(), POSTGRES_PORT), api_server.clone()],
+            vec![dns(), to(postgres(), POSTGRES_PORT), api_server.clone()],
         ),
         component_policy(
             instance,
             Component::Postgres,
             vec![
-                from(pods(instance, &clients), POSTGRES_PORT),
+                from(clients, POSTGRES_PORT),
                 NetworkPolicyIngressRule {
                     from: Some(vec![operator]),
                     ports: Some(vec![tcp(CNPG_INSTANCE_MANAGER_PORT), tcp(POSTGRES_PORT)]),
@@ -534,15 +554,21 @@ mod tests {
             p["spec"][key][n]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
                 .clone()
         };
-        // The app reaches the Pooler on its port 5432.
-        assert_eq!(component(&v[1], "egress", 0), "pgbouncer");
-        assert_eq!(v[1]["spec"]["egress"][0]["ports"][0]["port"], 5432);
-        // The Pooler: from the app, to the instances and the API server.
-        let pooler = &v[2]["spec"];
-        assert_eq!(pooler["ingress"][0]["ports"][0]["port"], 5432);
-        assert_eq!(component(&v[2], "egress", 0), "postgres");
+        // The app reaches the Pooler's pods, by CloudNativePG's label, on its port 5432.
+        let pooler_pods = json!({ "matchLabels": { "cnpg.io/poolerName": "links-pgbouncer" } });
         assert_eq!(
-            pooler["egress"][1],
+            v[1]["spec"]["egress"][0]["to"][0]["podSelector"],
+            pooler_pods
+        );
+        assert_eq!(v[1]["spec"]["egress"][0]["ports"][0]["port"], 5432);
+        // The Pooler: from the app; to DNS, the instances and the API server.
+        let pooler = &v[2]["spec"];
+        assert_eq!(pooler["podSelector"], pooler_pods);
+        assert_eq!(pooler["ingress"][0]["ports"][0]["port"], 5432);
+        assert_eq!(pooler["egress"][0]["ports"][0]["port"], 53);
+        assert_eq!(component(&v[2], "egress", 1), "postgres");
+        assert_eq!(
+            pooler["egress"][2],
             json!({ "ports": [
             { "port": 443, "protocol": "TCP" }, { "port": 6443, "protocol": "TCP" }] })
         );
@@ -553,12 +579,15 @@ mod tests {
             .unwrap()
             .iter()
             .map(|p| {
-                p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-                    .as_str()
-                    .unwrap()
+                let labels = &p["podSelector"]["matchLabels"];
+                let component = labels["app.kubernetes.io/component"].as_str();
+                component.or(labels["cnpg.io/poolerName"].as_str()).unwrap()
             })
             .collect();
-        assert_eq!(clients, ["pgbouncer", "app", "postgres-roles", "postgres"]);
+        assert_eq!(
+            clients,
+            ["links-pgbouncer", "app", "postgres-roles", "postgres"]
+        );
         assert_eq!(
             instances["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"],
             json!({ "kubernetes.io/metadata.name": "cnpg-system" })
@@ -575,7 +604,7 @@ mod tests {
         let i = Instance::new(&s).unwrap();
         let pooler = serde_json::to_value(&policies(&i, None)[2]).unwrap();
         assert_eq!(
-            pooler["spec"]["egress"][1],
+            pooler["spec"]["egress"][2],
             json!({ "to": [{ "ipBlock": { "cidr": "192.0.2.10/32" } }],
                     "ports": [{ "port": 56443, "protocol": "TCP" }] })
         );
