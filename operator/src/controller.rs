@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DynamicObject, PartialObjectMeta};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::backoff::Backoff;
 use crate::children::{
     self, Component, Credentials, DesiredState, Instance, MANAGED_BY, Observed, OptionalApis,
+    cloudnative_pg,
 };
 use crate::cluster::{self, ClusterResources, SeenChildren, Written};
 use crate::crd::{Shortener, ShortenerStatus};
@@ -344,27 +345,41 @@ async fn run_in(
     let owned = watcher::Config::default().labels(&managed_selector());
     let controller = Controller::new(shorteners, watcher::Config::default().any_semantic());
     // The kinds every cluster serves are watched from the start; the HTTPRoute's watch starts
-    // once a pass has found the Gateway API served (a watch of a kind not served would fail
-    // and retry forever). ServiceMonitor and PrometheusRule are not watched: re-applied at the
-    // periodic requeue.
+    // once a pass has found the Gateway API served, CloudNativePG's once it is served (a watch
+    // of a kind not served would fail and retry forever). ServiceMonitor and PrometheusRule
+    // are not watched: re-applied at the periodic requeue.
     let controller = children::managed_kinds(OptionalApis::default())
         .into_iter()
         .fold(controller, |controller, kind| {
             let stream = owned_watch(&client, namespace, &ctx, kind.clone(), owned.clone());
             controller.owns_stream_with(stream, kind)
         });
-    let route = gateway_api::http_route_resource();
-    let route_watch = owned_watch(&client, namespace, &ctx, route.clone(), owned);
-    let mut served = ctx.served.subscribe();
-    let once_served = futures::stream::once(async move {
-        // Only a dropped context ends the wait, and then nothing is left to watch for.
-        if served.wait_for(|apis| apis.gateway).await.is_err() {
-            futures::future::pending::<()>().await;
-        }
-        route_watch
-    })
-    .flatten();
-    let controller = controller.owns_stream_with(once_served, route);
+    // The same for CloudNativePG's Cluster and Pooler, whose status (a failover, a replica
+    // back) is the database's readiness.
+    let optional: [(ApiResource, ServedWhen); 3] = [
+        (gateway_api::http_route_resource(), |apis| apis.gateway),
+        (cloudnative_pg::cluster_resource(), |apis| {
+            apis.cloud_native_pg
+        }),
+        (cloudnative_pg::pooler_resource(), |apis| {
+            apis.cloud_native_pg
+        }),
+    ];
+    let controller = optional
+        .into_iter()
+        .fold(controller, |controller, (kind, served_now)| {
+            let watch = owned_watch(&client, namespace, &ctx, kind.clone(), owned.clone());
+            let mut served = ctx.served.subscribe();
+            let once_served = futures::stream::once(async move {
+                // Only a dropped context ends the wait, and then nothing is left to watch.
+                if served.wait_for(served_now).await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+                watch
+            })
+            .flatten();
+            controller.owns_stream_with(once_served, kind)
+        });
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -376,6 +391,9 @@ async fn run_in(
         })
         .await;
 }
+
+/// Whether a pass's discovery found an optional kind served.
+type ServedWhen = fn(&OptionalApis) -> bool;
 
 /// The label-filtered metadata watch of one owned kind: it triggers a reconcile of the owner
 /// on every change (deletions too: a deleted child is recreated) and fills the store that

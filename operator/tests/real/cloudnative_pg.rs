@@ -189,14 +189,14 @@ spec:
     // The Shortener reports the new primary (`kubectl get shortener -o wide`).
     let shorteners: Api<DynamicObject> =
         Api::namespaced_with(real.client.clone(), NAMESPACE, &shortener_resource());
-    eventually(
+    let named = eventually(
         "the Shortener's status to name the new primary",
         RECOVERY,
         || async {
             let s = shorteners.get("links").await.map_err(|e| e.to_string())?;
             let reported = s.data["status"]["database"]["primary"].clone();
             if reported.as_str() == Some(promoted.0.as_str()) {
-                Ok(())
+                Ok(at.elapsed())
             } else {
                 Err(format!("status.database.primary {reported}"))
             }
@@ -214,11 +214,13 @@ spec:
     );
     println!(
         "    primary {first_primary} deleted: {} promoted after {:.1}s, a write through the \
-         Pooler {:.1}s later, Cluster healthy (2 ready) after {:.1}s",
+         Pooler {:.1}s later, Cluster healthy (2 ready) after {:.1}s, in the Shortener's status \
+         after {:.1}s",
         promoted.0,
         promoted.1.as_secs_f64(),
         write_wait.as_secs_f64(),
-        healthy.as_secs_f64()
+        healthy.as_secs_f64(),
+        named.as_secs_f64()
     );
     println!(
         "    {} redirects answered, all recorded; failed meanwhile: {failed:?}",
