@@ -223,7 +223,7 @@ pub async fn cel_rules_reject_shrink_and_immutable_changes(ctx: &Ctx) -> Result 
         ns,
         "links",
         json!({ "database": { "postgres": null, "external": { "secretName": "db" } } }),
-        "switching between the embedded and an external database is not supported",
+        "switching between the embedded, a CloudNativePG and an external database is not supported",
     )?;
     // Growing is allowed.
     patch_spec(ns, "links", storage(json!({ "size": "3Gi" })))?;
@@ -263,9 +263,9 @@ pub async fn cel_rules_reject_shrink_and_immutable_changes(ctx: &Ctx) -> Result 
     let out = crate::cluster::kubectl_stdin(&["apply", "-f", "-"], &both.to_string())?;
     ensure!(
         !out.success
-            && out
-                .stderr
-                .contains("set either database.postgres or database.external, not both"),
+            && out.stderr.contains(
+                "set at most one of database.postgres, database.cloudNativePG and database.external"
+            ),
         "a Shortener with both databases: {}{}",
         out.stdout,
         out.stderr
