@@ -670,6 +670,13 @@ pub struct CloudNativePgSpec {
     /// Limits of the role the service's requests run as.
     #[serde(default)]
     pub runtime_role: RuntimeRoleSpec,
+    /// Options of the instances' pods (and of the role-setup Job's), over the Shortener-wide
+    /// `pods`, as CloudNativePG takes them: labels and annotations as the Cluster's
+    /// `inheritedMetadata`, node selector and tolerations in its `affinity`, the pod
+    /// (anti-)affinity as its `additionalPodAffinity`/`additionalPodAntiAffinity` (beside its
+    /// own preferred anti-affinity between instances).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pods: PodOptions,
 }
 
 impl Default for CloudNativePgSpec {
@@ -683,6 +690,7 @@ impl Default for CloudNativePgSpec {
             smart_shutdown_timeout_seconds: default_smart_shutdown_seconds(),
             pooler_instances: default_pooler_instances(),
             runtime_role: RuntimeRoleSpec::default(),
+            pods: PodOptions::default(),
         }
     }
 }

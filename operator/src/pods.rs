@@ -225,7 +225,10 @@ impl ShortenerSpec {
             Component::PgBouncer => Some(self.pgbouncer.pods.clone()),
             Component::Redis => Some(self.redis.pods.clone()),
             Component::Postgres | Component::RoleSetup | Component::Backup => {
-                self.database.postgres.as_ref().map(|p| p.pods.clone())
+                match &self.database.cloud_native_pg {
+                    Some(cnpg) => Some(cnpg.pods.clone()),
+                    None => self.database.postgres.as_ref().map(|p| p.pods.clone()),
+                }
             }
             Component::Monitoring => None,
         };

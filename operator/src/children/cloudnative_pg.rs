@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, TypeMeta};
 use serde_json::{Value, json};
 
@@ -123,7 +123,6 @@ pub fn cluster(instance: &Instance<'_>, spec: &CloudNativePgSpec) -> Child {
     let mut cluster = json!({
         "instances": spec.instances,
         "enableSuperuserAccess": true,
-        "inheritedMetadata": { "labels": instance.selector_labels(Component::Postgres) },
         "storage": storage,
         "smartShutdownTimeout": spec.smart_shutdown_timeout_seconds,
         "bootstrap": { "initdb": {
@@ -148,6 +147,7 @@ pub fn cluster(instance: &Instance<'_>, spec: &CloudNativePgSpec) -> Child {
             },
         ]},
     });
+    scheduling(instance, &mut cluster);
     if let Some(image) = &spec.image_name {
         cluster["imageName"] = json!(image);
     }
@@ -165,13 +165,85 @@ pub fn cluster(instance: &Instance<'_>, spec: &CloudNativePgSpec) -> Child {
     )
 }
 
+/// The PostgreSQL component's pod options (`pods` and `database.cloudNativePG.pods`) in the
+/// Cluster's terms, and the selector labels on everything it makes (`inheritedMetadata`,
+/// ours over the options'), which the NetworkPolicies select.
+fn scheduling(instance: &Instance<'_>, cluster: &mut Value) {
+    let options = instance.spec().pod_options(Component::Postgres);
+    let mut labels = options.labels.clone();
+    labels.extend(instance.selector_labels(Component::Postgres));
+    let mut inherited = json!({ "labels": labels });
+    if !options.annotations.is_empty() {
+        inherited["annotations"] = json!(options.annotations);
+    }
+    cluster["inheritedMetadata"] = inherited;
+    let mut affinity = serde_json::Map::new();
+    if let Some(selector) = &options.node_selector {
+        affinity.insert("nodeSelector".into(), json!(selector));
+    }
+    if let Some(tolerations) = &options.tolerations {
+        affinity.insert("tolerations".into(), json!(tolerations));
+    }
+    if let Some(given) = &options.affinity {
+        let parts = [
+            ("nodeAffinity", json!(given.node_affinity)),
+            ("additionalPodAffinity", json!(given.pod_affinity)),
+            ("additionalPodAntiAffinity", json!(given.pod_anti_affinity)),
+        ];
+        for (key, value) in parts {
+            if !value.is_null() {
+                affinity.insert(key.into(), value);
+            }
+        }
+    }
+    if !affinity.is_empty() {
+        cluster["affinity"] = Value::Object(affinity);
+    }
+    // An empty list means "no spread" for our pods; CloudNativePG has no default to turn off.
+    if let Some(spread) = options
+        .topology_spread_constraints
+        .filter(|s| !s.is_empty())
+    {
+        cluster["topologySpreadConstraints"] = json!(spread);
+    }
+    if let Some(class) = &options.priority_class_name {
+        cluster["priorityClassName"] = json!(class);
+    }
+    if let Some(secrets) = &options.image_pull_secrets {
+        cluster["imagePullSecrets"] = json!(secrets);
+    }
+}
+
+/// The Pooler's pod template: its container's resources and the PgBouncer component's pod
+/// options (`pods` and `pgbouncer.pods`), as for the embedded PgBouncer.
+fn pooler_template(instance: &Instance<'_>) -> Value {
+    let pool = &instance.spec().pgbouncer;
+    let mut pod = PodSpec {
+        containers: vec![Container {
+            name: "pgbouncer".into(),
+            resources: Some(super::resources(pool.resources.as_ref(), pgbouncer::BUDGET)),
+            ..Container::default()
+        }],
+        ..PodSpec::default()
+    };
+    let (mut labels, mut annotations) = (BTreeMap::new(), BTreeMap::new());
+    let options = instance.spec().pod_options(Component::PgBouncer);
+    options.apply(&mut pod, &mut labels, &mut annotations, None);
+    let mut template = json!({ "spec": pod });
+    if !labels.is_empty() {
+        template["metadata"]["labels"] = json!(labels);
+    }
+    if !annotations.is_empty() {
+        template["metadata"]["annotations"] = json!(annotations);
+    }
+    template
+}
+
 /// The Pooler: PgBouncer in transaction mode in front of the primary, with the pool
 /// settings of `spec.pgbouncer` and the statements sqlx prepares tracked (as the embedded
 /// PgBouncer's configuration does). CloudNativePG labels its pods (see [`pooler_pod_labels`]).
 pub fn pooler(instance: &Instance<'_>, spec: &CloudNativePgSpec) -> Child {
     let pool = &instance.spec().pgbouncer;
-    let mut container = json!({ "name": "pgbouncer" });
-    container["resources"] = json!(super::resources(pool.resources.as_ref(), pgbouncer::BUDGET));
     let pooler = json!({
         "cluster": { "name": cluster_name(instance) },
         "instances": spec.pooler_instances,
@@ -185,7 +257,7 @@ pub fn pooler(instance: &Instance<'_>, spec: &CloudNativePgSpec) -> Child {
                 "max_prepared_statements": "200",
             },
         },
-        "template": { "spec": { "containers": [container] } },
+        "template": pooler_template(instance),
     });
     dynamic(pooler_resource(), instance, pooler_name(instance), pooler)
 }
@@ -312,6 +384,48 @@ mod tests {
             v["spec"]["postgresql"]["parameters"]["shared_buffers"],
             "64MB"
         );
+    }
+
+    /// The pod options reach CloudNativePG's pods in its own terms; our selector labels
+    /// stay on top.
+    #[test]
+    fn pod_options_reach_the_instances_and_the_pooler() {
+        use k8s_openapi::api::core::v1::{Affinity, PodAntiAffinity, Toleration};
+        let mut spec = ShortenerSpec::default();
+        let mut cnpg = CloudNativePgSpec::default();
+        cnpg.pods.node_selector = Some(BTreeMap::from([("disk".into(), "ssd".into())]));
+        cnpg.pods.labels.insert("team".into(), "db".into());
+        cnpg.pods.affinity = Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity::default()),
+            ..Affinity::default()
+        });
+        spec.pods.tolerations = Some(vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Exists".into()),
+            ..Toleration::default()
+        }]);
+        spec.pods.priority_class_name = Some("critical".into());
+        spec.pgbouncer.pods.node_selector = Some(BTreeMap::from([("pool".into(), "yes".into())]));
+        spec.database.cloud_native_pg = Some(cnpg.clone());
+        let s = shortener(spec);
+        let i = Instance::new(&s).unwrap();
+        let c = value(&cluster(&i, &cnpg))["spec"].clone();
+        assert_eq!(c["affinity"]["nodeSelector"], json!({ "disk": "ssd" }));
+        assert_eq!(c["affinity"]["tolerations"][0]["key"], "dedicated");
+        assert_eq!(c["affinity"]["additionalPodAntiAffinity"], json!({}));
+        assert!(c["affinity"].get("nodeAffinity").is_none());
+        assert_eq!(c["priorityClassName"], "critical");
+        let labels = &c["inheritedMetadata"]["labels"];
+        assert_eq!(labels["team"], "db");
+        assert_eq!(labels["app.kubernetes.io/component"], "postgres");
+        let p = value(&pooler(&i, &cnpg))["spec"]["template"].clone();
+        assert_eq!(p["spec"]["nodeSelector"], json!({ "pool": "yes" }));
+        assert_eq!(p["spec"]["tolerations"][0]["key"], "dedicated");
+        assert_eq!(p["spec"]["priorityClassName"], "critical");
+        // The role-setup Job runs with the instances' options.
+        let job = crate::children::roles::cloud_native_pg_job(&i, &cnpg);
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.node_selector, cnpg.pods.node_selector);
     }
 
     #[test]
