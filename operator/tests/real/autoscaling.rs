@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Api;
 
-use crate::cluster::{Result, eventually};
+use crate::cluster::{Result, eventually, kubectl};
 use crate::faults::links;
-use crate::stack::{RECOVERY, patch_links};
+use crate::stack::{RECOVERY, patch_links, wait_pods_ready};
 use crate::traffic::{Seen, Stream};
 use crate::{Real, ensure};
 
@@ -232,5 +232,16 @@ pub async fn load_raises_the_replicas_and_idle_lowers_them(real: &'static Real) 
         under_load.total() + trickled.total()
     );
     print!("{trace}");
+    // The Shortener's default count again for the tests after this one: the node's 1 GiB
+    // holds five app pods beside the add-ons, but not a backup Job's pod as well.
+    kubectl(&[
+        "-n",
+        "default",
+        "scale",
+        "shortener",
+        "links",
+        "--replicas=3",
+    ])?;
+    wait_pods_ready(&real.client, "default", "links", "app", 3, RECOVERY).await?;
     Ok(())
 }
