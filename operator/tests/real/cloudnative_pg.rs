@@ -12,6 +12,7 @@ use serde_json::Value;
 use shortener_operator::children::cloudnative_pg::{HEALTHY_PHASE, cluster_resource};
 
 use crate::cluster::{Result, eventually, kubectl, kubectl_stdin, shortener_resource};
+use crate::faults::flowing;
 use crate::stack::{FIRST_START, RECOVERY, admin_key, fresh_namespace, wait_shortener_ready};
 use crate::traffic::{Api as Service, Stream};
 use crate::{Real, ensure};
@@ -131,22 +132,7 @@ spec:
         links.push(api.create_link(user, &target).await?);
     }
     let stream = Stream::start(&api, &links, 4, Duration::from_millis(100));
-    let flowing = |more: u64| {
-        let stream = &stream;
-        async move {
-            let from = stream.answered().await;
-            eventually("redirects answered", RECOVERY, || async {
-                let now = stream.answered().await;
-                if now >= from + more {
-                    Ok(())
-                } else {
-                    Err(format!("{} answered since", now - from))
-                }
-            })
-            .await
-        }
-    };
-    flowing(50).await?;
+    flowing(&stream, 50).await?;
 
     // The primary's pod deleted: CloudNativePG promotes the replica and moves `-rw` to it.
     let failed_before = stream.failures().await;
@@ -203,7 +189,7 @@ spec:
         },
     )
     .await?;
-    flowing(50).await?;
+    flowing(&stream, 50).await?;
     let failed = stream.failures_since(failed_before).await;
     let seen = stream.stop().await?;
     api.expect_counts(&seen.answered, &links).await?;

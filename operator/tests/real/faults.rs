@@ -27,7 +27,7 @@ pub async fn links(real: &Real, name: &str) -> Result<(Api, Vec<Link>)> {
 }
 
 /// Waits until the stream has answered `more` redirects beyond now.
-async fn flowing(stream: &Stream, more: u64) -> Result {
+pub async fn flowing(stream: &Stream, more: u64) -> Result {
     let from = stream.answered().await;
     eventually("redirects answered again", RECOVERY, || async {
         let now = stream.answered().await;
