@@ -32,6 +32,10 @@ pub const HEALTHY_PHASE: &str = "Cluster in healthy state";
 /// The port of the Pooler's Service (PgBouncer's `listen_port`, which CloudNativePG fixes).
 pub const POOLER_PORT: i32 = 5432;
 
+/// How long the Pooler's PgBouncer waits after a failed login to the primary (a failover
+/// under way) before it tries again.
+const SERVER_LOGIN_RETRY_SECONDS: u32 = 1;
+
 /// On the Secrets of the managed roles: CloudNativePG applies a changed password at once.
 const RELOAD_LABEL: (&str, &str) = ("cnpg.io/reload", "true");
 
@@ -255,6 +259,9 @@ pub fn pooler(instance: &Instance<'_>, spec: &CloudNativePgSpec) -> Child {
                 "max_client_conn": pool.max_client_connections.to_string(),
                 "max_db_connections": pgbouncer::server_connections(pool).to_string(),
                 "max_prepared_statements": "200",
+                // After a failover the new primary answers within seconds; PgBouncer's
+                // default waits 15 s after a failed server login before trying again.
+                "server_login_retry": SERVER_LOGIN_RETRY_SECONDS.to_string(),
             },
         },
         "template": pooler_template(instance),
@@ -448,6 +455,7 @@ mod tests {
         assert_eq!(parameters["default_pool_size"], "7");
         assert_eq!(parameters["max_db_connections"], "12");
         assert_eq!(parameters["max_prepared_statements"], "200");
+        assert_eq!(parameters["server_login_retry"], "1");
         assert_eq!(
             spec["template"]["spec"]["containers"][0]["name"],
             "pgbouncer"
