@@ -352,6 +352,16 @@ mod tests {
     use crate::crd::{ExternalSecretRef, ShortenerSpec};
     use serde_json::{Value, json};
 
+    /// The policies of a default stack, embedded or on CloudNativePG: the same names.
+    const EVERY_POLICY: [&str; 6] = [
+        "links-default-deny",
+        "links",
+        "links-pgbouncer",
+        "links-postgres",
+        "links-postgres-roles",
+        "links-redis",
+    ];
+
     fn names(policies: &[NetworkPolicy]) -> Vec<String> {
         let names = policies
             .iter()
@@ -364,17 +374,7 @@ mod tests {
         let s = shortener(ShortenerSpec::default());
         let i = Instance::new(&s).unwrap();
         let all = policies(&i, None);
-        assert_eq!(
-            names(&all),
-            vec![
-                "links-default-deny",
-                "links",
-                "links-pgbouncer",
-                "links-postgres",
-                "links-postgres-roles",
-                "links-redis"
-            ]
-        );
+        assert_eq!(names(&all), EVERY_POLICY);
         for p in &all {
             let v = serde_json::to_value(p).unwrap();
             assert_eq!(v["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
@@ -535,17 +535,7 @@ mod tests {
         let s = shortener(spec.clone());
         let i = Instance::new(&s).unwrap();
         let all = policies(&i, None);
-        assert_eq!(
-            names(&all),
-            vec![
-                "links-default-deny",
-                "links",
-                "links-pgbouncer",
-                "links-postgres",
-                "links-postgres-roles",
-                "links-redis"
-            ]
-        );
+        assert_eq!(names(&all), EVERY_POLICY);
         let v: Vec<Value> = all
             .iter()
             .map(|p| serde_json::to_value(p).unwrap())
